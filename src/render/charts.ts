@@ -1,0 +1,210 @@
+// Training curves as Vega-Lite specs, rendered headlessly to SVG with vega and rasterised to PNG
+// with sharp. The spec carries its data inline so the .vl.json next to a picture re-renders it
+// anywhere (vega editor, vl2svg) without the metrics file.
+
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import * as vega from 'vega';
+import * as vl from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
+
+/** One line of the train stage's metrics.jsonl. */
+export interface EpochMetrics {
+  epoch: number;
+  train_loss: number;
+  train_accuracy: number;
+  val_loss: number;
+  val_accuracy: number;
+  lr: number;
+  images_per_second: number;
+  seconds: number;
+  elapsed_seconds: number;
+}
+
+export const metricFields: readonly (keyof EpochMetrics)[] = [
+  'epoch',
+  'train_loss',
+  'train_accuracy',
+  'val_loss',
+  'val_accuracy',
+  'lr',
+  'images_per_second',
+  'seconds',
+  'elapsed_seconds',
+];
+
+/** Parse metrics.jsonl; a missing or non-numeric field becomes NaN (and drops out of the plots). */
+export function parseMetricsJsonl(text: string): EpochMetrics[] {
+  const rows: EpochMetrics[] = [];
+  text.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(line);
+    } catch (e) {
+      throw new Error(`metrics.jsonl line ${i + 1} is not JSON: ${(e as Error).message}`);
+    }
+    const rec = obj as Record<string, unknown>;
+    const row = {} as EpochMetrics;
+    for (const f of metricFields) {
+      const v = rec[f];
+      row[f] = typeof v === 'number' && Number.isFinite(v) ? v : NaN;
+    }
+    rows.push(row);
+  });
+  return rows;
+}
+
+export const chartNames = ['accuracy', 'loss', 'lr', 'accuracy_minutes'] as const;
+export type ChartName = (typeof chartNames)[number];
+
+export interface ChartSize {
+  width: number;
+  height: number;
+}
+
+interface Point {
+  x: number;
+  y: number;
+  series: string;
+}
+
+function series(rows: EpochMetrics[], x: (r: EpochMetrics) => number, parts: [keyof EpochMetrics, string][]): Point[] {
+  const out: Point[] = [];
+  for (const [field, label] of parts) {
+    for (const r of rows) {
+      const xv = x(r);
+      const yv = r[field];
+      if (Number.isFinite(xv) && Number.isFinite(yv)) out.push({ x: xv, y: yv, series: label });
+    }
+  }
+  return out;
+}
+
+function lineChart(
+  title: string,
+  points: Point[],
+  xTitle: string,
+  yTitle: string,
+  size: ChartSize,
+  y: { format?: string; log?: boolean } = {},
+): TopLevelSpec {
+  const labels = [...new Set(points.map((p) => p.series))];
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title,
+    width: size.width,
+    height: size.height,
+    background: 'white',
+    data: { values: points },
+    mark: { type: 'line', point: points.length <= 120 ? { filled: true, size: 16 } : false },
+    encoding: {
+      x: { field: 'x', type: 'quantitative', title: xTitle, scale: { zero: false, nice: false } },
+      y: {
+        field: 'y',
+        type: 'quantitative',
+        title: yTitle,
+        ...(y.format ? { axis: { format: y.format } } : {}),
+        scale: y.log ? { type: 'log' } : { zero: false },
+      },
+      color: {
+        field: 'series',
+        type: 'nominal',
+        title: null,
+        sort: labels,
+        ...(labels.length === 1 ? { legend: null } : {}),
+      },
+    },
+  };
+}
+
+/** The Vega-Lite spec of one chart, with the metrics inline. */
+export function chartSpec(name: ChartName, rows: EpochMetrics[], size: ChartSize): TopLevelSpec {
+  const byEpoch = (r: EpochMetrics) => r.epoch;
+  switch (name) {
+    case 'accuracy':
+      return lineChart(
+        'Accuracy per epoch',
+        series(rows, byEpoch, [
+          ['train_accuracy', 'train'],
+          ['val_accuracy', 'validation'],
+        ]),
+        'epoch',
+        'accuracy',
+        size,
+        { format: '.0%' },
+      );
+    case 'loss':
+      return lineChart(
+        'Loss per epoch',
+        series(rows, byEpoch, [
+          ['train_loss', 'train'],
+          ['val_loss', 'validation'],
+        ]),
+        'epoch',
+        'cross-entropy loss',
+        size,
+      );
+    case 'lr': {
+      const pts = series(rows, byEpoch, [['lr', 'learning rate']]);
+      // Step schedules span decades; a log axis shows each step, but only works for positive rates.
+      const ys = pts.map((p) => p.y);
+      const log = ys.length > 0 && Math.min(...ys) > 0 && Math.max(...ys) / Math.min(...ys) >= 10;
+      return lineChart('Learning rate per epoch', pts, 'epoch', 'learning rate', size, { log, format: '.1e' });
+    }
+    case 'accuracy_minutes':
+      return lineChart(
+        'Accuracy vs training time',
+        series(rows, (r) => r.elapsed_seconds / 60, [
+          ['train_accuracy', 'train'],
+          ['val_accuracy', 'validation'],
+        ]),
+        'elapsed minutes',
+        'accuracy',
+        size,
+        { format: '.0%' },
+      );
+  }
+}
+
+/** Render a Vega-Lite spec to an SVG string without a browser or canvas. */
+export async function renderSvg(spec: TopLevelSpec): Promise<string> {
+  const compiled = vl.compile(spec).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}
+
+/** Rasterise an SVG; scale 2 gives a picture that stays crisp on high-DPI screens. */
+export async function svgToPng(svg: string, scale: number): Promise<Buffer> {
+  return sharp(Buffer.from(svg), { density: 72 * scale }).png().toBuffer();
+}
+
+export type ChartFormat = 'svg' | 'png';
+
+/** Write name.vl.json always, plus name.svg / name.png as asked. Returns the file names written. */
+export async function writeChart(
+  dir: string,
+  name: string,
+  spec: TopLevelSpec,
+  formats: readonly ChartFormat[],
+  scale: number,
+): Promise<string[]> {
+  const files = [`${name}.vl.json`];
+  await writeFile(join(dir, files[0]), JSON.stringify(spec, null, 2) + '\n');
+  if (formats.length === 0) return files;
+  const svg = await renderSvg(spec);
+  if (formats.includes('svg')) {
+    await writeFile(join(dir, `${name}.svg`), svg);
+    files.push(`${name}.svg`);
+  }
+  if (formats.includes('png')) {
+    await writeFile(join(dir, `${name}.png`), await svgToPng(svg, scale));
+    files.push(`${name}.png`);
+  }
+  return files;
+}
