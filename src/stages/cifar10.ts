@@ -1,0 +1,53 @@
+// kind: cifar10 — the data stage: CIFAR-10 downloaded or read locally, verified, split into
+// train/val/test, normalisation statistics, compact uint8 splits (see src/ml/dataset.ts).
+import { writeFile } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
+import { readSchema } from '../paths.js';
+import { isUrl, prepareCifar10, type StatsOver } from '../ml/cifar10/prepare.js';
+import { renderSamples } from '../ml/cifar10/samples.js';
+import type { StageKind } from './types.js';
+
+export interface Cifar10Settings {
+  kind: 'cifar10';
+  needs?: string[];
+  source: string;
+  md5: string | null;
+  validation_fraction: number;
+  limit_train: number | null;
+  limit_val: number | null;
+  limit_test: number | null;
+  stats_over: StatsOver;
+  samples_per_class: number;
+}
+
+export const stage: StageKind<Cifar10Settings> = {
+  kind: 'cifar10',
+  version: 1,
+  description: 'CIFAR-10: download or read, verify md5s, split train/val/test, channel statistics, samples.png',
+  schema: readSchema('cifar10'),
+  externalInputs: (s) => (isUrl(s.source) ? [] : [s.source]),
+  async run(ctx) {
+    const s = ctx.settings;
+    // The runner hands local paths resolved against the pipeline file's folder; resolve() only
+    // matters when a caller passes a relative path directly.
+    const source = isUrl(s.source) || isAbsolute(s.source) ? s.source : resolve(s.source);
+    const { info, splits } = await prepareCifar10({
+      source,
+      md5: s.md5 ?? undefined,
+      validationFraction: s.validation_fraction,
+      limitTrain: s.limit_train ?? undefined,
+      limitVal: s.limit_val ?? undefined,
+      limitTest: s.limit_test ?? undefined,
+      statsOver: s.stats_over,
+      seed: ctx.seed,
+      cacheDir: ctx.cacheDir,
+      outDir: ctx.outDir,
+      signal: ctx.signal,
+      progress: (message, fraction) => ctx.progress({ message, fraction }),
+    });
+    ctx.progress({ message: 'rendering samples.png' });
+    await writeFile(join(ctx.outDir, 'samples.png'), await renderSamples(splits.train, info.classes, s.samples_per_class));
+    ctx.log(`cifar10: ${info.counts.train} train, ${info.counts.val} val, ${info.counts.test} test; mean ${info.mean.map((m) => m.toFixed(4)).join(', ')}`);
+    return { counts: info.counts, mean: info.mean, std: info.std, stats_over: s.stats_over, classes: info.classes };
+  },
+};
