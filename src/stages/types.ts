@@ -62,8 +62,12 @@ export interface StageContext<S = JsonObject> {
   inputs: Record<string, UpstreamArtefacts>;
   /** Root of this pipeline's outputs (outputs/<pipeline>); for caches shared across keys. */
   pipelineDir: string;
+  /** Absolute path of a local input named in settings (relative paths are relative to the pipeline file). */
+  resolveInput(path: string): string;
   /** Root for caches shared across pipelines (e.g. downloads): outputs/.cache */
   cacheDir: string;
+  /** The TensorFlow.js backend in use, once initialised for a kind with `usesTensorflow`. */
+  backend?: string;
   progress(update: ProgressUpdate): void;
   log(message: string): void;
   /** Aborted on Ctrl-C; long loops should check it between batches. */
@@ -85,9 +89,26 @@ export interface StageKind<S = JsonObject> {
    * key). Paths are resolved relative to the pipeline file's folder by the runner.
    */
   externalInputs?(settings: S): string[];
+  /** Initialise the TensorFlow.js backend (runtime.backend) before this kind runs. */
+  usesTensorflow?: boolean;
+  /**
+   * Called after every run in which this stage is up to date (ran or cached), with its finished
+   * artefact directory; e.g. the report kind publishes outputs/<pipeline>/report.html from it.
+   */
+  publish?(stageDir: string, pipelineDir: string, run: RunSummary): Promise<void>;
   /** Upstream kinds this stage requires among its `needs` (checked before anything runs). */
   requires?: string[];
   run(ctx: StageContext<S>): Promise<JsonObject>;
+}
+
+export type RunState = 'ran' | 'cached' | 'failed' | 'skipped';
+
+/** What `tfpipe run --json` prints and what publish() hooks receive. */
+export interface RunSummary {
+  pipeline: string;
+  startedAt: string;
+  backend?: string;
+  stages: { name: string; kind: string; state: RunState; key: string; seconds: number; dir: string; error?: string }[];
 }
 
 /** Find the single upstream stage of a given kind, with a clear error if absent. */

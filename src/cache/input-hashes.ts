@@ -1,0 +1,45 @@
+// Content hashes of external inputs (e.g. a local dataset archive). Remembered by
+// (path, size, mtime) only to avoid re-reading a 170 MB file on every `status`; the key uses content.
+import { readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from './atomic.js';
+import { hashPath } from './hash.js';
+
+type Memo = Record<string, { size: number; mtimeMs: number; hash: string }>;
+
+export class InputHasher {
+  private memo: Memo;
+  private dirty = false;
+  private readonly file: string;
+  constructor(cacheDir: string) {
+    this.file = join(cacheDir, 'input-hashes.json');
+    try {
+      this.memo = JSON.parse(readFileSync(this.file, 'utf8')) as Memo;
+    } catch {
+      this.memo = {};
+    }
+  }
+
+  async hash(absPath: string): Promise<string> {
+    let s;
+    try {
+      s = await stat(absPath);
+    } catch {
+      throw new Error(`input ${absPath} does not exist`);
+    }
+    const m = this.memo[absPath];
+    if (s.isFile() && m && m.size === s.size && m.mtimeMs === s.mtimeMs) return m.hash;
+    const hash = await hashPath(absPath);
+    if (s.isFile()) {
+      this.memo[absPath] = { size: s.size, mtimeMs: s.mtimeMs, hash };
+      this.dirty = true;
+    }
+    return hash;
+  }
+
+  async save(): Promise<void> {
+    if (this.dirty) await writeFileAtomic(this.file, JSON.stringify(this.memo, null, 1));
+    this.dirty = false;
+  }
+}

@@ -1,0 +1,170 @@
+// The CLI's commands. With --json, stdout carries exactly one JSON document; everything else
+// (progress, logs) goes to stderr.
+import { relative } from 'node:path';
+import type { ResolvedPipeline } from '../config/load.js';
+import { buildPipelineSchema } from '../config/pipeline-schema.js';
+import { renderMermaid, renderText } from '../graph/dag.js';
+import { Aborted, runPipeline } from '../runner/execute.js';
+import { formatDuration } from '../runner/format.js';
+import { readRuns, type RunRecord } from '../runner/history.js';
+import { ListrReporter } from '../runner/listr-reporter.js';
+import { PlainReporter } from '../runner/plain-reporter.js';
+import { makePlan, outputsRoot } from '../runner/plan.js';
+import type { StepReporter } from '../runner/steps.js';
+import { flatten } from '../cache/keys.js';
+import type { KindRegistry } from '../stages/registry.js';
+
+const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+
+export function commandSchema(registry: KindRegistry): number {
+  out(JSON.stringify(buildPipelineSchema(registry), null, 2));
+  return 0;
+}
+
+export function commandDag(pipeline: ResolvedPipeline, format: string): number {
+  out(format === 'mermaid' ? renderMermaid(pipeline.stages) : renderText(pipeline.stages));
+  return 0;
+}
+
+export async function commandStatus(pipeline: ResolvedPipeline, registry: KindRegistry, json: boolean): Promise<number> {
+  const plan = await makePlan(pipeline, registry);
+  const stages = plan.stages.map((s) => ({ name: s.stage.name, kind: s.stage.kind, state: s.state, key: s.key, reasons: s.reasons }));
+  if (json) {
+    out(JSON.stringify({ pipeline: pipeline.name, stages }, null, 2));
+    return 0;
+  }
+  const w = Math.max(...stages.map((s) => s.name.length));
+  const k = Math.max(...stages.map((s) => s.kind.length));
+  out(`pipeline ${pipeline.name} (${relative(process.cwd(), plan.store.pipelineDir) || '.'})`);
+  for (const s of stages) {
+    out(`  ${s.name.padEnd(w)}  ${s.kind.padEnd(k)}  ${s.state.padEnd(7)}  ${s.key}`);
+    for (const r of s.reasons) out(`  ${' '.repeat(w)}    - ${r}`);
+  }
+  return 0;
+}
+
+function pickReporter(json: boolean): StepReporter {
+  const tty = process.stderr.isTTY && (json || process.stdout.isTTY);
+  if (tty && !process.env.NO_COLOR && !process.env.CI) return new ListrReporter();
+  return new PlainReporter(json ? process.stderr : process.stdout);
+}
+
+export async function commandRun(
+  pipeline: ResolvedPipeline,
+  registry: KindRegistry,
+  opts: { force: string[]; until?: string; dryRun: boolean; json: boolean },
+): Promise<number> {
+  const names = pipeline.stages.map((s) => s.name);
+  for (const n of [...opts.force, ...(opts.until ? [opts.until] : [])]) {
+    if (!names.includes(n)) {
+      process.stderr.write(`tfpipe: no stage named "${n}" in ${pipeline.name} (stages: ${names.join(', ')})\n`);
+      return 2;
+    }
+  }
+  if (opts.dryRun) {
+    const plan = await makePlan(pipeline, registry);
+    const stages = plan.stages.map((s) => ({
+      name: s.stage.name, kind: s.stage.kind,
+      state: s.state === 'cached' && !opts.force.includes(s.stage.name) ? 'cached' : 'would run',
+      key: s.key, reasons: opts.force.includes(s.stage.name) ? ['forced with --force'] : s.reasons,
+    }));
+    if (opts.json) out(JSON.stringify({ pipeline: pipeline.name, dry_run: true, stages }, null, 2));
+    else for (const s of stages) out(`${s.name}: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
+    return 0;
+  }
+  const reporter = pickReporter(opts.json);
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(130);
+    process.stderr.write('\ntfpipe: interrupting after the current batch (Ctrl-C again to quit now)\n');
+    controller.abort();
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+  try {
+    const summary = await runPipeline(pipeline, registry, {
+      force: opts.force,
+      until: opts.until,
+      reporter,
+      signal: controller.signal,
+      initBackend: async (runtime) => {
+        const { initBackend } = await import('../ml/backend.js');
+        return initBackend(runtime.backend, runtime.threads);
+      },
+    });
+    const doc = {
+      pipeline: summary.pipeline,
+      backend: summary.backend,
+      stages: summary.stages.map((s) => ({ name: s.name, state: s.state, key: s.key, seconds: round(s.seconds), dir: relative(process.cwd(), s.dir), ...(s.error ? { error: s.error } : {}) })),
+    };
+    if (opts.json) out(JSON.stringify(doc, null, 2));
+    else {
+      const ran = doc.stages.filter((s) => s.state === 'ran').length;
+      const cached = doc.stages.filter((s) => s.state === 'cached').length;
+      const bad = doc.stages.filter((s) => s.state === 'failed' || s.state === 'skipped');
+      reporter.info(`${pipeline.name}: ${ran} ran, ${cached} cached${bad.length ? `, ${bad.length} failed or skipped` : ''}${summary.backend ? ` (backend ${summary.backend})` : ''}`);
+      for (const s of doc.stages.filter((x) => x.error)) reporter.info(`  ${s.name}: ${s.error}`);
+    }
+    return summary.stages.some((s) => s.state === 'failed') ? 1 : 0;
+  } catch (err) {
+    if (err instanceof Aborted) {
+      process.stderr.write('tfpipe: interrupted; finished stages are kept, the interrupted one will run again\n');
+      return 130;
+    }
+    throw err;
+  } finally {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+  }
+}
+
+function round(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+/** One row per past run: only the settings that differ from the run before (dvc exp show --only-changed). */
+export function describeRuns(runs: RunRecord[]) {
+  return runs.map((r, i) => {
+    const prev = i > 0 ? flatten(runs[i - 1].settings) : {};
+    const cur = flatten(r.settings);
+    const changed: Record<string, { from: string | null; to: string | null }> = {};
+    if (i > 0) {
+      for (const k of new Set([...Object.keys(prev), ...Object.keys(cur)])) {
+        if (prev[k] !== cur[k]) changed[k] = { from: prev[k] ?? null, to: cur[k] ?? null };
+      }
+      if (runs[i - 1].seed !== r.seed) changed.seed = { from: String(runs[i - 1].seed), to: String(r.seed) };
+    }
+    return {
+      run: i + 1,
+      started_at: r.started_at,
+      seconds: r.seconds,
+      changed,
+      ran: r.stages.filter((s) => s.state === 'ran').map((s) => s.name),
+      best_val_accuracy: r.metrics.best_val_accuracy ?? null,
+      test_accuracy: r.metrics.test_accuracy ?? null,
+    };
+  });
+}
+
+export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Promise<number> {
+  const { ArtefactStore } = await import('../cache/store.js');
+  const rows = describeRuns(await readRuns(new ArtefactStore(outputsRoot(), pipeline.name).pipelineDir));
+  if (json) {
+    out(JSON.stringify({ pipeline: pipeline.name, runs: rows }, null, 2));
+    return 0;
+  }
+  if (!rows.length) {
+    out(`no runs of ${pipeline.name} recorded yet`);
+    return 0;
+  }
+  const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(2)}%`);
+  out('run  started               time      val acc   test acc  ran / changed');
+  for (const r of rows) {
+    const changes = Object.entries(r.changed).map(([k, v]) => `${k}: ${v.from ?? '∅'} → ${v.to ?? '∅'}`);
+    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${formatDuration(r.seconds).padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ran: ${r.ran.join(', ') || 'nothing'}`);
+    for (const c of changes) out(`${' '.repeat(52)}${c}`);
+  }
+  return 0;
+}

@@ -1,0 +1,63 @@
+// Parse YAML keeping the source positions, so every later problem can name file:line:column.
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import type { Problem } from './problems.js';
+
+export interface YamlSource {
+  file: string;
+  doc: Document.Parsed;
+  lines: LineCounter;
+  /** Plain JS value of the document (undefined when it has syntax errors). */
+  data: unknown;
+}
+
+function pos(src: { file: string; lines: LineCounter }, offset: number): string {
+  const { line, col } = src.lines.linePos(offset);
+  return `${src.file}:${line}:${col}`;
+}
+
+/** Parse text; returns the source and every syntax problem (duplicate keys included). */
+export function parseYaml(file: string, text: string): { source: YamlSource; problems: Problem[] } {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
+  const problems: Problem[] = [];
+  for (const err of [...doc.errors, ...doc.warnings]) {
+    const where = pos({ file, lines }, err.pos[0]);
+    const message = err.code === 'DUPLICATE_KEY' ? 'duplicate key (each key may appear once in a mapping)' : err.message.split('\n')[0];
+    problems.push({ where, path: '', message });
+  }
+  const source: YamlSource = { file, doc, lines, data: doc.errors.length ? undefined : doc.toJS({ maxAliasCount: 100 }) };
+  return { source, problems };
+}
+
+/**
+ * The position of the node at `path` (or, with `key`, of the key naming its last segment),
+ * falling back to the nearest ancestor that exists.
+ */
+export function locate(src: YamlSource, path: readonly (string | number)[], opts: { key?: boolean } = {}): string {
+  let node: unknown = src.doc.contents;
+  let best: number = rangeStart(node) ?? 0;
+  for (let i = 0; i < path.length; i++) {
+    const seg = path[i];
+    const last = i === path.length - 1;
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg));
+      if (!pair) break;
+      if (last && opts.key) { best = rangeStart(pair.key) ?? best; break; }
+      node = pair.value;
+      best = rangeStart(node) ?? rangeStart(pair.key) ?? best;
+    } else if (isSeq(node) && typeof seg === 'number') {
+      const item = node.items[seg];
+      if (item === undefined) break;
+      node = item;
+      best = rangeStart(node) ?? best;
+    } else {
+      break;
+    }
+  }
+  return pos(src, best);
+}
+
+function rangeStart(node: unknown): number | undefined {
+  const r = (node as Node | null | undefined)?.range;
+  return r ? r[0] : undefined;
+}

@@ -1,0 +1,78 @@
+// For each stage: its key, whether a trusted result exists, and why it would (re)run.
+import { isAbsolute, join, resolve } from 'node:path';
+import type { ResolvedPipeline, ResolvedStage } from '../config/load.js';
+import { InputHasher } from '../cache/input-hashes.js';
+import { explainChange, stageKey, type KeyInputs } from '../cache/keys.js';
+import { readLock, type LockFile } from '../cache/lockfile.js';
+import { ArtefactStore, type Manifest } from '../cache/store.js';
+import type { AnyKind, KindRegistry } from '../stages/registry.js';
+
+export type StageState = 'cached' | 'stale' | 'missing';
+
+export interface PlannedStage {
+  stage: ResolvedStage;
+  impl: AnyKind;
+  inputs: KeyInputs;
+  key: string;
+  state: StageState;
+  reasons: string[];
+  /** Present when state is cached. */
+  manifest?: Manifest;
+}
+
+export interface Plan {
+  pipeline: ResolvedPipeline;
+  store: ArtefactStore;
+  lock: LockFile;
+  stages: PlannedStage[];
+}
+
+export function outputsRoot(): string {
+  return resolve(process.env.TFPIPE_OUTPUTS ?? 'outputs');
+}
+
+/** Local input paths are written relative to the pipeline file. */
+export function resolveInput(pipeline: ResolvedPipeline, p: string): string {
+  return isAbsolute(p) ? p : resolve(pipeline.dir, p);
+}
+
+export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistry, root = outputsRoot()): Promise<Plan> {
+  const store = new ArtefactStore(root, pipeline.name);
+  const lock = readLock(store.pipelineDir, pipeline.name);
+  const hasher = new InputHasher(join(root, '.cache'));
+  const keys = new Map<string, string>();
+  const stages: PlannedStage[] = [];
+  for (const stage of pipeline.stages) {
+    const impl = registry.get(stage.kind);
+    if (!impl) throw new Error(`unknown stage kind ${stage.kind}`); // validation already rejects this
+    const inputs: Record<string, string> = {};
+    for (const p of impl.externalInputs?.(stage.settings as never) ?? []) inputs[p] = await hasher.hash(resolveInput(pipeline, p));
+    const keyInputs: KeyInputs = {
+      kind: stage.kind,
+      version: impl.version,
+      settings: stage.settings,
+      needs: Object.fromEntries(stage.needs.map((n) => [n, keys.get(n) as string])),
+      inputs,
+      seed: pipeline.seed,
+    };
+    const key = stageKey(keyInputs);
+    keys.set(stage.name, key);
+    stages.push({ stage, impl, inputs: keyInputs, key, ...(await judge(store, lock, stage.name, key, keyInputs)) });
+  }
+  await hasher.save();
+  return { pipeline, store, lock, stages };
+}
+
+async function judge(store: ArtefactStore, lock: LockFile, name: string, key: string, inputs: KeyInputs) {
+  const last = lock.stages[name];
+  const verified = await store.verify(name, key);
+  if (verified.ok) {
+    const reasons = last && last.key !== key ? [`reusing the earlier result of key ${key} (run cache); since the last run: ${explainChange(last, inputs).join('; ')}`] : [];
+    return { state: 'cached' as const, reasons, manifest: verified.manifest };
+  }
+  if (verified.existed) return { state: 'missing' as const, reasons: [verified.reason] };
+  if (!last) return { state: 'missing' as const, reasons: ['never ran'] };
+  if (last.key === key) return { state: 'missing' as const, reasons: [`the artefacts of key ${key} were deleted`] };
+  const reasons = explainChange(last, inputs);
+  return { state: 'stale' as const, reasons: reasons.length ? reasons : [`key changed: ${last.key} → ${key}`] };
+}

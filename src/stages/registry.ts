@@ -1,0 +1,43 @@
+// The one place stage kinds are listed. A new kind: add its module here and its schema in schemas/.
+import type { StageKind } from './types.js';
+
+/** A kind of any settings type (method parameters are bivariant, so every StageKind<S> fits). */
+export type AnyKind = StageKind<never>;
+
+const builtins: AnyKind[] = [];
+
+export class KindRegistry {
+  private readonly kinds = new Map<string, AnyKind>();
+  constructor(kinds: AnyKind[]) {
+    for (const k of kinds) this.register(k);
+  }
+  register(kind: AnyKind): void {
+    if (this.kinds.has(kind.kind)) throw new Error(`stage kind "${kind.kind}" is registered twice`);
+    this.kinds.set(kind.kind, kind);
+  }
+  get(name: string): AnyKind | undefined {
+    return this.kinds.get(name);
+  }
+  names(): string[] {
+    return [...this.kinds.keys()];
+  }
+  all(): AnyKind[] {
+    return [...this.kinds.values()];
+  }
+}
+
+/**
+ * Built-in kinds plus plugin modules named in TFPIPE_PLUGINS (comma-separated paths of ES
+ * modules exporting `stageKinds: StageKind[]`); tests use this to add small test-only kinds.
+ */
+export async function loadRegistry(env: NodeJS.ProcessEnv = process.env): Promise<KindRegistry> {
+  const registry = new KindRegistry(builtins);
+  for (const spec of (env.TFPIPE_PLUGINS ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    const { pathToFileURL } = await import('node:url');
+    const { resolve } = await import('node:path');
+    const mod = (await import(pathToFileURL(resolve(spec)).href)) as { stageKinds?: AnyKind[] };
+    if (!Array.isArray(mod.stageKinds)) throw new Error(`plugin ${spec} does not export stageKinds: StageKind[]`);
+    for (const k of mod.stageKinds) registry.register(k);
+  }
+  return registry;
+}
