@@ -126,7 +126,7 @@ test('plots stage writes vl.json, svg and png for each chart from the train stag
       pipeline: 't', name: 'plots', kind: 'plots', key: 'k', settings, seed: 1,
       runtime: { backend: 'cpu', threads: 1 }, outDir, pipelineDir: root, cacheDir: root,
       inputs: { train: { name: 'train', kind: 'train', key: 'tk', dir: trainDir, settings: {}, result: {} } },
-      progress: () => {}, log: () => {}, signal: new AbortController().signal,
+      resolveInput: (p: string) => p, progress: () => {}, log: () => {}, signal: new AbortController().signal,
     };
     const result = await plots.run(ctx);
     assert.equal(result.epochs, 5);

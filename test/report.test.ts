@@ -1,0 +1,223 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { test } from 'node:test';
+import sharp from 'sharp';
+import { escapeHtml, renderReportHtml, type ReportData } from '../src/render/report-html.js';
+import { stage as report, writePipelineReport, type ReportSettings } from '../src/stages/report.js';
+import type { JsonObject, StageContext, UpstreamArtefacts } from '../src/stages/types.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const classes = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
+
+async function png(path: string, w: number, h: number, rgb: [number, number, number]): Promise<void> {
+  await sharp({ create: { width: w, height: h, channels: 3, background: { r: rgb[0], g: rgb[1], b: rgb[2] } } })
+    .png()
+    .toFile(path);
+}
+
+function upstream(root: string, name: string, kind: string, settings: JsonObject, result: JsonObject): UpstreamArtefacts {
+  const dir = join(root, 'stages', name);
+  mkdirSync(dir, { recursive: true });
+  return { name, kind, key: `${kind}-key-0123456789abcdef`, dir, settings, result };
+}
+
+/** Small synthetic artefacts of every upstream kind the report knows. */
+async function buildUpstreams(root: string): Promise<Record<string, UpstreamArtefacts>> {
+  const data = upstream(root, 'cifar10', 'cifar10', { val_fraction: 0.1 }, { train: 45000 });
+  await png(join(data.dir, 'samples.png'), 40, 30, [200, 10, 10]);
+  const aug = upstream(root, 'augmentation', 'augmentation', { ops: [{ op: 'hflip', p: 0.5 }] }, {});
+  await png(join(aug.dir, 'preview.png'), 30, 30, [10, 200, 10]);
+  await png(join(aug.dir, 'patches.png'), 30, 30, [10, 10, 200]);
+  const train = upstream(root, 'train', 'train', { epochs: 3, lr: 0.001 }, { best_epoch: 2, best_val_accuracy: 0.5 });
+  writeFileSync(
+    join(train.dir, 'metrics.jsonl'),
+    [1, 2, 3]
+      .map((e) =>
+        JSON.stringify({ epoch: e, train_loss: 2 / e, train_accuracy: 0.2 * e, val_loss: 2 / e, val_accuracy: [0.3, 0.5, 0.45][e - 1], lr: 0.001, images_per_second: 900, seconds: 60, elapsed_seconds: 60 * e }),
+      )
+      .join('\n') + '\n',
+  );
+  const plots = upstream(root, 'curves', 'plots', { width: 480 }, {});
+  await png(join(plots.dir, 'accuracy.png'), 48, 28, [0, 0, 0]);
+  writeFileSync(join(plots.dir, 'loss.svg'), '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20"><rect width="40" height="20" fill="red"/></svg>');
+  const evaluate = upstream(root, 'evaluate', 'evaluate', {}, { test_accuracy: 0.61 });
+  writeFileSync(
+    join(evaluate.dir, 'metrics.json'),
+    JSON.stringify({
+      test_accuracy: 0.6123,
+      per_class_accuracy: Object.fromEntries(classes.map((c, i) => [c, 0.5 + i / 50])),
+      confusion: classes.map((_, i) => classes.map((_, j) => (i === j ? 60 : 4))),
+    }),
+  );
+  await png(join(evaluate.dir, 'predictions.png'), 20, 20, [50, 50, 50]);
+  await png(join(evaluate.dir, 'confusion.png'), 20, 20, [90, 90, 90]);
+  const rollout = upstream(root, 'rollout <x>', 'attention_rollout', { method: 'abnar_zuidema' }, { images: 2, misclassified: 1 });
+  await png(join(rollout.dir, 'rollout.png'), 36, 12, [250, 250, 0]);
+  writeFileSync(
+    join(rollout.dir, 'meta.json'),
+    JSON.stringify({ method: 'abnar_zuidema', head_fusion: 'mean', discard_ratio: 0.9, upsample: 'bicubic', indices: [4, 9], misclassified: [false, true] }),
+  );
+  return Object.fromEntries([data, aug, train, plots, evaluate, rollout].map((u) => [u.name, u]));
+}
+
+function context(root: string, inputs: Record<string, UpstreamArtefacts>, settings: ReportSettings): StageContext<ReportSettings> {
+  const outDir = join(root, 'stages', 'report');
+  mkdirSync(outDir, { recursive: true });
+  return {
+    pipeline: 'demo <pipe>', name: 'report', kind: 'report', key: 'rk', settings, seed: 0,
+    runtime: { backend: 'cpu', threads: 1 }, outDir, inputs, pipelineDir: root, cacheDir: join(root, '.cache'),
+    resolveInput: (p: string) => p, progress: () => {}, log: () => {}, signal: new AbortController().signal,
+  };
+}
+
+const defaults: ReportSettings = { title: '', reference_accuracy: 0.6455, metrics_table: true };
+
+interface PageCheck {
+  images: { src: string; naturalWidth: number }[];
+  text: string;
+  errors: string[];
+  requests: string[];
+}
+
+async function openInChromium(file: string): Promise<PageCheck> {
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  try {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    const requests: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(m.text());
+    });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('requestfailed', (r) => errors.push(`failed: ${r.url()}`));
+    page.on('request', (r) => requests.push(r.url()));
+    await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+    const images = await page.$$eval('img', (imgs) =>
+      imgs.map((i) => ({ src: (i as HTMLImageElement).currentSrc, naturalWidth: (i as HTMLImageElement).naturalWidth })),
+    );
+    const text = await page.innerText('body');
+    return { images, text, errors, requests };
+  } finally {
+    await browser.close();
+  }
+}
+
+test('renderReportHtml escapes text and rejects image paths that leave the folder', () => {
+  const data: ReportData = {
+    title: '<script>alert(1)</script>', pipeline: 'p', generatedAt: 'now', stages: [], referenceAccuracy: null,
+    sections: [{ id: 'data', title: 'Data', notes: ['a & b'], images: [{ file: 'x y.png', title: '"q"' }] }],
+  };
+  const html = renderReportHtml(data);
+  assert.ok(!html.includes('<script>'));
+  assert.ok(html.includes('&lt;script&gt;'));
+  assert.ok(html.includes('src="x%20y.png"'));
+  assert.ok(html.includes('a &amp; b'));
+  assert.equal(escapeHtml(`'"`), '&#39;&quot;');
+  for (const bad of ['../x.png', '/etc/x.png', 'http://example.com/x.png', 'a/../../x.png']) {
+    assert.throws(() => renderReportHtml({ ...data, sections: [{ ...data.sections[0], images: [{ file: bad, title: 't' }] }] }), /relative/);
+  }
+});
+
+test('report stage copies every upstream picture and records the data model', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'tfpipe-report-'));
+  try {
+    const ctx = context(root, await buildUpstreams(root), defaults);
+    const result = await report.run(ctx);
+    assert.equal(result.images, 8);
+    assert.equal(result.test_accuracy, 0.6123);
+    const files = readdirSync(ctx.outDir).sort();
+    for (const f of ['cifar10-samples.png', 'augmentation-preview.png', 'augmentation-patches.png', 'curves-accuracy.png', 'curves-loss.svg',
+      'evaluate-predictions.png', 'evaluate-confusion.png', 'rollout__x_-rollout.png', 'index.html', 'report.json']) {
+      assert.ok(files.includes(f), `missing ${f} in ${files.join(', ')}`);
+    }
+    const html = readFileSync(join(ctx.outDir, 'index.html'), 'utf8');
+    assert.ok(html.includes('61.23%'), 'test accuracy');
+    assert.ok(html.includes('64.55%'), 'reference accuracy');
+    assert.ok(html.includes('demo &lt;pipe&gt;'));
+    assert.ok(!html.includes('<base'), 'the stage page needs no base');
+    assert.ok(!/(src|href)="(https?:)?\/\//.test(html), 'no network references');
+    // Without the table setting the metrics disappear but the rest stays.
+    const ctx2 = context(join(root, 'second'), ctx.inputs, { ...defaults, metrics_table: false, reference_accuracy: null });
+    await report.run(ctx2);
+    const html2 = readFileSync(join(ctx2.outDir, 'index.html'), 'utf8');
+    assert.ok(!html2.includes('Training metrics'));
+    assert.ok(!html2.includes('reference report'));
+    assert.ok(html.includes('Training metrics'));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('writePipelineReport points into the report stage folder and lists the run', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'tfpipe-report-'));
+  try {
+    const ctx = context(root, await buildUpstreams(root), defaults);
+    await report.run(ctx);
+    const out = await writePipelineReport(root, ctx.outDir, {
+      startedAt: '2026-01-01T00:00:00Z',
+      backend: 'wasm',
+      stages: [
+        { name: 'train', kind: 'train', state: 'cached', key: 'abcdef0123456789', seconds: 0.1 },
+        { name: 'report', kind: 'report', state: 'ran', key: 'fedcba9876543210', seconds: 1.5 },
+      ],
+    });
+    assert.equal(out, join(root, 'report.html'));
+    const html = readFileSync(out, 'utf8');
+    assert.ok(html.includes('<base href="stages/report/">'));
+    assert.ok(html.includes('This run'));
+    assert.match(html, /<td class="state">cached<\/td>/);
+    // The runner's publish hook writes the same page from a full run summary.
+    rmSync(out);
+    await report.publish!(ctx.outDir, root, {
+      pipeline: 'demo',
+      startedAt: '2026-01-02T00:00:00Z',
+      stages: [{ name: 'evaluate', kind: 'evaluate', state: 'failed', key: 'k1', seconds: 2, dir: '', error: 'out of <memory>' }],
+    });
+    const published = readFileSync(out, 'utf8');
+    assert.ok(published.includes('<base href="stages/report/">'));
+    assert.match(published, /<td class="state">failed<\/td>/);
+    assert.ok(published.includes('out of &lt;memory&gt;'));
+    await assert.rejects(writePipelineReport(root, join(root, 'stages', 'train'), { startedAt: 'x', stages: [] }), /report\.json/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('both pages open from disk in headless Chromium: every image decodes, no errors, no network', {
+  skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed`,
+  timeout: 120_000,
+}, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'tfpipe-report-'));
+  try {
+    const ctx = context(root, await buildUpstreams(root), defaults);
+    await report.run(ctx);
+    const pipelinePage = await writePipelineReport(root, ctx.outDir, {
+      startedAt: '2026-01-01T00:00:00Z',
+      stages: [{ name: 'report', kind: 'report', state: 'ran', key: 'k', seconds: 1 }],
+    });
+    for (const file of [join(ctx.outDir, 'index.html'), pipelinePage]) {
+      const page = await openInChromium(file);
+      assert.deepEqual(page.errors, [], `${file}: console errors`);
+      assert.equal(page.images.length, 8, `${file}: images`);
+      for (const img of page.images) {
+        assert.ok(img.naturalWidth > 0, `${img.src} did not decode`);
+        assert.ok(img.src.startsWith(pathToFileURL(ctx.outDir).href + '/'), `${img.src} resolves outside the report folder`);
+      }
+      assert.ok(page.requests.every((u) => u.startsWith('file://')), `network requests: ${page.requests.join(', ')}`);
+      assert.match(page.text, /Test accuracy 61\.23%/);
+      assert.match(page.text, /airplane/);
+      assert.match(page.text, /Method abnar_zuidema, head fusion mean, discard ratio 0\.9/);
+    }
+    const run = await openInChromium(pipelinePage);
+    assert.match(run.text, /This run/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
