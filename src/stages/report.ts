@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { copyFile, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
+import sharp from 'sharp';
 import { readSchema } from '../paths.js';
 import { parseMetricsJsonl } from '../render/charts.js';
 import {
@@ -81,6 +82,15 @@ function findPicture(dir: string, file: string): string | undefined {
   return svg !== file && existsSync(join(dir, svg)) ? svg : undefined;
 }
 
+/** Charts are rasterised at `scale` pixels per CSS pixel; show them at their CSS size, smoothly. */
+async function chartDisplay(file: string, settings: JsonObject): Promise<{ width?: number; smooth: boolean }> {
+  // Resolved settings always carry scale; 2 is the plots schema's default for hand-made inputs.
+  const scale = typeof settings.scale === 'number' && settings.scale > 0 ? settings.scale : 2;
+  if (!file.endsWith('.png') || scale === 1) return { smooth: true };
+  const meta = await sharp(file).metadata();
+  return meta.width ? { width: meta.width / scale, smooth: true } : { smooth: true };
+}
+
 async function readJson(path: string): Promise<JsonObject | undefined> {
   if (!existsSync(path)) return undefined;
   return JSON.parse(await readFile(path, 'utf8')) as JsonObject;
@@ -133,6 +143,7 @@ export async function gatherReport(ctx: StageContext<ReportSettings>): Promise<R
         await copyFile(join(u.dir, found), join(ctx.outDir, target));
         const image: ReportImage = {
           file: target,
+          ...(u.kind === 'plots' ? await chartDisplay(join(u.dir, found), u.settings) : {}),
           // Two stages of one kind (e.g. two rollout settings) are told apart by stage name.
           title: (perKind.get(u.kind) ?? 0) > 1 ? `${a.title} (${u.name})` : a.title,
           ...(a.caption ? { caption: a.caption } : {}),
