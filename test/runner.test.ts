@@ -134,7 +134,7 @@ test('lock file records key, resolved settings, upstream keys and artefact hashe
   const a = r.stages.find((s) => s.name === 'a')!;
   assert.equal(lock.stages.b.needs.a, a.key);
   assert.equal(lock.stages.c.settings.lr, 0.5);
-  assert.equal(lock.stages.a.settings.sleep_ms, 0, 'defaults recorded');
+  assert.equal(lock.stages.a.settings.fail, false, 'defaults recorded');
   assert.match(lock.stages.c.outs['out.json'], /^[0-9a-f]{64}$/);
   assert.equal(typeof lock.stages.c.seconds, 'number');
 });
