@@ -14,6 +14,11 @@ const AUTO_ORDER: BackendName[] = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'
 
 let current: { requested: BackendRequest; threads: number; info: BackendInfo } | undefined;
 
+/** Threads asked for at initBackend (0 = let tfpipe choose). */
+export function backendThreads(): number {
+  return current?.threads ?? 0;
+}
+
 /**
  * Initialise the backend once per process. A backend asked for by name that cannot load throws;
  * 'auto' takes the first of tensorflow-gpu, tensorflow, wasm, cpu that loads and says why the

@@ -5,6 +5,7 @@ import { tokenCount, type VitConfig } from './config.js';
 import { DropoutSites } from './dropout.js';
 import * as fast from './fastops.js';
 import type { BlockParams, Vit } from './model.js';
+import { nativeRun, nativeStatus } from './native.js';
 
 /** The primitive ops the model is built from; `fastOps` for speed, `plainOps` as a reference. */
 export interface VitOps {
@@ -140,6 +141,23 @@ export function computeGradients(
   opts: { seed: number; gradClipNorm?: number },
   ops: VitOps = fastOps,
 ): GradientResult {
+  const result = ops === fastOps && nativeStatus().active ? nativeGradients(model, x, targets, opts.seed) : tfjsGradients(model, x, targets, opts.seed, ops);
+  if (opts.gradClipNorm && opts.gradClipNorm > 0) clipByGlobalNorm(result.grads, opts.gradClipNorm);
+  return result;
+}
+
+function nativeGradients(model: Vit, x: tf.Tensor4D, targets: tf.Tensor2D, seed: number): GradientResult {
+  const weights = model.variables.map((v) => v.dataSync() as Float32Array);
+  const r = nativeRun(model.config, weights, x.dataSync() as Float32Array, x.shape[0], targets.dataSync() as Float32Array, seed);
+  const grads: tf.NamedTensorMap = {};
+  model.variables.forEach((v, i) => {
+    grads[v.name] = tf.tensor((r.grads as Float32Array[])[i], v.shape, 'float32');
+  });
+  return { loss: r.loss as number, correct: r.correct as number, grads };
+}
+
+function tfjsGradients(model: Vit, x: tf.Tensor4D, targets: tf.Tensor2D, seed: number, ops: VitOps): GradientResult {
+  const opts = { seed };
   let correctT: tf.Scalar | undefined;
   const { value, grads } = tf.variableGrads(() => {
     const logits = logitsOf(model, x, ops, { training: true, seed: opts.seed });
@@ -150,7 +168,6 @@ export function computeGradients(
   value.dispose();
   const correct = (correctT as tf.Scalar).dataSync()[0];
   (correctT as tf.Scalar).dispose();
-  if (opts.gradClipNorm && opts.gradClipNorm > 0) clipByGlobalNorm(grads, opts.gradClipNorm);
   return { loss, correct, grads };
 }
 
@@ -172,6 +189,7 @@ export function clipByGlobalNorm(grads: tf.NamedTensorMap, maxNorm: number): num
 /** Logits in eval mode, computed in batches to keep the wasm heap small. */
 export function predict(model: Vit, x: tf.Tensor4D, batchSize: number): tf.Tensor2D {
   const n = x.shape[0];
+  if (nativeStatus().active) return nativePredict(model, x, batchSize);
   const parts: tf.Tensor2D[] = [];
   for (let i = 0; i < n; i += batchSize) {
     const size = Math.min(batchSize, n - i);
@@ -183,4 +201,18 @@ export function predict(model: Vit, x: tf.Tensor4D, batchSize: number): tf.Tenso
   const all = tf.concat(parts, 0);
   for (const p of parts) p.dispose();
   return all;
+}
+
+function nativePredict(model: Vit, x: tf.Tensor4D, batchSize: number): tf.Tensor2D {
+  const [n, h, w, c] = x.shape;
+  const weights = model.variables.map((v) => v.dataSync() as Float32Array);
+  const images = x.dataSync() as Float32Array;
+  const classes = model.config.classes;
+  const logits = new Float32Array(n * classes);
+  for (let i = 0; i < n; i += batchSize) {
+    const size = Math.min(batchSize, n - i);
+    const part = images.subarray(i * h * w * c, (i + size) * h * w * c);
+    logits.set(nativeRun(model.config, weights, part, size, null, undefined).logits, i * classes);
+  }
+  return tf.tensor2d(logits, [n, classes]);
 }
