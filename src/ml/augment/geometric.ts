@@ -23,13 +23,38 @@ const mirrored = (b: Box): Box => [b[0], 1 - b[1], b[2], 1 - b[3]];
 /** Same region, sampled right to left (flips the crop's output). */
 const reversed = (b: Box): Box => [b[0], b[3], b[2], b[1]];
 
+/**
+ * tfjs-backend-wasm 4.22's CropAndResize takes a row-memcpy shortcut when a box's width equals the
+ * crop width in pixels (and, for bilinear, its own test finds no fractional offset); the shortcut
+ * ignores x1 and truncates the row index, so it returns wrong pixels for boxes not starting at
+ * column 0. Stretch such boxes by 1e-4 pixel so the exact kernel runs. The whole-image box
+ * [0, 0, 1, 1] is left alone: the shortcut is right (and fast) there.
+ */
+export function avoidWasmCropShortcut(b: Box, imageHeight: number, imageWidth: number, cropHeight: number, cropWidth: number, method: 'bilinear' | 'nearest'): Box {
+  const [y1, x1, y2, x2] = b;
+  if (!(x2 > x1) || (x1 === 0 && y1 === 0 && x2 === 1 && y2 === 1)) return b;
+  const m1 = imageWidth - 1;
+  if (Math.abs(1 + (x2 - x1) * m1 - cropWidth) > 1e-3) return b;
+  if (method === 'bilinear') {
+    // The kernel's test (its y factor uses the height, not height - 1), with slack for float32.
+    const nearInt = (v: number): boolean => Math.abs(v - Math.round(v)) < 1e-3;
+    const hScale = cropHeight > 1 ? ((y2 - y1) * (imageHeight - 1)) / (cropHeight - 1) : 0;
+    const wScale = cropWidth > 1 ? ((x2 - x1) * m1) / (cropWidth - 1) : 0;
+    const yFactor = cropHeight > 1 ? y1 * imageHeight + hScale : 0.5 * (y1 + y2) * (imageHeight - 1);
+    const xFactor = cropWidth > 1 ? x1 * m1 + wScale : 0.5 * (x1 + x2) * m1;
+    if (!(nearInt(yFactor) && nearInt(xFactor))) return b;
+  }
+  return [y1, x1, y2, x2 + 1e-4 / m1];
+}
+
 function runCrop(x: tf.Tensor4D, c: PendingCrop): tf.Tensor4D {
   const n = x.shape[0];
   return tf.tidy(() => {
     let src: tf.Tensor4D = x;
     if (c.pad === 'edge') src = tf.mirrorPad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], 'symmetric');
     else if (c.pad > 0) src = tf.pad(x, [[0, 0], [c.pad, c.pad], [c.pad, c.pad], [0, 0]]);
-    const coords = tf.tensor2d(c.boxes.flat(), [n, 4]);
+    const [, height, width] = src.shape;
+    const coords = tf.tensor2d(c.boxes.flatMap((b) => avoidWasmCropShortcut(b, height, width, c.size, c.size, c.method)), [n, 4]);
     const ind = tf.range(0, n, 1, 'int32') as tf.Tensor1D;
     return tf.image.cropAndResize(src, coords, ind, [c.size, c.size], c.method);
   });
