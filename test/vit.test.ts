@@ -49,7 +49,7 @@ test('parameter table: names, shapes and the hand-counted total', () => {
   const d = 16, inner = 16, mlp = 32, T = 5;
   const perBlock = 2 * d + 3 * d * inner + inner * d + d + 2 * d + d * mlp + mlp + mlp * d + d;
   assert.equal(total, 48 * d + d + d + T * d + 2 * perBlock + 2 * d + d * 4 + 4);
-  assert.deepEqual(table.find((r) => r.name === 'pos_embedding')?.shape, [T, d]);
+  assert.deepEqual(table.find((r) => r.name === 'embedding/pos_embedding')?.shape, [T, d]);
   assert.equal(new Set(m.variables.map((v) => v.name)).size, m.variables.length);
   m.dispose();
 });

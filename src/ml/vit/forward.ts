@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import { tokenCount, type VitConfig } from './config.js';
 import { DropoutSites } from './dropout.js';
 import * as fast from './fastops.js';
-import type { BlockParams, Vit } from './model.js';
+import type { BlockParams, Vit, VitParams } from './model.js';
 import { nativeRun, nativeStatus } from './native.js';
 
 /** The primitive ops the model is built from; `fastOps` for speed, `plainOps` as a reference. */
@@ -42,6 +42,11 @@ export function patchify(x: tf.Tensor4D, p: number): tf.Tensor2D {
   });
 }
 
+/** Weights of one block as plain tensors (tf.Variables or a Layers model's weights). */
+export type BlockWeights = { [K in keyof BlockParams]: tf.Tensor };
+/** Weights outside the blocks. */
+export type StemWeights = { [K in Exclude<keyof VitParams, 'blocks'>]: tf.Tensor };
+
 interface Ctx {
   ops: VitOps;
   cfg: VitConfig;
@@ -51,7 +56,7 @@ interface Ctx {
 }
 
 /** Multi-head self-attention.  x: [B*T, dim] -> [B*T, dim] */
-function attention(ctx: Ctx, x: tf.Tensor2D, p: BlockParams): tf.Tensor2D {
+function attention(ctx: Ctx, x: tf.Tensor2D, p: BlockWeights): tf.Tensor2D {
   const { ops, cfg, batch: b } = ctx;
   const t = x.shape[0] / b;
   const { heads: h, dimHead: d } = cfg;
@@ -70,40 +75,66 @@ function attention(ctx: Ctx, x: tf.Tensor2D, p: BlockParams): tf.Tensor2D {
 }
 
 /** Position-wise MLP.  x: [B*T, dim] -> [B*T, dim] */
-function feedForward(ctx: Ctx, x: tf.Tensor2D, p: BlockParams): tf.Tensor2D {
+function feedForward(ctx: Ctx, x: tf.Tensor2D, p: BlockWeights): tf.Tensor2D {
   const { ops, drop } = ctx;
   const hidden = drop.apply(ops.gelu(ops.linear(x, p.fc1W as tf.Tensor2D, p.fc1B as tf.Tensor1D))); // [B*T, mlpDim]
   return drop.apply(ops.linear(hidden, p.fc2W as tf.Tensor2D, p.fc2B as tf.Tensor1D)); // [B*T, dim]
 }
 
 /** Pre-LN transformer block: x + MHSA(LN(x)), then x + MLP(LN(x)). */
-function block(ctx: Ctx, x: tf.Tensor2D, p: BlockParams): tf.Tensor2D {
+function block(ctx: Ctx, x: tf.Tensor2D, p: BlockWeights): tf.Tensor2D {
   const { ops } = ctx;
   const x1 = tf.add(x, attention(ctx, ops.layerNorm(x, p.attnNormGamma as tf.Tensor1D, p.attnNormBeta as tf.Tensor1D), p)) as tf.Tensor2D;
   return tf.add(x1, feedForward(ctx, ops.layerNorm(x1, p.mlpNormGamma as tf.Tensor1D, p.mlpNormBeta as tf.Tensor1D), p)) as tf.Tensor2D;
 }
 
-/** Images [B, H, W, C] -> logits [B, classes]. Call inside tf.tidy or variableGrads. */
-function logitsOf(model: Vit, img: tf.Tensor4D, ops: VitOps, opts: ForwardOptions, attention?: tf.Tensor4D[]): tf.Tensor2D {
-  const cfg = model.config;
-  const P = model.params;
-  const b = img.shape[0];
+/** Images [B, H, W, C] -> tokens [B*T, dim]: patch embedding, class token, positions. */
+function embed(ctx: Ctx, img: tf.Tensor4D, P: StemWeights): tf.Tensor2D {
+  const { cfg, ops, batch: b } = ctx;
   if (img.shape[1] !== cfg.imageSize || img.shape[2] !== cfg.imageSize || img.shape[3] !== cfg.channels) {
     throw new Error(`ViT expects images [B, ${cfg.imageSize}, ${cfg.imageSize}, ${cfg.channels}], got [${img.shape}]`);
   }
   const { patches: n, tokens: t } = tokenCount(cfg);
-  const ctx: Ctx = { ops, cfg, batch: b, drop: new DropoutSites(opts.training ? cfg.dropout : 0, opts.seed), attention };
-
   const patches = patchify(img, cfg.patchSize); // [B*N, C*p*p]
   const embedded = tf.reshape(ops.linear(patches, P.patchW as tf.Tensor2D, P.patchB as tf.Tensor1D), [b, n, cfg.dim]);
   const cls = tf.broadcastTo(tf.reshape(P.clsToken, [1, 1, cfg.dim]), [b, 1, cfg.dim]);
   const tokens = tf.add(tf.concat([cls, embedded], 1), P.posEmbedding); // [B, T, dim]
-  let x = ctx.drop.apply(tf.reshape(tokens, [b * t, cfg.dim])) as tf.Tensor2D;
-  for (const p of P.blocks) x = block(ctx, x, p);
+  return ctx.drop.apply(tf.reshape(tokens, [b * t, cfg.dim])) as tf.Tensor2D;
+}
 
+/** Tokens [B*T, dim] -> logits [B, classes] from the class token. */
+function head(ctx: Ctx, x: tf.Tensor2D, P: StemWeights): tf.Tensor2D {
+  const { cfg, ops, batch: b } = ctx;
+  const t = x.shape[0] / b;
   const clsOut = tf.reshape(tf.slice(tf.reshape(x, [b, t, cfg.dim]), [0, 0, 0], [b, 1, cfg.dim]), [b, cfg.dim]) as tf.Tensor2D; // class token
   const normed = ops.layerNorm(clsOut, P.headNormGamma as tf.Tensor1D, P.headNormBeta as tf.Tensor1D);
   return ops.linear(normed, P.headW as tf.Tensor2D, P.headB as tf.Tensor1D); // [B, classes]
+}
+
+/** Images [B, H, W, C] -> logits [B, classes]. Call inside tf.tidy or variableGrads. */
+function logitsOf(model: Vit, img: tf.Tensor4D, ops: VitOps, opts: ForwardOptions, attention?: tf.Tensor4D[]): tf.Tensor2D {
+  const cfg = model.config;
+  const ctx: Ctx = { ops, cfg, batch: img.shape[0], drop: new DropoutSites(opts.training ? cfg.dropout : 0, opts.seed), attention };
+  let x = embed(ctx, img, model.params);
+  for (const p of model.params.blocks) x = block(ctx, x, p);
+  return head(ctx, x, model.params);
+}
+
+/** Eval-mode pieces of the model, for the Layers-model wrapper in layers.ts. */
+export const evalPieces = {
+  embed: (cfg: VitConfig, img: tf.Tensor4D, w: StemWeights): tf.Tensor3D =>
+    tf.tidy(() => tf.reshape(embed(evalCtx(cfg, img.shape[0]), img, w), [img.shape[0], -1, cfg.dim]) as tf.Tensor3D),
+  block: (cfg: VitConfig, x: tf.Tensor3D, w: BlockWeights): tf.Tensor3D =>
+    tf.tidy(() => {
+      const [b, t, d] = x.shape;
+      return tf.reshape(block(evalCtx(cfg, b), tf.reshape(x, [b * t, d]), w), [b, t, d]) as tf.Tensor3D;
+    }),
+  head: (cfg: VitConfig, x: tf.Tensor3D, w: StemWeights): tf.Tensor2D =>
+    tf.tidy(() => head(evalCtx(cfg, x.shape[0]), tf.reshape(x, [-1, cfg.dim]) as tf.Tensor2D, w)),
+};
+
+function evalCtx(cfg: VitConfig, batch: number): Ctx {
+  return { ops: fastOps, cfg, batch, drop: new DropoutSites(0, undefined) };
 }
 
 /**

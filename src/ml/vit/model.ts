@@ -45,7 +45,7 @@ export class Vit {
   readonly config: VitConfig;
   /** Trainable variables in a fixed order; their tf names are unique per instance. */
   readonly variables: tf.Variable[];
-  /** Stable parameter names, e.g. "blocks/0/attn/to_q", aligned with `variables`. */
+  /** Stable parameter names, e.g. "block_0/attn/to_q", aligned with `variables` (= checkpoint weight names). */
   readonly names: string[];
   readonly params: VitParams;
   private disposed = false;
@@ -68,12 +68,12 @@ export class Vit {
     this.variables = this.names.map((n) => byName.get(n) as tf.Variable);
     const v = (n: string): tf.Variable => byName.get(n) as tf.Variable;
     this.params = {
-      patchW: v('patch_embedding/kernel'),
-      patchB: v('patch_embedding/bias'),
-      clsToken: v('cls_token'),
-      posEmbedding: v('pos_embedding'),
+      patchW: v('embedding/patch/kernel'),
+      patchB: v('embedding/patch/bias'),
+      clsToken: v('embedding/cls_token'),
+      posEmbedding: v('embedding/pos_embedding'),
       blocks: Array.from({ length: config.depth }, (_, i) => {
-        const b = `blocks/${i}/`;
+        const b = `block_${i}/`;
         return {
           attnNormGamma: v(b + 'attn_norm/gamma'),
           attnNormBeta: v(b + 'attn_norm/beta'),
@@ -126,12 +126,12 @@ export function parameterSpecs(cfg: VitConfig): ParamSpec[] {
     { name: `${name}/beta`, shape: [cfg.dim], init: { kind: 'zeros' } },
   ];
   const specs: ParamSpec[] = [
-    ...lin('patch_embedding', patchDim, cfg.dim, true),
-    { name: 'cls_token', shape: [1, cfg.dim], init: { kind: 'normal' } },
-    { name: 'pos_embedding', shape: [tokens, cfg.dim], init: { kind: 'normal' } },
+    ...lin('embedding/patch', patchDim, cfg.dim, true),
+    { name: 'embedding/cls_token', shape: [1, cfg.dim], init: { kind: 'normal' } },
+    { name: 'embedding/pos_embedding', shape: [tokens, cfg.dim], init: { kind: 'normal' } },
   ];
   for (let i = 0; i < cfg.depth; i++) {
-    const b = `blocks/${i}/`;
+    const b = `block_${i}/`;
     specs.push(
       ...norm(b + 'attn_norm'),
       ...lin(b + 'attn/to_q', cfg.dim, inner, false),

@@ -1,0 +1,74 @@
+// Checkpoints: round trip into a Vit, and loadable by stock tf.loadLayersModel with equal logits.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/ml/backend.js';
+import { createVit, forward, type VitConfig } from '../src/ml/vit/index.js';
+import { loadCheckpoint, readCheckpointMetadata, registerVitLayers, saveCheckpoint, fileSystemHandler } from '../src/ml/vit/checkpoint.js';
+
+const cfg: VitConfig = { imageSize: 8, channels: 3, classes: 4, patchSize: 4, dim: 16, depth: 2, heads: 2, dimHead: 8, mlpDim: 32, dropout: 0.1 };
+let root = '';
+
+before(async () => {
+  await initBackend('wasm', 1);
+  root = mkdtempSync(join(tmpdir(), 'tfpipe-ckpt-'));
+  process.on('exit', () => rmSync(root, { recursive: true, force: true }));
+});
+
+test('saveCheckpoint writes model.json + weights.bin; loadCheckpoint restores every weight', async () => {
+  const m = createVit(cfg, 3);
+  const dir = join(root, 'a');
+  await saveCheckpoint(m, dir, { epoch: 7 });
+  assert.deepEqual(readdirSync(dir).sort(), ['model.json', 'weights.bin']);
+  const json = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
+  assert.equal(json.format, 'layers-model');
+  const names = json.weightsManifest[0].weights.map((w: { name: string }) => w.name).sort();
+  assert.deepEqual(names, [...m.names].sort());
+  assert.equal((await readCheckpointMetadata(dir)).epoch, 7);
+  const back = await loadCheckpoint(dir);
+  assert.deepEqual(back.config, m.config);
+  back.variables.forEach((v, i) => assert.deepEqual(v.dataSync(), m.variables[i].dataSync(), back.names[i]));
+  back.dispose();
+  m.dispose();
+});
+
+test('tf.loadLayersModel (file:// and an IO handler) predicts the same logits as forward', async () => {
+  const m = createVit(cfg, 5);
+  const dir = join(root, 'b');
+  await saveCheckpoint(m, dir);
+  registerVitLayers();
+  const x = tf.randomNormal([3, 8, 8, 3], 0, 1, 'float32', 2) as tf.Tensor4D;
+  const want = forward(m, x, { training: false }).logits;
+  for (const source of [pathToFileURL(join(dir, 'model.json')).href, fileSystemHandler(dir)]) {
+    const layers = await tf.loadLayersModel(source);
+    const got = layers.predict(x) as tf.Tensor;
+    assert.deepEqual(got.shape, [3, 4]);
+    const a = got.dataSync();
+    const b = want.dataSync();
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) < 1e-5, `logit ${i}: ${a[i]} vs ${b[i]}`);
+    got.dispose();
+    layers.dispose();
+  }
+  tf.dispose([x, want]);
+  m.dispose();
+});
+
+test('saving over an existing checkpoint replaces it and leaves no temporary folders', async () => {
+  const dir = join(root, 'c');
+  const a = createVit(cfg, 1);
+  const b = createVit(cfg, 2);
+  await saveCheckpoint(a, dir);
+  await saveCheckpoint(b, dir);
+  const back = await loadCheckpoint(dir);
+  assert.deepEqual(back.variables[0].dataSync(), b.variables[0].dataSync());
+  assert.deepEqual(readdirSync(root).filter((n) => n.startsWith('c')), ['c']);
+  [a, b, back].forEach((m) => m.dispose());
+});
+
+test('loading something that is not a ViT checkpoint is a clear error', async () => {
+  await assert.rejects(loadCheckpoint(join(root, 'missing')), /ENOENT|no such file/);
+});
