@@ -3,7 +3,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import sharp from 'sharp';
 import { readCifarSource, type CifarFiles } from '../src/ml/cifar10/source.js';
@@ -108,4 +108,25 @@ test('samples.png renders one column per class', { skip }, async () => {
   const meta = await sharp(png).metadata();
   assert.equal(meta.format, 'png');
   assert.ok((meta.width ?? 0) >= 10 * 64 && (meta.height ?? 0) >= 2 * 64);
+});
+
+test('the cifar10 stage: resolves a local source, writes data.json, splits and samples.png', { skip }, async () => {
+  const { stage } = await import('../src/stages/cifar10.js');
+  const { Ajv } = await import('ajv');
+  const settings: Record<string, unknown> = { kind: 'cifar10', source: basename(ARCHIVE), limit_train: 200, limit_test: 50 };
+  assert.ok(new Ajv({ strict: true, useDefaults: true, allErrors: true }).compile(stage.schema)(settings));
+  assert.deepEqual(stage.externalInputs?.(settings as never), [basename(ARCHIVE)]);
+  assert.deepEqual(stage.externalInputs?.({ ...settings, source: 'https://example.org/c.tar.gz' } as never), []);
+  const outDir = mkdtempSync(join(tmpdir(), 'tfpipe-cifar-stage-'));
+  const messages: string[] = [];
+  const result = await stage.run({
+    pipeline: 't', name: 'data', kind: 'cifar10', key: 'k', settings: settings as never, seed: 5,
+    runtime: { backend: 'cpu', threads: 0 }, outDir, inputs: {}, pipelineDir: outDir, cacheDir: outDir,
+    resolveInput: (p: string) => join(dirname(ARCHIVE), p),
+    progress: (u) => { if (u.message) messages.push(u.message); }, log: () => {}, signal: new AbortController().signal,
+  });
+  assert.deepEqual(result.counts, { train: 200, val: 22, test: 50 });
+  assert.ok(messages.some((m) => m.startsWith('reading data_batch')), 'extraction progress reported');
+  assert.deepEqual((await readDataInfo(outDir)).counts, { train: 200, val: 22, test: 50 });
+  assert.equal((await sharp(join(outDir, 'samples.png')).metadata()).format, 'png');
 });

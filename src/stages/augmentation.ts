@@ -7,7 +7,6 @@ import * as tf from '@tensorflow/tfjs';
 import { readSchema } from '../paths.js';
 import { createAugmenter, type AugmentOp } from '../ml/augment/index.js';
 import { renderPatches, renderPreview } from '../ml/augment/preview.js';
-import { initBackend } from '../ml/backend.js';
 import { loadSplit, readDataInfo } from '../ml/dataset.js';
 import { upstreamOfKind, type StageKind } from './types.js';
 
@@ -26,6 +25,7 @@ export const stage: StageKind<AugmentationSettings> = {
   description: 'Training-time augmentation ops (flip, crops, RandAugment, erasing, mixup/cutmix, normalize); preview.png, patches.png',
   schema: readSchema('augmentation'),
   requires: ['cifar10'],
+  usesTensorflow: true,
   async run(ctx) {
     const s = ctx.settings;
     const data = upstreamOfKind(ctx, 'cifar10');
@@ -33,7 +33,6 @@ export const stage: StageKind<AugmentationSettings> = {
     if (info.imageSize % s.preview_patch_size !== 0) {
       throw new Error(`preview_patch_size ${s.preview_patch_size} does not divide the image size ${info.imageSize}`);
     }
-    await initBackend(ctx.runtime.backend, ctx.runtime.threads);
     // createAugmenter rejects inconsistent ops (normalize with mean but no std, mixup + cutmix p > 1).
     const aug = createAugmenter(s.ops, info);
     const train = await loadSplit(data.dir, 'train');

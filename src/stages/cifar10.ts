@@ -1,7 +1,7 @@
 // kind: cifar10 — the data stage: CIFAR-10 downloaded or read locally, verified, split into
 // train/val/test, normalisation statistics, compact uint8 splits (see src/ml/dataset.ts).
 import { writeFile } from 'node:fs/promises';
-import { isAbsolute, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { readSchema } from '../paths.js';
 import { isUrl, prepareCifar10, type StatsOver } from '../ml/cifar10/prepare.js';
 import { renderSamples } from '../ml/cifar10/samples.js';
@@ -28,9 +28,7 @@ export const stage: StageKind<Cifar10Settings> = {
   externalInputs: (s) => (isUrl(s.source) ? [] : [s.source]),
   async run(ctx) {
     const s = ctx.settings;
-    // The runner hands local paths resolved against the pipeline file's folder; resolve() only
-    // matters when a caller passes a relative path directly.
-    const source = isUrl(s.source) || isAbsolute(s.source) ? s.source : resolve(s.source);
+    const source = isUrl(s.source) ? s.source : ctx.resolveInput(s.source);
     const { info, splits } = await prepareCifar10({
       source,
       md5: s.md5 ?? undefined,
