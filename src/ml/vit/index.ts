@@ -5,3 +5,4 @@ export { Vit, createVit, parameterTable } from './model.js';
 export { forward, computeGradients, predict, patchify, softCrossEntropy, clipByGlobalNorm } from './forward.js';
 export type { ForwardOptions, GradientResult } from './forward.js';
 export { saveCheckpoint, loadCheckpoint, registerVitLayers, fileSystemHandler, readCheckpointMetadata } from './checkpoint.js';
+export { modelGraphSvg } from './graph.js';
