@@ -75,9 +75,12 @@ export function sampleCutmixBox(rng: Rng, height: number, width: number, lam: nu
 
 /**
  * cropAndResize box (normalised [y1, x1, y2, x2]) that samples crop `b` of an image edge-padded by
- * one pixel at half-pixel centres, i.e. the same sample points as torch's bilinear resize with
- * align_corners=False. Crops never exceed the image, so resizing only upsamples and torchvision's
- * antialias setting makes no difference.
+ * one pixel at half-pixel centres: the same sample points as torch's bilinear resize with
+ * align_corners=False, and crops never exceed the image, so resizing only upsamples and
+ * torchvision's antialias setting makes no difference. One difference remains: an outermost sample
+ * that falls less than half a pixel outside the crop blends in the image pixel beyond the crop's
+ * edge (torch clamps to the crop's own edge); crops touching the image border match exactly.
+ * With the reference's scale [0.8, 1] (sides >= 27 px) that weight is at most 0.08, on the outer row/column.
  */
 export function resizeBoxInPadded(b: PixelBox, height: number, width: number, outH: number, outW: number): [number, number, number, number] {
   const sy = b.h / outH;
