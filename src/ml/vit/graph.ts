@@ -3,7 +3,7 @@ import { tokenCount, type VitConfig } from './config.js';
 
 interface Box {
   title: string;
-  detail: string;
+  detail: string[];
   shape: string;
   fill: string;
 }
@@ -18,41 +18,46 @@ export function modelGraphSvg(cfg: VitConfig): string {
   const p = cfg.patchSize;
   const inner = cfg.heads * cfg.dimHead;
   const boxes: Box[] = [
-    { title: 'Input images', detail: `${cfg.imageSize}×${cfg.imageSize} pixels, ${cfg.channels} channels, normalised`, shape: `B×${cfg.imageSize}×${cfg.imageSize}×${cfg.channels}`, fill: '#eef2f7' },
-    { title: 'Patchify', detail: `${p}×${p} patches, flattened in (channel, row, column) order`, shape: `B×${n}×${patchDim}`, fill: '#eef2f7' },
-    { title: 'Patch embedding', detail: `Linear ${patchDim} → ${cfg.dim}`, shape: `B×${n}×${cfg.dim}`, fill: '#dbe9f6' },
-    { title: 'Class token + position embedding', detail: `prepend a learned token, add learned positions (${t}×${cfg.dim}), dropout ${cfg.dropout}`, shape: `B×${t}×${cfg.dim}`, fill: '#dbe9f6' },
+    { title: 'Input images', detail: [`${cfg.imageSize}×${cfg.imageSize} pixels, ${cfg.channels} channels, normalised`], shape: `B×${cfg.imageSize}×${cfg.imageSize}×${cfg.channels}`, fill: '#eef2f7' },
+    { title: 'Patchify', detail: [`${p}×${p} patches, flattened in (channel, row, column) order`], shape: `B×${n}×${patchDim}`, fill: '#eef2f7' },
+    { title: 'Patch embedding', detail: [`Linear ${patchDim} → ${cfg.dim}`], shape: `B×${n}×${cfg.dim}`, fill: '#dbe9f6' },
+    { title: 'Class token + position embedding', detail: [`prepend a learned token, add learned positions (${t}×${cfg.dim}), dropout ${cfg.dropout}`], shape: `B×${t}×${cfg.dim}`, fill: '#dbe9f6' },
     {
       title: `Transformer encoder block ×${cfg.depth}`,
-      detail: `x + MHSA(LN(x)): ${cfg.heads} heads × ${cfg.dimHead}, q/k/v ${cfg.dim} → ${inner}, out ${inner} → ${cfg.dim}; x + MLP(LN(x)): ${cfg.dim} → ${cfg.mlpDim} → ${cfg.dim}, GELU`,
+      detail: [
+        `x = x + MHSA(LN(x)): ${cfg.heads} heads × ${cfg.dimHead}, q/k/v ${cfg.dim} → ${inner} (no bias), out ${inner} → ${cfg.dim}`,
+        `x = x + MLP(LN(x)): Linear ${cfg.dim} → ${cfg.mlpDim}, GELU, Linear ${cfg.mlpDim} → ${cfg.dim}; dropout ${cfg.dropout}`,
+      ],
       shape: `B×${t}×${cfg.dim}`,
       fill: '#fde9c9',
     },
-    { title: 'LayerNorm on the class token', detail: 'token 0 of the last block', shape: `B×${cfg.dim}`, fill: '#e2f0d9' },
-    { title: 'Classifier head', detail: `Linear ${cfg.dim} → ${cfg.classes}`, shape: `B×${cfg.classes} logits`, fill: '#e2f0d9' },
+    { title: 'LayerNorm on the class token', detail: ['token 0 of the last block'], shape: `B×${cfg.dim}`, fill: '#e2f0d9' },
+    { title: 'Classifier head', detail: [`Linear ${cfg.dim} → ${cfg.classes}`], shape: `B×${cfg.classes} logits`, fill: '#e2f0d9' },
   ];
   const width = 720;
   const boxW = 560;
-  const boxH = 62;
   const gap = 30;
   const x0 = (width - boxW) / 2;
-  const height = 40 + boxes.length * (boxH + gap);
+  const heightOf = (b: Box): number => 44 + 18 * b.detail.length;
+  const height = 40 + boxes.reduce((h, b) => h + heightOf(b) + gap, 0);
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="DejaVu Sans, Arial, sans-serif">`,
     `<rect width="100%" height="100%" fill="#ffffff"/>`,
     `<defs><marker id="arrow" markerWidth="10" markerHeight="10" refX="5" refY="5" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>`,
     `<text x="${width / 2}" y="24" text-anchor="middle" font-size="16" font-weight="bold">Vision Transformer (${cfg.depth} blocks, dim ${cfg.dim})</text>`,
   ];
+  let y = 40;
   boxes.forEach((b, i) => {
-    const y = 40 + i * (boxH + gap);
+    const boxH = heightOf(b);
     parts.push(
       `<rect x="${x0}" y="${y}" width="${boxW}" height="${boxH}" rx="8" fill="${b.fill}" stroke="#445" stroke-width="1.2"/>`,
       `<text x="${x0 + 12}" y="${y + 22}" font-size="14" font-weight="bold">${esc(b.title)}</text>`,
       `<text x="${x0 + boxW - 12}" y="${y + 22}" font-size="13" text-anchor="end" fill="#225">${esc(b.shape)}</text>`,
-      `<text x="${x0 + 12}" y="${y + 44}" font-size="11" fill="#333">${esc(b.detail)}</text>`,
+      ...b.detail.map((line, k) => `<text x="${x0 + 12}" y="${y + 44 + 18 * k}" font-size="11" fill="#333">${esc(line)}</text>`),
     );
+    y += boxH + gap;
     if (i < boxes.length - 1) {
-      parts.push(`<line x1="${width / 2}" y1="${y + boxH}" x2="${width / 2}" y2="${y + boxH + gap - 4}" stroke="#555" stroke-width="1.5" marker-end="url(#arrow)"/>`);
+      parts.push(`<line x1="${width / 2}" y1="${y - gap}" x2="${width / 2}" y2="${y - 4}" stroke="#555" stroke-width="1.5" marker-end="url(#arrow)"/>`);
     }
   });
   parts.push('</svg>');
