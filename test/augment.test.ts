@@ -136,6 +136,7 @@ test('normalize matches hand computation; eval = to [0,1] + normalize; denormali
   const none = createAugmenter([{ op: 'random_horizontal_flip' }], DATA);
   assert.ok(maxDiff(none.eval(img), [0, 1, 0.2, 0.4, 0.8, 0.6]) < 1e-6, 'no normalize op: [0,1] only');
   assert.throws(() => createAugmenter([{ op: 'normalize', mean: [0.5, 0.5, 0.5] }], DATA).eval(img), /mean and std go together/);
+  assert.throws(() => createAugmenter([{ op: 'normalize' }, { op: 'trivial_augment' }], DATA), /must come before normalize/);
 });
 
 test('fused flips and crops equal applying the ops one at a time', () => {

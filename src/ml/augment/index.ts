@@ -8,9 +8,9 @@ import { randomErasing } from './erase.js';
 import { GeometryQueue, sampleCropOffsets, sampleFlips, sampleResizedCrops } from './geometric.js';
 import { cutmix, mixup } from './mix.js';
 import { applyPolicyRound, sampleRandAugment, sampleTrivialAugment } from './policy.js';
-import { withDefaults, type AugmentOp, type CutmixOp, type MixupOp, type NormalizeOp } from './types.js';
+import { withDefaults, type AugmentOp, type NormalizeOp, type ResolvedOp } from './types.js';
 
-export type { AugmentOp } from './types.js';
+export type { AugmentOp, ResolvedOp } from './types.js';
 export { OP_DEFAULTS, withDefaults } from './types.js';
 
 export interface DatasetStats {
@@ -21,7 +21,7 @@ export interface DatasetStats {
 
 export interface Augmenter {
   /** The ops with defaults filled in. */
-  readonly ops: readonly AugmentOp[];
+  readonly ops: readonly ResolvedOp[];
   /** Effective normalisation (the last normalize op), or undefined when images stay in [0, 1]. */
   readonly normalization: { mean: number[]; std: number[] } | undefined;
   /**
@@ -61,34 +61,42 @@ export function normalizeTensor(x: tf.Tensor4D, n: { mean: number[]; std: number
 }
 
 export function createAugmenter(ops: AugmentOp[], data: DatasetStats): Augmenter {
-  const resolved = ops.map((o) => withDefaults(o)) as AugmentOp[];
+  const resolved = ops.map(withDefaults);
   const numClasses = data.classes.length;
+  // The policy ops clip to [0, 1] and posterize/solarize read 8-bit levels: after normalize they
+  // would silently destroy the images.
+  const firstNorm = resolved.findIndex((o) => o.op === 'normalize');
+  resolved.forEach((o, i) => {
+    if ((o.op === 'rand_augment' || o.op === 'trivial_augment') && firstNorm !== -1 && i > firstNorm) {
+      throw new Error(`augmentation: ${o.op} works on [0, 1] pixels and must come before normalize`);
+    }
+  });
   const norms = resolved.filter((o): o is NormalizeOp => o.op === 'normalize').map((o) => resolveNormalize(o, data));
   const normalization = norms.at(-1);
-  const mixOps = resolved.filter((o): o is MixupOp | CutmixOp => o.op === 'mixup' || o.op === 'cutmix');
+  const mixOps = resolved.filter((o) => o.op === 'mixup' || o.op === 'cutmix');
   if (mixOps.filter((o) => o.op === 'mixup').length > 1 || mixOps.filter((o) => o.op === 'cutmix').length > 1) {
     throw new Error('augmentation: at most one mixup and one cutmix op');
   }
   // mixup and cutmix share one draw per batch so a batch gets at most one of them: their p's are
   // consecutive slices of [0, 1) (e.g. p 0.5 each = always one, chosen 50/50).
-  const pMix = mixOps.reduce((s, o) => s + (o.p ?? 0), 0);
+  const pMix = mixOps.reduce((s, o) => s + o.p, 0);
   if (pMix > 1 + 1e-9) throw new Error(`augmentation: mixup p + cutmix p = ${pMix} exceeds 1 (a batch gets at most one of them)`);
   const outSize = resolved.reduce<number | undefined>(
-    (s, o) => (o.op === 'random_resized_crop' || o.op === 'random_crop' ? (o.size as number) : s),
+    (s, o) => (o.op === 'random_resized_crop' || o.op === 'random_crop' ? o.size : s),
     undefined,
   );
 
   const toUnit = (images: tf.Tensor4D): tf.Tensor4D => tf.tidy(() => tf.cast(images, 'float32').div(255));
 
   /** Non-geometric ops; geometric ones are queued in train(). */
-  function applyOp(op: AugmentOp, x: tf.Tensor4D, y: tf.Tensor2D, rng: Rng, mixChoice: () => string): { x: tf.Tensor4D; y: tf.Tensor2D } {
+  function applyOp(op: ResolvedOp, x: tf.Tensor4D, y: tf.Tensor2D, rng: Rng, mixChoice: () => string): { x: tf.Tensor4D; y: tf.Tensor2D } {
     const [, h, w] = x.shape;
     switch (op.op) {
       case 'normalize':
         return { x: normalizeTensor(x, resolveNormalize(op, data)), y };
       case 'rand_augment': {
         let cur = x;
-        for (const round of sampleRandAugment(rng, x.shape[0], op.num_ops as number, op.magnitude as number, op.num_magnitude_bins as number, h, w)) {
+        for (const round of sampleRandAugment(rng, x.shape[0], op.num_ops, op.magnitude, op.num_magnitude_bins, h, w)) {
           const next = applyPolicyRound(cur, round);
           if (cur !== x) cur.dispose();
           cur = next;
@@ -96,13 +104,13 @@ export function createAugmenter(ops: AugmentOp[], data: DatasetStats): Augmenter
         return { x: cur, y };
       }
       case 'trivial_augment':
-        return { x: applyPolicyRound(x, sampleTrivialAugment(rng, x.shape[0], op.num_magnitude_bins as number, h, w)[0]), y };
+        return { x: applyPolicyRound(x, sampleTrivialAugment(rng, x.shape[0], op.num_magnitude_bins, h, w)[0]), y };
       case 'random_erasing':
-        return { x: randomErasing(x, rng, op.p as number, op.scale as [number, number], op.ratio as [number, number], op.value ?? 0), y };
+        return { x: randomErasing(x, rng, op.p, op.scale, op.ratio, op.value), y };
       case 'mixup':
-        return mixChoice() === 'mixup' ? mixup(x, y, rng, op.alpha as number) : { x, y };
+        return mixChoice() === 'mixup' ? mixup(x, y, rng, op.alpha) : { x, y };
       case 'cutmix':
-        return mixChoice() === 'cutmix' ? cutmix(x, y, rng, op.alpha as number) : { x, y };
+        return mixChoice() === 'cutmix' ? cutmix(x, y, rng, op.alpha) : { x, y };
       default:
         throw new Error(`augmentation: ${op.op} is geometric and handled by the queue`);
     }
@@ -121,7 +129,7 @@ export function createAugmenter(ops: AugmentOp[], data: DatasetStats): Augmenter
           let acc = 0;
           choice = 'none';
           for (const o of mixOps) {
-            acc += o.p as number;
+            acc += o.p;
             if (u < acc) {
               choice = o.op;
               break;
@@ -142,14 +150,11 @@ export function createAugmenter(ops: AugmentOp[], data: DatasetStats): Augmenter
       const queue = new GeometryQueue(n, x.shape[1], x.shape[2]);
       for (const op of resolved) {
         const { height, width } = queue.size;
-        if (op.op === 'random_horizontal_flip') queue.flip(sampleFlips(rng, n, op.p as number));
+        if (op.op === 'random_horizontal_flip') queue.flip(sampleFlips(rng, n, op.p));
         else if (op.op === 'random_resized_crop') {
-          const size = op.size as number;
-          replaceX(queue.resizedCrop(x, sampleResizedCrops(rng, n, height, width, op.scale as [number, number], op.ratio as [number, number]), size));
+          replaceX(queue.resizedCrop(x, sampleResizedCrops(rng, n, height, width, op.scale, op.ratio), op.size));
         } else if (op.op === 'random_crop') {
-          const size = op.size as number;
-          const padding = op.padding as number;
-          replaceX(queue.paddedCrop(x, sampleCropOffsets(rng, n, height, width, size, padding), padding, size));
+          replaceX(queue.paddedCrop(x, sampleCropOffsets(rng, n, height, width, op.size, op.padding), op.padding, op.size));
         } else {
           replaceX(queue.flush(x));
           const next = applyOp(op, x, y, rng, mixChoice);

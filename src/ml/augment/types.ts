@@ -43,13 +43,15 @@ export const OP_DEFAULTS = {
   cutmix: { alpha: 1.0, p: 0.5 },
 } as const satisfies Record<OpName, object>;
 
-/** An op with every default filled in. */
+/** An op with every default filled in (normalize's mean/std/from stay optional). */
 export type Resolved<T extends AugmentOp> = T & Required<Omit<T, 'from' | 'mean' | 'std'>>;
+/** Resolved, distributed over the union so `switch (op.op)` narrows to one resolved op. */
+export type ResolvedOp = AugmentOp extends infer T ? (T extends AugmentOp ? Resolved<T> : never) : never;
 
-export function withDefaults<T extends AugmentOp>(op: T): Resolved<T> {
+export function withDefaults(op: AugmentOp): ResolvedOp {
   const defaults = OP_DEFAULTS[op.op];
   if (defaults === undefined) throw new Error(`unknown augmentation op "${String(op.op)}"`);
   const out: Record<string, unknown> = { ...defaults };
   for (const [k, v] of Object.entries(op)) if (v !== undefined) out[k] = v;
-  return out as Resolved<T>;
+  return out as unknown as ResolvedOp;
 }
