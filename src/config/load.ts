@@ -1,6 +1,6 @@
 // File → validated, resolved pipeline. Nothing runs and nothing is written unless this succeeds.
 import { readFileSync } from 'node:fs';
-import { dirname, relative, resolve } from 'node:path';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { JsonObject, RuntimeSettings } from '../stages/types.js';
 import type { KindRegistry } from '../stages/registry.js';
 import { topoOrder } from '../graph/dag.js';
@@ -54,7 +54,13 @@ export function loadPipeline(file: string, registry: KindRegistry, sets: readonl
     const o = parseOverride(s, Object.keys(stagesRaw));
     if ('where' in o) { all.push(o); continue; }
     const schema = validator.schemaAt(root, o.path);
-    setAtPath(root, o.path, overrideValue(o.raw, schema?.type));
+    let value = overrideValue(o.raw, schema?.type);
+    // A path typed on the command line is relative to where it was typed; store it relative to
+    // the pipeline file like paths written in the file.
+    if (schema?.['x-path'] === true && typeof value === 'string' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) && !isAbsolute(value)) {
+      value = relative(dirname(resolve(file)), resolve(value));
+    }
+    setAtPath(root, o.path, value);
     overrides.push(o);
   }
 

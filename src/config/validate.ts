@@ -14,7 +14,8 @@ export interface Validator {
 
 export function createValidator(registry: KindRegistry): Validator {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, discriminator: true, verbose: true });
-  ajv.addKeyword({ keyword: 'x-completion' }); // harmless editor hints may appear in kind schemas
+  // x-path marks settings that name local files: --set values for them are relative to the cwd.
+  ajv.addKeyword({ keyword: 'x-path' });
   for (const k of registry.all()) ajv.addSchema(k.schema);
   const pipelineSchema = buildPipelineSchema(registry);
   const validateFn: ValidateFunction = ajv.compile(pipelineSchema);

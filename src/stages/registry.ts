@@ -1,10 +1,18 @@
 // The one place stage kinds are listed. A new kind: add its module here and its schema in schemas/.
 import type { StageKind } from './types.js';
+import { stage as attentionRollout } from './attention_rollout.js';
+import { stage as augmentation } from './augmentation.js';
+import { stage as cifar10 } from './cifar10.js';
+import { stage as evaluate } from './evaluate.js';
+import { stage as plots } from './plots.js';
+import { stage as report } from './report.js';
+import { stage as train } from './train.js';
+import { stage as vit } from './vit.js';
 
 /** A kind of any settings type (method parameters are bivariant, so every StageKind<S> fits). */
 export type AnyKind = StageKind<never>;
 
-const builtins: AnyKind[] = [];
+const builtins: AnyKind[] = [cifar10, augmentation, vit, train, evaluate, plots, attentionRollout, report];
 
 export class KindRegistry {
   private readonly kinds = new Map<string, AnyKind>();

@@ -1,0 +1,91 @@
+// Crash-safe training state inside a stage's work dir: .resume/epoch-N/ holds everything needed
+// to continue after epoch N; .resume/current names the newest complete one (written last, by
+// rename), so a kill at any instant leaves either the old or the new state, never a mix.
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../cache/atomic.js';
+import type { OptimizerState } from './optim.js';
+
+export interface EpochMetrics {
+  epoch: number;
+  train_loss: number;
+  train_accuracy: number;
+  val_loss: number | null;
+  val_accuracy: number | null;
+  lr: number;
+  images_per_second: number;
+  seconds: number;
+  elapsed_seconds: number;
+  /** Live tensors after the epoch: flat across epochs unless something leaks. */
+  tensors: number;
+}
+
+export interface TrainState {
+  epochsDone: number;
+  plannedEpochs: number;
+  bestEpoch: number;
+  bestValAccuracy: number;
+  elapsedSeconds: number;
+  metrics: EpochMetrics[];
+}
+
+const ROOT = '.resume';
+
+export function resumeDir(workDir: string): string {
+  return join(workDir, ROOT);
+}
+
+/** The newest complete saved state, if an earlier attempt left one. */
+export async function findResume(workDir: string): Promise<{ dir: string; state: TrainState; optimizer: OptimizerState } | undefined> {
+  const cur = join(workDir, ROOT, 'current');
+  if (!existsSync(cur)) return undefined;
+  const dir = join(workDir, ROOT, (await readFile(cur, 'utf8')).trim());
+  const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as TrainState;
+  const meta = JSON.parse(await readFile(join(dir, 'optimizer.json'), 'utf8')) as { step: number; sizes: number[] };
+  const bytes = await readFile(join(dir, 'optimizer.bin'));
+  const all = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+  const slots: Float32Array[] = [];
+  let off = 0;
+  for (const n of meta.sizes) {
+    slots.push(all.slice(off, off + n));
+    off += n;
+  }
+  return { dir, state, optimizer: { step: meta.step, slots } };
+}
+
+/** Save state after an epoch; `writeModel(dir)` writes the weights into the given folder. */
+export async function saveResume(workDir: string, state: TrainState, optimizer: OptimizerState, writeModel: (dir: string) => Promise<void>): Promise<void> {
+  const root = join(workDir, ROOT);
+  const name = `epoch-${state.epochsDone}`;
+  const tmp = join(root, `${name}.tmp`);
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  await writeModel(join(tmp, 'model'));
+  const total = optimizer.slots.reduce((s, a) => s + a.length, 0);
+  const flat = new Float32Array(total);
+  let off = 0;
+  for (const s of optimizer.slots) {
+    flat.set(s, off);
+    off += s.length;
+  }
+  await writeFile(join(tmp, 'optimizer.bin'), new Uint8Array(flat.buffer));
+  await writeFile(join(tmp, 'optimizer.json'), JSON.stringify({ step: optimizer.step, sizes: optimizer.slots.map((s) => s.length) }));
+  await writeFile(join(tmp, 'state.json'), JSON.stringify(state));
+  await rm(join(root, name), { recursive: true, force: true });
+  await rename(tmp, join(root, name));
+  await writeFileAtomic(join(root, 'current'), name);
+  for (const e of await readdir(root)) if (e !== name && e !== 'current') await rm(join(root, e), { recursive: true, force: true });
+}
+
+/** Replace a folder by one written elsewhere, so readers see the old or the new one whole. */
+export async function replaceDir(target: string, write: (dir: string) => Promise<void>): Promise<void> {
+  const tmp = `${target}.tmp`;
+  await rm(tmp, { recursive: true, force: true });
+  await write(tmp);
+  const old = `${target}.old`;
+  await rm(old, { recursive: true, force: true });
+  if (existsSync(target)) await rename(target, old);
+  await rename(tmp, target);
+  await rm(old, { recursive: true, force: true });
+}

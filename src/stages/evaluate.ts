@@ -1,0 +1,89 @@
+// kind: evaluate — test accuracy of the chosen checkpoint, per class, confusion matrix, prediction grid.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createAugmenter, type AugmentOp } from '../ml/augment/index.js';
+import { loadSplit, readDataInfo } from '../ml/dataset.js';
+import { evaluateSplit } from '../ml/evaluation.js';
+import { createRng, deriveSeed } from '../ml/rng.js';
+import { loadCheckpoint } from '../ml/vit/checkpoint.js';
+import { readSchema } from '../paths.js';
+import { confusionPng } from '../render/confusion.js';
+import { renderGrid } from '../render/image-grid.js';
+import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
+
+export interface EvaluateSettings {
+  checkpoint: 'best' | 'last';
+  batch_size: number;
+  grid_images: number;
+  grid_columns: number;
+}
+
+/** Accuracy per class and the confusion matrix (rows: true class, columns: predicted). */
+export function confusion(labels: ArrayLike<number>, predictions: ArrayLike<number>, classes: number): { matrix: number[][]; perClass: number[] } {
+  const matrix = Array.from({ length: classes }, () => new Array<number>(classes).fill(0));
+  for (let i = 0; i < labels.length; i++) matrix[labels[i]][predictions[i]] += 1;
+  const perClass = matrix.map((row, c) => {
+    const total = row.reduce((a, b) => a + b, 0);
+    return total ? row[c] / total : 0;
+  });
+  return { matrix, perClass };
+}
+
+async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject> {
+  const s = ctx.settings;
+  const trained = upstreamOfKind(ctx, 'train');
+  const data = upstreamOfKind(ctx, 'cifar10');
+  const aug = upstreamOfKind(ctx, 'augmentation');
+  const info = await readDataInfo(data.dir);
+  const test = await loadSplit(data.dir, 'test');
+  const augmenter = createAugmenter(aug.settings.ops as unknown as AugmentOp[], info);
+  const model = await loadCheckpoint(join(trained.dir, s.checkpoint));
+  let result;
+  try {
+    result = evaluateSplit(model, augmenter, test, {
+      batchSize: s.batch_size, imageSize: info.imageSize, channels: info.channels,
+      onBatch: (done) => ctx.progress({ message: `test images ${done}/${test.count}`, fraction: done / test.count }),
+    });
+  } finally {
+    model.dispose();
+  }
+  const { matrix, perClass } = confusion(test.labels, result.predictions, info.classes.length);
+  const metrics = {
+    checkpoint: s.checkpoint,
+    test_images: test.count,
+    test_accuracy: result.accuracy,
+    test_loss: result.loss,
+    per_class_accuracy: Object.fromEntries(info.classes.map((c, i) => [c, perClass[i]])),
+    confusion: matrix,
+  };
+  await writeFile(join(ctx.outDir, 'metrics.json'), JSON.stringify(metrics, null, 2) + '\n');
+  await writeFile(join(ctx.outDir, 'confusion.png'), await confusionPng(matrix, info.classes));
+
+  const pick = createRng(deriveSeed(ctx.seed, 'evaluate-grid')).permutation(test.count).slice(0, Math.min(s.grid_images, test.count));
+  const per = info.imageSize * info.imageSize * info.channels;
+  const cells = Array.from(pick, (i) => {
+    const ok = result.predictions[i] === test.labels[i];
+    return {
+      pixels: test.images.subarray(i * per, (i + 1) * per),
+      width: info.imageSize,
+      height: info.imageSize,
+      caption: `${info.classes[result.predictions[i]]}\n(${ok ? 'correct' : `true: ${info.classes[test.labels[i]]}`})`,
+      captionColor: ok ? '#1a7f37' : '#cf222e',
+      border: ok ? '#1a7f37' : '#cf222e',
+    };
+  });
+  const title = `Predictions on test images (${(result.accuracy * 100).toFixed(2)}% test accuracy; red = wrong)`;
+  await writeFile(join(ctx.outDir, 'predictions.png'), await renderGrid(cells, { columns: s.grid_columns, scale: 3, title }));
+  ctx.log(`test accuracy ${(result.accuracy * 100).toFixed(2)}% on ${test.count} images (${s.checkpoint} checkpoint)`);
+  return { test_accuracy: result.accuracy, test_loss: result.loss, test_images: test.count };
+}
+
+export const stage: StageKind<EvaluateSettings> = {
+  kind: 'evaluate',
+  version: 1,
+  description: 'Test accuracy, per-class accuracy, confusion matrix and prediction grid of a trained model.',
+  schema: readSchema('evaluate'),
+  usesTensorflow: true,
+  requires: ['train', 'cifar10', 'augmentation'],
+  run: evaluate,
+};

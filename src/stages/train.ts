@@ -1,0 +1,145 @@
+// kind: train — minibatch training with checkpoints every epoch and exact resume.
+import * as tf from '@tensorflow/tfjs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../cache/atomic.js';
+import { createAugmenter, type AugmentOp } from '../ml/augment/index.js';
+import { loadSplit, readDataInfo } from '../ml/dataset.js';
+import { evaluateSplit, imageBatch } from '../ml/evaluation.js';
+import { Optimizer, type OptimizerSettings } from '../ml/optim.js';
+import { findResume, replaceDir, saveResume, type EpochMetrics, type TrainState } from '../ml/resume.js';
+import { createRng, deriveSeed } from '../ml/rng.js';
+import { learningRate, type ScheduleSettings } from '../ml/schedule.js';
+import { computeGradients } from '../ml/vit/index.js';
+import { loadCheckpoint, saveCheckpoint } from '../ml/vit/checkpoint.js';
+import { readSchema } from '../paths.js';
+import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
+
+export interface TrainSettings {
+  epochs: number;
+  batch_size: number;
+  max_minutes: number;
+  optimizer: OptimizerSettings;
+  schedule: ScheduleSettings & { milestones: number[]; gamma: number; warmup_epochs: number; min_lr: number };
+  label_smoothing: number;
+  grad_clip_norm: number;
+  eval_batch_size: number;
+}
+
+const yieldToEventLoop = () => new Promise<void>((r) => setImmediate(r));
+
+async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
+  const s = ctx.settings;
+  const data = upstreamOfKind(ctx, 'cifar10');
+  const aug = upstreamOfKind(ctx, 'augmentation');
+  const vit = upstreamOfKind(ctx, 'vit');
+  const info = await readDataInfo(data.dir);
+  const [trainSplit, valSplit] = await Promise.all([loadSplit(data.dir, 'train'), loadSplit(data.dir, 'val')]);
+  const augmenter = createAugmenter(aug.settings.ops as unknown as AugmentOp[], info);
+
+  const resume = await findResume(ctx.outDir);
+  const model = await loadCheckpoint(resume ? join(resume.dir, 'model') : join(vit.dir, 'model'));
+  const optimizer = new Optimizer(s.optimizer, model.variables, model.names);
+  const state: TrainState = resume?.state ?? { epochsDone: 0, plannedEpochs: s.epochs, bestEpoch: 0, bestValAccuracy: -1, elapsedSeconds: 0, metrics: [] };
+  if (resume) {
+    optimizer.setState(resume.optimizer);
+    ctx.log(`resuming after epoch ${state.epochsDone} of ${state.plannedEpochs}`);
+  }
+
+  const bs = s.batch_size;
+  const batches = Math.ceil(trainSplit.count / bs);
+  const classes = info.classes.length;
+  try {
+    for (let epoch = state.epochsDone; epoch < state.plannedEpochs; epoch++) {
+      const t0 = Date.now();
+      const order = createRng(deriveSeed(ctx.seed, 'shuffle', epoch)).permutation(trainSplit.count);
+      let lossSum = 0;
+      let correct = 0;
+      let seen = 0;
+      let lr = 0;
+      for (let b = 0; b < batches; b++) {
+        if (ctx.signal.aborted) throw new Error('interrupted');
+        const idx = order.subarray(b * bs, Math.min((b + 1) * bs, trainSplit.count));
+        lr = learningRate(s.schedule, s.optimizer.lr, epoch + b / batches, state.plannedEpochs);
+        const { x, y } = tf.tidy(() => {
+          const images = imageBatch(trainSplit, idx, info.imageSize, info.channels);
+          const labels = tf.tensor1d(Array.from(idx, (i) => trainSplit.labels[i]), 'int32');
+          const out = augmenter.train(images, labels, deriveSeed(ctx.seed, 'augment', epoch, b));
+          const smooth = s.label_smoothing > 0 ? tf.add(tf.mul(out.y, 1 - s.label_smoothing), s.label_smoothing / classes) : out.y;
+          return { x: out.x, y: smooth as tf.Tensor2D };
+        });
+        const r = computeGradients(model, x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm });
+        optimizer.apply(r.grads, lr);
+        tf.dispose([x, y, ...Object.values(r.grads)]);
+        lossSum += r.loss * idx.length;
+        correct += r.correct;
+        seen += idx.length;
+        const elapsed = (Date.now() - t0) / 1000;
+        const ips = seen / Math.max(elapsed, 1e-9);
+        const remaining = (trainSplit.count - seen) / ips + (state.plannedEpochs - epoch - 1) * (trainSplit.count / ips);
+        ctx.progress({ epoch: epoch + 1, epochs: state.plannedEpochs, batch: b + 1, batches, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: ips, etaSeconds: remaining });
+        await yieldToEventLoop();
+      }
+      const trainSeconds = (Date.now() - t0) / 1000;
+      const val = valSplit.count > 0 ? evaluateSplit(model, augmenter, valSplit, { batchSize: s.eval_batch_size, imageSize: info.imageSize, channels: info.channels }) : undefined;
+      const seconds = (Date.now() - t0) / 1000;
+      state.elapsedSeconds += seconds;
+      const m: EpochMetrics = {
+        epoch: epoch + 1,
+        train_loss: lossSum / seen,
+        train_accuracy: correct / seen,
+        val_loss: val?.loss ?? null,
+        val_accuracy: val?.accuracy ?? null,
+        lr,
+        images_per_second: seen / trainSeconds,
+        seconds,
+        elapsed_seconds: state.elapsedSeconds,
+        tensors: tf.memory().numTensors,
+      };
+      state.metrics.push(m);
+      state.epochsDone = epoch + 1;
+      ctx.log(`epoch ${m.epoch}/${state.plannedEpochs}: train loss ${m.train_loss.toFixed(4)} acc ${(m.train_accuracy * 100).toFixed(2)}%` +
+        (val ? `, val loss ${val.loss.toFixed(4)} acc ${(val.accuracy * 100).toFixed(2)}%` : '') + `, ${m.images_per_second.toFixed(0)} img/s, ${seconds.toFixed(1)} s`);
+      const score = val ? val.accuracy : m.train_accuracy;
+      if (score > state.bestValAccuracy) {
+        state.bestValAccuracy = score;
+        state.bestEpoch = m.epoch;
+        await replaceDir(join(ctx.outDir, 'best'), (d) => saveCheckpoint(model, d, { epoch: m.epoch, val_accuracy: score }));
+      }
+      if (epoch === 0 && s.max_minutes > 0 && state.plannedEpochs > 1) {
+        const fit = Math.max(1, Math.floor((s.max_minutes * 60) / seconds));
+        if (fit < state.plannedEpochs) {
+          state.plannedEpochs = fit;
+          ctx.log(`max_minutes ${s.max_minutes}: an epoch took ${seconds.toFixed(1)} s, so ${fit} epochs fit; the schedule now spans ${fit} epochs`);
+        }
+      }
+      await replaceDir(join(ctx.outDir, 'last'), (d) => saveCheckpoint(model, d, { epoch: m.epoch }));
+      await writeFileAtomic(join(ctx.outDir, 'metrics.jsonl'), state.metrics.map((x) => JSON.stringify(x)).join('\n') + '\n');
+      await saveResume(ctx.outDir, state, optimizer.getState(), (d) => saveCheckpoint(model, d));
+    }
+  } finally {
+    optimizer.dispose();
+    model.dispose();
+  }
+  const last = state.metrics[state.metrics.length - 1];
+  return {
+    epochs_done: state.epochsDone,
+    planned_epochs: state.plannedEpochs,
+    best_epoch: state.bestEpoch,
+    best_val_accuracy: state.bestValAccuracy,
+    final_train_accuracy: last.train_accuracy,
+    seconds: state.elapsedSeconds,
+    images_per_second: state.metrics.reduce((a, x) => a + x.images_per_second, 0) / state.metrics.length,
+    backend: ctx.backend ?? 'unknown',
+  };
+}
+
+export const stage: StageKind<TrainSettings> = {
+  kind: 'train',
+  version: 1,
+  description: 'Train the ViT with checkpoints every epoch; resumes after an interruption.',
+  schema: readSchema('train'),
+  usesTensorflow: true,
+  resumable: true,
+  requires: ['cifar10', 'augmentation', 'vit'],
+  run: train,
+};
