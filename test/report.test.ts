@@ -142,6 +142,8 @@ test('report stage copies every upstream picture and records the data model', as
     assert.ok(html.includes('64.55%'), 'reference accuracy');
     assert.ok(html.includes('demo &lt;pipe&gt;'));
     assert.ok(!html.includes('<base'), 'the stage page needs no base');
+    // Charts are rasterised at 2 pixels per CSS pixel (the plots default) and shown at CSS size.
+    assert.ok(html.includes('<img src="curves-accuracy.png" alt="Accuracy per epoch" width="24">'));
     assert.ok(!/(src|href)="(https?:)?\/\//.test(html), 'no network references');
     // Without the table setting the metrics disappear but the rest stays.
     const ctx2 = context(join(root, 'second'), ctx.inputs, { ...defaults, metrics_table: false, reference_accuracy: null });

@@ -90,6 +90,9 @@ function lineChart(
   size: ChartSize,
   y: { format?: string; log?: boolean } = {},
 ): TopLevelSpec {
+  // Epochs are whole numbers: short runs get one tick per epoch instead of 1.5-style ticks.
+  const xs = [...new Set(points.map((p) => p.x))].sort((a, b) => a - b);
+  const xAxis = xTitle === 'epoch' && xs.length <= 20 ? { axis: { values: xs, format: 'd' } } : {};
   const labels = [...new Set(points.map((p) => p.series))];
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
@@ -100,7 +103,7 @@ function lineChart(
     data: { values: points },
     mark: { type: 'line', point: points.length <= 120 ? { filled: true, size: 16 } : false },
     encoding: {
-      x: { field: 'x', type: 'quantitative', title: xTitle, scale: { zero: false, nice: false } },
+      x: { field: 'x', type: 'quantitative', title: xTitle, scale: { zero: false, nice: false }, ...xAxis },
       y: {
         field: 'y',
         type: 'quantitative',
@@ -133,7 +136,7 @@ export function chartSpec(name: ChartName, rows: EpochMetrics[], size: ChartSize
         'epoch',
         'accuracy',
         size,
-        { format: '.0%' },
+        { format: '~%' },
       );
     case 'loss':
       return lineChart(
@@ -163,7 +166,7 @@ export function chartSpec(name: ChartName, rows: EpochMetrics[], size: ChartSize
         'elapsed minutes',
         'accuracy',
         size,
-        { format: '.0%' },
+        { format: '~%' },
       );
   }
 }

@@ -12,8 +12,6 @@ export interface ReportImage {
   caption?: string;
   /** Display width in CSS pixels, for pictures rasterised at more than one pixel per CSS pixel. */
   width?: number;
-  /** Smooth scaling for charts; pixel pictures (CIFAR images) stay crisp when enlarged. */
-  smooth?: boolean;
 }
 
 export interface ReportStage {
@@ -157,7 +155,7 @@ function imageSection(s: ReportSection): string {
   const notes = s.notes.map((n) => `<p>${escapeHtml(n)}</p>`).join('');
   const figs = s.images
     .map(
-      (img) => `<figure><img src="${imageSrc(img.file)}" alt="${escapeHtml(img.title)}"${img.width ? ` width="${Math.round(img.width)}"` : ''}${img.smooth ? ' class="smooth"' : ''}><figcaption><b>${escapeHtml(img.title)}</b>${img.caption ? ` – ${escapeHtml(img.caption)}` : ''}</figcaption></figure>`,
+      (img) => `<figure><img src="${imageSrc(img.file)}" alt="${escapeHtml(img.title)}"${img.width ? ` width="${Math.round(img.width)}"` : ''}><figcaption><b>${escapeHtml(img.title)}</b>${img.caption ? ` – ${escapeHtml(img.caption)}` : ''}</figcaption></figure>`,
     )
     .join('\n');
   return `<section id="${escapeHtml(s.id)}"><h2>${escapeHtml(s.title)}</h2>${notes}<div class="figs">${figs}</div></section>`;
@@ -177,7 +175,7 @@ td.diag{font-weight:bold}.bar{display:inline-block;height:.8em;background:#3182b
 .scroll{max-height:28rem;overflow:auto}.cols{display:flex;gap:2rem;flex-wrap:wrap}
 details.stage{margin:.3rem 0}details.stage summary{cursor:pointer}
 .figs{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}
-figure{margin:0;max-width:100%}figure img{max-width:100%;height:auto;image-rendering:pixelated;border:1px solid #eee}figure img.smooth{image-rendering:auto}
+figure{margin:0;max-width:100%}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.9em;color:#444;margin-top:.3rem}.headline{font-size:1.3em}
 `;
 

@@ -82,13 +82,13 @@ function findPicture(dir: string, file: string): string | undefined {
   return svg !== file && existsSync(join(dir, svg)) ? svg : undefined;
 }
 
-/** Charts are rasterised at `scale` pixels per CSS pixel; show them at their CSS size, smoothly. */
-async function chartDisplay(file: string, settings: JsonObject): Promise<{ width?: number; smooth: boolean }> {
+/** Charts are rasterised at `scale` pixels per CSS pixel; show them at their CSS size. */
+async function chartDisplay(file: string, settings: JsonObject): Promise<{ width?: number }> {
   // Resolved settings always carry scale; 2 is the plots schema's default for hand-made inputs.
   const scale = typeof settings.scale === 'number' && settings.scale > 0 ? settings.scale : 2;
-  if (!file.endsWith('.png') || scale === 1) return { smooth: true };
+  if (!file.endsWith('.png') || scale === 1) return {};
   const meta = await sharp(file).metadata();
-  return meta.width ? { width: meta.width / scale, smooth: true } : { smooth: true };
+  return meta.width ? { width: meta.width / scale } : {};
 }
 
 async function readJson(path: string): Promise<JsonObject | undefined> {
