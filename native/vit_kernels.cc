@@ -5,7 +5,7 @@
 #include <node_api.h>
 
 #include <algorithm>
-#include <chrono>
+#include <ctime>
 #include <cmath>
 #include <map>
 #include <string>
@@ -46,6 +46,39 @@ inline v16 vexp(v16 x) {
   return p * reinterpret_cast<v16&>(bits);
 }
 
+inline float hmax(v16 v) {
+  float m = v[0];
+  for (int i = 1; i < 16; i++) m = std::max(m, v[i]);
+  return m;
+}
+inline float hsum(v16 v) {
+  float s = 0.f;
+  for (int i = 0; i < 16; i++) s += v[i];
+  return s;
+}
+inline float rowmax(int n, const float* x) {
+  int j = 0;
+  float m = x[0];
+  if (n >= 16) {
+    v16 acc = load(x);
+    for (j = 16; j + 16 <= n; j += 16) {
+      v16 v = load(x + j);
+      acc = v > acc ? v : acc;
+    }
+    m = hmax(acc);
+  }
+  for (; j < n; j++) m = std::max(m, x[j]);
+  return m;
+}
+inline float rowdot(int n, const float* x, const float* y) {
+  int j = 0;
+  v16 acc{};
+  for (; j + 16 <= n; j += 16) acc += load(x + j) * load(y + j);
+  float s = hsum(acc);
+  for (; j < n; j++) s += x[j] * y[j];
+  return s;
+}
+
 // Applies f to x[0, n) 16 lanes at a time; the tail goes through a zero-padded vector.
 template <class F>
 inline void map16(size_t n, const float* x, float* y, F f) {
@@ -61,13 +94,20 @@ inline void map16(size_t n, const float* x, float* y, F f) {
 
 int g_threads = 1;
 
-// Wall time per named section, summed over calls; read by profile() (for the benchmark report).
+// Time per named section, summed over calls; read by profile() (for the benchmark report).
+// CPU time of the calling thread, so that other load on a shared machine does not inflate it;
+// with several threads it undercounts the work done by the helpers.
 std::map<std::string, double> g_profile;
+inline double cpu_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
 struct Section {
   const char* name;
-  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  double t0 = cpu_ms();
   explicit Section(const char* n) : name(n) {}
-  ~Section() { g_profile[name] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(); }
+  ~Section() { g_profile[name] += cpu_ms() - t0; }
 };
 #define SECTION(n) Section section_##__LINE__(n)
 
@@ -126,6 +166,9 @@ void rows(int N, int K, const float* A, int lda, int acs, const float* B, int ld
 
 void gemm_rows(int m0, int m1, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc, bool acc, int acs = 1) {
   int i = m0;
+  // A 4x16 tile has only 4 independent FMA chains; narrow outputs (attention heads) take 8 rows.
+  if (N < 32)
+    for (; i + 8 <= m1; i += 8) rows<8>(N, K, A + (size_t)i * lda, lda, acs, B, ldb, C + (size_t)i * ldc, ldc, acc);
   for (; i + 4 <= m1; i += 4) rows<4>(N, K, A + (size_t)i * lda, lda, acs, B, ldb, C + (size_t)i * ldc, ldc, acc);
   for (; i < m1; i++) rows<1>(N, K, A + (size_t)i * lda, lda, acs, B, ldb, C + (size_t)i * ldc, ldc, acc);
 }
@@ -387,14 +430,16 @@ void attention_head(int T, int d, int ld, const float* q, const float* k, const 
   for (int j = 0; j < T; j++)
     for (int c = 0; c < d; c++) kt[(size_t)c * T + j] = k[(size_t)j * ld + c];
   gemm_rows(0, T, T, d, q, ld, kt.data(), T, attn, T, false);
+  float maxes[T];
+  for (int i = 0; i < T; i++) maxes[i] = rowmax(T, attn + (size_t)i * T);
+  for (int i = 0; i < T; i++)
+    for (int j = 0; j < T; j++) attn[(size_t)i * T + j] -= maxes[i];
+  map16((size_t)T * T, attn, attn, [](v16 v, size_t) { return vexp(v); });
+  static thread_local std::vector<float> ones;
+  if ((int)ones.size() < T) ones.assign(T, 1.f);
   for (int i = 0; i < T; i++) {
     float* row = attn + (size_t)i * T;
-    float m = row[0];
-    for (int j = 1; j < T; j++) m = std::max(m, row[j]);
-    map16(T, row, row, [m](v16 v, size_t) { return vexp(v - m); });
-    float s = 0.f;
-    for (int j = 0; j < T; j++) s += row[j];
-    float inv = 1.f / s;
+    float inv = 1.f / rowdot(T, row, ones.data());
     for (int j = 0; j < T; j++) row[j] *= inv;
   }
   const float* p = attn;
@@ -528,7 +573,7 @@ void backward(const Config& c, const std::vector<const float*>& W, const std::ve
     SECTION("attention_bwd");
     parallel_for(B * c.heads, [&](int s, int e) {
       const int d = c.dimHead;
-      std::vector<float> dp((size_t)T * T), pdT((size_t)T * T), dsT((size_t)T * T), vt((size_t)d * T), mask;
+      std::vector<float> dp((size_t)T * T), pd((size_t)T * T), vt((size_t)d * T), mask;
       for (int bh = s; bh < e; bh++) {
         int b = bh / c.heads, h = bh % c.heads;
         size_t off = (size_t)b * T * IN + (size_t)h * d;
@@ -540,9 +585,12 @@ void backward(const Config& c, const std::vector<const float*>& W, const std::ve
           mask.assign((size_t)T * T, 1.f);
           drop.mul(site, (size_t)bh * T * T, (size_t)T * T, mask.data(), mask.data());
         }
-        for (int i = 0; i < T; i++)
-          for (int j = 0; j < T; j++) pdT[(size_t)j * T + i] = drop.active ? P[(size_t)i * T + j] * mask[(size_t)i * T + j] : P[(size_t)i * T + j];
-        gemm_rows(0, T, d, T, pdT.data(), T, dout, IN, gv, IN, false);  // dv = pd^T dout
+        const float* pdp = P;
+        if (drop.active) {
+          for (size_t i = 0; i < (size_t)T * T; i++) pd[i] = P[i] * mask[i];
+          pdp = pd.data();
+        }
+        gemm_rows(0, T, d, T, pdp, 1, dout, IN, gv, IN, false, T);  // dv = pd^T dout (pd read transposed)
         for (int j = 0; j < T; j++)
           for (int cc = 0; cc < d; cc++) vt[(size_t)cc * T + j] = v[(size_t)j * IN + cc];
         gemm_rows(0, T, T, d, dout, IN, vt.data(), T, dp.data(), T, false);  // dpd = dout v^T
@@ -552,15 +600,11 @@ void backward(const Config& c, const std::vector<const float*>& W, const std::ve
           const float* pr = P + (size_t)i * T;
           if (drop.active)
             for (int j = 0; j < T; j++) row[j] *= mask[(size_t)i * T + j];
-          float dot = 0.f;
-          for (int j = 0; j < T; j++) dot += row[j] * pr[j];
-          for (int j = 0; j < T; j++) {
-            row[j] = pr[j] * (row[j] - dot);
-            dsT[(size_t)j * T + i] = row[j];
-          }
+          float dot = rowdot(T, row, pr);
+          for (int j = 0; j < T; j++) row[j] = pr[j] * (row[j] - dot);
         }
         gemm_rows(0, T, d, T, dp.data(), T, kk, IN, gq, IN, false);   // dq = ds k
-        gemm_rows(0, T, d, T, dsT.data(), T, q, IN, gk, IN, false);  // dk = ds^T q
+        gemm_rows(0, T, d, T, dp.data(), 1, q, IN, gk, IN, false, T);  // dk = ds^T q (ds read transposed)
       }
     });
     }

@@ -14,11 +14,12 @@ before(async () => {
   await initBackend('wasm', 2);
 });
 
-// Odd sizes on purpose: dims that are not multiples of the 16/32-wide tiles, several row tails.
-const cfg: VitConfig = { imageSize: 12, channels: 3, classes: 5, patchSize: 4, dim: 40, depth: 2, heads: 3, dimHead: 12, mlpDim: 72, dropout: 0.2 };
+// Odd sizes on purpose: dims that are not multiples of the 16/32-wide tiles, row tails, and
+// 26 tokens so attention rows take both the vector and the scalar-tail paths.
+const cfg: VitConfig = { imageSize: 20, channels: 3, classes: 5, patchSize: 4, dim: 40, depth: 2, heads: 3, dimHead: 12, mlpDim: 72, dropout: 0.2 };
 
 function data(n: number): { x: tf.Tensor4D; t: tf.Tensor2D } {
-  const x = tf.randomNormal([n, 12, 12, 3], 0, 1, 'float32', 3) as tf.Tensor4D;
+  const x = tf.randomNormal([n, 20, 20, 3], 0, 1, 'float32', 3) as tf.Tensor4D;
   // Soft targets (label smoothing-like) to exercise the soft cross-entropy.
   const hard = tf.oneHot(tf.tensor1d(Array.from({ length: n }, (_, i) => (i * 3) % 5), 'int32'), 5).toFloat();
   const t = tf.add(tf.mul(hard, 0.9), 0.02) as tf.Tensor2D;
