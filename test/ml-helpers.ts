@@ -1,0 +1,49 @@
+// Shared by the tests that train: where CIFAR-10 is, and a tiny pipeline around it.
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { packageRoot } from '../src/paths.js';
+
+export const ARCHIVE = process.env.TFPIPE_CIFAR10 ?? resolve(packageRoot, '../shared/data/cifar-10-binary.tar.gz');
+export const noArchive: string | false = existsSync(ARCHIVE) ? false : `CIFAR-10 archive not found at ${ARCHIVE} (set TFPIPE_CIFAR10)`;
+
+/** A few hundred real images, a two-block ViT, three short epochs. */
+export function tinyPipeline(name: string, extra = ''): string {
+  return `name: ${name}
+seed: 3
+runtime: { backend: wasm }
+stages:
+  data:
+    kind: cifar10
+    source: ${ARCHIVE}
+    limit_train: 320
+    limit_val: 64
+    limit_test: 128
+    samples_per_class: 1
+  augmentation:
+    kind: augmentation
+    needs: [data]
+    preview_images: 2
+    preview_versions: 2
+    ops:
+      - { op: random_horizontal_flip, p: 0.5 }
+      - { op: random_crop, size: 32, padding: 4 }
+      - { op: normalize, from: data }
+  model:
+    kind: vit
+    needs: [data]
+    dim: 32
+    depth: 2
+    heads: 2
+    dim_head: 16
+    mlp_dim: 64
+    dropout: 0.1
+  train:
+    kind: train
+    needs: [data, augmentation, model]
+    epochs: 3
+    batch_size: 64
+    optimizer: { name: adamw, lr: 0.003, weight_decay: 0.05 }
+    schedule: { name: cosine, warmup_epochs: 1 }
+    label_smoothing: 0.1
+${extra}`;
+}
