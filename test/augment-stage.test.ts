@@ -1,7 +1,7 @@
 // The augmentation stage: its schema (defaults, per-op errors) and a run on a tiny fake data dir.
-import { test, before } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
@@ -17,6 +17,9 @@ import { patchGridPixels, targetCaption } from '../src/ml/augment/preview.js';
 before(async () => {
   await tf.setBackend('wasm'); // the runner does this for kinds with usesTensorflow
 });
+
+const made: string[] = [];
+after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, discriminator: true });
 const validate = ajv.compile(stage.schema);
@@ -75,6 +78,7 @@ test('targetCaption shows a class, or the two largest weights', () => {
 
 test('the stage writes preview.png and patches.png from the cifar10 stage dir', async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'tfpipe-aug-data-'));
+  made.push(dataDir);
   const n = 12;
   const images = Uint8Array.from({ length: n * 3072 }, (_, k) => (k * 7) % 256);
   const labels = Uint8Array.from({ length: n }, (_, i) => i % 10);
@@ -84,6 +88,7 @@ test('the stage writes preview.png and patches.png from the cifar10 stage dir', 
   const settings = { kind: 'augmentation' as const, ops: [{ op: 'random_crop' }, { op: 'random_horizontal_flip' }, { op: 'normalize' }, { op: 'cutmix', p: 1 }] } as unknown as AugmentationSettings;
   assert.ok(validate(settings));
   const outDir = mkdtempSync(join(tmpdir(), 'tfpipe-aug-out-'));
+  made.push(outDir);
   const ctx: StageContext<AugmentationSettings> = {
     pipeline: 'test', name: 'augment', kind: 'augmentation', key: 'k', settings, seed: 3,
     runtime: { backend: 'wasm', threads: 0 }, outDir,

@@ -1,7 +1,7 @@
 // The real CIFAR-10 archive, read once and shared by every check here (~10-20 s on 2 cores).
-import { test, before } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -30,12 +30,21 @@ function firstRecordDirect(): Uint8Array {
   throw new Error('data_batch_1.bin not found in archive');
 }
 
+// Each prepared copy is ~180 MB: remove them all afterwards.
+const made: string[] = [];
+function tmp(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  made.push(d);
+  return d;
+}
+after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
 let files: CifarFiles;
 let fullDir: string;
 before(async () => {
   if (skip) return;
   files = await readCifarSource(ARCHIVE);
-  fullDir = mkdtempSync(join(tmpdir(), 'tfpipe-cifar-full-'));
+  fullDir = tmp('tfpipe-cifar-full-');
   await prepareFromFiles(files, { validationFraction: 0.1, statsOver: 'all_train', seed: 1234, outDir: fullDir });
 });
 
@@ -81,7 +90,7 @@ test('full archive: the first record decodes to the bytes read directly from the
 });
 
 test('limits: class-balanced subsets, proportional validation, stats over the split differ', { skip }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'tfpipe-cifar-lim-'));
+  const dir = tmp('tfpipe-cifar-lim-');
   await prepareFromFiles(files, { validationFraction: 0.1, limitTrain: 1000, limitTest: 500, statsOver: 'train_split', seed: 1234, outDir: dir });
   const info = await readDataInfo(dir);
   assert.deepEqual(info.counts, { train: 1000, val: 111, test: 500 });
@@ -114,10 +123,12 @@ test('the cifar10 stage: resolves a local source, writes data.json, splits and s
   const { stage } = await import('../src/stages/cifar10.js');
   const { Ajv } = await import('ajv');
   const settings: Record<string, unknown> = { kind: 'cifar10', source: basename(ARCHIVE), limit_train: 200, limit_test: 50 };
-  assert.ok(new Ajv({ strict: true, useDefaults: true, allErrors: true }).compile(stage.schema)(settings));
+  const ajv = new Ajv({ strict: true, useDefaults: true, allErrors: true });
+  ajv.addKeyword({ keyword: 'x-path' }); // the runner's marker for path settings
+  assert.ok(ajv.compile(stage.schema)(settings));
   assert.deepEqual(stage.externalInputs?.(settings as never), [basename(ARCHIVE)]);
   assert.deepEqual(stage.externalInputs?.({ ...settings, source: 'https://example.org/c.tar.gz' } as never), []);
-  const outDir = mkdtempSync(join(tmpdir(), 'tfpipe-cifar-stage-'));
+  const outDir = tmp('tfpipe-cifar-stage-');
   const messages: string[] = [];
   const result = await stage.run({
     pipeline: 't', name: 'data', kind: 'cifar10', key: 'k', settings: settings as never, seed: 5,

@@ -1,9 +1,9 @@
 // Unit tests of the cifar10 data stage on small synthetic data (no archive needed).
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { mkdtempSync, mkdirSync, readdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync, writeFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tar from 'tar';
@@ -16,7 +16,13 @@ import { BIN_FILES } from '../src/ml/cifar10/constants.js';
 import { loadSplit, writeDataInfo, writeSplit } from '../src/ml/dataset.js';
 import { createRng } from '../src/ml/rng.js';
 
-const tmp = (): string => mkdtempSync(join(tmpdir(), 'tfpipe-cifar-'));
+const made: string[] = [];
+const tmp = (): string => {
+  const d = mkdtempSync(join(tmpdir(), 'tfpipe-cifar-'));
+  made.push(d);
+  return d;
+};
+after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 test('decodeRecords turns planar records into NHWC', () => {
   const rec = new Uint8Array(3073 * 2);
