@@ -1,18 +1,25 @@
 // Training and inference throughput of the ViT on random CIFAR-shaped batches, through the same
-// code path the train stage uses (computeGradients + Adam). Prints and appends JSON Lines to
-// outputs/bench/bench.jsonl; with --peer also runs the PyTorch peer benchmark for comparison.
-//   node dist/bench/bench.js [--backends wasm,cpu] [--threads 1] [--steps 8] [--models small,default] [--peer]
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, appendFileSync } from 'node:fs';
+// code path the train stage uses (computeGradients + Adam applyGradients, predict).
+//
+//   npm run bench                 every case below, then a side-by-side table
+//   node dist/bench/bench.js --backend wasm --threads 1 [--models small,default]
+//        [--kernels native,tfjs] [--steps 6] [--batch 128] [--peer] [--profile]   one process, one backend
+//
+// The full run (no --backend) starts one child process per thread count (a process initialises
+// its tfjs backend once), runs the PyTorch peer (/work/shared/peers/torch_vit_bench.py or
+// $TFPIPE_TORCH_PEER, with /usr/bin/python3) for the same models and threads when torch imports,
+// and writes every case as one JSON line to outputs/bench/bench.jsonl and stdout.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/ml/backend.js';
 import { createVit, computeGradients, predict, type VitConfig } from '../src/ml/vit/index.js';
+import { nativeProfile, nativeStatus, setNativeEnabled } from '../src/ml/vit/native.js';
 import { packageRoot } from '../src/paths.js';
-import { nativeStatus, setNativeEnabled } from '../src/ml/vit/native.js';
 
 interface ModelSize {
-  label: string;
   patch_size: number;
   dim: number;
   depth: number;
@@ -20,30 +27,58 @@ interface ModelSize {
   mlp_dim: number;
 }
 
+/** "small" is the findings note's model; "default" is the vit stage's default settings. */
 export const MODELS: Record<string, ModelSize> = {
-  small: { label: 'small', patch_size: 4, dim: 64, depth: 4, heads: 4, mlp_dim: 128 },
-  default: { label: 'default', patch_size: 4, dim: 128, depth: 6, heads: 4, mlp_dim: 256 },
+  small: { patch_size: 4, dim: 64, depth: 4, heads: 4, mlp_dim: 128 },
+  default: { patch_size: 4, dim: 128, depth: 6, heads: 4, mlp_dim: 256 },
 };
+
+interface Row {
+  backend: string;
+  kernels?: string;
+  model: ModelSize;
+  model_label: string;
+  batch: number;
+  threads: number;
+  train_img_s?: number;
+  infer_img_s?: number;
+  note?: string;
+  profile_cpu_ms_per_step?: Record<string, number>;
+}
+
+const outFile = join(packageRoot, 'outputs', 'bench', 'bench.jsonl');
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
 }
 
+function emit(row: Row): void {
+  const line = JSON.stringify(row);
+  console.log(line);
+  mkdirSync(join(packageRoot, 'outputs', 'bench'), { recursive: true });
+  appendFileSync(outFile, line + '\n');
+}
+
+function round(x: number): number {
+  return Math.round(x * 10) / 10;
+}
+
 function vitConfig(m: ModelSize): VitConfig {
+  // dropout 0.1 as in the PyTorch peer, so both pay for it.
   return { imageSize: 32, channels: 3, classes: 10, patchSize: m.patch_size, dim: m.dim, depth: m.depth, heads: m.heads, dimHead: m.dim / m.heads, mlpDim: m.mlp_dim, dropout: 0.1 };
 }
 
-/** Images per second for `steps` timed training steps after `warmup` untimed ones. */
-function trainRate(cfg: VitConfig, batch: number, steps: number, warmup: number): number {
+/** Images per second over `steps` timed training steps after one untimed step. */
+function trainRate(cfg: VitConfig, batch: number, steps: number): number {
   const model = createVit(cfg, 0);
   const opt: tf.Optimizer = tf.train.adam(1e-3);
   const x = tf.randomNormal([batch, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
-  const labels = tf.randomUniform([batch], 0, 10, 'int32', 2);
-  const y = tf.oneHot(labels as tf.Tensor1D, 10).toFloat() as tf.Tensor2D;
+  const labels = tf.randomUniform([batch], 0, 10, 'int32', 2) as tf.Tensor1D;
+  const y = tf.oneHot(labels, 10).toFloat() as tf.Tensor2D;
   let start = 0;
-  for (let i = 0; i < warmup + steps; i++) {
-    if (i === warmup) start = performance.now();
+  for (let i = 0; i <= steps; i++) {
+    if (i === 1) start = performance.now();
     const { grads } = computeGradients(model, x, y, { seed: i });
     opt.applyGradients(grads);
     tf.dispose(grads);
@@ -55,12 +90,12 @@ function trainRate(cfg: VitConfig, batch: number, steps: number, warmup: number)
   return rate;
 }
 
-function inferRate(cfg: VitConfig, batch: number, steps: number, warmup: number): number {
+function inferRate(cfg: VitConfig, batch: number, steps: number): number {
   const model = createVit(cfg, 0);
   const x = tf.randomNormal([batch, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
   let start = 0;
-  for (let i = 0; i < warmup + steps; i++) {
-    if (i === warmup) start = performance.now();
+  for (let i = 0; i <= steps; i++) {
+    if (i === 1) start = performance.now();
     const logits = predict(model, x, batch);
     logits.dataSync();
     logits.dispose();
@@ -71,76 +106,103 @@ function inferRate(cfg: VitConfig, batch: number, steps: number, warmup: number)
   return rate;
 }
 
-function runPeer(m: ModelSize, threads: number, steps: number): { train_img_s: number; infer_img_s: number } | string {
-  const script = join(packageRoot, '..', 'shared', 'peers', 'torch_vit_bench.py');
-  const peer = process.env.TFPIPE_TORCH_PEER ?? script;
-  if (!existsSync(peer)) return `peer script not found at ${peer}`;
+function peerScript(): string {
+  return process.env.TFPIPE_TORCH_PEER ?? join(packageRoot, '..', 'shared', 'peers', 'torch_vit_bench.py');
+}
+
+/** Why the PyTorch peer cannot run, or null when it can. */
+function peerUnavailable(): string | null {
+  if (!existsSync(peerScript())) return `peer script not found at ${peerScript()}`;
+  const r = spawnSync('/usr/bin/python3', ['-c', 'import torch'], { encoding: 'utf8' });
+  return r.status === 0 ? null : 'python3 cannot import torch';
+}
+
+function runPeer(label: string, m: ModelSize, threads: number, batch: number): Row {
+  const base = { backend: 'pytorch', model: m, model_label: label, batch, threads };
+  const why = peerUnavailable();
+  if (why) return { ...base, note: why };
   try {
-    const out = execFileSync('/usr/bin/python3', [peer, '--patch', String(m.patch_size), '--dim', String(m.dim), '--depth', String(m.depth), '--heads', String(m.heads), '--mlp', String(m.mlp_dim), '--threads', String(threads), '--steps', String(steps)], { encoding: 'utf8' });
+    const out = execFileSync('/usr/bin/python3', [peerScript(), '--patch', String(m.patch_size), '--dim', String(m.dim), '--depth', String(m.depth), '--heads', String(m.heads), '--mlp', String(m.mlp_dim), '--threads', String(threads), '--batch', String(batch), '--steps', '10'], { encoding: 'utf8' });
     const train = /train_img_s=([\d.]+)/.exec(out);
     const infer = /infer_img_s=([\d.]+)/.exec(out);
-    if (!train || !infer) return `unexpected peer output: ${out}`;
-    return { train_img_s: Number(train[1]), infer_img_s: Number(infer[1]) };
+    if (!train || !infer) return { ...base, note: `unexpected peer output: ${out.trim()}` };
+    return { ...base, train_img_s: Number(train[1]), infer_img_s: Number(infer[1]) };
   } catch (err) {
-    return `peer failed: ${(err as Error).message.split('\n')[0]}`;
+    return { ...base, note: `peer failed: ${(err as Error).message.split('\n')[0]}` };
   }
 }
 
-async function main(): Promise<void> {
-  const backend = arg('backend', 'wasm') as BackendName;
-  const threads = Number(arg('threads', '1'));
-  const batch = Number(arg('batch', '128'));
-  const models = arg('models', 'small,default').split(',').map((name) => {
+function models(): [string, ModelSize][] {
+  return arg('models', 'small,default').split(',').map((name) => {
     const m = MODELS[name];
     if (!m) throw new Error(`unknown model ${name}; choose from ${Object.keys(MODELS).join(', ')}`);
-    return m;
+    return [name, m];
   });
-  const cpuTiny = backend === 'cpu';
-  const steps = Number(arg('steps', cpuTiny ? '1' : '6'));
+}
+
+/** One backend in this process: every model x kernel implementation. */
+async function runBackend(backend: BackendName): Promise<void> {
+  const threads = Number(arg('threads', '1'));
+  const batch = Number(arg('batch', '128'));
+  const steps = Number(arg('steps', '6'));
   const info = await initBackend(backend, threads);
-  const outDir = join(packageRoot, 'outputs', 'bench');
-  mkdirSync(outDir, { recursive: true });
-  const kernels = arg('kernels', 'native,tfjs').split(',');
-  for (const m of models) {
-    const cfg = vitConfig(m);
-    const { label, ...model } = m;
-    for (const k of kernels) {
+  for (const [label, model] of models()) {
+    const cfg = vitConfig(model);
+    for (const k of arg('kernels', 'native,tfjs').split(',')) {
       setNativeEnabled(k === 'native');
+      const base = { backend: info.name, kernels: k, model, model_label: label, batch, threads };
       if (k === 'native' && !nativeStatus().active) {
-        console.error(`skipping native kernels: ${nativeStatus().detail}`);
+        emit({ ...base, note: nativeStatus().detail });
         continue;
       }
-      // tfjs kernels on the large model are slow: fewer steps keep the whole run to minutes.
+      // tfjs kernels on the default model take seconds per step: fewer steps keep the run short.
       const s = k === 'tfjs' && label !== 'small' ? Math.max(1, Math.floor(steps / 2)) : steps;
-      const row = {
-        backend: info.name,
-        kernels: k,
-        model,
-        model_label: label,
-        batch,
-        threads,
-        train_img_s: round(trainRate(cfg, batch, s, 1)),
-        infer_img_s: round(inferRate(cfg, batch, s * 2, 1)),
-      };
-      const line = JSON.stringify(row);
-      console.log(line);
-      appendFileSync(join(outDir, 'bench.jsonl'), line + '\n');
+      nativeProfile();
+      const train = trainRate(cfg, batch, s);
+      const profile = Object.fromEntries(Object.entries(nativeProfile()).map(([name, ms]) => [name, round(ms / (s + 1))]));
+      emit({
+        ...base,
+        train_img_s: round(train),
+        infer_img_s: round(inferRate(cfg, batch, s * 2)),
+        ...(process.argv.includes('--profile') && k === 'native' ? { profile_cpu_ms_per_step: profile } : {}),
+      });
     }
-    if (process.argv.includes('--peer')) {
-      const peer = runPeer(m, threads, 10);
-      const peerRow = typeof peer === 'string' ? { backend: 'pytorch', model, model_label: label, batch, threads, note: peer } : { backend: 'pytorch', model, model_label: label, batch, threads, ...peer };
-      const peerLine = JSON.stringify(peerRow);
-      console.log(peerLine);
-      appendFileSync(join(outDir, 'bench.jsonl'), peerLine + '\n');
-    }
+    if (process.argv.includes('--peer')) emit(runPeer(label, model, threads, batch));
   }
 }
 
-function round(x: number): number {
-  return Math.round(x * 10) / 10;
+/** Every case, each thread count in its own process, then a table. */
+function runAll(): void {
+  writeFileSync(outFile, '');
+  const rows: Row[] = [];
+  const self = fileURLToPath(import.meta.url);
+  const passOn = ['models', 'steps', 'batch', 'kernels'].flatMap((n) => (process.argv.includes(`--${n}`) ? [`--${n}`, arg(n, '')] : []));
+  for (const threads of arg('thread-counts', '1,2').split(',').map(Number)) {
+    const r = spawnSync(process.execPath, [self, '--backend', 'wasm', '--threads', String(threads), '--peer', '--profile', ...passOn], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    process.stdout.write(r.stdout);
+    for (const line of r.stdout.split('\n')) if (line.startsWith('{')) rows.push(JSON.parse(line) as Row);
+    if (r.status !== 0) throw new Error(`bench for ${threads} thread(s) failed with status ${r.status}`);
+  }
+  // The pure-JS cpu backend trains at ~1-3 img/s (findings note) and, with native kernels present,
+  // would run the very same native code as the wasm rows.
+  emit({ backend: 'cpu', model: MODELS.small, model_label: 'small', batch: 128, threads: 1, note: 'skipped: pure-JS kernels train at ~1-3 img/s; with native kernels it runs the same code as the wasm rows' });
+  printTable(rows);
 }
 
-main().catch((err: unknown) => {
+function printTable(rows: Row[]): void {
+  const lines = ['', 'model    threads  implementation        train img/s  infer img/s   vs pytorch (train / infer)'];
+  for (const r of rows) {
+    if (r.backend === 'pytorch' || r.train_img_s === undefined) continue;
+    const peer = rows.find((p) => p.backend === 'pytorch' && p.model_label === r.model_label && p.threads === r.threads);
+    const ratio = peer?.train_img_s && peer.infer_img_s && r.infer_img_s ? `${(r.train_img_s / peer.train_img_s).toFixed(1)}x / ${(r.infer_img_s / peer.infer_img_s).toFixed(1)}x` : '';
+    lines.push(`${r.model_label.padEnd(9)}${String(r.threads).padEnd(9)}${`${r.backend}+${r.kernels}`.padEnd(22)}${String(r.train_img_s).padStart(11)}${String(r.infer_img_s).padStart(13)}   ${ratio}`);
+    if (peer && r.kernels === 'tfjs') lines.push(`${r.model_label.padEnd(9)}${String(r.threads).padEnd(9)}${'pytorch'.padEnd(22)}${String(peer.train_img_s ?? '-').padStart(11)}${String(peer.infer_img_s ?? '-').padStart(13)}   ${peer.note ?? ''}`);
+  }
+  console.log(lines.join('\n'));
+}
+
+const backend = arg('backend', '');
+(backend ? runBackend(backend as BackendName) : Promise.resolve(runAll())).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : err);
   process.exit(1);
 });

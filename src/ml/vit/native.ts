@@ -18,6 +18,7 @@ export interface NativeRunResult {
 }
 
 interface NativeAddon {
+  profile(): Record<string, number>;
   run(
     config: Int32Array,
     dropout: number,
@@ -76,4 +77,9 @@ export function nativeRun(cfg: VitConfig, weights: Float32Array[], images: Float
   tokenCount(cfg);
   const config = Int32Array.from([batch, cfg.imageSize, cfg.channels, cfg.classes, cfg.patchSize, cfg.dim, cfg.depth, cfg.heads, cfg.dimHead, cfg.mlpDim]);
   return a.run(config, cfg.dropout, weights, images, targets, seed ?? -1, nativeThreads());
+}
+
+/** Native CPU milliseconds per named section since the last call (then reset); {} without the addon. */
+export function nativeProfile(): Record<string, number> {
+  return load()?.profile() ?? {};
 }
