@@ -102,3 +102,16 @@ test('confusion matrix and per-class accuracy by hand', () => {
   assert.deepEqual(matrix, [[1, 1, 0], [0, 1, 0], [1, 0, 2]]);
   assert.deepEqual(perClass, [0.5, 1, 2 / 3]);
 });
+
+test('a time budget re-plans the epoch count from recent epoch times', async () => {
+  const { plannedEpochs } = await import('../src/stages/train.js');
+  const state = (secs: number[]) => ({
+    epochsDone: secs.length, plannedEpochs: 100, bestEpoch: 0, bestValAccuracy: 0,
+    elapsedSeconds: secs.reduce((a, b) => a + b, 0),
+    metrics: secs.map((s, i) => ({ epoch: i + 1, seconds: s, train_loss: 0, train_accuracy: 0, val_loss: null, val_accuracy: null, lr: 0, images_per_second: 0, elapsed_seconds: 0, tensors: 0 })),
+  });
+  assert.equal(plannedEpochs(100, state([60]), 600), 10); // 540 s left, 60 s each: 9 more
+  assert.equal(plannedEpochs(5, state([60]), 600), 5); // capped by epochs
+  assert.equal(plannedEpochs(100, state([60, 60, 120]), 600), 6); // slowed down: (600-240)/120 = 3 more
+  assert.equal(plannedEpochs(100, state([60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60]), 600), 11); // over budget: stop now
+});

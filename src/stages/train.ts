@@ -27,6 +27,22 @@ export interface TrainSettings {
 
 const yieldToEventLoop = () => new Promise<void>((r) => setImmediate(r));
 
+/** The slower of the last epoch and the mean of the last three: a cautious guess at the next one. */
+function recentEpochSeconds(state: TrainState): number {
+  const recent = state.metrics.slice(-3).map((m) => m.seconds);
+  return Math.max(recent[recent.length - 1], recent.reduce((a, b) => a + b, 0) / recent.length);
+}
+
+/**
+ * With a time budget, the epoch count is re-planned after every epoch from how long epochs take
+ * now (the machine may get busier), so the schedule always ends when the budget does: never more
+ * than `epochs`, never fewer than those already done.
+ */
+export function plannedEpochs(maxEpochs: number, state: TrainState, budgetSeconds: number): number {
+  const fit = Math.floor((budgetSeconds - state.elapsedSeconds) / recentEpochSeconds(state));
+  return Math.max(state.epochsDone, Math.min(maxEpochs, state.epochsDone + Math.max(0, fit)));
+}
+
 async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
   const s = ctx.settings;
   const data = upstreamOfKind(ctx, 'cifar10');
@@ -105,11 +121,11 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
         state.bestEpoch = m.epoch;
         await replaceDir(join(ctx.outDir, 'best'), (d) => saveCheckpoint(model, d, { epoch: m.epoch, val_accuracy: score }));
       }
-      if (epoch === 0 && s.max_minutes > 0 && state.plannedEpochs > 1) {
-        const fit = Math.max(1, Math.floor((s.max_minutes * 60) / seconds));
-        if (fit < state.plannedEpochs) {
-          state.plannedEpochs = fit;
-          ctx.log(`max_minutes ${s.max_minutes}: an epoch took ${seconds.toFixed(1)} s, so ${fit} epochs fit; the schedule now spans ${fit} epochs`);
+      if (s.max_minutes > 0) {
+        const planned = plannedEpochs(s.epochs, state, s.max_minutes * 60);
+        if (planned !== state.plannedEpochs) {
+          ctx.log(`max_minutes ${s.max_minutes}: ${(state.elapsedSeconds / 60).toFixed(1)} min used, epochs take ~${recentEpochSeconds(state).toFixed(0)} s, so ${planned} epochs fit; the schedule now spans ${planned}`);
+          state.plannedEpochs = planned;
         }
       }
       await replaceDir(join(ctx.outDir, 'last'), (d) => saveCheckpoint(model, d, { epoch: m.epoch }));
