@@ -3,7 +3,7 @@
 //
 //   npm run bench                 every case below, then a side-by-side table
 //   node dist/bench/bench.js --backend wasm --threads 1 [--models small,default]
-//        [--kernels native,tfjs] [--steps 6] [--batch 128] [--peer] [--profile]   one process, one backend
+//        [--kernels native,tfjs,plain] [--steps 6] [--batch 128] [--peer] [--profile]   one process, one backend
 //
 // The full run (no --backend) starts one child process per thread count (a process initialises
 // its tfjs backend once), runs the PyTorch peer (/work/shared/peers/torch_vit_bench.py or
@@ -15,7 +15,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/ml/backend.js';
-import { createVit, computeGradients, predict, type VitConfig } from '../src/ml/vit/index.js';
+import { createVit, computeGradients, forward, predict, type VitConfig } from '../src/ml/vit/index.js';
+import { fastOps, plainOps, type VitOps } from '../src/ml/vit/forward.js';
 import { nativeProfile, nativeStatus, setNativeEnabled } from '../src/ml/vit/native.js';
 import { packageRoot } from '../src/paths.js';
 
@@ -70,7 +71,7 @@ function vitConfig(m: ModelSize): VitConfig {
 }
 
 /** Images per second over `steps` timed training steps after one untimed step. */
-function trainRate(cfg: VitConfig, batch: number, steps: number): number {
+function trainRate(cfg: VitConfig, batch: number, steps: number, ops: VitOps): number {
   const model = createVit(cfg, 0);
   const opt: tf.Optimizer = tf.train.adam(1e-3);
   const x = tf.randomNormal([batch, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
@@ -79,7 +80,7 @@ function trainRate(cfg: VitConfig, batch: number, steps: number): number {
   let start = 0;
   for (let i = 0; i <= steps; i++) {
     if (i === 1) start = performance.now();
-    const { grads } = computeGradients(model, x, y, { seed: i });
+    const { grads } = computeGradients(model, x, y, { seed: i }, ops);
     opt.applyGradients(grads);
     tf.dispose(grads);
   }
@@ -90,13 +91,13 @@ function trainRate(cfg: VitConfig, batch: number, steps: number): number {
   return rate;
 }
 
-function inferRate(cfg: VitConfig, batch: number, steps: number): number {
+function inferRate(cfg: VitConfig, batch: number, steps: number, ops: VitOps): number {
   const model = createVit(cfg, 0);
   const x = tf.randomNormal([batch, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
   let start = 0;
   for (let i = 0; i <= steps; i++) {
     if (i === 1) start = performance.now();
-    const logits = predict(model, x, batch);
+    const logits = ops === fastOps ? predict(model, x, batch) : forward(model, x, { training: false }, ops).logits;
     logits.dataSync();
     logits.dispose();
   }
@@ -149,21 +150,24 @@ async function runBackend(backend: BackendName): Promise<void> {
   for (const [label, model] of models()) {
     const cfg = vitConfig(model);
     for (const k of arg('kernels', 'native,tfjs').split(',')) {
+      // native: whole model in the optional addon; tfjs: the fast custom-gradient ops on the
+      // backend; plain: stock tfjs ops and autodiff (the baseline the fast ops are checked against).
       setNativeEnabled(k === 'native');
+      const ops = k === 'plain' ? plainOps : fastOps;
       const base = { backend: info.name, kernels: k, model, model_label: label, batch, threads };
       if (k === 'native' && !nativeStatus().active) {
         emit({ ...base, note: nativeStatus().detail });
         continue;
       }
       // tfjs kernels on the default model take seconds per step: fewer steps keep the run short.
-      const s = k === 'tfjs' && label !== 'small' ? Math.max(1, Math.floor(steps / 2)) : steps;
+      const s = k !== 'native' && label !== 'small' ? Math.max(1, Math.floor(steps / 2)) : steps;
       nativeProfile();
-      const train = trainRate(cfg, batch, s);
+      const train = trainRate(cfg, batch, s, ops);
       const profile = Object.fromEntries(Object.entries(nativeProfile()).map(([name, ms]) => [name, round(ms / (s + 1))]));
       emit({
         ...base,
         train_img_s: round(train),
-        infer_img_s: round(inferRate(cfg, batch, s * 2)),
+        infer_img_s: round(inferRate(cfg, batch, s * 2, ops)),
         ...(process.argv.includes('--profile') && k === 'native' ? { profile_cpu_ms_per_step: profile } : {}),
       });
     }

@@ -79,6 +79,26 @@ inline float rowdot(int n, const float* x, const float* y) {
   return s;
 }
 
+inline float rowsum(int n, const float* x) {
+  int j = 0;
+  v16 acc{};
+  for (; j + 16 <= n; j += 16) acc += load(x + j);
+  float s = hsum(acc);
+  for (; j < n; j++) s += x[j];
+  return s;
+}
+inline float rowsqdev(int n, const float* x, float mu) {  // sum (x - mu)^2
+  int j = 0;
+  v16 acc{};
+  for (; j + 16 <= n; j += 16) {
+    v16 d = load(x + j) - mu;
+    acc += d * d;
+  }
+  float s = hsum(acc);
+  for (; j < n; j++) s += (x[j] - mu) * (x[j] - mu);
+  return s;
+}
+
 // Applies f to x[0, n) 16 lanes at a time; the tail goes through a zero-padded vector.
 template <class F>
 inline void map16(size_t n, const float* x, float* y, F f) {
@@ -317,12 +337,8 @@ void layernorm_fwd(int R, int D, const float* x, const float* g, const float* b,
   parallel_for(R, [&](int s, int e) {
     for (int r = s; r < e; r++) {
       const float* xr = x + (size_t)r * D;
-      float mu = 0.f;
-      for (int d = 0; d < D; d++) mu += xr[d];
-      mu /= D;
-      float var = 0.f;
-      for (int d = 0; d < D; d++) var += (xr[d] - mu) * (xr[d] - mu);
-      var /= D;
+      float mu = rowsum(D, xr) / D;
+      float var = rowsqdev(D, xr, mu) / D;
       float rs = 1.f / std::sqrt(var + 1e-5f);
       rstd[r] = rs;
       for (int d = 0; d < D; d++) {
@@ -342,14 +358,9 @@ void layernorm_bwd(int R, int D, const float* xhat, const float* rstd, const flo
     for (int r = s; r < e; r++) {
       const float* xr = xhat + (size_t)r * D;
       const float* dr = dy + (size_t)r * D;
-      float m1 = 0.f, m2 = 0.f;
-      for (int d = 0; d < D; d++) {
-        dxh[d] = dr[d] * g[d];
-        m1 += dxh[d];
-        m2 += dxh[d] * xr[d];
-      }
-      m1 /= D;
-      m2 /= D;
+      for (int d = 0; d < D; d++) dxh[d] = dr[d] * g[d];
+      float m1 = rowsum(D, dxh.data()) / D;
+      float m2 = rowdot(D, dxh.data(), xr) / D;
       for (int d = 0; d < D; d++) dx[(size_t)r * D + d] += rstd[r] * (dxh[d] - m1 - xr[d] * m2);
     }
   });
@@ -379,12 +390,15 @@ void gelu_fwd(size_t n, const float* x, float* y) {
 void gelu_bwd(size_t n, const float* x, float* dy) {
   SECTION("gelu_bwd");
   parallel_for((int)n, [&](int b, int e) {
-    std::vector<float> d(e - b);
-    map16(e - b, x + b, d.data(), [](v16 v, size_t) {
-      v16 s = sigmoid2z(v);
-      return s + v * s * (1.f - s) * (2.f * GELU_C) * (1.f + (3.f * GELU_A) * v * v);
-    });
-    for (int i = b; i < e; i++) dy[i] *= d[i - b];
+    float tmp[256];
+    for (int c0 = b; c0 < e; c0 += 256) {
+      int len = std::min(256, e - c0);
+      map16(len, x + c0, tmp, [](v16 v, size_t) {
+        v16 s = sigmoid2z(v);
+        return s + v * s * (1.f - s) * (2.f * GELU_C) * (1.f + (3.f * GELU_A) * v * v);
+      });
+      for (int i = 0; i < len; i++) dy[c0 + i] *= tmp[i];
+    }
   }, 16);
 }
 
@@ -411,8 +425,10 @@ struct BlockCache {
   std::vector<float> xhat1, rstd1, y1, q, k, v, attn, o, xhat2, rstd2, y2, h, g;
 };
 
+// Buffers kept between calls: re-allocating (and zeroing) tens of MB per step costs page faults.
 struct Workspace {
   std::vector<float> patches, x, headXhat, headRstd, headY, logits;
+  std::vector<float> emb, tmp, dx, dres, dhid, dy, dO, dq, dk, dv, demb;
   std::vector<BlockCache> blocks;
 };
 
@@ -474,7 +490,8 @@ void forward(const Config& c, const std::vector<const float*>& W, const float* i
       }
   // Tokens: [cls; patches W + b] + pos, as [B*T, D].
   resize(ws.x, (size_t)R * D);
-  std::vector<float> emb((size_t)B * N * D);
+  resize(ws.emb, (size_t)B * N * D);
+  std::vector<float>& emb = ws.emb;
   linear_fwd(B * N, PD, D, ws.patches.data(), W[P_PATCH_W], W[P_PATCH_B], emb.data());
   float* x = ws.x.data();
   for (int b = 0; b < B; b++)
@@ -488,7 +505,8 @@ void forward(const Config& c, const std::vector<const float*>& W, const float* i
 
   ws.blocks.resize(c.depth);
   const float scale = 1.f / std::sqrt((float)c.dimHead);
-  std::vector<float> tmp((size_t)R * std::max(D, c.mlp));
+  resize(ws.tmp, (size_t)R * std::max(D, c.mlp));
+  std::vector<float>& tmp = ws.tmp;
   for (int l = 0; l < c.depth; l++) {
     BlockCache& k = ws.blocks[l];
     const float* const* w = &W[P_BLOCKS + B_COUNT * l];
@@ -546,12 +564,17 @@ void backward(const Config& c, const std::vector<const float*>& W, const std::ve
   std::vector<float> dcls((size_t)B * D, 0.f), dyh((size_t)B * D);
   linear_bwd(B, D, c.classes, ws.headY.data(), W[H0 + 2], dlogits, G[H0 + 2], G[H0 + 3], dyh.data(), false);
   layernorm_bwd(B, D, ws.headXhat.data(), ws.headRstd.data(), W[H0], dyh.data(), G[H0], G[H0 + 1], dcls.data());
-  std::vector<float> dx((size_t)R * D, 0.f);
+  resize(ws.dx, (size_t)R * D);
+  float* dx0 = ws.dx.data();
+  std::fill(dx0, dx0 + (size_t)R * D, 0.f);
+  std::vector<float>& dx = ws.dx;
   for (int b = 0; b < B; b++) std::memcpy(dx.data() + (size_t)b * T * D, dcls.data() + (size_t)b * D, D * sizeof(float));
 
   const float scale = 1.f / std::sqrt((float)c.dimHead);
-  std::vector<float> dres((size_t)R * D), dhid((size_t)R * c.mlp), dy((size_t)R * D);
-  std::vector<float> dO((size_t)R * IN), dq((size_t)R * IN), dk((size_t)R * IN), dv((size_t)R * IN);
+  // Every element of these is written before it is read, so stale contents do not matter.
+  resize(ws.dres, (size_t)R * D); resize(ws.dhid, (size_t)R * c.mlp); resize(ws.dy, (size_t)R * D);
+  resize(ws.dO, (size_t)R * IN); resize(ws.dq, (size_t)R * IN); resize(ws.dk, (size_t)R * IN); resize(ws.dv, (size_t)R * IN);
+  std::vector<float> &dres = ws.dres, &dhid = ws.dhid, &dy = ws.dy, &dO = ws.dO, &dq = ws.dq, &dk = ws.dk, &dv = ws.dv;
   for (int l = c.depth - 1; l >= 0; l--) {
     BlockCache& k = ws.blocks[l];
     const float* const* w = &W[P_BLOCKS + B_COUNT * l];
@@ -616,7 +639,8 @@ void backward(const Config& c, const std::vector<const float*>& W, const std::ve
   }
   // Embedding: x0 = drop([cls; patches W + b] + pos)
   drop.apply(0, (size_t)R * D, dx.data());
-  std::vector<float> demb((size_t)B * N * D);
+  resize(ws.demb, (size_t)B * N * D);
+  std::vector<float>& demb = ws.demb;
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++) {
       const float* src = dx.data() + ((size_t)b * T + t) * D;

@@ -179,7 +179,7 @@ export function computeGradients(
 
 function nativeGradients(model: Vit, x: tf.Tensor4D, targets: tf.Tensor2D, seed: number): GradientResult {
   const weights = model.variables.map((v) => v.dataSync() as Float32Array);
-  const r = nativeRun(model.config, weights, x.dataSync() as Float32Array, x.shape[0], targets.dataSync() as Float32Array, seed);
+  const r = nativeRun(model.config, weights, float32(x), x.shape[0], float32(targets), seed);
   const grads: tf.NamedTensorMap = {};
   model.variables.forEach((v, i) => {
     grads[v.name] = tf.tensor((r.grads as Float32Array[])[i], v.shape, 'float32');
@@ -237,7 +237,7 @@ export function predict(model: Vit, x: tf.Tensor4D, batchSize: number): tf.Tenso
 function nativePredict(model: Vit, x: tf.Tensor4D, batchSize: number): tf.Tensor2D {
   const [n, h, w, c] = x.shape;
   const weights = model.variables.map((v) => v.dataSync() as Float32Array);
-  const images = x.dataSync() as Float32Array;
+  const images = float32(x);
   const classes = model.config.classes;
   const logits = new Float32Array(n * classes);
   for (let i = 0; i < n; i += batchSize) {
@@ -246,4 +246,9 @@ function nativePredict(model: Vit, x: tf.Tensor4D, batchSize: number): tf.Tensor
     logits.set(nativeRun(model.config, weights, part, size, null, undefined).logits, i * classes);
   }
   return tf.tensor2d(logits, [n, classes]);
+}
+
+function float32(t: tf.Tensor): Float32Array {
+  const data = t.dataSync();
+  return data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
 }
