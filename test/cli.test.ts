@@ -50,6 +50,20 @@ test('invalid input: exit 2, every problem listed, nothing created under outputs
   assert.equal(tfpipe(['frobnicate', file], p.outputs).code, 2);
 });
 
+test('--dry-run says what would run and why, and writes nothing', () => {
+  const p = tempProject();
+  const file = p.write('p.yaml', CHAIN);
+  const r = tfpipe(['run', file, '--dry-run', '--json'], p.outputs);
+  assert.equal(r.code, 0, r.stderr);
+  const doc = JSON.parse(r.stdout);
+  assert.deepEqual(doc.stages.map((s: { state: string }) => s.state), ['would run', 'would run', 'would run', 'would run']);
+  assert.deepEqual(doc.stages[0].reasons, ['never ran']);
+  assert.equal(existsSync(join(p.outputs, 'chain')), false);
+  tfpipe(['run', file], p.outputs);
+  const again = JSON.parse(tfpipe(['run', file, '--dry-run', '--json', '--set', 'd.value=5'], p.outputs).stdout);
+  assert.deepEqual(again.stages.map((s: { state: string }) => s.state), ['cached', 'cached', 'cached', 'would run']);
+});
+
 test('a failing stage gives exit 1', () => {
   const p = tempProject();
   const r = tfpipe(['run', p.write('p.yaml', CHAIN), '--set', 'd.fail=true'], p.outputs);
@@ -96,12 +110,14 @@ test('SIGINT stops after the current step, keeps finished stages, exits 130', as
   const file = p.write('p.yaml', CHAIN);
   const child = spawn(process.execPath, [BIN, 'run', file], { env: env(p.outputs, { TFPIPE_TEST_SLEEP: 'b:60000' }) });
   let seen = '';
+  let err = '';
+  child.stderr.on('data', (d) => { err += String(d); });
   child.stdout.on('data', (d) => {
     seen += String(d);
     if (seen.includes('[b] running')) child.kill('SIGINT');
   });
   const code = await new Promise((res) => child.on('exit', res));
-  assert.equal(code, 130);
+  assert.equal(code, 130, seen + err);
   const st = JSON.parse(tfpipe(['status', file, '--json'], p.outputs).stdout);
   assert.deepEqual(st.stages.map((s: { state: string }) => s.state), ['cached', 'missing', 'missing', 'missing']);
 });

@@ -4,8 +4,6 @@ import { formatDuration, formatProgress } from './format.js';
 import type { Step, StepReporter } from './steps.js';
 
 export class ListrReporter implements StepReporter {
-  private readonly notes: string[] = [];
-
   info(message: string): void {
     process.stderr.write(`${message}\n`);
   }
@@ -36,6 +34,5 @@ export class ListrReporter implements StepReporter {
     } catch {
       // failures are recorded by the steps themselves
     }
-    for (const n of this.notes) this.info(n);
   }
 }
