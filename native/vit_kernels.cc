@@ -5,7 +5,11 @@
 #include <node_api.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <ctime>
+#include <functional>
+#include <mutex>
 #include <cmath>
 #include <map>
 #include <string>
@@ -131,6 +135,74 @@ struct Section {
 };
 #define SECTION(n) Section section_##__LINE__(n)
 
+// Worker threads kept for the life of the process: a parallel region wakes them (a short spin,
+// then a condition variable) instead of creating threads, which cost tens of microseconds each
+// over the ~150 regions of a training step. Never destroyed: workers are detached and simply
+// end with the process.
+class Pool {
+ public:
+  // Runs job(i) for i in [0, t): i = 0 on the calling thread, the rest on workers.
+  void run(int t, const std::function<void(int)>& job) {
+    grow(t - 1);
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      job_ = &job;
+      active_ = t;
+      pending_.store(t - 1);
+      generation_.fetch_add(1);
+    }
+    wake_.notify_all();
+    job(0);
+    for (int spin = 0; pending_.load() != 0; spin++)
+      if (spin > 2000) std::this_thread::yield();  // on a busy machine let the worker run
+  }
+
+ private:
+  void grow(int n) {
+    while ((int)count_ < n) {
+      int index = 1 + count_++;
+      // The generation before this run's increment: the new worker must not miss this run.
+      unsigned seen = generation_.load();
+      std::thread([this, index, seen] { work(index, seen); }).detach();
+    }
+  }
+  void work(int index, unsigned seen) {
+    for (;;) {
+      for (int spin = 0; spin < 20000 && generation_.load() == seen; spin++) {
+      }
+      if (generation_.load() == seen) {
+        std::unique_lock<std::mutex> lk(m_);
+        wake_.wait(lk, [&] { return generation_.load() != seen; });
+      }
+      const std::function<void(int)>* job;
+      int active;
+      {
+        // Job, size and generation change together under the lock: take all three at once.
+        std::lock_guard<std::mutex> lk(m_);
+        seen = generation_.load();
+        job = job_;
+        active = active_;
+      }
+      if (index < active) {
+        (*job)(index);
+        pending_.fetch_sub(1);
+      }
+    }
+  }
+  std::mutex m_;
+  std::condition_variable wake_;
+  std::atomic<unsigned> generation_{0};
+  std::atomic<int> pending_{0};
+  const std::function<void(int)>* job_ = nullptr;
+  int active_ = 0;
+  unsigned count_ = 0;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();
+  return *p;
+}
+
 // Runs f(begin, end) over [0, n) split into contiguous chunks, one per thread, aligned to `align`.
 template <class F>
 void parallel_for(int n, F f, int align = 1) {
@@ -141,13 +213,10 @@ void parallel_for(int n, F f, int align = 1) {
   }
   int blocks = (n + align - 1) / align;
   int per = (blocks + t - 1) / t;
-  std::vector<std::thread> pool;
-  for (int i = 1; i < t; i++) {
+  pool().run(t, [&](int i) {
     int b = std::min(n, i * per * align), e = std::min(n, (i + 1) * per * align);
-    if (b < e) pool.emplace_back(f, b, e);
-  }
-  f(0, std::min(n, per * align));
-  for (auto& th : pool) th.join();
+    if (b < e) f(b, e);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
