@@ -6,9 +6,12 @@ import { initBackend } from '../src/ml/backend.js';
 import { createVit, forward, computeGradients, predict, patchify, parameterTable, type VitConfig } from '../src/ml/vit/index.js';
 import { plainOps } from '../src/ml/vit/forward.js';
 import { dropoutMask } from '../src/ml/vit/dropout.js';
+import { setNativeEnabled } from '../src/ml/vit/native.js';
 
 before(async () => {
   await initBackend('wasm', 1);
+  // These tests are about the tfjs implementation; fastops-native.test.ts checks the addon against it.
+  setNativeEnabled(false);
 });
 
 const tiny: VitConfig = { imageSize: 8, channels: 3, classes: 4, patchSize: 4, dim: 16, depth: 2, heads: 2, dimHead: 8, mlpDim: 32, dropout: 0.1 };
