@@ -118,12 +118,12 @@ function peerUnavailable(): string | null {
   return r.status === 0 ? null : 'python3 cannot import torch';
 }
 
-function runPeer(label: string, m: ModelSize, threads: number, batch: number): Row {
+function runPeer(label: string, m: ModelSize, threads: number, batch: number, steps: number): Row {
   const base = { backend: 'pytorch', model: m, model_label: label, batch, threads };
   const why = peerUnavailable();
   if (why) return { ...base, note: why };
   try {
-    const out = execFileSync('/usr/bin/python3', [peerScript(), '--patch', String(m.patch_size), '--dim', String(m.dim), '--depth', String(m.depth), '--heads', String(m.heads), '--mlp', String(m.mlp_dim), '--threads', String(threads), '--batch', String(batch), '--steps', '10'], { encoding: 'utf8' });
+    const out = execFileSync('/usr/bin/python3', [peerScript(), '--patch', String(m.patch_size), '--dim', String(m.dim), '--depth', String(m.depth), '--heads', String(m.heads), '--mlp', String(m.mlp_dim), '--threads', String(threads), '--batch', String(batch), '--steps', String(steps)], { encoding: 'utf8' });
     const train = /train_img_s=([\d.]+)/.exec(out);
     const infer = /infer_img_s=([\d.]+)/.exec(out);
     if (!train || !infer) return { ...base, note: `unexpected peer output: ${out.trim()}` };
@@ -160,7 +160,7 @@ async function runBackend(backend: BackendName): Promise<void> {
         continue;
       }
       // tfjs kernels on the default model take seconds per step: fewer steps keep the run short.
-      const s = k !== 'native' && label !== 'small' ? Math.max(1, Math.floor(steps / 2)) : steps;
+      const s = k !== 'native' && label !== 'small' ? Math.max(1, Math.floor(steps / 3)) : steps;
       nativeProfile();
       const train = trainRate(cfg, batch, s, ops);
       const profile = Object.fromEntries(Object.entries(nativeProfile()).map(([name, ms]) => [name, round(ms / (s + 1))]));
@@ -171,7 +171,8 @@ async function runBackend(backend: BackendName): Promise<void> {
         ...(process.argv.includes('--profile') && k === 'native' ? { profile_cpu_ms_per_step: profile } : {}),
       });
     }
-    if (process.argv.includes('--peer')) emit(runPeer(label, model, threads, batch));
+    // The peer's default model takes seconds per step with two contended threads: fewer steps.
+    if (process.argv.includes('--peer')) emit(runPeer(label, model, threads, batch, label === 'small' ? 10 : 4));
   }
 }
 
