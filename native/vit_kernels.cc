@@ -222,6 +222,12 @@ void parallel_for(int n, F f, int align = 1) {
 // ---------------------------------------------------------------------------------------------
 // GEMM: C[M,N] (+)= A[M,K] B[K,N], row-major with leading dimensions. A 4x32 register tile.
 
+#ifdef __AVX512F__
+constexpr bool kWideTiles = true;
+#else
+constexpr bool kWideTiles = false;
+#endif
+
 // A's element (r, k) is A[r * lda + k * acs]: acs = 1 for row-major A, lda = 1 for A given transposed.
 template <int MR, int NV>
 inline void tile(int K, const float* A, int lda, int acs, const float* B, int ldb, float* C, int ldc, bool acc) {
@@ -255,8 +261,9 @@ void rows(int N, int K, const float* A, int lda, int acs, const float* B, int ld
 
 void gemm_rows(int m0, int m1, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc, bool acc, int acs = 1) {
   int i = m0;
-  // A 4x16 tile has only 4 independent FMA chains; narrow outputs (attention heads) take 8 rows.
-  if (N < 32)
+  // A 4x16 tile has only 4 independent FMA chains, so narrow outputs (attention heads) take 8
+  // rows; with AVX-512's 32 registers 8x32 tiles (16 accumulators) are faster everywhere.
+  if (kWideTiles || N < 32)
     for (; i + 8 <= m1; i += 8) rows<8>(N, K, A + (size_t)i * lda, lda, acs, B, ldb, C + (size_t)i * ldc, ldc, acc);
   for (; i + 4 <= m1; i += 4) rows<4>(N, K, A + (size_t)i * lda, lda, acs, B, ldb, C + (size_t)i * ldc, ldc, acc);
   for (; i < m1; i++) rows<1>(N, K, A + (size_t)i * lda, lda, acs, B, ldb, C + (size_t)i * ldc, ldc, acc);
@@ -312,6 +319,8 @@ void gemm_tn_acc(int R, int I, int O, const float* x, const float* dy, float* dw
         for (; j0 + 32 <= O; j0 += 32) {
           for (int k = 0; k < kc; k++) std::memcpy(panel.data() + (size_t)k * 32, dy + (size_t)(k0 + k) * O + j0, 32 * sizeof(float));
           int i = 0;
+          if (kWideTiles)
+            for (; i + 8 <= I; i += 8) tile<8, 2>(kc, xc + i, 1, I, panel.data(), 32, acc + (size_t)i * O + j0, O, true);
           for (; i + 4 <= I; i += 4) tile<4, 2>(kc, xc + i, 1, I, panel.data(), 32, acc + (size_t)i * O + j0, O, true);
           for (; i < I; i++) tile<1, 2>(kc, xc + i, 1, I, panel.data(), 32, acc + (size_t)i * O + j0, O, true);
         }
