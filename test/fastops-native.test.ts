@@ -67,7 +67,7 @@ test('native predict equals the tfjs predict, also across batch boundaries', { s
   model.dispose();
 });
 
-test('native training on one batch with Adam drives the loss down like tfjs does', { skip }, () => {
+test('native training on one batch with Adam drives the loss down like tfjs does, without leaks', { skip }, () => {
   const losses: Record<string, number[]> = {};
   for (const mode of ['native', 'tfjs']) {
     setNativeEnabled(mode === 'native');
@@ -75,11 +75,14 @@ test('native training on one batch with Adam drives the loss down like tfjs does
     const opt: tf.Optimizer = tf.train.adam(3e-3);
     const { x, t } = data(8);
     losses[mode] = [];
+    let tensors = 0;
     for (let i = 0; i < 25; i++) {
       const r = computeGradients(model, x, t, { seed: i });
       opt.applyGradients(r.grads);
       tf.dispose(r.grads);
       losses[mode].push(r.loss);
+      if (i === 1) tensors = tf.memory().numTensors; // Adam's slots exist from step 1
+      if (i > 1) assert.equal(tf.memory().numTensors, tensors, `${mode} step ${i} leaked tensors`);
     }
     tf.dispose([x, t]);
     opt.dispose();
