@@ -11,6 +11,7 @@ import { createRng, deriveSeed } from '../ml/rng.js';
 import { learningRate, type ScheduleSettings } from '../ml/schedule.js';
 import { computeGradients } from '../ml/vit/index.js';
 import { loadCheckpoint, saveCheckpoint } from '../ml/vit/checkpoint.js';
+import { nativeStatus } from '../ml/vit/native.js';
 import { readSchema } from '../paths.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
 
@@ -56,6 +57,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
   const model = await loadCheckpoint(resume ? join(resume.dir, 'model') : join(vit.dir, 'model'));
   const optimizer = new Optimizer(s.optimizer, model.variables, model.names);
   const state: TrainState = resume?.state ?? { epochsDone: 0, plannedEpochs: s.epochs, bestEpoch: 0, bestValAccuracy: -1, elapsedSeconds: 0, metrics: [] };
+  ctx.log(`kernels: ${nativeStatus().detail}`);
   if (resume) {
     optimizer.setState(resume.optimizer);
     ctx.log(`resuming after epoch ${state.epochsDone} of ${state.plannedEpochs}`);
@@ -146,6 +148,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     seconds: state.elapsedSeconds,
     images_per_second: state.metrics.reduce((a, x) => a + x.images_per_second, 0) / state.metrics.length,
     backend: ctx.backend ?? 'unknown',
+    kernels: nativeStatus().active ? 'native' : 'tfjs',
   };
 }
 
