@@ -2,14 +2,15 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { readSchema } from '../paths.js';
-import { createAugmenter, type AugmentOp, type Augmenter } from '../ml/augment/index.js';
-import { loadSplit, readDataInfo, type DataInfo, type Split } from '../ml/dataset.js';
+import type { Augmenter } from '../ml/augment/index.js';
+import { loadSplit, type DataInfo, type Split } from '../ml/dataset.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { rolloutMask, type HeadFusion, type RolloutMethod, type UpsampleMode } from '../ml/rollout.js';
 import { forward, loadCheckpoint, predict, type Vit } from '../ml/vit/index.js';
 import { heatmapPixels, maskedPixels, type ColormapName } from '../render/heatmap.js';
 import { renderGrid, type GridCell } from '../render/image-grid.js';
 import { writeNpy } from '../render/npy.js';
+import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
 
 export interface AttentionRolloutSettings {
@@ -246,12 +247,8 @@ export const stage: StageKind<AttentionRolloutSettings> = {
   usesTensorflow: true,
   async run(ctx): Promise<JsonObject> {
     const train = upstreamOfKind(ctx, 'train');
-    const data = upstreamOfKind(ctx, 'cifar10');
-    const aug = upstreamOfKind(ctx, 'augmentation');
-    const info = await readDataInfo(data.dir);
-    const test = await loadSplit(data.dir, 'test');
-    const ops = (aug.settings.ops ?? []) as unknown as AugmentOp[];
-    const augmenter = createAugmenter(ops, info);
+    const { dir, info, augmenter } = await upstreamData(ctx);
+    const test = await loadSplit(dir, 'test');
     const model = await loadCheckpoint(join(train.dir, ctx.settings.checkpoint));
     try {
       return await writeRollout({ model, augmenter, test, info }, ctx.settings, ctx.seed, ctx.outDir, ctx);

@@ -1,14 +1,14 @@
 // kind: evaluate — test accuracy of the chosen checkpoint, per class, confusion matrix, prediction grid.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createAugmenter, type AugmentOp } from '../ml/augment/index.js';
-import { loadSplit, readDataInfo } from '../ml/dataset.js';
+import { loadSplit } from '../ml/dataset.js';
 import { evaluateSplit } from '../ml/evaluation.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { loadCheckpoint } from '../ml/vit/checkpoint.js';
 import { readSchema } from '../paths.js';
 import { confusionPng } from '../render/confusion.js';
 import { renderGrid } from '../render/image-grid.js';
+import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
 
 export interface EvaluateSettings {
@@ -32,11 +32,8 @@ export function confusion(labels: ArrayLike<number>, predictions: ArrayLike<numb
 async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject> {
   const s = ctx.settings;
   const trained = upstreamOfKind(ctx, 'train');
-  const data = upstreamOfKind(ctx, 'cifar10');
-  const aug = upstreamOfKind(ctx, 'augmentation');
-  const info = await readDataInfo(data.dir);
-  const test = await loadSplit(data.dir, 'test');
-  const augmenter = createAugmenter(aug.settings.ops as unknown as AugmentOp[], info);
+  const { dir, info, augmenter } = await upstreamData(ctx);
+  const test = await loadSplit(dir, 'test');
   const model = await loadCheckpoint(join(trained.dir, s.checkpoint));
   let result;
   try {

@@ -2,8 +2,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cache/atomic.js';
-import { createAugmenter, type AugmentOp } from '../ml/augment/index.js';
-import { loadSplit, readDataInfo } from '../ml/dataset.js';
+import { loadSplit } from '../ml/dataset.js';
 import { evaluateSplit, imageBatch } from '../ml/evaluation.js';
 import { Optimizer, type OptimizerSettings } from '../ml/optim.js';
 import { findResume, replaceDir, saveResume, type EpochMetrics, type TrainState } from '../ml/resume.js';
@@ -13,6 +12,7 @@ import { computeGradients } from '../ml/vit/index.js';
 import { loadCheckpoint, saveCheckpoint } from '../ml/vit/checkpoint.js';
 import { nativeStatus } from '../ml/vit/native.js';
 import { readSchema } from '../paths.js';
+import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
 
 export interface TrainSettings {
@@ -46,12 +46,9 @@ export function plannedEpochs(maxEpochs: number, state: TrainState, budgetSecond
 
 async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
   const s = ctx.settings;
-  const data = upstreamOfKind(ctx, 'cifar10');
-  const aug = upstreamOfKind(ctx, 'augmentation');
   const vit = upstreamOfKind(ctx, 'vit');
-  const info = await readDataInfo(data.dir);
-  const [trainSplit, valSplit] = await Promise.all([loadSplit(data.dir, 'train'), loadSplit(data.dir, 'val')]);
-  const augmenter = createAugmenter(aug.settings.ops as unknown as AugmentOp[], info);
+  const { dir, info, augmenter } = await upstreamData(ctx);
+  const [trainSplit, valSplit] = await Promise.all([loadSplit(dir, 'train'), loadSplit(dir, 'val')]);
 
   const resume = await findResume(ctx.outDir);
   const model = await loadCheckpoint(resume ? join(resume.dir, 'model') : join(vit.dir, 'model'));
