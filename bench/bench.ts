@@ -28,10 +28,16 @@ interface ModelSize {
   mlp_dim: number;
 }
 
-/** "small" is the findings note's model; "default" is the vit stage's default settings. */
+/**
+ * "small" is the findings note's model; "default" is the vit stage's default settings;
+ * "cifar_vit" is the model of pipelines/cifar-vit.yaml, "cpu_hour" that of cifar-vit-cpu-hour.yaml.
+ * Run the last two with --models cifar_vit,cpu_hour (cifar_vit takes seconds per step).
+ */
 export const MODELS: Record<string, ModelSize> = {
   small: { patch_size: 4, dim: 64, depth: 4, heads: 4, mlp_dim: 128 },
   default: { patch_size: 4, dim: 128, depth: 6, heads: 4, mlp_dim: 256 },
+  cifar_vit: { patch_size: 4, dim: 384, depth: 7, heads: 12, mlp_dim: 384 },
+  cpu_hour: { patch_size: 4, dim: 64, depth: 6, heads: 4, mlp_dim: 256 },
 };
 
 interface Row {
