@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <ctime>
 #include <functional>
@@ -135,31 +136,69 @@ struct Section {
 };
 #define SECTION(n) Section section_##__LINE__(n)
 
-// Worker threads kept for the life of the process: a parallel region wakes them (a short spin,
-// then a condition variable) instead of creating threads, which cost tens of microseconds each
-// over the ~150 regions of a training step. Never destroyed: workers are detached and simply
-// end with the process.
+// Worker threads kept for the life of the process: a parallel region wakes them instead of
+// creating threads, which cost tens of microseconds each over the ~150 regions of a training
+// step. Never destroyed: workers are detached and simply end with the process.
+//
+// Every hand-over is a condition-variable wait whose predicate is re-checked under m_, and every
+// change of a predicate's inputs is published under m_ (or, for the last finisher, followed by
+// taking m_ before notifying), so no wake-up can be lost whatever the scheduling. The spins in
+// front of the waits are bounded and only save the futex round trip when the other side is
+// already running; a thread that finds nothing sleeps instead of competing for a busy core.
 class Pool {
  public:
   // Runs job(i) for i in [0, t): i = 0 on the calling thread, the rest on workers.
   void run(int t, const std::function<void(int)>& job) {
+    if (t <= 1) {
+      job(0);
+      return;
+    }
     grow(t - 1);
     {
       std::lock_guard<std::mutex> lk(m_);
       job_ = &job;
       active_ = t;
       pending_.store(t - 1);
-      generation_.fetch_add(1);
+      generation_.store(generation_.load() + 1);
     }
-    wake_.notify_all();
+    work_.notify_all();
+    in_job = true;
     job(0);
-    for (int spin = 0; pending_.load() != 0; spin++)
-      if (spin > 2000) std::this_thread::yield();  // on a busy machine let the worker run
+    in_job = false;
+    auto finished = [&] { return pending_.load() == 0; };
+    if (!poll(finished)) {
+      std::unique_lock<std::mutex> lk(m_);
+      done_.wait(lk, finished);
+    }
   }
 
+  // True on a thread that is inside a job: a nested region there runs serially (re-entering
+  // run() would overwrite the region in flight).
+  static thread_local bool in_job;
+
  private:
+  static constexpr int kPollMicros = 50;
+  // Before sleeping, poll `ready` for a while: a few pause instructions, then sched_yield() so
+  // that a peer sharing this core (an oversubscribed machine) gets to run, for at most
+  // kPollMicros microseconds. Bounded by time, not iterations, because pause and yield costs
+  // vary widely between CPUs and loads.
+  template <class P>
+  static bool poll(P ready) {
+    for (int i = 0; i < 64; i++) {
+      if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(kPollMicros);
+    do {
+      if (ready()) return true;
+      std::this_thread::yield();
+    } while (std::chrono::steady_clock::now() < end);
+    return ready();
+  }
   void grow(int n) {
-    while ((int)count_ < n) {
+    while (count_ < n) {
       int index = 1 + count_++;
       // The generation before this run's increment: the new worker must not miss this run.
       unsigned seen = generation_.load();
@@ -167,55 +206,60 @@ class Pool {
     }
   }
   void work(int index, unsigned seen) {
+    in_job = true;
     for (;;) {
-      for (int spin = 0; spin < 20000 && generation_.load() == seen; spin++) {
-      }
-      if (generation_.load() == seen) {
-        std::unique_lock<std::mutex> lk(m_);
-        wake_.wait(lk, [&] { return generation_.load() != seen; });
-      }
+      poll([&] { return generation_.load() != seen; });
       const std::function<void(int)>* job;
       int active;
       {
+        std::unique_lock<std::mutex> lk(m_);
+        work_.wait(lk, [&] { return generation_.load() != seen; });
         // Job, size and generation change together under the lock: take all three at once.
-        std::lock_guard<std::mutex> lk(m_);
         seen = generation_.load();
         job = job_;
         active = active_;
       }
-      if (index < active) {
-        (*job)(index);
-        pending_.fetch_sub(1);
+      if (index >= active) continue;
+      (*job)(index);
+      if (pending_.fetch_sub(1) == 1) {
+        // The caller checks pending_ under m_ before it sleeps: taking m_ here orders this
+        // notify after that check or after it is already waiting, never in between.
+        std::lock_guard<std::mutex> lk(m_);
+        done_.notify_all();
       }
     }
   }
   std::mutex m_;
-  std::condition_variable wake_;
+  std::condition_variable work_, done_;
   std::atomic<unsigned> generation_{0};
   std::atomic<int> pending_{0};
   const std::function<void(int)>* job_ = nullptr;
   int active_ = 0;
-  unsigned count_ = 0;
+  int count_ = 0;  // workers started; only the calling thread touches it
 };
+
+thread_local bool Pool::in_job = false;
 
 Pool& pool() {
   static Pool* p = new Pool();
   return *p;
 }
 
-// Runs f(begin, end) over [0, n) split into contiguous chunks, one per thread, aligned to `align`.
+// Runs f(begin, end) over [0, n) split into contiguous chunks aligned to `align`, one per thread.
+// Every chunk is non-empty: with fewer blocks than threads only as many threads as blocks run.
 template <class F>
 void parallel_for(int n, F f, int align = 1) {
-  int t = std::min(g_threads, (n + align - 1) / align);
-  if (t <= 1) {
+  int blocks = (n + align - 1) / align;
+  int t = std::min(g_threads, blocks);
+  if (t <= 1 || Pool::in_job) {
     f(0, n);
     return;
   }
-  int blocks = (n + align - 1) / align;
   int per = (blocks + t - 1) / t;
+  t = (blocks + per - 1) / per;  // e.g. 4 blocks on 3 threads: 2 + 2, not 2 + 2 + 0
   pool().run(t, [&](int i) {
-    int b = std::min(n, i * per * align), e = std::min(n, (i + 1) * per * align);
-    if (b < e) f(b, e);
+    int b = i * per * align, e = std::min(n, (i + 1) * per * align);
+    f(b, e);
   });
 }
 
@@ -791,9 +835,14 @@ napi_value newFloat32(napi_env env, size_t n, float** data) {
   return arr;
 }
 
+// One run at a time per process: the pool, the workspaces and the profile are process-wide, and
+// Node worker threads that load the addon share them.
+std::mutex g_run_mutex;
+
 // run(config: Int32Array[11], dropout, weights: Float32Array[], images, targets | null, seed, threads)
 //   -> { logits: Float32Array, loss?, correct?, grads?: Float32Array[] }
 napi_value Run(napi_env env, napi_callback_info info) {
+  std::lock_guard<std::mutex> serial(g_run_mutex);
   size_t argc = 7;
   napi_value argv[7];
   CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
@@ -901,6 +950,7 @@ napi_value Run(napi_env env, napi_callback_info info) {
 
 // profile() -> { section: milliseconds } summed since the last call, then reset.
 napi_value Profile(napi_env env, napi_callback_info) {
+  std::lock_guard<std::mutex> serial(g_run_mutex);
   napi_value out;
   CHECK(napi_create_object(env, &out));
   for (auto& kv : g_profile) {

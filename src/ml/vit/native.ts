@@ -30,7 +30,8 @@ interface NativeAddon {
   ): NativeRunResult;
 }
 
-export const nativeAddonPath = join(packageRoot, 'native', 'build', 'vit_kernels.node');
+// TFPIPE_NATIVE_ADDON points at another build (tests of a rebuilt addon while a run uses this one).
+export const nativeAddonPath = process.env.TFPIPE_NATIVE_ADDON || join(packageRoot, 'native', 'build', 'vit_kernels.node');
 
 let addon: NativeAddon | null | undefined;
 let loadError = '';
