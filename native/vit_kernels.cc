@@ -3,6 +3,7 @@
 // src/ml/vit/forward.ts op for op (same layouts, same dropout hash) so both give the same numbers
 // within float tolerance; tests compare them. Built at install time by native/build.mjs; optional.
 #include <node_api.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -143,10 +144,16 @@ struct Section {
 // Every hand-over is a condition-variable wait whose predicate is re-checked under m_, and every
 // change of a predicate's inputs is published under m_ (or, for the last finisher, followed by
 // taking m_ before notifying), so no wake-up can be lost whatever the scheduling. The spins in
-// front of the waits are bounded and only save the futex round trip when the other side is
-// already running; a thread that finds nothing sleeps instead of competing for a busy core.
+// front of the waits are short and bounded by time; they only save the futex round trip when the
+// other side is running on another core at that moment.
 class Pool {
  public:
+  Pool() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    cpus_ = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)std::thread::hardware_concurrency();
+  }
+
   // Runs job(i) for i in [0, t): i = 0 on the calling thread, the rest on workers.
   void run(int t, const std::function<void(int)>& job) {
     if (t <= 1) {
@@ -158,6 +165,9 @@ class Pool {
       std::lock_guard<std::mutex> lk(m_);
       job_ = &job;
       active_ = t;
+      // More threads than CPUs (a pinned process): the peer a spinner waits for may need this
+      // very core, so spinning only delays it; go straight to sleep.
+      spin_us_ = cpus_ >= t ? kSpinMicros : 0;
       pending_.store(t - 1);
       generation_.store(generation_.load() + 1);
     }
@@ -166,7 +176,9 @@ class Pool {
     job(0);
     in_job = false;
     auto finished = [&] { return pending_.load() == 0; };
-    if (!poll(finished)) {
+    // The caller spins longer than the workers: its peers started later (woken from sleep) and
+    // it holds its own core anyway.
+    if (!spin(finished, kCallerSpin * spin_us_)) {
       std::unique_lock<std::mutex> lk(m_);
       done_.wait(lk, finished);
     }
@@ -177,25 +189,24 @@ class Pool {
   static thread_local bool in_job;
 
  private:
-  static constexpr int kPollMicros = 50;
-  // Before sleeping, poll `ready` for a while: a few pause instructions, then sched_yield() so
-  // that a peer sharing this core (an oversubscribed machine) gets to run, for at most
-  // kPollMicros microseconds. Bounded by time, not iterations, because pause and yield costs
-  // vary widely between CPUs and loads.
+  // Spinning longer only pays when regions follow each other within this time; the serial code
+  // between the regions of a training step mostly takes longer. No sched_yield(): on a loaded
+  // machine it hands the core to another process for a whole time slice.
+  static constexpr int kSpinMicros = 20, kCallerSpin = 5;
+
   template <class P>
-  static bool poll(P ready) {
-    for (int i = 0; i < 64; i++) {
-      if (ready()) return true;
+  static bool spin(P ready, int us) {
+    if (us <= 0) return ready();
+    const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+    for (;;) {
+      for (int i = 0; i < 16; i++) {
+        if (ready()) return true;
 #if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
+      }
+      if (std::chrono::steady_clock::now() >= end) return ready();
     }
-    const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(kPollMicros);
-    do {
-      if (ready()) return true;
-      std::this_thread::yield();
-    } while (std::chrono::steady_clock::now() < end);
-    return ready();
   }
   void grow(int n) {
     while (count_ < n) {
@@ -207,17 +218,19 @@ class Pool {
   }
   void work(int index, unsigned seen) {
     in_job = true;
+    int spin_us = 0;
     for (;;) {
-      poll([&] { return generation_.load() != seen; });
+      spin([&] { return generation_.load() != seen; }, spin_us);
       const std::function<void(int)>* job;
       int active;
       {
         std::unique_lock<std::mutex> lk(m_);
         work_.wait(lk, [&] { return generation_.load() != seen; });
-        // Job, size and generation change together under the lock: take all three at once.
+        // Job, size and generation change together under the lock: take them all at once.
         seen = generation_.load();
         job = job_;
         active = active_;
+        spin_us = spin_us_;
       }
       if (index >= active) continue;
       (*job)(index);
@@ -235,7 +248,9 @@ class Pool {
   std::atomic<int> pending_{0};
   const std::function<void(int)>* job_ = nullptr;
   int active_ = 0;
-  int count_ = 0;  // workers started; only the calling thread touches it
+  int spin_us_ = 0;  // written under m_; read by the caller, which wrote it
+  int count_ = 0;    // workers started; only the calling thread touches it
+  int cpus_ = 1;     // CPUs this process may run on
 };
 
 thread_local bool Pool::in_job = false;
