@@ -45,5 +45,6 @@ stages:
     optimizer: { name: adamw, lr: 0.003, weight_decay: 0.05 }
     schedule: { name: cosine, warmup_epochs: 1 }
     label_smoothing: 0.1
+    grad_clip_norm: 1.0
 ${extra}`;
 }

@@ -205,7 +205,9 @@ function tfjsGradients(model: Vit, x: tf.Tensor4D, targets: tf.Tensor2D, seed: n
 /** Scales all gradients in place (replacing the map's tensors) so their global L2 norm <= maxNorm. */
 export function clipByGlobalNorm(grads: tf.NamedTensorMap, maxNorm: number): number {
   const names = Object.keys(grads);
-  const norm = tf.tidy(() => tf.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n])))))).dataSync()[0];
+  const normT = tf.tidy(() => tf.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n]))))));
+  const norm = normT.dataSync()[0];
+  normT.dispose();
   if (norm > maxNorm) {
     const scale = maxNorm / (norm + 1e-6);
     for (const n of names) {
