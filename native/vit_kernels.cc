@@ -417,16 +417,9 @@ void linear_bwd(int R, int I, int O, const float* x, const float* w, const float
 // ---------------------------------------------------------------------------------------------
 // Dropout masks: the same counter-based hash as src/ml/vit/dropout.ts.
 
-inline uint32_t fmix32(uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  return h;
-}
-
-inline u16v fmix32v(u16v h) {
+// One body for scalars and 16-lane vectors (GCC vector types take the same operators).
+template <typename T>
+inline T fmix32(T h) {
   h ^= h >> 16;
   h *= 0x85ebca6bu;
   h ^= h >> 13;
@@ -450,7 +443,7 @@ struct Dropout {
     const uint32_t thr = threshold;
     const float kp = keep;
     map16(n, x, y, [&](v16 v, size_t i) {
-      u16v h = fmix32v(b ^ (((uint32_t)(start + i) + lane) * 0xcc9e2d51u));
+      u16v h = fmix32(b ^ (((uint32_t)(start + i) + lane) * 0xcc9e2d51u));
       i16v kept = (i16v)((h >> 8) >= thr);  // all ones where kept
       v16 kv = v16{} + kp;
       i16v f = kept & reinterpret_cast<i16v&>(kv);

@@ -3,7 +3,7 @@
 // report stage gathers the data and copies the images.
 
 import type { EpochMetrics } from './charts.js';
-import type { JsonObject, JsonValue } from '../stages/types.js';
+import type { JsonObject, JsonValue, RunSummary as PipelineRun } from '../stages/types.js';
 
 export interface ReportImage {
   /** File name relative to the page (copied next to it). */
@@ -51,19 +51,11 @@ export interface ReportData {
   sections: ReportSection[];
 }
 
-export interface RunStage {
-  name: string;
-  kind: string;
-  state: 'ran' | 'cached' | 'failed' | 'skipped';
-  key: string;
-  seconds: number;
-  error?: string;
-}
+/** A stage of the runner's RunSummary; the page needs everything but its folder. */
+export type RunStage = Omit<PipelineRun['stages'][number], 'dir'>;
 
-export interface RunSummary {
+export interface RunSummary extends Pick<PipelineRun, 'startedAt' | 'backend'> {
   stages: RunStage[];
-  startedAt: string;
-  backend?: string;
 }
 
 export function escapeHtml(s: string): string {

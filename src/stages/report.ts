@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
-import { copyFile, readFile, rename, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import sharp from 'sharp';
+import { writeFileAtomic } from '../cache/atomic.js';
 import { readSchema } from '../paths.js';
 import { parseMetricsJsonl } from '../render/charts.js';
 import {
@@ -205,8 +206,6 @@ export async function writePipelineReport(
   const rel = relative(pipelineDir, reportStageDir);
   const base = rel === '' ? './' : rel.split(sep).map(encodeURIComponent).join('/') + '/';
   const out = join(pipelineDir, 'report.html');
-  const tmp = `${out}.${process.pid}.tmp`;
-  await writeFile(tmp, renderReportHtml(data, { base, run }));
-  await rename(tmp, out);
+  await writeFileAtomic(out, renderReportHtml(data, { base, run }));
   return out;
 }
