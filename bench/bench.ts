@@ -1,23 +1,28 @@
 // Training and inference throughput of the ViT on random CIFAR-shaped batches, through the same
-// code path the train stage uses (computeGradients + Adam applyGradients, predict).
+// code path the train stage uses (computeGradients + Adam applyGradients, predict), for every
+// native kernel variant this CPU runs, the tfjs ops, and the PyTorch peer.
 //
 //   npm run bench                 every case below, then a side-by-side table
-//   node dist/bench/bench.js --backend wasm --threads 1 [--models small,default]
-//        [--kernels native,tfjs,plain] [--steps 6] [--batch 128] [--peer] [--profile]   one process, one backend
+//   node dist/bench/bench.js --backend wasm --threads 1 [--models small,default,cpu_hour]
+//        [--kernels native,tfjs,plain] [--isa avx2,baseline] [--steps 6] [--batch 128] [--peer] [--profile]
+//                                 one process, one backend
 //
 // The full run (no --backend) starts one child process per thread count (a process initialises
-// its tfjs backend once), runs the PyTorch peer (/work/shared/peers/torch_vit_bench.py or
-// $TFPIPE_TORCH_PEER, with /usr/bin/python3) for the same models and threads when torch imports,
-// and writes every case as one JSON line to outputs/bench/bench.jsonl and stdout.
+// its tfjs backend once) and runs the PyTorch peer for the same models and threads when torch
+// imports. The peer script is $TFPIPE_TORCH_PEER, or shared/peers/torch_vit_bench.py in the
+// package root or a folder above it; it runs with $TFPIPE_PYTHON (default /usr/bin/python3, the
+// Debian python with python3-torch). Every case is one JSON line in outputs/bench/bench.jsonl and
+// on stdout, with the CPU model and the ISA variant; `auto_choice: true` marks the path that
+// `tfpipe run` (runtime.kernels: auto) takes given these figures.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, appendFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/ml/backend.js';
-import { createVit, computeGradients, forward, predict, type VitConfig } from '../src/ml/vit/index.js';
-import { fastOps, plainOps, type VitOps } from '../src/ml/vit/forward.js';
-import { nativeProfile, nativeStatus, setNativeEnabled } from '../src/ml/vit/native.js';
+import { candidateLabel, chooseKernels } from '../src/ml/vit/choose-kernels.js';
+import { createVit, computeGradients, predict, referenceKernels, tfjsKernels, type Kernels, type VitConfig } from '../src/ml/vit/index.js';
+import { cpuModel, nativeAvailability, nativeProfile, runnableVariants } from '../src/ml/vit/native.js';
 import { packageRoot } from '../src/paths.js';
 
 interface ModelSize {
@@ -31,7 +36,7 @@ interface ModelSize {
 /**
  * "small" is the findings note's model; "default" is the vit stage's default settings;
  * "cifar_vit" is the model of pipelines/cifar-vit.yaml, "cpu_hour" that of cifar-vit-cpu-hour.yaml.
- * Run the last two with --models cifar_vit,cpu_hour (cifar_vit takes seconds per step).
+ * cifar_vit takes seconds per step: run it with --models cifar_vit.
  */
 export const MODELS: Record<string, ModelSize> = {
   small: { patch_size: 4, dim: 64, depth: 4, heads: 4, mlp_dim: 128 },
@@ -41,6 +46,9 @@ export const MODELS: Record<string, ModelSize> = {
 };
 
 interface Row {
+  cpu: string;
+  /** The native variant that ran (avx512, avx2, baseline, neon); null for other paths. */
+  isa: string | null;
   backend: string;
   kernels?: string;
   model: ModelSize;
@@ -49,11 +57,14 @@ interface Row {
   threads: number;
   train_img_s?: number;
   infer_img_s?: number;
+  /** The path runtime.kernels: auto takes with these figures. */
+  auto_choice?: boolean;
   note?: string;
   profile_cpu_ms_per_step?: Record<string, number>;
 }
 
-const outFile = join(packageRoot, 'outputs', 'bench', 'bench.jsonl');
+const outDir = join(packageRoot, 'outputs', 'bench');
+const outFile = join(outDir, 'bench.jsonl');
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -63,7 +74,7 @@ function arg(name: string, fallback: string): string {
 function emit(row: Row): void {
   const line = JSON.stringify(row);
   console.log(line);
-  mkdirSync(join(packageRoot, 'outputs', 'bench'), { recursive: true });
+  mkdirSync(outDir, { recursive: true });
   appendFileSync(outFile, line + '\n');
 }
 
@@ -72,12 +83,24 @@ function round(x: number): number {
 }
 
 function vitConfig(m: ModelSize): VitConfig {
-  // dropout 0.1 as in the PyTorch peer, so both pay for it.
-  return { imageSize: 32, channels: 3, classes: 10, patchSize: m.patch_size, dim: m.dim, depth: m.depth, heads: m.heads, dimHead: m.dim / m.heads, mlpDim: m.mlp_dim, dropout: 0.1 };
+  // dropout 0.1 as in the PyTorch peer, so both pay for it; GELU exact as nn.GELU().
+  return {
+    imageSize: 32,
+    channels: 3,
+    classes: 10,
+    patchSize: m.patch_size,
+    dim: m.dim,
+    depth: m.depth,
+    heads: m.heads,
+    dimHead: m.dim / m.heads,
+    mlpDim: m.mlp_dim,
+    dropout: 0.1,
+    activation: 'gelu',
+  };
 }
 
 /** Images per second over `steps` timed training steps after one untimed step. */
-function trainRate(cfg: VitConfig, batch: number, steps: number, ops: VitOps): number {
+function trainRate(cfg: VitConfig, batch: number, steps: number, kernels: Kernels): number {
   const model = createVit(cfg, 0);
   const opt: tf.Optimizer = tf.train.adam(1e-3);
   const x = tf.randomNormal([batch, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
@@ -86,7 +109,7 @@ function trainRate(cfg: VitConfig, batch: number, steps: number, ops: VitOps): n
   let start = 0;
   for (let i = 0; i <= steps; i++) {
     if (i === 1) start = performance.now();
-    const { grads } = computeGradients(model, x, y, { seed: i }, ops);
+    const { grads } = computeGradients(model, x, y, { seed: i }, kernels);
     opt.applyGradients(grads);
     tf.dispose(grads);
   }
@@ -97,13 +120,13 @@ function trainRate(cfg: VitConfig, batch: number, steps: number, ops: VitOps): n
   return rate;
 }
 
-function inferRate(cfg: VitConfig, batch: number, steps: number, ops: VitOps): number {
+function inferRate(cfg: VitConfig, batch: number, steps: number, kernels: Kernels): number {
   const model = createVit(cfg, 0);
   const x = tf.randomNormal([batch, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
   let start = 0;
   for (let i = 0; i <= steps; i++) {
     if (i === 1) start = performance.now();
-    const logits = ops === fastOps ? predict(model, x, batch) : forward(model, x, { training: false }, ops).logits;
+    const logits = predict(model, x, batch, kernels);
     logits.dataSync();
     logits.dispose();
   }
@@ -113,23 +136,35 @@ function inferRate(cfg: VitConfig, batch: number, steps: number, ops: VitOps): n
   return rate;
 }
 
-function peerScript(): string {
-  return process.env.TFPIPE_TORCH_PEER ?? join(packageRoot, '..', 'shared', 'peers', 'torch_vit_bench.py');
+/** The peer script: $TFPIPE_TORCH_PEER, or shared/peers/torch_vit_bench.py in the package root or above. */
+function peerScript(): string | null {
+  if (process.env.TFPIPE_TORCH_PEER) return process.env.TFPIPE_TORCH_PEER;
+  for (let dir = packageRoot; ; dir = dirname(dir)) {
+    const candidate = join(dir, 'shared', 'peers', 'torch_vit_bench.py');
+    if (existsSync(candidate)) return candidate;
+    if (dirname(dir) === dir) return null;
+  }
 }
+
+const python = (): string => process.env.TFPIPE_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
 
 /** Why the PyTorch peer cannot run, or null when it can. */
 function peerUnavailable(): string | null {
-  if (!existsSync(peerScript())) return `peer script not found at ${peerScript()}`;
-  const r = spawnSync('/usr/bin/python3', ['-c', 'import torch'], { encoding: 'utf8' });
-  return r.status === 0 ? null : 'python3 cannot import torch';
+  if (!peerScript()) return 'peer script not found (set TFPIPE_TORCH_PEER, or put shared/peers/torch_vit_bench.py next to the package)';
+  const r = spawnSync(python(), ['-c', 'import torch'], { encoding: 'utf8' });
+  return r.status === 0 ? null : `${python()} cannot import torch`;
 }
 
 function runPeer(label: string, m: ModelSize, threads: number, batch: number, steps: number): Row {
-  const base = { backend: 'pytorch', model: m, model_label: label, batch, threads };
+  const base: Row = { cpu: cpuModel(), isa: null, backend: 'pytorch', model: m, model_label: label, batch, threads };
   const why = peerUnavailable();
   if (why) return { ...base, note: why };
   try {
-    const out = execFileSync('/usr/bin/python3', [peerScript(), '--patch', String(m.patch_size), '--dim', String(m.dim), '--depth', String(m.depth), '--heads', String(m.heads), '--mlp', String(m.mlp_dim), '--threads', String(threads), '--batch', String(batch), '--steps', String(steps)], { encoding: 'utf8' });
+    const out = execFileSync(
+      python(),
+      [peerScript() as string, '--patch', String(m.patch_size), '--dim', String(m.dim), '--depth', String(m.depth), '--heads', String(m.heads), '--mlp', String(m.mlp_dim), '--threads', String(threads), '--batch', String(batch), '--steps', String(steps)],
+      { encoding: 'utf8' },
+    );
     const train = /train_img_s=([\d.]+)/.exec(out);
     const infer = /infer_img_s=([\d.]+)/.exec(out);
     if (!train || !infer) return { ...base, note: `unexpected peer output: ${out.trim()}` };
@@ -140,80 +175,114 @@ function runPeer(label: string, m: ModelSize, threads: number, batch: number, st
 }
 
 function models(): [string, ModelSize][] {
-  return arg('models', 'small,default').split(',').map((name) => {
-    const m = MODELS[name];
-    if (!m) throw new Error(`unknown model ${name}; choose from ${Object.keys(MODELS).join(', ')}`);
-    return [name, m];
-  });
+  return arg('models', 'small,default,cpu_hour')
+    .split(',')
+    .map((name) => {
+      const m = MODELS[name];
+      if (!m) throw new Error(`unknown model ${name}; choose from ${Object.keys(MODELS).join(', ')}`);
+      return [name, m];
+    });
 }
 
-/** One backend in this process: every model x kernel implementation. */
+/** One backend in this process: every model x kernel implementation (native once per ISA variant). */
 async function runBackend(backend: BackendName): Promise<void> {
   const threads = Number(arg('threads', '1'));
   const batch = Number(arg('batch', '128'));
   const steps = Number(arg('steps', '6'));
   const info = await initBackend(backend, threads);
+  const cpu = cpuModel();
+  const isas = arg('isa', runnableVariants().join(',')).split(',').filter(Boolean);
   for (const [label, model] of models()) {
     const cfg = vitConfig(model);
+    const rows: Row[] = [];
     for (const k of arg('kernels', 'native,tfjs').split(',')) {
-      // native: whole model in the optional addon; tfjs: the fast custom-gradient ops on the
-      // backend; plain: stock tfjs ops and autodiff (the baseline the fast ops are checked against).
-      setNativeEnabled(k === 'native');
-      const ops = k === 'plain' ? plainOps : fastOps;
-      const base = { backend: info.name, kernels: k, model, model_label: label, batch, threads };
-      if (k === 'native' && !nativeStatus().active) {
-        emit({ ...base, note: nativeStatus().detail });
+      // native: whole model in the optional addon, once per variant; tfjs: the fast custom-gradient
+      // ops on the backend; plain: stock tfjs ops and autodiff (what the tfjs ops are checked against).
+      const runs: [Kernels, string | null][] = k === 'native' ? isas.map((isa) => [{ path: 'native', isa }, isa]) : [[k === 'plain' ? referenceKernels : tfjsKernels, null]];
+      if (k === 'native' && !isas.length) {
+        emit({ cpu, isa: null, backend: info.name, kernels: k, model, model_label: label, batch, threads, note: nativeAvailability().detail });
         continue;
       }
-      // Measured: the tfjs ops' backward of the cifar-vit.yaml model at batch 128 exceeds wasm's
-      // 4 GB heap and aborts the process, so that case is reported, not run.
-      if (k !== 'native' && model.dim >= 384 && batch >= 128 && info.name === 'wasm') {
-        emit({ ...base, note: 'skipped: tfjs ops exceed the 4 GB wasm heap for this model at this batch (the process aborts)' });
-        continue;
+      for (const [kernels, isa] of runs) {
+        const base: Row = { cpu, isa, backend: info.name, kernels: k, model, model_label: label, batch, threads };
+        // Measured: the tfjs ops' backward of the cifar-vit.yaml model at batch 128 exceeds wasm's
+        // 4 GB heap and aborts the process, so that case is reported, not run.
+        if (k !== 'native' && model.dim >= 384 && batch >= 128 && info.name === 'wasm') {
+          rows.push({ ...base, note: 'skipped: tfjs ops exceed the 4 GB wasm heap for this model at this batch (the process aborts)' });
+          continue;
+        }
+        // tfjs kernels on the larger models take seconds per step: fewer steps keep the run short.
+        const s = k !== 'native' && label !== 'small' ? Math.max(1, Math.floor(steps / 3)) : steps;
+        nativeProfile();
+        const train = trainRate(cfg, batch, s, kernels);
+        const profile = Object.fromEntries(Object.entries(nativeProfile()).map(([name, ms]) => [name, round(ms / (s + 1))]));
+        rows.push({
+          ...base,
+          train_img_s: round(train),
+          infer_img_s: round(inferRate(cfg, batch, s * 2, kernels)),
+          ...(process.argv.includes('--profile') && k === 'native' ? { profile_cpu_ms_per_step: profile } : {}),
+        });
       }
-      // tfjs kernels on the default model take seconds per step: fewer steps keep the run short.
-      const s = k !== 'native' && label !== 'small' ? Math.max(1, Math.floor(steps / 3)) : steps;
-      nativeProfile();
-      const train = trainRate(cfg, batch, s, ops);
-      const profile = Object.fromEntries(Object.entries(nativeProfile()).map(([name, ms]) => [name, round(ms / (s + 1))]));
-      emit({
-        ...base,
-        train_img_s: round(train),
-        infer_img_s: round(inferRate(cfg, batch, s * 2, ops)),
-        ...(process.argv.includes('--profile') && k === 'native' ? { profile_cpu_ms_per_step: profile } : {}),
-      });
     }
+    await markAutoChoice(rows, cfg, batch);
+    rows.forEach(emit);
     // The peer's default model takes seconds per step with two contended threads: fewer steps.
     if (process.argv.includes('--peer')) emit(runPeer(label, model, threads, batch, label === 'small' ? 10 : 4));
   }
 }
 
+/** Marks the row runtime.kernels: auto would take: the same decision code, fed these figures. */
+async function markAutoChoice(rows: Row[], cfg: VitConfig, batch: number): Promise<void> {
+  const rate = (label: string) => rows.find((r) => `${r.kernels === 'native' ? `native/${r.isa}` : r.kernels}@${r.backend}` === label)?.train_img_s;
+  try {
+    const decision = await chooseKernels({
+      request: 'auto',
+      cfg,
+      batch,
+      purpose: 'train',
+      measure: async (c) => rate(candidateLabel(c)) ?? Number.NaN,
+    });
+    const chosen = candidateLabel(decision);
+    for (const r of rows) r.auto_choice = `${r.kernels === 'native' ? `native/${r.isa}` : r.kernels}@${r.backend}` === chosen;
+  } catch (err) {
+    for (const r of rows) r.note = [r.note, `auto: ${(err as Error).message}`].filter(Boolean).join('; ');
+  }
+}
+
 /** Every case, each thread count in its own process, then a table. */
 function runAll(): void {
+  mkdirSync(outDir, { recursive: true });
   writeFileSync(outFile, '');
   const rows: Row[] = [];
   const self = fileURLToPath(import.meta.url);
-  const passOn = ['models', 'steps', 'batch', 'kernels'].flatMap((n) => (process.argv.includes(`--${n}`) ? [`--${n}`, arg(n, '')] : []));
+  const passOn = ['models', 'steps', 'batch', 'kernels', 'isa'].flatMap((n) => (process.argv.includes(`--${n}`) ? [`--${n}`, arg(n, '')] : []));
   for (const threads of arg('thread-counts', '1,2').split(',').map(Number)) {
-    const r = spawnSync(process.execPath, [self, '--backend', 'wasm', '--threads', String(threads), '--peer', '--profile', ...passOn], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    const r = spawnSync(process.execPath, [self, '--backend', 'wasm', '--threads', String(threads), '--peer', '--profile', ...passOn], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     process.stdout.write(r.stdout);
     for (const line of r.stdout.split('\n')) if (line.startsWith('{')) rows.push(JSON.parse(line) as Row);
     if (r.status !== 0) throw new Error(`bench for ${threads} thread(s) failed with status ${r.status}`);
   }
   // The pure-JS cpu backend trains at ~1-3 img/s (findings note) and, with native kernels present,
   // would run the very same native code as the wasm rows.
-  emit({ backend: 'cpu', model: MODELS.small, model_label: 'small', batch: 128, threads: 1, note: 'skipped: pure-JS kernels train at ~1-3 img/s; with native kernels it runs the same code as the wasm rows' });
+  emit({ cpu: cpuModel(), isa: null, backend: 'cpu', model: MODELS.small, model_label: 'small', batch: 128, threads: 1, note: 'skipped: pure-JS kernels train at ~1-3 img/s; with native kernels it runs the same code as the wasm rows' });
   printTable(rows);
 }
 
 function printTable(rows: Row[]): void {
-  const lines = ['', 'model    threads  implementation        train img/s  infer img/s   vs pytorch (train / infer)'];
+  const cpu = rows.find((r) => r.cpu)?.cpu ?? cpuModel();
+  const lines = ['', `CPU: ${cpu}    (* = the path runtime.kernels: auto takes)`, 'model     threads  path                    train img/s  infer img/s   vs pytorch (train / infer)'];
   for (const r of rows) {
     if (r.backend === 'pytorch' || r.train_img_s === undefined) continue;
     const peer = rows.find((p) => p.backend === 'pytorch' && p.model_label === r.model_label && p.threads === r.threads);
     const ratio = peer?.train_img_s && peer.infer_img_s && r.infer_img_s ? `${(r.train_img_s / peer.train_img_s).toFixed(1)}x / ${(r.infer_img_s / peer.infer_img_s).toFixed(1)}x` : '';
-    lines.push(`${r.model_label.padEnd(9)}${String(r.threads).padEnd(9)}${`${r.backend}+${r.kernels}`.padEnd(22)}${String(r.train_img_s).padStart(11)}${String(r.infer_img_s).padStart(13)}   ${ratio}`);
-    if (peer && r.kernels === 'tfjs') lines.push(`${r.model_label.padEnd(9)}${String(r.threads).padEnd(9)}${'pytorch'.padEnd(22)}${String(peer.train_img_s ?? '-').padStart(11)}${String(peer.infer_img_s ?? '-').padStart(13)}   ${peer.note ?? ''}`);
+    const path = `${r.auto_choice ? '*' : ' '}${r.kernels === 'native' ? `native/${r.isa}` : `${r.backend}+${r.kernels}`}`;
+    lines.push(`${r.model_label.padEnd(10)}${String(r.threads).padEnd(9)}${path.padEnd(22)}${String(r.train_img_s).padStart(13)}${String(r.infer_img_s).padStart(13)}   ${ratio}`);
+    if (peer && r.kernels === 'tfjs') {
+      lines.push(`${r.model_label.padEnd(10)}${String(r.threads).padEnd(9)}${' pytorch'.padEnd(22)}${String(peer.train_img_s ?? '-').padStart(13)}${String(peer.infer_img_s ?? '-').padStart(13)}   ${peer.note ?? ''}`);
+    }
   }
   console.log(lines.join('\n'));
 }

@@ -11,8 +11,8 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
-import { createVit, computeGradients, predict, type VitConfig } from '../src/ml/vit/index.js';
-import { nativeAddonPath, nativeStatus, nativeThreads, setNativeEnabled } from '../src/ml/vit/native.js';
+import { createVit, computeGradients, predict, tfjsKernels, type Kernels, type VitConfig } from '../src/ml/vit/index.js';
+import { nativeAddonPath, nativeAvailability, nativeThreads } from '../src/ml/vit/native.js';
 
 const CHILD = 'TFPIPE_POOL_HAMMER_THREADS';
 const RUNS = 350;
@@ -51,21 +51,21 @@ async function hammer(threads: number): Promise<Summary> {
   const model = createVit(cfg, 11);
   const seed = 5;
   // One tfjs reference per batch size, computed once: tfjs is far too slow to redo per run.
-  setNativeEnabled(false);
   const refs: Reference[] = [];
   for (let b = 1; b <= 7; b++) {
     const x = tf.randomNormal([b, cfg.imageSize, cfg.imageSize, cfg.channels], 0, 1, 'float32', b) as tf.Tensor4D;
     const t = tf.oneHot(tf.tensor1d(Array.from({ length: b }, (_, i) => (i * 7 + b) % cfg.classes), 'int32'), cfg.classes).toFloat() as tf.Tensor2D;
-    const g = computeGradients(model, x, t, { seed });
+    const g = computeGradients(model, x, t, { seed }, tfjsKernels);
     const grads: Record<string, Float32Array> = {};
     for (const [name, v] of Object.entries(g.grads)) grads[name] = v.dataSync() as Float32Array;
     tf.dispose(g.grads);
-    const p = predict(model, x, b);
+    const p = predict(model, x, b, tfjsKernels);
     refs.push({ x, t, loss: g.loss, correct: g.correct, grads, logits: p.dataSync() as Float32Array });
     p.dispose();
   }
-  setNativeEnabled(true);
-  if (!nativeStatus().active) throw new Error(nativeStatus().detail);
+  const available = nativeAvailability();
+  if (!available.isa) throw new Error(available.detail);
+  const native: Kernels = { path: 'native', isa: available.isa };
 
   const summary: Summary = { runs: 0, threads: nativeThreads(), worst: 0, failures: [] };
   for (let i = 0; i < RUNS; i++) {
@@ -73,7 +73,7 @@ async function hammer(threads: number): Promise<Summary> {
     const ref = refs[(i * 3) % 7];
     const b = ref.x.shape[0];
     if (i % 2 === 0) {
-      const g = computeGradients(model, ref.x, ref.t, { seed });
+      const g = computeGradients(model, ref.x, ref.t, { seed }, native);
       let d = Math.abs(g.loss - ref.loss) / Math.max(1, Math.abs(ref.loss));
       for (const [name, v] of Object.entries(g.grads)) d = Math.max(d, maxRelDiff(v.dataSync(), ref.grads[name]));
       tf.dispose(g.grads);
@@ -81,7 +81,7 @@ async function hammer(threads: number): Promise<Summary> {
       summary.worst = Math.max(summary.worst, d);
       if (!(d < 1e-4)) summary.failures.push(`run ${i} (batch ${b}, train): relative difference ${d}`);
     } else {
-      const p = predict(model, ref.x, b);
+      const p = predict(model, ref.x, b, native);
       const d = maxRelDiff(p.dataSync(), ref.logits);
       p.dispose();
       summary.worst = Math.max(summary.worst, d);

@@ -10,7 +10,7 @@ import { initBackend } from '../src/ml/backend.js';
 import { createAugmenter } from '../src/ml/augment/index.js';
 import { writeDataInfo, writeSplit, type DataInfo, type Split } from '../src/ml/dataset.js';
 import { classTokenRollout } from '../src/ml/rollout.js';
-import { createVit, forward, saveCheckpoint, type VitConfig } from '../src/ml/vit/index.js';
+import { createVit, forward, saveCheckpoint, tfjsKernels, type VitConfig } from '../src/ml/vit/index.js';
 import { stage, writeRollout, type AttentionRolloutSettings } from '../src/stages/attention_rollout.js';
 import type { StageContext, UpstreamArtefacts } from '../src/stages/types.js';
 
@@ -52,7 +52,7 @@ test('writeRollout dumps the eval-mode attention, the class-token rollout, meta 
     const testSplit = syntheticTest(40);
     const augmenter = createAugmenter([{ op: 'random_horizontal_flip' }, { op: 'normalize' }], info);
     const quiet = { progress: () => {}, signal: new AbortController().signal };
-    const result = await writeRollout({ model, augmenter, test: testSplit, info }, settings, 9, dir, quiet);
+    const result = await writeRollout({ model, kernels: tfjsKernels, augmenter, test: testSplit, info }, settings, 9, dir, quiet);
 
     const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as {
       indices: number[]; true_labels: number[]; predicted_labels: number[]; misclassified: boolean[]; classes: string[]; method: string;
@@ -73,7 +73,7 @@ test('writeRollout dumps the eval-mode attention, the class-token rollout, meta 
       for (let j = 0; j < per; j++) pix[k * per + j] = (testSplit.images[idx * per + j] / 255 - info.mean[j % 3]) / info.std[j % 3];
     });
     const x = tf.tensor4d(pix, [6, 32, 32, 3]);
-    const out = forward(model, x, { training: false, returnAttention: true });
+    const out = forward(model, x, { training: false, returnAttention: true }, tfjsKernels);
     const logits = (await out.logits.array()) as number[][];
     const expectedPred = logits.map((row) => row.indexOf(Math.max(...row)));
     const expectedAtt = await tf.stack(out.attention!, 1).data();
@@ -106,7 +106,7 @@ test('writeRollout dumps the eval-mode attention, the class-token rollout, meta 
     assert.ok(png.width! >= 6 * 64 && png.height! >= 3 * 64, `${png.width}x${png.height}`);
 
     // Same seed, same model: byte-identical dumps.
-    await writeRollout({ model, augmenter, test: testSplit, info }, settings, 9, dir2, quiet);
+    await writeRollout({ model, kernels: tfjsKernels, augmenter, test: testSplit, info }, settings, 9, dir2, quiet);
     assert.ok(readFileSync(join(dir, 'attention.npy')).equals(readFileSync(join(dir2, 'attention.npy'))));
     assert.ok(readFileSync(join(dir, 'rollout.png')).equals(readFileSync(join(dir2, 'rollout.png'))));
   } finally {

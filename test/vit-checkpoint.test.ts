@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
-import { createVit, forward, type VitConfig } from '../src/ml/vit/index.js';
+import { createVit, forward, tfjsKernels, type VitConfig } from '../src/ml/vit/index.js';
 import { loadCheckpoint, readCheckpointMetadata, registerVitLayers, saveCheckpoint, fileSystemHandler } from '../src/ml/vit/checkpoint.js';
 
 const cfg: VitConfig = { imageSize: 8, channels: 3, classes: 4, patchSize: 4, dim: 16, depth: 2, heads: 2, dimHead: 8, mlpDim: 32, dropout: 0.1 };
@@ -42,7 +42,7 @@ test('tf.loadLayersModel (file:// and an IO handler) predicts the same logits as
   await saveCheckpoint(m, dir);
   registerVitLayers();
   const x = tf.randomNormal([3, 8, 8, 3], 0, 1, 'float32', 2) as tf.Tensor4D;
-  const want = forward(m, x, { training: false }).logits;
+  const want = forward(m, x, { training: false }, tfjsKernels).logits;
   for (const source of [pathToFileURL(join(dir, 'model.json')).href, fileSystemHandler(dir)]) {
     const layers = await tf.loadLayersModel(source);
     const got = layers.predict(x) as tf.Tensor;

@@ -3,15 +3,25 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
-import { createVit, forward, computeGradients, predict, patchify, parameterTable, type VitConfig } from '../src/ml/vit/index.js';
-import { plainOps } from '../src/ml/vit/forward.js';
+import {
+  createVit,
+  forward,
+  computeGradients,
+  predict,
+  patchify,
+  parameterTable,
+  referenceKernels,
+  tfjsKernels,
+  type VitConfig,
+} from '../src/ml/vit/index.js';
 import { dropoutMask } from '../src/ml/vit/dropout.js';
-import { setNativeEnabled } from '../src/ml/vit/native.js';
+import { BLOCK_PARAMS, dropoutSite, groupParams, HEAD_PARAMS, parameterSpecs, STEM_PARAMS } from '../src/ml/vit/layout.js';
+
+// These tests are about the tfjs implementation; native.test.ts checks the addon against it.
+const tfjs = tfjsKernels;
 
 before(async () => {
   await initBackend('wasm', 1);
-  // These tests are about the tfjs implementation; fastops-native.test.ts checks the addon against it.
-  setNativeEnabled(false);
 });
 
 const tiny: VitConfig = { imageSize: 8, channels: 3, classes: 4, patchSize: 4, dim: 16, depth: 2, heads: 2, dimHead: 8, mlpDim: 32, dropout: 0.1 };
@@ -69,7 +79,7 @@ test('same seed gives the same weights; a different seed does not', () => {
 test('attention: one [B, heads, T, T] map per block, rows sum to 1', () => {
   const m = createVit(tiny, 2);
   const x = images(3, 5);
-  const { logits, attention } = forward(m, x, { training: false, returnAttention: true });
+  const { logits, attention } = forward(m, x, { training: false, returnAttention: true }, tfjs);
   assert.deepEqual(logits.shape, [3, 4]);
   assert.equal(attention?.length, 2);
   for (const a of attention ?? []) {
@@ -81,23 +91,69 @@ test('attention: one [B, heads, T, T] map per block, rows sum to 1', () => {
   m.dispose();
 });
 
-test('fast model equals the plain-tfjs model: logits, loss and every gradient (with dropout)', () => {
-  const m = createVit(tiny, 6);
-  const x = images(4, 8);
-  const t = oneHot([0, 1, 2, 3], 4);
-  const fastR = computeGradients(m, x, t, { seed: 11 });
-  const plainR = computeGradients(m, x, t, { seed: 11 }, plainOps);
-  assert.ok(Math.abs(fastR.loss - plainR.loss) < 1e-4, `loss ${fastR.loss} vs ${plainR.loss}`);
-  assert.equal(fastR.correct, plainR.correct);
-  for (const name of Object.keys(plainR.grads)) {
-    const a = fastR.grads[name].dataSync();
-    const b = plainR.grads[name].dataSync();
-    let scale = 1;
-    for (const v of b) scale = Math.max(scale, Math.abs(v));
-    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) / scale < 1e-4, `${m.stableName(name)}[${i}]: ${a[i]} vs ${b[i]}`);
+test("the tfjs-ops model equals the reference-ops model: loss and every gradient (with dropout), both activations", () => {
+  for (const activation of ['gelu_tanh', 'gelu'] as const) {
+    const m = createVit({ ...tiny, activation }, 6);
+    const x = images(4, 8);
+    const t = oneHot([0, 1, 2, 3], 4);
+    const fastR = computeGradients(m, x, t, { seed: 11 }, tfjs);
+    const plainR = computeGradients(m, x, t, { seed: 11 }, referenceKernels);
+    assert.ok(Math.abs(fastR.loss - plainR.loss) < 1e-4, `${activation}: loss ${fastR.loss} vs ${plainR.loss}`);
+    assert.equal(fastR.correct, plainR.correct);
+    for (const name of Object.keys(plainR.grads)) {
+      const a = fastR.grads[name].dataSync();
+      const b = plainR.grads[name].dataSync();
+      let scale = 1;
+      for (const v of b) scale = Math.max(scale, Math.abs(v));
+      for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) / scale < 1e-4, `${activation} ${m.stableName(name)}[${i}]: ${a[i]} vs ${b[i]}`);
+    }
+    tf.dispose([x, t, fastR.grads, plainR.grads]);
+    m.dispose();
   }
-  tf.dispose([x, t, fastR.grads, plainR.grads]);
+});
+
+test('the activation setting changes the model: exact and tanh GELU give different logits', () => {
+  const x = images(3, 4);
+  const logits = (['gelu', 'gelu_tanh'] as const).map((activation) => {
+    const m = createVit({ ...tiny, activation }, 3);
+    const l = forward(m, x, { training: false }, tfjs).logits;
+    const data = l.dataSync().slice();
+    l.dispose();
+    m.dispose();
+    return data;
+  });
+  let d = 0;
+  for (let i = 0; i < logits[0].length; i++) d = Math.max(d, Math.abs(logits[0][i] - logits[1][i]));
+  // GELU and its tanh form differ by up to ~2e-4 per activation; through two blocks that shows.
+  assert.ok(d > 1e-6, `logits differ by only ${d}`);
+  x.dispose();
+});
+
+test('one layout drives the parameters: model order, names, shapes and the role-keyed view', () => {
+  const m = createVit(tiny, 1);
+  const specs = parameterSpecs(tiny);
+  assert.deepEqual(m.names, specs.map((s) => s.name));
+  assert.equal(specs.length, STEM_PARAMS.length + tiny.depth * BLOCK_PARAMS.length + HEAD_PARAMS.length);
+  assert.deepEqual(specs.slice(0, 4).map((s) => s.name), ['embedding/patch/kernel', 'embedding/patch/bias', 'embedding/cls_token', 'embedding/pos_embedding']);
+  assert.equal(specs[4 + BLOCK_PARAMS.length + 2].name, 'block_1/attn/to_q');
+  assert.deepEqual(specs[specs.length - 2].shape, [16, 4]);
+  // The role-keyed view points at the same variables as the model order.
+  assert.equal(m.params.blocks[1].toQ, m.variables[4 + BLOCK_PARAMS.length + 2]);
+  assert.equal(m.params.headB, m.variables[m.variables.length - 1]);
+  assert.equal(m.params.posEmbedding.shape[0], 5);
+  const grouped = groupParams(specs.map((s) => s.name), tiny.depth);
+  assert.equal(grouped.blocks[0].fc2B, 'block_0/mlp/fc2/bias');
+  assert.equal(grouped.headNormGamma, 'head/norm/gamma');
   m.dispose();
+});
+
+test('dropout sites are numbered by position, not by call order', () => {
+  assert.equal(dropoutSite(0, 'attn/weights'), 1);
+  assert.equal(dropoutSite(0, 'mlp/out'), 4);
+  assert.equal(dropoutSite(2, 'attn/out'), 10);
+  // Every site of a 3-block model is distinct and follows the embedding's 0.
+  const sites = [0, ...[0, 1, 2].flatMap((b) => (['attn/weights', 'attn/out', 'mlp/hidden', 'mlp/out'] as const).map((s) => dropoutSite(b, s)))];
+  assert.deepEqual(sites, Array.from({ length: 13 }, (_, i) => i));
 });
 
 test('dropout: deterministic per seed, only in training, drops about the rate', () => {
@@ -108,11 +164,11 @@ test('dropout: deterministic per seed, only in training, drops about the rate', 
   assert.ok(Math.abs(dropped - 0.1) < 0.01, `dropped ${dropped}`);
   const m = createVit(tiny, 1);
   const x = images(2, 1);
-  const l1 = forward(m, x, { training: true, seed: 1 }).logits;
-  const l2 = forward(m, x, { training: true, seed: 1 }).logits;
-  const l3 = forward(m, x, { training: true, seed: 2 }).logits;
-  const e1 = forward(m, x, { training: false, seed: 1 }).logits;
-  const e2 = forward(m, x, { training: false }).logits;
+  const l1 = forward(m, x, { training: true, seed: 1 }, tfjs).logits;
+  const l2 = forward(m, x, { training: true, seed: 1 }, tfjs).logits;
+  const l3 = forward(m, x, { training: true, seed: 2 }, tfjs).logits;
+  const e1 = forward(m, x, { training: false, seed: 1 }, tfjs).logits;
+  const e2 = forward(m, x, { training: false }, tfjs).logits;
   assert.deepEqual(l1.dataSync(), l2.dataSync());
   assert.notDeepEqual(l1.dataSync(), l3.dataSync());
   assert.deepEqual(e1.dataSync(), e2.dataSync());
@@ -123,8 +179,8 @@ test('dropout: deterministic per seed, only in training, drops about the rate', 
 test('predict in batches equals one eval forward', () => {
   const m = createVit(tiny, 9);
   const x = images(5, 3);
-  const p = predict(m, x, 2);
-  const f = forward(m, x, { training: false }).logits;
+  const p = predict(m, x, 2, tfjs);
+  const f = forward(m, x, { training: false }, tfjs).logits;
   const a = p.dataSync();
   const b = f.dataSync();
   for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) < 1e-5);
@@ -136,7 +192,7 @@ test('gradient clipping bounds the global norm', () => {
   const m = createVit(tiny, 2);
   const x = images(4, 2);
   const t = oneHot([3, 2, 1, 0], 4);
-  const r = computeGradients(m, x, t, { seed: 1, gradClipNorm: 0.01 });
+  const r = computeGradients(m, x, t, { seed: 1, gradClipNorm: 0.01 }, tfjs);
   const norm = Math.sqrt(Object.values(r.grads).reduce((s, g) => s + tf.sum(tf.square(g)).dataSync()[0], 0));
   assert.ok(norm <= 0.01 + 1e-6, `norm ${norm}`);
   tf.dispose([x, t, r.grads]);
@@ -152,7 +208,7 @@ test('training steps leak no tensors and a tiny model overfits one batch', () =>
   const losses: number[] = [];
   let tensorsAfterFirst = 0;
   for (let i = 0; i < 60; i++) {
-    const { loss, grads } = computeGradients(m, x, t, { seed: i });
+    const { loss, grads } = computeGradients(m, x, t, { seed: i }, tfjs);
     opt.applyGradients(grads);
     tf.dispose(grads);
     losses.push(loss);

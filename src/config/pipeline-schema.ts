@@ -28,9 +28,16 @@ export function buildPipelineSchema(registry: KindRegistry): JsonObject {
           backend: {
             enum: ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'],
             default: 'auto',
-            description: 'TensorFlow.js backend; auto takes the first that loads: tensorflow-gpu, tensorflow, wasm, cpu.',
+            description:
+              'TensorFlow.js backend; auto takes tensorflow-gpu when it runs on a GPU, else loads the CPU backends that load (tensorflow, wasm; cpu only without either) and lets the kernel choice measure which is faster.',
           },
-          threads: { type: 'integer', minimum: 0, default: 0, description: 'CPU threads for the wasm backend; 0 chooses.' },
+          threads: { type: 'integer', minimum: 0, default: 0, description: 'CPU threads for the wasm backend and the native kernels; 0 chooses.' },
+          kernels: {
+            enum: ['auto', 'native', 'tfjs'],
+            default: 'auto',
+            description:
+              'Who runs the ViT: native (the C++ kernels, one variant per CPU ISA), tfjs (the tfjs ops on the backend), or auto: where both can run, a few timed steps of each (remembered per machine in outputs/.cache/kernels/) pick the faster.',
+          },
         },
       },
       stages: {

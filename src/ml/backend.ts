@@ -8,9 +8,20 @@ export type BackendRequest = 'auto' | BackendName;
 export interface BackendInfo {
   name: BackendName;
   detail: string;
+  /**
+   * The CPU backends that loaded, when auto found no GPU. The kernel choice (choose-kernels.ts)
+   * measures the paths on each and switches to the fastest; `name` is only where stages start.
+   */
+  cpuCandidates?: BackendName[];
 }
 
-const AUTO_ORDER: BackendName[] = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'];
+/** Loads one backend and makes it current; rejects when it cannot run here. Injectable for tests. */
+export type BackendLoader = (name: BackendName, threads: number) => Promise<void>;
+
+// A GPU that really runs comes first; among CPU backends the order only sets where stages start,
+// since the kernel choice then picks by measured speed.
+const GPU_ORDER: BackendName[] = ['tensorflow-gpu'];
+const CPU_ORDER: BackendName[] = ['tensorflow', 'wasm'];
 
 let current: { requested: BackendRequest; threads: number; info: BackendInfo } | undefined;
 
@@ -20,42 +31,60 @@ export function backendThreads(): number {
 }
 
 /**
- * Initialise the backend once per process. A backend asked for by name that cannot load throws;
- * 'auto' takes the first of tensorflow-gpu, tensorflow, wasm, cpu that loads and says why the
- * others were skipped.
+ * Initialise the backend once per process. A backend asked for by name that cannot load throws.
+ * 'auto' takes tensorflow-gpu when it loads and really runs on a GPU; otherwise it loads every CPU
+ * backend that loads (tensorflow, wasm; cpu only when neither does) and leaves the choice between
+ * them to measured speed (choose-kernels.ts). The log says why the others were skipped.
  */
-export async function initBackend(requested: BackendRequest, threads: number): Promise<BackendInfo> {
+export async function initBackend(requested: BackendRequest, threads: number, loader: BackendLoader = loadBackend): Promise<BackendInfo> {
   if (current) {
     if (current.requested === requested || requested === 'auto' || requested === current.info.name) return current.info;
-    throw new Error(
-      `backend already initialised as "${current.info.name}" in this process; cannot switch to "${requested}"`,
-    );
+    throw new Error(`backend already initialised as "${current.info.name}" in this process; cannot switch to "${requested}"`);
   }
   let info: BackendInfo;
   if (requested === 'auto') {
     const skipped: string[] = [];
-    let chosen: BackendName | undefined;
-    for (const name of AUTO_ORDER) {
+    const loaded: BackendName[] = [];
+    const tryLoad = async (name: BackendName) => {
       try {
-        await loadBackend(name, threads);
-        chosen = name;
-        break;
+        await loader(name, threads);
+        loaded.push(name);
       } catch (err) {
         skipped.push(`${name}: ${firstLine(err)}`);
       }
+    };
+    for (const name of GPU_ORDER) if (!loaded.length) await tryLoad(name);
+    if (!loaded.length) {
+      for (const name of CPU_ORDER) await tryLoad(name);
+      if (!loaded.length) await tryLoad('cpu');
     }
-    if (!chosen) throw new Error(`no tfjs backend could be loaded (${skipped.join('; ')})`);
-    info = { name: chosen, detail: describe(chosen, threads) + (skipped.length ? `; skipped ${skipped.join('; ')}` : '') };
+    if (!loaded.length) throw new Error(`no tfjs backend could be loaded (${skipped.join('; ')})`);
+    const chosen = loaded[0];
+    // The last loader made its own backend current; start on the first that loaded.
+    if (tf.getBackend() !== backendRegistryName(chosen)) await setOrThrow(backendRegistryName(chosen));
+    const cpuCandidates = chosen === 'tensorflow-gpu' ? undefined : loaded;
+    const also = cpuCandidates && cpuCandidates.length > 1 ? `; also loaded ${cpuCandidates.slice(1).join(', ')} (chosen by measured speed where the ViT runs)` : '';
+    info = { name: chosen, detail: describe(chosen, threads) + also + (skipped.length ? `; skipped ${skipped.join('; ')}` : ''), ...(cpuCandidates ? { cpuCandidates } : {}) };
   } else {
     try {
-      await loadBackend(requested, threads);
+      await loader(requested, threads);
     } catch (err) {
       throw new Error(`backend "${requested}" was requested but cannot be used: ${firstLine(err)}`);
     }
-    info = { name: requested, detail: describe(requested, threads) };
+    info = { name: requested, detail: describe(requested, threads), ...(requested === 'tensorflow-gpu' ? {} : { cpuCandidates: [requested] }) };
   }
   current = { requested, threads, info };
   return info;
+}
+
+/** The backend initBackend settled on (null before it ran). */
+export function backendInfo(): BackendInfo | null {
+  return current?.info ?? null;
+}
+
+/** tfjs's registry name for a backend (both tfjs-node packages register "tensorflow"). */
+export function backendRegistryName(name: BackendName): string {
+  return name === 'tensorflow-gpu' ? 'tensorflow' : name;
 }
 
 function describe(name: BackendName, threads: number): string {
@@ -86,7 +115,7 @@ interface NodeBinding {
   isUsingGpuDevice?: () => boolean;
 }
 
-async function loadBackend(name: BackendName, threads: number): Promise<void> {
+export async function loadBackend(name: BackendName, threads: number): Promise<void> {
   switch (name) {
     case 'cpu':
       await setOrThrow('cpu');

@@ -6,10 +6,11 @@ import type { Augmenter } from '../ml/augment/index.js';
 import { loadSplit, type DataInfo, type Split } from '../ml/dataset.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { rolloutMask, type HeadFusion, type RolloutMethod, type UpsampleMode } from '../ml/rollout.js';
-import { forward, loadCheckpoint, predict, type Vit } from '../ml/vit/index.js';
+import { forward, loadCheckpoint, predict, type Kernels, type Vit } from '../ml/vit/index.js';
 import { heatmapPixels, maskedPixels, type ColormapName } from '../render/heatmap.js';
 import { renderGrid, type GridCell } from '../render/image-grid.js';
 import { writeNpy } from '../render/npy.js';
+import { stageKernels } from './kernels.js';
 import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
 
@@ -93,6 +94,8 @@ function argmaxRows(logits: Float32Array, classes: number): number[] {
 
 interface ModelInputs {
   model: Vit;
+  /** One choice for picking images and recording their predictions and attention. */
+  kernels: Kernels;
   augmenter: Augmenter;
   images: Uint8Array;
   imageSize: number;
@@ -109,7 +112,7 @@ function inputTensor(m: ModelInputs, indices: number[]): tf.Tensor4D {
 
 async function classify(m: ModelInputs, indices: number[], batchSize: number): Promise<number[]> {
   const x = inputTensor(m, indices);
-  const logits = predict(m.model, x, batchSize);
+  const logits = predict(m.model, x, batchSize, m.kernels);
   const data = (await logits.data()) as Float32Array;
   x.dispose();
   logits.dispose();
@@ -119,7 +122,7 @@ async function classify(m: ModelInputs, indices: number[], batchSize: number): P
 /** Eval-mode logits and post-softmax attention [B, layers, heads, T, T] for a few images. */
 async function attentionOf(m: ModelInputs, indices: number[]): Promise<{ predicted: number[]; attention: Float32Array; layers: number; heads: number; tokens: number }> {
   const x = inputTensor(m, indices);
-  const { logits, attention } = forward(m.model, x, { training: false, returnAttention: true });
+  const { logits, attention } = forward(m.model, x, { training: false, returnAttention: true }, m.kernels);
   if (!attention || attention.length === 0) throw new Error('the model returned no attention maps');
   const stacked = tf.stack(attention, 1);
   const [, layers, heads, tokens] = stacked.shape;
@@ -131,6 +134,7 @@ async function attentionOf(m: ModelInputs, indices: number[]): Promise<{ predict
 
 export interface RolloutSources {
   model: Vit;
+  kernels: Kernels;
   augmenter: Augmenter;
   test: Split;
   info: DataInfo;
@@ -147,6 +151,7 @@ export async function writeRollout(
   const { info, test } = src;
   const m: ModelInputs = {
     model: src.model,
+    kernels: src.kernels,
     augmenter: src.augmenter,
     images: test.images,
     imageSize: info.imageSize,
@@ -251,7 +256,8 @@ export const stage: StageKind<AttentionRolloutSettings> = {
     const test = await loadSplit(dir, 'test');
     const model = await loadCheckpoint(join(train.dir, ctx.settings.checkpoint));
     try {
-      return await writeRollout({ model, augmenter, test, info }, ctx.settings, ctx.seed, ctx.outDir, ctx);
+      const { kernels } = await stageKernels(ctx, model.config, ctx.settings.batch_size, 'infer');
+      return await writeRollout({ model, kernels, augmenter, test, info }, ctx.settings, ctx.seed, ctx.outDir, ctx);
     } finally {
       model.dispose();
     }

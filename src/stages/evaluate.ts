@@ -8,6 +8,7 @@ import { loadCheckpoint } from '../ml/vit/checkpoint.js';
 import { readSchema } from '../paths.js';
 import { confusionPng } from '../render/confusion.js';
 import { renderGrid } from '../render/image-grid.js';
+import { stageKernels } from './kernels.js';
 import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
 
@@ -37,8 +38,9 @@ async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject
   const model = await loadCheckpoint(join(trained.dir, s.checkpoint));
   let result;
   try {
+    const { kernels } = await stageKernels(ctx, model.config, s.batch_size, 'infer');
     result = evaluateSplit(model, augmenter, test, {
-      batchSize: s.batch_size, imageSize: info.imageSize, channels: info.channels,
+      batchSize: s.batch_size, imageSize: info.imageSize, channels: info.channels, kernels,
       onBatch: (done) => ctx.progress({ message: `test images ${done}/${test.count}`, fraction: done / test.count }),
     });
   } finally {

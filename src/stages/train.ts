@@ -8,9 +8,11 @@ import { Optimizer, type OptimizerSettings } from '../ml/optim.js';
 import { findResume, replaceDir, saveResume, type EpochMetrics, type TrainState } from '../ml/resume.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { learningRate, type ScheduleSettings } from '../ml/schedule.js';
-import { computeGradients } from '../ml/vit/index.js';
-import { loadCheckpoint, saveCheckpoint } from '../ml/vit/checkpoint.js';
-import { nativeStatus } from '../ml/vit/native.js';
+import { computeGradients, describeKernels } from '../ml/vit/index.js';
+import { loadCheckpoint, readCheckpointMetadata, saveCheckpoint } from '../ml/vit/checkpoint.js';
+import type { VitConfig } from '../ml/vit/config.js';
+import { cpuModel } from '../ml/vit/native.js';
+import { stageKernels } from './kernels.js';
 import { readSchema } from '../paths.js';
 import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
@@ -51,10 +53,12 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
   const [trainSplit, valSplit] = await Promise.all([loadSplit(dir, 'train'), loadSplit(dir, 'val')]);
 
   const resume = await findResume(ctx.outDir);
-  const model = await loadCheckpoint(resume ? join(resume.dir, 'model') : join(vit.dir, 'model'));
+  const modelDir = resume ? join(resume.dir, 'model') : join(vit.dir, 'model');
+  // Chosen before the weights load, so they load onto the backend the chosen path runs on.
+  const { kernels, backend } = await stageKernels(ctx, (await readCheckpointMetadata(modelDir)).vit as VitConfig, s.batch_size, 'train');
+  const model = await loadCheckpoint(modelDir);
   const optimizer = new Optimizer(s.optimizer, model.variables, model.names);
   const state: TrainState = resume?.state ?? { epochsDone: 0, plannedEpochs: s.epochs, bestEpoch: 0, bestValAccuracy: -1, elapsedSeconds: 0, metrics: [] };
-  ctx.log(`kernels: ${nativeStatus().detail}`);
   if (resume) {
     optimizer.setState(resume.optimizer);
     ctx.log(`resuming after epoch ${state.epochsDone} of ${state.plannedEpochs}`);
@@ -82,7 +86,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
           const smooth = s.label_smoothing > 0 ? tf.add(tf.mul(out.y, 1 - s.label_smoothing), s.label_smoothing / classes) : out.y;
           return { x: out.x, y: smooth as tf.Tensor2D };
         });
-        const r = computeGradients(model, x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm });
+        const r = computeGradients(model, x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm }, kernels);
         optimizer.apply(r.grads, lr);
         tf.dispose([x, y, ...Object.values(r.grads)]);
         lossSum += r.loss * idx.length;
@@ -95,7 +99,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
         await yieldToEventLoop();
       }
       const trainSeconds = (Date.now() - t0) / 1000;
-      const val = valSplit.count > 0 ? evaluateSplit(model, augmenter, valSplit, { batchSize: s.eval_batch_size, imageSize: info.imageSize, channels: info.channels }) : undefined;
+      const val = valSplit.count > 0 ? evaluateSplit(model, augmenter, valSplit, { batchSize: s.eval_batch_size, imageSize: info.imageSize, channels: info.channels, kernels }) : undefined;
       const seconds = (Date.now() - t0) / 1000;
       state.elapsedSeconds += seconds;
       const m: EpochMetrics = {
@@ -144,8 +148,10 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     final_train_accuracy: last.train_accuracy,
     seconds: state.elapsedSeconds,
     images_per_second: state.metrics.reduce((a, x) => a + x.images_per_second, 0) / state.metrics.length,
-    backend: ctx.backend ?? 'unknown',
-    kernels: nativeStatus().active ? 'native' : 'tfjs',
+    backend,
+    kernels: describeKernels(kernels),
+    isa: kernels.path === 'native' ? kernels.isa : null,
+    cpu: cpuModel(),
   };
 }
 

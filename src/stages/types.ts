@@ -9,6 +9,8 @@ export interface RuntimeSettings {
   backend: 'auto' | 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
   /** wasm threads; 0 = let tfpipe choose. */
   threads: number;
+  /** Who runs the ViT: the native kernels, the tfjs ops, or the faster of the two here (auto). */
+  kernels?: 'auto' | 'native' | 'tfjs';
 }
 
 /** What the runner hands a stage about one stage it needs. Read-only: never write here. */

@@ -1,3 +1,7 @@
+/** The MLP's nonlinearity: exact GELU, x Φ(x) (PyTorch's nn.GELU()), or its tanh approximation. */
+export type Activation = 'gelu' | 'gelu_tanh';
+export const ACTIVATIONS: readonly Activation[] = ['gelu', 'gelu_tanh'];
+
 /** Hyper-parameters of a ViT (names as in the ViT paper and lucidrains/vit-pytorch). */
 export interface VitConfig {
   imageSize: number;
@@ -10,6 +14,13 @@ export interface VitConfig {
   dimHead: number;
   mlpDim: number;
   dropout: number;
+  /** Absent in checkpoints written before the setting existed, which all used gelu_tanh. */
+  activation?: Activation;
+}
+
+/** The activation a config uses (gelu_tanh when it predates the setting). */
+export function activationOf(cfg: VitConfig): Activation {
+  return cfg.activation ?? 'gelu_tanh';
 }
 
 /** Number of patches N and tokens T = 1 + N (the class token). */
@@ -23,10 +34,13 @@ export function validateConfig(cfg: VitConfig): void {
   const positive: (keyof VitConfig)[] = ['imageSize', 'channels', 'classes', 'patchSize', 'dim', 'depth', 'heads', 'dimHead', 'mlpDim'];
   for (const key of positive) {
     const v = cfg[key];
-    if (!Number.isInteger(v) || v < 1) throw new Error(`ViT ${key} must be a positive integer, got ${v}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`ViT ${key} must be a positive integer, got ${v}`);
   }
   if (cfg.imageSize % cfg.patchSize !== 0) {
     throw new Error(`ViT patch size ${cfg.patchSize} must divide the image size ${cfg.imageSize}`);
   }
   if (!(cfg.dropout >= 0 && cfg.dropout < 1)) throw new Error(`ViT dropout must be in [0, 1), got ${cfg.dropout}`);
+  if (cfg.activation !== undefined && !ACTIVATIONS.includes(cfg.activation)) {
+    throw new Error(`ViT activation must be one of ${ACTIVATIONS.join(', ')}, got ${cfg.activation}`);
+  }
 }

@@ -26,9 +26,8 @@ export function dropoutMask(seed: number, site: number, size: number, rate: numb
   return out;
 }
 
-/** Numbers the dropout call sites of one forward pass so each gets its own mask. */
-export class DropoutSites {
-  private site = 0;
+/** Dropout at numbered sites (layout.ts) for one forward pass: off unless training with a seed. */
+export class Dropout {
   constructor(
     private readonly rate: number,
     private readonly seed: number | undefined,
@@ -38,8 +37,7 @@ export class DropoutSites {
     return this.rate > 0 && this.seed !== undefined;
   }
 
-  apply<R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> {
-    const site = this.site++;
+  apply<R extends tf.Rank>(x: tf.Tensor<R>, site: number): tf.Tensor<R> {
     if (!this.active) return x;
     const mask = dropoutMask(this.seed as number, site, x.size, this.rate);
     return tf.mul(x, tf.tensor(mask, x.shape, 'float32'));

@@ -1,8 +1,19 @@
-// Public face of the ViT: model, training helpers, checkpoints and summaries.
-export type { VitConfig } from './config.js';
-export { tokenCount, validateConfig } from './config.js';
+// Public face of the ViT: model, running it, checkpoints and summaries.
+export type { Activation, VitConfig } from './config.js';
+export { activationOf, tokenCount, validateConfig } from './config.js';
 export { Vit, createVit, parameterTable } from './model.js';
-export { forward, computeGradients, predict, patchify, softCrossEntropy, clipByGlobalNorm } from './forward.js';
-export type { ForwardOptions, GradientResult } from './forward.js';
+export { patchify } from './vit.js';
+export {
+  forward,
+  computeGradients,
+  computeGradientsAsync,
+  predict,
+  softCrossEntropy,
+  clipByGlobalNorm,
+  describeKernels,
+  tfjsKernels,
+  referenceKernels,
+} from './kernels.js';
+export type { ForwardOptions, GradientResult, Kernels } from './kernels.js';
 export { saveCheckpoint, loadCheckpoint, registerVitLayers, fileSystemHandler, readCheckpointMetadata } from './checkpoint.js';
 export { modelGraphSvg } from './graph.js';

@@ -1,9 +1,11 @@
 // The ViT as a stock tf.LayersModel built from four custom layers, so a checkpoint is an ordinary
 // tfjs artefact: register the classes once (registerVitLayers) and tf.loadLayersModel reads it.
-// Layers run the same eval-mode math as forward.ts; dropout is a training concern and absent here.
+// Layers run the same eval-mode math as vit.ts (on the tfjs ops); dropout is a training concern and absent here.
 import * as tf from '@tensorflow/tfjs';
 import { tokenCount, type VitConfig } from './config.js';
-import { evalPieces, type BlockWeights, type StemWeights } from './forward.js';
+import { evalPieces } from './kernels.js';
+import { BLOCK_PARAMS, blockLayer, HEAD_LAYER, HEAD_PARAMS, STEM_LAYER, STEM_PARAMS } from './layout.js';
+import type { BlockWeights, HeadWeights, StemWeights } from './vit.js';
 
 type Shape = (number | null)[];
 
@@ -27,8 +29,15 @@ abstract class VitLayer extends tf.layers.Layer {
     return this.addWeight(name, shape, 'float32', zeros() as ReturnType<typeof tf.initializers.zeros>);
   }
 
-  protected read(): tf.Tensor[] {
-    return this.weights.map((w) => w.read());
+  /** Adds the weights of one layout.ts definition list; names give weight paths "<layer>/<name>" = Vit's stable names. */
+  protected addWeights(defs: readonly { name: string; shape: (c: VitConfig) => number[] }[]): void {
+    for (const d of defs) this.weight(d.name, d.shape(this.vit));
+  }
+
+  /** The weights keyed as the definition list keys them. */
+  protected read<K extends string>(defs: readonly { key: K }[]): Record<K, tf.Tensor> {
+    const values = this.weights.map((w) => w.read());
+    return Object.fromEntries(defs.map((d, i) => [d.key, values[i]])) as Record<K, tf.Tensor>;
   }
 
   override getConfig(): tf.serialization.ConfigDict {
@@ -40,12 +49,7 @@ abstract class VitLayer extends tf.layers.Layer {
 export class VitEmbedding extends VitLayer {
   static className = 'VitEmbedding';
   override build(): void {
-    const { patchDim, tokens } = tokenCount(this.vit);
-    // Names give weight paths "<layer>/<name>", equal to Vit's stable parameter names.
-    this.weight('patch/kernel', [patchDim, this.vit.dim]);
-    this.weight('patch/bias', [this.vit.dim]);
-    this.weight('cls_token', [1, this.vit.dim]);
-    this.weight('pos_embedding', [tokens, this.vit.dim]);
+    this.addWeights(STEM_PARAMS);
     this.built = true;
   }
   override computeOutputShape(inputShape: Shape): Shape {
@@ -53,39 +57,15 @@ export class VitEmbedding extends VitLayer {
   }
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
-    const [patchW, patchB, clsToken, posEmbedding] = this.read();
-    return evalPieces.embed(this.vit, x, { patchW, patchB, clsToken, posEmbedding } as StemWeights);
+    return evalPieces.embed(this.vit, x, this.read(STEM_PARAMS) as StemWeights);
   }
 }
-
-const BLOCK_WEIGHTS: [keyof BlockWeights, string][] = [
-  ['attnNormGamma', 'attn_norm/gamma'],
-  ['attnNormBeta', 'attn_norm/beta'],
-  ['toQ', 'attn/to_q'],
-  ['toK', 'attn/to_k'],
-  ['toV', 'attn/to_v'],
-  ['toOutW', 'attn/to_out/kernel'],
-  ['toOutB', 'attn/to_out/bias'],
-  ['mlpNormGamma', 'mlp_norm/gamma'],
-  ['mlpNormBeta', 'mlp_norm/beta'],
-  ['fc1W', 'mlp/fc1/kernel'],
-  ['fc1B', 'mlp/fc1/bias'],
-  ['fc2W', 'mlp/fc2/kernel'],
-  ['fc2B', 'mlp/fc2/bias'],
-];
 
 /** One pre-LN transformer block: [B, T, dim] -> [B, T, dim]. */
 export class VitBlock extends VitLayer {
   static className = 'VitBlock';
   override build(): void {
-    const { dim, heads, dimHead, mlpDim } = this.vit;
-    const inner = heads * dimHead;
-    const shapes: Record<string, number[]> = {
-      'attn_norm/gamma': [dim], 'attn_norm/beta': [dim], 'attn/to_q': [dim, inner], 'attn/to_k': [dim, inner], 'attn/to_v': [dim, inner],
-      'attn/to_out/kernel': [inner, dim], 'attn/to_out/bias': [dim], 'mlp_norm/gamma': [dim], 'mlp_norm/beta': [dim],
-      'mlp/fc1/kernel': [dim, mlpDim], 'mlp/fc1/bias': [mlpDim], 'mlp/fc2/kernel': [mlpDim, dim], 'mlp/fc2/bias': [dim],
-    };
-    for (const [, name] of BLOCK_WEIGHTS) this.weight(name, shapes[name]);
+    this.addWeights(BLOCK_PARAMS);
     this.built = true;
   }
   override computeOutputShape(inputShape: Shape): Shape {
@@ -93,9 +73,7 @@ export class VitBlock extends VitLayer {
   }
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor3D;
-    const values = this.read();
-    const w = Object.fromEntries(BLOCK_WEIGHTS.map(([key], i) => [key, values[i]])) as BlockWeights;
-    return evalPieces.block(this.vit, x, w);
+    return evalPieces.block(this.vit, x, this.read(BLOCK_PARAMS) as BlockWeights);
   }
 }
 
@@ -103,10 +81,7 @@ export class VitBlock extends VitLayer {
 export class VitHead extends VitLayer {
   static className = 'VitHead';
   override build(): void {
-    this.weight('norm/gamma', [this.vit.dim]);
-    this.weight('norm/beta', [this.vit.dim]);
-    this.weight('kernel', [this.vit.dim, this.vit.classes]);
-    this.weight('bias', [this.vit.classes]);
+    this.addWeights(HEAD_PARAMS);
     this.built = true;
   }
   override computeOutputShape(inputShape: Shape): Shape {
@@ -114,8 +89,7 @@ export class VitHead extends VitLayer {
   }
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor3D;
-    const [headNormGamma, headNormBeta, headW, headB] = this.read();
-    return evalPieces.head(this.vit, x, { headNormGamma, headNormBeta, headW, headB } as StemWeights);
+    return evalPieces.head(this.vit, x, this.read(HEAD_PARAMS) as HeadWeights);
   }
 }
 
@@ -132,8 +106,8 @@ export function registerVitLayers(): void {
 export function buildVitLayersModel(cfg: VitConfig): tf.Sequential {
   registerVitLayers();
   const model = tf.sequential({ name: 'vit' });
-  model.add(new VitEmbedding({ name: 'embedding', inputShape: [cfg.imageSize, cfg.imageSize, cfg.channels], vit: cfg }));
-  for (let i = 0; i < cfg.depth; i++) model.add(new VitBlock({ name: `block_${i}`, vit: cfg }));
-  model.add(new VitHead({ name: 'head', vit: cfg }));
+  model.add(new VitEmbedding({ name: STEM_LAYER, inputShape: [cfg.imageSize, cfg.imageSize, cfg.channels], vit: cfg }));
+  for (let i = 0; i < cfg.depth; i++) model.add(new VitBlock({ name: blockLayer(i), vit: cfg }));
+  model.add(new VitHead({ name: HEAD_LAYER, vit: cfg }));
   return model;
 }

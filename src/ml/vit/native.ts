@@ -1,69 +1,133 @@
-// Optional native kernels (native/vit_kernels.cc, built at install time by native/build.mjs).
-// When present and the backend is a CPU one (wasm or cpu), training steps and inference run the
-// whole ViT in one native call; otherwise everything stays on tfjs ops. TFPIPE_NATIVE=0 turns it off.
+// The optional native kernels (native/, built at install time by native/build.mjs into one addon
+// holding a variant per ISA). This module loads the addon, checks that it expects tfpipe's
+// parameter layout, and runs it; which kernels a run uses is decided elsewhere (choose-kernels.ts).
+// TFPIPE_NATIVE=0 hides the addon; TFPIPE_NATIVE_ISA=<variant> forces a variant.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
 import { packageRoot } from '../../paths.js';
 import { backendThreads } from '../backend.js';
-import { tokenCount, type VitConfig } from './config.js';
+import { activationOf, tokenCount, type VitConfig } from './config.js';
+import { layoutMismatch, type NativeLayout } from './layout.js';
 
 export interface NativeRunResult {
+  /** The variant that ran. */
+  isa: string;
   logits: Float32Array;
+  /** [depth, B, heads, T, T] post-softmax weights, when asked for. */
+  attention?: Float32Array;
   loss?: number;
   correct?: number;
   grads?: Float32Array[];
 }
 
-interface NativeAddon {
-  profile(): Record<string, number>;
-  run(
-    config: Int32Array,
-    dropout: number,
-    weights: Float32Array[],
-    images: Float32Array,
-    targets: Float32Array | null,
-    seed: number,
-    threads: number,
-  ): NativeRunResult;
+export interface NativeVariant {
+  name: string;
+  /** This CPU can run it. */
+  supported: boolean;
+  /** The CPU features it needs. */
+  requires: string;
+  /** Floats per vector register. */
+  lanes: number;
+  /** The main GEMM register tile, rows x columns. */
+  tile: [number, number];
 }
 
-// TFPIPE_NATIVE_ADDON points at another build (tests of a rebuilt addon while a run uses this one).
+export interface NativeInfo {
+  /** The variant chosen at load: TFPIPE_NATIVE_ISA or the best this CPU runs; null with `error`. */
+  isa: string | null;
+  error: string | null;
+  cpu: string;
+  features: string;
+  /** Every variant in this build, best first. */
+  variants: NativeVariant[];
+  layout: NativeLayout;
+}
+
+/** The config as the addon reads it: the ViT's settings by name, plus the batch. */
+interface NativeConfig {
+  batch: number;
+  imageSize: number;
+  channels: number;
+  classes: number;
+  patchSize: number;
+  dim: number;
+  depth: number;
+  heads: number;
+  dimHead: number;
+  mlpDim: number;
+  dropout: number;
+  activation: string;
+}
+
+type RunArgs = [NativeConfig, Float32Array[], Float32Array, Float32Array | null, number, number, { isa?: string; attention?: boolean }];
+
+interface NativeAddon {
+  info(): NativeInfo;
+  profile(): Record<string, number>;
+  run(...args: RunArgs): NativeRunResult;
+  runAsync(...args: RunArgs): Promise<NativeRunResult>;
+}
+
+// TFPIPE_NATIVE_ADDON points at another build (tests of a rebuilt or a fake addon).
 export const nativeAddonPath = process.env.TFPIPE_NATIVE_ADDON || join(packageRoot, 'native', 'build', 'vit_kernels.node');
 
-let addon: NativeAddon | null | undefined;
-let loadError = '';
-let enabled = process.env.TFPIPE_NATIVE !== '0';
+let loaded: { addon: NativeAddon; info: NativeInfo } | { error: string } | undefined;
 
-function load(): NativeAddon | null {
-  if (addon !== undefined) return addon;
-  addon = null;
-  if (!existsSync(nativeAddonPath)) {
-    loadError = `not built (${nativeAddonPath} missing; run "node native/build.mjs")`;
-    return addon;
-  }
+function load(): { addon: NativeAddon; info: NativeInfo } | { error: string } {
+  if (loaded) return loaded;
+  if (process.env.TFPIPE_NATIVE === '0') return (loaded = { error: 'disabled (TFPIPE_NATIVE=0)' });
+  if (!existsSync(nativeAddonPath)) return (loaded = { error: `not built (${nativeAddonPath} missing; run "node native/build.mjs")` });
   try {
-    addon = createRequire(import.meta.url)(nativeAddonPath) as NativeAddon;
+    const addon = createRequire(import.meta.url)(nativeAddonPath) as NativeAddon;
+    const info = typeof addon.info === 'function' ? addon.info() : undefined;
+    const mismatch = layoutMismatch(info?.layout);
+    if (!info || mismatch) {
+      return (loaded = { error: `refused: ${nativeAddonPath} expects another parameter layout (${mismatch}); rebuild it with "node native/build.mjs"` });
+    }
+    loaded = { addon, info };
   } catch (err) {
-    loadError = `failed to load: ${(err as Error).message.split('\n')[0]}`;
+    loaded = { error: `failed to load: ${(err as Error).message.split('\n')[0]}` };
   }
-  return addon;
+  return loaded;
 }
 
-/** Turn the native path on or off for this process (tests compare both). */
-export function setNativeEnabled(on: boolean): void {
-  enabled = on;
+export interface NativeAvailability {
+  /** The variant native runs use, when they can run. */
+  isa?: string;
+  /** Why not, or what runs. */
+  detail: string;
+  /** TFPIPE_NATIVE_ISA named a variant this build or CPU cannot run: an error, not a fallback. */
+  forcedError?: string;
 }
 
-/** Whether training and inference currently go through the native kernels, and why not. */
-export function nativeStatus(): { active: boolean; detail: string } {
-  if (!enabled) return { active: false, detail: 'native kernels disabled' };
-  const backend = tf.getBackend();
-  if (backend !== 'wasm' && backend !== 'cpu') return { active: false, detail: `native kernels unused on the ${backend} backend` };
-  const a = load();
-  return a ? { active: true, detail: `native kernels (${nativeThreads()} thread(s))` } : { active: false, detail: `native kernels ${loadError}` };
+/** Whether the native kernels can run here, with which variant, and why not. */
+export function nativeAvailability(): NativeAvailability {
+  const l = load();
+  if ('error' in l) return { detail: `native kernels ${l.error}` };
+  if (!l.info.isa) {
+    const detail = `native kernels unusable: ${l.info.error}`;
+    return process.env.TFPIPE_NATIVE_ISA ? { detail, forcedError: l.info.error ?? detail } : { detail };
+  }
+  const forced = process.env.TFPIPE_NATIVE_ISA ? `, forced by TFPIPE_NATIVE_ISA` : '';
+  return { isa: l.info.isa, detail: `native kernels, ${l.info.isa} variant${forced} (${nativeThreads()} thread(s)) on ${l.info.cpu}` };
+}
+
+/** The addon's description of itself and this CPU, or null without an addon. */
+export function nativeInfo(): NativeInfo | null {
+  const l = load();
+  return 'error' in l ? null : l.info;
+}
+
+/** The variants this CPU can run, best first (empty without the addon). */
+export function runnableVariants(): string[] {
+  return nativeInfo()?.variants.filter((v) => v.supported).map((v) => v.name) ?? [];
+}
+
+/** The CPU's model name, from the addon (cpuid) or else from Node. */
+export function cpuModel(): string {
+  return nativeInfo()?.cpu ?? cpus()[0]?.model ?? 'unknown CPU';
 }
 
 export function nativeThreads(): number {
@@ -71,16 +135,69 @@ export function nativeThreads(): number {
   return t > 0 ? t : availableParallelism();
 }
 
-/** Runs the whole model natively; with targets also loss, correct count and gradients (model order). */
-export function nativeRun(cfg: VitConfig, weights: Float32Array[], images: Float32Array, batch: number, targets: Float32Array | null, seed: number | undefined): NativeRunResult {
-  const a = load();
-  if (!a) throw new Error(`tfpipe native kernels ${loadError}`);
+function addon(): NativeAddon {
+  const l = load();
+  if ('error' in l) throw new Error(`tfpipe native kernels ${l.error}`);
+  return l.addon;
+}
+
+function args(
+  cfg: VitConfig,
+  weights: Float32Array[],
+  images: Float32Array,
+  batch: number,
+  targets: Float32Array | null,
+  seed: number | undefined,
+  isa: string,
+  attention: boolean,
+): RunArgs {
   tokenCount(cfg);
-  const config = Int32Array.from([batch, cfg.imageSize, cfg.channels, cfg.classes, cfg.patchSize, cfg.dim, cfg.depth, cfg.heads, cfg.dimHead, cfg.mlpDim]);
-  return a.run(config, cfg.dropout, weights, images, targets, seed ?? -1, nativeThreads());
+  const config: NativeConfig = {
+    batch,
+    imageSize: cfg.imageSize,
+    channels: cfg.channels,
+    classes: cfg.classes,
+    patchSize: cfg.patchSize,
+    dim: cfg.dim,
+    depth: cfg.depth,
+    heads: cfg.heads,
+    dimHead: cfg.dimHead,
+    mlpDim: cfg.mlpDim,
+    dropout: cfg.dropout,
+    activation: activationOf(cfg),
+  };
+  return [config, weights, images, targets, seed ?? -1, nativeThreads(), { isa, attention }];
+}
+
+/** Runs the whole model on variant `isa`; with targets also loss, correct count and gradients (model order). */
+export function nativeRun(
+  isa: string,
+  cfg: VitConfig,
+  weights: Float32Array[],
+  images: Float32Array,
+  batch: number,
+  targets: Float32Array | null,
+  seed: number | undefined,
+  opts: { attention?: boolean } = {},
+): NativeRunResult {
+  return addon().run(...args(cfg, weights, images, batch, targets, seed, isa, !!opts.attention));
+}
+
+/** nativeRun on a worker thread; the arrays must not change until the promise settles. */
+export function nativeRunAsync(
+  isa: string,
+  cfg: VitConfig,
+  weights: Float32Array[],
+  images: Float32Array,
+  batch: number,
+  targets: Float32Array | null,
+  seed: number | undefined,
+): Promise<NativeRunResult> {
+  return addon().runAsync(...args(cfg, weights, images, batch, targets, seed, isa, false));
 }
 
 /** Native CPU milliseconds per named section since the last call (then reset); {} without the addon. */
 export function nativeProfile(): Record<string, number> {
-  return load()?.profile() ?? {};
+  const l = load();
+  return 'error' in l ? {} : l.addon.profile();
 }

@@ -1,10 +1,10 @@
-// Fast building blocks for the ViT on the wasm backend, each a tf.customGrad with a hand-written
-// backward. Why (see notes/cpu-backend-findings.md): on wasm only plain 2-D matMul without
+// The primitive ops the ViT is built from, in two sets: `tfjsOps`, each a tf.customGrad with a
+// hand-written backward, fast on the wasm backend; and `referenceOps`, the same maths in stock
+// tfjs ops with autodiff, which tests compare them with. Why the fast ones look as they do
+// (measured; see the README's notes on CPU backends): on wasm only plain 2-D matMul without
 // transpose flags reaches XNNPACK, batched matMul is a scalar loop, Tanh/Pow are slow, and wasm
-// lacks the depthwise-conv backprop kernels. Temporaries in backward passes are freed at once
-// with tf.tidy because the wasm heap is capped at 4 GB.
-//
-// Every op here has a plain tfjs twin in `plain` so tests can check values and gradients.
+// lacks the depthwise-conv backprop kernels. Temporaries in backward passes are freed at once with
+// tf.tidy because the wasm heap is capped at 4 GB.
 import * as tf from '@tensorflow/tfjs';
 
 type T2 = tf.Tensor2D;
@@ -79,7 +79,7 @@ const GELU_A = 0.044715;
  * GELU, tanh approximation: 0.5 x (1 + tanh z) with z = c (x + a x^3), rewritten exactly as
  * x * sigmoid(2z) to avoid wasm's slow Tanh and Pow.
  */
-const geluOp = custom(([x], save) => {
+const geluTanhOp = custom(([x], save) => {
   const x2 = tf.mul(x, x);
   const s = tf.sigmoid(tf.mul(x, tf.add(tf.mul(x2, 2 * GELU_C * GELU_A), 2 * GELU_C))); // sigmoid(2z)
   save([x, s]);
@@ -91,6 +91,22 @@ const geluOp = custom(([x], save) => {
         const dz2 = tf.add(tf.mul(tf.mul(xs, xs), 2 * GELU_C * 3 * GELU_A), 2 * GELU_C);
         const ds = tf.mul(tf.mul(ss, tf.sub(1, ss)), tf.mul(xs, dz2));
         return [tf.mul(dy, tf.add(ss, ds))];
+      }),
+  };
+});
+export const geluTanh = <R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> => geluTanhOp(x) as tf.Tensor<R>;
+
+/** Exact GELU, x Φ(x) with Φ(x) = (1 + erf(x / √2)) / 2, as PyTorch's nn.GELU(). */
+const geluOp = custom(([x], save) => {
+  const cdf = tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5);
+  save([x, cdf]);
+  return {
+    value: tf.mul(x, cdf),
+    // d/dx [x Φ(x)] = Φ(x) + x φ(x),  φ(x) = exp(-x^2 / 2) / √(2π)
+    gradFunc: (dy: tf.Tensor, [xs, cs]: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const pdf = tf.mul(tf.exp(tf.mul(tf.mul(xs, xs), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+        return [tf.mul(dy, tf.add(cs, tf.mul(xs, pdf)))];
       }),
   };
 });
@@ -138,15 +154,32 @@ const softmaxOp = custom(([x], save) => {
 });
 export const softmax = <R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> => softmaxOp(x) as tf.Tensor<R>;
 
+/** The primitive ops the model is built from. */
+export interface VitOps {
+  linear: (x: T2, w: T2, b: tf.Tensor1D) => T2;
+  linearNoBias: (x: T2, w: T2) => T2;
+  layerNorm: (x: T2, gamma: tf.Tensor1D, beta: tf.Tensor1D) => T2;
+  /** Exact GELU. */
+  gelu: <R extends tf.Rank>(x: tf.Tensor<R>) => tf.Tensor<R>;
+  /** GELU, tanh approximation. */
+  geluTanh: <R extends tf.Rank>(x: tf.Tensor<R>) => tf.Tensor<R>;
+  bmm: (a: T3, b: T3) => T3;
+  softmax: <R extends tf.Rank>(x: tf.Tensor<R>) => tf.Tensor<R>;
+}
+
+/** The fast ops above. */
+export const tfjsOps: VitOps = { linear, linearNoBias, layerNorm, gelu, geluTanh, bmm, softmax };
+
 /** The same ops written plainly with stock tfjs ops and autodiff: the reference for tests. */
-export const plain = {
+export const referenceOps: VitOps = {
   linear: (x: T2, w: T2, b: tf.Tensor1D): T2 => tf.add(tf.matMul(x, w), b) as T2,
   linearNoBias: (x: T2, w: T2): T2 => tf.matMul(x, w),
   layerNorm: (x: T2, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): T2 => {
     const { mean, variance } = tf.moments(x, -1, true);
     return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))), gamma), beta) as T2;
   },
-  gelu: <R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> =>
+  gelu: <R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2)))),
+  geluTanh: <R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> =>
     tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(GELU_C, tf.add(x, tf.mul(GELU_A, tf.pow(x, 3))))))),
   bmm: (a: T3, b: T3): T3 => tf.matMul(a, b),
   softmax: <R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> => tf.softmax(x),

@@ -1,0 +1,258 @@
+// Standalone benchmark of the native kernels, without Node: forward+backward ("train") and
+// forward-only ("infer") images per second of the ViT shapes tfpipe's bench uses, for every
+// kernel variant this CPU runs, at each thread count; one JSON line per case. Also checks every
+// variant against the baseline one on odd sizes, and measures the FMA peak of 1 and N threads
+// running at once (how far the hardware lets extra threads scale). Build: sh native/build-bench.sh
+//
+//   vit_bench [--models small,default,cpu_hour] [--threads 1,2] [--steps 5] [--batch 128]
+//             [--isa avx2,baseline] [--no-check] [--no-peak]
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "src/api.h"
+#include "src/dispatch.h"
+
+using namespace tfpipe;
+
+namespace {
+
+struct ModelShape {
+  const char* label;
+  int patch, dim, depth, heads, mlp;
+};
+const ModelShape kModels[] = {{"small", 4, 64, 4, 4, 128}, {"default", 4, 128, 6, 4, 256}, {"cpu_hour", 4, 64, 6, 4, 256}, {"cifar_vit", 4, 384, 7, 12, 384}};
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  size_t a = 0;
+  while (a <= s.size()) {
+    size_t b = s.find(',', a);
+    if (b == std::string::npos) b = s.size();
+    if (b > a) out.push_back(s.substr(a, b - a));
+    a = b + 1;
+  }
+  return out;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    o += c;
+  }
+  return o;
+}
+
+// Parameter sizes in layout order (api.h).
+std::vector<size_t> param_sizes(const Config& c) {
+  const size_t T = (size_t)(c.image / c.patch) * (c.image / c.patch) + 1, D = c.dim, IN = (size_t)c.heads * c.dimHead,
+               PD = (size_t)c.channels * c.patch * c.patch, M = c.mlp;
+  std::vector<size_t> s = {PD * D, D, D, T * D};
+  for (int l = 0; l < c.depth; l++) {
+    const size_t b[B_COUNT] = {D, D, D * IN, D * IN, D * IN, IN * D, D, D, D, D * M, M, M * D, D};
+    s.insert(s.end(), b, b + B_COUNT);
+  }
+  const size_t h[H_COUNT] = {D, D, D * c.classes, (size_t)c.classes};
+  s.insert(s.end(), h, h + H_COUNT);
+  return s;
+}
+
+struct Problem {
+  Config c;
+  std::vector<std::vector<float>> w, g;
+  std::vector<float> images, targets, logits, dlogits;
+  std::vector<const float*> W;
+  std::vector<float*> G;
+  Problem(const Config& cfg, unsigned seed) : c(cfg) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(-0.1f, 0.1f);
+    std::normal_distribution<float> n(0.f, 1.f);
+    for (size_t size : param_sizes(c)) {
+      std::vector<float> v(size);
+      for (auto& x : v) x = u(rng);
+      w.push_back(v);
+      g.emplace_back(size);
+    }
+    // LayerNorm gains near 1, as trained ones are.
+    auto gains = [&](size_t i) {
+      for (auto& x : w[i]) x += 1.f;
+    };
+    gains(P_STEM_COUNT + B_LN1_G);
+    for (int l = 0; l < c.depth; l++) {
+      gains(P_STEM_COUNT + B_COUNT * l + B_LN1_G);
+      gains(P_STEM_COUNT + B_COUNT * l + B_LN2_G);
+    }
+    gains(P_STEM_COUNT + B_COUNT * c.depth + H_LN_G);
+    images.resize((size_t)c.batch * c.image * c.image * c.channels);
+    for (auto& x : images) x = n(rng);
+    targets.assign((size_t)c.batch * c.classes, 0.02f / (c.classes - 1));
+    for (int b = 0; b < c.batch; b++) targets[(size_t)b * c.classes + (b * 7) % c.classes] = 0.98f;
+    logits.resize((size_t)c.batch * c.classes);
+    dlogits.resize(logits.size());
+    for (auto& v : w) W.push_back(v.data());
+    for (auto& v : g) G.push_back(v.data());
+  }
+  double train_step(const Kernels* k, Workspace* ws, const DropoutSpec& d) {
+    for (auto& v : g) std::fill(v.begin(), v.end(), 0.f);
+    k->forward(c, W.data(), images.data(), d, ws, logits.data(), nullptr);
+    double loss;
+    int correct;
+    softmax_cross_entropy(c.batch, c.classes, logits.data(), targets.data(), &loss, &correct, dlogits.data());
+    k->backward(c, W.data(), G.data(), dlogits.data(), d, ws);
+    return loss;
+  }
+};
+
+DropoutSpec dropout(float rate, uint32_t seed) {
+  DropoutSpec d{};
+  d.active = rate > 0;
+  d.seed = seed;
+  d.threshold = (uint32_t)std::floor(rate * 16777216.0);
+  d.keep = (float)(1.0 / (1.0 - rate));
+  return d;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double scale = 1e-3, m = 0;
+  for (float v : b) scale = std::max(scale, (double)std::fabs(v));
+  for (size_t i = 0; i < a.size(); i++) m = std::max(m, (double)std::fabs(a[i] - b[i]));
+  return m / scale;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string models = "small,default,cpu_hour", threads = "1,2", isas;
+  int steps = 5, batch = 128;
+  bool check = true, peak = true;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--models") models = next();
+    else if (a == "--threads") threads = next();
+    else if (a == "--steps") steps = std::atoi(next().c_str());
+    else if (a == "--batch") batch = std::atoi(next().c_str());
+    else if (a == "--isa") isas = next();
+    else if (a == "--no-check") check = false;
+    else if (a == "--no-peak") peak = false;
+    else {
+      std::fprintf(stderr,
+                   "usage: vit_bench [--models small,default,cpu_hour,cifar_vit] [--threads 1,2] [--steps 5] [--batch 128]\n"
+                   "                 [--isa avx512,avx2,baseline] [--no-check] [--no-peak]\n"
+                   "TFPIPE_NATIVE_ISA=<variant> runs only that variant (an error if this CPU cannot).\n");
+      return a == "--help" ? 0 : 2;
+    }
+  }
+  const std::string cpu = json_escape(cpu_model());
+  std::vector<const Kernels*> run;
+  const char* forced = std::getenv("TFPIPE_NATIVE_ISA");
+  if (forced && *forced) {
+    std::string error;
+    const Kernels* k = select_kernels(forced, &error);
+    if (!k) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return 1;
+    }
+    run.push_back(k);
+  } else {
+    std::vector<std::string> want = split(isas);
+    for (const auto& v : variants()) {
+      bool named = want.empty();
+      for (const auto& w : want) named = named || w == v.name;
+      if (!named) continue;
+      if (v.supported) run.push_back(v.kernels);
+      else std::printf("{\"cpu\":\"%s\",\"isa\":\"%s\",\"note\":\"this CPU lacks %s\"}\n", cpu.c_str(), v.name, v.requires);
+    }
+  }
+  const unsigned hw = std::thread::hardware_concurrency();
+  std::printf("{\"cpu\":\"%s\",\"features\":\"%s\",\"hardware_threads\":%u}\n", cpu.c_str(), json_escape(cpu_features()).c_str(), hw);
+  std::fflush(stdout);
+
+  if (check) {
+    // Every variant against the baseline one (or the last variant) on odd sizes: tails everywhere.
+    const Kernels* ref = variants().back().kernels;
+    Config c{7, 20, 3, 5, 4, 40, 2, 3, 12, 72, 0.2f, kGeluErf};
+    for (const Kernels* k : run) {
+      Problem a(c, 3), b(c, 3);
+      Workspace *wa = workspace_new(), *wb = workspace_new();
+      set_threads(2);
+      a.train_step(k, wa, dropout(0.2f, 42));
+      b.train_step(ref, wb, dropout(0.2f, 42));
+      double worst = max_rel_diff(a.logits, b.logits);
+      for (size_t i = 0; i < a.g.size(); i++) worst = std::max(worst, max_rel_diff(a.g[i], b.g[i]));
+      std::printf("{\"cpu\":\"%s\",\"check\":\"%s vs %s\",\"max_rel_diff\":%.3g,\"ok\":%s}\n", cpu.c_str(), k->isa, ref->isa, worst,
+                  worst < 1e-4 ? "true" : "false");
+      workspace_free(wa);
+      workspace_free(wb);
+    }
+    std::fflush(stdout);
+  }
+
+  if (peak) {
+    // FMA throughput of one thread, then of N threads at once: the ceiling for N-thread speed-ups.
+    const Kernels* k = run.empty() ? nullptr : run.front();
+    for (const std::string& t : split(threads)) {
+      int n = std::atoi(t.c_str());
+      if (!k || n < 1) continue;
+      std::vector<double> each(n);
+      std::vector<std::thread> pool;
+      for (int i = 0; i < n; i++) pool.emplace_back([&, i] { each[i] = k->peakGflops(1.0); });
+      for (auto& th : pool) th.join();
+      double total = 0;
+      for (double e : each) total += e;
+      std::printf("{\"cpu\":\"%s\",\"isa\":\"%s\",\"peak_threads\":%d,\"peak_gflops_total\":%.1f,\"peak_gflops_per_thread\":%.1f}\n", cpu.c_str(),
+                  k->isa, n, total, total / n);
+      std::fflush(stdout);
+    }
+  }
+
+  for (const Kernels* k : run) {
+    for (const std::string& label : split(models)) {
+      const ModelShape* m = nullptr;
+      for (const auto& s : kModels)
+        if (label == s.label) m = &s;
+      if (!m) {
+        std::fprintf(stderr, "unknown model %s\n", label.c_str());
+        return 2;
+      }
+      Config c{batch, 32, 3, 10, m->patch, m->dim, m->depth, m->heads, m->dim / m->heads, m->mlp, 0.1f, kGeluErf};
+      for (const std::string& t : split(threads)) {
+        Problem p(c, 1);
+        Workspace* ws = workspace_new();
+        set_threads(std::atoi(t.c_str()));
+        p.train_step(k, ws, dropout(0.1f, 0));  // warm-up: workspace, pool
+        auto t0 = std::chrono::steady_clock::now();
+        for (int s = 0; s < steps; s++) p.train_step(k, ws, dropout(0.1f, s + 1));
+        double train = steps * batch / seconds_since(t0);
+        t0 = std::chrono::steady_clock::now();
+        for (int s = 0; s < 2 * steps; s++) k->forward(p.c, p.W.data(), p.images.data(), dropout(0.f, 0), ws, p.logits.data(), nullptr);
+        double infer = 2 * steps * batch / seconds_since(t0);
+        std::printf(
+            "{\"cpu\":\"%s\",\"isa\":\"%s\",\"lanes\":%d,\"tile\":[%d,%d],\"model\":\"%s\",\"dim\":%d,\"depth\":%d,\"heads\":%d,\"mlp\":%d,"
+            "\"batch\":%d,\"threads\":%s,\"train_img_s\":%.1f,\"infer_img_s\":%.1f,\"note\":\"forward+loss+backward, no optimizer\"}\n",
+            cpu.c_str(), k->isa, k->lanes, k->tileRows, k->tileCols, m->label, m->dim, m->depth, m->heads, m->mlp, batch, t.c_str(), train,
+            infer);
+        std::fflush(stdout);
+        workspace_free(ws);
+      }
+    }
+  }
+  return 0;
+}

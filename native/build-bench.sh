@@ -1,0 +1,40 @@
+#!/bin/sh
+# Builds native/build/vit_bench, the standalone kernel benchmark (no Node needed): the same
+# per-variant objects as the addon (native/variants.conf), plus bench_main.cc.
+#   sh native/build-bench.sh && native/build/vit_bench --threads 1,2
+# CXX picks the compiler; TFPIPE_NATIVE_CFLAGS replaces -O3 -ffp-contract=fast.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+cxx=${CXX:-g++}
+opt=${TFPIPE_NATIVE_CFLAGS:--O3 -ffp-contract=fast}
+arch=$(uname -m)
+case "$arch" in arm64) arch=aarch64 ;; amd64) arch=x86_64 ;; esac
+obj="$here/build/bench-obj"
+mkdir -p "$obj"
+variants=$(grep -v '^#' "$here/variants.conf" | awk -v a="$arch" '$2 == a { print $1 }')
+[ -n "$variants" ] || variants=$(grep -v '^#' "$here/variants.conf" | awk '$2 == "other" { print $1 }')
+have=""
+objects=""
+for v in $variants; do
+  flags=$(grep -v '^#' "$here/variants.conf" | awk -v a="$arch" -v n="$v" '$1 == n && ($2 == a || $2 == "other") { for (i = 3; i <= NF; i++) printf "%s ", $i; exit }')
+  # shellcheck disable=SC2086
+  if $cxx $opt -std=c++17 -pthread -fno-exceptions $flags "-DTFPIPE_ISA=$v" -I"$here/src" -c "$here/src/model.cc" -o "$obj/model-$v.o"; then
+    have="$have -DTFPIPE_HAVE_$(echo "$v" | tr '[:lower:]' '[:upper:]')"
+    objects="$objects $obj/model-$v.o"
+  else
+    echo "vit_bench: the $v variant does not compile here; left out" >&2
+  fi
+done
+[ -n "$objects" ] || { echo "vit_bench: no variant compiled" >&2; exit 1; }
+for u in dispatch pool workspace profile layout loss; do
+  extra=""
+  [ "$u" = dispatch ] && extra="$have"
+  # shellcheck disable=SC2086
+  $cxx $opt -std=c++17 -pthread $extra -I"$here/src" -c "$here/src/$u.cc" -o "$obj/$u.o"
+  objects="$objects $obj/$u.o"
+done
+# shellcheck disable=SC2086
+$cxx $opt -std=c++17 -pthread -I"$here" -c "$here/bench_main.cc" -o "$obj/bench_main.o"
+# shellcheck disable=SC2086
+$cxx $opt -pthread $objects "$obj/bench_main.o" -o "$here/build/vit_bench"
+echo "built $here/build/vit_bench (variants:$(echo "$have" | sed 's/-DTFPIPE_HAVE_/ /g' | tr '[:upper:]' '[:lower:]'))"

@@ -1,0 +1,421 @@
+// N-API glue: info(), run(), runAsync() and profile() for src/ml/vit/native.ts. Compiled once,
+// with baseline flags; the model code it calls is the variant dispatch.cc selects.
+#include <node_api.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "api.h"
+#include "dispatch.h"
+#include "profile.h"
+
+namespace tfpipe {
+namespace {
+
+// One run at a time per process: the pool, the workspace and the profile are process-wide, and
+// Node worker threads that load the addon share them.
+std::mutex g_run_mutex;
+Workspace* g_ws = workspace_new();
+
+// The variant chosen at load (TFPIPE_NATIVE_ISA or the best this CPU runs) or why there is none.
+const Kernels* g_default = nullptr;
+std::string g_default_error;
+
+#define CHECK(call)                                                              \
+  do {                                                                           \
+    if ((call) != napi_ok) {                                                     \
+      napi_throw_error(env, nullptr, "vit_kernels: N-API call failed: " #call); \
+      return nullptr;                                                            \
+    }                                                                            \
+  } while (0)
+
+napi_value str(napi_env env, const std::string& s) {
+  napi_value v;
+  napi_create_string_utf8(env, s.c_str(), s.size(), &v);
+  return v;
+}
+napi_value num(napi_env env, double x) {
+  napi_value v;
+  napi_create_double(env, x, &v);
+  return v;
+}
+napi_value strings(napi_env env, const char* const* names, int n) {
+  napi_value arr;
+  napi_create_array_with_length(env, n, &arr);
+  for (int i = 0; i < n; i++) napi_set_element(env, arr, i, str(env, names[i]));
+  return arr;
+}
+
+bool float32(napi_env env, napi_value v, float** data, size_t* len) {
+  bool is;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  void* p;
+  if (napi_get_typedarray_info(env, v, &type, len, &p, &ab, &off) != napi_ok || type != napi_float32_array) return false;
+  *data = static_cast<float*>(p);
+  return true;
+}
+
+napi_value newFloat32(napi_env env, size_t n, float** data) {
+  napi_value ab, arr;
+  void* p;
+  if (napi_create_arraybuffer(env, n * sizeof(float), &p, &ab) != napi_ok) return nullptr;
+  if (napi_create_typedarray(env, napi_float32_array, n, ab, 0, &arr) != napi_ok) return nullptr;
+  std::memset(p, 0, n * sizeof(float));
+  *data = static_cast<float*>(p);
+  return arr;
+}
+
+// Reads config.<key> as a number; false (with a JS TypeError thrown) when missing or not a number.
+bool field(napi_env env, napi_value obj, const char* key, double* out) {
+  bool has = false;
+  napi_value v;
+  napi_valuetype t;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has || napi_get_named_property(env, obj, key, &v) != napi_ok ||
+      napi_typeof(env, v, &t) != napi_ok || t != napi_number) {
+    napi_throw_type_error(env, nullptr, (std::string("vit_kernels: config.") + key + " must be a number").c_str());
+    return false;
+  }
+  napi_get_value_double(env, v, out);
+  return true;
+}
+
+bool read_config(napi_env env, napi_value obj, Config* c) {
+  struct {
+    const char* key;
+    int32_t* dst;
+  } ints[] = {{"batch", &c->batch},   {"imageSize", &c->image}, {"channels", &c->channels}, {"classes", &c->classes},
+              {"patchSize", &c->patch}, {"dim", &c->dim},       {"depth", &c->depth},       {"heads", &c->heads},
+              {"dimHead", &c->dimHead}, {"mlpDim", &c->mlp}};
+  for (auto& f : ints) {
+    double v;
+    if (!field(env, obj, f.key, &v)) return false;
+    if (!(v >= 1 && v == std::floor(v) && v < 1e9)) {
+      napi_throw_range_error(env, nullptr, (std::string("vit_kernels: config.") + f.key + " must be a positive integer").c_str());
+      return false;
+    }
+    *f.dst = (int32_t)v;
+  }
+  double dropout;
+  if (!field(env, obj, "dropout", &dropout)) return false;
+  c->dropout = (float)dropout;
+  napi_value act;
+  char buf[16] = {0};
+  size_t len = 0;
+  if (napi_get_named_property(env, obj, "activation", &act) != napi_ok ||
+      napi_get_value_string_utf8(env, act, buf, sizeof buf, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "vit_kernels: config.activation must be \"gelu\" or \"gelu_tanh\"");
+    return false;
+  }
+  if (!strcmp(buf, "gelu")) {
+    c->activation = kGeluErf;
+  } else if (!strcmp(buf, "gelu_tanh")) {
+    c->activation = kGeluTanh;
+  } else {
+    napi_throw_range_error(env, nullptr, (std::string("vit_kernels: unknown activation \"") + buf + "\"").c_str());
+    return false;
+  }
+  if (c->image % c->patch != 0) {
+    napi_throw_range_error(env, nullptr, "vit_kernels: patchSize must divide imageSize");
+    return false;
+  }
+  return true;
+}
+
+int param_count(const Config& c) { return P_STEM_COUNT + B_COUNT * c.depth + H_COUNT; }
+
+// Everything a run needs, gathered on the JS thread; execute() may then run on any thread.
+struct Job {
+  const Kernels* kernels = nullptr;
+  Config c{};
+  DropoutSpec drop{};
+  int threads = 1;
+  std::vector<const float*> W;
+  const float* images = nullptr;
+  const float* targets = nullptr;
+  std::vector<float*> G;
+  float* logits = nullptr;
+  float* attention = nullptr;
+  double loss = 0;
+  int correct = 0;
+  // JS values to return (held by references while an async run is in flight).
+  napi_ref out = nullptr;
+  std::vector<napi_ref> keep;
+  napi_async_work work = nullptr;
+  napi_deferred deferred = nullptr;
+
+  void execute() {
+    std::lock_guard<std::mutex> serial(g_run_mutex);
+    set_threads(threads);
+    kernels->forward(c, W.data(), images, drop, g_ws, logits, attention);
+    if (targets) {
+      std::vector<float> dlogits((size_t)c.batch * c.classes);
+      softmax_cross_entropy(c.batch, c.classes, logits, targets, &loss, &correct, dlogits.data());
+      kernels->backward(c, W.data(), G.data(), dlogits.data(), drop, g_ws);
+    }
+  }
+};
+
+// run(config, weights: Float32Array[], images, targets | null, seed, threads, options?)
+//   options: { isa?: string, attention?: boolean }
+// -> { isa, logits, attention?, loss?, correct?, grads?: Float32Array[] } (loss etc. filled by finish)
+// Returns the output object, or null with a JS exception pending.
+napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
+  size_t argc = 7;
+  napi_value argv[7];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  if (argc < 6) {
+    napi_throw_type_error(env, nullptr, "vit_kernels.run expects (config, weights, images, targets, seed, threads, options?)");
+    return nullptr;
+  }
+  Config& c = job->c;
+  if (!read_config(env, argv[0], &c)) return nullptr;
+
+  job->kernels = g_default;
+  std::string error = g_default_error;
+  bool wantAttention = false;
+  napi_valuetype ot = napi_undefined;
+  if (argc >= 7) CHECK(napi_typeof(env, argv[6], &ot));
+  if (ot == napi_object) {
+    bool has;
+    napi_value v;
+    CHECK(napi_has_named_property(env, argv[6], "isa", &has));
+    if (has) {
+      CHECK(napi_get_named_property(env, argv[6], "isa", &v));
+      char buf[32] = {0};
+      size_t len;
+      CHECK(napi_get_value_string_utf8(env, v, buf, sizeof buf, &len));
+      error.clear();
+      job->kernels = select_kernels(buf, &error);
+    }
+    CHECK(napi_has_named_property(env, argv[6], "attention", &has));
+    if (has) {
+      CHECK(napi_get_named_property(env, argv[6], "attention", &v));
+      CHECK(napi_get_value_bool(env, v, &wantAttention));
+    }
+  }
+  if (!job->kernels) {
+    napi_throw_error(env, nullptr, ("vit_kernels: " + error).c_str());
+    return nullptr;
+  }
+
+  uint32_t nw;
+  CHECK(napi_get_array_length(env, argv[1], &nw));
+  if ((int)nw != param_count(c)) {
+    napi_throw_error(env, nullptr, ("vit_kernels: expected " + std::to_string(param_count(c)) + " weight arrays, got " + std::to_string(nw)).c_str());
+    return nullptr;
+  }
+  const int T = (c.image / c.patch) * (c.image / c.patch) + 1;
+  std::vector<size_t> sizes(nw);
+  job->W.resize(nw);
+  for (uint32_t i = 0; i < nw; i++) {
+    napi_value e;
+    CHECK(napi_get_element(env, argv[1], i, &e));
+    float* p;
+    if (!float32(env, e, &p, &sizes[i])) {
+      napi_throw_type_error(env, nullptr, "vit_kernels: weights must be Float32Arrays");
+      return nullptr;
+    }
+    job->W[i] = p;
+    job->keep.push_back(nullptr);
+    CHECK(napi_create_reference(env, e, 1, &job->keep.back()));
+  }
+  // The sizes the kernels will read: a wrong one would read out of bounds.
+  {
+    const size_t D = c.dim, IN = (size_t)c.heads * c.dimHead, PD = (size_t)c.channels * c.patch * c.patch, M = c.mlp;
+    const size_t stem[P_STEM_COUNT] = {PD * D, D, D, (size_t)T * D};
+    const size_t block[B_COUNT] = {D, D, D * IN, D * IN, D * IN, IN * D, D, D, D, D * M, M, M * D, D};
+    const size_t head[H_COUNT] = {D, D, D * c.classes, (size_t)c.classes};
+    for (uint32_t i = 0; i < nw; i++) {
+      size_t want = i < P_STEM_COUNT ? stem[i]
+                    : i < (uint32_t)(P_STEM_COUNT + B_COUNT * c.depth) ? block[(i - P_STEM_COUNT) % B_COUNT]
+                                                                        : head[i - P_STEM_COUNT - B_COUNT * c.depth];
+      if (sizes[i] != want) {
+        napi_throw_range_error(env, nullptr, ("vit_kernels: weight " + std::to_string(i) + " has " + std::to_string(sizes[i]) +
+                                              " values, expected " + std::to_string(want)).c_str());
+        return nullptr;
+      }
+    }
+  }
+  float* images;
+  size_t ilen;
+  if (!float32(env, argv[2], &images, &ilen) || ilen != (size_t)c.batch * c.image * c.image * c.channels) {
+    napi_throw_type_error(env, nullptr, "vit_kernels: images must be a Float32Array [B, H, W, C]");
+    return nullptr;
+  }
+  job->images = images;
+  job->keep.push_back(nullptr);
+  CHECK(napi_create_reference(env, argv[2], 1, &job->keep.back()));
+  napi_valuetype tt;
+  CHECK(napi_typeof(env, argv[3], &tt));
+  if (tt != napi_null && tt != napi_undefined) {
+    float* targets;
+    size_t tlen;
+    if (!float32(env, argv[3], &targets, &tlen) || tlen != (size_t)c.batch * c.classes) {
+      napi_throw_type_error(env, nullptr, "vit_kernels: targets must be a Float32Array [B, classes]");
+      return nullptr;
+    }
+    job->targets = targets;
+    job->keep.push_back(nullptr);
+    CHECK(napi_create_reference(env, argv[3], 1, &job->keep.back()));
+  }
+  double seed;
+  CHECK(napi_get_value_double(env, argv[4], &seed));
+  int32_t threads;
+  CHECK(napi_get_value_int32(env, argv[5], &threads));
+  job->threads = threads < 1 ? 1 : threads;
+  if (job->targets && c.dropout > 0 && seed >= 0) {
+    job->drop.active = true;
+    job->drop.seed = (uint32_t)(uint64_t)seed;
+    job->drop.threshold = (uint32_t)std::floor(c.dropout * 16777216.0);
+    job->drop.keep = (float)(1.0 / (1.0 - c.dropout));
+  }
+
+  napi_value out;
+  CHECK(napi_create_object(env, &out));
+  CHECK(napi_set_named_property(env, out, "isa", str(env, job->kernels->isa)));
+  napi_value logits = newFloat32(env, (size_t)c.batch * c.classes, &job->logits);
+  if (!logits) return nullptr;
+  CHECK(napi_set_named_property(env, out, "logits", logits));
+  if (wantAttention) {
+    napi_value att = newFloat32(env, (size_t)c.depth * c.batch * c.heads * T * T, &job->attention);
+    if (!att) return nullptr;
+    CHECK(napi_set_named_property(env, out, "attention", att));
+  }
+  if (job->targets) {
+    napi_value grads;
+    CHECK(napi_create_array_with_length(env, nw, &grads));
+    job->G.resize(nw);
+    for (uint32_t i = 0; i < nw; i++) {
+      napi_value g = newFloat32(env, sizes[i], &job->G[i]);
+      if (!g) return nullptr;
+      CHECK(napi_set_element(env, grads, i, g));
+    }
+    CHECK(napi_set_named_property(env, out, "grads", grads));
+  }
+  CHECK(napi_create_reference(env, out, 1, &job->out));
+  return out;
+}
+
+// Adds loss/correct to the output object and releases the references; returns the object.
+napi_value finish(napi_env env, Job* job) {
+  napi_value out;
+  napi_get_reference_value(env, job->out, &out);
+  if (job->targets) {
+    napi_set_named_property(env, out, "loss", num(env, job->loss));
+    napi_set_named_property(env, out, "correct", num(env, job->correct));
+  }
+  napi_delete_reference(env, job->out);
+  for (napi_ref r : job->keep) napi_delete_reference(env, r);
+  return out;
+}
+
+napi_value Run(napi_env env, napi_callback_info info) {
+  Job job;
+  napi_value out = prepare(env, info, &job);
+  if (!out) {
+    for (napi_ref r : job.keep) napi_delete_reference(env, r);
+    if (job.out) napi_delete_reference(env, job.out);
+    return nullptr;
+  }
+  job.execute();
+  return finish(env, &job);
+}
+
+// runAsync(same arguments) -> Promise of the same result; the model runs on a libuv worker
+// thread, so the JS thread can prepare the next batch meanwhile.
+napi_value RunAsync(napi_env env, napi_callback_info info) {
+  Job* job = new Job();
+  napi_value out = prepare(env, info, job);
+  if (!out) {
+    for (napi_ref r : job->keep) napi_delete_reference(env, r);
+    if (job->out) napi_delete_reference(env, job->out);
+    delete job;
+    return nullptr;
+  }
+  napi_value promise, name;
+  CHECK(napi_create_promise(env, &job->deferred, &promise));
+  CHECK(napi_create_string_utf8(env, "tfpipe_vit_run", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(
+      env, nullptr, name, [](napi_env, void* data) { static_cast<Job*>(data)->execute(); },
+      [](napi_env env, napi_status, void* data) {
+        Job* job = static_cast<Job*>(data);
+        napi_value result = finish(env, job);
+        napi_resolve_deferred(env, job->deferred, result);
+        napi_delete_async_work(env, job->work);
+        delete job;
+      },
+      job, &job->work));
+  CHECK(napi_queue_async_work(env, job->work));
+  return promise;
+}
+
+// profile() -> { section: milliseconds } summed since the last call, then reset.
+napi_value Profile(napi_env env, napi_callback_info) {
+  std::lock_guard<std::mutex> serial(g_run_mutex);
+  napi_value out;
+  CHECK(napi_create_object(env, &out));
+  for (auto& kv : profile_take()) CHECK(napi_set_named_property(env, out, kv.first.c_str(), num(env, kv.second)));
+  return out;
+}
+
+// info() -> { isa, error, cpu, features, variants: [{ name, supported, requires, lanes, tile }], layout }
+napi_value Info(napi_env env, napi_callback_info) {
+  napi_value out, vars, layout, nul;
+  CHECK(napi_get_null(env, &nul));
+  CHECK(napi_create_object(env, &out));
+  CHECK(napi_set_named_property(env, out, "isa", g_default ? str(env, g_default->isa) : nul));
+  CHECK(napi_set_named_property(env, out, "error", g_default ? nul : str(env, g_default_error)));
+  CHECK(napi_set_named_property(env, out, "cpu", str(env, cpu_model())));
+  CHECK(napi_set_named_property(env, out, "features", str(env, cpu_features())));
+  const auto& all = variants();
+  CHECK(napi_create_array_with_length(env, all.size(), &vars));
+  for (size_t i = 0; i < all.size(); i++) {
+    napi_value v, supported, tile;
+    CHECK(napi_create_object(env, &v));
+    CHECK(napi_set_named_property(env, v, "name", str(env, all[i].name)));
+    CHECK(napi_get_boolean(env, all[i].supported, &supported));
+    CHECK(napi_set_named_property(env, v, "supported", supported));
+    CHECK(napi_set_named_property(env, v, "requires", str(env, all[i].requires)));
+    CHECK(napi_set_named_property(env, v, "lanes", num(env, all[i].kernels->lanes)));
+    CHECK(napi_create_array_with_length(env, 2, &tile));
+    CHECK(napi_set_element(env, tile, 0, num(env, all[i].kernels->tileRows)));
+    CHECK(napi_set_element(env, tile, 1, num(env, all[i].kernels->tileCols)));
+    CHECK(napi_set_named_property(env, v, "tile", tile));
+    CHECK(napi_set_element(env, vars, i, v));
+  }
+  CHECK(napi_set_named_property(env, out, "variants", vars));
+  CHECK(napi_create_object(env, &layout));
+  CHECK(napi_set_named_property(env, layout, "stem", strings(env, kStemNames, P_STEM_COUNT)));
+  CHECK(napi_set_named_property(env, layout, "block", strings(env, kBlockNames, B_COUNT)));
+  CHECK(napi_set_named_property(env, layout, "head", strings(env, kHeadNames, H_COUNT)));
+  CHECK(napi_set_named_property(env, layout, "blockDropoutSites", strings(env, kBlockSiteNames, kSitesPerBlock)));
+  CHECK(napi_set_named_property(env, layout, "embeddingDropoutSite", num(env, kSiteEmbedding)));
+  CHECK(napi_set_named_property(env, out, "layout", layout));
+  return out;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  g_default = select_kernels(std::getenv("TFPIPE_NATIVE_ISA"), &g_default_error);
+  struct {
+    const char* name;
+    napi_callback cb;
+  } fns[] = {{"info", Info}, {"run", Run}, {"runAsync", RunAsync}, {"profile", Profile}};
+  for (auto& f : fns) {
+    napi_value fn;
+    if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn) != napi_ok) return nullptr;
+    if (napi_set_named_property(env, exports, f.name, fn) != napi_ok) return nullptr;
+  }
+  return exports;
+}
+
+}  // namespace
+}  // namespace tfpipe
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, tfpipe::Init)

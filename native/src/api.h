@@ -1,0 +1,89 @@
+// What the ISA-independent code (N-API glue, pool, dispatch, the standalone bench) and the
+// per-ISA kernel objects share. This header is included by every translation unit, including
+// those compiled with -mavx512f/-mavx2: it must hold only declarations, plain structs and
+// constants, never an inline function. An inline function defined here would be emitted by each
+// variant with its own flags and the linker would keep one copy for all, so a baseline CPU could
+// end up running an AVX-512 copy (SIGILL). native/build.mjs checks the variant objects for such
+// shared symbols (see native/check-symbols.mjs).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace tfpipe {
+
+enum Activation : int32_t { kGeluTanh = 0, kGeluErf = 1 };
+
+// Model hyper-parameters of one call, read by name from the JS config object.
+struct Config {
+  int32_t batch, image, channels, classes, patch, dim, depth, heads, dimHead, mlp;
+  float dropout;
+  int32_t activation;  // Activation
+};
+
+// Parameter layout: indices into the weight/gradient arrays, in the order of the TS layout
+// (src/ml/vit/layout.ts). The addon reports the names (layout.cc) and tfpipe refuses the native
+// path when they differ from its own.
+enum StemParam { P_PATCH_W, P_PATCH_B, P_CLS, P_POS, P_STEM_COUNT };
+enum BlockParam { B_LN1_G, B_LN1_B, B_Q, B_K, B_V, B_OUT_W, B_OUT_B, B_LN2_G, B_LN2_B, B_FC1_W, B_FC1_B, B_FC2_W, B_FC2_B, B_COUNT };
+enum HeadParam { H_LN_G, H_LN_B, H_W, H_B, H_COUNT };
+extern const char* const kStemNames[P_STEM_COUNT];
+extern const char* const kBlockNames[B_COUNT];
+extern const char* const kHeadNames[H_COUNT];
+
+// Dropout sites: 0 is the embedding; block l owns 1 + kSitesPerBlock * l + BlockSite.
+enum BlockSite { S_ATTN_WEIGHTS, S_ATTN_OUT, S_MLP_HIDDEN, S_MLP_OUT, kSitesPerBlock };
+constexpr int kSiteEmbedding = 0;
+extern const char* const kBlockSiteNames[kSitesPerBlock];
+
+// Dropout masks come from a counter-based hash of (seed, site, element), as in
+// src/ml/vit/dropout.ts, so both implementations draw the same masks.
+struct DropoutSpec {
+  bool active;
+  uint32_t seed;
+  uint32_t threshold;  // drop when the hash's top 24 bits < threshold
+  float keep;          // 1 / (1 - rate)
+};
+
+// Buffers kept between calls (re-allocating tens of MB per step costs page faults). A slot is a
+// small integer chosen by the kernels; take() returns at least n floats, 64-byte aligned, and
+// keeps the contents of earlier calls only while the size does not grow. Not thread-safe: take
+// buffers before a parallel region.
+struct Workspace;
+Workspace* workspace_new();
+void workspace_free(Workspace*);
+float* workspace_take(Workspace*, int slot, size_t n);
+
+// The worker pool (pool.cc). parallel_chunks runs fn(ctx, chunk, begin, end) over [0, n) split
+// into contiguous non-empty chunks aligned to `align`, at most one per thread; chunk is in
+// [0, parallel_chunk_count(n, align)). Inside a running chunk a nested call runs serially.
+typedef void (*ChunkFn)(void* ctx, int chunk, int begin, int end);
+void parallel_chunks(int n, int align, ChunkFn fn, void* ctx);
+int parallel_chunk_count(int n, int align);
+void set_threads(int threads);
+int get_threads();
+
+// Per-section CPU milliseconds of the calling thread (profile.cc), for the bench's profile.
+double profile_now_ms();
+double wall_seconds();  // monotonic clock
+void profile_add(const char* section, double ms);
+
+// One ISA variant of the model kernels. attention (optional) receives the post-softmax weights
+// of every block, [depth, batch, heads, T, T].
+struct Kernels {
+  const char* isa;
+  int lanes;           // floats per vector register
+  int tileRows, tileCols;  // the main GEMM register tile
+  void (*forward)(const Config&, const float* const* W, const float* images, const DropoutSpec&, Workspace*, float* logits,
+                  float* attention);
+  // Gradients (zeroed by the caller, layout order) from dlogits; needs the forward's workspace.
+  void (*backward)(const Config&, const float* const* W, float* const* G, const float* dlogits, const DropoutSpec&, Workspace*);
+  // Multiply-add throughput of one thread with this variant's vectors over about `seconds`, in
+  // GFLOP/s: the ceiling the GEMMs aim at (native/bench_main.cc).
+  double (*peakGflops)(double seconds);
+};
+
+// Mean softmax cross-entropy against soft targets; fills dlogits = (softmax - t) / B (loss.cc).
+void softmax_cross_entropy(int batch, int classes, const float* logits, const float* targets, double* loss, int* correct,
+                           float* dlogits);
+
+}  // namespace tfpipe

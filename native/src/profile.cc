@@ -1,0 +1,36 @@
+// CPU milliseconds per named section (api.h), summed until read; compiled once.
+#include <ctime>
+#include <map>
+#include <string>
+
+#include "api.h"
+#include "profile.h"
+
+namespace tfpipe {
+namespace {
+std::map<std::string, double> g_profile;
+}
+
+// CPU time of the calling thread, so that other load on a shared machine does not inflate it;
+// with several threads it undercounts the work done by the helpers.
+double profile_now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+double wall_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void profile_add(const char* section, double ms) { g_profile[section] += ms; }
+
+std::map<std::string, double> profile_take() {
+  std::map<std::string, double> out;
+  out.swap(g_profile);
+  return out;
+}
+
+}  // namespace tfpipe

@@ -1,0 +1,165 @@
+// The ViT's parameters and dropout sites, written once. Everything else derives from here: the
+// Vit's variables and their order (model.ts), the Layers-model weights of checkpoints
+// (layers.ts), the dropout site numbers (vit.ts), and the check of what the native kernels
+// expect (native.ts compares the addon's reported layout with nativeLayout()).
+import { tokenCount, type VitConfig } from './config.js';
+
+export type Init = { kind: 'normal' } | { kind: 'uniform'; bound: number } | { kind: 'ones' } | { kind: 'zeros' };
+
+interface ParamDef<K extends string> {
+  /** Property name in code, e.g. params.blocks[i].toQ. */
+  key: K;
+  /** Weight name inside its layer; the stable name is "<layer>/<name>", e.g. "block_0/attn/to_q". */
+  name: string;
+  shape: (c: VitConfig) => number[];
+  init: (c: VitConfig) => Init;
+}
+
+const def = <K extends string>(key: K, name: string, shape: ParamDef<K>['shape'], init: ParamDef<K>['init']): ParamDef<K> => ({
+  key,
+  name,
+  shape,
+  init,
+});
+const patchDim = (c: VitConfig) => tokenCount(c).patchDim;
+const inner = (c: VitConfig) => c.heads * c.dimHead;
+// PyTorch's nn.Linear default: weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+const fanIn = (f: (c: VitConfig) => number) => (c: VitConfig): Init => ({ kind: 'uniform', bound: 1 / Math.sqrt(f(c)) });
+const normal = (): Init => ({ kind: 'normal' });
+const ones = (): Init => ({ kind: 'ones' });
+const zeros = (): Init => ({ kind: 'zeros' });
+const dim = (c: VitConfig) => c.dim;
+const mlp = (c: VitConfig) => c.mlpDim;
+
+/** Layer "embedding": patches -> tokens. */
+export const STEM_PARAMS = [
+  def('patchW', 'patch/kernel', (c) => [patchDim(c), c.dim], fanIn(patchDim)),
+  def('patchB', 'patch/bias', (c) => [c.dim], fanIn(patchDim)),
+  def('clsToken', 'cls_token', (c) => [1, c.dim], normal),
+  def('posEmbedding', 'pos_embedding', (c) => [tokenCount(c).tokens, c.dim], normal),
+] as const;
+
+/** Layers "block_<i>": one pre-LN transformer block each. */
+export const BLOCK_PARAMS = [
+  def('attnNormGamma', 'attn_norm/gamma', (c) => [c.dim], ones),
+  def('attnNormBeta', 'attn_norm/beta', (c) => [c.dim], zeros),
+  def('toQ', 'attn/to_q', (c) => [c.dim, inner(c)], fanIn(dim)),
+  def('toK', 'attn/to_k', (c) => [c.dim, inner(c)], fanIn(dim)),
+  def('toV', 'attn/to_v', (c) => [c.dim, inner(c)], fanIn(dim)),
+  def('toOutW', 'attn/to_out/kernel', (c) => [inner(c), c.dim], fanIn(inner)),
+  def('toOutB', 'attn/to_out/bias', (c) => [c.dim], fanIn(inner)),
+  def('mlpNormGamma', 'mlp_norm/gamma', (c) => [c.dim], ones),
+  def('mlpNormBeta', 'mlp_norm/beta', (c) => [c.dim], zeros),
+  def('fc1W', 'mlp/fc1/kernel', (c) => [c.dim, c.mlpDim], fanIn(dim)),
+  def('fc1B', 'mlp/fc1/bias', (c) => [c.mlpDim], fanIn(dim)),
+  def('fc2W', 'mlp/fc2/kernel', (c) => [c.mlpDim, c.dim], fanIn(mlp)),
+  def('fc2B', 'mlp/fc2/bias', (c) => [c.dim], fanIn(mlp)),
+] as const;
+
+/** Layer "head": class token -> logits. */
+export const HEAD_PARAMS = [
+  def('headNormGamma', 'norm/gamma', (c) => [c.dim], ones),
+  def('headNormBeta', 'norm/beta', (c) => [c.dim], zeros),
+  def('headW', 'kernel', (c) => [c.dim, c.classes], fanIn(dim)),
+  def('headB', 'bias', (c) => [c.classes], fanIn(dim)),
+] as const;
+
+export const STEM_LAYER = 'embedding';
+export const HEAD_LAYER = 'head';
+export const blockLayer = (i: number): string => `block_${i}`;
+
+export type StemKey = (typeof STEM_PARAMS)[number]['key'];
+export type BlockKey = (typeof BLOCK_PARAMS)[number]['key'];
+export type HeadKey = (typeof HEAD_PARAMS)[number]['key'];
+export type BlockParams<T> = Record<BlockKey, T>;
+export type StemParams<T> = Record<StemKey, T>;
+export type HeadParams<T> = Record<HeadKey, T>;
+/** Every parameter of a ViT, by role. */
+export type VitParams<T> = StemParams<T> & HeadParams<T> & { blocks: BlockParams<T>[] };
+
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+  init: Init;
+}
+
+/** Every parameter in model order (stem, blocks, head), with its stable name, shape and initialiser. */
+export function parameterSpecs(cfg: VitConfig): ParamSpec[] {
+  const spec = (layer: string) => (p: ParamDef<string>): ParamSpec => ({ name: `${layer}/${p.name}`, shape: p.shape(cfg), init: p.init(cfg) });
+  return [
+    ...STEM_PARAMS.map(spec(STEM_LAYER)),
+    ...Array.from({ length: cfg.depth }, (_, i) => BLOCK_PARAMS.map(spec(blockLayer(i)))).flat(),
+    ...HEAD_PARAMS.map(spec(HEAD_LAYER)),
+  ];
+}
+
+function byKey<K extends string, T>(defs: readonly ParamDef<K>[], values: T[]): Record<K, T> {
+  return Object.fromEntries(defs.map((d, i) => [d.key, values[i]])) as Record<K, T>;
+}
+
+/** The role-keyed view of values given in model order (as parameterSpecs lists them). */
+export function groupParams<T>(values: T[], depth: number): VitParams<T> {
+  const expected = STEM_PARAMS.length + depth * BLOCK_PARAMS.length + HEAD_PARAMS.length;
+  if (values.length !== expected) throw new Error(`internal: ${values.length} ViT parameters, expected ${expected}`);
+  const nb = BLOCK_PARAMS.length;
+  const headStart = STEM_PARAMS.length + depth * nb;
+  return {
+    ...byKey(STEM_PARAMS, values.slice(0, STEM_PARAMS.length)),
+    blocks: Array.from({ length: depth }, (_, i) => byKey(BLOCK_PARAMS, values.slice(STEM_PARAMS.length + i * nb, STEM_PARAMS.length + (i + 1) * nb))),
+    ...byKey(HEAD_PARAMS, values.slice(headStart)),
+  };
+}
+
+/** A layer's values in the order of its definition list (the Layers model's weight order). */
+export function blockValues<T>(p: BlockParams<T>): T[] {
+  return BLOCK_PARAMS.map((d) => p[d.key]);
+}
+
+// Dropout sites. Each draws its own mask from (seed, site, element); the native kernels use the
+// same numbers, so both paths drop the same elements.
+export const EMBEDDING_DROPOUT_SITE = 0;
+/** Per block, in this order: attention weights, attention output, MLP hidden, MLP output. */
+export const BLOCK_DROPOUT_SITES = ['attn/weights', 'attn/out', 'mlp/hidden', 'mlp/out'] as const;
+export type BlockDropoutSite = (typeof BLOCK_DROPOUT_SITES)[number];
+
+export function dropoutSite(block: number, site: BlockDropoutSite): number {
+  return EMBEDDING_DROPOUT_SITE + 1 + BLOCK_DROPOUT_SITES.length * block + BLOCK_DROPOUT_SITES.indexOf(site);
+}
+
+/** The layout as the native addon reports it (names within layers, dropout site numbering). */
+export interface NativeLayout {
+  stem: string[];
+  block: string[];
+  head: string[];
+  blockDropoutSites: string[];
+  embeddingDropoutSite: number;
+}
+
+/** What the native kernels must report to be used. */
+export function nativeLayout(): NativeLayout {
+  return {
+    stem: STEM_PARAMS.map((p) => `${STEM_LAYER}/${p.name}`),
+    block: BLOCK_PARAMS.map((p) => p.name),
+    head: HEAD_PARAMS.map((p) => `${HEAD_LAYER}/${p.name}`),
+    blockDropoutSites: [...BLOCK_DROPOUT_SITES],
+    embeddingDropoutSite: EMBEDDING_DROPOUT_SITE,
+  };
+}
+
+/** Null when `reported` is the layout tfpipe expects, else what differs first. */
+export function layoutMismatch(reported: Partial<NativeLayout> | undefined): string | null {
+  const want = nativeLayout();
+  if (!reported) return 'the addon reports no parameter layout';
+  for (const part of ['stem', 'block', 'head', 'blockDropoutSites'] as const) {
+    const got = reported[part] ?? [];
+    for (let i = 0; i < Math.max(got.length, want[part].length); i++) {
+      if (got[i] !== want[part][i]) {
+        return `${part}[${i}] is ${got[i] === undefined ? 'missing' : `"${got[i]}"`} in the addon, "${want[part][i] ?? '(nothing)'}" in tfpipe`;
+      }
+    }
+  }
+  if (reported.embeddingDropoutSite !== want.embeddingDropoutSite) {
+    return `embedding dropout site is ${reported.embeddingDropoutSite} in the addon, ${want.embeddingDropoutSite} in tfpipe`;
+  }
+  return null;
+}

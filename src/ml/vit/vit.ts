@@ -1,0 +1,105 @@
+// The Vision Transformer, as lucidrains/vit-pytorch's vit.py describes it: patch embedding with a
+// class token and learned positions, pre-LN blocks of multi-head self-attention and a GELU MLP,
+// and a LayerNorm + Linear head on the class token. Activations stay 2-D, [B*T, dim], between
+// blocks so that every linear layer is one plain matMul. Which kernels run it is decided in
+// kernels.ts; native/src/model.cc is the same model in C++.
+import * as tf from '@tensorflow/tfjs';
+import { activationOf, tokenCount, type VitConfig } from './config.js';
+import { Dropout } from './dropout.js';
+import { dropoutSite, EMBEDDING_DROPOUT_SITE, type BlockParams, type HeadParams, type StemParams } from './layout.js';
+import type { VitOps } from './ops.js';
+
+/** Weights of one block / outside the blocks as plain tensors (tf.Variables or a Layers model's). */
+export type BlockWeights = BlockParams<tf.Tensor>;
+export type StemWeights = StemParams<tf.Tensor>;
+export type HeadWeights = HeadParams<tf.Tensor>;
+
+/** What every piece needs besides its input and weights. */
+export interface Ctx {
+  ops: VitOps;
+  cfg: VitConfig;
+  batch: number;
+  drop: Dropout;
+  /** When given, each block pushes its post-softmax attention [B, heads, T, T]. */
+  attention?: tf.Tensor4D[];
+}
+
+/**
+ * Cut NHWC images into flattened patches in (channel, row, col) order, as the reference does
+ * on NCHW input: [B, H, W, C] -> [B*N, C*p*p], patches in row-major grid order.
+ */
+export function patchify(x: tf.Tensor4D, p: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const [b, h, w, c] = x.shape;
+    const gh = h / p;
+    const gw = w / p;
+    const grid = tf.reshape(x, [b, gh, p, gw, p, c]); // [B, gh, p, gw, p, C]
+    const ordered = tf.transpose(grid, [0, 1, 3, 5, 2, 4]); // [B, gh, gw, C, p, p]
+    return tf.reshape(ordered, [b * gh * gw, c * p * p]);
+  });
+}
+
+/** Images [B, H, W, C] -> tokens [B*T, dim]: patch embedding, class token, positions. */
+export function embed(ctx: Ctx, img: tf.Tensor4D, P: StemWeights): tf.Tensor2D {
+  const { cfg, ops, batch: b } = ctx;
+  if (img.shape[1] !== cfg.imageSize || img.shape[2] !== cfg.imageSize || img.shape[3] !== cfg.channels) {
+    throw new Error(`ViT expects images [B, ${cfg.imageSize}, ${cfg.imageSize}, ${cfg.channels}], got [${img.shape}]`);
+  }
+  const { patches: n, tokens: t } = tokenCount(cfg);
+  const patches = patchify(img, cfg.patchSize); // [B*N, C*p*p]
+  const embedded = tf.reshape(ops.linear(patches, P.patchW as tf.Tensor2D, P.patchB as tf.Tensor1D), [b, n, cfg.dim]);
+  const cls = tf.broadcastTo(tf.reshape(P.clsToken, [1, 1, cfg.dim]), [b, 1, cfg.dim]);
+  const tokens = tf.add(tf.concat([cls, embedded], 1), P.posEmbedding); // [B, T, dim]
+  return ctx.drop.apply(tf.reshape(tokens, [b * t, cfg.dim]) as tf.Tensor2D, EMBEDDING_DROPOUT_SITE);
+}
+
+/** Multi-head self-attention of block l.  x: [B*T, dim] -> [B*T, dim] */
+export function attention(ctx: Ctx, l: number, x: tf.Tensor2D, p: BlockWeights): tf.Tensor2D {
+  const { ops, cfg, batch: b, drop } = ctx;
+  const t = x.shape[0] / b;
+  const { heads: h, dimHead: d } = cfg;
+  // [B*T, h*d] -> [B*h, T, d]
+  const splitHeads = (y: tf.Tensor2D): tf.Tensor3D => tf.reshape(tf.transpose(tf.reshape(y, [b, t, h, d]), [0, 2, 1, 3]), [b * h, t, d]);
+  const q = splitHeads(tf.mul(ops.linearNoBias(x, p.toQ as tf.Tensor2D), 1 / Math.sqrt(d)));
+  const kT = tf.transpose(splitHeads(ops.linearNoBias(x, p.toK as tf.Tensor2D)), [0, 2, 1]); // [B*h, d, T]
+  const v = splitHeads(ops.linearNoBias(x, p.toV as tf.Tensor2D));
+  const attn = ops.softmax(ops.bmm(q, kT)); // [B*h, T, T]
+  if (ctx.attention) ctx.attention.push(tf.keep(tf.reshape(attn, [b, h, t, t])));
+  const out = ops.bmm(drop.apply(attn, dropoutSite(l, 'attn/weights')), v); // [B*h, T, d]
+  const merged = tf.reshape(tf.transpose(tf.reshape(out, [b, h, t, d]), [0, 2, 1, 3]), [b * t, h * d]) as tf.Tensor2D;
+  return drop.apply(ops.linear(merged, p.toOutW as tf.Tensor2D, p.toOutB as tf.Tensor1D), dropoutSite(l, 'attn/out'));
+}
+
+/** Position-wise MLP of block l.  x: [B*T, dim] -> [B*T, dim] */
+export function feedForward(ctx: Ctx, l: number, x: tf.Tensor2D, p: BlockWeights): tf.Tensor2D {
+  const { ops, drop } = ctx;
+  const act = activationOf(ctx.cfg) === 'gelu' ? ops.gelu : ops.geluTanh;
+  const hidden = act(ops.linear(x, p.fc1W as tf.Tensor2D, p.fc1B as tf.Tensor1D)); // [B*T, mlpDim]
+  const out = ops.linear(drop.apply(hidden, dropoutSite(l, 'mlp/hidden')), p.fc2W as tf.Tensor2D, p.fc2B as tf.Tensor1D); // [B*T, dim]
+  return drop.apply(out, dropoutSite(l, 'mlp/out'));
+}
+
+/** Pre-LN transformer block l: x + MHSA(LN(x)), then x + MLP(LN(x)). */
+export function block(ctx: Ctx, l: number, x: tf.Tensor2D, p: BlockWeights): tf.Tensor2D {
+  const { ops } = ctx;
+  const x1 = tf.add(x, attention(ctx, l, ops.layerNorm(x, p.attnNormGamma as tf.Tensor1D, p.attnNormBeta as tf.Tensor1D), p)) as tf.Tensor2D;
+  return tf.add(x1, feedForward(ctx, l, ops.layerNorm(x1, p.mlpNormGamma as tf.Tensor1D, p.mlpNormBeta as tf.Tensor1D), p)) as tf.Tensor2D;
+}
+
+/** Tokens [B*T, dim] -> logits [B, classes] from the class token. */
+export function head(ctx: Ctx, x: tf.Tensor2D, P: HeadWeights): tf.Tensor2D {
+  const { cfg, ops, batch: b } = ctx;
+  const t = x.shape[0] / b;
+  const clsOut = tf.reshape(tf.slice(tf.reshape(x, [b, t, cfg.dim]), [0, 0, 0], [b, 1, cfg.dim]), [b, cfg.dim]) as tf.Tensor2D; // class token
+  const normed = ops.layerNorm(clsOut, P.headNormGamma as tf.Tensor1D, P.headNormBeta as tf.Tensor1D);
+  return ops.linear(normed, P.headW as tf.Tensor2D, P.headB as tf.Tensor1D); // [B, classes]
+}
+
+/** Images [B, H, W, C] -> logits [B, classes]. Call inside tf.tidy or variableGrads. */
+export function vit(ctx: Ctx, img: tf.Tensor4D, P: StemWeights & HeadWeights & { blocks: BlockWeights[] }): tf.Tensor2D {
+  let x = embed(ctx, img, P);
+  P.blocks.forEach((p, l) => {
+    x = block(ctx, l, x, p);
+  });
+  return head(ctx, x, P);
+}

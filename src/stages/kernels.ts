@@ -1,0 +1,12 @@
+// The kernels a model stage runs the ViT on: runtime.kernels resolved for this model and batch,
+// logged, shared by train, evaluate and attention_rollout.
+import { join } from 'node:path';
+import { chooseKernels, type KernelDecision } from '../ml/vit/choose-kernels.js';
+import type { VitConfig } from '../ml/vit/config.js';
+import type { StageContext } from './types.js';
+
+export async function stageKernels(ctx: StageContext<unknown>, cfg: VitConfig, batch: number, purpose: 'train' | 'infer'): Promise<KernelDecision> {
+  const decision = await chooseKernels({ request: ctx.runtime.kernels ?? 'auto', cfg, batch, purpose, cacheDir: join(ctx.cacheDir, 'kernels') });
+  ctx.log(`kernels: ${decision.detail}`);
+  return decision;
+}
