@@ -5,7 +5,7 @@
 // running at once (how far the hardware lets extra threads scale). Build: sh native/build-bench.sh
 //
 //   vit_bench [--models small,default,cpu_hour] [--threads 1,2] [--steps 5] [--batch 128]
-//             [--isa avx2,baseline] [--no-check] [--no-peak]
+//             [--isa avx2,baseline] [--activation gelu|gelu_tanh] [--no-check] [--no-peak]
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -134,7 +134,7 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 int main(int argc, char** argv) {
   std::string models = "small,default,cpu_hour", threads = "1,2", isas;
-  int steps = 5, batch = 128;
+  int steps = 5, batch = 128, activation = kGeluErf;
   bool check = true, peak = true;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
@@ -150,12 +150,13 @@ int main(int argc, char** argv) {
     else if (a == "--steps") steps = std::atoi(next().c_str());
     else if (a == "--batch") batch = std::atoi(next().c_str());
     else if (a == "--isa") isas = next();
+    else if (a == "--activation") activation = next() == "gelu_tanh" ? kGeluTanh : kGeluErf;
     else if (a == "--no-check") check = false;
     else if (a == "--no-peak") peak = false;
     else {
       std::fprintf(stderr,
                    "usage: vit_bench [--models small,default,cpu_hour,cifar_vit] [--threads 1,2] [--steps 5] [--batch 128]\n"
-                   "                 [--isa avx512,avx2,baseline] [--no-check] [--no-peak]\n"
+                   "                 [--isa avx512,avx2,baseline] [--activation gelu|gelu_tanh] [--no-check] [--no-peak]\n"
                    "TFPIPE_NATIVE_ISA=<variant> runs only that variant (an error if this CPU cannot).\n");
       return a == "--help" ? 0 : 2;
     }
@@ -232,7 +233,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "unknown model %s\n", label.c_str());
         return 2;
       }
-      Config c{batch, 32, 3, 10, m->patch, m->dim, m->depth, m->heads, m->dim / m->heads, m->mlp, 0.1f, kGeluErf};
+      Config c{batch, 32, 3, 10, m->patch, m->dim, m->depth, m->heads, m->dim / m->heads, m->mlp, 0.1f, activation};
       for (const std::string& t : split(threads)) {
         Problem p(c, 1);
         Workspace* ws = workspace_new();
@@ -246,8 +247,8 @@ int main(int argc, char** argv) {
         double infer = 2 * steps * batch / seconds_since(t0);
         std::printf(
             "{\"cpu\":\"%s\",\"isa\":\"%s\",\"lanes\":%d,\"tile\":[%d,%d],\"model\":\"%s\",\"dim\":%d,\"depth\":%d,\"heads\":%d,\"mlp\":%d,"
-            "\"batch\":%d,\"threads\":%s,\"train_img_s\":%.1f,\"infer_img_s\":%.1f,\"note\":\"forward+loss+backward, no optimizer\"}\n",
-            cpu.c_str(), k->isa, k->lanes, k->tileRows, k->tileCols, m->label, m->dim, m->depth, m->heads, m->mlp, batch, t.c_str(), train,
+            "\"activation\":\"%s\",\"batch\":%d,\"threads\":%s,\"train_img_s\":%.1f,\"infer_img_s\":%.1f,\"note\":\"forward+loss+backward, no optimizer\"}\n",
+            cpu.c_str(), k->isa, k->lanes, k->tileRows, k->tileCols, m->label, m->dim, m->depth, m->heads, m->mlp, activation == kGeluErf ? "gelu" : "gelu_tanh", batch, t.c_str(), train,
             infer);
         std::fflush(stdout);
         workspace_free(ws);

@@ -37,6 +37,7 @@ test('the reference pipeline encodes the report: split, augmentation, multistep 
   assert.equal(by.train.epochs, 200);
   assert.deepEqual(by.train.schedule, { name: 'multistep', milestones: [100, 150], gamma: 0.1, warmup_epochs: 0, min_lr: 0 });
   assert.equal(by.vit.patch_size, 4);
+  assert.equal(by.vit.activation, 'gelu'); // nn.GELU(), exact
   assert.equal(by.attention_rollout.method, 'report');
 });
 

@@ -34,7 +34,7 @@ function context(s: VitSettings, name: string): StageContext<VitSettings> {
 }
 
 test('schema defaults describe the documented default model', () => {
-  assert.deepEqual(settings({}), { kind: 'vit', patch_size: 4, dim: 128, depth: 6, heads: 4, dim_head: 32, mlp_dim: 256, dropout: 0.1 });
+  assert.deepEqual(settings({}), { kind: 'vit', patch_size: 4, dim: 128, depth: 6, heads: 4, dim_head: 32, mlp_dim: 256, dropout: 0.1, activation: 'gelu_tanh' });
 });
 
 test('writes model/, params.json, graph.svg and graph.png for the data it is given', async () => {
@@ -47,10 +47,21 @@ test('writes model/, params.json, graph.svg and graph.png for the data it is giv
   assert.equal(result.tokens, 17); // (16 / 4)^2 patches + class token
   const model = await loadCheckpoint(join(ctx.outDir, 'model'));
   assert.equal(model.config.classes, 3);
+  assert.equal(model.config.activation, 'gelu_tanh');
   assert.equal(model.config.imageSize, 16);
   model.dispose();
   assert.match(readFileSync(join(ctx.outDir, 'graph.svg'), 'utf8'), /B×17×16/);
   assert.deepEqual([...readFileSync(join(ctx.outDir, 'graph.png')).subarray(1, 4)], [...Buffer.from('PNG')]);
+});
+
+test('the activation setting reaches the checkpoint, the summary and the graph', async () => {
+  const ctx = context(settings({ dim: 16, depth: 1, heads: 2, dim_head: 8, mlp_dim: 32, activation: 'gelu' }), 'exact-gelu');
+  await stage.run(ctx);
+  const model = await loadCheckpoint(join(ctx.outDir, 'model'));
+  assert.equal(model.config.activation, 'gelu');
+  model.dispose();
+  assert.equal(JSON.parse(readFileSync(join(ctx.outDir, 'params.json'), 'utf8')).config.activation, 'gelu');
+  assert.match(readFileSync(join(ctx.outDir, 'graph.svg'), 'utf8'), /GELU \(exact\)/);
 });
 
 test('a patch size that does not divide the image size fails with a clear message', async () => {

@@ -5,7 +5,7 @@ import sharp from 'sharp';
 import { readSchema } from '../paths.js';
 import { initBackend } from '../ml/backend.js';
 import { saveCheckpoint } from '../ml/vit/checkpoint.js';
-import { validateConfig, type VitConfig } from '../ml/vit/config.js';
+import { validateConfig, type Activation, type VitConfig } from '../ml/vit/config.js';
 import { modelGraphSvg } from '../ml/vit/graph.js';
 import { createVit, parameterTable } from '../ml/vit/model.js';
 import { upstreamOfKind, type StageKind } from './types.js';
@@ -20,6 +20,7 @@ export interface VitSettings {
   dim_head: number;
   mlp_dim: number;
   dropout: number;
+  activation: Activation;
 }
 
 interface DataInfo {
@@ -41,6 +42,7 @@ export function vitConfigFor(s: VitSettings, data: DataInfo): VitConfig {
     dimHead: s.dim_head,
     mlpDim: s.mlp_dim,
     dropout: s.dropout,
+    activation: s.activation,
   };
   try {
     validateConfig(cfg);
