@@ -12,7 +12,7 @@
 // imports. The peer script is $TFPIPE_TORCH_PEER, or shared/peers/torch_vit_bench.py in the
 // package root or a folder above it; it runs with $TFPIPE_PYTHON (default /usr/bin/python3, the
 // Debian python with python3-torch). Every case is one JSON line in outputs/bench/bench.jsonl and
-// on stdout, with the CPU model and the ISA variant; `auto_choice: true` marks the path that
+// on stdout (outputs/ is $TFPIPE_OUTPUTS when set), with the CPU model and the ISA variant; `auto_choice: true` marks the path that
 // `tfpipe run` (runtime.kernels: auto) takes given these figures.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -63,7 +63,8 @@ interface Row {
   profile_cpu_ms_per_step?: Record<string, number>;
 }
 
-const outDir = join(packageRoot, 'outputs', 'bench');
+// outputs/bench of the package, or of $TFPIPE_OUTPUTS as for tfpipe run.
+const outDir = join(process.env.TFPIPE_OUTPUTS ?? join(packageRoot, 'outputs'), 'bench');
 const outFile = join(outDir, 'bench.jsonl');
 
 function arg(name: string, fallback: string): string {
@@ -150,7 +151,9 @@ const python = (): string => process.env.TFPIPE_PYTHON ?? (existsSync('/usr/bin/
 
 /** Why the PyTorch peer cannot run, or null when it can. */
 function peerUnavailable(): string | null {
-  if (!peerScript()) return 'peer script not found (set TFPIPE_TORCH_PEER, or put shared/peers/torch_vit_bench.py next to the package)';
+  const script = peerScript();
+  if (!script) return 'peer script not found (set TFPIPE_TORCH_PEER, or put shared/peers/torch_vit_bench.py next to the package)';
+  if (!existsSync(script)) return `peer script not found at ${script}`;
   const r = spawnSync(python(), ['-c', 'import torch'], { encoding: 'utf8' });
   return r.status === 0 ? null : `${python()} cannot import torch`;
 }

@@ -5,7 +5,8 @@
 // running at once (how far the hardware lets extra threads scale). Build: sh native/build-bench.sh
 //
 //   vit_bench [--models small,default,cpu_hour] [--threads 1,2] [--steps 5] [--batch 128]
-//             [--isa avx2,baseline] [--activation gelu|gelu_tanh] [--no-check] [--no-peak]
+//             [--isa avx2,baseline] [--activation gelu|gelu_tanh] [--no-check] [--no-peak] [--profile]
+// --profile adds milliseconds per training step by section (TFPIPE_PROFILE_CLOCK=wall for wall time).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 
 #include "src/api.h"
 #include "src/dispatch.h"
+#include "src/profile.h"
 
 using namespace tfpipe;
 
@@ -135,7 +137,7 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 int main(int argc, char** argv) {
   std::string models = "small,default,cpu_hour", threads = "1,2", isas;
   int steps = 5, batch = 128, activation = kGeluErf;
-  bool check = true, peak = true;
+  bool check = true, peak = true, profile = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -152,11 +154,12 @@ int main(int argc, char** argv) {
     else if (a == "--isa") isas = next();
     else if (a == "--activation") activation = next() == "gelu_tanh" ? kGeluTanh : kGeluErf;
     else if (a == "--no-check") check = false;
+    else if (a == "--profile") profile = true;
     else if (a == "--no-peak") peak = false;
     else {
       std::fprintf(stderr,
                    "usage: vit_bench [--models small,default,cpu_hour,cifar_vit] [--threads 1,2] [--steps 5] [--batch 128]\n"
-                   "                 [--isa avx512,avx2,baseline] [--activation gelu|gelu_tanh] [--no-check] [--no-peak]\n"
+                   "                 [--isa avx512,avx2,baseline] [--activation gelu|gelu_tanh] [--no-check] [--no-peak] [--profile]\n"
                    "TFPIPE_NATIVE_ISA=<variant> runs only that variant (an error if this CPU cannot).\n");
       return a == "--help" ? 0 : 2;
     }
@@ -239,17 +242,24 @@ int main(int argc, char** argv) {
         Workspace* ws = workspace_new();
         set_threads(std::atoi(t.c_str()));
         p.train_step(k, ws, dropout(0.1f, 0));  // warm-up: workspace, pool
+        profile_take();
         auto t0 = std::chrono::steady_clock::now();
         for (int s = 0; s < steps; s++) p.train_step(k, ws, dropout(0.1f, s + 1));
         double train = steps * batch / seconds_since(t0);
+        std::string sections;
+        for (const auto& kv : profile_take()) {
+          char buf[96];
+          std::snprintf(buf, sizeof buf, "%s\"%s\":%.2f", sections.empty() ? "" : ",", kv.first.c_str(), kv.second / steps);
+          sections += buf;
+        }
         t0 = std::chrono::steady_clock::now();
         for (int s = 0; s < 2 * steps; s++) k->forward(p.c, p.W.data(), p.images.data(), dropout(0.f, 0), ws, p.logits.data(), nullptr);
         double infer = 2 * steps * batch / seconds_since(t0);
         std::printf(
             "{\"cpu\":\"%s\",\"isa\":\"%s\",\"lanes\":%d,\"tile\":[%d,%d],\"model\":\"%s\",\"dim\":%d,\"depth\":%d,\"heads\":%d,\"mlp\":%d,"
-            "\"activation\":\"%s\",\"batch\":%d,\"threads\":%s,\"train_img_s\":%.1f,\"infer_img_s\":%.1f,\"note\":\"forward+loss+backward, no optimizer\"}\n",
+            "\"activation\":\"%s\",\"batch\":%d,\"threads\":%s,\"train_img_s\":%.1f,\"infer_img_s\":%.1f,%s\"note\":\"forward+loss+backward, no optimizer\"}\n",
             cpu.c_str(), k->isa, k->lanes, k->tileRows, k->tileCols, m->label, m->dim, m->depth, m->heads, m->mlp, activation == kGeluErf ? "gelu" : "gelu_tanh", batch, t.c_str(), train,
-            infer);
+            infer, profile ? ("\"profile_ms_per_step\":{" + sections + "},").c_str() : "");
         std::fflush(stdout);
         workspace_free(ws);
       }

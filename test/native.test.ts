@@ -101,6 +101,28 @@ for (const isa of variants) {
   });
 }
 
+test('native gradient clipping equals clipByGlobalNorm on the tfjs gradients', { skip }, () => {
+  const native: Kernels = { path: 'native', isa: variants[0] };
+  const model = createVit(cfg, 4);
+  const { x, t } = data(5);
+  for (const clip of [0.01, 1e9]) {
+    const n = computeGradients(model, x, t, { seed: 3, gradClipNorm: clip }, native);
+    const j = computeGradients(model, x, t, { seed: 3, gradClipNorm: clip }, tfjsKernels);
+    let sq = 0;
+    for (const name of Object.keys(j.grads)) {
+      const g = n.grads[name].dataSync();
+      for (const v of g) sq += v * v;
+      const d = relDiff(g, j.grads[name].dataSync());
+      assert.ok(d < 1e-4, `clip ${clip} ${model.stableName(name)}: relative difference ${d}`);
+    }
+    if (clip < 1) assert.ok(Math.abs(Math.sqrt(sq) - clip) < 1e-4 * clip, `clipped norm ${Math.sqrt(sq)}`);
+    else assert.ok(Math.sqrt(sq) > 0.01, 'a large bound leaves the gradients alone');
+    tf.dispose([n.grads, j.grads]);
+  }
+  tf.dispose([x, t]);
+  model.dispose();
+});
+
 test('native training on one batch with Adam drives the loss down like tfjs does, without leaks', { skip }, () => {
   const losses: Record<string, number[]> = {};
   const kernels: Record<string, Kernels> = { native: { path: 'native', isa: variants[0] }, tfjs: tfjsKernels };

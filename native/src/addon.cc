@@ -1,4 +1,4 @@
-// N-API glue: info(), run(), runAsync() and profile() for src/ml/vit/native.ts. Compiled once,
+// N-API glue: info(), run() and profile() for src/ml/vit/native.ts. Compiled once,
 // with baseline flags; the model code it calls is the variant dispatch.cc selects.
 #include <node_api.h>
 
@@ -130,7 +130,7 @@ bool read_config(napi_env env, napi_value obj, Config* c) {
 
 int param_count(const Config& c) { return P_STEM_COUNT + B_COUNT * c.depth + H_COUNT; }
 
-// Everything a run needs, gathered on the JS thread; execute() may then run on any thread.
+// Everything a run needs, gathered from the JS arguments.
 struct Job {
   const Kernels* kernels = nullptr;
   Config c{};
@@ -144,11 +144,13 @@ struct Job {
   float* attention = nullptr;
   double loss = 0;
   int correct = 0;
-  // JS values to return (held by references while an async run is in flight).
+  // Gradient clipping by global L2 norm (0 = off), done here: ~170 tfjs ops per step otherwise.
+  double clipNorm = 0;
+  double gradNorm = 0;
+  std::vector<size_t> gradSizes;
+  // The JS values a run reads and returns, referenced until it ends.
   napi_ref out = nullptr;
   std::vector<napi_ref> keep;
-  napi_async_work work = nullptr;
-  napi_deferred deferred = nullptr;
 
   void execute() {
     std::lock_guard<std::mutex> serial(g_run_mutex);
@@ -158,13 +160,23 @@ struct Job {
       std::vector<float> dlogits((size_t)c.batch * c.classes);
       softmax_cross_entropy(c.batch, c.classes, logits, targets, &loss, &correct, dlogits.data());
       kernels->backward(c, W.data(), G.data(), dlogits.data(), drop, g_ws);
+      double sq = 0;
+      for (size_t i = 0; i < G.size(); i++)
+        for (size_t j = 0; j < gradSizes[i]; j++) sq += (double)G[i][j] * G[i][j];
+      gradNorm = std::sqrt(sq);
+      if (clipNorm > 0 && gradNorm > clipNorm) {
+        const float scale = (float)(clipNorm / (gradNorm + 1e-6));
+        for (size_t i = 0; i < G.size(); i++)
+          for (size_t j = 0; j < gradSizes[i]; j++) G[i][j] *= scale;
+      }
     }
   }
 };
 
 // run(config, weights: Float32Array[], images, targets | null, seed, threads, options?)
-//   options: { isa?: string, attention?: boolean }
-// -> { isa, logits, attention?, loss?, correct?, grads?: Float32Array[] } (loss etc. filled by finish)
+//   options: { isa?: string, attention?: boolean, clipNorm?: number }
+// -> { isa, logits, attention?, loss?, correct?, gradNorm?, grads?: Float32Array[] } (loss etc. filled by
+//    finish); with clipNorm > 0 the gradients come scaled so that their global L2 norm <= clipNorm.
 // Returns the output object, or null with a JS exception pending.
 napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
   size_t argc = 7;
@@ -193,6 +205,11 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
       CHECK(napi_get_value_string_utf8(env, v, buf, sizeof buf, &len));
       error.clear();
       job->kernels = select_kernels(buf, &error);
+    }
+    CHECK(napi_has_named_property(env, argv[6], "clipNorm", &has));
+    if (has) {
+      CHECK(napi_get_named_property(env, argv[6], "clipNorm", &v));
+      CHECK(napi_get_value_double(env, v, &job->clipNorm));
     }
     CHECK(napi_has_named_property(env, argv[6], "attention", &has));
     if (has) {
@@ -292,6 +309,7 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
     napi_value grads;
     CHECK(napi_create_array_with_length(env, nw, &grads));
     job->G.resize(nw);
+    job->gradSizes = sizes;
     for (uint32_t i = 0; i < nw; i++) {
       napi_value g = newFloat32(env, sizes[i], &job->G[i]);
       if (!g) return nullptr;
@@ -310,6 +328,7 @@ napi_value finish(napi_env env, Job* job) {
   if (job->targets) {
     napi_set_named_property(env, out, "loss", num(env, job->loss));
     napi_set_named_property(env, out, "correct", num(env, job->correct));
+    napi_set_named_property(env, out, "gradNorm", num(env, job->gradNorm));
   }
   napi_delete_reference(env, job->out);
   for (napi_ref r : job->keep) napi_delete_reference(env, r);
@@ -326,34 +345,6 @@ napi_value Run(napi_env env, napi_callback_info info) {
   }
   job.execute();
   return finish(env, &job);
-}
-
-// runAsync(same arguments) -> Promise of the same result; the model runs on a libuv worker
-// thread, so the JS thread can prepare the next batch meanwhile.
-napi_value RunAsync(napi_env env, napi_callback_info info) {
-  Job* job = new Job();
-  napi_value out = prepare(env, info, job);
-  if (!out) {
-    for (napi_ref r : job->keep) napi_delete_reference(env, r);
-    if (job->out) napi_delete_reference(env, job->out);
-    delete job;
-    return nullptr;
-  }
-  napi_value promise, name;
-  CHECK(napi_create_promise(env, &job->deferred, &promise));
-  CHECK(napi_create_string_utf8(env, "tfpipe_vit_run", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_create_async_work(
-      env, nullptr, name, [](napi_env, void* data) { static_cast<Job*>(data)->execute(); },
-      [](napi_env env, napi_status, void* data) {
-        Job* job = static_cast<Job*>(data);
-        napi_value result = finish(env, job);
-        napi_resolve_deferred(env, job->deferred, result);
-        napi_delete_async_work(env, job->work);
-        delete job;
-      },
-      job, &job->work));
-  CHECK(napi_queue_async_work(env, job->work));
-  return promise;
 }
 
 // profile() -> { section: milliseconds } summed since the last call, then reset.
@@ -406,7 +397,7 @@ napi_value Init(napi_env env, napi_value exports) {
   struct {
     const char* name;
     napi_callback cb;
-  } fns[] = {{"info", Info}, {"run", Run}, {"runAsync", RunAsync}, {"profile", Profile}};
+  } fns[] = {{"info", Info}, {"run", Run}, {"profile", Profile}};
   for (auto& f : fns) {
     napi_value fn;
     if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn) != napi_ok) return nullptr;

@@ -1,4 +1,5 @@
 // CPU milliseconds per named section (api.h), summed until read; compiled once.
+#include <cstdlib>
 #include <ctime>
 #include <map>
 #include <string>
@@ -12,10 +13,15 @@ std::map<std::string, double> g_profile;
 }
 
 // CPU time of the calling thread, so that other load on a shared machine does not inflate it;
-// with several threads it undercounts the work done by the helpers.
+// with several threads it undercounts the work done by the helpers. TFPIPE_PROFILE_CLOCK=wall
+// takes wall-clock time instead (to see how sections scale with threads on a quiet machine).
 double profile_now_ms() {
+  static const clockid_t clock = [] {
+    const char* c = std::getenv("TFPIPE_PROFILE_CLOCK");
+    return c && std::string(c) == "wall" ? CLOCK_MONOTONIC : CLOCK_THREAD_CPUTIME_ID;
+  }();
   timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  clock_gettime(clock, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 

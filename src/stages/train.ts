@@ -75,19 +75,32 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       let correct = 0;
       let seen = 0;
       let lr = 0;
+      // Where the epoch's time goes, for the log: cutting and augmenting batches and the optimizer
+      // run on the tfjs backend in this thread, the model steps on the kernels chosen above.
+      const time = { batches: 0, model: 0, optimizer: 0 };
+      const timed = <T>(part: keyof typeof time, f: () => T): T => {
+        const start = performance.now();
+        try {
+          return f();
+        } finally {
+          time[part] += performance.now() - start;
+        }
+      };
       for (let b = 0; b < batches; b++) {
         if (ctx.signal.aborted) throw new Error('interrupted');
         const idx = order.subarray(b * bs, Math.min((b + 1) * bs, trainSplit.count));
         lr = learningRate(s.schedule, s.optimizer.lr, epoch + b / batches, state.plannedEpochs);
-        const { x, y } = tf.tidy(() => {
-          const images = imageBatch(trainSplit, idx, info.imageSize, info.channels);
-          const labels = tf.tensor1d(Array.from(idx, (i) => trainSplit.labels[i]), 'int32');
-          const out = augmenter.train(images, labels, deriveSeed(ctx.seed, 'augment', epoch, b));
-          const smooth = s.label_smoothing > 0 ? tf.add(tf.mul(out.y, 1 - s.label_smoothing), s.label_smoothing / classes) : out.y;
-          return { x: out.x, y: smooth as tf.Tensor2D };
-        });
-        const r = computeGradients(model, x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm }, kernels);
-        optimizer.apply(r.grads, lr);
+        const { x, y } = timed('batches', () =>
+          tf.tidy(() => {
+            const images = imageBatch(trainSplit, idx, info.imageSize, info.channels);
+            const labels = tf.tensor1d(Array.from(idx, (i) => trainSplit.labels[i]), 'int32');
+            const out = augmenter.train(images, labels, deriveSeed(ctx.seed, 'augment', epoch, b));
+            const smooth = s.label_smoothing > 0 ? tf.add(tf.mul(out.y, 1 - s.label_smoothing), s.label_smoothing / classes) : out.y;
+            return { x: out.x, y: smooth as tf.Tensor2D };
+          }),
+        );
+        const r = timed('model', () => computeGradients(model, x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm }, kernels));
+        timed('optimizer', () => optimizer.apply(r.grads, lr));
         tf.dispose([x, y, ...Object.values(r.grads)]);
         lossSum += r.loss * idx.length;
         correct += r.correct;
@@ -99,8 +112,10 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
         await yieldToEventLoop();
       }
       const trainSeconds = (Date.now() - t0) / 1000;
+      const valStart = performance.now();
       const val = valSplit.count > 0 ? evaluateSplit(model, augmenter, valSplit, { batchSize: s.eval_batch_size, imageSize: info.imageSize, channels: info.channels, kernels }) : undefined;
       const seconds = (Date.now() - t0) / 1000;
+      const valSeconds = (performance.now() - valStart) / 1000;
       state.elapsedSeconds += seconds;
       const m: EpochMetrics = {
         epoch: epoch + 1,
@@ -117,7 +132,8 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       state.metrics.push(m);
       state.epochsDone = epoch + 1;
       ctx.log(`epoch ${m.epoch}/${state.plannedEpochs}: train loss ${m.train_loss.toFixed(4)} acc ${(m.train_accuracy * 100).toFixed(2)}%` +
-        (val ? `, val loss ${val.loss.toFixed(4)} acc ${(val.accuracy * 100).toFixed(2)}%` : '') + `, ${m.images_per_second.toFixed(0)} img/s, ${seconds.toFixed(1)} s`);
+        (val ? `, val loss ${val.loss.toFixed(4)} acc ${(val.accuracy * 100).toFixed(2)}%` : '') + `, ${m.images_per_second.toFixed(0)} img/s, ${seconds.toFixed(1)} s` +
+        ` (batches ${(time.batches / 1000).toFixed(1)} s, model steps ${(time.model / 1000).toFixed(1)} s, optimizer ${(time.optimizer / 1000).toFixed(1)} s, validation ${valSeconds.toFixed(1)} s)`);
       const score = val ? val.accuracy : m.train_accuracy;
       if (score > state.bestValAccuracy) {
         state.bestValAccuracy = score;

@@ -6,7 +6,6 @@ export { patchify } from './vit.js';
 export {
   forward,
   computeGradients,
-  computeGradientsAsync,
   predict,
   softCrossEntropy,
   clipByGlobalNorm,

@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { VitConfig } from './config.js';
 import { Dropout } from './dropout.js';
 import type { Vit } from './model.js';
-import { nativeRun, nativeRunAsync, type NativeRunResult } from './native.js';
+import { nativeRun, type NativeRunResult } from './native.js';
 import { referenceOps, tfjsOps, type VitOps } from './ops.js';
 import { block, embed, head, vit, type BlockWeights, type Ctx, type HeadWeights, type StemWeights } from './vit.js';
 
@@ -82,23 +82,12 @@ export interface GradientOptions {
 
 /** Loss, number of correct argmax predictions and (optionally clipped) gradients for one batch. */
 export function computeGradients(model: Vit, x: tf.Tensor4D, targets: tf.Tensor2D, opts: GradientOptions, kernels: Kernels): GradientResult {
-  const result =
-    kernels.path === 'native'
-      ? nativeGradients(model, nativeRun(kernels.isa, model.config, weightsOf(model), float32(x), x.shape[0], float32(targets), opts.seed))
-      : tfjsGradients(model, x, targets, opts.seed, opsOf(kernels));
-  if (opts.gradClipNorm && opts.gradClipNorm > 0) clipByGlobalNorm(result.grads, opts.gradClipNorm);
-  return result;
-}
-
-/**
- * computeGradients for the native kernels, run off the JS thread: the returned promise resolves
- * when the gradients are ready, so the caller can prepare the next batch meanwhile. The inputs
- * are copied before this returns; the caller may dispose them at once.
- */
-export async function computeGradientsAsync(model: Vit, x: tf.Tensor4D, targets: tf.Tensor2D, opts: GradientOptions, kernels: Kernels): Promise<GradientResult> {
-  if (kernels.path !== 'native') return computeGradients(model, x, targets, opts, kernels);
-  const pending = nativeRunAsync(kernels.isa, model.config, weightsOf(model), float32(x), x.shape[0], float32(targets), opts.seed);
-  const result = nativeGradients(model, await pending);
+  if (kernels.path === 'native') {
+    // The addon clips (the same rule as clipByGlobalNorm) before it hands the gradients over.
+    const clipNorm = opts.gradClipNorm ?? 0;
+    return nativeGradients(model, nativeRun(kernels.isa, model.config, weightsOf(model), float32(x), x.shape[0], float32(targets), opts.seed, { clipNorm }));
+  }
+  const result = tfjsGradients(model, x, targets, opts.seed, opsOf(kernels));
   if (opts.gradClipNorm && opts.gradClipNorm > 0) clipByGlobalNorm(result.grads, opts.gradClipNorm);
   return result;
 }

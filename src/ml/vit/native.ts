@@ -19,6 +19,8 @@ export interface NativeRunResult {
   attention?: Float32Array;
   loss?: number;
   correct?: number;
+  /** Global L2 norm of the gradients before clipping. */
+  gradNorm?: number;
   grads?: Float32Array[];
 }
 
@@ -61,13 +63,19 @@ interface NativeConfig {
   activation: string;
 }
 
-type RunArgs = [NativeConfig, Float32Array[], Float32Array, Float32Array | null, number, number, { isa?: string; attention?: boolean }];
+interface RunOptions {
+  isa?: string;
+  attention?: boolean;
+  /** Scale the gradients so that their global L2 norm is at most this (0: no clipping). */
+  clipNorm?: number;
+}
+
+type RunArgs = [NativeConfig, Float32Array[], Float32Array, Float32Array | null, number, number, RunOptions];
 
 interface NativeAddon {
   info(): NativeInfo;
   profile(): Record<string, number>;
   run(...args: RunArgs): NativeRunResult;
-  runAsync(...args: RunArgs): Promise<NativeRunResult>;
 }
 
 // TFPIPE_NATIVE_ADDON points at another build (tests of a rebuilt or a fake addon).
@@ -148,8 +156,7 @@ function args(
   batch: number,
   targets: Float32Array | null,
   seed: number | undefined,
-  isa: string,
-  attention: boolean,
+  opts: RunOptions,
 ): RunArgs {
   tokenCount(cfg);
   const config: NativeConfig = {
@@ -166,7 +173,7 @@ function args(
     dropout: cfg.dropout,
     activation: activationOf(cfg),
   };
-  return [config, weights, images, targets, seed ?? -1, nativeThreads(), { isa, attention }];
+  return [config, weights, images, targets, seed ?? -1, nativeThreads(), opts];
 }
 
 /** Runs the whole model on variant `isa`; with targets also loss, correct count and gradients (model order). */
@@ -178,22 +185,9 @@ export function nativeRun(
   batch: number,
   targets: Float32Array | null,
   seed: number | undefined,
-  opts: { attention?: boolean } = {},
+  opts: { attention?: boolean; clipNorm?: number } = {},
 ): NativeRunResult {
-  return addon().run(...args(cfg, weights, images, batch, targets, seed, isa, !!opts.attention));
-}
-
-/** nativeRun on a worker thread; the arrays must not change until the promise settles. */
-export function nativeRunAsync(
-  isa: string,
-  cfg: VitConfig,
-  weights: Float32Array[],
-  images: Float32Array,
-  batch: number,
-  targets: Float32Array | null,
-  seed: number | undefined,
-): Promise<NativeRunResult> {
-  return addon().runAsync(...args(cfg, weights, images, batch, targets, seed, isa, false));
+  return addon().run(...args(cfg, weights, images, batch, targets, seed, { isa, ...opts }));
 }
 
 /** Native CPU milliseconds per named section since the last call (then reset); {} without the addon. */
