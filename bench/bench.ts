@@ -1,5 +1,5 @@
 // Training and inference throughput of the ViT on random CIFAR-shaped batches, through the same
-// code path the train stage uses (computeGradients + Adam applyGradients, predict), for every
+// code path the train stage uses (the trainer: gradients + Adam update; predict), for every
 // native kernel variant this CPU runs, the tfjs ops, and the PyTorch peer.
 //
 //   npm run bench                 every case below, then a side-by-side table
@@ -21,7 +21,8 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/ml/backend.js';
 import { candidateLabel, chooseKernels } from '../src/ml/vit/choose-kernels.js';
-import { createVit, computeGradients, predict, referenceKernels, tfjsKernels, type Kernels, type VitConfig } from '../src/ml/vit/index.js';
+import { createVit, predict, referenceKernels, tfjsKernels, type Kernels, type VitConfig } from '../src/ml/vit/index.js';
+import { ADAM, createTrainer } from '../src/ml/vit/trainer.js';
 import { cpuModel, nativeAvailability, nativeProfile, runnableVariants } from '../src/ml/vit/native.js';
 import { packageRoot } from '../src/paths.js';
 
@@ -103,20 +104,19 @@ function vitConfig(m: ModelSize): VitConfig {
 /** Images per second over `steps` timed training steps after one untimed step. */
 function trainRate(cfg: VitConfig, batch: number, steps: number, kernels: Kernels): number {
   const model = createVit(cfg, 0);
-  const opt: tf.Optimizer = tf.train.adam(1e-3);
+  const trainer = createTrainer(model, kernels, ADAM);
   const x = tf.randomNormal([batch, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
   const labels = tf.randomUniform([batch], 0, 10, 'int32', 2) as tf.Tensor1D;
   const y = tf.oneHot(labels, 10).toFloat() as tf.Tensor2D;
   let start = 0;
   for (let i = 0; i <= steps; i++) {
     if (i === 1) start = performance.now();
-    const { grads } = computeGradients(model, x, y, { seed: i }, kernels);
-    opt.applyGradients(grads);
-    tf.dispose(grads);
+    trainer.gradients(x, y, { seed: i });
+    trainer.update(1e-3);
   }
   const rate = (steps * batch) / ((performance.now() - start) / 1000);
   tf.dispose([x, labels, y]);
-  opt.dispose();
+  trainer.dispose();
   model.dispose();
   return rate;
 }

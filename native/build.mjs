@@ -23,7 +23,7 @@ const buildDir = join(here, 'build');
 const objDir = join(buildDir, 'obj');
 const out = join(buildDir, 'vit_kernels.node');
 // Units compiled once, without ISA flags (they must run on every CPU of the architecture).
-const SHARED = ['addon', 'dispatch', 'pool', 'workspace', 'profile', 'layout', 'loss'];
+const SHARED = ['addon', 'dispatch', 'pool', 'workspace', 'profile', 'layout', 'loss', 'optimizer'];
 
 function nodeIncludeDir() {
   const candidates = [

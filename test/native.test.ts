@@ -13,6 +13,8 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
 import { createVit, computeGradients, forward, predict, tfjsKernels, type Kernels, type VitConfig } from '../src/ml/vit/index.js';
 import { nativeAddonPath, nativeAvailability, nativeInfo, nativeRun, runnableVariants } from '../src/ml/vit/native.js';
+import { createTrainer } from '../src/ml/vit/trainer.js';
+import type { OptimizerSettings, OptimizerState } from '../src/ml/optim.js';
 
 const built = existsSync(nativeAddonPath);
 const skip = built ? false : 'native addon not built (node native/build.mjs)';
@@ -121,6 +123,49 @@ test('native gradient clipping equals clipByGlobalNorm on the tfjs gradients', {
   }
   tf.dispose([x, t]);
   model.dispose();
+});
+
+test('the native trainer (gradients + optimizer in the addon) follows the tfjs one: Adam, AdamW, SGD, weights and state', { skip }, () => {
+  const native: Kernels = { path: 'native', isa: variants[0] };
+  const base = { lr: 3e-3, betas: [0.9, 0.999] as [number, number], eps: 1e-8, momentum: 0.9 };
+  const cases: OptimizerSettings[] = [
+    { name: 'adam', weight_decay: 0.01, ...base },
+    { name: 'adamw', weight_decay: 0.05, ...base },
+    { name: 'sgd', weight_decay: 0.01, ...base, lr: 0.05 },
+  ];
+  const { x, t } = data(6);
+  for (const settings of cases) {
+    const runs: { losses: number[]; weights: Float32Array[]; state: OptimizerState }[] = [native, tfjsKernels].map((kernels) => {
+      const model = createVit({ ...cfg, dropout: 0.1 }, 2);
+      const trainer = createTrainer(model, kernels, settings);
+      const losses: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        losses.push(trainer.gradients(x, t, { seed: i, gradClipNorm: 1 }).loss);
+        trainer.update(settings.lr * (1 - i / 10));
+      }
+      const weights = model.variables.map((v) => (v.dataSync() as Float32Array).slice());
+      const state = trainer.getState();
+      trainer.dispose();
+      model.dispose();
+      return { losses, weights, state };
+    });
+    const [n, j] = runs;
+    assert.equal(n.state.step, 6);
+    assert.equal(n.state.slots.length, j.state.slots.length);
+    n.losses.forEach((l, i) => assert.ok(Math.abs(l - j.losses[i]) < 1e-4 * Math.max(1, j.losses[i]), `${settings.name} step ${i} loss ${l} vs ${j.losses[i]}`));
+    n.weights.forEach((w, i) => assert.ok(relDiff(w, j.weights[i]) < 1e-4, `${settings.name} weight ${i}: ${relDiff(w, j.weights[i])}`));
+    n.state.slots.forEach((s, i) => assert.ok(relDiff(s, j.state.slots[i]) < 1e-3, `${settings.name} slot ${i}: ${relDiff(s, j.state.slots[i])}`));
+  }
+  // A state saved by one resumes on the other: load the tfjs trainer's state into a native one.
+  const model = createVit(cfg, 2);
+  const trainer = createTrainer(model, native, cases[0]);
+  trainer.setState({ step: 3, slots: trainer.getState().slots.map((s) => s.fill(0.5)) });
+  assert.equal(trainer.getState().step, 3);
+  assert.ok(trainer.getState().slots.every((s) => s.every((v) => v === 0.5)));
+  assert.throws(() => trainer.setState({ step: 1, slots: [] }), /optimizer state has 0 slots/);
+  trainer.dispose();
+  model.dispose();
+  tf.dispose([x, t]);
 });
 
 test('native training on one batch with Adam drives the loss down like tfjs does, without leaks', { skip }, () => {

@@ -1,4 +1,4 @@
-// N-API glue: info(), run() and profile() for src/ml/vit/native.ts. Compiled once,
+// N-API glue: info(), run(), optimize() and profile() for src/ml/vit/native.ts. Compiled once,
 // with baseline flags; the model code it calls is the variant dispatch.cc selects.
 #include <node_api.h>
 
@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "dispatch.h"
+#include "optimizer.h"
 #include "profile.h"
 
 namespace tfpipe {
@@ -347,6 +348,80 @@ napi_value Run(napi_env env, napi_callback_info info) {
   return finish(env, &job);
 }
 
+// Reads an array of Float32Arrays; false with a JS TypeError thrown otherwise.
+bool float32s(napi_env env, napi_value arr, const char* what, std::vector<float*>* data, std::vector<size_t>* sizes) {
+  uint32_t n;
+  bool is;
+  if (napi_is_array(env, arr, &is) != napi_ok || !is || napi_get_array_length(env, arr, &n) != napi_ok) {
+    napi_throw_type_error(env, nullptr, (std::string("vit_kernels: ") + what + " must be an array of Float32Arrays").c_str());
+    return false;
+  }
+  data->resize(n);
+  sizes->resize(n);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    if (napi_get_element(env, arr, i, &e) != napi_ok || !float32(env, e, &(*data)[i], &(*sizes)[i])) {
+      napi_throw_type_error(env, nullptr, (std::string("vit_kernels: ") + what + " must be an array of Float32Arrays").c_str());
+      return false;
+    }
+  }
+  return true;
+}
+
+// optimize(settings, weights, grads, slots, decays: Uint8Array) -> undefined; updates weights and
+// slots in place. settings: { name: 'adam' | 'adamw' | 'sgd', lr, beta1, beta2, eps, weightDecay,
+// momentum, step } with step counting from 1, as src/ml/optim.ts.
+napi_value Optimize(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  if (argc < 5) {
+    napi_throw_type_error(env, nullptr, "vit_kernels.optimize expects (settings, weights, grads, slots, decays)");
+    return nullptr;
+  }
+  OptimizerParams p{};
+  char name[16] = {0};
+  size_t len;
+  napi_value v;
+  if (napi_get_named_property(env, argv[0], "name", &v) != napi_ok || napi_get_value_string_utf8(env, v, name, sizeof name, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "vit_kernels: settings.name must be a string");
+    return nullptr;
+  }
+  if (!strcmp(name, "adam")) p.kind = kAdam;
+  else if (!strcmp(name, "adamw")) p.kind = kAdamW;
+  else if (!strcmp(name, "sgd")) p.kind = kSgd;
+  else {
+    napi_throw_range_error(env, nullptr, (std::string("vit_kernels: unknown optimizer \"") + name + "\"").c_str());
+    return nullptr;
+  }
+  double step;
+  if (!field(env, argv[0], "lr", &p.lr) || !field(env, argv[0], "beta1", &p.beta1) || !field(env, argv[0], "beta2", &p.beta2) ||
+      !field(env, argv[0], "eps", &p.eps) || !field(env, argv[0], "weightDecay", &p.weightDecay) ||
+      !field(env, argv[0], "momentum", &p.momentum) || !field(env, argv[0], "step", &step))
+    return nullptr;
+  p.step = (int)step;
+  std::vector<float*> W, G, S;
+  std::vector<size_t> ws, gs, ss;
+  if (!float32s(env, argv[1], "weights", &W, &ws) || !float32s(env, argv[2], "grads", &G, &gs) || !float32s(env, argv[3], "slots", &S, &ss))
+    return nullptr;
+  const size_t per = p.kind == kSgd ? 1 : 2;
+  bool ok = G.size() == W.size() && S.size() == per * W.size();
+  for (size_t i = 0; ok && i < W.size(); i++) ok = gs[i] == ws[i] && ss[per * i] == ws[i] && ss[per * i + per - 1] == ws[i];
+  napi_typedarray_type type;
+  size_t dlen, off;
+  void* dp;
+  napi_value ab;
+  if (!ok || napi_get_typedarray_info(env, argv[4], &type, &dlen, &dp, &ab, &off) != napi_ok || type != napi_uint8_array || dlen != W.size()) {
+    napi_throw_range_error(env, nullptr, "vit_kernels.optimize: weights, grads, slots and decays do not match in number or size");
+    return nullptr;
+  }
+  {
+    std::lock_guard<std::mutex> serial(g_run_mutex);
+    optimizer_update(p, (int)W.size(), W.data(), G.data(), S.data(), ws.data(), static_cast<const uint8_t*>(dp));
+  }
+  return nullptr;
+}
+
 // profile() -> { section: milliseconds } summed since the last call, then reset.
 napi_value Profile(napi_env env, napi_callback_info) {
   std::lock_guard<std::mutex> serial(g_run_mutex);
@@ -397,7 +472,7 @@ napi_value Init(napi_env env, napi_value exports) {
   struct {
     const char* name;
     napi_callback cb;
-  } fns[] = {{"info", Info}, {"run", Run}, {"profile", Profile}};
+  } fns[] = {{"info", Info}, {"run", Run}, {"optimize", Optimize}, {"profile", Profile}};
   for (auto& f : fns) {
     napi_value fn;
     if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn) != napi_ok) return nullptr;

@@ -31,7 +31,8 @@ export class Optimizer {
 
   constructor(readonly settings: OptimizerSettings, private readonly variables: tf.Variable[], private readonly names: string[]) {
     const perVar = settings.name === 'sgd' ? 1 : 2;
-    this.slots = variables.map((v) => Array.from({ length: perVar }, () => tf.variable(tf.zerosLike(v), false)));
+    // tf.variable keeps its own reference to the data: the zeros tensor itself must go.
+    this.slots = variables.map((v) => Array.from({ length: perVar }, () => tf.tidy(() => tf.variable(tf.zerosLike(v), false))));
   }
 
   get step(): number {

@@ -4,11 +4,12 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../cache/atomic.js';
 import { loadSplit } from '../ml/dataset.js';
 import { evaluateSplit, imageBatch } from '../ml/evaluation.js';
-import { Optimizer, type OptimizerSettings } from '../ml/optim.js';
+import type { OptimizerSettings } from '../ml/optim.js';
 import { findResume, replaceDir, saveResume, type EpochMetrics, type TrainState } from '../ml/resume.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { learningRate, type ScheduleSettings } from '../ml/schedule.js';
-import { computeGradients, describeKernels } from '../ml/vit/index.js';
+import { describeKernels } from '../ml/vit/index.js';
+import { createTrainer } from '../ml/vit/trainer.js';
 import { loadCheckpoint, readCheckpointMetadata, saveCheckpoint } from '../ml/vit/checkpoint.js';
 import type { VitConfig } from '../ml/vit/config.js';
 import { cpuModel } from '../ml/vit/native.js';
@@ -57,10 +58,10 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
   // Chosen before the weights load, so they load onto the backend the chosen path runs on.
   const { kernels, backend } = await stageKernels(ctx, (await readCheckpointMetadata(modelDir)).vit as VitConfig, s.batch_size, 'train');
   const model = await loadCheckpoint(modelDir);
-  const optimizer = new Optimizer(s.optimizer, model.variables, model.names);
+  const trainer = createTrainer(model, kernels, s.optimizer);
   const state: TrainState = resume?.state ?? { epochsDone: 0, plannedEpochs: s.epochs, bestEpoch: 0, bestValAccuracy: -1, elapsedSeconds: 0, metrics: [] };
   if (resume) {
-    optimizer.setState(resume.optimizer);
+    trainer.setState(resume.optimizer);
     ctx.log(`resuming after epoch ${state.epochsDone} of ${state.plannedEpochs}`);
   }
 
@@ -75,8 +76,8 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       let correct = 0;
       let seen = 0;
       let lr = 0;
-      // Where the epoch's time goes, for the log: cutting and augmenting batches and the optimizer
-      // run on the tfjs backend in this thread, the model steps on the kernels chosen above.
+      // Where the epoch's time goes, for the log: cutting and augmenting batches runs on the tfjs
+      // backend, model steps and the optimizer on the kernels chosen above.
       const time = { batches: 0, model: 0, optimizer: 0 };
       const timed = <T>(part: keyof typeof time, f: () => T): T => {
         const start = performance.now();
@@ -99,9 +100,9 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
             return { x: out.x, y: smooth as tf.Tensor2D };
           }),
         );
-        const r = timed('model', () => computeGradients(model, x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm }, kernels));
-        timed('optimizer', () => optimizer.apply(r.grads, lr));
-        tf.dispose([x, y, ...Object.values(r.grads)]);
+        const r = timed('model', () => trainer.gradients(x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm }));
+        timed('optimizer', () => trainer.update(lr));
+        tf.dispose([x, y]);
         lossSum += r.loss * idx.length;
         correct += r.correct;
         seen += idx.length;
@@ -149,10 +150,10 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       }
       await replaceDir(join(ctx.outDir, 'last'), (d) => saveCheckpoint(model, d, { epoch: m.epoch }));
       await writeFileAtomic(join(ctx.outDir, 'metrics.jsonl'), state.metrics.map((x) => JSON.stringify(x)).join('\n') + '\n');
-      await saveResume(ctx.outDir, state, optimizer.getState(), (d) => saveCheckpoint(model, d));
+      await saveResume(ctx.outDir, state, trainer.getState(), (d) => saveCheckpoint(model, d));
     }
   } finally {
-    optimizer.dispose();
+    trainer.dispose();
     model.dispose();
   }
   const last = state.metrics[state.metrics.length - 1];

@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { backendInfo, backendRegistryName, type BackendName } from '../backend.js';
 import { activationOf, tokenCount, type VitConfig } from './config.js';
-import { computeGradients, describeKernels, predict, tfjsKernels, type Kernels } from './kernels.js';
+import { describeKernels, predict, tfjsKernels, type Kernels } from './kernels.js';
 import { createVit } from './model.js';
 import { cpuModel, nativeAvailability, nativeThreads } from './native.js';
+import { ADAM, createTrainer } from './trainer.js';
 
 export type KernelsRequest = 'auto' | 'native' | 'tfjs';
 export const KERNEL_REQUESTS: readonly KernelsRequest[] = ['auto', 'native', 'tfjs'];
@@ -45,7 +46,7 @@ export interface ChooseOptions {
 export const candidateLabel = (c: Candidate): string => `${describeKernels(c.kernels)}@${c.backend}`;
 
 // Bump when the kernels change speed enough that old decisions should be re-measured.
-const DECISION_VERSION = 1;
+const DECISION_VERSION = 2;
 // The tfjs ops keep every activation of a step on the backend; above this estimate the wasm
 // backend's 4 GB heap overflows and the process aborts (the cifar-vit.yaml model at batch 128).
 const WASM_TFJS_BYTES_LIMIT = 1.5e9;
@@ -169,12 +170,11 @@ export async function timeCandidate(c: Candidate, opts: Pick<ChooseOptions, 'cfg
   const model = createVit(cfg, 7);
   const x = tf.randomNormal([batch, cfg.imageSize, cfg.imageSize, cfg.channels], 0, 1, 'float32', 1) as tf.Tensor4D;
   const y = tf.tidy(() => tf.oneHot(tf.randomUniform([batch], 0, cfg.classes, 'int32', 2) as tf.Tensor1D, cfg.classes).toFloat()) as tf.Tensor2D;
-  const opt: tf.Optimizer = tf.train.adam(1e-3);
+  const trainer = createTrainer(model, c.kernels, ADAM);
   const step = (i: number) => {
     if (opts.purpose === 'train') {
-      const { grads } = computeGradients(model, x, y, { seed: i }, c.kernels);
-      opt.applyGradients(grads);
-      tf.dispose(grads);
+      trainer.gradients(x, y, { seed: i });
+      trainer.update(1e-3);
     } else {
       const logits = predict(model, x, batch, c.kernels);
       logits.dataSync();
@@ -192,7 +192,7 @@ export async function timeCandidate(c: Candidate, opts: Pick<ChooseOptions, 'cfg
     return (steps * batch) / ((performance.now() - start) / 1000);
   } finally {
     tf.dispose([x, y]);
-    opt.dispose();
+    trainer.dispose();
     model.dispose();
   }
 }

@@ -72,10 +72,24 @@ interface RunOptions {
 
 type RunArgs = [NativeConfig, Float32Array[], Float32Array, Float32Array | null, number, number, RunOptions];
 
+/** An optimizer step's settings as the addon reads them (src/ml/optim.ts semantics). */
+export interface NativeOptimizerSettings {
+  name: 'adam' | 'adamw' | 'sgd';
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  momentum: number;
+  /** 1 for the first update. */
+  step: number;
+}
+
 interface NativeAddon {
   info(): NativeInfo;
   profile(): Record<string, number>;
   run(...args: RunArgs): NativeRunResult;
+  optimize(settings: NativeOptimizerSettings, weights: Float32Array[], grads: Float32Array[], slots: Float32Array[], decays: Uint8Array): void;
 }
 
 // TFPIPE_NATIVE_ADDON points at another build (tests of a rebuilt or a fake addon).
@@ -188,6 +202,14 @@ export function nativeRun(
   opts: { attention?: boolean; clipNorm?: number } = {},
 ): NativeRunResult {
   return addon().run(...args(cfg, weights, images, batch, targets, seed, { isa, ...opts }));
+}
+
+/**
+ * One optimizer update in place: `weights` and `slots` (per weight [m, v] for Adam/AdamW, [momentum]
+ * for SGD) change; decays[i] says whether weight decay applies to weight i.
+ */
+export function nativeOptimize(settings: NativeOptimizerSettings, weights: Float32Array[], grads: Float32Array[], slots: Float32Array[], decays: Uint8Array): void {
+  addon().optimize(settings, weights, grads, slots, decays);
 }
 
 /** Native CPU milliseconds per named section since the last call (then reset); {} without the addon. */
