@@ -5,6 +5,7 @@ import { parse, stringify } from 'yaml';
 import type { JsonObject } from '../stages/types.js';
 import { writeFileAtomic } from './atomic.js';
 import type { KeyInputs } from './keys.js';
+import type { Manifest } from './store.js';
 
 export interface LockEntry extends KeyInputs {
   key: string;
@@ -22,6 +23,18 @@ export interface LockFile {
 }
 
 export const LOCK_FILE = 'tfpipe.lock';
+
+/** The lock's record of a finished result; everything in it comes from the result's manifest. */
+export function lockEntry(m: Manifest): LockEntry {
+  return {
+    ...m.inputs,
+    key: m.key,
+    outs: Object.fromEntries(Object.entries(m.files).map(([f, r]) => [f, r.sha256])),
+    ...(m.backend ? { backend: m.backend } : {}),
+    seconds: m.seconds,
+    finished_at: m.finishedAt,
+  };
+}
 
 export function readLock(pipelineDir: string, pipeline: string): LockFile {
   try {

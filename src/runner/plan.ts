@@ -14,10 +14,13 @@ export interface PlannedStage {
   impl: AnyKind;
   inputs: KeyInputs;
   key: string;
+  /** Whether a trusted, up-to-date result exists for the key (before --force). */
   state: StageState;
   reasons: string[];
   /** Present when state is cached. */
   manifest?: Manifest;
+  /** Named with --force: runs even when cached. */
+  forced: boolean;
 }
 
 export interface Plan {
@@ -25,6 +28,11 @@ export interface Plan {
   store: ArtefactStore;
   lock: LockFile;
   stages: PlannedStage[];
+}
+
+export interface PlanOptions {
+  outputs?: string;
+  force?: readonly string[];
 }
 
 export function outputsRoot(): string {
@@ -36,31 +44,36 @@ export function resolveInput(pipeline: ResolvedPipeline, p: string): string {
   return isAbsolute(p) ? p : resolve(pipeline.dir, p);
 }
 
-export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistry, root = outputsRoot()): Promise<Plan> {
+export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistry, opts: PlanOptions = {}): Promise<Plan> {
+  const root = opts.outputs ?? outputsRoot();
   const store = new ArtefactStore(root, pipeline.name);
   const lock = readLock(store.pipelineDir, pipeline.name);
   const hasher = new InputHasher(join(root, '.cache'));
-  const keys = new Map<string, string>();
-  const stages: PlannedStage[] = [];
+  const planned = new Map<string, PlannedStage>();
   for (const stage of pipeline.stages) {
     const impl = registry.get(stage.kind);
     if (!impl) throw new Error(`unknown stage kind ${stage.kind}`); // validation already rejects this
-    const inputs: Record<string, string> = {};
-    for (const p of impl.externalInputs?.(stage.settings as never) ?? []) inputs[p] = await hasher.hash(resolveInput(pipeline, p));
-    const keyInputs: KeyInputs = {
-      kind: stage.kind,
-      version: impl.version,
-      settings: stage.settings,
-      needs: Object.fromEntries(stage.needs.map((n) => [n, keys.get(n) as string])),
-      inputs,
-      seed: pipeline.seed,
-    };
-    const key = stageKey(keyInputs);
-    keys.set(stage.name, key);
-    stages.push({ stage, impl, inputs: keyInputs, key, ...(await judge(store, lock, stage.name, key, keyInputs)) });
+    const { inputs } = await keyInputs(pipeline, stage, impl, planned, hasher);
+    const key = stageKey(inputs);
+    const judged = await judge(store, lock, stage.name, key, inputs);
+    planned.set(stage.name, { stage, impl, inputs, key, forced: opts.force?.includes(stage.name) ?? false, ...judged });
   }
   await hasher.save();
-  return { pipeline, store, lock, stages };
+  return { pipeline, store, lock, stages: [...planned.values()] };
+}
+
+async function keyInputs(pipeline: ResolvedPipeline, stage: ResolvedStage, impl: AnyKind, planned: Map<string, PlannedStage>, hasher: InputHasher) {
+  const inputs: Record<string, string> = {};
+  for (const p of impl.externalInputs?.(stage.settings as never) ?? []) inputs[p] = await hasher.hash(resolveInput(pipeline, p));
+  const key: KeyInputs = {
+    kind: stage.kind,
+    version: impl.version,
+    settings: stage.settings,
+    needs: Object.fromEntries(stage.needs.map((n) => [n, (planned.get(n) as PlannedStage).key])),
+    inputs,
+    seed: pipeline.seed,
+  };
+  return { inputs: key };
 }
 
 async function judge(store: ArtefactStore, lock: LockFile, name: string, key: string, inputs: KeyInputs) {
