@@ -4,14 +4,16 @@ import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { test } from 'node:test';
 import type { Manifest } from '../src/cache/store.js';
+import { outputsDigest } from '../src/cache/upstream.js';
 import { decide, type Outcome } from '../src/runner/decide.js';
 import type { PlannedStage } from '../src/runner/plan.js';
 import { packageRoot } from '../src/paths.js';
 import { CHAIN, tempProject } from './helpers.js';
 
-function manifest(key: string, files: Record<string, string>): Manifest {
+function manifest(key: string, files: Record<string, string>, upstreamOutputs?: Record<string, string>): Manifest {
   return {
     format: 1, pipeline: 'p', stage: 's', key, inputs: { kind: 'k', version: 1, settings: {}, needs: {}, inputs: {}, seed: 0 },
+    ...(upstreamOutputs ? { upstreamOutputs } : {}),
     files: Object.fromEntries(Object.entries(files).map(([f, sha256]) => [f, { sha256, size: 1, mtimeMs: 0 }])),
     result: {}, seconds: 1, finishedAt: '2025-01-01T00:00:10.000Z',
   };
@@ -21,14 +23,22 @@ const up = manifest('u', { 'out.json': 'aa' });
 const planned = (over: Partial<PlannedStage>): PlannedStage => ({
   stage: { name: 's', kind: 'k', needs: ['u'], settings: {} },
   impl: {} as PlannedStage['impl'],
-  inputs: up.inputs, key: 's1', state: 'cached', reasons: [], forced: false,
-  manifest: manifest('s1', { 'out.json': 'bb' }),
+  inputs: up.inputs, key: 's1', state: 'cached', reasons: [], forced: false, pendingUpstream: [],
+  manifest: manifest('s1', { 'out.json': 'bb' }, { u: outputsDigest(up.files) }),
   ...over,
 });
 const ran = (m: Manifest): Outcome => ({ state: 'ran', manifest: m, seconds: 1 });
 
-test('decide: reuse a cached result once its needs finished', () => {
+test('decide: reuse while the upstream outputs it read are unchanged', () => {
   assert.equal(decide(planned({}), new Map([['u', ran(up)]]), false).action, 'reuse');
+});
+
+test('decide: run when an upstream now holds other outputs, and say which', () => {
+  const changed = manifest('u', { 'out.json': 'cc' });
+  const d = decide(planned({}), new Map([['u', ran(changed)]]), false);
+  assert.equal(d.action, 'run');
+  assert.deepEqual(d.action === 'run' && d.reasons,
+    [`upstream stage "u"'s outputs changed (digest ${outputsDigest(up.files).slice(0, 12)} → ${outputsDigest(changed.files).slice(0, 12)})`]);
 });
 
 test('decide: skips after an interrupt or a failed upstream; runs when forced or not cached', () => {

@@ -39,7 +39,7 @@ export async function run(file: string, outputs: string, sets: string[] = [], ex
 export async function status(file: string, outputs: string, sets: string[] = [], force: string[] = []) {
   const registry = testRegistry();
   const plan = await makePlan(loadPipeline(file, registry, sets), registry, { outputs, force });
-  return Object.fromEntries(plan.stages.map((s) => [s.stage.name, { state: s.state, key: s.key, reasons: s.reasons }]));
+  return Object.fromEntries(plan.stages.map((s) => [s.stage.name, { state: s.state, key: s.key, reasons: s.reasons, pending: s.pendingUpstream }]));
 }
 
 /** Runs fn and lists the stages whose code executed (test kinds append to $TFPIPE_TEST_COUNTER). */

@@ -9,6 +9,8 @@ import type { Manifest } from './store.js';
 
 export interface LockEntry extends KeyInputs {
   key: string;
+  /** Upstream stage name -> digest of the result it read. */
+  upstream_outputs?: Record<string, string>;
   /** Artefact path -> sha256. */
   outs: Record<string, string>;
   backend?: string;
@@ -29,6 +31,7 @@ export function lockEntry(m: Manifest): LockEntry {
   return {
     ...m.inputs,
     key: m.key,
+    ...(m.upstreamOutputs ? { upstream_outputs: m.upstreamOutputs } : {}),
     outs: Object.fromEntries(Object.entries(m.files).map(([f, r]) => [f, r.sha256])),
     ...(m.backend ? { backend: m.backend } : {}),
     seconds: m.seconds,

@@ -119,8 +119,10 @@ export async function commandRun(
   }
 }
 
-function dryRunState(s: PlannedStage): 'cached' | 'would run' {
-  return s.forced || s.state !== 'cached' ? 'would run' : 'cached';
+/** A cached stage below one that runs is reused only if that one reproduces its outputs. */
+function dryRunState(s: PlannedStage): 'cached' | 'would run' | 'cached if upstream unchanged' {
+  if (s.forced || s.state !== 'cached') return 'would run';
+  return s.pendingUpstream.length ? 'cached if upstream unchanged' : 'cached';
 }
 
 function round(x: number): number {

@@ -5,6 +5,7 @@ import { InputHasher } from '../cache/input-hashes.js';
 import { explainChange, stageKey, type KeyInputs } from '../cache/keys.js';
 import { readLock, type LockFile } from '../cache/lockfile.js';
 import { ArtefactStore, type Manifest } from '../cache/store.js';
+import { produced, upstreamChanges, type Produced } from '../cache/upstream.js';
 import type { AnyKind, KindRegistry } from '../stages/registry.js';
 
 export type StageState = 'cached' | 'stale' | 'missing';
@@ -21,6 +22,11 @@ export interface PlannedStage {
   manifest?: Manifest;
   /** Named with --force: runs even when cached. */
   forced: boolean;
+  /**
+   * Upstream stages that will run before this one although it is cached: it is reused only if
+   * they reproduce the outputs it read.
+   */
+  pendingUpstream: string[];
 }
 
 export interface Plan {
@@ -55,7 +61,7 @@ export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistr
     if (!impl) throw new Error(`unknown stage kind ${stage.kind}`); // validation already rejects this
     const { inputs } = await keyInputs(pipeline, stage, impl, planned, hasher);
     const key = stageKey(inputs);
-    const judged = await judge(store, lock, stage.name, key, inputs);
+    const judged = await judge(store, lock, stage, key, inputs, planned);
     planned.set(stage.name, { stage, impl, inputs, key, forced: opts.force?.includes(stage.name) ?? false, ...judged });
   }
   await hasher.save();
@@ -76,16 +82,33 @@ async function keyInputs(pipeline: ResolvedPipeline, stage: ResolvedStage, impl:
   return { inputs: key };
 }
 
-async function judge(store: ArtefactStore, lock: LockFile, name: string, key: string, inputs: KeyInputs) {
-  const last = lock.stages[name];
-  const verified = await store.verify(name, key);
+type Judged = Pick<PlannedStage, 'state' | 'reasons' | 'manifest' | 'pendingUpstream'>;
+
+async function judge(
+  store: ArtefactStore, lock: LockFile, stage: ResolvedStage, key: string, inputs: KeyInputs, planned: Map<string, PlannedStage>,
+): Promise<Judged> {
+  const last = lock.stages[stage.name];
+  const verified = await store.verify(stage.name, key);
   if (verified.ok) {
-    const reasons = last && last.key !== key ? [`reusing the earlier result of key ${key} (run cache); since the last run: ${explainChange(last, inputs).join('; ')}`] : [];
-    return { state: 'cached' as const, reasons, manifest: verified.manifest };
+    // Cached for its key; still stale if an upstream stage now holds other outputs than it read.
+    const upstream: Record<string, Produced> = {};
+    const pendingUpstream: string[] = [];
+    for (const n of stage.needs) {
+      const u = planned.get(n) as PlannedStage;
+      if (u.manifest && !u.forced && u.pendingUpstream.length === 0) upstream[n] = produced(u.manifest);
+      else pendingUpstream.push(n);
+    }
+    const changed = upstreamChanges(verified.manifest, upstream);
+    if (changed.length) return { state: 'stale', reasons: changed, pendingUpstream: [] };
+    const reasons = last && last.key !== key
+      ? [`reusing the earlier result of key ${key} (run cache); since the last run: ${explainChange(last, inputs).join('; ')}`]
+      : [];
+    for (const n of pendingUpstream) reasons.push(`upstream stage "${n}" runs first; kept if its outputs come out unchanged`);
+    return { state: 'cached', reasons, manifest: verified.manifest, pendingUpstream };
   }
-  if (verified.existed) return { state: 'missing' as const, reasons: [verified.reason] };
-  if (!last) return { state: 'missing' as const, reasons: ['never ran'] };
-  if (last.key === key) return { state: 'missing' as const, reasons: [`the artefacts of key ${key} were deleted`] };
+  if (verified.existed) return { state: 'missing', reasons: [verified.reason], pendingUpstream: [] };
+  if (!last) return { state: 'missing', reasons: ['never ran'], pendingUpstream: [] };
+  if (last.key === key) return { state: 'missing', reasons: [`the artefacts of key ${key} were deleted`], pendingUpstream: [] };
   const reasons = explainChange(last, inputs);
-  return { state: 'stale' as const, reasons: reasons.length ? reasons : [`key changed: ${last.key} → ${key}`] };
+  return { state: 'stale', reasons: reasons.length ? reasons : [`key changed: ${last.key} → ${key}`], pendingUpstream: [] };
 }

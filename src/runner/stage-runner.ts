@@ -2,6 +2,7 @@
 import { join } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import type { Manifest } from '../cache/store.js';
+import { produced } from '../cache/upstream.js';
 import type { StageContext, UpstreamArtefacts } from '../stages/types.js';
 import type { Plan, PlannedStage } from './plan.js';
 import { resolveInput } from './plan.js';
@@ -65,6 +66,7 @@ export class StageRunner {
       stage: p.stage.name,
       key: p.key,
       inputs: p.inputs,
+      upstreamOutputs: Object.fromEntries(Object.entries(needs).map(([n, m]) => [n, produced(m).digest])),
       result,
       backend: p.impl.usesTensorflow ? this.backend?.name : undefined,
       seconds: (Date.now() - t) / 1000,
