@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { test } from 'node:test';
 import { packageRoot } from '../src/paths.js';
@@ -69,6 +69,11 @@ test('quick pipeline end to end; a rollout setting reruns only rollout and repor
   assert.equal(model.code, 0, model.stderr);
   assert.deepEqual(ranIn(model.stdout), ['model']);
 
+  // Issue 11 item 2: the same archive spelled another way is the same input.
+  const respelled = SMALL.map((a) => (a.startsWith('data.source=') ? `data.source=${relative(process.cwd(), ARCHIVE)}` : a));
+  assert.notDeepEqual(respelled, SMALL);
+  const st2 = JSON.parse(tfpipe(['status', QUICK, ...respelled, '--set', 'rollout.head_fusion=max', '--json'], p.outputs).stdout);
+  assert.deepEqual(st2.stages.filter((s: { state: string }) => s.state !== 'cached'), []);
 });
 
 function ranIn(stdout: string): string[] {

@@ -88,7 +88,7 @@ test('a changed input file changes the key and is named', async () => {
   writeFileSync(join(p.dir, 'data.txt'), 'hello, world');
   const st = await status(file, p.outputs);
   assert.equal(st.r.state, 'stale');
-  assert.match(st.r.reasons[0], /^input file data.txt changed \(content hash [0-9a-f]{12} → [0-9a-f]{12}\)$/);
+  assert.match(st.r.reasons[0], /^input file data.txt \(setting path\) changed \(content hash [0-9a-f]{12} → [0-9a-f]{12}\)$/);
   assert.equal(st.e.state, 'stale');
 });
 

@@ -1,6 +1,8 @@
 // For each stage: its key, whether a trusted result exists, and why it would (re)run.
 import { isAbsolute, join, resolve } from 'node:path';
 import type { ResolvedPipeline, ResolvedStage } from '../config/load.js';
+import { localPathSettings, withoutSettings } from '../config/path-settings.js';
+import { dottedPath } from '../config/problems.js';
 import { InputHasher } from '../cache/input-hashes.js';
 import { explainChange, stageKey, type KeyInputs } from '../cache/keys.js';
 import { readLock, type LockFile } from '../cache/lockfile.js';
@@ -59,33 +61,41 @@ export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistr
   for (const stage of pipeline.stages) {
     const impl = registry.get(stage.kind);
     if (!impl) throw new Error(`unknown stage kind ${stage.kind}`); // validation already rejects this
-    const { inputs } = await keyInputs(pipeline, stage, impl, planned, hasher);
+    const { inputs, spelled } = await keyInputs(pipeline, stage, impl, planned, hasher);
     const key = stageKey(inputs);
-    const judged = await judge(store, lock, stage, key, inputs, planned);
+    const judged = await judge(store, lock, stage, key, inputs, spelled, planned);
     planned.set(stage.name, { stage, impl, inputs, key, forced: opts.force?.includes(stage.name) ?? false, ...judged });
   }
   await hasher.save();
   return { pipeline, store, lock, stages: [...planned.values()] };
 }
 
+/** What the key hashes. A local path setting enters by its content hash, not its spelling. */
 async function keyInputs(pipeline: ResolvedPipeline, stage: ResolvedStage, impl: AnyKind, planned: Map<string, PlannedStage>, hasher: InputHasher) {
+  const paths = localPathSettings(impl.schema, stage.settings);
   const inputs: Record<string, string> = {};
-  for (const p of impl.externalInputs?.(stage.settings as never) ?? []) inputs[p] = await hasher.hash(resolveInput(pipeline, p));
+  const spelled: Record<string, string> = {};
+  for (const p of paths) {
+    const name = dottedPath(p.path);
+    inputs[name] = await hasher.hash(resolveInput(pipeline, p.value));
+    spelled[name] = p.value;
+  }
   const key: KeyInputs = {
     kind: stage.kind,
     version: impl.version,
-    settings: stage.settings,
+    settings: withoutSettings(stage.settings, paths.map((p) => p.path)),
     needs: Object.fromEntries(stage.needs.map((n) => [n, (planned.get(n) as PlannedStage).key])),
     inputs,
     seed: pipeline.seed,
   };
-  return { inputs: key };
+  return { inputs: key, spelled };
 }
 
 type Judged = Pick<PlannedStage, 'state' | 'reasons' | 'manifest' | 'pendingUpstream'>;
 
 async function judge(
-  store: ArtefactStore, lock: LockFile, stage: ResolvedStage, key: string, inputs: KeyInputs, planned: Map<string, PlannedStage>,
+  store: ArtefactStore, lock: LockFile, stage: ResolvedStage, key: string, inputs: KeyInputs,
+  spelled: Record<string, string>, planned: Map<string, PlannedStage>,
 ): Promise<Judged> {
   const last = lock.stages[stage.name];
   const verified = await store.verify(stage.name, key);
@@ -101,7 +111,7 @@ async function judge(
     const changed = upstreamChanges(verified.manifest, upstream);
     if (changed.length) return { state: 'stale', reasons: changed, pendingUpstream: [] };
     const reasons = last && last.key !== key
-      ? [`reusing the earlier result of key ${key} (run cache); since the last run: ${explainChange(last, inputs).join('; ')}`]
+      ? [`reusing the earlier result of key ${key} (run cache); since the last run: ${explainChange(last, inputs, spelled).join('; ')}`]
       : [];
     for (const n of pendingUpstream) reasons.push(`upstream stage "${n}" runs first; kept if its outputs come out unchanged`);
     return { state: 'cached', reasons, manifest: verified.manifest, pendingUpstream };
@@ -109,6 +119,6 @@ async function judge(
   if (verified.existed) return { state: 'missing', reasons: [verified.reason], pendingUpstream: [] };
   if (!last) return { state: 'missing', reasons: ['never ran'], pendingUpstream: [] };
   if (last.key === key) return { state: 'missing', reasons: [`the artefacts of key ${key} were deleted`], pendingUpstream: [] };
-  const reasons = explainChange(last, inputs);
+  const reasons = explainChange(last, inputs, spelled);
   return { state: 'stale', reasons: reasons.length ? reasons : [`key changed: ${last.key} → ${key}`], pendingUpstream: [] };
 }

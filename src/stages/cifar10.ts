@@ -25,7 +25,6 @@ export const stage: StageKind<Cifar10Settings> = {
   version: 1,
   description: 'CIFAR-10: download or read, verify md5s, split train/val/test, channel statistics, samples.png',
   schema: readSchema('cifar10'),
-  externalInputs: (s) => (isUrl(s.source) ? [] : [s.source]),
   async run(ctx) {
     const s = ctx.settings;
     const source = isUrl(s.source) ? s.source : ctx.resolveInput(s.source);

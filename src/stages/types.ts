@@ -84,11 +84,6 @@ export interface StageKind<S = JsonObject> {
   schema: JsonObject;
   /** Keep an interrupted attempt's work directory for the next attempt of the same key. */
   resumable?: boolean;
-  /**
-   * Local files or folders whose contents are inputs of this stage (their content hash joins the
-   * key). Paths are resolved relative to the pipeline file's folder by the runner.
-   */
-  externalInputs?(settings: S): string[];
   /** Initialise the TensorFlow.js backend (runtime.backend) before this kind runs. */
   usesTensorflow?: boolean;
   /**
