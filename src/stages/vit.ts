@@ -3,7 +3,6 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { readSchema } from '../paths.js';
-import { initBackend } from '../ml/backend.js';
 import { saveCheckpoint } from '../ml/vit/checkpoint.js';
 import { validateConfig, type VitConfig } from '../ml/vit/config.js';
 import { modelGraphSvg } from '../ml/vit/graph.js';
@@ -60,7 +59,6 @@ export const stage: StageKind<VitSettings> = {
   async run(ctx) {
     const data = JSON.parse(await readFile(join(upstreamOfKind(ctx, 'cifar10').dir, 'data.json'), 'utf8')) as DataInfo;
     const cfg = vitConfigFor(ctx.settings, data);
-    await initBackend(ctx.runtime.backend, ctx.runtime.threads);
     const model = createVit(cfg, ctx.seed);
     try {
       await saveCheckpoint(model, join(ctx.outDir, 'model'), { stage: ctx.name, seed: ctx.seed });
