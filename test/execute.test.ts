@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { test } from 'node:test';
 import type { Manifest } from '../src/cache/store.js';
 import { outputsDigest } from '../src/cache/upstream.js';
@@ -54,18 +55,30 @@ test('decide: skips after an interrupt or a failed upstream; runs when forced or
 test('the listr reporter shows what the runner decided, failures and skips included', () => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
-  const script = resolve(packageRoot, 'dist/test/fixtures/run-with-listr.js');
-  const listr = (...args: string[]) => {
-    const r = spawnSync(process.execPath, [script, file, p.outputs, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  // The CLI picks the listr reporter only on a TTY; this child uses it directly. Its output is
+  // listr2's line renderer (stdout is not a TTY).
+  const mod = (path: string) => JSON.stringify(pathToFileURL(resolve(packageRoot, 'dist', path)).href);
+  const script = `
+    import { loadPipeline } from ${mod('src/config/load.js')};
+    import { runPipeline } from ${mod('src/runner/execute.js')};
+    import { ListrReporter } from ${mod('src/runner/listr-reporter.js')};
+    import { KindRegistry } from ${mod('src/stages/registry.js')};
+    import { stageKinds } from ${mod('test/fixtures/kinds.js')};
+    const [file, outputs, until, ...sets] = process.argv.slice(1);
+    const registry = new KindRegistry(stageKinds);
+    const summary = await runPipeline(loadPipeline(file, registry, sets), registry, { reporter: new ListrReporter(), outputs, until: until || undefined });
+    console.log('STATES ' + JSON.stringify(Object.fromEntries(summary.stages.map((s) => [s.name, s.state]))));`;
+  const listr = (until: string, ...sets: string[]) => {
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, file, p.outputs, until, ...sets], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
     assert.equal(r.status, 0, r.stderr);
     const states = JSON.parse(/^STATES (.*)$/m.exec(r.stdout)?.[1] ?? 'null');
     return { states, text: r.stdout + r.stderr };
   };
-  const first = listr('b.fail=true');
+  const first = listr('', 'b.fail=true');
   assert.deepEqual(first.states, { a: 'ran', b: 'failed', c: 'skipped', d: 'ran' });
   assert.match(first.text, /b \(emit\) \[FAILED: stage b failed on purpose\]/);
   assert.match(first.text, /c skipped: upstream stage "b" did not finish/);
-  const second = listr('--until', 'b');
+  const second = listr('b');
   assert.deepEqual(second.states, { a: 'cached', b: 'ran' });
   assert.match(second.text, /a \(cached\)/);
   assert.doesNotMatch(second.text, /[cd] \(emit\)/, 'stages outside --until are not listed');
