@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { InputError } from '../config/problems.js';
 import { writeFileAtomic } from './atomic.js';
 import { hashPath } from './hash.js';
 
@@ -26,7 +27,7 @@ export class InputHasher {
     try {
       s = await stat(absPath);
     } catch {
-      throw new Error(`input ${absPath} does not exist`);
+      throw new InputError(`input ${absPath} does not exist`);
     }
     const m = this.memo[absPath];
     if (s.isFile() && m && m.size === s.size && m.mtimeMs === s.mtimeMs) return m.hash;

@@ -3,8 +3,8 @@
 import { relative } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
-import { ancestorsAndSelf, renderMermaid, renderText } from '../graph/dag.js';
-import { Aborted, runPipeline } from '../runner/execute.js';
+import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
+import { runPipeline } from '../runner/execute.js';
 import { formatDuration } from '../runner/format.js';
 import { readRuns, type RunRecord } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
@@ -21,8 +21,11 @@ export function commandSchema(registry: KindRegistry): number {
   return 0;
 }
 
-export function commandDag(pipeline: ResolvedPipeline, format: string): number {
-  out(format === 'mermaid' ? renderMermaid(pipeline.stages) : renderText(pipeline.stages));
+export const DAG_FORMATS = ['text', 'mermaid', 'dot'] as const;
+
+export function commandDag(pipeline: ResolvedPipeline, format: (typeof DAG_FORMATS)[number]): number {
+  const render = { text: renderText, mermaid: renderMermaid, dot: renderDot }[format];
+  out(render(pipeline.stages));
   return 0;
 }
 
@@ -107,12 +110,6 @@ export async function commandRun(
       for (const s of doc.stages.filter((x) => x.error)) reporter.info(`  ${s.name}: ${s.error}`);
     }
     return summary.stages.some((s) => s.state === 'failed') ? 1 : 0;
-  } catch (err) {
-    if (err instanceof Aborted) {
-      process.stderr.write('tfpipe: interrupted; finished stages are kept, the interrupted one will run again\n');
-      return 130;
-    }
-    throw err;
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);

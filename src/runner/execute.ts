@@ -65,7 +65,7 @@ async function execute(plan: Plan, opts: RunOptions, startedAt: string): Promise
   await view.end();
   if (runner.backendName) record.summary.backend = runner.backendName;
   await record.save();
-  if (runner.interrupted) throw new Aborted();
+  if (runner.interrupted) throw new Aborted('interrupted; finished stages are kept, the interrupted one will run again');
   return record;
 }
 

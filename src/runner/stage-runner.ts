@@ -11,8 +11,8 @@ import type { StepIO } from './steps.js';
 export type InitBackend = (runtime: ResolvedPipeline['runtime']) => Promise<{ name: string; detail: string }>;
 
 export class Aborted extends Error {
-  constructor() {
-    super('interrupted');
+  constructor(message = 'interrupted') {
+    super(message);
   }
 }
 

@@ -1,0 +1,113 @@
+// Issue 11 items 7-13: every user error is one clear line with the documented exit code, never a
+// stack trace; under --json, stdout still carries one JSON document. The corpus lives in
+// test/fixtures/bad-inputs/ (see its README).
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { test } from 'node:test';
+import { CHAIN, tempProject } from './helpers.js';
+import { packageRoot } from '../src/paths.js';
+
+const BIN = resolve(packageRoot, 'bin/tfpipe.js');
+const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');
+const CORPUS = resolve(packageRoot, 'test/fixtures/bad-inputs');
+
+interface Result { code: number | null; stdout: string; stderr: string }
+
+function tfpipe(args: string[], outputs: string, opts: { cwd?: string; uid?: number } = {}): Result {
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    env: { ...process.env, TFPIPE_OUTPUTS: outputs, TFPIPE_PLUGINS: PLUGIN, NO_COLOR: '1' },
+    encoding: 'utf8',
+    cwd: opts.cwd,
+    ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}),
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** No stack trace: no "    at f (file:line)" frames, no Node error dump. */
+function assertNoStack(r: Result): void {
+  assert.doesNotMatch(r.stderr + r.stdout, /^\s+at .+[:(]/m, r.stderr);
+  assert.doesNotMatch(r.stderr, /internal error|TypeError|ReferenceError|node:internal/, r.stderr);
+}
+
+/** The --json run of the same input: one JSON document on stdout, carrying the same exit code. */
+function assertJsonError(args: string[], outputs: string, code: number, message: RegExp): void {
+  const r = tfpipe([...args, '--json'], outputs);
+  assert.equal(r.code, code, r.stderr);
+  const doc = JSON.parse(r.stdout);
+  assert.equal(doc.error.exit_code, code);
+  assert.match(JSON.stringify(doc.error), message);
+}
+
+test('a data.source that does not exist: exit 2, positioned, one line (and as JSON)', () => {
+  const o = tempProject().outputs;
+  const file = join(CORPUS, 'missing-source.yaml');
+  const r = tfpipe(['run', file], o);
+  assert.equal(r.code, 2);
+  assertNoStack(r);
+  assert.match(r.stderr, /missing-source\.yaml:6:13 {2}stages\.data\.source: no such file or folder: .*no-such-archive\.tar\.gz\n$/);
+  assert.equal(existsSync(o), false, 'nothing written');
+  assertJsonError(['run', file], o, 2, /no such file or folder/);
+  assertJsonError(['status', file], o, 2, /no such file or folder/);
+});
+
+test('a YAML bomb is refused with its position, not a stack trace', () => {
+  const o = tempProject().outputs;
+  const r = tfpipe(['status', join(CORPUS, 'yaml-bomb.yaml')], o);
+  assert.equal(r.code, 2);
+  assertNoStack(r);
+  assert.match(r.stderr, /yaml-bomb\.yaml:4:8 {2}refusing this document: its aliases expand too much/);
+  assertJsonError(['run', join(CORPUS, 'yaml-bomb.yaml')], o, 2, /aliases expand too much/);
+});
+
+test('the same key in two --set: the last wins and is the one named', () => {
+  const p = tempProject();
+  const file = p.write('p.yaml', CHAIN);
+  const r = tfpipe(['status', file, '--set', 'c.lr=1', '--set', 'c.lr=-3'], p.outputs);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^ {2}--set c\.lr=-3 {2}stages\.c\.lr: must be > 0$/m);
+  assert.doesNotMatch(r.stderr, /c\.lr=1 /);
+  const ok = JSON.parse(tfpipe(['run', file, '--dry-run', '--json', '--set', 'c.lr=-3', '--set', 'c.lr=0.25'], p.outputs).stdout);
+  assert.equal(ok.stages.length, 4, 'the last value (valid) is the one in effect');
+});
+
+test('a cycle and a kind-requirement error are both reported, with "an evaluate stage"', () => {
+  const r = tfpipe(['run', join(CORPUS, 'cycle-and-requires.yaml')], tempProject().outputs);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^tfpipe: 2 problems found, nothing was run:$/m);
+  assert.match(r.stderr, /cycle-and-requires\.yaml:7:12 {2}stages\.a\.needs: dependency cycle: a -> b -> a$/m);
+  assert.match(r.stderr, /cycle-and-requires\.yaml:14:12 {2}stages\.ev\.needs: an evaluate stage needs stages of kind train, cifar10 and augmentation among its needs$/m);
+});
+
+test('dag --format dot draws Graphviz; an unknown format is exit 2', () => {
+  const p = tempProject();
+  const file = p.write('p.yaml', CHAIN);
+  const dot = tfpipe(['dag', file, '--format', 'dot'], p.outputs);
+  assert.equal(dot.code, 0, dot.stderr);
+  const lines = dot.stdout.trim().split('\n');
+  assert.equal(lines[0], 'digraph pipeline {');
+  assert.equal(lines[lines.length - 1], '}');
+  const edges = lines.flatMap((l) => [...l.matchAll(/^ {2}"(\w+)" -> "(\w+)";$/g)].map((m) => `${m[1]}>${m[2]}`));
+  assert.deepEqual(edges.sort(), ['a>b', 'b>c'], 'one edge per need');
+  assert.ok(lines.includes('  "d" [label="d\\n(emit)"];'), dot.stdout);
+  const bad = tfpipe(['dag', file, '--format', 'svg'], p.outputs);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /^tfpipe: unknown --format "svg"; dag draws text, mermaid, dot$/m);
+  assert.equal(bad.stdout, '');
+});
+
+test('status | head: a closed pipe ends the command quietly', async () => {
+  const p = tempProject();
+  // Enough stages that status writes after the reader is gone.
+  const file = p.write('p.yaml', 'name: many\nstages:\n' + Array.from({ length: 300 }, (_, i) => `  s${i}:\n    kind: emit\n    value: ${i}\n`).join(''));
+  const child = spawn(process.execPath, [BIN, 'status', file], {
+    env: { ...process.env, TFPIPE_OUTPUTS: p.outputs, TFPIPE_PLUGINS: PLUGIN, NO_COLOR: '1' },
+  });
+  child.stdout.destroy(); // the reader (head) has exited
+  let err = '';
+  child.stderr.on('data', (d) => { err += String(d); });
+  const code = await new Promise((res) => child.on('exit', res));
+  assert.equal(err, '', 'nothing on stderr');
+  assert.equal(code, 141, 'the exit status of a tool ended by SIGPIPE');
+});
