@@ -61,6 +61,25 @@ test('a YAML bomb is refused with its position, not a stack trace', () => {
   assertJsonError(['run', join(CORPUS, 'yaml-bomb.yaml')], o, 2, /aliases expand too much/);
 });
 
+test('a read-only outputs folder: exit 2 naming it and how to fix it; JSON on stdout', () => {
+  const p = tempProject();
+  const file = p.write('p.yaml', CHAIN);
+  mkdirSync(p.outputs);
+  chmodSync(p.outputs, 0o555);
+  // root writes anywhere: run the CLI as nobody then, in a project nobody can read.
+  const uid = process.getuid?.() === 0 ? 65534 : undefined;
+  chmodSync(p.dir, 0o755);
+  const r = tfpipe(['run', file, '--json'], p.outputs, { uid });
+  assert.equal(r.code, 2, r.stderr);
+  assertNoStack(r);
+  assert.match(r.stderr, new RegExp(`^tfpipe: cannot write the outputs folder ${p.outputs}/chain: permission denied; make it writable or set TFPIPE_OUTPUTS to another folder\\n$`));
+  assert.equal(JSON.parse(r.stdout).error.exit_code, 2);
+  // status reads and never writes: it works on a read-only cache.
+  const st = tfpipe(['status', file, '--json'], p.outputs, { uid });
+  assert.equal(st.code, 0, st.stderr);
+  assert.deepEqual(JSON.parse(st.stdout).stages.map((s: { state: string }) => s.state), ['missing', 'missing', 'missing', 'missing']);
+});
+
 test('the same key in two --set: the last wins and is the one named', () => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);

@@ -39,8 +39,10 @@ export class InputHasher {
     return hash;
   }
 
+  /** Keeps the hashes for the next plan; best effort, since they can always be recomputed. */
   async save(): Promise<void> {
-    if (this.dirty) await writeFileAtomic(this.file, JSON.stringify(this.memo, null, 1));
+    if (!this.dirty) return;
     this.dirty = false;
+    await writeFileAtomic(this.file, JSON.stringify(this.memo, null, 1)).catch(() => {});
   }
 }

@@ -9,7 +9,8 @@ import { formatDuration } from '../runner/format.js';
 import { readRuns, type RunRecord } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
-import { makePlan, outputsRoot, type PlannedStage } from '../runner/plan.js';
+import { makePlan, type PlannedStage } from '../runner/plan.js';
+import { outputsRoot } from '../cache/outputs.js';
 import type { StepReporter } from '../runner/steps.js';
 import { flatten } from '../cache/keys.js';
 import type { KindRegistry } from '../stages/registry.js';
@@ -152,7 +153,7 @@ export function describeRuns(runs: RunRecord[]) {
 
 export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Promise<number> {
   const { ArtefactStore } = await import('../cache/store.js');
-  const rows = describeRuns(await readRuns(new ArtefactStore(outputsRoot(), pipeline.name).pipelineDir));
+  const rows = describeRuns(await readRuns(new ArtefactStore(outputsRoot(pipeline), pipeline.name).pipelineDir));
   if (json) {
     out(JSON.stringify({ pipeline: pipeline.name, runs: rows }, null, 2));
     return 0;

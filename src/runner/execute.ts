@@ -1,15 +1,16 @@
-// Run a pipeline: plan, take the run lock, then walk the stages in order. For each stage the
+// Run a pipeline: take the run lock, plan, then walk the stages in order. For each stage the
 // walk decides (decide.ts), carries the decision out (stage-runner.ts runs a stage) and records
 // the outcome (run-record.ts); none of the three knows about the others.
 import type { ResolvedPipeline } from '../config/load.js';
-import type { Manifest } from '../cache/store.js';
+import { ensureWritable, outputsRoot } from '../cache/outputs.js';
 import { acquireRunLock } from '../cache/run-lock.js';
+import { ArtefactStore, type Manifest } from '../cache/store.js';
 import { ancestorsAndSelf } from '../graph/dag.js';
 import type { KindRegistry } from '../stages/registry.js';
 import type { RunSummary } from '../stages/types.js';
 import { decide, type Decision, type Outcome } from './decide.js';
 import { appendRun, headlineMetrics } from './history.js';
-import { makePlan, outputsRoot, type Plan, type PlannedStage } from './plan.js';
+import { makePlan, type Plan, type PlannedStage } from './plan.js';
 import { RunRecord } from './run-record.js';
 import { Aborted, StageRunner, type InitBackend } from './stage-runner.js';
 import type { RunView, StepReporter } from './steps.js';
@@ -27,14 +28,14 @@ export interface RunOptions {
 }
 
 export async function runPipeline(pipeline: ResolvedPipeline, registry: KindRegistry, opts: RunOptions): Promise<RunSummary> {
-  const planOpts = { outputs: opts.outputs ?? outputsRoot(), force: opts.force };
+  const outputs = opts.outputs ?? outputsRoot(pipeline);
   const startedAt = new Date().toISOString();
   const t0 = Date.now();
-  const first = await makePlan(pipeline, registry, planOpts);
-  const release = await acquireRunLock(first.store.pipelineDir, (m) => opts.reporter.info(m));
+  const pipelineDir = await ensureWritable(new ArtefactStore(outputs, pipeline.name).pipelineDir);
+  const release = await acquireRunLock(pipelineDir, (m) => opts.reporter.info(m));
   try {
-    // Plan again under the lock: a run we waited for may have produced what we need.
-    const plan = await makePlan(pipeline, registry, planOpts);
+    // Planned under the lock: a run we waited for may have produced what we need.
+    const plan = await makePlan(pipeline, registry, { outputs, force: opts.force, rememberHashes: true });
     const record = await execute(plan, opts, startedAt);
     await appendRun(plan.store.pipelineDir, {
       started_at: startedAt,

@@ -6,6 +6,7 @@ import { dottedPath } from '../config/problems.js';
 import { InputHasher } from '../cache/input-hashes.js';
 import { explainChange, stageKey, type KeyInputs } from '../cache/keys.js';
 import { readLock, type LockFile } from '../cache/lockfile.js';
+import { outputsRoot } from '../cache/outputs.js';
 import { ArtefactStore, type Manifest } from '../cache/store.js';
 import { produced, upstreamChanges, type Produced } from '../cache/upstream.js';
 import type { AnyKind, KindRegistry } from '../stages/registry.js';
@@ -41,10 +42,11 @@ export interface Plan {
 export interface PlanOptions {
   outputs?: string;
   force?: readonly string[];
-}
-
-export function outputsRoot(): string {
-  return resolve(process.env.TFPIPE_OUTPUTS ?? 'outputs');
+  /**
+   * Save the input hashes computed (outputs/.cache/input-hashes.json) for the next plan. Only a
+   * run does: `status` and `--dry-run` write nothing.
+   */
+  rememberHashes?: boolean;
 }
 
 /** Local input paths are written relative to the pipeline file. */
@@ -53,7 +55,7 @@ export function resolveInput(pipeline: ResolvedPipeline, p: string): string {
 }
 
 export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistry, opts: PlanOptions = {}): Promise<Plan> {
-  const root = opts.outputs ?? outputsRoot();
+  const root = opts.outputs ?? outputsRoot(pipeline);
   const store = new ArtefactStore(root, pipeline.name);
   const lock = readLock(store.pipelineDir, pipeline.name);
   const hasher = new InputHasher(join(root, '.cache'));
@@ -66,7 +68,7 @@ export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistr
     const judged = await judge(store, lock, stage, key, inputs, spelled, planned);
     planned.set(stage.name, { stage, impl, inputs, key, forced: opts.force?.includes(stage.name) ?? false, ...judged });
   }
-  await hasher.save();
+  if (opts.rememberHashes) await hasher.save();
   return { pipeline, store, lock, stages: [...planned.values()] };
 }
 
