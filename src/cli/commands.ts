@@ -81,7 +81,7 @@ export async function commandRun(
   const onSigint = () => {
     interrupts += 1;
     if (interrupts > 1) process.exit(130);
-    process.stderr.write('\ntfpipe: interrupting after the current batch (Ctrl-C again to quit now)\n');
+    process.stderr.write('\ntfpipe: interrupting; a running stage stops after its current step (Ctrl-C again to quit now)\n');
     controller.abort();
   };
   process.on('SIGINT', onSigint);

@@ -32,7 +32,13 @@ export async function runPipeline(pipeline: ResolvedPipeline, registry: KindRegi
   const startedAt = new Date().toISOString();
   const t0 = Date.now();
   const pipelineDir = await ensureWritable(new ArtefactStore(outputs, pipeline.name).pipelineDir);
-  const release = await acquireRunLock(pipelineDir, (m) => opts.reporter.info(m));
+  let release;
+  try {
+    release = await acquireRunLock(pipelineDir, { onWait: (m) => opts.reporter.info(m), signal: opts.signal });
+  } catch (err) {
+    if (opts.signal?.aborted) throw new Aborted('interrupted while waiting for the run lock; nothing ran');
+    throw err;
+  }
   try {
     // Planned under the lock: a run we waited for may have produced what we need.
     const plan = await makePlan(pipeline, registry, { outputs, force: opts.force, rememberHashes: true });
