@@ -116,6 +116,19 @@ test('dag --format dot draws Graphviz; an unknown format is exit 2', () => {
   assert.equal(bad.stdout, '');
 });
 
+test('status on a damaged tfpipe.lock warns, naming the entry, and exits 0', () => {
+  const p = tempProject();
+  const file = p.write('p.yaml', CHAIN);
+  assert.equal(tfpipe(['run', file], p.outputs).code, 0);
+  const lock = join(p.outputs, 'chain', 'tfpipe.lock');
+  writeFileSync(lock, readFileSync(lock, 'utf8').replace(/\n {4}inputs: \{\}/, ''));
+  const r = tfpipe(['status', file], p.outputs);
+  assert.equal(r.code, 0, r.stderr);
+  assertNoStack(r);
+  assert.match(r.stderr, /^tfpipe: warning: .*tfpipe\.lock: the entry of stage "a" is damaged \(missing or malformed: inputs\); ignoring it$/m);
+  assert.match(r.stdout, /^ {2}a {2}emit {2}cached /m, 'the manifest still says a is up to date');
+});
+
 test('status | head: a closed pipe ends the command quietly', async () => {
   const p = tempProject();
   // Enough stages that status writes after the reader is gone.

@@ -15,11 +15,13 @@ export class InputHasher {
   private readonly file: string;
   constructor(cacheDir: string) {
     this.file = join(cacheDir, 'input-hashes.json');
+    let memo: unknown;
     try {
-      this.memo = JSON.parse(readFileSync(this.file, 'utf8')) as Memo;
+      memo = JSON.parse(readFileSync(this.file, 'utf8'));
     } catch {
-      this.memo = {};
+      // none yet, or damaged: it is only a memo
     }
+    this.memo = memo !== null && typeof memo === 'object' && !Array.isArray(memo) ? (memo as Memo) : {};
   }
 
   async hash(absPath: string): Promise<string> {
@@ -29,8 +31,8 @@ export class InputHasher {
     } catch {
       throw new InputError(`input ${absPath} does not exist`);
     }
-    const m = this.memo[absPath];
-    if (s.isFile() && m && m.size === s.size && m.mtimeMs === s.mtimeMs) return m.hash;
+    const m = Object.hasOwn(this.memo, absPath) ? this.memo[absPath] : undefined;
+    if (s.isFile() && m && typeof m.hash === 'string' && m.size === s.size && m.mtimeMs === s.mtimeMs) return m.hash;
     const hash = await hashPath(absPath);
     if (s.isFile()) {
       this.memo[absPath] = { size: s.size, mtimeMs: s.mtimeMs, hash };

@@ -9,7 +9,7 @@ import { formatDuration } from '../runner/format.js';
 import { readRuns, type RunRecord } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
-import { makePlan, type PlannedStage } from '../runner/plan.js';
+import { makePlan, type Plan, type PlannedStage } from '../runner/plan.js';
 import { outputsRoot } from '../cache/outputs.js';
 import type { StepReporter } from '../runner/steps.js';
 import { flatten } from '../cache/keys.js';
@@ -30,11 +30,17 @@ export function commandDag(pipeline: ResolvedPipeline, format: (typeof DAG_FORMA
   return 0;
 }
 
+/** Problems that did not stop the plan (a damaged lock entry), on stderr. */
+function warn(plan: Plan): void {
+  for (const w of plan.warnings) process.stderr.write(`tfpipe: warning: ${w}\n`);
+}
+
 export async function commandStatus(pipeline: ResolvedPipeline, registry: KindRegistry, json: boolean): Promise<number> {
   const plan = await makePlan(pipeline, registry);
+  warn(plan);
   const stages = plan.stages.map((s) => ({ name: s.stage.name, kind: s.stage.kind, state: s.state, key: s.key, reasons: s.reasons }));
   if (json) {
-    out(JSON.stringify({ pipeline: pipeline.name, stages }, null, 2));
+    out(JSON.stringify({ pipeline: pipeline.name, stages, ...(plan.warnings.length ? { warnings: plan.warnings } : {}) }, null, 2));
     return 0;
   }
   const w = Math.max(...stages.map((s) => s.name.length));
@@ -67,6 +73,7 @@ export async function commandRun(
   }
   if (opts.dryRun) {
     const plan = await makePlan(pipeline, registry, { force: opts.force });
+    warn(plan);
     const selected = opts.until ? ancestorsAndSelf(pipeline.stages, opts.until) : undefined;
     const stages = plan.stages.filter((s) => !selected || selected.has(s.stage.name)).map((s) => ({
       name: s.stage.name, kind: s.stage.kind, state: dryRunState(s), key: s.key, reasons: s.forced ? ['forced with --force'] : s.reasons,

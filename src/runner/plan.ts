@@ -37,6 +37,8 @@ export interface Plan {
   store: ArtefactStore;
   lock: LockFile;
   stages: PlannedStage[];
+  /** Problems that did not stop planning, e.g. a damaged lock entry that was ignored. */
+  warnings: string[];
 }
 
 export interface PlanOptions {
@@ -57,7 +59,7 @@ export function resolveInput(pipeline: ResolvedPipeline, p: string): string {
 export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistry, opts: PlanOptions = {}): Promise<Plan> {
   const root = opts.outputs ?? outputsRoot(pipeline);
   const store = new ArtefactStore(root, pipeline.name);
-  const lock = readLock(store.pipelineDir, pipeline.name);
+  const { lock, warnings, damaged } = readLock(store.pipelineDir, pipeline.name);
   const hasher = new InputHasher(join(root, '.cache'));
   const planned = new Map<string, PlannedStage>();
   for (const stage of pipeline.stages) {
@@ -65,11 +67,12 @@ export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistr
     if (!impl) throw new Error(`unknown stage kind ${stage.kind}`); // validation already rejects this
     const { inputs, spelled } = await keyInputs(pipeline, stage, impl, planned, hasher);
     const key = stageKey(inputs);
-    const judged = await judge(store, lock, stage, key, inputs, spelled, planned);
+    const unrecorded = damaged.includes(stage.name) || damaged.includes('*') ? 'no usable record of an earlier run (its tfpipe.lock entry is damaged)' : 'never ran';
+    const judged = await judge(store, lock, stage, key, inputs, spelled, planned, unrecorded);
     planned.set(stage.name, { stage, impl, inputs, key, forced: opts.force?.includes(stage.name) ?? false, ...judged });
   }
   if (opts.rememberHashes) await hasher.save();
-  return { pipeline, store, lock, stages: [...planned.values()] };
+  return { pipeline, store, lock, stages: [...planned.values()], warnings };
 }
 
 /** What the key hashes. A local path setting enters by its content hash, not its spelling. */
@@ -97,7 +100,7 @@ type Judged = Pick<PlannedStage, 'state' | 'reasons' | 'manifest' | 'pendingUpst
 
 async function judge(
   store: ArtefactStore, lock: LockFile, stage: ResolvedStage, key: string, inputs: KeyInputs,
-  spelled: Record<string, string>, planned: Map<string, PlannedStage>,
+  spelled: Record<string, string>, planned: Map<string, PlannedStage>, unrecorded: string,
 ): Promise<Judged> {
   const last = lock.stages[stage.name];
   const verified = await store.verify(stage.name, key);
@@ -119,7 +122,7 @@ async function judge(
     return { state: 'cached', reasons, manifest: verified.manifest, pendingUpstream };
   }
   if (verified.existed) return { state: 'missing', reasons: [verified.reason], pendingUpstream: [] };
-  if (!last) return { state: 'missing', reasons: ['never ran'], pendingUpstream: [] };
+  if (!last) return { state: 'missing', reasons: [unrecorded], pendingUpstream: [] };
   if (last.key === key) return { state: 'missing', reasons: [`the artefacts of key ${key} were deleted`], pendingUpstream: [] };
   const reasons = explainChange(last, inputs, spelled);
   return { state: 'stale', reasons: reasons.length ? reasons : [`key changed: ${last.key} → ${key}`], pendingUpstream: [] };
