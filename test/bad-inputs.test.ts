@@ -80,6 +80,33 @@ test('a read-only outputs folder: exit 2 naming it and how to fix it; JSON on st
   assert.deepEqual(JSON.parse(st.stdout).stages.map((s: { state: string }) => s.state), ['missing', 'missing', 'missing', 'missing']);
 });
 
+test('a YAML file as data.source says what kind of source is expected', () => {
+  const o = tempProject().outputs;
+  const r = tfpipe(['run', join(CORPUS, 'yaml-as-source.yaml')], o);
+  assert.equal(r.code, 1);
+  assertNoStack(r);
+  assert.match(r.stdout, /data: CIFAR-10 source .*yaml-as-source\.yaml is not a \.tar\.gz archive: expected the binary version of CIFAR-10 \(cifar-10-binary\.tar\.gz\) or the folder it unpacks to \(cifar-10-batches-bin\/\)/);
+});
+
+test('a truncated archive names the file and leaves no .partial behind', () => {
+  const o = tempProject().outputs;
+  const r = tfpipe(['run', join(CORPUS, 'truncated-archive.yaml'), '--json'], o);
+  assert.equal(r.code, 1);
+  assertNoStack(r);
+  const data = JSON.parse(r.stdout).stages[0];
+  assert.equal(data.state, 'failed');
+  assert.match(data.error, /^CIFAR-10 archive .*truncated\.tar\.gz is damaged or truncated \(zlib: unexpected end of file\)/);
+  assert.deepEqual(readdirSync(join(o, 'bad-truncated-archive')).filter((f) => f !== 'runs.jsonl' && f !== 'tfpipe.lock'), [], 'no data/<key>.partial');
+});
+
+test('an offline download names the URL and suggests --set data.source=…', () => {
+  const o = tempProject().outputs;
+  const r = tfpipe(['run', join(CORPUS, 'offline-download.yaml')], o);
+  assert.equal(r.code, 1);
+  assertNoStack(r);
+  assert.match(r.stdout, /data: cannot download http:\/\/cifar-10\.invalid\/cifar-10-binary\.tar\.gz: fetch failed \(ENOTFOUND\)\. Offline\? .*--set data\.source=PATH\/cifar-10-binary\.tar\.gz/);
+});
+
 test('the same key in two --set: the last wins and is the one named', () => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);

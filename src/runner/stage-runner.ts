@@ -1,5 +1,6 @@
 // Runs one stage: backend if the kind needs it, a work dir, the kind's run(), then the sealed result.
-import { join } from 'node:path';
+import { rm, rmdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import type { Manifest } from '../cache/store.js';
 import { produced } from '../cache/upstream.js';
@@ -59,8 +60,18 @@ export class StageRunner {
       log: (m) => io.log(m),
       signal: this.controller.signal,
     };
-    const result = await p.impl.run(ctx);
-    if (this.interrupted) throw new Aborted();
+    let result;
+    try {
+      result = await p.impl.run(ctx);
+      if (this.interrupted) throw new Aborted();
+    } catch (err) {
+      // Only a resumable kind has a use for what a failed attempt left; nothing else keeps it.
+      if (!p.impl.resumable) {
+        await rm(ctx.outDir, { recursive: true, force: true });
+        await rmdir(dirname(ctx.outDir)).catch(() => {}); // the stage's folder, if nothing else is in it
+      }
+      throw err;
+    }
     return store.commit(p.stage.name, p.key, {
       pipeline: pipeline.name,
       stage: p.stage.name,

@@ -4,6 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readSchema } from '../paths.js';
 import { isUrl, prepareCifar10, type StatsOver } from '../ml/cifar10/prepare.js';
+import { DownloadError } from '../ml/cifar10/download.js';
 import { renderSamples } from '../ml/cifar10/samples.js';
 import type { StageKind } from './types.js';
 
@@ -41,6 +42,9 @@ export const stage: StageKind<Cifar10Settings> = {
       outDir: ctx.outDir,
       signal: ctx.signal,
       progress: (message, fraction) => ctx.progress({ message, fraction }),
+    }).catch((err: unknown) => {
+      if (!(err instanceof DownloadError)) throw err;
+      throw new Error(`${err.message}. Offline? Fetch the file elsewhere and give the local copy: --set ${ctx.name}.source=PATH/cifar-10-binary.tar.gz`);
     });
     ctx.progress({ message: 'rendering samples.png' });
     await writeFile(join(ctx.outDir, 'samples.png'), await renderSamples(splits.train, info.classes, s.samples_per_class));
