@@ -150,6 +150,9 @@ export function describeRuns(runs: RunRecord[]) {
       run: i + 1,
       started_at: r.started_at,
       seconds: r.seconds,
+      outcome: r.outcome,
+      stopped_at: r.stopped_at,
+      ...(r.error ? { error: r.error } : {}),
       changed,
       ran: r.stages.filter((s) => s.state === 'ran').map((s) => s.name),
       best_val_accuracy: r.metrics.best_val_accuracy ?? null,
@@ -158,9 +161,17 @@ export function describeRuns(runs: RunRecord[]) {
   });
 }
 
+/** "ok", "failed at train", "interrupted at train", "killed", "running (pid 123)". */
+function outcomeText(r: ReturnType<typeof describeRuns>[number], pid?: number): string {
+  if (r.outcome === 'running') return `running${pid ? ` (pid ${pid})` : ''}`;
+  if ((r.outcome === 'failed' || r.outcome === 'interrupted') && r.stopped_at.length) return `${r.outcome} at ${r.stopped_at.join(', ')}`;
+  return r.outcome;
+}
+
 export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Promise<number> {
   const { ArtefactStore } = await import('../cache/store.js');
-  const rows = describeRuns(await readRuns(new ArtefactStore(outputsRoot(pipeline), pipeline.name).pipelineDir));
+  const runs = await readRuns(new ArtefactStore(outputsRoot(pipeline), pipeline.name).pipelineDir);
+  const rows = describeRuns(runs);
   if (json) {
     out(JSON.stringify({ pipeline: pipeline.name, runs: rows }, null, 2));
     return 0;
@@ -170,11 +181,16 @@ export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Pr
     return 0;
   }
   const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(2)}%`);
-  out('run  started               time      val acc   test acc  ran / changed');
-  for (const r of rows) {
+  const outcomes = rows.map((r, i) => outcomeText(r, runs[i].pid));
+  const w = Math.max(7, ...outcomes.map((o) => o.length));
+  const indent = 52 + w + 2;
+  out(`run  started               time      val acc   test acc  ${'outcome'.padEnd(w)}  ran / changed`);
+  rows.forEach((r, i) => {
     const changes = Object.entries(r.changed).map(([k, v]) => `${k}: ${v.from ?? '∅'} → ${v.to ?? '∅'}`);
-    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${formatDuration(r.seconds).padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ran: ${r.ran.join(', ') || 'nothing'}`);
-    for (const c of changes) out(`${' '.repeat(52)}${c}`);
-  }
+    const time = r.seconds === null ? '-' : formatDuration(r.seconds);
+    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${time.padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ${outcomes[i].padEnd(w)}  ran: ${r.ran.join(', ') || 'nothing'}`);
+    if (r.error) out(`${' '.repeat(indent)}${r.error}`);
+    for (const c of changes) out(`${' '.repeat(indent)}${c}`);
+  });
   return 0;
 }

@@ -9,7 +9,7 @@ import { ancestorsAndSelf } from '../graph/dag.js';
 import type { KindRegistry } from '../stages/registry.js';
 import type { RunSummary } from '../stages/types.js';
 import { decide, type Decision, type Outcome } from './decide.js';
-import { appendRun, headlineMetrics } from './history.js';
+import { headlineMetrics, outcomeOf, RunEntry } from './history.js';
 import { makePlan, type Plan, type PlannedStage } from './plan.js';
 import { RunRecord } from './run-record.js';
 import { Aborted, StageRunner, type InitBackend } from './stage-runner.js';
@@ -30,7 +30,6 @@ export interface RunOptions {
 export async function runPipeline(pipeline: ResolvedPipeline, registry: KindRegistry, opts: RunOptions): Promise<RunSummary> {
   const outputs = opts.outputs ?? outputsRoot(pipeline);
   const startedAt = new Date().toISOString();
-  const t0 = Date.now();
   const pipelineDir = await ensureWritable(new ArtefactStore(outputs, pipeline.name).pipelineDir);
   let release;
   try {
@@ -40,26 +39,30 @@ export async function runPipeline(pipeline: ResolvedPipeline, registry: KindRegi
     throw err;
   }
   try {
-    // Planned under the lock: a run we waited for may have produced what we need.
-    const plan = await makePlan(pipeline, registry, { outputs, force: opts.force, rememberHashes: true });
-    const record = await execute(plan, opts, startedAt);
-    await appendRun(plan.store.pipelineDir, {
-      started_at: startedAt,
-      seconds: (Date.now() - t0) / 1000,
-      seed: pipeline.seed,
-      settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])),
-      stages: record.summary.stages,
-      metrics: headlineMetrics(record.results()),
+    const entry = await RunEntry.start(pipelineDir, {
+      started_at: startedAt, seed: pipeline.seed, settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])),
     });
-    await publish(plan, record.summary);
+    let record: RunRecord | undefined;
+    let interrupted = false;
+    try {
+      // Planned under the lock: a run we waited for may have produced what we need.
+      const plan = await makePlan(pipeline, registry, { outputs, force: opts.force, rememberHashes: true });
+      ({ record, interrupted } = await execute(plan, opts, startedAt));
+      if (!interrupted) await publish(plan, record.summary);
+    } catch (err) {
+      await entry.finish({ outcome: 'failed', stages: record?.summary.stages ?? [], metrics: {}, stopped_at: [], error: (err as Error).message });
+      throw err;
+    }
+    await entry.finish({ ...outcomeOf(record.summary.stages, interrupted), stages: record.summary.stages, metrics: headlineMetrics(record.results()) });
+    if (interrupted) throw new Aborted('interrupted; finished stages are kept, the interrupted one will run again');
     return record.summary;
   } finally {
     await release();
   }
 }
 
-/** Walks the plan in order: decide, carry out, record. Throws Aborted after an interrupt. */
-async function execute(plan: Plan, opts: RunOptions, startedAt: string): Promise<RunRecord> {
+/** Walks the plan in order: decide, carry out, record. */
+async function execute(plan: Plan, opts: RunOptions, startedAt: string): Promise<{ record: RunRecord; interrupted: boolean }> {
   const selected = opts.until ? ancestorsAndSelf(plan.pipeline.stages, opts.until) : undefined;
   const visit = plan.stages.filter((p) => !selected || selected.has(p.stage.name));
   const record = new RunRecord(plan, startedAt);
@@ -72,8 +75,7 @@ async function execute(plan: Plan, opts: RunOptions, startedAt: string): Promise
   await view.end();
   if (runner.backendName) record.summary.backend = runner.backendName;
   await record.save();
-  if (runner.interrupted) throw new Aborted('interrupted; finished stages are kept, the interrupted one will run again');
-  return record;
+  return { record, interrupted: runner.interrupted };
 }
 
 async function carryOut(p: PlannedStage, d: Decision, outcomes: ReadonlyMap<string, Outcome>, runner: StageRunner, view: RunView): Promise<Outcome> {

@@ -1,4 +1,5 @@
 // For each stage: its key, whether a trusted result exists, and why it would (re)run.
+import { existsSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { ResolvedPipeline, ResolvedStage } from '../config/load.js';
 import { localPathSettings, withoutSettings } from '../config/path-settings.js';
@@ -69,6 +70,11 @@ export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistr
     const key = stageKey(inputs);
     const unrecorded = damaged.includes(stage.name) || damaged.includes('*') ? 'no usable record of an earlier run (its tfpipe.lock entry is damaged)' : 'never ran';
     const judged = await judge(store, lock, stage, key, inputs, spelled, planned, unrecorded);
+    if (judged.state !== 'cached') {
+      const partial = await partialWork(store, stage.name, key, impl);
+      // "never ran" is not the whole truth when an attempt got half-way.
+      if (partial.length) judged.reasons = [...judged.reasons.filter((r) => r !== 'never ran'), ...partial];
+    }
     planned.set(stage.name, { stage, impl, inputs, key, forced: opts.force?.includes(stage.name) ?? false, ...judged });
   }
   if (opts.rememberHashes) await hasher.save();
@@ -94,6 +100,18 @@ async function keyInputs(pipeline: ResolvedPipeline, stage: ResolvedStage, impl:
     seed: pipeline.seed,
   };
   return { inputs: key, spelled };
+}
+
+/** What an interrupted attempt left in the work dir, as the kind describes it ("resumable from epoch 4 of 10"). */
+async function partialWork(store: ArtefactStore, stage: string, key: string, impl: AnyKind): Promise<string[]> {
+  const dir = store.workDir(stage, key);
+  if (!impl.describePartial || !existsSync(dir)) return [];
+  try {
+    const said = await impl.describePartial(dir);
+    return said ? [said] : [];
+  } catch {
+    return []; // a half-written scratch dir: the kind's run() will judge it
+  }
 }
 
 type Judged = Pick<PlannedStage, 'state' | 'reasons' | 'manifest' | 'pendingUpstream'>;

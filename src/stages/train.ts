@@ -5,7 +5,7 @@ import { writeFileAtomic } from '../cache/atomic.js';
 import { loadSplit } from '../ml/dataset.js';
 import { evaluateSplit, imageBatch } from '../ml/evaluation.js';
 import { Optimizer, type OptimizerSettings } from '../ml/optim.js';
-import { findResume, replaceDir, saveResume, type EpochMetrics, type TrainState } from '../ml/resume.js';
+import { findResume, replaceDir, resumeState, saveResume, type EpochMetrics, type TrainState } from '../ml/resume.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { learningRate, type ScheduleSettings } from '../ml/schedule.js';
 import { computeGradients } from '../ml/vit/index.js';
@@ -156,6 +156,14 @@ export const stage: StageKind<TrainSettings> = {
   schema: readSchema('train'),
   usesTensorflow: true,
   resumable: true,
+  async describePartial(workDir) {
+    const state = await resumeState(workDir);
+    if (!state) return undefined;
+    const { epochsDone: done, plannedEpochs: of } = state;
+    return done < of
+      ? `resumable from epoch ${done + 1} of ${of} (an interrupted attempt finished ${done})`
+      : `resumable: an interrupted attempt finished all ${of} epochs`;
+  },
   requires: ['cifar10', 'augmentation', 'vit'],
   run: train,
 };
