@@ -2,28 +2,15 @@
 // stack trace; under --json, stdout still carries one JSON document. The corpus lives in
 // test/fixtures/bad-inputs/ (see its README).
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
+import { BIN, cliEnv, tfpipe, type CliResult as Result } from './cli-helpers.js';
 import { CHAIN, tempProject } from './helpers.js';
 import { packageRoot } from '../src/paths.js';
 
-const BIN = resolve(packageRoot, 'bin/tfpipe.js');
-const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');
 const CORPUS = resolve(packageRoot, 'test/fixtures/bad-inputs');
-
-interface Result { code: number | null; stdout: string; stderr: string }
-
-function tfpipe(args: string[], outputs: string, opts: { cwd?: string; uid?: number } = {}): Result {
-  const r = spawnSync(process.execPath, [BIN, ...args], {
-    env: { ...process.env, TFPIPE_OUTPUTS: outputs, TFPIPE_PLUGINS: PLUGIN, NO_COLOR: '1' },
-    encoding: 'utf8',
-    cwd: opts.cwd,
-    ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}),
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 /** No stack trace: no "    at f (file:line)" frames, no Node error dump. */
 function assertNoStack(r: Result): void {
@@ -160,9 +147,7 @@ test('status | head: a closed pipe ends the command quietly', async () => {
   const p = tempProject();
   // Enough stages that status writes after the reader is gone.
   const file = p.write('p.yaml', 'name: many\nstages:\n' + Array.from({ length: 300 }, (_, i) => `  s${i}:\n    kind: emit\n    value: ${i}\n`).join(''));
-  const child = spawn(process.execPath, [BIN, 'status', file], {
-    env: { ...process.env, TFPIPE_OUTPUTS: p.outputs, TFPIPE_PLUGINS: PLUGIN, NO_COLOR: '1' },
-  });
+  const child = spawn(process.execPath, [BIN, 'status', file], { env: cliEnv(p.outputs) });
   child.stdout.destroy(); // the reader (head) has exited
   let err = '';
   child.stderr.on('data', (d) => { err += String(d); });

@@ -1,23 +1,16 @@
 // Issue 11 item 14: one rule for where outputs go, whatever the current directory; status and
 // --dry-run never write.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { outputsRoot, projectRoot } from '../src/cache/outputs.js';
+import { tfpipe as cli } from './cli-helpers.js';
 import { CHAIN, tempProject } from './helpers.js';
 import { packageRoot } from '../src/paths.js';
 
-const BIN = resolve(packageRoot, 'bin/tfpipe.js');
-const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');
-
-function tfpipe(args: string[], cwd: string, env: Record<string, string> = {}) {
-  const base: NodeJS.ProcessEnv = { ...process.env, TFPIPE_PLUGINS: PLUGIN, NO_COLOR: '1', ...env };
-  if (!env.TFPIPE_OUTPUTS) delete base.TFPIPE_OUTPUTS;
-  const r = spawnSync(process.execPath, [BIN, ...args], { env: base, cwd, encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+/** The CLI with no TFPIPE_OUTPUTS: outputs go where the rule says. */
+const tfpipe = (args: string[], cwd: string) => cli(args, undefined, { cwd });
 
 test('the project root is the nearest folder with package.json or .git, else the file\'s folder', () => {
   const p = tempProject();

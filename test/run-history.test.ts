@@ -1,29 +1,21 @@
 // Issue 11 item 15: every run is on record with its outcome, killed ones included, and status
 // tells a resumable attempt from one that never ran.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadPipeline } from '../src/config/load.js';
 import { readRuns } from '../src/runner/history.js';
 import { makePlan } from '../src/runner/plan.js';
 import { loadRegistry } from '../src/stages/registry.js';
 import { packageRoot } from '../src/paths.js';
+import { BIN, cliEnv, tfpipe } from './cli-helpers.js';
 import { CHAIN, tempProject } from './helpers.js';
-
-const BIN = resolve(packageRoot, 'bin/tfpipe.js');
-const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');
-const env = (outputs: string, extra: Record<string, string> = {}) => ({ ...process.env, TFPIPE_OUTPUTS: outputs, TFPIPE_PLUGINS: PLUGIN, NO_COLOR: '1', ...extra });
-
-function tfpipe(args: string[], outputs: string) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { env: env(outputs), encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 /** Starts a run whose stage b sleeps; resolves once b is running. */
 async function startStalled(file: string, outputs: string) {
-  const child = spawn(process.execPath, [BIN, 'run', file], { env: env(outputs, { TFPIPE_TEST_SLEEP: 'b:60000' }) });
+  const child = spawn(process.execPath, [BIN, 'run', file], { env: cliEnv(outputs, { TFPIPE_TEST_SLEEP: 'b:60000' }) });
   let seen = '';
   await new Promise<void>((res) => child.stdout.on('data', (d) => {
     seen += String(d);

@@ -34,7 +34,10 @@ export interface LockOptions {
 
 export const UNREADABLE_GRACE_MS = 2000;
 
-function alive(pid: number): boolean {
+/** Whether process `pid` on `host` still runs; a process on another host is assumed to. */
+export function processAlive(pid: number, host: string = hostname()): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false; // kill(0 or -1) would ask about a group
+  if (host !== hostname()) return true;
   try {
     process.kill(pid, 0);
     return true;
@@ -119,7 +122,7 @@ async function look(path: string, graceMs: number): Promise<Look> {
     await removeIfSame(path, s.ino);
     return { free: false, busy: '', stale: `${path} ${what} (left by a process killed while taking it, ${Math.round(age / 1000)} s ago); treated as stale and taken over` };
   }
-  if (holder.host === hostname() && !alive(holder.pid)) {
+  if (holder.host === hostname() && !processAlive(holder.pid)) {
     await removeIfSame(path, s.ino);
     return { free: false, busy: '', stale: `the tfpipe process that held ${path} (pid ${holder.pid}, since ${holder.since ?? '?'}) is gone; its lock was taken over` };
   }

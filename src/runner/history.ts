@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { processAlive } from '../cache/run-lock.js';
 import type { JsonObject, RunSummary } from '../stages/types.js';
 
 /** How a run ended; killed and running are read off an unclosed "started" line. */
@@ -88,16 +89,6 @@ export class RunEntry {
   }
 }
 
-function alive(pid: number, host: string): boolean {
-  if (host !== hostname()) return true; // cannot tell; assume it still runs
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /** A line written before runs had ids: one whole record per run, written at its end. */
@@ -151,6 +142,6 @@ export async function readRuns(pipelineDir: string): Promise<RunRecord[]> {
       if (r) runs.push(r);
     }
   }
-  for (const { record, host } of open.values()) if (!alive(record.pid ?? -1, host)) record.outcome = 'killed';
+  for (const { record, host } of open.values()) if (!processAlive(record.pid ?? 0, host)) record.outcome = 'killed';
   return runs;
 }
