@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { chartSpec, parseMetricsJsonl, renderSvg, svgToPng, type EpochMetrics } from '../src/render/charts.js';
-import { stage as plots, type PlotsSettings } from '../src/stages/plots.js';
+import { stage as plots } from '../src/stages/plots.js';
+import type { PlotsSettings } from '../src/stages/settings.js';
 import type { StageContext } from '../src/stages/types.js';
 
 function syntheticMetrics(epochs: number): EpochMetrics[] {

@@ -6,7 +6,8 @@ import { pathToFileURL } from 'node:url';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { escapeHtml, renderReportHtml, type ReportData } from '../src/render/report-html.js';
-import { stage as report, writePipelineReport, type ReportSettings } from '../src/stages/report.js';
+import { stage as report, writePipelineReport } from '../src/stages/report.js';
+import type { ReportSettings } from '../src/stages/settings.js';
 import type { JsonObject, StageContext, UpstreamArtefacts } from '../src/stages/types.js';
 
 const CHROMIUM = '/usr/bin/chromium';

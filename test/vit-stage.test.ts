@@ -5,7 +5,8 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
-import { stage, type VitSettings } from '../src/stages/vit.js';
+import { stage } from '../src/stages/vit.js';
+import type { VitSettings } from '../src/stages/settings.js';
 import type { StageContext } from '../src/stages/types.js';
 import { loadCheckpoint } from '../src/ml/vit/checkpoint.js';
 

@@ -5,27 +5,14 @@ import { readSchema } from '../paths.js';
 import type { Augmenter } from '../ml/augment/index.js';
 import { loadSplit, type DataInfo, type Split } from '../ml/dataset.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
-import { rolloutMask, type HeadFusion, type RolloutMethod, type UpsampleMode } from '../ml/rollout.js';
+import { rolloutMask } from '../ml/rollout.js';
 import { forward, loadCheckpoint, predict, type Vit } from '../ml/vit/index.js';
-import { heatmapPixels, maskedPixels, type ColormapName } from '../render/heatmap.js';
+import { heatmapPixels, maskedPixels } from '../render/heatmap.js';
 import { renderGrid, type GridCell } from '../render/image-grid.js';
 import { writeNpy } from '../render/npy.js';
+import type { AttentionRolloutSettings } from './settings.js';
 import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
-
-export interface AttentionRolloutSettings {
-  images: number;
-  include_misclassified: boolean;
-  checkpoint: 'best' | 'last';
-  method: RolloutMethod;
-  head_fusion: HeadFusion;
-  discard_ratio: number;
-  upsample: UpsampleMode;
-  colormap: ColormapName;
-  columns: number;
-  scale: number;
-  batch_size: number;
-}
 
 export interface PickedImage {
   index: number;

@@ -5,19 +5,11 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { readSchema } from '../paths.js';
-import { createAugmenter, type AugmentOp } from '../ml/augment/index.js';
+import { createAugmenter } from '../ml/augment/index.js';
 import { renderPatches, renderPreview } from '../ml/augment/preview.js';
 import { loadSplit, readDataInfo } from '../ml/dataset.js';
+import type { AugmentationSettings } from './settings.js';
 import { upstreamOfKind, type StageKind } from './types.js';
-
-export interface AugmentationSettings {
-  kind: 'augmentation';
-  needs?: string[];
-  ops: AugmentOp[];
-  preview_images: number;
-  preview_versions: number;
-  preview_patch_size: number;
-}
 
 export const stage: StageKind<AugmentationSettings> = {
   kind: 'augmentation',

@@ -3,22 +3,10 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readSchema } from '../paths.js';
-import { isUrl, prepareCifar10, type StatsOver } from '../ml/cifar10/prepare.js';
+import { isUrl, prepareCifar10 } from '../ml/cifar10/prepare.js';
 import { renderSamples } from '../ml/cifar10/samples.js';
+import type { Cifar10Settings } from './settings.js';
 import type { StageKind } from './types.js';
-
-export interface Cifar10Settings {
-  kind: 'cifar10';
-  needs?: string[];
-  source: string;
-  md5: string | null;
-  validation_fraction: number;
-  limit_train: number | null;
-  limit_val: number | null;
-  limit_test: number | null;
-  stats_over: StatsOver;
-  samples_per_class: number;
-}
 
 export const stage: StageKind<Cifar10Settings> = {
   kind: 'cifar10',

@@ -8,15 +8,9 @@ import { loadCheckpoint } from '../ml/vit/checkpoint.js';
 import { readSchema } from '../paths.js';
 import { confusionPng } from '../render/confusion.js';
 import { renderGrid } from '../render/image-grid.js';
+import type { EvaluateSettings } from './settings.js';
 import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
-
-export interface EvaluateSettings {
-  checkpoint: 'best' | 'last';
-  batch_size: number;
-  grid_images: number;
-  grid_columns: number;
-}
 
 /** Accuracy per class and the confusion matrix (rows: true class, columns: predicted). */
 export function confusion(labels: ArrayLike<number>, predictions: ArrayLike<number>, classes: number): { matrix: number[][]; perClass: number[] } {

@@ -1,16 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readSchema } from '../paths.js';
-import { chartSpec, parseMetricsJsonl, writeChart, type ChartFormat, type ChartName } from '../render/charts.js';
+import { chartSpec, parseMetricsJsonl, writeChart } from '../render/charts.js';
+import type { PlotsSettings } from './settings.js';
 import { upstreamOfKind, type JsonObject, type StageKind } from './types.js';
-
-export interface PlotsSettings {
-  charts: ChartName[];
-  formats: ChartFormat[];
-  width: number;
-  height: number;
-  scale: number;
-}
 
 export const stage: StageKind<PlotsSettings> = {
   kind: 'plots',

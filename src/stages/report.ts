@@ -13,13 +13,8 @@ import {
   type ReportSection,
   type RunSummary,
 } from '../render/report-html.js';
+import type { ReportSettings } from './settings.js';
 import type { JsonObject, StageContext, StageKind, UpstreamArtefacts } from './types.js';
-
-export interface ReportSettings {
-  title: string;
-  reference_accuracy: number | null;
-  metrics_table: boolean;
-}
 
 /** The report's data model, kept next to index.html so the page can be re-rendered with a run table. */
 export const REPORT_DATA_FILE = 'report.json';

@@ -4,27 +4,17 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../cache/atomic.js';
 import { loadSplit } from '../ml/dataset.js';
 import { evaluateSplit, imageBatch } from '../ml/evaluation.js';
-import { Optimizer, type OptimizerSettings } from '../ml/optim.js';
+import { Optimizer } from '../ml/optim.js';
 import { findResume, replaceDir, saveResume, type EpochMetrics, type TrainState } from '../ml/resume.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
-import { learningRate, type ScheduleSettings } from '../ml/schedule.js';
+import { learningRate } from '../ml/schedule.js';
 import { computeGradients } from '../ml/vit/index.js';
 import { loadCheckpoint, saveCheckpoint } from '../ml/vit/checkpoint.js';
 import { nativeStatus } from '../ml/vit/native.js';
 import { readSchema } from '../paths.js';
+import type { TrainSettings } from './settings.js';
 import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
-
-export interface TrainSettings {
-  epochs: number;
-  batch_size: number;
-  max_minutes: number;
-  optimizer: OptimizerSettings;
-  schedule: ScheduleSettings & { milestones: number[]; gamma: number; warmup_epochs: number; min_lr: number };
-  label_smoothing: number;
-  grad_clip_norm: number;
-  eval_batch_size: number;
-}
 
 const yieldToEventLoop = () => new Promise<void>((r) => setImmediate(r));
 

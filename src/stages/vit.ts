@@ -8,19 +8,8 @@ import { saveCheckpoint } from '../ml/vit/checkpoint.js';
 import { validateConfig, type VitConfig } from '../ml/vit/config.js';
 import { modelGraphSvg } from '../ml/vit/graph.js';
 import { createVit, parameterTable } from '../ml/vit/model.js';
+import type { VitSettings } from './settings.js';
 import { upstreamOfKind, type StageKind } from './types.js';
-
-export interface VitSettings {
-  kind: 'vit';
-  needs?: string[];
-  patch_size: number;
-  dim: number;
-  depth: number;
-  heads: number;
-  dim_head: number;
-  mlp_dim: number;
-  dropout: number;
-}
 
 interface DataInfo {
   classes: string[];
