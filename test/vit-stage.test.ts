@@ -8,7 +8,11 @@ import { Ajv } from 'ajv';
 import { stage } from '../src/stages/vit.js';
 import type { VitSettings } from '../src/stages/settings.js';
 import type { StageContext } from '../src/stages/types.js';
+import { initBackend } from '../src/ml/backend.js';
 import { loadCheckpoint } from '../src/ml/vit/checkpoint.js';
+
+// The runner initialises the backend before a kind that uses TensorFlow runs; here the test does.
+await initBackend('wasm', 1);
 
 const root = mkdtempSync(join(tmpdir(), 'tfpipe-vit-stage-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));

@@ -81,7 +81,7 @@ async function execute(plan: Plan, opts: RunOptions, startedAt: string): Promise
     summary.stages.push({ name: p.stage.name, kind: p.stage.kind, state, key: p.key, seconds, dir: store.stageDir(p.stage.name, p.key), ...(error ? { error } : {}) });
   };
   const upstream = (p: PlannedStage, result: JsonObject): UpstreamArtefacts => ({
-    name: p.stage.name, kind: p.stage.kind, key: p.key, dir: store.stageDir(p.stage.name, p.key), settings: p.stage.settings, result,
+    name: p.stage.name, kind: p.stage.kind, key: p.key, dir: store.stageDir(p.stage.name, p.key), settings: p.stage.settings, result, writes: p.impl.writes,
   });
 
   const steps: Step[] = plan.stages
