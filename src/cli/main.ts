@@ -1,15 +1,17 @@
-// tfpipe CLI: run, status, dag, runs, schema. Exit codes: 0 ok, 1 a stage failed, 2 invalid input.
+// tfpipe CLI: run, status, dag, runs, kinds, schema. Exit codes: 0 ok, 1 a stage failed, 2 invalid input.
 import { parseArgs } from 'node:util';
 import { ConfigError, formatProblem } from '../config/problems.js';
 import { loadPipeline } from '../config/load.js';
 import { loadRegistry } from '../stages/registry.js';
 import { commandDag, commandRun, commandRuns, commandSchema, commandStatus } from './commands.js';
+import { commandKinds } from './kinds.js';
 
 const USAGE = `Usage:
   tfpipe run FILE [--set key=value]... [--force STAGE]... [--until STAGE] [--dry-run] [--json]
   tfpipe status FILE [--set key=value]... [--json]
   tfpipe dag FILE [--format text|mermaid]
   tfpipe runs FILE [--json]
+  tfpipe kinds [KIND] [--json]   stage kinds: settings with types, defaults and docs; what they write
   tfpipe schema            print schemas/pipeline.schema.json for the registered kinds
 
 Overrides use Hydra's syntax: --set train.lr=3e-4 (the "stages." prefix is optional).
@@ -46,6 +48,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const registry = await loadRegistry();
     if (command === 'schema') return commandSchema(registry);
+    if (command === 'kinds' && extra.length === 0) return commandKinds(registry, file, values.json ?? false);
     if (!file || extra.length) throw new UsageError(`${command} takes exactly one pipeline FILE`);
     const pipeline = loadPipeline(file, registry, values.set ?? []);
     switch (command) {

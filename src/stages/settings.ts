@@ -438,7 +438,7 @@ export interface AttentionRolloutSettings {
 }
 
 /**
- * A static, self-contained HTML run report (index.html plus the pictures it shows, copied next to it) built from whatever upstream stages are listed in needs: cifar10, augmentation, vit, train, evaluate, plots, attention_rollout, each optional.
+ * A static, self-contained HTML run report (index.html plus the pictures it shows, copied next to it) built from whatever upstream stages are listed in needs, each optional: every kind that declares report sections (its pictures, notes, tables; see tfpipe kinds) adds them, and every stage's settings and result are listed.
  */
 export interface ReportSettings {
   /**
