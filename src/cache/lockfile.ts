@@ -5,9 +5,12 @@ import { parse, stringify } from 'yaml';
 import type { JsonObject } from '../stages/types.js';
 import { writeFileAtomic } from './atomic.js';
 import type { KeyInputs } from './keys.js';
+import type { Manifest } from './store.js';
 
 export interface LockEntry extends KeyInputs {
   key: string;
+  /** Upstream stage name -> digest of the result it read. */
+  upstream_outputs?: Record<string, string>;
   /** Artefact path -> sha256. */
   outs: Record<string, string>;
   backend?: string;
@@ -22,6 +25,19 @@ export interface LockFile {
 }
 
 export const LOCK_FILE = 'tfpipe.lock';
+
+/** The lock's record of a finished result; everything in it comes from the result's manifest. */
+export function lockEntry(m: Manifest): LockEntry {
+  return {
+    ...m.inputs,
+    key: m.key,
+    ...(m.upstreamOutputs ? { upstream_outputs: m.upstreamOutputs } : {}),
+    outs: Object.fromEntries(Object.entries(m.files).map(([f, r]) => [f, r.sha256])),
+    ...(m.backend ? { backend: m.backend } : {}),
+    seconds: m.seconds,
+    finished_at: m.finishedAt,
+  };
+}
 
 export function readLock(pipelineDir: string, pipeline: string): LockFile {
   try {

@@ -25,6 +25,11 @@ export interface Manifest {
   stage: string;
   key: string;
   inputs: KeyInputs;
+  /**
+   * Upstream stage name -> digest of the result this one read (see upstream.ts). Absent in
+   * manifests written before tfpipe recorded it.
+   */
+  upstreamOutputs?: Record<string, string>;
   files: Record<string, FileRecord>;
   result: JsonObject;
   backend?: string;

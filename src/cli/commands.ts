@@ -3,13 +3,13 @@
 import { relative } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
-import { renderMermaid, renderText } from '../graph/dag.js';
+import { ancestorsAndSelf, renderMermaid, renderText } from '../graph/dag.js';
 import { Aborted, runPipeline } from '../runner/execute.js';
 import { formatDuration } from '../runner/format.js';
 import { readRuns, type RunRecord } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
-import { makePlan, outputsRoot } from '../runner/plan.js';
+import { makePlan, outputsRoot, type PlannedStage } from '../runner/plan.js';
 import type { StepReporter } from '../runner/steps.js';
 import { flatten } from '../cache/keys.js';
 import type { KindRegistry } from '../stages/registry.js';
@@ -62,11 +62,10 @@ export async function commandRun(
     }
   }
   if (opts.dryRun) {
-    const plan = await makePlan(pipeline, registry);
-    const stages = plan.stages.map((s) => ({
-      name: s.stage.name, kind: s.stage.kind,
-      state: s.state === 'cached' && !opts.force.includes(s.stage.name) ? 'cached' : 'would run',
-      key: s.key, reasons: opts.force.includes(s.stage.name) ? ['forced with --force'] : s.reasons,
+    const plan = await makePlan(pipeline, registry, { force: opts.force });
+    const selected = opts.until ? ancestorsAndSelf(pipeline.stages, opts.until) : undefined;
+    const stages = plan.stages.filter((s) => !selected || selected.has(s.stage.name)).map((s) => ({
+      name: s.stage.name, kind: s.stage.kind, state: dryRunState(s), key: s.key, reasons: s.forced ? ['forced with --force'] : s.reasons,
     }));
     if (opts.json) out(JSON.stringify({ pipeline: pipeline.name, dry_run: true, stages }, null, 2));
     else for (const s of stages) out(`${s.name}: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
@@ -118,6 +117,12 @@ export async function commandRun(
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
   }
+}
+
+/** A cached stage below one that runs is reused only if that one reproduces its outputs. */
+function dryRunState(s: PlannedStage): 'cached' | 'would run' | 'cached if upstream unchanged' {
+  if (s.forced || s.state !== 'cached') return 'would run';
+  return s.pendingUpstream.length ? 'cached if upstream unchanged' : 'cached';
 }
 
 function round(x: number): number {

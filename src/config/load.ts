@@ -4,6 +4,7 @@ import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { JsonObject, RuntimeSettings } from '../stages/types.js';
 import type { KindRegistry } from '../stages/registry.js';
 import { topoOrder } from '../graph/dag.js';
+import { isUrl } from './path-settings.js';
 import { overrideValue, parseOverride, setAtPath, type Override } from './overrides.js';
 import { ConfigError, dottedPath, type Problem } from './problems.js';
 import { locate, parseYaml } from './source.js';
@@ -57,7 +58,7 @@ export function loadPipeline(file: string, registry: KindRegistry, sets: readonl
     let value = overrideValue(o.raw, schema?.type);
     // A path typed on the command line is relative to where it was typed; store it relative to
     // the pipeline file like paths written in the file.
-    if (schema?.['x-path'] === true && typeof value === 'string' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) && !isAbsolute(value)) {
+    if (schema?.['x-path'] === true && typeof value === 'string' && !isUrl(value) && !isAbsolute(value)) {
       value = relative(dirname(resolve(file)), resolve(value));
     }
     setAtPath(root, o.path, value);

@@ -15,7 +15,6 @@ export const stage: StageKind<Cifar10Settings> = {
   version: 1,
   description: 'CIFAR-10: download or read, verify md5s, split train/val/test, channel statistics, samples.png',
   schema: readSchema('cifar10'),
-  externalInputs: (s) => (isUrl(s.source) ? [] : [s.source]),
   writes: {
     files: {
       [DATA_INFO_FILE]: 'class names, image size, channels, per-channel mean/std, image count per split (DataInfo in src/ml/dataset.ts)',

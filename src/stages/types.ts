@@ -131,15 +131,13 @@ export interface StageKind<S = JsonObject> {
   version: number;
   /** One-line description for `tfpipe kinds` and the docs. */
   description: string;
-  /** The kind's JSON Schema (schemas/<kind>.schema.json). */
+  /**
+   * The kind's JSON Schema (schemas/<kind>.schema.json). A setting marked `"x-path": true` names a
+   * local file or folder: its content hash, not its spelling, enters the stage key.
+   */
   schema: JsonObject;
   /** Keep an interrupted attempt's work directory for the next attempt of the same key. */
   resumable?: boolean;
-  /**
-   * Local files or folders whose contents are inputs of this stage (their content hash joins the
-   * key). Paths are resolved relative to the pipeline file's folder by the runner.
-   */
-  externalInputs?(settings: S): string[];
   /** Initialise the TensorFlow.js backend (runtime.backend) before this kind runs. */
   usesTensorflow?: boolean;
   /**
