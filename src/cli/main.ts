@@ -1,10 +1,11 @@
-// tfpipe CLI: run, status, dag, runs, schema. Exit codes: 0 ok, 1 a stage failed, 2 invalid input
+// tfpipe CLI: run, status, dag, runs, kinds, schema. Exit codes: 0 ok, 1 a stage failed, 2 invalid input
 // or usage, 130 interrupted (see errors.ts).
 import { parseArgs } from 'node:util';
 import { loadPipeline } from '../config/load.js';
 import { loadRegistry } from '../stages/registry.js';
 import { commandDag, commandRun, commandRuns, commandSchema, commandStatus, DAG_FORMATS } from './commands.js';
 import { exitQuietlyOnClosedPipe, reportError, UsageError } from './errors.js';
+import { commandKinds } from './kinds.js';
 
 export { UsageError } from './errors.js';
 
@@ -13,6 +14,7 @@ const USAGE = `Usage:
   tfpipe status FILE [--set key=value]... [--json]
   tfpipe dag FILE [--format ${DAG_FORMATS.join('|')}]
   tfpipe runs FILE [--json]
+  tfpipe kinds [KIND] [--json]   stage kinds: settings with types, defaults and docs; what they write
   tfpipe schema            print schemas/pipeline.schema.json for the registered kinds
 
 Overrides use Hydra's syntax: --set train.lr=3e-4 (the "stages." prefix is optional; the last
@@ -37,6 +39,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     const registry = await loadRegistry();
     if (command === 'schema') return commandSchema(registry);
+    if (command === 'kinds' && extra.length === 0) return commandKinds(registry, file, json);
     if (!['run', 'status', 'dag', 'runs'].includes(command)) throw new UsageError(`unknown command "${command}"`);
     if (!file || extra.length) throw new UsageError(`${command} takes exactly one pipeline FILE`);
     const pipeline = loadPipeline(file, registry, values.set ?? []);

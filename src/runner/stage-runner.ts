@@ -87,6 +87,6 @@ export class StageRunner {
 
   private upstream(name: string, m: Manifest): UpstreamArtefacts {
     const u = this.plan.stages.find((s) => s.stage.name === name) as PlannedStage;
-    return { name, kind: u.stage.kind, key: m.key, dir: this.plan.store.stageDir(name, m.key), settings: u.stage.settings, result: m.result };
+    return { name, kind: u.stage.kind, key: m.key, dir: this.plan.store.stageDir(name, m.key), settings: u.stage.settings, result: m.result, writes: u.impl.writes };
   }
 }
