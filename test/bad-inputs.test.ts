@@ -2,7 +2,7 @@
 // stack trace; under --json, stdout still carries one JSON document. The corpus lives in
 // test/fixtures/bad-inputs/ (see its README).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
@@ -103,6 +103,19 @@ test('the same key in two --set: the last wins and is the one named', () => {
   assert.doesNotMatch(r.stderr, /c\.lr=1 /);
   const ok = JSON.parse(tfpipe(['run', file, '--dry-run', '--json', '--set', 'c.lr=-3', '--set', 'c.lr=0.25'], p.outputs).stdout);
   assert.equal(ok.stages.length, 4, 'the last value (valid) is the one in effect');
+});
+
+test('an unknown --force stage and a plugin that does not load: exit 2, one line, JSON under --json', () => {
+  const p = tempProject();
+  const file = p.write('p.yaml', CHAIN);
+  const r = tfpipe(['run', file, '--force', 'nosuch', '--json'], p.outputs);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^tfpipe: no stage named "nosuch" in chain \(stages: a, b, c, d\)$/m);
+  assert.equal(JSON.parse(r.stdout).error.exit_code, 2);
+  const plugin = spawnSync(process.execPath, [BIN, 'status', file], { env: { ...cliEnv(p.outputs), TFPIPE_PLUGINS: join(p.dir, 'missing.js') }, encoding: 'utf8' });
+  assert.equal(plugin.status, 2);
+  assertNoStack({ code: plugin.status, stdout: plugin.stdout, stderr: plugin.stderr });
+  assert.match(plugin.stderr, /^tfpipe: cannot load the stage kinds of TFPIPE_PLUGINS=.*missing\.js: Cannot find module/);
 });
 
 test('a cycle and a kind-requirement error are both reported, with "an evaluate stage"', () => {

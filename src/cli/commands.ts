@@ -5,6 +5,7 @@ import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
 import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
 import { runPipeline } from '../runner/execute.js';
+import { UsageError } from './errors.js';
 import { formatDuration } from '../runner/format.js';
 import { readRuns, type RunRecord } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
@@ -67,8 +68,7 @@ export async function commandRun(
   const names = pipeline.stages.map((s) => s.name);
   for (const n of [...opts.force, ...(opts.until ? [opts.until] : [])]) {
     if (!names.includes(n)) {
-      process.stderr.write(`tfpipe: no stage named "${n}" in ${pipeline.name} (stages: ${names.join(', ')})\n`);
-      return 2;
+      throw new UsageError(`no stage named "${n}" in ${pipeline.name} (stages: ${names.join(', ')})`);
     }
   }
   if (opts.dryRun) {

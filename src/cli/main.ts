@@ -2,6 +2,7 @@
 // or usage, 130 interrupted (see errors.ts).
 import { parseArgs } from 'node:util';
 import { loadPipeline } from '../config/load.js';
+import { InputError } from '../config/problems.js';
 import { loadRegistry } from '../stages/registry.js';
 import { commandDag, commandRun, commandRuns, commandSchema, commandStatus, DAG_FORMATS } from './commands.js';
 import { exitQuietlyOnClosedPipe, reportError, UsageError } from './errors.js';
@@ -37,7 +38,10 @@ export async function main(argv: string[]): Promise<number> {
     if (command === 'dag' && !(DAG_FORMATS as readonly string[]).includes(values.format ?? 'text')) {
       throw new UsageError(`unknown --format "${values.format}"; dag draws ${DAG_FORMATS.join(', ')}`);
     }
-    const registry = await loadRegistry();
+    const registry = await loadRegistry().catch((err: unknown) => {
+      // Only plugins can fail to load: TFPIPE_PLUGINS is input like any other.
+      throw new InputError(`cannot load the stage kinds of TFPIPE_PLUGINS=${process.env.TFPIPE_PLUGINS}: ${(err as Error).message.split('\n')[0]}`);
+    });
     if (command === 'schema') return commandSchema(registry);
     if (command === 'kinds' && extra.length === 0) return commandKinds(registry, file, json);
     if (!['run', 'status', 'dag', 'runs'].includes(command)) throw new UsageError(`unknown command "${command}"`);
