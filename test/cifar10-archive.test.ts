@@ -121,13 +121,15 @@ test('samples.png renders one column per class', { skip }, async () => {
 
 test('the cifar10 stage: resolves a local source, writes data.json, splits and samples.png', { skip }, async () => {
   const { stage } = await import('../src/stages/cifar10.js');
+  const { localPathSettings } = await import('../src/config/path-settings.js');
   const { Ajv } = await import('ajv');
   const settings: Record<string, unknown> = { kind: 'cifar10', source: basename(ARCHIVE), limit_train: 200, limit_test: 50 };
   const ajv = new Ajv({ strict: true, useDefaults: true, allErrors: true });
   ajv.addKeyword({ keyword: 'x-path' }); // the runner's marker for path settings
   assert.ok(ajv.compile(stage.schema)(settings));
-  assert.deepEqual(stage.externalInputs?.(settings as never), [basename(ARCHIVE)]);
-  assert.deepEqual(stage.externalInputs?.({ ...settings, source: 'https://example.org/c.tar.gz' } as never), []);
+  // source is the stage's one local input (its content enters the key); a URL is not.
+  assert.deepEqual(localPathSettings(stage.schema, settings as never), [{ path: ['source'], value: basename(ARCHIVE) }]);
+  assert.deepEqual(localPathSettings(stage.schema, { ...settings, source: 'https://example.org/c.tar.gz' } as never), []);
   const outDir = tmp('tfpipe-cifar-stage-');
   const messages: string[] = [];
   const result = await stage.run({

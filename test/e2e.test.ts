@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
+import { parse } from 'yaml';
 import { test } from 'node:test';
 import { packageRoot } from '../src/paths.js';
 import { tempProject } from './helpers.js';
@@ -52,4 +53,30 @@ test('quick pipeline end to end; a rollout setting reruns only rollout and repor
   assert.deepEqual(ran, ['rollout', 'report']);
   const meta = JSON.parse(readFileSync(join(resolve(JSON.parse(again.stdout).stages[6].dir), 'meta.json'), 'utf8'));
   assert.equal(meta.head_fusion, 'max');
+
+  // Issue 11 item 1. train's outputs differ on every run (metrics.jsonl records timings), so
+  // forcing it reruns everything that read them; model's outputs come out identical, so forcing it
+  // reruns nothing below it.
+  const MAX = [...SMALL, '--set', 'rollout.head_fusion=max'];
+  const lockOf = () => parse(readFileSync(join(p.outputs, 'cifar-vit-quick', 'tfpipe.lock'), 'utf8'));
+  const readBefore = lockOf().stages.evaluate.upstream_outputs.train;
+  const forced = tfpipe(['run', QUICK, ...MAX, '--force', 'train', '--json'], p.outputs);
+  assert.equal(forced.code, 0, forced.stderr);
+  assert.deepEqual(ranIn(forced.stdout), ['train', 'evaluate', 'plots', 'rollout', 'report']);
+  assert.notEqual(lockOf().stages.evaluate.upstream_outputs.train, readBefore, 'evaluate read the new train outputs');
+  assert.match(forced.stderr + forced.stdout, /\[evaluate\] running \(evaluate\): upstream stage "train"'s outputs changed \(digest [0-9a-f]{12} → [0-9a-f]{12}\)/);
+  const model = tfpipe(['run', QUICK, ...MAX, '--force', 'model', '--json'], p.outputs);
+  assert.equal(model.code, 0, model.stderr);
+  assert.deepEqual(ranIn(model.stdout), ['model']);
+
+  // Issue 11 item 2: the same archive spelled another way is the same input.
+  const respelled = SMALL.map((a) => (a.startsWith('data.source=') ? `data.source=${relative(process.cwd(), ARCHIVE)}` : a));
+  assert.notDeepEqual(respelled, SMALL);
+  const st2 = JSON.parse(tfpipe(['status', QUICK, ...respelled, '--set', 'rollout.head_fusion=max', '--json'], p.outputs).stdout);
+  assert.deepEqual(st2.stages.filter((s: { state: string }) => s.state !== 'cached'), []);
 });
+
+function ranIn(stdout: string): string[] {
+  return JSON.parse(stdout).stages.filter((s: { state: string }) => s.state === 'ran').map((s: { name: string }) => s.name);
+}
+

@@ -1,5 +1,5 @@
 // Shared test scaffolding: temp projects, an in-process registry with the test kinds, quiet runs.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -36,10 +36,18 @@ export async function run(file: string, outputs: string, sets: string[] = [], ex
   return runPipeline(pipeline, registry, { reporter: silentReporter(), outputs, ...extra });
 }
 
-export async function status(file: string, outputs: string, sets: string[] = []) {
+export async function status(file: string, outputs: string, sets: string[] = [], force: string[] = []) {
   const registry = testRegistry();
-  const plan = await makePlan(loadPipeline(file, registry, sets), registry, outputs);
-  return Object.fromEntries(plan.stages.map((s) => [s.stage.name, { state: s.state, key: s.key, reasons: s.reasons }]));
+  const plan = await makePlan(loadPipeline(file, registry, sets), registry, { outputs, force });
+  return Object.fromEntries(plan.stages.map((s) => [s.stage.name, { state: s.state, key: s.key, reasons: s.reasons, pending: s.pendingUpstream }]));
+}
+
+/** Runs fn and lists the stages whose code executed (test kinds append to $TFPIPE_TEST_COUNTER). */
+export function counted<T>(fn: () => Promise<T>): Promise<{ value: T; ran: string[] }> {
+  const counter = join(tempProject().dir, 'count.txt');
+  process.env.TFPIPE_TEST_COUNTER = counter;
+  return fn().then((value) => ({ value, ran: existsSync(counter) ? readFileSync(counter, 'utf8').split('\n').filter(Boolean) : [] }))
+    .finally(() => { delete process.env.TFPIPE_TEST_COUNTER; });
 }
 
 export const states = (summary: { stages: { name: string; state: string }[] }) =>

@@ -3,15 +3,7 @@ import { readFileSync, readdirSync, existsSync, writeFileSync, appendFileSync } 
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
-import { CHAIN, run, states, status, tempProject } from './helpers.js';
-
-function counted<T>(fn: () => Promise<T>): Promise<{ value: T; ran: string[] }> {
-  const p = tempProject();
-  const counter = join(p.dir, 'count.txt');
-  process.env.TFPIPE_TEST_COUNTER = counter;
-  return fn().then((value) => ({ value, ran: existsSync(counter) ? readFileSync(counter, 'utf8').split('\n').filter(Boolean) : [] }))
-    .finally(() => { delete process.env.TFPIPE_TEST_COUNTER; });
-}
+import { CHAIN, counted, run, states, status, tempProject } from './helpers.js';
 
 test('first run runs everything, second run reuses everything', async () => {
   const p = tempProject();
@@ -96,7 +88,7 @@ test('a changed input file changes the key and is named', async () => {
   writeFileSync(join(p.dir, 'data.txt'), 'hello, world');
   const st = await status(file, p.outputs);
   assert.equal(st.r.state, 'stale');
-  assert.match(st.r.reasons[0], /^input file data.txt changed \(content hash [0-9a-f]{12} → [0-9a-f]{12}\)$/);
+  assert.match(st.r.reasons[0], /^input file data.txt \(setting path\) changed \(content hash [0-9a-f]{12} → [0-9a-f]{12}\)$/);
   assert.equal(st.e.state, 'stale');
 });
 

@@ -9,7 +9,10 @@ export interface KeyInputs {
   settings: JsonObject;
   /** Upstream stage name -> its key. */
   needs: Record<string, string>;
-  /** External input path (as written in settings) -> content hash. */
+  /**
+   * Local file or folder named by an x-path setting: the setting's dotted path -> content hash.
+   * The path as written is not in `settings`, so two spellings of one file give one key.
+   */
   inputs: Record<string, string>;
   seed: number;
 }
@@ -28,8 +31,11 @@ export function flatten(value: unknown, prefix = '', out: Record<string, string>
   return out;
 }
 
-/** Human-readable reasons why `next` differs from `prev`, most specific first. */
-export function explainChange(prev: KeyInputs, next: KeyInputs): string[] {
+/**
+ * Human-readable reasons why `next` differs from `prev`, most specific first. `spelled` gives the
+ * current value of each input setting, to name the file.
+ */
+export function explainChange(prev: KeyInputs, next: KeyInputs, spelled: Record<string, string> = {}): string[] {
   const reasons: string[] = [];
   if (prev.kind !== next.kind) reasons.push(`kind changed: ${prev.kind} → ${next.kind}`);
   else if (prev.version !== next.version) reasons.push(`implementation of kind "${next.kind}" changed: version ${prev.version} → ${next.version}`);
@@ -50,9 +56,10 @@ export function explainChange(prev: KeyInputs, next: KeyInputs): string[] {
   }
   for (const p of [...new Set([...Object.keys(prev.inputs), ...Object.keys(next.inputs)])].sort()) {
     if (prev.inputs[p] === next.inputs[p]) continue;
-    if (prev.inputs[p] === undefined) reasons.push(`new input file ${p}`);
-    else if (next.inputs[p] === undefined) reasons.push(`input file ${p} no longer used`);
-    else reasons.push(`input file ${p} changed (content hash ${prev.inputs[p].slice(0, 12)} → ${next.inputs[p].slice(0, 12)})`);
+    const named = spelled[p] !== undefined ? `${spelled[p]} (setting ${p})` : `of setting ${p}`;
+    if (prev.inputs[p] === undefined) reasons.push(`setting ${p} now names a local file`);
+    else if (next.inputs[p] === undefined) reasons.push(`setting ${p} no longer names a local file`);
+    else reasons.push(`input file ${named} changed (content hash ${prev.inputs[p].slice(0, 12)} → ${next.inputs[p].slice(0, 12)})`);
   }
   return reasons;
 }

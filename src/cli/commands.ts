@@ -3,13 +3,15 @@
 import { relative } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
-import { renderMermaid, renderText } from '../graph/dag.js';
-import { Aborted, runPipeline } from '../runner/execute.js';
+import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
+import { runPipeline } from '../runner/execute.js';
+import { UsageError } from './errors.js';
 import { formatDuration } from '../runner/format.js';
 import { readRuns, type RunRecord } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
-import { makePlan, outputsRoot } from '../runner/plan.js';
+import { makePlan, type Plan, type PlannedStage } from '../runner/plan.js';
+import { outputsRoot } from '../cache/outputs.js';
 import type { StepReporter } from '../runner/steps.js';
 import { flatten } from '../cache/keys.js';
 import type { KindRegistry } from '../stages/registry.js';
@@ -21,16 +23,25 @@ export function commandSchema(registry: KindRegistry): number {
   return 0;
 }
 
-export function commandDag(pipeline: ResolvedPipeline, format: string): number {
-  out(format === 'mermaid' ? renderMermaid(pipeline.stages) : renderText(pipeline.stages));
+export const DAG_FORMATS = ['text', 'mermaid', 'dot'] as const;
+
+export function commandDag(pipeline: ResolvedPipeline, format: (typeof DAG_FORMATS)[number]): number {
+  const render = { text: renderText, mermaid: renderMermaid, dot: renderDot }[format];
+  out(render(pipeline.stages));
   return 0;
+}
+
+/** Problems that did not stop the plan (a damaged lock entry), on stderr. */
+function warn(plan: Plan): void {
+  for (const w of plan.warnings) process.stderr.write(`tfpipe: warning: ${w}\n`);
 }
 
 export async function commandStatus(pipeline: ResolvedPipeline, registry: KindRegistry, json: boolean): Promise<number> {
   const plan = await makePlan(pipeline, registry);
+  warn(plan);
   const stages = plan.stages.map((s) => ({ name: s.stage.name, kind: s.stage.kind, state: s.state, key: s.key, reasons: s.reasons }));
   if (json) {
-    out(JSON.stringify({ pipeline: pipeline.name, stages }, null, 2));
+    out(JSON.stringify({ pipeline: pipeline.name, stages, ...(plan.warnings.length ? { warnings: plan.warnings } : {}) }, null, 2));
     return 0;
   }
   const w = Math.max(...stages.map((s) => s.name.length));
@@ -57,16 +68,15 @@ export async function commandRun(
   const names = pipeline.stages.map((s) => s.name);
   for (const n of [...opts.force, ...(opts.until ? [opts.until] : [])]) {
     if (!names.includes(n)) {
-      process.stderr.write(`tfpipe: no stage named "${n}" in ${pipeline.name} (stages: ${names.join(', ')})\n`);
-      return 2;
+      throw new UsageError(`no stage named "${n}" in ${pipeline.name} (stages: ${names.join(', ')})`);
     }
   }
   if (opts.dryRun) {
-    const plan = await makePlan(pipeline, registry);
-    const stages = plan.stages.map((s) => ({
-      name: s.stage.name, kind: s.stage.kind,
-      state: s.state === 'cached' && !opts.force.includes(s.stage.name) ? 'cached' : 'would run',
-      key: s.key, reasons: opts.force.includes(s.stage.name) ? ['forced with --force'] : s.reasons,
+    const plan = await makePlan(pipeline, registry, { force: opts.force });
+    warn(plan);
+    const selected = opts.until ? ancestorsAndSelf(pipeline.stages, opts.until) : undefined;
+    const stages = plan.stages.filter((s) => !selected || selected.has(s.stage.name)).map((s) => ({
+      name: s.stage.name, kind: s.stage.kind, state: dryRunState(s), key: s.key, reasons: s.forced ? ['forced with --force'] : s.reasons,
     }));
     if (opts.json) out(JSON.stringify({ pipeline: pipeline.name, dry_run: true, stages }, null, 2));
     else for (const s of stages) out(`${s.name}: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
@@ -78,7 +88,7 @@ export async function commandRun(
   const onSigint = () => {
     interrupts += 1;
     if (interrupts > 1) process.exit(130);
-    process.stderr.write('\ntfpipe: interrupting after the current batch (Ctrl-C again to quit now)\n');
+    process.stderr.write('\ntfpipe: interrupting; a running stage stops after its current step (Ctrl-C again to quit now)\n');
     controller.abort();
   };
   process.on('SIGINT', onSigint);
@@ -108,16 +118,16 @@ export async function commandRun(
       for (const s of doc.stages.filter((x) => x.error)) reporter.info(`  ${s.name}: ${s.error}`);
     }
     return summary.stages.some((s) => s.state === 'failed') ? 1 : 0;
-  } catch (err) {
-    if (err instanceof Aborted) {
-      process.stderr.write('tfpipe: interrupted; finished stages are kept, the interrupted one will run again\n');
-      return 130;
-    }
-    throw err;
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
   }
+}
+
+/** A cached stage below one that runs is reused only if that one reproduces its outputs. */
+function dryRunState(s: PlannedStage): 'cached' | 'would run' | 'cached if upstream unchanged' {
+  if (s.forced || s.state !== 'cached') return 'would run';
+  return s.pendingUpstream.length ? 'cached if upstream unchanged' : 'cached';
 }
 
 function round(x: number): number {
@@ -140,6 +150,9 @@ export function describeRuns(runs: RunRecord[]) {
       run: i + 1,
       started_at: r.started_at,
       seconds: r.seconds,
+      outcome: r.outcome,
+      stopped_at: r.stopped_at,
+      ...(r.error ? { error: r.error } : {}),
       changed,
       ran: r.stages.filter((s) => s.state === 'ran').map((s) => s.name),
       best_val_accuracy: r.metrics.best_val_accuracy ?? null,
@@ -148,9 +161,17 @@ export function describeRuns(runs: RunRecord[]) {
   });
 }
 
+/** "ok", "failed at train", "interrupted at train", "killed", "running (pid 123)". */
+function outcomeText(r: ReturnType<typeof describeRuns>[number], pid?: number): string {
+  if (r.outcome === 'running') return `running${pid ? ` (pid ${pid})` : ''}`;
+  if ((r.outcome === 'failed' || r.outcome === 'interrupted') && r.stopped_at.length) return `${r.outcome} at ${r.stopped_at.join(', ')}`;
+  return r.outcome;
+}
+
 export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Promise<number> {
   const { ArtefactStore } = await import('../cache/store.js');
-  const rows = describeRuns(await readRuns(new ArtefactStore(outputsRoot(), pipeline.name).pipelineDir));
+  const runs = await readRuns(new ArtefactStore(outputsRoot(pipeline), pipeline.name).pipelineDir);
+  const rows = describeRuns(runs);
   if (json) {
     out(JSON.stringify({ pipeline: pipeline.name, runs: rows }, null, 2));
     return 0;
@@ -160,11 +181,16 @@ export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Pr
     return 0;
   }
   const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(2)}%`);
-  out('run  started               time      val acc   test acc  ran / changed');
-  for (const r of rows) {
+  const outcomes = rows.map((r, i) => outcomeText(r, runs[i].pid));
+  const w = Math.max(7, ...outcomes.map((o) => o.length));
+  const indent = 52 + w + 2;
+  out(`run  started               time      val acc   test acc  ${'outcome'.padEnd(w)}  ran / changed`);
+  rows.forEach((r, i) => {
     const changes = Object.entries(r.changed).map(([k, v]) => `${k}: ${v.from ?? '∅'} → ${v.to ?? '∅'}`);
-    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${formatDuration(r.seconds).padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ran: ${r.ran.join(', ') || 'nothing'}`);
-    for (const c of changes) out(`${' '.repeat(52)}${c}`);
-  }
+    const time = r.seconds === null ? '-' : formatDuration(r.seconds);
+    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${time.padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ${outcomes[i].padEnd(w)}  ran: ${r.ran.join(', ') || 'nothing'}`);
+    if (r.error) out(`${' '.repeat(indent)}${r.error}`);
+    for (const c of changes) out(`${' '.repeat(indent)}${c}`);
+  });
   return 0;
 }

@@ -1,26 +1,72 @@
-// tfpipe CLI: run, status, dag, runs, schema. Exit codes: 0 ok, 1 a stage failed, 2 invalid input.
+// tfpipe CLI: run, status, dag, runs, kinds, schema. Exit codes: 0 ok, 1 a stage failed, 2 invalid input
+// or usage, 130 interrupted (see errors.ts).
 import { parseArgs } from 'node:util';
-import { ConfigError, formatProblem } from '../config/problems.js';
 import { loadPipeline } from '../config/load.js';
+import { InputError } from '../config/problems.js';
 import { loadRegistry } from '../stages/registry.js';
-import { commandDag, commandRun, commandRuns, commandSchema, commandStatus } from './commands.js';
+import { commandDag, commandRun, commandRuns, commandSchema, commandStatus, DAG_FORMATS } from './commands.js';
+import { exitQuietlyOnClosedPipe, reportError, UsageError } from './errors.js';
+import { commandKinds } from './kinds.js';
+
+export { UsageError } from './errors.js';
 
 const USAGE = `Usage:
   tfpipe run FILE [--set key=value]... [--force STAGE]... [--until STAGE] [--dry-run] [--json]
   tfpipe status FILE [--set key=value]... [--json]
-  tfpipe dag FILE [--format text|mermaid]
+  tfpipe dag FILE [--format ${DAG_FORMATS.join('|')}]
   tfpipe runs FILE [--json]
+  tfpipe kinds [KIND] [--json]   stage kinds: settings with types, defaults and docs; what they write
   tfpipe schema            print schemas/pipeline.schema.json for the registered kinds
 
-Overrides use Hydra's syntax: --set train.lr=3e-4 (the "stages." prefix is optional).
-Artefacts go to ./outputs (or $TFPIPE_OUTPUTS).`;
-
-export class UsageError extends Error {}
+Overrides use Hydra's syntax: --set train.lr=3e-4 (the "stages." prefix is optional; the last
+--set of a key wins). Artefacts go to outputs/ at the root of the pipeline file's project (its
+nearest folder with a package.json or .git), or to $TFPIPE_OUTPUTS.`;
 
 export async function main(argv: string[]): Promise<number> {
-  let parsed;
+  exitQuietlyOnClosedPipe();
+  let json = argv.includes('--json');
   try {
-    parsed = parseArgs({
+    const parsed = parse(argv);
+    const { values, positionals } = parsed;
+    json = values.json ?? false;
+    const [command, file, ...extra] = positionals;
+    if (values.help) {
+      process.stdout.write(USAGE + '\n');
+      return 0;
+    }
+    if (!command) throw new UsageError('no command given');
+    if (command === 'dag' && !(DAG_FORMATS as readonly string[]).includes(values.format ?? 'text')) {
+      throw new UsageError(`unknown --format "${values.format}"; dag draws ${DAG_FORMATS.join(', ')}`);
+    }
+    const registry = await loadRegistry().catch((err: unknown) => {
+      // Only plugins can fail to load: TFPIPE_PLUGINS is input like any other.
+      throw new InputError(`cannot load the stage kinds of TFPIPE_PLUGINS=${process.env.TFPIPE_PLUGINS}: ${(err as Error).message.split('\n')[0]}`);
+    });
+    if (command === 'schema') return commandSchema(registry);
+    if (command === 'kinds' && extra.length === 0) return commandKinds(registry, file, json);
+    if (!['run', 'status', 'dag', 'runs'].includes(command)) throw new UsageError(`unknown command "${command}"`);
+    if (!file || extra.length) throw new UsageError(`${command} takes exactly one pipeline FILE`);
+    const pipeline = loadPipeline(file, registry, values.set ?? []);
+    switch (command) {
+      case 'run':
+        return await commandRun(pipeline, registry, {
+          force: values.force ?? [], until: values.until, dryRun: values['dry-run'] ?? false, json,
+        });
+      case 'status':
+        return await commandStatus(pipeline, registry, json);
+      case 'dag':
+        return commandDag(pipeline, values.format as (typeof DAG_FORMATS)[number]);
+      default:
+        return await commandRuns(pipeline, json);
+    }
+  } catch (err) {
+    return reportError(err, json, USAGE);
+  }
+}
+
+function parse(argv: string[]) {
+  try {
+    return parseArgs({
       args: argv,
       allowPositionals: true,
       options: {
@@ -34,45 +80,6 @@ export async function main(argv: string[]): Promise<number> {
       },
     });
   } catch (err) {
-    process.stderr.write(`tfpipe: ${(err as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
-  const { values, positionals } = parsed;
-  const [command, file, ...extra] = positionals;
-  if (values.help || !command) {
-    (values.help ? process.stdout : process.stderr).write(USAGE + '\n');
-    return values.help ? 0 : 2;
-  }
-  try {
-    const registry = await loadRegistry();
-    if (command === 'schema') return commandSchema(registry);
-    if (!file || extra.length) throw new UsageError(`${command} takes exactly one pipeline FILE`);
-    const pipeline = loadPipeline(file, registry, values.set ?? []);
-    switch (command) {
-      case 'run':
-        return await commandRun(pipeline, registry, {
-          force: values.force ?? [], until: values.until, dryRun: values['dry-run'] ?? false, json: values.json ?? false,
-        });
-      case 'status':
-        return await commandStatus(pipeline, registry, values.json ?? false);
-      case 'dag':
-        return commandDag(pipeline, values.format ?? 'text');
-      case 'runs':
-        return await commandRuns(pipeline, values.json ?? false);
-      default:
-        throw new UsageError(`unknown command "${command}"`);
-    }
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`tfpipe: ${err.problems.length} problem${err.problems.length === 1 ? '' : 's'} found, nothing was run:\n`);
-      for (const p of err.problems) process.stderr.write(`  ${formatProblem(p)}\n`);
-      return 2;
-    }
-    if (err instanceof UsageError) {
-      process.stderr.write(`tfpipe: ${err.message}\n${USAGE}\n`);
-      return 2;
-    }
-    process.stderr.write(`tfpipe: ${(err as Error).stack ?? String(err)}\n`);
-    return 1;
+    throw new UsageError((err as Error).message);
   }
 }

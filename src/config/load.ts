@@ -1,9 +1,10 @@
 // File → validated, resolved pipeline. Nothing runs and nothing is written unless this succeeds.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { JsonObject, RuntimeSettings } from '../stages/types.js';
 import type { KindRegistry } from '../stages/registry.js';
-import { topoOrder } from '../graph/dag.js';
+import { topoOrder, type GraphNode } from '../graph/dag.js';
+import { isUrl, localPathSettings } from './path-settings.js';
 import { overrideValue, parseOverride, setAtPath, type Override } from './overrides.js';
 import { ConfigError, dottedPath, type Problem } from './problems.js';
 import { locate, parseYaml } from './source.js';
@@ -57,7 +58,7 @@ export function loadPipeline(file: string, registry: KindRegistry, sets: readonl
     let value = overrideValue(o.raw, schema?.type);
     // A path typed on the command line is relative to where it was typed; store it relative to
     // the pipeline file like paths written in the file.
-    if (schema?.['x-path'] === true && typeof value === 'string' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) && !isAbsolute(value)) {
+    if (schema?.['x-path'] === true && typeof value === 'string' && !isUrl(value) && !isAbsolute(value)) {
       value = relative(dirname(resolve(file)), resolve(value));
     }
     setAtPath(root, o.path, value);
@@ -65,15 +66,32 @@ export function loadPipeline(file: string, registry: KindRegistry, sets: readonl
   }
 
   const where = (path: (string | number)[], keyOnly = false): string => {
-    const hit = overrides.find((o) => startsWith(path, o.path));
+    // The last --set of a key is the one that took effect, so it is the one to blame.
+    const hit = [...overrides].reverse().find((o) => startsWith(path, o.path));
     return hit ? `--set ${hit.text}` : locate(source, path, { key: keyOnly });
   };
-  for (const p of validator.validate(root)) all.push({ where: where(p.path, p.keyOnly), path: dottedPath(p.path), message: p.message });
+  const invalid = validator.validate(root);
+  for (const p of invalid) all.push({ where: where(p.path, p.keyOnly), path: dottedPath(p.path), message: p.message });
+
+  // A local file named by a setting must exist; checked here so it is reported with its position.
+  for (const [name, st] of Object.entries(stagesRaw)) {
+    const kind = registry.get(String((st as { kind?: unknown })?.kind));
+    if (!kind || invalid.some((p) => p.path[0] === 'stages' && p.path[1] === name)) continue;
+    for (const p of localPathSettings(kind.schema, st as JsonObject)) {
+      const abs = resolve(dirname(resolve(file)), p.value);
+      if (!existsSync(abs)) {
+        const path = ['stages', name, ...p.path];
+        all.push({ where: where(path), path: dottedPath(path), message: `no such file or folder: ${abs}` });
+      }
+    }
+  }
 
   // Graph checks need well-formed needs lists; schema errors there are already reported.
   const names = Object.keys(stagesRaw);
+  const graph: GraphNode[] = [];
   for (const [name, st] of Object.entries(stagesRaw)) {
     const needs = (st as { needs?: unknown })?.needs;
+    graph.push({ name, needs: Array.isArray(needs) ? needs.filter((n): n is string => typeof n === 'string' && n !== name) : [] });
     if (!Array.isArray(needs)) continue;
     needs.forEach((n, i) => {
       if (typeof n !== 'string') return;
@@ -84,10 +102,16 @@ export function loadPipeline(file: string, registry: KindRegistry, sets: readonl
       }
     });
     const kind = registry.get(String((st as { kind?: unknown }).kind));
-    for (const req of kind?.requires ?? []) {
-      const has = needs.some((n) => typeof n === 'string' && (stagesRaw[n] as { kind?: unknown } | undefined)?.kind === req);
-      if (!has) all.push({ where: where(['stages', name, 'needs']), path: `stages.${name}.needs`, message: `a ${kind?.kind} stage needs a "${req}" stage among its needs` });
+    const lacking = (kind?.requires ?? []).filter((req) => !needs.some((n) => typeof n === 'string' && (stagesRaw[n] as { kind?: unknown } | undefined)?.kind === req));
+    if (kind && lacking.length) {
+      const what = lacking.length === 1 ? `${withArticle(lacking[0])} stage` : `stages of kind ${lacking.slice(0, -1).join(', ')} and ${lacking[lacking.length - 1]}`;
+      all.push({ where: where(['stages', name, 'needs']), path: `stages.${name}.needs`, message: `${withArticle(kind.kind)} stage needs ${what} among its needs` });
     }
+  }
+  const cycle = topoOrder(graph);
+  if ('cycle' in cycle) {
+    const first = cycle.cycle[0];
+    all.push({ where: where(['stages', first, 'needs']), path: `stages.${first}.needs`, message: `dependency cycle: ${cycle.cycle.join(' -> ')}` });
   }
   if (all.length) throw new ConfigError(all);
 
@@ -96,10 +120,7 @@ export function loadPipeline(file: string, registry: KindRegistry, sets: readonl
     return { name, kind, needs: needs ?? [], settings };
   });
   const sorted = topoOrder(stages);
-  if ('cycle' in sorted) {
-    const first = sorted.cycle[0];
-    throw new ConfigError([{ where: where(['stages', first, 'needs']), path: `stages.${first}.needs`, message: `dependency cycle: ${sorted.cycle.join(' -> ')}` }]);
-  }
+  if ('cycle' in sorted) throw new Error('unreachable: cycles are reported above');
   const abs = resolve(file);
   return {
     name: root.name as string,
@@ -110,6 +131,11 @@ export function loadPipeline(file: string, registry: KindRegistry, sets: readonl
     dir: dirname(abs),
     stages: sorted.order,
   };
+}
+
+/** "an evaluate stage", "a train stage". */
+function withArticle(word: string): string {
+  return `${/^[aeiou]/i.test(word) ? 'an' : 'a'} ${word}`;
 }
 
 function startsWith(path: readonly (string | number)[], prefix: readonly (string | number)[]): boolean {

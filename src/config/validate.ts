@@ -14,7 +14,7 @@ export interface Validator {
 
 export function createValidator(registry: KindRegistry): Validator {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, discriminator: true, verbose: true });
-  // x-path marks settings that name local files: --set values for them are relative to the cwd.
+  // x-path marks settings that name local files (see path-settings.ts).
   ajv.addKeyword({ keyword: 'x-path' });
   for (const k of registry.all()) ajv.addSchema(k.schema);
   const pipelineSchema = buildPipelineSchema(registry);

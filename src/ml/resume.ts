@@ -5,21 +5,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cache/atomic.js';
+import type { EpochMetrics } from './epoch-metrics.js';
 import type { OptimizerState } from './optim.js';
-
-export interface EpochMetrics {
-  epoch: number;
-  train_loss: number;
-  train_accuracy: number;
-  val_loss: number | null;
-  val_accuracy: number | null;
-  lr: number;
-  images_per_second: number;
-  seconds: number;
-  elapsed_seconds: number;
-  /** Live tensors after the epoch: flat across epochs unless something leaks. */
-  tensors: number;
-}
 
 export interface TrainState {
   epochsDone: number;
@@ -52,6 +39,13 @@ export async function findResume(workDir: string): Promise<{ dir: string; state:
     off += n;
   }
   return { dir, state, optimizer: { step: meta.step, slots } };
+}
+
+/** The training state an interrupted attempt saved, without loading its weights (for `status`). */
+export async function resumeState(workDir: string): Promise<TrainState | undefined> {
+  const cur = join(workDir, ROOT, 'current');
+  if (!existsSync(cur)) return undefined;
+  return JSON.parse(await readFile(join(workDir, ROOT, (await readFile(cur, 'utf8')).trim(), 'state.json'), 'utf8')) as TrainState;
 }
 
 /** Save state after an epoch; `writeModel(dir)` writes the weights into the given folder. */

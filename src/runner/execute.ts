@@ -1,14 +1,21 @@
-// Run a pipeline: plan, take the run lock, run what is not cached in order, seal and record.
-import { join } from 'node:path';
+// Run a pipeline: take the run lock, plan, then walk the stages in order. For each stage the
+// walk decides (decide.ts), carries the decision out (stage-runner.ts runs a stage) and records
+// the outcome (run-record.ts); none of the three knows about the others.
 import type { ResolvedPipeline } from '../config/load.js';
-import { writeLock } from '../cache/lockfile.js';
-import type { KindRegistry } from '../stages/registry.js';
-import type { JsonObject, RunSummary, StageContext, UpstreamArtefacts } from '../stages/types.js';
+import { ensureWritable, outputsRoot } from '../cache/outputs.js';
 import { acquireRunLock } from '../cache/run-lock.js';
+import { ArtefactStore, type Manifest } from '../cache/store.js';
 import { ancestorsAndSelf } from '../graph/dag.js';
-import { appendRun, headlineMetrics } from './history.js';
-import { makePlan, outputsRoot, resolveInput, type Plan, type PlannedStage } from './plan.js';
-import type { Step, StepReporter } from './steps.js';
+import type { KindRegistry } from '../stages/registry.js';
+import type { RunSummary } from '../stages/types.js';
+import { decide, type Decision, type Outcome } from './decide.js';
+import { headlineMetrics, outcomeOf, RunEntry } from './history.js';
+import { makePlan, type Plan, type PlannedStage } from './plan.js';
+import { RunRecord } from './run-record.js';
+import { Aborted, StageRunner, type InitBackend } from './stage-runner.js';
+import type { RunView, StepReporter } from './steps.js';
+
+export { Aborted } from './stage-runner.js';
 
 export interface RunOptions {
   force?: string[];
@@ -17,153 +24,89 @@ export interface RunOptions {
   signal?: AbortSignal;
   outputs?: string;
   /** Initialises the TensorFlow.js backend; injected so the core never imports tfjs itself. */
-  initBackend?: (runtime: ResolvedPipeline['runtime']) => Promise<{ name: string; detail: string }>;
-}
-
-export class Aborted extends Error {
-  constructor() {
-    super('interrupted');
-  }
+  initBackend?: InitBackend;
 }
 
 export async function runPipeline(pipeline: ResolvedPipeline, registry: KindRegistry, opts: RunOptions): Promise<RunSummary> {
-  const root = opts.outputs ?? outputsRoot();
+  const outputs = opts.outputs ?? outputsRoot(pipeline);
   const startedAt = new Date().toISOString();
-  const t0 = Date.now();
-  const first = await makePlan(pipeline, registry, root);
-  const release = await acquireRunLock(first.store.pipelineDir, (m) => opts.reporter.info(m));
+  const pipelineDir = await ensureWritable(new ArtefactStore(outputs, pipeline.name).pipelineDir);
+  let release;
   try {
-    // Plan again under the lock: a run we waited for may have produced what we need.
-    const plan = await makePlan(pipeline, registry, root);
-    const summary = await execute(plan, opts, startedAt);
-    await appendRun(plan.store.pipelineDir, {
-      started_at: startedAt,
-      seconds: (Date.now() - t0) / 1000,
-      seed: pipeline.seed,
-      settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])),
-      stages: summary.stages,
-      metrics: headlineMetrics(await stageResults(plan, summary)),
+    release = await acquireRunLock(pipelineDir, { onWait: (m) => opts.reporter.info(m), signal: opts.signal });
+  } catch (err) {
+    if (opts.signal?.aborted) throw new Aborted('interrupted while waiting for the run lock; nothing ran');
+    throw err;
+  }
+  try {
+    const entry = await RunEntry.start(pipelineDir, {
+      started_at: startedAt, seed: pipeline.seed, settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])),
     });
-    for (const s of plan.stages) {
-      const done = summary.stages.find((x) => x.name === s.stage.name);
-      if (s.impl.publish && done && (done.state === 'ran' || done.state === 'cached')) {
-        await s.impl.publish(done.dir, plan.store.pipelineDir, summary);
-      }
+    let record: RunRecord | undefined;
+    let interrupted = false;
+    try {
+      // Planned under the lock: a run we waited for may have produced what we need.
+      const plan = await makePlan(pipeline, registry, { outputs, force: opts.force, rememberHashes: true });
+      ({ record, interrupted } = await execute(plan, opts, startedAt));
+      if (!interrupted) await publish(plan, record.summary);
+    } catch (err) {
+      await entry.finish({ outcome: 'failed', stages: record?.summary.stages ?? [], metrics: {}, stopped_at: [], error: (err as Error).message });
+      throw err;
     }
-    return summary;
+    await entry.finish({ ...outcomeOf(record.summary.stages, interrupted), stages: record.summary.stages, metrics: headlineMetrics(record.results()) });
+    if (interrupted) throw new Aborted('interrupted; finished stages are kept, the interrupted one will run again');
+    return record.summary;
   } finally {
     await release();
   }
 }
 
-async function stageResults(plan: Plan, summary: RunSummary): Promise<JsonObject[]> {
-  const out: JsonObject[] = [];
-  for (const s of summary.stages) {
-    if (s.state !== 'ran' && s.state !== 'cached') continue;
-    const m = await plan.store.readManifest(s.name, s.key);
-    if (m) out.push(m.result);
+/** Walks the plan in order: decide, carry out, record. */
+async function execute(plan: Plan, opts: RunOptions, startedAt: string): Promise<{ record: RunRecord; interrupted: boolean }> {
+  const selected = opts.until ? ancestorsAndSelf(plan.pipeline.stages, opts.until) : undefined;
+  const visit = plan.stages.filter((p) => !selected || selected.has(p.stage.name));
+  const record = new RunRecord(plan, startedAt);
+  const runner = new StageRunner(plan, opts.initBackend, opts.signal);
+  const view = opts.reporter.begin(visit.map((p) => ({ name: p.stage.name, kind: p.stage.kind })));
+  for (const p of visit) {
+    const decision = decide(p, record.outcomes, runner.interrupted);
+    await record.add(p, await carryOut(p, decision, record.outcomes, runner, view));
   }
-  return out;
+  await view.end();
+  if (runner.backendName) record.summary.backend = runner.backendName;
+  await record.save();
+  return { record, interrupted: runner.interrupted };
 }
 
-async function execute(plan: Plan, opts: RunOptions, startedAt: string): Promise<RunSummary> {
-  const { pipeline, store, lock } = plan;
-  const selected = opts.until ? ancestorsAndSelf(pipeline.stages, opts.until) : undefined;
-  const forced = new Set(opts.force ?? []);
-  const summary: RunSummary = { pipeline: pipeline.name, startedAt, stages: [] };
-  const done = new Map<string, UpstreamArtefacts>();
-  const failed = new Set<string>();
-  let backend: { name: string; detail: string } | undefined;
-  const controller = new AbortController();
-  opts.signal?.addEventListener('abort', () => controller.abort(), { once: true });
-
-  const record = (p: PlannedStage, state: RunSummary['stages'][number]['state'], seconds: number, error?: string) => {
-    summary.stages.push({ name: p.stage.name, kind: p.stage.kind, state, key: p.key, seconds, dir: store.stageDir(p.stage.name, p.key), ...(error ? { error } : {}) });
-  };
-  const upstream = (p: PlannedStage, result: JsonObject): UpstreamArtefacts => ({
-    name: p.stage.name, kind: p.stage.kind, key: p.key, dir: store.stageDir(p.stage.name, p.key), settings: p.stage.settings, result,
-  });
-
-  const steps: Step[] = plan.stages
-    .filter((p) => !selected || selected.has(p.stage.name))
-    .map((p): Step => ({
-      name: p.stage.name,
-      kind: p.stage.kind,
-      reasons: () => (forced.has(p.stage.name) ? ['forced with --force'] : p.reasons),
-      skip: () => {
-        if (controller.signal.aborted) return { reason: 'interrupted', cached: false };
-        const bad = p.stage.needs.find((n) => failed.has(n));
-        if (bad) {
-          failed.add(p.stage.name);
-          record(p, 'skipped', 0, `upstream stage ${bad} did not finish`);
-          return { reason: `upstream stage "${bad}" did not finish`, cached: false };
-        }
-        if (p.state === 'cached' && p.manifest && !forced.has(p.stage.name)) {
-          done.set(p.stage.name, upstream(p, p.manifest.result));
-          record(p, 'cached', 0);
-          lock.stages[p.stage.name] = lockEntry(p, p.manifest.files, p.manifest.backend, p.manifest.seconds, p.manifest.finishedAt);
-          return { reason: `key ${p.key}`, cached: true };
-        }
-        return undefined;
-      },
-      exec: async (io) => {
-        const t = Date.now();
-        try {
-          if (p.impl.usesTensorflow && !backend && opts.initBackend) {
-            backend = await opts.initBackend(pipeline.runtime);
-            summary.backend = backend.name;
-            io.log(`backend: ${backend.name} (${backend.detail})`);
-          }
-          const outDir = await store.prepareWorkDir(p.stage.name, p.key, p.impl.resumable === true);
-          const ctx: StageContext<never> = {
-            pipeline: pipeline.name,
-            name: p.stage.name,
-            kind: p.stage.kind,
-            key: p.key,
-            settings: p.stage.settings as never,
-            seed: pipeline.seed,
-            runtime: pipeline.runtime,
-            outDir,
-            inputs: Object.fromEntries(p.stage.needs.map((n) => [n, done.get(n) as UpstreamArtefacts])),
-            pipelineDir: store.pipelineDir,
-            cacheDir: join(store.outputsRoot, '.cache'),
-            resolveInput: (path) => resolveInput(pipeline, path),
-            backend: backend?.name,
-            progress: (u) => io.progress(u),
-            log: (m) => io.log(m),
-            signal: controller.signal,
-          };
-          const result = await p.impl.run(ctx);
-          if (controller.signal.aborted) throw new Aborted();
-          const seconds = (Date.now() - t) / 1000;
-          const manifest = await store.commit(p.stage.name, p.key, {
-            pipeline: pipeline.name, stage: p.stage.name, key: p.key, inputs: p.inputs, result,
-            backend: p.impl.usesTensorflow ? backend?.name : undefined, seconds, finishedAt: new Date().toISOString(),
-          });
-          done.set(p.stage.name, upstream(p, result));
-          record(p, 'ran', seconds);
-          lock.stages[p.stage.name] = lockEntry(p, manifest.files, manifest.backend, seconds, manifest.finishedAt);
-          await writeLock(store.pipelineDir, lock);
-        } catch (err) {
-          failed.add(p.stage.name);
-          record(p, 'failed', (Date.now() - t) / 1000, (err as Error).message);
-          throw err;
-        }
-      },
-    }));
-  await opts.reporter.runSteps(steps);
-  await writeLock(store.pipelineDir, lock);
-  if (controller.signal.aborted) throw new Aborted();
-  return summary;
+async function carryOut(p: PlannedStage, d: Decision, outcomes: ReadonlyMap<string, Outcome>, runner: StageRunner, view: RunView): Promise<Outcome> {
+  const name = p.stage.name;
+  switch (d.action) {
+    case 'skip':
+      view.skipped(name, d.reason);
+      return { state: 'skipped', error: d.reason, seconds: 0 };
+    case 'reuse':
+      view.cached(name, `key ${p.key}`);
+      return { state: 'cached', manifest: d.manifest, seconds: 0 };
+    case 'run': {
+      // decide() only runs a stage whose needs all finished.
+      const needs = Object.fromEntries(p.stage.needs.map((n) => [n, (outcomes.get(n) as { manifest: Manifest }).manifest]));
+      const t = Date.now();
+      try {
+        const manifest = await view.running(name, d.reasons, (io) => runner.run(p, needs, io));
+        return { state: 'ran', manifest, seconds: manifest.seconds };
+      } catch (err) {
+        return { state: 'failed', error: (err as Error).message, seconds: (Date.now() - t) / 1000 };
+      }
+    }
+  }
 }
 
-function lockEntry(p: PlannedStage, files: Record<string, { sha256: string }>, backend: string | undefined, seconds: number, finished: string) {
-  return {
-    ...p.inputs,
-    key: p.key,
-    outs: Object.fromEntries(Object.entries(files).map(([f, r]) => [f, r.sha256])),
-    ...(backend ? { backend } : {}),
-    seconds,
-    finished_at: finished,
-  };
+/** Kinds with a publish hook (the report) refresh their pipeline-level files after every run. */
+async function publish(plan: Plan, summary: RunSummary): Promise<void> {
+  for (const p of plan.stages) {
+    const done = summary.stages.find((x) => x.name === p.stage.name);
+    if (p.impl.publish && done && (done.state === 'ran' || done.state === 'cached')) {
+      await p.impl.publish(done.dir, plan.store.pipelineDir, summary);
+    }
+  }
 }

@@ -1,38 +1,77 @@
 // Live progress on a TTY: one listr2 task per stage, cached ones shown as skipped "(cached)".
+// listr2 wants its task list up front and runs it itself; each task here waits for the runner
+// to report that stage, so the runner stays the one that walks the graph.
 import { Listr } from 'listr2';
 import { formatDuration, formatProgress } from './format.js';
-import type { Step, StepReporter } from './steps.js';
+import type { RunView, StageRow, StepIO, StepReporter } from './steps.js';
+
+type Turn = { skip: string } | { reasons: string[]; work: (io: StepIO) => Promise<void> };
 
 export class ListrReporter implements StepReporter {
   info(message: string): void {
     process.stderr.write(`${message}\n`);
   }
 
-  async runSteps(steps: Step[]): Promise<void> {
+  begin(stages: StageRow[]): RunView {
+    const turns = new Map(stages.map((s) => [s.name, deferred<Turn>()]));
     const list = new Listr(
-      steps.map((step) => ({
-        title: `${step.name} (${step.kind})`,
-        skip: () => {
-          const s = step.skip();
-          return s ? (s.cached ? `${step.name} (cached)` : `${step.name} skipped: ${s.reason}`) : false;
-        },
-        task: async (_ctx: unknown, task: { output: string; title: string }) => {
+      stages.map((s) => ({
+        title: `${s.name} (${s.kind})`,
+        task: async (_ctx: unknown, task: { output: string; title: string; skip(message?: string): void }) => {
+          const turn = await (turns.get(s.name) as Deferred<Turn>).promise;
+          if ('skip' in turn) {
+            task.skip(turn.skip);
+            return;
+          }
           const t0 = Date.now();
-          task.output = step.reasons().join('; ');
-          await step.exec({
+          task.output = turn.reasons.join('; ');
+          await turn.work({
             progress: (u) => { task.output = formatProgress(u, { bar: true }); },
             log: (m) => { task.output = m; },
           });
-          task.title = `${step.name} (${step.kind}) — ${formatDuration((Date.now() - t0) / 1000)}`;
+          task.title = `${s.name} (${s.kind}) — ${formatDuration((Date.now() - t0) / 1000)}`;
         },
         rendererOptions: { outputBar: 1, persistentOutput: false },
       })),
       { concurrent: false, exitOnError: false, rendererOptions: { collapseErrors: false, collapseSkips: false } },
     );
-    try {
-      await list.run();
-    } catch {
-      // failures are recorded by the steps themselves
-    }
+    const finished = list.run().catch(() => {
+      // failures are the runner's to record; the task list only shows them
+    });
+    const turn = (stage: string, t: Turn) => turns.get(stage)?.resolve(t);
+    return {
+      cached: (stage) => turn(stage, { skip: `${stage} (cached)` }),
+      skipped: (stage, reason) => turn(stage, { skip: `${stage} skipped: ${reason}` }),
+      running: (stage, reasons, work) => new Promise((resolve, reject) => {
+        turn(stage, {
+          reasons,
+          work: async (io) => {
+            try {
+              resolve(await work(io));
+            } catch (err) {
+              reject(err);
+              throw err;
+            }
+          },
+        });
+      }),
+      end: async () => {
+        for (const [stage, d] of turns) if (!d.settled) turn(stage, { skip: `${stage} not reached` });
+        await finished;
+      },
+    };
   }
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  settled: boolean;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => { resolve = r; });
+  const d: Deferred<T> = { promise, settled: false, resolve: (v) => { d.settled = true; resolve(v); } };
+  return d;
 }

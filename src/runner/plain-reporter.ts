@@ -1,7 +1,7 @@
 // Line-based progress for CI, pipes and NO_COLOR: one line per event, progress throttled.
 import type { Writable } from 'node:stream';
 import { formatDuration, formatProgress } from './format.js';
-import type { Step, StepReporter } from './steps.js';
+import type { RunView, StageRow, StepIO, StepReporter } from './steps.js';
 
 export class PlainReporter implements StepReporter {
   constructor(private readonly out: Writable, private readonly intervalMs = Number(process.env.TFPIPE_LOG_INTERVAL_MS ?? 10_000)) {}
@@ -10,34 +10,42 @@ export class PlainReporter implements StepReporter {
     this.out.write(`${message}\n`);
   }
 
-  async runSteps(steps: Step[]): Promise<void> {
-    for (const step of steps) {
-      const tag = `[${step.name}]`;
-      const skip = step.skip();
-      if (skip) {
-        this.out.write(`${tag} ${skip.cached ? 'cached' : 'skipped'}: ${skip.reason}\n`);
-        continue;
-      }
-      this.out.write(`${tag} running (${step.kind}): ${step.reasons().join('; ')}\n`);
-      const t0 = Date.now();
-      let last = 0;
-      try {
-        await step.exec({
-          progress: (u) => {
-            const now = Date.now();
-            // Always print the end of an epoch/batch loop; otherwise at most one line per interval.
-            const boundary = u.batch !== undefined && u.batches !== undefined && u.batch === u.batches;
-            if (boundary || now - last >= this.intervalMs) {
-              last = now;
-              this.out.write(`${tag} ${formatProgress(u)}\n`);
-            }
-          },
-          log: (m) => this.out.write(`${tag} ${m}\n`),
-        });
-        this.out.write(`${tag} done in ${formatDuration((Date.now() - t0) / 1000)}\n`);
-      } catch (err) {
-        this.out.write(`${tag} FAILED after ${formatDuration((Date.now() - t0) / 1000)}: ${(err as Error).message}\n`);
-      }
-    }
+  begin(stages: StageRow[]): RunView {
+    const kinds = new Map(stages.map((s) => [s.name, s.kind]));
+    const line = (stage: string, text: string) => this.out.write(`[${stage}] ${text}\n`);
+    return {
+      cached: (stage, reason) => line(stage, `cached: ${reason}`),
+      skipped: (stage, reason) => line(stage, `skipped: ${reason}`),
+      running: async (stage, reasons, work) => {
+        line(stage, `running (${kinds.get(stage)}): ${reasons.join('; ')}`);
+        const t0 = Date.now();
+        try {
+          const value = await work(this.io(stage));
+          line(stage, `done in ${formatDuration((Date.now() - t0) / 1000)}`);
+          return value;
+        } catch (err) {
+          line(stage, `FAILED after ${formatDuration((Date.now() - t0) / 1000)}: ${(err as Error).message}`);
+          throw err;
+        }
+      },
+      end: async () => {},
+    };
+  }
+
+  private io(stage: string): StepIO {
+    const tag = `[${stage}]`;
+    let last = 0;
+    return {
+      progress: (u) => {
+        const now = Date.now();
+        // Always print the end of an epoch/batch loop; otherwise at most one line per interval.
+        const boundary = u.batch !== undefined && u.batches !== undefined && u.batch === u.batches;
+        if (boundary || now - last >= this.intervalMs) {
+          last = now;
+          this.out.write(`${tag} ${formatProgress(u)}\n`);
+        }
+      },
+      log: (m) => this.out.write(`${tag} ${m}\n`),
+    };
   }
 }

@@ -1,5 +1,6 @@
-// What a reporter drives: one step per stage, run in order. The plain and listr reporters both
-// consume this, so the runner's logic exists once.
+// What a reporter shows: the runner walks the stages in order and tells the reporter about each
+// one exactly once, as cached, skipped or running. The plain and listr reporters both implement
+// this, so the runner's logic exists once and neither reporter decides anything.
 import type { ProgressUpdate } from '../stages/types.js';
 
 export interface StepIO {
@@ -7,17 +8,22 @@ export interface StepIO {
   log(message: string): void;
 }
 
-export interface Step {
+export interface StageRow {
   name: string;
   kind: string;
-  /** Decided when the step's turn comes (an upstream may have failed meanwhile). */
-  skip(): { reason: string; cached: boolean } | undefined;
-  /** Why it runs, e.g. "setting lr changed: 0.001 → 0.0003". */
-  reasons(): string[];
-  exec(io: StepIO): Promise<void>;
+}
+
+/** One run's display, for the stages given to StepReporter.begin, in that order. */
+export interface RunView {
+  cached(stage: string, reason: string): void;
+  skipped(stage: string, reason: string): void;
+  /** Shows the stage running while `work` runs, e.g. with "setting lr changed: 0.001 → 0.0003". */
+  running<T>(stage: string, reasons: string[], work: (io: StepIO) => Promise<T>): Promise<T>;
+  /** After every stage was reported. */
+  end(): Promise<void>;
 }
 
 export interface StepReporter {
   info(message: string): void;
-  runSteps(steps: Step[]): Promise<void>;
+  begin(stages: StageRow[]): RunView;
 }

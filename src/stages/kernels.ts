@@ -1,11 +1,13 @@
 // The kernels a model stage runs the ViT on: runtime.kernels resolved for this model and batch,
 // logged, shared by train, evaluate and attention_rollout.
 import { join } from 'node:path';
-import { chooseKernels, type KernelDecision } from '../ml/vit/choose-kernels.js';
+import type { KernelDecision } from '../ml/vit/choose-kernels.js';
 import type { VitConfig } from '../ml/vit/config.js';
 import type { StageContext } from './types.js';
 
 export async function stageKernels(ctx: StageContext<unknown>, cfg: VitConfig, batch: number, purpose: 'train' | 'infer'): Promise<KernelDecision> {
+  // Loaded here, not at start-up: it brings tfjs, which commands that run no model never need.
+  const { chooseKernels } = await import('../ml/vit/choose-kernels.js');
   const decision = await chooseKernels({ request: ctx.runtime.kernels ?? 'auto', cfg, batch, purpose, cacheDir: join(ctx.cacheDir, 'kernels') });
   ctx.log(`kernels: ${decision.detail}`);
   return decision;
