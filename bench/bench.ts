@@ -158,15 +158,22 @@ function peerUnavailable(): string | null {
   return r.status === 0 ? null : `${python()} cannot import torch`;
 }
 
-function runPeer(label: string, m: ModelSize, threads: number, batch: number, steps: number): Row {
-  const base: Row = { cpu: cpuModel(), isa: null, backend: 'pytorch', model: m, model_label: label, batch, threads };
+/**
+ * The PyTorch peer at `threads`. torch.set_num_threads does not bound the BLAS (Debian's torch uses
+ * OpenBLAS's own pthreads): `pinned` also sets OPENBLAS/OMP/MKL_NUM_THREADS, so the peer uses the
+ * same number of cores as tfpipe; unpinned it is PyTorch as a user gets it by default (on 1
+ * "thread" it then uses up to two cores).
+ */
+function runPeer(label: string, m: ModelSize, threads: number, batch: number, steps: number, pinned: boolean): Row {
+  const base: Row = { cpu: cpuModel(), isa: null, backend: pinned ? 'pytorch' : 'pytorch-blas-unpinned', model: m, model_label: label, batch, threads };
+  const env = pinned ? { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) } : process.env;
   const why = peerUnavailable();
   if (why) return { ...base, note: why };
   try {
     const out = execFileSync(
       python(),
       [peerScript() as string, '--patch', String(m.patch_size), '--dim', String(m.dim), '--depth', String(m.depth), '--heads', String(m.heads), '--mlp', String(m.mlp_dim), '--threads', String(threads), '--batch', String(batch), '--steps', String(steps)],
-      { encoding: 'utf8' },
+      { encoding: 'utf8', env },
     );
     const train = /train_img_s=([\d.]+)/.exec(out);
     const infer = /infer_img_s=([\d.]+)/.exec(out);
@@ -230,7 +237,7 @@ async function runBackend(backend: BackendName): Promise<void> {
     await markAutoChoice(rows, cfg, batch);
     rows.forEach(emit);
     // The peer's default model takes seconds per step with two contended threads: fewer steps.
-    if (process.argv.includes('--peer')) emit(runPeer(label, model, threads, batch, label === 'small' ? 10 : 4));
+    if (process.argv.includes('--peer')) for (const pinned of [true, false]) emit(runPeer(label, model, threads, batch, label === 'small' ? 10 : 4, pinned));
   }
 }
 
@@ -276,15 +283,24 @@ function runAll(): void {
 
 function printTable(rows: Row[]): void {
   const cpu = rows.find((r) => r.cpu)?.cpu ?? cpuModel();
-  const lines = ['', `CPU: ${cpu}    (* = the path runtime.kernels: auto takes)`, 'model     threads  path                    train img/s  infer img/s   vs pytorch (train / infer)'];
+  const lines = [
+    '',
+    `CPU: ${cpu}    (* = the path runtime.kernels: auto takes; pytorch = BLAS pinned to the same threads, unpinned = as installed)`,
+    'model     threads  path                    train img/s  infer img/s   vs pytorch train/infer   vs unpinned train/infer',
+  ];
+  const ratio = (r: Row, peer: Row | undefined) =>
+    peer?.train_img_s && peer.infer_img_s && r.train_img_s && r.infer_img_s ? `${(r.train_img_s / peer.train_img_s).toFixed(1)}x / ${(r.infer_img_s / peer.infer_img_s).toFixed(1)}x` : '';
   for (const r of rows) {
-    if (r.backend === 'pytorch' || r.train_img_s === undefined) continue;
-    const peer = rows.find((p) => p.backend === 'pytorch' && p.model_label === r.model_label && p.threads === r.threads);
-    const ratio = peer?.train_img_s && peer.infer_img_s && r.infer_img_s ? `${(r.train_img_s / peer.train_img_s).toFixed(1)}x / ${(r.infer_img_s / peer.infer_img_s).toFixed(1)}x` : '';
+    if (r.backend.startsWith('pytorch') || r.train_img_s === undefined) continue;
+    const peer = (backend: string) => rows.find((p) => p.backend === backend && p.model_label === r.model_label && p.threads === r.threads);
     const path = `${r.auto_choice ? '*' : ' '}${r.kernels === 'native' ? `native/${r.isa}` : `${r.backend}+${r.kernels}`}`;
-    lines.push(`${r.model_label.padEnd(10)}${String(r.threads).padEnd(9)}${path.padEnd(22)}${String(r.train_img_s).padStart(13)}${String(r.infer_img_s).padStart(13)}   ${ratio}`);
-    if (peer && r.kernels === 'tfjs') {
-      lines.push(`${r.model_label.padEnd(10)}${String(r.threads).padEnd(9)}${' pytorch'.padEnd(22)}${String(peer.train_img_s ?? '-').padStart(13)}${String(peer.infer_img_s ?? '-').padStart(13)}   ${peer.note ?? ''}`);
+    const cells = (x: Row, label: string) => `${x.model_label.padEnd(10)}${String(x.threads).padEnd(9)}${label.padEnd(22)}${String(x.train_img_s ?? '-').padStart(13)}${String(x.infer_img_s ?? '-').padStart(13)}`;
+    lines.push(`${cells(r, path)}   ${ratio(r, peer('pytorch')).padEnd(23)}  ${ratio(r, peer('pytorch-blas-unpinned'))}`);
+    if (r.kernels === 'tfjs') {
+      for (const [backend, label] of [['pytorch', ' pytorch'], ['pytorch-blas-unpinned', ' pytorch (unpinned)']]) {
+        const p = peer(backend);
+        if (p) lines.push(`${cells(p, label)}   ${p.note ?? ''}`);
+      }
     }
   }
   console.log(lines.join('\n'));
