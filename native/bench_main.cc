@@ -7,6 +7,8 @@
 //   vit_bench [--models small,default,cpu_hour] [--threads 1,2] [--steps 5] [--batch 128]
 //             [--isa avx2,baseline] [--activation gelu|gelu_tanh] [--no-check] [--no-peak] [--profile]
 // --profile adds milliseconds per training step by section (TFPIPE_PROFILE_CLOCK=wall for wall time).
+// --dump FILE writes the check problem's logits and gradients (first variant run, float32);
+// --compare FILE compares this machine's with such a dump from another one (another ISA or CPU).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -135,7 +137,7 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string models = "small,default,cpu_hour", threads = "1,2", isas;
+  std::string models = "small,default,cpu_hour", threads = "1,2", isas, dump, compare;
   int steps = 5, batch = 128, activation = kGeluErf;
   bool check = true, peak = true, profile = false;
   for (int i = 1; i < argc; i++) {
@@ -155,11 +157,14 @@ int main(int argc, char** argv) {
     else if (a == "--activation") activation = next() == "gelu_tanh" ? kGeluTanh : kGeluErf;
     else if (a == "--no-check") check = false;
     else if (a == "--profile") profile = true;
+    else if (a == "--dump") dump = next();
+    else if (a == "--compare") compare = next();
     else if (a == "--no-peak") peak = false;
     else {
       std::fprintf(stderr,
                    "usage: vit_bench [--models small,default,cpu_hour,cifar_vit] [--threads 1,2] [--steps 5] [--batch 128]\n"
                    "                 [--isa avx512,avx2,baseline] [--activation gelu|gelu_tanh] [--no-check] [--no-peak] [--profile]\n"
+                   "                 [--dump FILE] [--compare FILE]\n"
                    "TFPIPE_NATIVE_ISA=<variant> runs only that variant (an error if this CPU cannot).\n");
       return a == "--help" ? 0 : 2;
     }
@@ -207,6 +212,46 @@ int main(int argc, char** argv) {
       workspace_free(wb);
     }
     std::fflush(stdout);
+  }
+
+  if ((!dump.empty() || !compare.empty()) && !run.empty()) {
+    Config c{7, 20, 3, 5, 4, 40, 2, 3, 12, 72, 0.2f, kGeluErf};
+    Problem a(c, 3);
+    Workspace* ws = workspace_new();
+    a.train_step(run.front(), ws, dropout(0.2f, 42));
+    workspace_free(ws);
+    std::vector<float> all(a.logits);
+    for (auto& g : a.g) all.insert(all.end(), g.begin(), g.end());
+    if (!dump.empty()) {
+      FILE* f = std::fopen(dump.c_str(), "wb");
+      if (!f || std::fwrite(all.data(), sizeof(float), all.size(), f) != all.size()) {
+        std::fprintf(stderr, "cannot write %s\n", dump.c_str());
+        return 1;
+      }
+      std::fclose(f);
+    }
+    if (!compare.empty()) {
+      std::vector<float> other(all.size());
+      FILE* f = std::fopen(compare.c_str(), "rb");
+      size_t got = f ? std::fread(other.data(), sizeof(float), other.size() + 1, f) : 0;
+      if (f) std::fclose(f);
+      if (got != all.size()) {
+        std::fprintf(stderr, "%s is not a dump of this check problem\n", compare.c_str());
+        return 1;
+      }
+      // Array by array (logits, then each gradient), each relative to its own largest value.
+      double worst = 0;
+      size_t at = 0;
+      auto segment = [&](size_t n) {
+        std::vector<float> x(all.begin() + at, all.begin() + at + n), y(other.begin() + at, other.begin() + at + n);
+        worst = std::max(worst, max_rel_diff(x, y));
+        at += n;
+      };
+      segment(a.logits.size());
+      for (auto& g : a.g) segment(g.size());
+      std::printf("{\"cpu\":\"%s\",\"compare\":\"%s vs %s\",\"max_rel_diff\":%.3g,\"ok\":%s}\n", cpu.c_str(), run.front()->isa,
+                  json_escape(compare).c_str(), worst, worst < 1e-4 ? "true" : "false");
+    }
   }
 
   if (peak) {

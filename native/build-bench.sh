@@ -2,14 +2,17 @@
 # Builds native/build/vit_bench, the standalone kernel benchmark (no Node needed): the same
 # per-variant objects as the addon (native/variants.conf), plus bench_main.cc.
 #   sh native/build-bench.sh && native/build/vit_bench --threads 1,2
-# CXX picks the compiler; TFPIPE_NATIVE_CFLAGS replaces -O3 -ffp-contract=fast.
+# CXX picks the compiler; TFPIPE_NATIVE_CFLAGS replaces -O3 -ffp-contract=fast. For a cross
+# build, TFPIPE_ARCH names the target (as uname -m) and TFPIPE_BENCH_OUT the binary, e.g.
+#   CXX=aarch64-linux-gnu-g++ TFPIPE_ARCH=aarch64 TFPIPE_BENCH_OUT=native/build/vit_bench-arm64 sh native/build-bench.sh
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cxx=${CXX:-g++}
 opt=${TFPIPE_NATIVE_CFLAGS:--O3 -ffp-contract=fast}
-arch=$(uname -m)
+arch=${TFPIPE_ARCH:-$(uname -m)}
+out=${TFPIPE_BENCH_OUT:-$here/build/vit_bench}
 case "$arch" in arm64) arch=aarch64 ;; amd64) arch=x86_64 ;; esac
-obj="$here/build/bench-obj"
+obj="$here/build/bench-obj-$arch"
 mkdir -p "$obj"
 variants=$(grep -v '^#' "$here/variants.conf" | awk -v a="$arch" '$2 == a { print $1 }')
 [ -n "$variants" ] || variants=$(grep -v '^#' "$here/variants.conf" | awk '$2 == "other" { print $1 }')
@@ -36,5 +39,5 @@ done
 # shellcheck disable=SC2086
 $cxx $opt -std=c++17 -pthread -I"$here" -c "$here/bench_main.cc" -o "$obj/bench_main.o"
 # shellcheck disable=SC2086
-$cxx $opt -pthread $objects "$obj/bench_main.o" -o "$here/build/vit_bench"
-echo "built $here/build/vit_bench (variants:$(echo "$have" | sed 's/-DTFPIPE_HAVE_/ /g' | tr '[:upper:]' '[:lower:]'))"
+$cxx $opt -pthread $objects "$obj/bench_main.o" -o "$out"
+echo "built $out (variants:$(echo "$have" | sed 's/-DTFPIPE_HAVE_/ /g' | tr '[:upper:]' '[:lower:]'))"

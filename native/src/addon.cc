@@ -261,28 +261,25 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
       }
     }
   }
-  float* images;
-  size_t ilen;
-  if (!float32(env, argv[2], &images, &ilen) || ilen != (size_t)c.batch * c.image * c.image * c.channels) {
-    napi_throw_type_error(env, nullptr, "vit_kernels: images must be a Float32Array [B, H, W, C]");
+  // An input array of n floats, kept referenced for the run.
+  auto input = [&](napi_value v, size_t n, const char* what, const float** out) {
+    float* p;
+    size_t len;
+    if (!float32(env, v, &p, &len) || len != n) {
+      napi_throw_type_error(env, nullptr, (std::string("vit_kernels: ") + what).c_str());
+      return false;
+    }
+    *out = p;
+    job->keep.push_back(nullptr);
+    return napi_create_reference(env, v, 1, &job->keep.back()) == napi_ok;
+  };
+  if (!input(argv[2], (size_t)c.batch * c.image * c.image * c.channels, "images must be a Float32Array [B, H, W, C]", &job->images))
     return nullptr;
-  }
-  job->images = images;
-  job->keep.push_back(nullptr);
-  CHECK(napi_create_reference(env, argv[2], 1, &job->keep.back()));
   napi_valuetype tt;
   CHECK(napi_typeof(env, argv[3], &tt));
-  if (tt != napi_null && tt != napi_undefined) {
-    float* targets;
-    size_t tlen;
-    if (!float32(env, argv[3], &targets, &tlen) || tlen != (size_t)c.batch * c.classes) {
-      napi_throw_type_error(env, nullptr, "vit_kernels: targets must be a Float32Array [B, classes]");
-      return nullptr;
-    }
-    job->targets = targets;
-    job->keep.push_back(nullptr);
-    CHECK(napi_create_reference(env, argv[3], 1, &job->keep.back()));
-  }
+  if (tt != napi_null && tt != napi_undefined &&
+      !input(argv[3], (size_t)c.batch * c.classes, "targets must be a Float32Array [B, classes]", &job->targets))
+    return nullptr;
   double seed;
   CHECK(napi_get_value_double(env, argv[4], &seed));
   int32_t threads;

@@ -147,13 +147,17 @@ std::string cpu_model() {
   std::ifstream in("/proc/cpuinfo");
   std::string line, implementer, part, model;
   while (std::getline(in, line)) {
-    auto value = [&] { return line.substr(line.find(':') + 1); };
+    auto value = [&] {
+      std::string v = line.substr(line.find(':') + 1);
+      size_t a = v.find_first_not_of(" \t"), b = v.find_last_not_of(" \t");
+      return a == std::string::npos ? std::string() : v.substr(a, b - a + 1);
+    };
     if (line.rfind("model name", 0) == 0 && model.empty()) model = value();
     if (line.rfind("CPU implementer", 0) == 0 && implementer.empty()) implementer = value();
     if (line.rfind("CPU part", 0) == 0 && part.empty()) part = value();
   }
   if (!model.empty()) return model;
-  if (!implementer.empty()) return "arm64 (implementer" + implementer + ", part" + part + ")";
+  if (!implementer.empty()) return "arm64 (implementer " + implementer + ", part " + part + ")";
   return "unknown CPU";
 #endif
 }

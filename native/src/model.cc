@@ -291,6 +291,17 @@ void attention_head_bwd(int T, int d, int ld, const float* P, const float* q, co
   gemm_rows(0, T, d, T, dp, 1, q, ld, gk, ld, false, T);  // dk = ds^T q (ds read transposed)
 }
 
+// Runs f(bh, off, scratch) for every (batch, head) pair bh across the threads: off is the head's
+// column offset in the [B*T, heads*dimHead] activations, scratch the chunk's own scratch.
+template <class F>
+void for_each_head(const Config& c, int T, float* scratch, F f) {
+  const size_t per = attn_scratch_floats(T, c.dimHead);
+  const size_t IN = (size_t)c.heads * c.dimHead;
+  parallel_for_chunk(c.batch * c.heads, [&](int chunk, int s0, int e0) {
+    for (int bh = s0; bh < e0; bh++) f(bh, (size_t)(bh / c.heads) * T * IN + (size_t)(bh % c.heads) * c.dimHead, scratch + chunk * per);
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // The model.
 
@@ -340,14 +351,9 @@ void forward(const Config& c, const float* const* W, const float* images, const 
     {
       SECTION("attention_fwd");
       const int site = site_of(l, S_ATTN_WEIGHTS);
-      parallel_for_chunk(B * c.heads, [&](int chunk, int s0, int e0) {
-        float* scratch = attn_scratch + chunk * attn_scratch_floats(T, c.dimHead);
-        for (int bh = s0; bh < e0; bh++) {
-          int b = bh / c.heads, h = bh % c.heads;
-          size_t off = (size_t)b * T * IN + (size_t)h * c.dimHead;
-          attention_head(T, c.dimHead, IN, k.q + off, k.k + off, k.v + off, k.attn + (size_t)bh * T * T, k.o + off, drop, site,
-                         (size_t)bh * T * T, scratch);
-        }
+      for_each_head(c, T, attn_scratch, [&](int bh, size_t off, float* scratch) {
+        attention_head(T, c.dimHead, IN, k.q + off, k.k + off, k.v + off, k.attn + (size_t)bh * T * T, k.o + off, drop, site,
+                       (size_t)bh * T * T, scratch);
       });
     }
     if (attention) std::memcpy(attention + (size_t)l * B * c.heads * T * T, k.attn, (size_t)B * c.heads * T * T * sizeof(float));
@@ -421,14 +427,9 @@ void backward(const Config& c, const float* const* W, float* const* G, const flo
     {
       SECTION("attention_bwd");
       const int site = site_of(l, S_ATTN_WEIGHTS);
-      parallel_for_chunk(B * c.heads, [&](int chunk, int s0, int e0) {
-        float* scratch = attn_scratch + chunk * attn_scratch_floats(T, c.dimHead);
-        for (int bh = s0; bh < e0; bh++) {
-          int b = bh / c.heads, h = bh % c.heads;
-          size_t off = (size_t)b * T * IN + (size_t)h * c.dimHead;
-          attention_head_bwd(T, c.dimHead, IN, k.attn + (size_t)bh * T * T, k.q + off, k.k + off, k.v + off, dO + off, dq + off, dk + off,
-                             dv + off, drop, site, (size_t)bh * T * T, scratch);
-        }
+      for_each_head(c, T, attn_scratch, [&](int bh, size_t off, float* scratch) {
+        attention_head_bwd(T, c.dimHead, IN, k.attn + (size_t)bh * T * T, k.q + off, k.k + off, k.v + off, dO + off, dq + off, dk + off,
+                           dv + off, drop, site, (size_t)bh * T * T, scratch);
       });
     }
     for (size_t i = 0; i < (size_t)R * IN; i++) dq[i] *= scale;

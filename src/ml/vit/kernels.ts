@@ -164,7 +164,8 @@ function weightsOf(model: Vit): Float32Array[] {
   return model.variables.map((v) => v.dataSync() as Float32Array);
 }
 
-function float32(t: tf.Tensor): Float32Array {
+/** A tensor's values as a Float32Array (a copy on the wasm backend). */
+export function float32(t: tf.Tensor): Float32Array {
   const data = t.dataSync();
   return data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
 }

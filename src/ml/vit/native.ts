@@ -8,7 +8,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../../paths.js';
 import { backendThreads } from '../backend.js';
-import { activationOf, tokenCount, type VitConfig } from './config.js';
+import { activationOf, type VitConfig } from './config.js';
 import { layoutMismatch, type NativeLayout } from './layout.js';
 
 export interface NativeRunResult {
@@ -47,21 +47,8 @@ export interface NativeInfo {
   layout: NativeLayout;
 }
 
-/** The config as the addon reads it: the ViT's settings by name, plus the batch. */
-interface NativeConfig {
-  batch: number;
-  imageSize: number;
-  channels: number;
-  classes: number;
-  patchSize: number;
-  dim: number;
-  depth: number;
-  heads: number;
-  dimHead: number;
-  mlpDim: number;
-  dropout: number;
-  activation: string;
-}
+/** The config as the addon reads it: the ViT's settings by name (activation spelled out), plus the batch. */
+type NativeConfig = Required<VitConfig> & { batch: number };
 
 interface RunOptions {
   isa?: string;
@@ -70,7 +57,6 @@ interface RunOptions {
   clipNorm?: number;
 }
 
-type RunArgs = [NativeConfig, Float32Array[], Float32Array, Float32Array | null, number, number, RunOptions];
 
 /** An optimizer step's settings as the addon reads them (src/ml/optim.ts semantics). */
 export interface NativeOptimizerSettings {
@@ -88,7 +74,7 @@ export interface NativeOptimizerSettings {
 interface NativeAddon {
   info(): NativeInfo;
   profile(): Record<string, number>;
-  run(...args: RunArgs): NativeRunResult;
+  run(config: NativeConfig, weights: Float32Array[], images: Float32Array, targets: Float32Array | null, seed: number, threads: number, opts: RunOptions): NativeRunResult;
   optimize(settings: NativeOptimizerSettings, weights: Float32Array[], grads: Float32Array[], slots: Float32Array[], decays: Uint8Array): void;
 }
 
@@ -163,33 +149,6 @@ function addon(): NativeAddon {
   return l.addon;
 }
 
-function args(
-  cfg: VitConfig,
-  weights: Float32Array[],
-  images: Float32Array,
-  batch: number,
-  targets: Float32Array | null,
-  seed: number | undefined,
-  opts: RunOptions,
-): RunArgs {
-  tokenCount(cfg);
-  const config: NativeConfig = {
-    batch,
-    imageSize: cfg.imageSize,
-    channels: cfg.channels,
-    classes: cfg.classes,
-    patchSize: cfg.patchSize,
-    dim: cfg.dim,
-    depth: cfg.depth,
-    heads: cfg.heads,
-    dimHead: cfg.dimHead,
-    mlpDim: cfg.mlpDim,
-    dropout: cfg.dropout,
-    activation: activationOf(cfg),
-  };
-  return [config, weights, images, targets, seed ?? -1, nativeThreads(), opts];
-}
-
 /** Runs the whole model on variant `isa`; with targets also loss, correct count and gradients (model order). */
 export function nativeRun(
   isa: string,
@@ -201,7 +160,8 @@ export function nativeRun(
   seed: number | undefined,
   opts: { attention?: boolean; clipNorm?: number } = {},
 ): NativeRunResult {
-  return addon().run(...args(cfg, weights, images, batch, targets, seed, { isa, ...opts }));
+  const config: NativeConfig = { ...cfg, activation: activationOf(cfg), batch };
+  return addon().run(config, weights, images, targets, seed ?? -1, nativeThreads(), { isa, ...opts });
 }
 
 /**

@@ -6,7 +6,7 @@
 // can resume on either.
 import * as tf from '@tensorflow/tfjs';
 import { decays, Optimizer, type OptimizerSettings, type OptimizerState } from '../optim.js';
-import { computeGradients, type GradientOptions, type Kernels } from './kernels.js';
+import { computeGradients, float32, type GradientOptions, type Kernels } from './kernels.js';
 import type { Vit } from './model.js';
 import { nativeOptimize, nativeRun } from './native.js';
 
@@ -127,9 +127,4 @@ class NativeTrainer implements Trainer {
   dispose(): void {
     this.pending = undefined;
   }
-}
-
-function float32(t: tf.Tensor): Float32Array {
-  const data = t.dataSync();
-  return data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
 }
