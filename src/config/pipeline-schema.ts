@@ -33,6 +33,14 @@ export function buildPipelineSchema(registry: KindRegistry): JsonObject {
           threads: { type: 'integer', minimum: 0, default: 0, description: 'CPU threads for the wasm backend; 0 chooses.' },
         },
       },
+      sweep: {
+        type: 'object',
+        description:
+          'Run the pipeline once per combination of these values (the Cartesian product), as one cached DAG: ' +
+          'setting path (as --set takes it, e.g. train.optimizer.lr) -> list of values, each checked by the schema at that path.',
+        minProperties: 1,
+        additionalProperties: { type: 'array', minItems: 1, description: 'The values to try, in order.' },
+      },
       stages: {
         type: 'object',
         minProperties: 1,
