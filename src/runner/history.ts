@@ -1,7 +1,19 @@
 // outputs/<pipeline>/runs.jsonl: one line per `tfpipe run`, for `tfpipe runs`.
 import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { JsonObject, RunSummary } from '../stages/types.js';
+import type { JsonObject, JsonValue, RunSummary } from '../stages/types.js';
+
+/** Marks the runs of one `tfpipe run` of a sweep, one line per variant, so `tfpipe runs` groups them. */
+export interface SweepTag {
+  /** The same for every variant of that run. */
+  id: string;
+  variant: string;
+  index: number;
+  /** Short setting name -> value. */
+  values: Record<string, JsonValue>;
+  /** Variants in that run. */
+  of: number;
+}
 
 export interface RunRecord {
   started_at: string;
@@ -12,6 +24,7 @@ export interface RunRecord {
   stages: RunSummary['stages'];
   /** Headline numbers found in stage results (best_val_accuracy, test_accuracy, ...). */
   metrics: Record<string, number>;
+  sweep?: SweepTag;
 }
 
 const FILE = 'runs.jsonl';

@@ -34,6 +34,8 @@ export interface PlannedStage {
 export interface Plan {
   pipeline: ResolvedPipeline;
   store: ArtefactStore;
+  /** The folder of this run's tfpipe.lock: the pipeline's, or a sweep variant's own. */
+  lockDir: string;
   lock: LockFile;
   stages: PlannedStage[];
 }
@@ -41,6 +43,8 @@ export interface Plan {
 export interface PlanOptions {
   outputs?: string;
   force?: readonly string[];
+  /** Where tfpipe.lock is read and written; default outputs/<pipeline>/. */
+  lockDir?: string;
 }
 
 export function outputsRoot(): string {
@@ -55,7 +59,8 @@ export function resolveInput(pipeline: ResolvedPipeline, p: string): string {
 export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistry, opts: PlanOptions = {}): Promise<Plan> {
   const root = opts.outputs ?? outputsRoot();
   const store = new ArtefactStore(root, pipeline.name);
-  const lock = readLock(store.pipelineDir, pipeline.name);
+  const lockDir = opts.lockDir ?? store.pipelineDir;
+  const lock = readLock(lockDir, pipeline.name);
   const hasher = new InputHasher(join(root, '.cache'));
   const planned = new Map<string, PlannedStage>();
   for (const stage of pipeline.stages) {
@@ -67,7 +72,7 @@ export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistr
     planned.set(stage.name, { stage, impl, inputs, key, forced: opts.force?.includes(stage.name) ?? false, ...judged });
   }
   await hasher.save();
-  return { pipeline, store, lock, stages: [...planned.values()] };
+  return { pipeline, store, lockDir, lock, stages: [...planned.values()] };
 }
 
 /** What the key hashes. A local path setting enters by its content hash, not its spelling. */

@@ -1,11 +1,13 @@
-// Runs one stage: backend if the kind needs it, a work dir, the kind's run(), then the sealed result.
+// Runs one stage: the key's lock, backend if the kind needs it, a work dir, the kind's run(), then
+// the sealed result.
 import { join } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
-import type { Manifest } from '../cache/store.js';
-import { produced } from '../cache/upstream.js';
+import type { ArtefactStore, Manifest } from '../cache/store.js';
+import { produced, upstreamChanges } from '../cache/upstream.js';
 import type { StageContext, UpstreamArtefacts } from '../stages/types.js';
 import type { Plan, PlannedStage } from './plan.js';
 import { resolveInput } from './plan.js';
+import { acquireStageLock } from './stage-lock.js';
 import type { StepIO } from './steps.js';
 
 export type InitBackend = (runtime: ResolvedPipeline['runtime']) => Promise<{ name: string; detail: string }>;
@@ -16,11 +18,23 @@ export class Aborted extends Error {
   }
 }
 
+/** What running a stage gave: its sealed result, and whether another process had just made it. */
+export interface StageResult {
+  manifest: Manifest;
+  /** Another process finished this key while this one waited for its lock; nothing ran here. */
+  reused: boolean;
+}
+
+export function stageLockPath(store: ArtefactStore, stage: string, key: string): string {
+  return join(store.pipelineDir, '.locks', `${stage}-${key}.lock`);
+}
+
 export class StageRunner {
   private backend: { name: string; detail: string } | undefined;
   private readonly controller = new AbortController();
 
-  constructor(private readonly plan: Plan, private readonly initBackend?: InitBackend, signal?: AbortSignal) {
+  constructor(private readonly initBackend?: InitBackend, signal?: AbortSignal) {
+    if (signal?.aborted) this.controller.abort();
     signal?.addEventListener('abort', () => this.controller.abort(), { once: true });
   }
 
@@ -33,9 +47,28 @@ export class StageRunner {
     return this.backend?.name;
   }
 
-  /** Runs `p` on the finished results of its needs; resolves with its sealed manifest. */
-  async run(p: PlannedStage, needs: Record<string, Manifest>, io: StepIO): Promise<Manifest> {
-    const { pipeline, store } = this.plan;
+  /**
+   * Runs `p` of `plan` on the finished results of its needs. `requestedAt` (ms): a result of this key
+   * finished after it, by another process while this one waited, satisfies even a forced run.
+   */
+  async run(plan: Plan, p: PlannedStage, needs: Record<string, Manifest>, io: StepIO, requestedAt = Date.now()): Promise<StageResult> {
+    const { store } = plan;
+    const release = await acquireStageLock(stageLockPath(store, p.stage.name, p.key), { onWait: (m) => io.log(m), signal: this.controller.signal });
+    try {
+      const done = await store.verify(p.stage.name, p.key);
+      const upstream = Object.fromEntries(Object.entries(needs).map(([n, m]) => [n, produced(m)]));
+      if (done.ok && upstreamChanges(done.manifest, upstream).length === 0 && (!p.forced || Date.parse(done.manifest.finishedAt) >= requestedAt)) {
+        io.log(`another process finished key ${p.key} meanwhile; using its result`);
+        return { manifest: done.manifest, reused: true };
+      }
+      return { manifest: await this.runLocked(plan, p, needs, io), reused: false };
+    } finally {
+      await release();
+    }
+  }
+
+  private async runLocked(plan: Plan, p: PlannedStage, needs: Record<string, Manifest>, io: StepIO): Promise<Manifest> {
+    const { pipeline, store } = plan;
     const t = Date.now();
     if (p.impl.usesTensorflow && !this.backend && this.initBackend) {
       this.backend = await this.initBackend(pipeline.runtime);
@@ -50,7 +83,7 @@ export class StageRunner {
       seed: pipeline.seed,
       runtime: pipeline.runtime,
       outDir: await store.prepareWorkDir(p.stage.name, p.key, p.impl.resumable === true),
-      inputs: Object.fromEntries(Object.entries(needs).map(([n, m]) => [n, this.upstream(n, m)])),
+      inputs: Object.fromEntries(Object.entries(needs).map(([n, m]) => [n, upstreamOf(plan, n, m)])),
       pipelineDir: store.pipelineDir,
       cacheDir: join(store.outputsRoot, '.cache'),
       resolveInput: (path) => resolveInput(pipeline, path),
@@ -73,9 +106,9 @@ export class StageRunner {
       finishedAt: new Date().toISOString(),
     });
   }
+}
 
-  private upstream(name: string, m: Manifest): UpstreamArtefacts {
-    const u = this.plan.stages.find((s) => s.stage.name === name) as PlannedStage;
-    return { name, kind: u.stage.kind, key: m.key, dir: this.plan.store.stageDir(name, m.key), settings: u.stage.settings, result: m.result };
-  }
+function upstreamOf(plan: Plan, name: string, m: Manifest): UpstreamArtefacts {
+  const u = plan.stages.find((s) => s.stage.name === name) as PlannedStage;
+  return { name, kind: u.stage.kind, key: m.key, dir: plan.store.stageDir(name, m.key), settings: u.stage.settings, result: m.result };
 }
