@@ -1,0 +1,68 @@
+// A sweep as runner input: one plan per variant, each keeping its own tfpipe.lock and report.html
+// under outputs/<pipeline>/variants/<variant>/, joined into one graph by the runner. A pipeline
+// without a sweep is a sweep of one unnamed variant that records to outputs/<pipeline>/ as always.
+import { join } from 'node:path';
+import { ArtefactStore } from '../cache/store.js';
+import { runUnits, type RunOptions, type RunUnit, type UnionRun } from '../runner/execute.js';
+import { makePlan } from '../runner/plan.js';
+import type { StageInstance } from '../runner/union.js';
+import type { KindRegistry } from '../stages/registry.js';
+import { formatValue, type SweepDefinition, type Variant } from './variants.js';
+
+export const VARIANTS_DIR = 'variants';
+
+export function isSweep(def: SweepDefinition): boolean {
+  return def.axes.length > 0;
+}
+
+export function pipelineDirOf(def: SweepDefinition, outputs: string): string {
+  return new ArtefactStore(outputs, def.name).pipelineDir;
+}
+
+/** Where a variant's tfpipe.lock and report.html live; the pipeline folder if there is no sweep. */
+export function variantDir(def: SweepDefinition, outputs: string, v: Variant): string {
+  const dir = pipelineDirOf(def, outputs);
+  return isSweep(def) ? join(dir, VARIANTS_DIR, v.name) : dir;
+}
+
+export async function planVariants(
+  def: SweepDefinition, registry: KindRegistry, opts: { outputs: string; force?: readonly string[]; sweepId?: string },
+  variants: readonly Variant[] = def.selected,
+): Promise<RunUnit[]> {
+  return Promise.all(variants.map(async (v) => {
+    const dir = variantDir(def, opts.outputs, v);
+    const plan = await makePlan(v.pipeline, registry, { outputs: opts.outputs, force: opts.force, lockDir: dir });
+    const history = isSweep(def) && opts.sweepId
+      ? { sweep: { id: opts.sweepId, variant: v.name, index: v.index, values: v.values, of: def.variants.length } }
+      : undefined;
+    return { plan, publishDir: dir, ...(history ? { history } : {}) };
+  }));
+}
+
+/** How an instance is shown: the swept values its variants agree on, or that all share it. */
+export function instanceLabel(def: SweepDefinition, variants: readonly Variant[], users: readonly number[]): string {
+  if (!isSweep(def)) return '';
+  const vs = users.map((i) => variants[i]);
+  if (vs.length === variants.length && vs.length > 1) return `all ${vs.length} variants`;
+  const common = def.axes.filter((a) => vs.every((v) => formatValue(v.values[a.short]) === formatValue(vs[0].values[a.short])));
+  const values = common.map((a) => `${a.short}=${formatValue(vs[0].values[a.short])}`).join(',');
+  return vs.length > 1 ? `${values}${values ? ', ' : ''}${vs.length} variants` : values;
+}
+
+export function instanceTitle(def: SweepDefinition, variants: readonly Variant[], inst: StageInstance): string {
+  const label = instanceLabel(def, variants, inst.users);
+  return label ? `${inst.planned.stage.name} [${label}]` : inst.planned.stage.name;
+}
+
+export interface SweepRun extends UnionRun {
+  variants: readonly Variant[];
+}
+
+export async function runSweep(def: SweepDefinition, registry: KindRegistry, opts: RunOptions & { outputs: string }): Promise<SweepRun> {
+  const sweepId = new Date().toISOString();
+  const run = await runUnits(
+    () => planVariants(def, registry, { outputs: opts.outputs, force: opts.force, sweepId }),
+    { ...opts, rowTitle: (inst) => instanceTitle(def, def.selected, inst) },
+  );
+  return { ...run, variants: def.selected };
+}
