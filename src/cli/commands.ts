@@ -4,13 +4,18 @@ import { relative } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
 import { ancestorsAndSelf, renderMermaid, renderText } from '../graph/dag.js';
-import { Aborted, runPipeline } from '../runner/execute.js';
+import { Aborted } from '../runner/execute.js';
 import { formatDuration } from '../runner/format.js';
 import { readRuns, type RunRecord } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
-import { makePlan, outputsRoot, type PlannedStage } from '../runner/plan.js';
+import { makePlan, outputsRoot } from '../runner/plan.js';
 import type { StepReporter } from '../runner/steps.js';
+import type { StageExecutor } from '../runner/walk.js';
+import type { QueueUrl } from '../queue/redis.js';
+import { isSweep, runSweep } from '../sweep/run.js';
+import type { SweepDefinition } from '../sweep/variants.js';
+import { describeSweepRun, dryRunState, sweepDryRun, sweepRunDoc } from './sweep-views.js';
 import { flatten } from '../cache/keys.js';
 import type { KindRegistry } from '../stages/registry.js';
 
@@ -49,11 +54,22 @@ function pickReporter(json: boolean): StepReporter {
   return new PlainReporter(json ? process.stderr : process.stdout);
 }
 
-export async function commandRun(
-  pipeline: ResolvedPipeline,
-  registry: KindRegistry,
-  opts: { force: string[]; until?: string; dryRun: boolean; json: boolean },
-): Promise<number> {
+export interface RunCommandOptions {
+  force: string[];
+  until?: string;
+  dryRun: boolean;
+  json: boolean;
+  /** -j: stage instances at once, each in its own process when more than 1. */
+  jobs: number;
+  /** --queue redis://HOST:PORT: hand stage instances to `tfpipe worker`s through BullMQ. */
+  queue?: string;
+}
+
+/** With a queue, every ready instance is queued at once; the workers' --concurrency limits the rest. */
+const QUEUED_AT_ONCE = 10_000;
+
+export async function commandRun(def: SweepDefinition, registry: KindRegistry, opts: RunCommandOptions): Promise<number> {
+  const pipeline = def.selected[0].pipeline;
   const names = pipeline.stages.map((s) => s.name);
   for (const n of [...opts.force, ...(opts.until ? [opts.until] : [])]) {
     if (!names.includes(n)) {
@@ -61,7 +77,9 @@ export async function commandRun(
       return 2;
     }
   }
+  const outputs = outputsRoot();
   if (opts.dryRun) {
+    if (isSweep(def)) return sweepDryRun(def, registry, outputs, opts);
     const plan = await makePlan(pipeline, registry, { force: opts.force });
     const selected = opts.until ? ancestorsAndSelf(pipeline.stages, opts.until) : undefined;
     const stages = plan.stages.filter((s) => !selected || selected.has(s.stage.name)).map((s) => ({
@@ -70,6 +88,13 @@ export async function commandRun(
     if (opts.json) out(JSON.stringify({ pipeline: pipeline.name, dry_run: true, stages }, null, 2));
     else for (const s of stages) out(`${s.name}: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
     return 0;
+  }
+  // The queue is checked before anything is written: a wrong URL leaves no trace.
+  let queue: QueueUrl | undefined;
+  if (opts.queue) {
+    const { checkRedis, parseQueueUrl } = await import('../queue/redis.js');
+    queue = parseQueueUrl(opts.queue);
+    await checkRedis(queue);
   }
   const reporter = pickReporter(opts.json);
   const controller = new AbortController();
@@ -83,16 +108,36 @@ export async function commandRun(
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   try {
-    const summary = await runPipeline(pipeline, registry, {
+    let executor: StageExecutor | undefined;
+    if (queue) {
+      const [{ QueueExecutor }, { ensureStoreId }] = await Promise.all([import('../queue/queue-executor.js'), import('../jobs/store-id.js')]);
+      executor = await QueueExecutor.connect(queue, await ensureStoreId(outputs), controller.signal);
+    } else if (opts.jobs > 1) {
+      const { ProcessExecutor } = await import('../jobs/process-executor.js');
+      executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: controller.signal });
+    }
+    const run = await runSweep(def, registry, {
       force: opts.force,
       until: opts.until,
       reporter,
       signal: controller.signal,
+      outputs,
+      jobs: queue ? QUEUED_AT_ONCE : opts.jobs,
+      executor,
       initBackend: async (runtime) => {
         const { initBackend } = await import('../ml/backend.js');
         return initBackend(runtime.backend, runtime.threads);
       },
     });
+    const failed = run.summaries.some((s) => s.stages.some((x) => x.state === 'failed'));
+    if (isSweep(def)) {
+      const { writeSweepPage } = await import('../sweep/results.js');
+      const doc = sweepRunDoc(def, run, outputs, await writeSweepPage(def, registry, outputs));
+      if (opts.json) out(JSON.stringify(doc, null, 2));
+      else for (const l of describeSweepRun(doc)) reporter.info(l);
+      return failed ? 1 : 0;
+    }
+    const summary = run.summaries[0];
     const doc = {
       pipeline: summary.pipeline,
       backend: summary.backend,
@@ -106,7 +151,7 @@ export async function commandRun(
       reporter.info(`${pipeline.name}: ${ran} ran, ${cached} cached${bad.length ? `, ${bad.length} failed or skipped` : ''}${summary.backend ? ` (backend ${summary.backend})` : ''}`);
       for (const s of doc.stages.filter((x) => x.error)) reporter.info(`  ${s.name}: ${s.error}`);
     }
-    return summary.stages.some((s) => s.state === 'failed') ? 1 : 0;
+    return failed ? 1 : 0;
   } catch (err) {
     if (err instanceof Aborted) {
       process.stderr.write('tfpipe: interrupted; finished stages are kept, the interrupted one will run again\n');
@@ -119,32 +164,33 @@ export async function commandRun(
   }
 }
 
-/** A cached stage below one that runs is reused only if that one reproduces its outputs. */
-function dryRunState(s: PlannedStage): 'cached' | 'would run' | 'cached if upstream unchanged' {
-  if (s.forced || s.state !== 'cached') return 'would run';
-  return s.pendingUpstream.length ? 'cached if upstream unchanged' : 'cached';
-}
-
 function round(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
 
-/** One row per past run: only the settings that differ from the run before (dvc exp show --only-changed). */
+/**
+ * One row per past run: only the settings that differ from the run before (dvc exp show
+ * --only-changed). A sweep's variants are compared with the sweep's first variant, and that one
+ * with the run before the sweep, so each row shows what the sweep varied.
+ */
 export function describeRuns(runs: RunRecord[]) {
   return runs.map((r, i) => {
-    const prev = i > 0 ? flatten(runs[i - 1].settings) : {};
+    const groupStart = r.sweep ? runs.findIndex((x) => x.sweep?.id === r.sweep?.id) : i;
+    const base = groupStart < i ? groupStart : i - 1;
+    const prev = base >= 0 ? flatten(runs[base].settings) : {};
     const cur = flatten(r.settings);
     const changed: Record<string, { from: string | null; to: string | null }> = {};
-    if (i > 0) {
+    if (base >= 0) {
       for (const k of new Set([...Object.keys(prev), ...Object.keys(cur)])) {
         if (prev[k] !== cur[k]) changed[k] = { from: prev[k] ?? null, to: cur[k] ?? null };
       }
-      if (runs[i - 1].seed !== r.seed) changed.seed = { from: String(runs[i - 1].seed), to: String(r.seed) };
+      if (runs[base].seed !== r.seed) changed.seed = { from: String(runs[base].seed), to: String(r.seed) };
     }
     return {
       run: i + 1,
       started_at: r.started_at,
       seconds: r.seconds,
+      ...(r.sweep ? { sweep: r.sweep } : {}),
       changed,
       ran: r.stages.filter((s) => s.state === 'ran').map((s) => s.name),
       best_val_accuracy: r.metrics.best_val_accuracy ?? null,
@@ -156,8 +202,12 @@ export function describeRuns(runs: RunRecord[]) {
 export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Promise<number> {
   const { ArtefactStore } = await import('../cache/store.js');
   const rows = describeRuns(await readRuns(new ArtefactStore(outputsRoot(), pipeline.name).pipelineDir));
+  const sweeps = [...new Set(rows.flatMap((r) => (r.sweep ? [r.sweep.id] : [])))].map((id) => {
+    const members = rows.filter((r) => r.sweep?.id === id);
+    return { id, started_at: members[0].started_at, variants: members[0].sweep?.of ?? members.length, runs: members.map((r) => r.run) };
+  });
   if (json) {
-    out(JSON.stringify({ pipeline: pipeline.name, runs: rows }, null, 2));
+    out(JSON.stringify({ pipeline: pipeline.name, runs: rows, sweeps }, null, 2));
     return 0;
   }
   if (!rows.length) {
@@ -166,9 +216,16 @@ export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Pr
   }
   const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(2)}%`);
   out('run  started               time      val acc   test acc  ran / changed');
+  let group: string | undefined;
   for (const r of rows) {
+    if (r.sweep && r.sweep.id !== group) {
+      const s = sweeps.find((x) => x.id === r.sweep?.id);
+      out(`sweep of ${s?.variants} variants over ${Object.keys(r.sweep.values).join(' × ')} (runs ${s?.runs.join(', ')}):`);
+    }
+    group = r.sweep?.id;
     const changes = Object.entries(r.changed).map(([k, v]) => `${k}: ${v.from ?? '∅'} → ${v.to ?? '∅'}`);
-    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${formatDuration(r.seconds).padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ran: ${r.ran.join(', ') || 'nothing'}`);
+    const variant = r.sweep ? `  [${r.sweep.index}] ${r.sweep.variant}` : '';
+    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${formatDuration(r.seconds).padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ran: ${r.ran.join(', ') || 'nothing'}${variant}`);
     for (const c of changes) out(`${' '.repeat(52)}${c}`);
   }
   return 0;

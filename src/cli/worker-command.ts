@@ -1,0 +1,49 @@
+// `tfpipe worker --queue URL [--concurrency N] [--outputs DIR]`: serve stage jobs until Ctrl-C.
+import { resolve } from 'node:path';
+import { outputsRoot } from '../runner/plan.js';
+
+export interface WorkerCommandOptions {
+  queue?: string;
+  concurrency?: string;
+  outputs?: string;
+  lockTimeout?: string;
+}
+
+export class WorkerUsageError extends Error {
+  override readonly name = 'WorkerUsageError';
+}
+
+function positiveInt(text: string | undefined, fallback: number, what: string): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new WorkerUsageError(`${what} must be a whole number ≥ 1, got "${text}"`);
+  return n;
+}
+
+export async function commandWorker(opts: WorkerCommandOptions): Promise<number> {
+  if (!opts.queue) throw new WorkerUsageError('worker needs --queue redis://HOST:PORT');
+  const concurrency = positiveInt(opts.concurrency, 1, '--concurrency');
+  const lockSeconds = positiveInt(opts.lockTimeout, 30, '--lock-timeout');
+  const { checkRedis, parseQueueUrl } = await import('../queue/redis.js');
+  const queue = parseQueueUrl(opts.queue);
+  await checkRedis(queue);
+  const { runWorker } = await import('../queue/worker.js');
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = () => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(130);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await runWorker({
+      queue, concurrency, lockSeconds, outputs: resolve(opts.outputs ?? outputsRoot()), out: process.stdout, signal: controller.signal,
+    });
+    return 130;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
