@@ -46,12 +46,14 @@ export async function checkRedis(q: QueueUrl, timeoutMs = 3000): Promise<void> {
     enableOfflineQueue: false,
     retryStrategy: () => null,
   });
-  client.on('error', () => {}); // reported through the rejected promise below
+  // ioredis reports a refused connection as 'Connection is closed'; the socket error says why.
+  let cause: Error | undefined;
+  client.on('error', (err: Error) => { cause ??= err; });
   const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs + 500).unref());
   try {
     await Promise.race([client.connect().then(() => client.ping()), timer]);
   } catch (err) {
-    throw new QueueUnavailable(`cannot reach Redis at ${q.shown}: ${(err as Error).message}`);
+    throw new QueueUnavailable(`cannot reach Redis at ${q.shown}: ${(cause ?? (err as Error)).message}`);
   } finally {
     client.disconnect();
   }
