@@ -1,49 +1,104 @@
-// Wall time of a fully cached `tfpipe run` (Node start-up included) of a 10-stage pipeline:
-// the cost a user pays to learn that nothing needs doing. Appends JSON Lines to
-// outputs/bench/cached-run.jsonl.
-//   node dist/bench/cached-run.js [--repeats 5]
+// Wall time of the commands a user runs to learn that nothing needs doing, through
+// `node bin/tfpipe.js` (Node start-up included): `status`, `dag`, `kinds` and a fully cached `run`
+// of the quick pipeline (shrunk like the e2e test, so its first run takes seconds), plus a cached
+// `run` of a 10-stage chain of test kinds. Appends one JSON line per command to
+// outputs/bench/cached-run.jsonl and prints them. Measure on a quiet machine (see the README).
+//   node dist/bench/cached-run.js [--repeats 7]
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { packageRoot } from '../src/paths.js';
 
-const repeats = Number(process.argv[process.argv.indexOf('--repeats') + 1]) || 5;
+const repeats = Number(process.argv[process.argv.indexOf('--repeats') + 1]) || 7;
 const dir = mkdtempSync(join(tmpdir(), 'tfpipe-bench-'));
-const stages = Array.from({ length: 10 }, (_, i) =>
-  `  s${i}:\n    kind: emit\n    value: ${i}\n${i ? `    needs: [s${i - 1}]\n` : ''}`).join('');
-const file = join(dir, 'ten.yaml');
-writeFileSync(file, `name: ten\nstages:\n${stages}`);
-const env = { ...process.env, TFPIPE_OUTPUTS: join(dir, 'outputs'), TFPIPE_PLUGINS: join(packageRoot, 'dist/test/fixtures/kinds.js'), NO_COLOR: '1' };
 const bin = join(packageRoot, 'bin/tfpipe.js');
+const env = { ...process.env, TFPIPE_OUTPUTS: join(dir, 'outputs'), NO_COLOR: '1' };
 
-const run = () => {
+const chainStages = Array.from({ length: 10 }, (_, i) =>
+  `  s${i}:\n    kind: emit\n    value: ${i}\n${i ? `    needs: [s${i - 1}]\n` : ''}`).join('');
+const chain = join(dir, 'ten.yaml');
+writeFileSync(chain, `name: ten\nstages:\n${chainStages}`);
+const plugins = { TFPIPE_PLUGINS: join(packageRoot, 'dist/test/fixtures/kinds.js') };
+
+const archive = process.env.TFPIPE_CIFAR10 ?? resolve(packageRoot, '../shared/data/cifar-10-binary.tar.gz');
+const quick = join(packageRoot, 'pipelines/cifar-vit-quick.yaml');
+const quickSets = [
+  `data.source=${archive}`, 'data.limit_train=300', 'data.limit_val=60', 'data.limit_test=200',
+  'model.dim=32', 'model.depth=1', 'model.mlp_dim=64', 'train.epochs=1', 'rollout.images=8',
+].flatMap((s) => ['--set', s]);
+
+function tfpipe(args: string[], extraEnv: Record<string, string> = {}): { seconds: number; stdout: string } {
   const t = process.hrtime.bigint();
-  const r = spawnSync(process.execPath, [bin, 'run', file, '--json'], { env, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(r.stderr);
-  return { seconds: Number(process.hrtime.bigint() - t) / 1e9, states: (JSON.parse(r.stdout) as { stages: { state: string }[] }).stages.map((s) => s.state) };
-};
-
-const first = run();
-const times: number[] = [];
-for (let i = 0; i < repeats; i++) {
-  const r = run();
-  if (r.states.some((s) => s !== 'cached')) throw new Error(`expected all cached, got ${r.states}`);
-  times.push(r.seconds);
+  const r = spawnSync(process.execPath, [bin, ...args], { env: { ...env, ...extraEnv }, encoding: 'utf8' });
+  const seconds = Number(process.hrtime.bigint() - t) / 1e9;
+  if (r.status !== 0) throw new Error(`tfpipe ${args.join(' ')} exited ${r.status}:\n${r.stderr}`);
+  return { seconds, stdout: r.stdout };
 }
-times.sort((a, b) => a - b);
-const result = {
-  bench: 'cached_run',
-  stages: 10,
-  first_run_s: Number(first.seconds.toFixed(3)),
-  cached_run_s_median: Number(times[Math.floor(times.length / 2)].toFixed(3)),
-  cached_run_s_min: Number(times[0].toFixed(3)),
-  cached_run_s_max: Number(times[times.length - 1].toFixed(3)),
-  repeats,
-  node: process.version,
-};
+
+function allCached(stdout: string): void {
+  const states = (JSON.parse(stdout) as { stages: { state: string }[] }).stages.map((s) => s.state);
+  if (states.some((s) => s !== 'cached')) throw new Error(`expected every stage cached, got ${states.join(', ')}`);
+}
+
+interface Case {
+  name: string;
+  args: string[];
+  env?: Record<string, string>;
+  check?: (stdout: string) => void;
+}
+
+const cases: Case[] = [
+  { name: 'run_cached_chain10', args: ['run', chain, '--json'], env: plugins, check: allCached },
+  { name: 'kinds', args: ['kinds'] },
+];
+let firstQuickRun: number | undefined;
+if (existsSync(archive)) {
+  firstQuickRun = tfpipe(['run', quick, ...quickSets, '--json']).seconds;
+  cases.push(
+    { name: 'status_quick', args: ['status', quick, ...quickSets, '--json'] },
+    { name: 'dag_quick', args: ['dag', quick] },
+    { name: 'run_cached_quick', args: ['run', quick, ...quickSets, '--json'], check: allCached },
+  );
+} else {
+  process.stderr.write(`CIFAR-10 archive not found at ${archive}: the quick pipeline cases are left out\n`);
+}
+tfpipe(['run', chain, '--json'], plugins);
+
 const out = join(packageRoot, 'outputs', 'bench');
 mkdirSync(out, { recursive: true });
-appendFileSync(join(out, 'cached-run.jsonl'), JSON.stringify(result) + '\n');
-console.log(JSON.stringify(result));
+const cpu = cpus()[0]?.model ?? 'unknown';
+const flags = existsSync('/proc/cpuinfo') ? (/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '') : '';
+const isa = ['avx512f', 'avx2', 'neon', 'asimd'].find((f) => flags.split(' ').includes(f)) ?? process.arch;
+for (const c of cases) {
+  let seconds: number[];
+  try {
+    seconds = Array.from({ length: repeats }, () => {
+      const r = tfpipe(c.args, c.env);
+      c.check?.(r.stdout);
+      return r.seconds;
+    });
+  } catch (err) {
+    // e.g. `kinds` on a version that does not have the command yet
+    process.stderr.write(`${c.name}: ${(err as Error).message.split('\n')[0]}\n`);
+    continue;
+  }
+  seconds.sort((a, b) => a - b);
+  const r3 = (x: number) => Number(x.toFixed(3));
+  const result = {
+    bench: 'cli_wall',
+    command: c.name,
+    median_s: r3(seconds[Math.floor(seconds.length / 2)]),
+    min_s: r3(seconds[0]),
+    max_s: r3(seconds[seconds.length - 1]),
+    repeats,
+    ...(c.name === 'run_cached_quick' && firstQuickRun !== undefined ? { first_run_s: r3(firstQuickRun) } : {}),
+    node: process.version,
+    cpu,
+    isa,
+    date: new Date().toISOString(),
+  };
+  appendFileSync(join(out, 'cached-run.jsonl'), JSON.stringify(result) + '\n');
+  console.log(JSON.stringify(result));
+}
 rmSync(dir, { recursive: true, force: true });

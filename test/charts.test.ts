@@ -4,8 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { chartSpec, parseMetricsJsonl, renderSvg, svgToPng, type EpochMetrics } from '../src/render/charts.js';
-import { stage as plots, type PlotsSettings } from '../src/stages/plots.js';
+import { formatMetricsJsonl, parseMetricsJsonl, type EpochMetrics } from '../src/ml/epoch-metrics.js';
+import { chartSpec, renderSvg, svgToPng } from '../src/render/charts.js';
+import { stage as plots } from '../src/stages/plots.js';
+import type { PlotsSettings } from '../src/stages/settings.js';
 import type { StageContext } from '../src/stages/types.js';
 
 function syntheticMetrics(epochs: number): EpochMetrics[] {
@@ -23,12 +25,12 @@ function syntheticMetrics(epochs: number): EpochMetrics[] {
       images_per_second: 1000 + e,
       seconds: 30 + e,
       elapsed_seconds: elapsed,
+      tensors: 100,
     });
   }
   return rows;
 }
 
-const toJsonl = (rows: EpochMetrics[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
 
 interface Mark {
   x: number;
@@ -48,14 +50,25 @@ function lineVertexCounts(svg: string): number[] {
   return [...svg.matchAll(re)].map((m) => (m[1].match(/[ML]/g) ?? []).length);
 }
 
-test('parseMetricsJsonl reads every field and turns missing ones into NaN', () => {
-  const rows = parseMetricsJsonl('{"epoch":1,"train_loss":2.5,"val_accuracy":0.4}\n\n{"epoch":2,"lr":0.1}\n');
+test('parseMetricsJsonl reads what train writes; missing fields become NaN, or null for validation', () => {
+  const rows = parseMetricsJsonl('{"epoch":1,"train_loss":2.5,"val_accuracy":0.4}\n\n{"epoch":2,"lr":0.1,"val_loss":null}\n');
   assert.equal(rows.length, 2);
   assert.equal(rows[0].train_loss, 2.5);
   assert.equal(rows[0].val_accuracy, 0.4);
+  assert.equal(rows[0].val_loss, null);
   assert.ok(Number.isNaN(rows[0].lr));
   assert.equal(rows[1].lr, 0.1);
+  assert.equal(rows[1].val_loss, null);
   assert.throws(() => parseMetricsJsonl('{"epoch":1}\nnot json\n'), /line 2/);
+  const written = syntheticMetrics(3);
+  assert.deepEqual(parseMetricsJsonl(formatMetricsJsonl(written)), written);
+});
+
+test('epochs without validation draw only the train series', () => {
+  const rows = syntheticMetrics(4).map((r) => ({ ...r, val_loss: null, val_accuracy: null }));
+  const values = (chartSpec('accuracy', rows, { width: 200, height: 100 }).data as { values: { series: string }[] }).values;
+  assert.equal(values.length, 4);
+  assert.ok(values.every((v) => v.series === 'train'));
 });
 
 test('accuracy chart: spec holds the data, SVG has one point per epoch and series, PNG has the scaled size', async () => {
@@ -120,7 +133,7 @@ test('plots stage writes vl.json, svg and png for each chart from the train stag
     mkdirSync(trainDir);
     mkdirSync(outDir);
     const rows = syntheticMetrics(5);
-    writeFileSync(join(trainDir, 'metrics.jsonl'), toJsonl(rows));
+    writeFileSync(join(trainDir, 'metrics.jsonl'), formatMetricsJsonl(rows));
     const settings: PlotsSettings = { charts: ['accuracy', 'lr'], formats: ['svg', 'png'], width: 240, height: 120, scale: 1.5 };
     const ctx: StageContext<PlotsSettings> = {
       pipeline: 't', name: 'plots', kind: 'plots', key: 'k', settings, seed: 1,

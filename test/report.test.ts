@@ -6,8 +6,15 @@ import { pathToFileURL } from 'node:url';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { escapeHtml, renderReportHtml, type ReportData } from '../src/render/report-html.js';
-import { stage as report, writePipelineReport, type ReportSettings } from '../src/stages/report.js';
+import { stage as report, writePipelineReport } from '../src/stages/report.js';
+import { KindRegistry, loadRegistry } from '../src/stages/registry.js';
+import type { ReportSettings } from '../src/stages/settings.js';
 import type { JsonObject, StageContext, UpstreamArtefacts } from '../src/stages/types.js';
+import { picture } from './fixtures/picture-kind.js';
+import { stageKinds as testKinds } from './fixtures/kinds.js';
+import { silentReporter, tempProject } from './helpers.js';
+import { loadPipeline } from '../src/config/load.js';
+import { runPipeline } from '../src/runner/execute.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const classes = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
@@ -18,13 +25,16 @@ async function png(path: string, w: number, h: number, rgb: [number, number, num
     .toFile(path);
 }
 
+const kinds = new KindRegistry([...(await loadRegistry({})).all(), picture]);
+
+/** An upstream stage as the runner hands it over, with what its kind declares it writes. */
 function upstream(root: string, name: string, kind: string, settings: JsonObject, result: JsonObject): UpstreamArtefacts {
   const dir = join(root, 'stages', name);
   mkdirSync(dir, { recursive: true });
-  return { name, kind, key: `${kind}-key-0123456789abcdef`, dir, settings, result };
+  return { name, kind, key: `${kind}-key-0123456789abcdef`, dir, settings, result, writes: kinds.get(kind)?.writes };
 }
 
-/** Small synthetic artefacts of every upstream kind the report knows. */
+/** Small synthetic artefacts of every built-in upstream kind, and of a test-only picture kind. */
 async function buildUpstreams(root: string): Promise<Record<string, UpstreamArtefacts>> {
   const data = upstream(root, 'cifar10', 'cifar10', { val_fraction: 0.1 }, { train: 45000 });
   await png(join(data.dir, 'samples.png'), 40, 30, [200, 10, 10]);
@@ -40,7 +50,7 @@ async function buildUpstreams(root: string): Promise<Record<string, UpstreamArte
       )
       .join('\n') + '\n',
   );
-  const plots = upstream(root, 'curves', 'plots', { width: 480 }, {});
+  const plots = upstream(root, 'curves', 'plots', { width: 480, scale: 2 }, {});
   await png(join(plots.dir, 'accuracy.png'), 48, 28, [0, 0, 0]);
   writeFileSync(join(plots.dir, 'loss.svg'), '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20"><rect width="40" height="20" fill="red"/></svg>');
   const evaluate = upstream(root, 'evaluate', 'evaluate', {}, { test_accuracy: 0.61 });
@@ -60,7 +70,9 @@ async function buildUpstreams(root: string): Promise<Record<string, UpstreamArte
     join(rollout.dir, 'meta.json'),
     JSON.stringify({ method: 'abnar_zuidema', head_fusion: 'mean', discard_ratio: 0.9, upsample: 'bicubic', indices: [4, 9], misclassified: [false, true] }),
   );
-  return Object.fromEntries([data, aug, train, plots, evaluate, rollout].map((u) => [u.name, u]));
+  const squares = upstream(root, 'squares', 'picture', {}, {});
+  await png(join(squares.dir, 'square.png'), 16, 16, [0, 120, 0]);
+  return Object.fromEntries([data, aug, train, plots, evaluate, rollout, squares].map((u) => [u.name, u]));
 }
 
 function context(root: string, inputs: Record<string, UpstreamArtefacts>, settings: ReportSettings): StageContext<ReportSettings> {
@@ -112,7 +124,7 @@ async function openInChromium(file: string): Promise<PageCheck> {
 test('renderReportHtml escapes text and rejects image paths that leave the folder', () => {
   const data: ReportData = {
     title: '<script>alert(1)</script>', pipeline: 'p', generatedAt: 'now', stages: [], referenceAccuracy: null,
-    sections: [{ id: 'data', title: 'Data', notes: ['a & b'], images: [{ file: 'x y.png', title: '"q"' }] }],
+    sections: [{ id: 'data', title: 'Data', order: 10, notes: ['a & b'], images: [{ file: 'x y.png', title: '"q"' }] }],
   };
   const html = renderReportHtml(data);
   assert.ok(!html.includes('<script>'));
@@ -130,11 +142,11 @@ test('report stage copies every upstream picture and records the data model', as
   try {
     const ctx = context(root, await buildUpstreams(root), defaults);
     const result = await report.run(ctx);
-    assert.equal(result.images, 8);
+    assert.equal(result.images, 9);
     assert.equal(result.test_accuracy, 0.6123);
     const files = readdirSync(ctx.outDir).sort();
     for (const f of ['cifar10-samples.png', 'augmentation-preview.png', 'augmentation-patches.png', 'curves-accuracy.png', 'curves-loss.svg',
-      'evaluate-predictions.png', 'evaluate-confusion.png', 'rollout__x_-rollout.png', 'index.html', 'report.json']) {
+      'evaluate-predictions.png', 'evaluate-confusion.png', 'rollout__x_-rollout.png', 'squares-square.png', 'index.html', 'report.json']) {
       assert.ok(files.includes(f), `missing ${f} in ${files.join(', ')}`);
     }
     const html = readFileSync(join(ctx.outDir, 'index.html'), 'utf8');
@@ -155,6 +167,47 @@ test('report stage copies every upstream picture and records the data model', as
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+});
+
+test('sections follow the order the kinds declare; a kind the report never names shows its picture', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'tfpipe-report-'));
+  try {
+    const ctx = context(root, await buildUpstreams(root), defaults);
+    await report.run(ctx);
+    const html = readFileSync(join(ctx.outDir, 'index.html'), 'utf8');
+    const ids = [...html.matchAll(/<section id="([^"]+)">/g)].map((m) => m[1]);
+    assert.deepEqual(ids, ['evaluation', 'data', 'augmentation', 'metrics', 'plots', 'predictions', 'rollout', 'squares', 'stages']);
+    assert.match(html, /<section id="squares"><h2>Squares<\/h2><div class="figs"><figure><img src="squares-square.png" alt="A square"><figcaption><b>A square<\/b> – drawn by a test-only kind<\/figcaption><\/figure><\/div><\/section>/);
+    assert.match(html, /<h2>Evaluation <span class="muted">\(evaluate\)<\/span><\/h2>/);
+    assert.match(html, /<h2>Training metrics <span class="muted">\(train\)<\/span><\/h2><p>Best validation accuracy 50\.00% at epoch 2/);
+    // Without the declaration the same files are not shown: the report knows no kind by name.
+    const undeclared = Object.fromEntries(Object.entries(ctx.inputs).map(([n, u]) => [n, n === 'squares' ? { ...u, writes: undefined } : u]));
+    const ctx2 = context(join(root, 'undeclared'), undeclared, defaults);
+    await report.run(ctx2);
+    assert.ok(!readFileSync(join(ctx2.outDir, 'index.html'), 'utf8').includes('square.png'));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('through the runner, a test-only picture kind upstream of report lands on the page', async () => {
+  const p = tempProject();
+  const file = p.write('pictures.yaml', `name: pictures
+stages:
+  a: { kind: emit, value: 1 }
+  square: { kind: picture, needs: [a], colour: '#c62828' }
+  report: { kind: report, needs: [square, a] }
+`);
+  const registry = new KindRegistry([...testKinds, picture, report]);
+  const summary = await runPipeline(loadPipeline(file, registry), registry, { reporter: silentReporter(), outputs: p.outputs });
+  assert.deepEqual(summary.stages.map((s) => s.state), ['ran', 'ran', 'ran']);
+  const dir = summary.stages.find((s) => s.name === 'report')!.dir;
+  const html = readFileSync(join(dir, 'index.html'), 'utf8');
+  assert.match(html, /<img src="square-square.png" alt="A square">/);
+  const copied = await sharp(join(dir, 'square-square.png')).raw().toBuffer({ resolveWithObject: true });
+  assert.equal(copied.info.width, 24, 'the schema default size');
+  assert.deepEqual([...copied.data.subarray(0, 3)], [0xc6, 0x28, 0x28]);
+  assert.match(readFileSync(join(p.outputs, 'pictures', 'report.html'), 'utf8'), /square-square\.png/);
 });
 
 test('writePipelineReport points into the report stage folder and lists the run', async () => {
@@ -207,7 +260,7 @@ test('both pages open from disk in headless Chromium: every image decodes, no er
     for (const file of [join(ctx.outDir, 'index.html'), pipelinePage]) {
       const page = await openInChromium(file);
       assert.deepEqual(page.errors, [], `${file}: console errors`);
-      assert.equal(page.images.length, 8, `${file}: images`);
+      assert.equal(page.images.length, 9, `${file}: images`);
       for (const img of page.images) {
         assert.ok(img.naturalWidth > 0, `${img.src} did not decode`);
         assert.ok(img.src.startsWith(pathToFileURL(ctx.outDir).href + '/'), `${img.src} resolves outside the report folder`);
@@ -216,6 +269,7 @@ test('both pages open from disk in headless Chromium: every image decodes, no er
       assert.match(page.text, /Test accuracy 61\.23%/);
       assert.match(page.text, /airplane/);
       assert.match(page.text, /Method abnar_zuidema, head fusion mean, discard ratio 0\.9/);
+      assert.match(page.text, /Squares\s+A square – drawn by a test-only kind/);
     }
     const run = await openInChromium(pipelinePage);
     assert.match(run.text, /This run/);

@@ -11,7 +11,8 @@ import { createAugmenter } from '../src/ml/augment/index.js';
 import { writeDataInfo, writeSplit, type DataInfo, type Split } from '../src/ml/dataset.js';
 import { classTokenRollout } from '../src/ml/rollout.js';
 import { createVit, forward, saveCheckpoint, type VitConfig } from '../src/ml/vit/index.js';
-import { stage, writeRollout, type AttentionRolloutSettings } from '../src/stages/attention_rollout.js';
+import { stage, writeRollout } from '../src/stages/attention_rollout.js';
+import type { AttentionRolloutSettings } from '../src/stages/settings.js';
 import type { StageContext, UpstreamArtefacts } from '../src/stages/types.js';
 
 before(async () => {

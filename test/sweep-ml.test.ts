@@ -9,6 +9,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ArtefactStore } from '../src/cache/store.js';
+import { packageRoot } from '../src/paths.js';
 import { BIN, startTfpipe, type Running } from './cli-process.js';
 import { tempProject } from './helpers.js';
 import { ARCHIVE, noArchive } from './ml-helpers.js';
@@ -66,10 +67,17 @@ after(async () => { await redis?.stop(); });
 
 const env = (outputs: string): NodeJS.ProcessEnv => ({ ...process.env, TFPIPE_OUTPUTS: outputs, NO_COLOR: '1', TFPIPE_LOG_INTERVAL_MS: '0' });
 
-function tfpipe(args: string[], outputs: string) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { env: env(outputs), encoding: 'utf8', timeout: 300_000, maxBuffer: 64 << 20 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+const HOOK = join(packageRoot, 'dist/test/fixtures/import-log.js');
+
+/** Runs the CLI; with `imports`, also returns every module each process imported, by pid. */
+function tfpipe(args: string[], outputs: string, opts: { imports?: string } = {}) {
+  const r = spawnSync(process.execPath, [...(opts.imports ? ['--import', HOOK] : []), BIN, ...args], {
+    env: { ...env(outputs), ...(opts.imports ? { TFPIPE_IMPORT_LOG: opts.imports } : {}) }, encoding: 'utf8', timeout: 300_000, maxBuffer: 64 << 20,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr, pid: r.pid };
 }
+
+const tfjsLoaders = (log: string) => new Set(readFileSync(log, 'utf8').split('\n').filter((l) => l.includes('/node_modules/@tensorflow/')).map((l) => Number(l.split(' ')[0])));
 
 interface RunDoc {
   instances: { id: string; name: string; key: string; state: string; variants: string[] }[];
@@ -138,13 +146,20 @@ test('a sweep run sequentially, with -j 2 and by two workers (one killed mid-tra
   assert.match(page, /<td>data, augmentation, model<\/td>/);
   assert.ok(existsSync(join(seqP.outputs, 'tiny-sweep', 'sweep', 'accuracy-lr.svg')));
 
-  // 2. -j 2: each instance in its own process.
+  // 2. -j 2: each instance in its own process; the coordinating process never loads TensorFlow.js.
   const parP = tempProject();
-  const par = tfpipe(['run', file, '-j', '2', '--json'], parP.outputs);
+  const imports = join(parP.dir, 'imports.log');
+  const par = tfpipe(['run', file, '-j', '2', '--json'], parP.outputs, { imports });
   assert.equal(par.code, 0, par.stderr);
   const parDoc = JSON.parse(par.stdout) as RunDoc;
   onceEach(parDoc);
   assert.deepEqual(fingerprint(parP.outputs, parDoc), reference);
+  const loaders = tfjsLoaders(imports);
+  assert.ok(loaders.size >= 2, 'the stage processes loaded TensorFlow.js (so the check below can fail)');
+  assert.equal(loaders.has(par.pid!), false, 'the coordinator did not');
+  const status = tfpipe(['status', file, '--json'], parP.outputs, { imports: join(parP.dir, 'status.log') });
+  assert.deepEqual(JSON.parse(status.stdout).stages.map((s: { state: string }) => s.state), Array(15).fill('cached'));
+  assert.equal(tfjsLoaders(join(parP.dir, 'status.log')).size, 0, 'status of a sweep loads no TensorFlow.js');
 
   // 3. Two workers; the first to reach epoch 2 of a training job is killed with -9 and a third
   //    worker joins. BullMQ hands the stalled job on, and training resumes from the last epoch.

@@ -5,9 +5,14 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
-import { stage, type VitSettings } from '../src/stages/vit.js';
+import { stage } from '../src/stages/vit.js';
+import type { VitSettings } from '../src/stages/settings.js';
 import type { StageContext } from '../src/stages/types.js';
+import { initBackend } from '../src/ml/backend.js';
 import { loadCheckpoint } from '../src/ml/vit/checkpoint.js';
+
+// The runner initialises the backend before a kind that uses TensorFlow runs; here the test does.
+await initBackend('wasm', 1);
 
 const root = mkdtempSync(join(tmpdir(), 'tfpipe-vit-stage-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));

@@ -1,4 +1,4 @@
-// tfpipe CLI: run, status, dag, runs, schema, worker. Exit codes: 0 ok, 1 a stage failed, 2 invalid input.
+// tfpipe CLI: run, status, dag, runs, kinds, schema, worker. Exit codes: 0 ok, 1 a stage failed, 2 invalid input.
 import { parseArgs } from 'node:util';
 import { ConfigError, formatProblem } from '../config/problems.js';
 import { outputsRoot } from '../runner/plan.js';
@@ -6,6 +6,7 @@ import { loadRegistry } from '../stages/registry.js';
 import { isSweep } from '../sweep/run.js';
 import { loadSweep } from '../sweep/variants.js';
 import { commandDag, commandRun, commandRuns, commandSchema, commandStatus } from './commands.js';
+import { commandKinds } from './kinds.js';
 import { sweepDag, sweepStatus } from './sweep-views.js';
 
 const USAGE = `Usage:
@@ -14,6 +15,7 @@ const USAGE = `Usage:
   tfpipe status FILE [--set key=value]... [-m] [--variant V]... [--json]
   tfpipe dag FILE [--set key=value]... [-m] [--format text|mermaid]
   tfpipe runs FILE [--json]
+  tfpipe kinds [KIND] [--json]   stage kinds: settings with types, defaults and docs; what they write
   tfpipe worker --queue redis://HOST:PORT [--concurrency N] [--outputs DIR] [--lock-timeout S]
   tfpipe schema            print schemas/pipeline.schema.json for the registered kinds
 
@@ -73,6 +75,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     const registry = await loadRegistry();
     if (command === 'schema') return commandSchema(registry);
+    if (command === 'kinds' && extra.length === 0) return commandKinds(registry, file, values.json ?? false);
     if (command === '_stage') {
       const { commandStage } = await import('./stage-command.js');
       return await commandStage(registry);

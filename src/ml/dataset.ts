@@ -6,6 +6,8 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+export const DATA_INFO_FILE = 'data.json';
+
 export type SplitName = 'train' | 'val' | 'test';
 export const SPLITS: readonly SplitName[] = ['train', 'val', 'test'];
 
@@ -34,11 +36,11 @@ export function splitFiles(split: SplitName): { images: string; labels: string }
 }
 
 export async function readDataInfo(dir: string): Promise<DataInfo> {
-  return JSON.parse(await readFile(join(dir, 'data.json'), 'utf8')) as DataInfo;
+  return JSON.parse(await readFile(join(dir, DATA_INFO_FILE), 'utf8')) as DataInfo;
 }
 
 export async function writeDataInfo(dir: string, info: DataInfo): Promise<void> {
-  await writeFile(join(dir, 'data.json'), JSON.stringify(info, null, 2) + '\n');
+  await writeFile(join(dir, DATA_INFO_FILE), JSON.stringify(info, null, 2) + '\n');
 }
 
 export async function writeSplit(dir: string, split: SplitName, data: Split): Promise<void> {

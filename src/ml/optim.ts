@@ -1,15 +1,10 @@
 // Adam, AdamW and SGD with momentum, with torch's semantics, a learning rate given per step, and
 // state that can be saved and restored exactly (resume must end where an uninterrupted run ends).
 import * as tf from '@tensorflow/tfjs';
+import type { TrainSettings } from '../stages/settings.js';
 
-export interface OptimizerSettings {
-  name: 'adam' | 'adamw' | 'sgd';
-  lr: number;
-  weight_decay: number;
-  momentum: number;
-  betas: [number, number];
-  eps: number;
-}
+/** The train stage's `optimizer` settings, as schemas/train.schema.json defines them. */
+export type OptimizerSettings = TrainSettings['optimizer'];
 
 export interface OptimizerState {
   step: number;

@@ -5,21 +5,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cache/atomic.js';
+import type { EpochMetrics } from './epoch-metrics.js';
 import type { OptimizerState } from './optim.js';
-
-export interface EpochMetrics {
-  epoch: number;
-  train_loss: number;
-  train_accuracy: number;
-  val_loss: number | null;
-  val_accuracy: number | null;
-  lr: number;
-  images_per_second: number;
-  seconds: number;
-  elapsed_seconds: number;
-  /** Live tensors after the epoch: flat across epochs unless something leaks. */
-  tensors: number;
-}
 
 export interface TrainState {
   epochsDone: number;

@@ -1,63 +1,23 @@
 // Training curves as Vega-Lite specs, rendered headlessly to SVG with vega and rasterised to PNG
 // with sharp. The spec carries its data inline so the .vl.json next to a picture re-renders it
-// anywhere (vega editor, vl2svg) without the metrics file.
+// anywhere (vega editor, vl2svg) without the metrics file. vega, vega-lite and sharp load only
+// when a chart is rendered: the plots kind imports this module for the chart names at start-up.
 
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import sharp from 'sharp';
-import * as vega from 'vega';
-import * as vl from 'vega-lite';
 import type { TopLevelSpec } from 'vega-lite';
-
-/** One line of the train stage's metrics.jsonl. */
-export interface EpochMetrics {
-  epoch: number;
-  train_loss: number;
-  train_accuracy: number;
-  val_loss: number;
-  val_accuracy: number;
-  lr: number;
-  images_per_second: number;
-  seconds: number;
-  elapsed_seconds: number;
-}
-
-export const metricFields: readonly (keyof EpochMetrics)[] = [
-  'epoch',
-  'train_loss',
-  'train_accuracy',
-  'val_loss',
-  'val_accuracy',
-  'lr',
-  'images_per_second',
-  'seconds',
-  'elapsed_seconds',
-];
-
-/** Parse metrics.jsonl; a missing or non-numeric field becomes NaN (and drops out of the plots). */
-export function parseMetricsJsonl(text: string): EpochMetrics[] {
-  const rows: EpochMetrics[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    let obj: unknown;
-    try {
-      obj = JSON.parse(line);
-    } catch (e) {
-      throw new Error(`metrics.jsonl line ${i + 1} is not JSON: ${(e as Error).message}`);
-    }
-    const rec = obj as Record<string, unknown>;
-    const row = {} as EpochMetrics;
-    for (const f of metricFields) {
-      const v = rec[f];
-      row[f] = typeof v === 'number' && Number.isFinite(v) ? v : NaN;
-    }
-    rows.push(row);
-  });
-  return rows;
-}
+import type { EpochMetrics } from '../ml/epoch-metrics.js';
 
 export const chartNames = ['accuracy', 'loss', 'lr', 'accuracy_minutes'] as const;
 export type ChartName = (typeof chartNames)[number];
+
+/** Each chart's title, drawn in the picture and used as its caption in the report. */
+export const chartTitles: Record<ChartName, string> = {
+  accuracy: 'Accuracy per epoch',
+  loss: 'Loss per epoch',
+  lr: 'Learning rate per epoch',
+  accuracy_minutes: 'Accuracy vs training time',
+};
 
 export interface ChartSize {
   width: number;
@@ -76,7 +36,7 @@ function series(rows: EpochMetrics[], x: (r: EpochMetrics) => number, parts: [ke
     for (const r of rows) {
       const xv = x(r);
       const yv = r[field];
-      if (Number.isFinite(xv) && Number.isFinite(yv)) out.push({ x: xv, y: yv, series: label });
+      if (Number.isFinite(xv) && typeof yv === 'number' && Number.isFinite(yv)) out.push({ x: xv, y: yv, series: label });
     }
   }
   return out;
@@ -128,7 +88,7 @@ export function chartSpec(name: ChartName, rows: EpochMetrics[], size: ChartSize
   switch (name) {
     case 'accuracy':
       return lineChart(
-        'Accuracy per epoch',
+        chartTitles.accuracy,
         series(rows, byEpoch, [
           ['train_accuracy', 'train'],
           ['val_accuracy', 'validation'],
@@ -140,7 +100,7 @@ export function chartSpec(name: ChartName, rows: EpochMetrics[], size: ChartSize
       );
     case 'loss':
       return lineChart(
-        'Loss per epoch',
+        chartTitles.loss,
         series(rows, byEpoch, [
           ['train_loss', 'train'],
           ['val_loss', 'validation'],
@@ -154,11 +114,11 @@ export function chartSpec(name: ChartName, rows: EpochMetrics[], size: ChartSize
       // Step schedules span decades; a log axis shows each step, but only works for positive rates.
       const ys = pts.map((p) => p.y);
       const log = ys.length > 0 && Math.min(...ys) > 0 && Math.max(...ys) / Math.min(...ys) >= 10;
-      return lineChart('Learning rate per epoch', pts, 'epoch', 'learning rate', size, { log, format: '.1e' });
+      return lineChart(chartTitles.lr, pts, 'epoch', 'learning rate', size, { log, format: '.1e' });
     }
     case 'accuracy_minutes':
       return lineChart(
-        'Accuracy vs training time',
+        chartTitles.accuracy_minutes,
         series(rows, (r) => r.elapsed_seconds / 60, [
           ['train_accuracy', 'train'],
           ['val_accuracy', 'validation'],
@@ -173,6 +133,7 @@ export function chartSpec(name: ChartName, rows: EpochMetrics[], size: ChartSize
 
 /** Render a Vega-Lite spec to an SVG string without a browser or canvas. */
 export async function renderSvg(spec: TopLevelSpec): Promise<string> {
+  const [vega, vl] = await Promise.all([import('vega'), import('vega-lite')]);
   const compiled = vl.compile(spec).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
   try {
@@ -184,6 +145,7 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
 
 /** Rasterise an SVG; scale 2 gives a picture that stays crisp on high-DPI screens. */
 export async function svgToPng(svg: string, scale: number): Promise<Buffer> {
+  const { default: sharp } = await import('sharp');
   return sharp(Buffer.from(svg), { density: 72 * scale }).png().toBuffer();
 }
 

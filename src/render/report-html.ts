@@ -2,8 +2,8 @@
 // file names next to the page, so it opens from disk with no network. Pure string building; the
 // report stage gathers the data and copies the images.
 
-import type { EpochMetrics } from './charts.js';
-import type { JsonObject, JsonValue, RunSummary as PipelineRun } from '../stages/types.js';
+import type { EpochMetrics } from '../ml/epoch-metrics.js';
+import type { JsonObject, JsonValue, RunSummary } from '../stages/types.js';
 
 export interface ReportImage {
   /** File name relative to the page (copied next to it). */
@@ -30,12 +30,19 @@ export interface ReportEvaluation {
   confusion?: number[][];
 }
 
+/** One section of the page, filled from the upstream kinds' declared report parts. */
 export interface ReportSection {
   id: string;
   title: string;
+  /** Place on the page, smaller first. */
+  order: number;
   /** Plain-text paragraphs shown above the images (escaped when rendered). */
   notes: string[];
   images: ReportImage[];
+  /** A per-epoch metrics table, from one stage. */
+  epochs?: { stage: string; rows: EpochMetrics[] };
+  /** Headline test accuracy, per-class accuracy and confusion matrix, from one stage. */
+  evaluation?: ReportEvaluation;
 }
 
 /** Everything the page shows; stored as report.json so the page can be re-rendered later. */
@@ -44,26 +51,23 @@ export interface ReportData {
   pipeline: string;
   generatedAt: string;
   stages: ReportStage[];
-  metrics?: { stage: string; rows: EpochMetrics[] };
-  evaluation?: ReportEvaluation;
   /** Test accuracy of the reference report, shown next to ours; null hides it. */
   referenceAccuracy: number | null;
+  /** In page order. */
   sections: ReportSection[];
 }
 
-/** A stage of the runner's RunSummary; the page needs everything but its folder. */
-export type RunStage = Omit<PipelineRun['stages'][number], 'dir'>;
-
-export interface RunSummary extends Pick<PipelineRun, 'startedAt' | 'backend'> {
-  stages: RunStage[];
+/** What the "This run" table shows: the runner's RunSummary without the stage folders. */
+export interface RunTable extends Pick<RunSummary, 'startedAt' | 'backend'> {
+  stages: Omit<RunSummary['stages'][number], 'dir'>[];
 }
 
 export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c);
 }
 
-const pct = (v: number) => (Number.isFinite(v) ? `${(v * 100).toFixed(2)}%` : '–');
-const num = (v: number, digits = 4) => (Number.isFinite(v) ? v.toFixed(digits) : '–');
+const pct = (v: number | null) => (v !== null && Number.isFinite(v) ? `${(v * 100).toFixed(2)}%` : '–');
+const num = (v: number | null, digits = 4) => (v !== null && Number.isFinite(v) ? v.toFixed(digits) : '–');
 
 function formatValue(v: JsonValue): string {
   if (v === null) return 'null';
@@ -92,7 +96,7 @@ function stagesSection(stages: ReportStage[]): string {
   return `<section id="stages"><h2>Stages and settings</h2>${blocks.join('\n')}</section>`;
 }
 
-function runSection(run: RunSummary): string {
+function runSection(run: RunTable): string {
   const rows = run.stages
     .map(
       (s) => `<tr class="${s.state}"><td>${escapeHtml(s.name)}</td><td>${escapeHtml(s.kind)}</td><td class="state">${s.state}</td><td class="n">${num(s.seconds, 1)}</td><td><code>${escapeHtml(s.key.slice(0, 12))}</code></td><td>${escapeHtml(s.error ?? '')}</td></tr>`,
@@ -103,22 +107,27 @@ function runSection(run: RunSummary): string {
 <table class="grid"><thead><tr><th>stage</th><th>kind</th><th>state</th><th>seconds</th><th>key</th><th>error</th></tr></thead><tbody>${rows}</tbody></table></section>`;
 }
 
-function metricsSection(m: { stage: string; rows: EpochMetrics[] }): string {
-  const best = m.rows.reduce<EpochMetrics | undefined>(
-    (b, r) => (Number.isFinite(r.val_accuracy) && (!b || r.val_accuracy > b.val_accuracy) ? r : b),
+const stageNote = (stage: string) => ` <span class="muted">(${escapeHtml(stage)})</span>`;
+const finite = (v: number | null): v is number => v !== null && Number.isFinite(v);
+
+function epochsTable(rows: EpochMetrics[]): string {
+  const best = rows.reduce<EpochMetrics | undefined>(
+    (b, r) => (finite(r.val_accuracy) && (!b || r.val_accuracy > (b.val_accuracy as number)) ? r : b),
     undefined,
   );
-  const rows = m.rows
-    .map(
-      (r) => `<tr${r === best ? ' class="best"' : ''}><td class="n">${r.epoch}</td><td class="n">${num(r.train_loss)}</td><td class="n">${pct(r.train_accuracy)}</td><td class="n">${num(r.val_loss)}</td><td class="n">${pct(r.val_accuracy)}</td><td class="n">${Number.isFinite(r.lr) ? r.lr.toExponential(2) : '–'}</td><td class="n">${num(r.images_per_second, 0)}</td><td class="n">${num(r.seconds, 1)}</td><td class="n">${num(r.elapsed_seconds / 60, 1)}</td></tr>`,
-    )
+  const cells = (r: EpochMetrics) => [
+    r.epoch, num(r.train_loss), pct(r.train_accuracy), num(r.val_loss), pct(r.val_accuracy),
+    Number.isFinite(r.lr) ? r.lr.toExponential(2) : '–', num(r.images_per_second, 0), num(r.seconds, 1), num(r.elapsed_seconds / 60, 1),
+  ];
+  const body = rows
+    .map((r) => `<tr${r === best ? ' class="best"' : ''}>${cells(r).map((c) => `<td class="n">${c}</td>`).join('')}</tr>`)
     .join('');
   const bestNote = best ? `<p>Best validation accuracy ${pct(best.val_accuracy)} at epoch ${best.epoch} (highlighted).</p>` : '';
-  return `<section id="metrics"><h2>Training metrics <span class="muted">(${escapeHtml(m.stage)})</span></h2>${bestNote}
-<div class="scroll"><table class="grid"><thead><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th><th>lr</th><th>img/s</th><th>s</th><th>elapsed min</th></tr></thead><tbody>${rows}</tbody></table></div></section>`;
+  return `${bestNote}
+<div class="scroll"><table class="grid"><thead><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th><th>lr</th><th>img/s</th><th>s</th><th>elapsed min</th></tr></thead><tbody>${body}</tbody></table></div>`;
 }
 
-function evaluationSection(e: ReportEvaluation, reference: number | null): string {
+function evaluationBody(e: ReportEvaluation, reference: number | null): string {
   const ref = reference === null ? '' : ` <span class="muted">(reference report: ${pct(reference)})</span>`;
   const perClass = e.perClass
     .map(([c, a]) => `<tr><td>${escapeHtml(c)}</td><td class="n">${pct(a)}</td><td><span class="bar" style="width:${Math.round(Math.max(0, Math.min(1, a)) * 160)}px"></span></td></tr>`)
@@ -138,19 +147,29 @@ function evaluationSection(e: ReportEvaluation, reference: number | null): strin
       .join('');
     confusion = `<h3>Confusion matrix (rows: true, columns: predicted)</h3><div class="scroll"><table class="grid confusion"><thead><tr><th></th>${head}</tr></thead><tbody>${body}</tbody></table></div>`;
   }
-  return `<section id="evaluation"><h2>Evaluation <span class="muted">(${escapeHtml(e.stage)})</span></h2>
-<p class="headline">Test accuracy <b>${pct(e.testAccuracy)}</b>${ref}</p>
-<h3>Per-class accuracy</h3><table class="grid"><tbody>${perClass}</tbody></table>${confusion}</section>`;
+  return `<p class="headline">Test accuracy <b>${pct(e.testAccuracy)}</b>${ref}</p>
+<h3>Per-class accuracy</h3><table class="grid"><tbody>${perClass}</tbody></table>${confusion}`;
 }
 
-function imageSection(s: ReportSection): string {
-  const notes = s.notes.map((n) => `<p>${escapeHtml(n)}</p>`).join('');
-  const figs = s.images
+function figures(images: ReportImage[]): string {
+  const figs = images
     .map(
       (img) => `<figure><img src="${imageSrc(img.file)}" alt="${escapeHtml(img.title)}"${img.width ? ` width="${Math.round(img.width)}"` : ''}><figcaption><b>${escapeHtml(img.title)}</b>${img.caption ? ` – ${escapeHtml(img.caption)}` : ''}</figcaption></figure>`,
     )
     .join('\n');
-  return `<section id="${escapeHtml(s.id)}"><h2>${escapeHtml(s.title)}</h2>${notes}<div class="figs">${figs}</div></section>`;
+  return `<div class="figs">${figs}</div>`;
+}
+
+/** A section shows what it has: notes, a headline evaluation, a metrics table, pictures. */
+function section(s: ReportSection, reference: number | null): string {
+  const from = s.evaluation?.stage ?? s.epochs?.stage;
+  const parts = [
+    s.notes.map((n) => `<p>${escapeHtml(n)}</p>`).join(''),
+    s.evaluation ? evaluationBody(s.evaluation, reference) : '',
+    s.epochs ? epochsTable(s.epochs.rows) : '',
+    s.images.length > 0 ? figures(s.images) : '',
+  ];
+  return `<section id="${escapeHtml(s.id)}"><h2>${escapeHtml(s.title)}${from ? stageNote(from) : ''}</h2>${parts.join('')}</section>`;
 }
 
 const CSS = `
@@ -175,21 +194,12 @@ figcaption{font-size:.9em;color:#444;margin-top:.3rem}.headline{font-size:1.3em}
  * The whole page. `base` (a relative URL ending in '/') makes image names resolve elsewhere, for a
  * copy of the page saved outside the folder holding the images; `run` adds the "this run" table.
  */
-export function renderReportHtml(data: ReportData, opts: { base?: string; run?: RunSummary } = {}): string {
+export function renderReportHtml(data: ReportData, opts: { base?: string; run?: RunTable } = {}): string {
   const parts: string[] = [];
   if (opts.run) parts.push(runSection(opts.run));
-  if (data.evaluation) parts.push(evaluationSection(data.evaluation, data.referenceAccuracy));
-  const byId = new Map(data.sections.map((s) => [s.id, s]));
-  const order = ['data', 'augmentation', 'model', 'plots', 'predictions', 'rollout'];
-  const sections = [
-    ...order.map((id) => byId.get(id)).filter((s): s is ReportSection => s !== undefined),
-    ...data.sections.filter((s) => !order.includes(s.id)),
-  ];
-  for (const s of sections) {
-    if (s.id === 'plots' && data.metrics) parts.push(metricsSection(data.metrics));
-    if (s.images.length > 0 || s.notes.length > 0) parts.push(imageSection(s));
+  for (const s of data.sections) {
+    if (s.images.length > 0 || s.notes.length > 0 || s.epochs || s.evaluation) parts.push(section(s, data.referenceAccuracy));
   }
-  if (data.metrics && !byId.has('plots')) parts.push(metricsSection(data.metrics));
   parts.push(stagesSection(data.stages));
   const base = opts.base === undefined ? '' : `<base href="${escapeHtml(opts.base)}">\n`;
   return `<!DOCTYPE html>

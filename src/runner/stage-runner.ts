@@ -110,5 +110,5 @@ export class StageRunner {
 
 function upstreamOf(plan: Plan, name: string, m: Manifest): UpstreamArtefacts {
   const u = plan.stages.find((s) => s.stage.name === name) as PlannedStage;
-  return { name, kind: u.stage.kind, key: m.key, dir: plan.store.stageDir(name, m.key), settings: u.stage.settings, result: m.result };
+  return { name, kind: u.stage.kind, key: m.key, dir: plan.store.stageDir(name, m.key), settings: u.stage.settings, result: m.result, writes: u.impl.writes };
 }

@@ -1,30 +1,31 @@
-import { writeFile } from 'node:fs/promises';
+// kind: attention_rollout — which image patches the trained ViT attends to (src/ml/rollout.ts).
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import type { Tensor4D } from '@tensorflow/tfjs';
 import { readSchema } from '../paths.js';
 import type { Augmenter } from '../ml/augment/index.js';
 import { loadSplit, type DataInfo, type Split } from '../ml/dataset.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
-import { rolloutMask, type HeadFusion, type RolloutMethod, type UpsampleMode } from '../ml/rollout.js';
-import { forward, loadCheckpoint, predict, type Vit } from '../ml/vit/index.js';
-import { heatmapPixels, maskedPixels, type ColormapName } from '../render/heatmap.js';
-import { renderGrid, type GridCell } from '../render/image-grid.js';
+import { rolloutMask } from '../ml/rollout.js';
+import type { Vit } from '../ml/vit/index.js';
+import { heatmapPixels, maskedPixels } from '../render/heatmap.js';
+import type { GridCell } from '../render/image-grid.js';
 import { writeNpy } from '../render/npy.js';
+import type { AttentionRolloutSettings } from './settings.js';
+import { checkpointDir } from './train.js';
 import { upstreamData } from './upstream-data.js';
-import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
+import { upstreamOfKind, type JsonObject, type Picture, type SectionContent, type StageContext, type StageKind, type UpstreamArtefacts } from './types.js';
 
-export interface AttentionRolloutSettings {
-  images: number;
-  include_misclassified: boolean;
-  checkpoint: 'best' | 'last';
-  method: RolloutMethod;
-  head_fusion: HeadFusion;
-  discard_ratio: number;
-  upsample: UpsampleMode;
-  colormap: ColormapName;
-  columns: number;
-  scale: number;
-  batch_size: number;
+const rolloutPicture: Picture = { file: 'rollout.png', title: 'Attention rollout', caption: 'image, rollout heatmap, image × mask' };
+const META_FILE = 'meta.json';
+const ATTENTION_FILE = 'attention.npy';
+const ROLLOUT_FILE = 'rollout.npy';
+
+/** TensorFlow.js and the ViT's forward passes, loaded when a rollout runs. */
+interface Libs {
+  tf: typeof import('@tensorflow/tfjs');
+  vit: typeof import('../ml/vit/index.js');
 }
 
 export interface PickedImage {
@@ -92,6 +93,7 @@ function argmaxRows(logits: Float32Array, classes: number): number[] {
 }
 
 interface ModelInputs {
+  libs: Libs;
   model: Vit;
   augmenter: Augmenter;
   images: Uint8Array;
@@ -99,7 +101,8 @@ interface ModelInputs {
   channels: number;
 }
 
-function inputTensor(m: ModelInputs, indices: number[]): tf.Tensor4D {
+function inputTensor(m: ModelInputs, indices: number[]): Tensor4D {
+  const { tf } = m.libs;
   const per = m.imageSize * m.imageSize * m.channels;
   return tf.tidy(() => {
     const raw = tf.tensor4d(gather(m.images, indices, per), [indices.length, m.imageSize, m.imageSize, m.channels], 'int32');
@@ -109,7 +112,7 @@ function inputTensor(m: ModelInputs, indices: number[]): tf.Tensor4D {
 
 async function classify(m: ModelInputs, indices: number[], batchSize: number): Promise<number[]> {
   const x = inputTensor(m, indices);
-  const logits = predict(m.model, x, batchSize);
+  const logits = m.libs.vit.predict(m.model, x, batchSize);
   const data = (await logits.data()) as Float32Array;
   x.dispose();
   logits.dispose();
@@ -118,8 +121,9 @@ async function classify(m: ModelInputs, indices: number[], batchSize: number): P
 
 /** Eval-mode logits and post-softmax attention [B, layers, heads, T, T] for a few images. */
 async function attentionOf(m: ModelInputs, indices: number[]): Promise<{ predicted: number[]; attention: Float32Array; layers: number; heads: number; tokens: number }> {
+  const { tf, vit } = m.libs;
   const x = inputTensor(m, indices);
-  const { logits, attention } = forward(m.model, x, { training: false, returnAttention: true });
+  const { logits, attention } = vit.forward(m.model, x, { training: false, returnAttention: true });
   if (!attention || attention.length === 0) throw new Error('the model returned no attention maps');
   const stacked = tf.stack(attention, 1);
   const [, layers, heads, tokens] = stacked.shape;
@@ -144,8 +148,10 @@ export async function writeRollout(
   outDir: string,
   ctx: Pick<StageContext, 'progress' | 'signal'>,
 ): Promise<JsonObject> {
+  const [tf, vit, { renderGrid }] = await Promise.all([import('@tensorflow/tfjs'), import('../ml/vit/index.js'), import('../render/image-grid.js')]);
   const { info, test } = src;
   const m: ModelInputs = {
+    libs: { tf, vit },
     model: src.model,
     augmenter: src.augmenter,
     images: test.images,
@@ -211,15 +217,15 @@ export async function writeRollout(
     );
   });
 
-  ctx.progress({ message: 'writing rollout.png and dumps' });
+  ctx.progress({ message: `writing ${rolloutPicture.file} and dumps` });
   const png = await renderGrid(cells, {
     columns: 3 * Math.min(s.columns, indices.length),
     scale: s.scale,
     title: `Attention rollout (${s.method}, heads ${s.head_fusion}, discard ${s.discard_ratio})`,
   });
-  await writeFile(join(outDir, 'rollout.png'), png);
-  await writeNpy(join(outDir, 'attention.npy'), attention, [indices.length, dims.layers, dims.heads, dims.tokens, dims.tokens]);
-  await writeNpy(join(outDir, 'rollout.npy'), rollout, [indices.length, patches]);
+  await writeFile(join(outDir, rolloutPicture.file), png);
+  await writeNpy(join(outDir, ATTENTION_FILE), attention, [indices.length, dims.layers, dims.heads, dims.tokens, dims.tokens]);
+  await writeNpy(join(outDir, ROLLOUT_FILE), rollout, [indices.length, patches]);
   const meta = {
     method: s.method,
     head_fusion: s.head_fusion,
@@ -234,8 +240,22 @@ export async function writeRollout(
     attention_shape: [indices.length, dims.layers, dims.heads, dims.tokens, dims.tokens],
     rollout_shape: [indices.length, patches],
   };
-  await writeFile(join(outDir, 'meta.json'), JSON.stringify(meta, null, 2) + '\n');
+  await writeFile(join(outDir, META_FILE), JSON.stringify(meta, null, 2) + '\n');
   return { images: indices.length, misclassified: misclassified.filter(Boolean).length };
+}
+
+/** The report's note on how the maps were made and how many images are wrong. */
+async function rolloutNotes(u: UpstreamArtefacts): Promise<SectionContent> {
+  const file = join(u.dir, META_FILE);
+  if (!existsSync(file)) return {};
+  const meta = JSON.parse(await readFile(file, 'utf8')) as JsonObject;
+  const wrong = Array.isArray(meta.misclassified) ? meta.misclassified.filter((v) => v === true).length : undefined;
+  const n = Array.isArray(meta.indices) ? meta.indices.length : undefined;
+  const notes = [
+    `Method ${String(meta.method)}, head fusion ${String(meta.head_fusion)}, discard ratio ${String(meta.discard_ratio)}, upsampling ${String(meta.upsample)}.`,
+  ];
+  if (n !== undefined && wrong !== undefined) notes.push(`${n} test images, ${wrong} misclassified (red captions and borders).`);
+  return { notes };
 }
 
 export const stage: StageKind<AttentionRolloutSettings> = {
@@ -245,11 +265,20 @@ export const stage: StageKind<AttentionRolloutSettings> = {
   schema: readSchema('attention_rollout'),
   requires: ['train', 'cifar10', 'augmentation'],
   usesTensorflow: true,
+  writes: {
+    files: {
+      [ATTENTION_FILE]: 'float32 [images, layers, heads, tokens, tokens]: every block\'s post-softmax attention (NumPy .npy)',
+      [ROLLOUT_FILE]: 'float32 [images, patches]: the class token\'s rollout over the patches, before upsampling (NumPy .npy)',
+      [META_FILE]: 'method and settings, test image indices, true and predicted labels, class names, array shapes',
+    },
+    report: [{ section: 'rollout', title: 'Attention rollout', order: 60, pictures: [rolloutPicture], content: rolloutNotes }],
+  },
   async run(ctx): Promise<JsonObject> {
+    const { loadCheckpoint } = await import('../ml/vit/checkpoint.js');
     const train = upstreamOfKind(ctx, 'train');
     const { dir, info, augmenter } = await upstreamData(ctx);
     const test = await loadSplit(dir, 'test');
-    const model = await loadCheckpoint(join(train.dir, ctx.settings.checkpoint));
+    const model = await loadCheckpoint(checkpointDir(train.dir, ctx.settings.checkpoint));
     try {
       return await writeRollout({ model, augmenter, test, info }, ctx.settings, ctx.seed, ctx.outDir, ctx);
     } finally {

@@ -3,21 +3,13 @@
 // preview.png and patches.png.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
 import { readSchema } from '../paths.js';
-import { createAugmenter, type AugmentOp } from '../ml/augment/index.js';
-import { renderPatches, renderPreview } from '../ml/augment/preview.js';
 import { loadSplit, readDataInfo } from '../ml/dataset.js';
-import { upstreamOfKind, type StageKind } from './types.js';
+import type { AugmentationSettings } from './settings.js';
+import { upstreamOfKind, type Picture, type StageKind } from './types.js';
 
-export interface AugmentationSettings {
-  kind: 'augmentation';
-  needs?: string[];
-  ops: AugmentOp[];
-  preview_images: number;
-  preview_versions: number;
-  preview_patch_size: number;
-}
+const preview: Picture = { file: 'preview.png', title: 'Augmentation preview', caption: 'training-time augmentation applied to a batch' };
+const patches: Picture = { file: 'patches.png', title: 'Patches', caption: 'the same images cut into the patch grid the ViT sees' };
 
 export const stage: StageKind<AugmentationSettings> = {
   kind: 'augmentation',
@@ -26,7 +18,15 @@ export const stage: StageKind<AugmentationSettings> = {
   schema: readSchema('augmentation'),
   requires: ['cifar10'],
   usesTensorflow: true,
+  writes: {
+    // Training reads this stage's resolved `ops` setting, not a file.
+    files: {},
+    report: [{ section: 'augmentation', title: 'Augmentation and patches', order: 20, pictures: [preview, patches] }],
+  },
   async run(ctx) {
+    const [tf, { createAugmenter }, { renderPatches, renderPreview }] = await Promise.all([
+      import('@tensorflow/tfjs'), import('../ml/augment/index.js'), import('../ml/augment/preview.js'),
+    ]);
     const s = ctx.settings;
     const data = upstreamOfKind(ctx, 'cifar10');
     const info = await readDataInfo(data.dir);
@@ -37,13 +37,13 @@ export const stage: StageKind<AugmentationSettings> = {
     const aug = createAugmenter(s.ops, info);
     const train = await loadSplit(data.dir, 'train');
     const batch = { ...train, imageSize: info.imageSize, channels: info.channels };
-    ctx.progress({ message: 'rendering preview.png' });
+    ctx.progress({ message: `rendering ${preview.file}` });
     await writeFile(
-      join(ctx.outDir, 'preview.png'),
+      join(ctx.outDir, preview.file),
       await renderPreview(aug, batch, info.classes, { images: s.preview_images, versions: s.preview_versions, seed: ctx.seed }),
     );
-    ctx.progress({ message: 'rendering patches.png' });
-    await writeFile(join(ctx.outDir, 'patches.png'), await renderPatches(aug, batch, info.classes, { patch: s.preview_patch_size, seed: ctx.seed }));
+    ctx.progress({ message: `rendering ${patches.file}` });
+    await writeFile(join(ctx.outDir, patches.file), await renderPatches(aug, batch, info.classes, { patch: s.preview_patch_size, seed: ctx.seed }));
     ctx.log(`augmentation: ${aug.ops.map((o) => o.op).join(' -> ')} (backend ${tf.getBackend()})`);
     return {
       ops: aug.ops.map((o) => o.op),

@@ -1,21 +1,28 @@
 // kind: evaluate — test accuracy of the chosen checkpoint, per class, confusion matrix, prediction grid.
-import { writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadSplit } from '../ml/dataset.js';
-import { evaluateSplit } from '../ml/evaluation.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
-import { loadCheckpoint } from '../ml/vit/checkpoint.js';
 import { readSchema } from '../paths.js';
-import { confusionPng } from '../render/confusion.js';
-import { renderGrid } from '../render/image-grid.js';
+import type { EvaluateSettings } from './settings.js';
+import { checkpointDir } from './train.js';
 import { upstreamData } from './upstream-data.js';
-import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
+import { upstreamOfKind, type JsonObject, type Picture, type SectionContent, type StageContext, type StageKind, type UpstreamArtefacts } from './types.js';
 
-export interface EvaluateSettings {
-  checkpoint: 'best' | 'last';
-  batch_size: number;
-  grid_images: number;
-  grid_columns: number;
+const METRICS_FILE = 'metrics.json';
+const predictionsPicture: Picture = { file: 'predictions.png', title: 'Predictions on test images' };
+const confusionPicture: Picture = { file: 'confusion.png', title: 'Confusion matrix' };
+
+/** What metrics.json holds. */
+interface TestMetrics {
+  checkpoint: EvaluateSettings['checkpoint'];
+  test_images: number;
+  test_accuracy: number;
+  test_loss: number;
+  /** Class name -> accuracy, in class order. */
+  per_class_accuracy: Record<string, number>;
+  confusion: number[][];
 }
 
 /** Accuracy per class and the confusion matrix (rows: true class, columns: predicted). */
@@ -30,11 +37,14 @@ export function confusion(labels: ArrayLike<number>, predictions: ArrayLike<numb
 }
 
 async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject> {
+  const [{ evaluateSplit }, { loadCheckpoint }, { confusionPng }, { renderGrid }] = await Promise.all([
+    import('../ml/evaluation.js'), import('../ml/vit/checkpoint.js'), import('../render/confusion.js'), import('../render/image-grid.js'),
+  ]);
   const s = ctx.settings;
   const trained = upstreamOfKind(ctx, 'train');
   const { dir, info, augmenter } = await upstreamData(ctx);
   const test = await loadSplit(dir, 'test');
-  const model = await loadCheckpoint(join(trained.dir, s.checkpoint));
+  const model = await loadCheckpoint(checkpointDir(trained.dir, s.checkpoint));
   let result;
   try {
     result = evaluateSplit(model, augmenter, test, {
@@ -45,7 +55,7 @@ async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject
     model.dispose();
   }
   const { matrix, perClass } = confusion(test.labels, result.predictions, info.classes.length);
-  const metrics = {
+  const metrics: TestMetrics = {
     checkpoint: s.checkpoint,
     test_images: test.count,
     test_accuracy: result.accuracy,
@@ -53,8 +63,8 @@ async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject
     per_class_accuracy: Object.fromEntries(info.classes.map((c, i) => [c, perClass[i]])),
     confusion: matrix,
   };
-  await writeFile(join(ctx.outDir, 'metrics.json'), JSON.stringify(metrics, null, 2) + '\n');
-  await writeFile(join(ctx.outDir, 'confusion.png'), await confusionPng(matrix, info.classes));
+  await writeFile(join(ctx.outDir, METRICS_FILE), JSON.stringify(metrics, null, 2) + '\n');
+  await writeFile(join(ctx.outDir, confusionPicture.file), await confusionPng(matrix, info.classes));
 
   const pick = createRng(deriveSeed(ctx.seed, 'evaluate-grid')).permutation(test.count).slice(0, Math.min(s.grid_images, test.count));
   const per = info.imageSize * info.imageSize * info.channels;
@@ -70,9 +80,19 @@ async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject
     };
   });
   const title = `Predictions on test images (${(result.accuracy * 100).toFixed(2)}% test accuracy; red = wrong)`;
-  await writeFile(join(ctx.outDir, 'predictions.png'), await renderGrid(cells, { columns: s.grid_columns, scale: 3, title }));
+  await writeFile(join(ctx.outDir, predictionsPicture.file), await renderGrid(cells, { columns: s.grid_columns, scale: 3, title }));
   ctx.log(`test accuracy ${(result.accuracy * 100).toFixed(2)}% on ${test.count} images (${s.checkpoint} checkpoint)`);
   return { test_accuracy: result.accuracy, test_loss: result.loss, test_images: test.count };
+}
+
+/** The report's headline: test accuracy, per class, confusion matrix. */
+async function evaluationOf(u: UpstreamArtefacts): Promise<SectionContent> {
+  const file = join(u.dir, METRICS_FILE);
+  if (!existsSync(file)) return {};
+  const m = JSON.parse(await readFile(file, 'utf8')) as Partial<TestMetrics>;
+  if (typeof m.test_accuracy !== 'number') return {};
+  const confusion = Array.isArray(m.confusion) ? m.confusion : undefined;
+  return { evaluation: { testAccuracy: m.test_accuracy, perClass: Object.entries(m.per_class_accuracy ?? {}), confusion } };
 }
 
 export const stage: StageKind<EvaluateSettings> = {
@@ -82,5 +102,12 @@ export const stage: StageKind<EvaluateSettings> = {
   schema: readSchema('evaluate'),
   usesTensorflow: true,
   requires: ['train', 'cifar10', 'augmentation'],
+  writes: {
+    files: { [METRICS_FILE]: 'checkpoint, test images, test accuracy and loss, accuracy per class, confusion matrix (rows: true class)' },
+    report: [
+      { section: 'evaluation', title: 'Evaluation', order: 5, content: evaluationOf },
+      { section: 'predictions', title: 'Predictions', order: 50, pictures: [predictionsPicture, confusionPicture] },
+    ],
+  },
   run: evaluate,
 };

@@ -1,16 +1,9 @@
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+// kind: plots — training curves from the train stage's metrics.jsonl (src/render/charts.ts).
+import { METRICS_FILE, readMetrics } from '../ml/epoch-metrics.js';
 import { readSchema } from '../paths.js';
-import { chartSpec, parseMetricsJsonl, writeChart, type ChartFormat, type ChartName } from '../render/charts.js';
+import { chartNames, chartSpec, chartTitles, writeChart } from '../render/charts.js';
+import type { PlotsSettings } from './settings.js';
 import { upstreamOfKind, type JsonObject, type StageKind } from './types.js';
-
-export interface PlotsSettings {
-  charts: ChartName[];
-  formats: ChartFormat[];
-  width: number;
-  height: number;
-  scale: number;
-}
 
 export const stage: StageKind<PlotsSettings> = {
   kind: 'plots',
@@ -18,10 +11,21 @@ export const stage: StageKind<PlotsSettings> = {
   description: 'Training curves (accuracy, loss, learning rate, accuracy vs time) as Vega-Lite, SVG and PNG',
   schema: readSchema('plots'),
   requires: ['train'],
+  writes: {
+    files: Object.fromEntries(chartNames.map((name) => [`${name}.vl.json`, `${chartTitles[name]}: the Vega-Lite spec with its data inline (re-renders anywhere)`])),
+    report: [{
+      section: 'plots',
+      title: 'Training curves',
+      order: 40,
+      // An .svg stands in where formats has no png.
+      pictures: chartNames.map((name) => ({ file: `${name}.png`, title: chartTitles[name], ...(name === 'accuracy' ? { caption: 'train and validation' } : {}) })),
+      pictureScale: (s) => s.scale,
+    }],
+  },
   async run(ctx): Promise<JsonObject> {
     const train = upstreamOfKind(ctx, 'train');
-    const rows = parseMetricsJsonl(await readFile(join(train.dir, 'metrics.jsonl'), 'utf8'));
-    if (rows.length === 0) throw new Error(`${train.name}/metrics.jsonl has no epochs to plot`);
+    const rows = await readMetrics(train.dir);
+    if (rows.length === 0) throw new Error(`${train.name}/${METRICS_FILE} has no epochs to plot`);
     const files: string[] = [];
     for (const name of ctx.settings.charts) {
       ctx.progress({ message: `plotting ${name}` });

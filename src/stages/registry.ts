@@ -1,4 +1,6 @@
-// The one place stage kinds are listed. A new kind: add its module here and its schema in schemas/.
+// The one place stage kinds are listed. A new kind: add its module here and its schema in schemas/,
+// then regenerate schemas/pipeline.schema.json (tfpipe schema) and src/stages/settings.ts
+// (npm run settings-types).
 import type { StageKind } from './types.js';
 import { stage as attentionRollout } from './attention_rollout.js';
 import { stage as augmentation } from './augmentation.js';

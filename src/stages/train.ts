@@ -1,29 +1,24 @@
 // kind: train — minibatch training with checkpoints every epoch and exact resume.
-import * as tf from '@tensorflow/tfjs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Tensor2D } from '@tensorflow/tfjs';
 import { writeFileAtomic } from '../cache/atomic.js';
 import { loadSplit } from '../ml/dataset.js';
-import { evaluateSplit, imageBatch } from '../ml/evaluation.js';
-import { Optimizer, type OptimizerSettings } from '../ml/optim.js';
-import { findResume, replaceDir, saveResume, type EpochMetrics, type TrainState } from '../ml/resume.js';
+import { formatMetricsJsonl, METRICS_FILE, readMetrics, type EpochMetrics } from '../ml/epoch-metrics.js';
+import { findResume, replaceDir, saveResume, type TrainState } from '../ml/resume.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
-import { learningRate, type ScheduleSettings } from '../ml/schedule.js';
-import { computeGradients } from '../ml/vit/index.js';
-import { loadCheckpoint, saveCheckpoint } from '../ml/vit/checkpoint.js';
-import { nativeStatus } from '../ml/vit/native.js';
+import { learningRate } from '../ml/schedule.js';
 import { readSchema } from '../paths.js';
+import type { TrainSettings } from './settings.js';
 import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
+import { MODEL_DIR } from './vit.js';
 
-export interface TrainSettings {
-  epochs: number;
-  batch_size: number;
-  max_minutes: number;
-  optimizer: OptimizerSettings;
-  schedule: ScheduleSettings & { milestones: number[]; gamma: number; warmup_epochs: number; min_lr: number };
-  label_smoothing: number;
-  grad_clip_norm: number;
-  eval_batch_size: number;
+/** The checkpoint folders (tf.io Layers models): the best epoch by validation accuracy, and the last. */
+export type Checkpoint = 'best' | 'last';
+
+export function checkpointDir(trainStageDir: string, which: Checkpoint): string {
+  return join(trainStageDir, which);
 }
 
 const yieldToEventLoop = () => new Promise<void>((r) => setImmediate(r));
@@ -45,13 +40,17 @@ export function plannedEpochs(maxEpochs: number, state: TrainState, budgetSecond
 }
 
 async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
+  const [tf, { evaluateSplit, imageBatch }, { Optimizer }, { computeGradients }, { loadCheckpoint, saveCheckpoint }, { nativeStatus }] = await Promise.all([
+    import('@tensorflow/tfjs'), import('../ml/evaluation.js'), import('../ml/optim.js'), import('../ml/vit/index.js'),
+    import('../ml/vit/checkpoint.js'), import('../ml/vit/native.js'),
+  ]);
   const s = ctx.settings;
   const vit = upstreamOfKind(ctx, 'vit');
   const { dir, info, augmenter } = await upstreamData(ctx);
   const [trainSplit, valSplit] = await Promise.all([loadSplit(dir, 'train'), loadSplit(dir, 'val')]);
 
   const resume = await findResume(ctx.outDir);
-  const model = await loadCheckpoint(resume ? join(resume.dir, 'model') : join(vit.dir, 'model'));
+  const model = await loadCheckpoint(resume ? join(resume.dir, 'model') : join(vit.dir, MODEL_DIR));
   const optimizer = new Optimizer(s.optimizer, model.variables, model.names);
   const state: TrainState = resume?.state ?? { epochsDone: 0, plannedEpochs: s.epochs, bestEpoch: 0, bestValAccuracy: -1, elapsedSeconds: 0, metrics: [] };
   ctx.log(`kernels: ${nativeStatus().detail}`);
@@ -80,7 +79,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
           const labels = tf.tensor1d(Array.from(idx, (i) => trainSplit.labels[i]), 'int32');
           const out = augmenter.train(images, labels, deriveSeed(ctx.seed, 'augment', epoch, b));
           const smooth = s.label_smoothing > 0 ? tf.add(tf.mul(out.y, 1 - s.label_smoothing), s.label_smoothing / classes) : out.y;
-          return { x: out.x, y: smooth as tf.Tensor2D };
+          return { x: out.x, y: smooth as Tensor2D };
         });
         const r = computeGradients(model, x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm });
         optimizer.apply(r.grads, lr);
@@ -118,7 +117,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       if (score > state.bestValAccuracy) {
         state.bestValAccuracy = score;
         state.bestEpoch = m.epoch;
-        await replaceDir(join(ctx.outDir, 'best'), (d) => saveCheckpoint(model, d, { epoch: m.epoch, val_accuracy: score }));
+        await replaceDir(checkpointDir(ctx.outDir, 'best'), (d) => saveCheckpoint(model, d, { epoch: m.epoch, val_accuracy: score }));
       }
       if (s.max_minutes > 0) {
         const planned = plannedEpochs(s.epochs, state, s.max_minutes * 60);
@@ -127,8 +126,8 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
           state.plannedEpochs = planned;
         }
       }
-      await replaceDir(join(ctx.outDir, 'last'), (d) => saveCheckpoint(model, d, { epoch: m.epoch }));
-      await writeFileAtomic(join(ctx.outDir, 'metrics.jsonl'), state.metrics.map((x) => JSON.stringify(x)).join('\n') + '\n');
+      await replaceDir(checkpointDir(ctx.outDir, 'last'), (d) => saveCheckpoint(model, d, { epoch: m.epoch }));
+      await writeFileAtomic(join(ctx.outDir, METRICS_FILE), formatMetricsJsonl(state.metrics));
       await saveResume(ctx.outDir, state, optimizer.getState(), (d) => saveCheckpoint(model, d));
     }
   } finally {
@@ -157,5 +156,18 @@ export const stage: StageKind<TrainSettings> = {
   usesTensorflow: true,
   resumable: true,
   requires: ['cifar10', 'augmentation', 'vit'],
+  writes: {
+    files: {
+      [METRICS_FILE]: 'one JSON object per epoch: train/val loss and accuracy, lr, img/s, seconds, elapsed seconds, live tensors (src/ml/epoch-metrics.ts)',
+      'best/': 'checkpoint of the epoch with the best validation accuracy, a tf.io Layers model',
+      'last/': 'checkpoint after the last epoch, a tf.io Layers model',
+    },
+    report: [{
+      section: 'metrics',
+      title: 'Training metrics',
+      order: 35,
+      content: async (u) => (existsSync(join(u.dir, METRICS_FILE)) ? { epochs: await readMetrics(u.dir) } : {}),
+    }],
+  },
   run: train,
 };

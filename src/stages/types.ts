@@ -1,5 +1,9 @@
 // The contract between the runner and a stage kind. A stage kind is one module exporting a
 // `StageKind` plus one JSON Schema in schemas/<kind>.schema.json; registry.ts lists them.
+// A kind module is imported by every command (status, dag, kinds), so it loads its heavy
+// dependencies (TensorFlow.js, sharp, vega, the ml/ modules) inside run(), not at its top.
+import type { ReportEvaluation } from '../render/report-html.js';
+import type { EpochMetrics } from '../ml/epoch-metrics.js';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: string]: JsonValue };
 export type JsonObject = { [k: string]: JsonValue };
@@ -22,6 +26,8 @@ export interface UpstreamArtefacts {
   settings: JsonObject;
   /** What the upstream stage's run() returned (also stored as result.json). */
   result: JsonObject;
+  /** What the upstream stage's kind declares it writes (StageKind.writes). */
+  writes?: Artefacts;
 }
 
 /** Structured live progress; the runner formats it for a TTY or as plain log lines. */
@@ -74,6 +80,51 @@ export interface StageContext<S = JsonObject> {
   signal: AbortSignal;
 }
 
+/** A picture a kind writes into its stage folder, and how the report presents it. */
+export interface Picture {
+  /** File name in the stage folder. Where a .png was not written, an .svg of the same name stands in. */
+  file: string;
+  title: string;
+  caption?: string;
+}
+
+/** Report content besides pictures, read from a stage's artefacts; the report page draws each. */
+export interface SectionContent {
+  /** Plain-text paragraphs shown above the pictures. */
+  notes?: string[];
+  /** A per-epoch training metrics table. */
+  epochs?: EpochMetrics[];
+  /** Test accuracy (the page's headline), per-class accuracy and confusion matrix. */
+  evaluation?: Omit<ReportEvaluation, 'stage'>;
+}
+
+/** A section of the run report that a kind's stages fill. */
+export interface ReportPart<S = JsonObject> {
+  /** Section id; the parts of every stage that name it share one section (e.g. two rollout stages). */
+  section: string;
+  title: string;
+  /** Place on the page, smaller first (evaluation 5, data 10 ... rollout 60). */
+  order: number;
+  /** Pictures in the order shown; one a stage did not write is left out. */
+  pictures?: Picture[];
+  /** Pixels per CSS pixel the pictures were rasterised at (shown at CSS size); 1 if absent. */
+  pictureScale?(settings: S): number;
+  /** Read further content from the stage's finished folder. */
+  content?(stage: UpstreamArtefacts): Promise<SectionContent>;
+}
+
+/**
+ * What a kind writes into its stage folder, declared once: stages that read these files import
+ * the names from the writer's module, the report composes its sections from `report`, and
+ * `tfpipe kinds` lists them.
+ */
+export interface Artefacts<S = JsonObject> {
+  /** Files (folders end in '/') other stages or people read, with what each holds. Pictures are in `report`. */
+  files: Record<string, string>;
+  /** The report sections this kind's stages fill. */
+  report?: ReportPart<S>[];
+}
+
 export interface StageKind<S = JsonObject> {
   kind: string;
   /** Bump when a change to this module changes its results: every key of this kind changes. */
@@ -96,6 +147,8 @@ export interface StageKind<S = JsonObject> {
   publish?(stageDir: string, pipelineDir: string, run: RunSummary): Promise<void>;
   /** Upstream kinds this stage requires among its `needs` (checked before anything runs). */
   requires?: string[];
+  /** What it writes; a kind that declares pictures here appears in the report. */
+  writes?: Artefacts<S>;
   run(ctx: StageContext<S>): Promise<JsonObject>;
 }
 

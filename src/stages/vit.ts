@@ -1,31 +1,18 @@
 // kind: vit — defines the ViT for the upstream data and writes its initial weights and a summary.
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import sharp from 'sharp';
 import { readSchema } from '../paths.js';
-import { saveCheckpoint } from '../ml/vit/checkpoint.js';
+import { readDataInfo, type DataInfo } from '../ml/dataset.js';
 import { validateConfig, type VitConfig } from '../ml/vit/config.js';
 import { modelGraphSvg } from '../ml/vit/graph.js';
-import { createVit, parameterTable } from '../ml/vit/model.js';
-import { upstreamOfKind, type StageKind } from './types.js';
+import type { VitSettings } from './settings.js';
+import { upstreamOfKind, type Picture, type StageKind } from './types.js';
 
-export interface VitSettings {
-  kind: 'vit';
-  needs?: string[];
-  patch_size: number;
-  dim: number;
-  depth: number;
-  heads: number;
-  dim_head: number;
-  mlp_dim: number;
-  dropout: number;
-}
-
-interface DataInfo {
-  classes: string[];
-  imageSize: number;
-  channels: number;
-}
+/** The initial weights: a tf.io Layers-model folder (loadCheckpoint), where training starts. */
+export const MODEL_DIR = 'model';
+const PARAMS_FILE = 'params.json';
+const GRAPH_SVG = 'graph.svg';
+const graph: Picture = { file: 'graph.png', title: 'Model graph' };
 
 /** The model config from the stage settings and the data description. */
 export function vitConfigFor(s: VitSettings, data: DataInfo): VitConfig {
@@ -56,18 +43,28 @@ export const stage: StageKind<VitSettings> = {
   schema: readSchema('vit'),
   requires: ['cifar10'],
   usesTensorflow: true,
+  writes: {
+    files: {
+      [`${MODEL_DIR}/`]: 'initial weights as a tf.io Layers model (model.json + weights.bin)',
+      [PARAMS_FILE]: 'parameter count, model config and a table of every weight',
+      [GRAPH_SVG]: 'the model graph (graph.png is its picture)',
+    },
+    report: [{ section: 'model', title: 'Model', order: 30, pictures: [graph] }],
+  },
   async run(ctx) {
-    const data = JSON.parse(await readFile(join(upstreamOfKind(ctx, 'cifar10').dir, 'data.json'), 'utf8')) as DataInfo;
-    const cfg = vitConfigFor(ctx.settings, data);
+    const cfg = vitConfigFor(ctx.settings, await readDataInfo(upstreamOfKind(ctx, 'cifar10').dir));
+    const [{ default: sharp }, { saveCheckpoint }, { createVit, parameterTable }] = await Promise.all([
+      import('sharp'), import('../ml/vit/checkpoint.js'), import('../ml/vit/model.js'),
+    ]);
     const model = createVit(cfg, ctx.seed);
     try {
-      await saveCheckpoint(model, join(ctx.outDir, 'model'), { stage: ctx.name, seed: ctx.seed });
+      await saveCheckpoint(model, join(ctx.outDir, MODEL_DIR), { stage: ctx.name, seed: ctx.seed });
       const table = parameterTable(model);
       const total = table.reduce((sum, row) => sum + row.count, 0);
-      await writeFile(join(ctx.outDir, 'params.json'), JSON.stringify({ total, config: cfg, parameters: table }, null, 2) + '\n');
+      await writeFile(join(ctx.outDir, PARAMS_FILE), JSON.stringify({ total, config: cfg, parameters: table }, null, 2) + '\n');
       const svg = modelGraphSvg(cfg);
-      await writeFile(join(ctx.outDir, 'graph.svg'), svg);
-      await writeFile(join(ctx.outDir, 'graph.png'), await sharp(Buffer.from(svg), { density: 144 }).png().toBuffer());
+      await writeFile(join(ctx.outDir, GRAPH_SVG), svg);
+      await writeFile(join(ctx.outDir, graph.file), await sharp(Buffer.from(svg), { density: 144 }).png().toBuffer());
       ctx.log(`vit: ${total.toLocaleString('en')} parameters, ${cfg.depth} blocks of dim ${cfg.dim}`);
       return { parameters: total, tokens: (cfg.imageSize / cfg.patchSize) ** 2 + 1, config: { ...cfg } };
     } finally {

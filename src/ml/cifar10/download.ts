@@ -5,6 +5,11 @@ import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
+/** An http(s) URL to download, as opposed to a local path. */
+export function isUrl(source: string): boolean {
+  return /^https?:\/\//i.test(source);
+}
+
 export interface DownloadOptions {
   /** Expected md5 (hex). When given, a cached file is re-verified and a mismatch is an error. */
   md5?: string;

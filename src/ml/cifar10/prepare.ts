@@ -5,7 +5,7 @@ import type { DataInfo, Split, SplitName } from '../dataset.js';
 import { writeDataInfo, writeSplit } from '../dataset.js';
 import { createRng, deriveSeed } from '../rng.js';
 import { CHANNELS, IMAGE_SIZE, OFFICIAL_ARCHIVE_MD5, OFFICIAL_URL, TEST_FILE, TRAIN_FILES } from './constants.js';
-import { downloadCached } from './download.js';
+import { downloadCached, isUrl } from './download.js';
 import { channelStats, decodeRecords } from './records.js';
 import { readCifarSource, type CifarFiles } from './source.js';
 import { balancedSubset, splitIndices, take } from './split.js';
@@ -33,10 +33,6 @@ export interface PrepareOptions {
 export interface Prepared {
   info: DataInfo;
   splits: Record<SplitName, Split>;
-}
-
-export function isUrl(source: string): boolean {
-  return /^https?:\/\//i.test(source);
 }
 
 /** Validation images taken out of `n` training images. */
