@@ -21,6 +21,8 @@ export function dryRunState(s: PlannedStage): 'cached' | 'would run' | 'cached i
 function sweepDoc(def: SweepDefinition) {
   return {
     axes: def.axes.map((a) => ({ setting: a.setting, short: a.short, values: a.values.map((v) => v.value) })),
+    /** Variants in the whole sweep; `variants` lists the selected ones. */
+    total: def.variants.length,
     variants: def.selected.map((v) => ({ index: v.index, name: v.name, values: v.values })),
   };
 }
@@ -91,7 +93,8 @@ export async function sweepDryRun(
   for (const [n, s] of stages.entries()) {
     out(`${s.id} [${instanceLabel(def, def.selected, instances[n].users)}]: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
   }
-  out(`sweep of ${def.selected.length} variants: ${instances.length} stage runs with sharing (${toRun} not cached now), ` +
+  const of = def.selected.length < def.variants.length ? `${def.selected.length} of ${def.variants.length}` : `${def.variants.length}`;
+  out(`sweep of ${of} variants: ${instances.length} stage runs with sharing (${toRun} not cached now), ` +
     `against ${withoutSharing} without sharing (${def.selected.length} variants × ${withoutSharing / def.selected.length} stages)`);
   return 0;
 }
@@ -123,7 +126,8 @@ export function sweepRunDoc(def: SweepDefinition, run: SweepRun, outputs: string
 
 export function describeSweepRun(doc: ReturnType<typeof sweepRunDoc>): string[] {
   const r = doc.stage_runs;
-  const lines = [`${doc.pipeline}: sweep of ${doc.variants.length} variants: ${r.ran} stage runs ran, ${r.cached} cached` +
+  const of = doc.variants.length < doc.sweep.total ? `${doc.variants.length} of ${doc.sweep.total}` : `${doc.sweep.total}`;
+  const lines = [`${doc.pipeline}: sweep of ${of} variants: ${r.ran} stage runs ran, ${r.cached} cached` +
     `${r.failed + r.skipped ? `, ${r.failed} failed, ${r.skipped} skipped` : ''} (${doc.instances.length} stage instances against ${r.without_sharing} without sharing)`];
   for (const v of doc.variants) {
     const bad = v.stages.filter((s) => s.state === 'failed' || s.state === 'skipped');
