@@ -1,7 +1,7 @@
-// Issue 10's measurements: wall time of a four-variant sweep (the cpu-hour pipeline's model on a
+// Issue 10's measurements: wall time of a four-variant sweep of the cpu-hour pipeline (on a
 // CIFAR-10 subset) run one stage at a time, with -j 2, and by two BullMQ workers; stage runs with
 // sharing against without; and the queue's overhead per job. Writes outputs/bench/sweep.json.
-//   node dist/bench/sweep.js [--train 2000] [--epochs 2]
+//   node dist/bench/sweep.js [--train 4000] [--epochs 2]
 // Needs the CIFAR-10 archive ($TFPIPE_CIFAR10 or ../shared/data/) and Debian's redis-server.
 // Measure on a quiet machine (see the project's quiet protocol).
 import { spawnSync } from 'node:child_process';
@@ -21,54 +21,19 @@ const arg = (name: string, fallback: number) => {
   return i > 0 ? Number(process.argv[i + 1]) : fallback;
 };
 if (noArchive || noRedis) throw new Error(`bench/sweep needs ${noArchive || noRedis}`);
-const train = arg('train', 2000);
+const train = arg('train', 4000);
 const epochs = arg('epochs', 2);
 
-const PIPELINE = `name: sweep-bench
-seed: 0
-runtime: { backend: wasm, threads: 1 }
-sweep:
-  train.optimizer.lr: [0.001, 0.002]
-  train.label_smoothing: [0.0, 0.1]
-stages:
-  data:
-    kind: cifar10
-    source: ${ARCHIVE}
-    limit_train: ${train}
-    limit_val: 500
-    limit_test: 1000
-  augmentation:
-    kind: augmentation
-    needs: [data]
-    ops:
-      - { op: random_crop, size: 32, padding: 4 }
-      - { op: random_horizontal_flip, p: 0.5 }
-      - { op: normalize, from: data }
-  model:
-    kind: vit
-    needs: [data]
-    patch_size: 4
-    dim: 64
-    depth: 6
-    heads: 4
-    dim_head: 16
-    mlp_dim: 256
-    dropout: 0.0
-  train:
-    kind: train
-    needs: [data, augmentation, model]
-    epochs: ${epochs}
-    batch_size: 128
-    optimizer: { name: adamw, lr: 0.002, weight_decay: 0.05 }
-    grad_clip_norm: 1.0
-  evaluate:
-    kind: evaluate
-    needs: [train, data, augmentation]
-`;
+// The cpu-hour pipeline as shipped, on a subset and a fixed epoch count, swept over two training
+// settings: data, augmentation and model are shared, the other five stages run per variant.
+const CPU_HOUR = join(packageRoot, 'pipelines/cifar-vit-cpu-hour.yaml');
+const SETS = [
+  `data.source=${ARCHIVE}`, `data.limit_train=${train}`, 'data.limit_val=500', 'data.limit_test=1000',
+  `train.epochs=${epochs}`, 'train.max_minutes=0', 'rollout.images=8',
+].flatMap((x) => ['--set', x]);
+const SWEEP = ['-m', '--set', 'train.optimizer.lr=1e-3,2e-3', '--set', 'train.label_smoothing=0,0.1'];
 
 const dir = mkdtempSync(join(tmpdir(), 'tfpipe-bench-sweep-'));
-const file = join(dir, 'sweep.yaml');
-writeFileSync(file, PIPELINE);
 const env = (outputs: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({ ...process.env, TFPIPE_OUTPUTS: outputs, NO_COLOR: '1', ...extra });
 
 interface Doc {
@@ -78,7 +43,7 @@ interface Doc {
 
 function timed(args: string[], outputs: string): { seconds: number; doc: Doc } {
   const t = process.hrtime.bigint();
-  const r = spawnSync(process.execPath, [BIN, ...args, '--json'], { env: env(outputs), encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync(process.execPath, [BIN, args[0], CPU_HOUR, ...SETS, ...SWEEP, ...args.slice(1), '--json'], { env: env(outputs), encoding: 'utf8', maxBuffer: 64 << 20 });
   const seconds = Number(process.hrtime.bigint() - t) / 1e9;
   if (r.status !== 0) throw new Error(`${args.join(' ')} failed:\n${r.stderr}`);
   return { seconds, doc: JSON.parse(r.stdout) as Doc };
@@ -118,11 +83,11 @@ async function withWorkers<T>(url: string, outputs: string, n: number, fn: () =>
 const redis = await startRedis();
 try {
   const out = (name: string) => join(dir, name);
-  const seq = timed(['run', file], out('seq'));
-  const seq2 = timed(['run', file, '--set', 'runtime.threads=2'], out('seq-2-threads'));
-  const j2 = timed(['run', file, '-j', '2'], out('j2'));
-  const workers = await withWorkers(redis.url, out('workers'), 2, () => timed(['run', file, '--queue', redis.url], out('workers')));
-  const sweepJobs = await jobLatencies(redis.url, out('workers'), 'sweep-bench');
+  const seq = timed(['run'], out('seq'));
+  const seq2 = timed(['run', '--set', 'runtime.threads=2'], out('seq-2-threads'));
+  const j2 = timed(['run', '-j', '2'], out('j2'));
+  const workers = await withWorkers(redis.url, out('workers'), 2, () => timed(['run', '--queue', redis.url], out('workers')));
+  const sweepJobs = await jobLatencies(redis.url, out('workers'), 'cifar-vit-cpu-hour');
 
   // Pure queue overhead: a chain of ten tiny test-kind stages through one idle worker, so every
   // job is queued when the worker has nothing else to do.
@@ -149,7 +114,7 @@ try {
     cpu: cpus()[0]?.model,
     cores: cpus().length,
     node: process.version,
-    pipeline: { model: 'cpu-hour ViT (dim 64, depth 6, mlp 256)', train_images: train, epochs, variants: 4, threads_per_job: 1 },
+    pipeline: { file: 'pipelines/cifar-vit-cpu-hour.yaml', train_images: train, epochs, variants: 4, threads_per_job: 1, sweep: SWEEP.join(' ') },
     wall_s: {
       sequential: Number(seq.seconds.toFixed(1)),
       sequential_2_threads: Number(seq2.seconds.toFixed(1)),

@@ -12,52 +12,21 @@ import { ArtefactStore } from '../src/cache/store.js';
 import { packageRoot } from '../src/paths.js';
 import { BIN, startTfpipe, type Running } from './cli-process.js';
 import { tempProject } from './helpers.js';
-import { ARCHIVE, noArchive } from './ml-helpers.js';
+import { noArchive, tinyPipeline } from './ml-helpers.js';
 import { noRedis, startRedis, type RedisHandle } from './redis-server.js';
 
-const PIPELINE = `name: tiny-sweep
-seed: 3
-runtime: { backend: wasm, threads: 1 }
-sweep:
-  train.optimizer.lr: [0.003, 0.001]
-  train.batch_size: [32, 64]
-stages:
-  data:
-    kind: cifar10
-    source: ${ARCHIVE}
-    limit_train: 256
-    limit_val: 50
-    limit_test: 100
-    samples_per_class: 1
-  augmentation:
-    kind: augmentation
-    needs: [data]
-    preview_images: 2
-    preview_versions: 2
-    ops:
-      - { op: random_horizontal_flip, p: 0.5 }
-      - { op: random_crop, size: 32, padding: 4 }
-      - { op: normalize, from: data }
-  model:
-    kind: vit
-    needs: [data]
-    dim: 16
-    depth: 1
-    heads: 2
-    dim_head: 8
-    mlp_dim: 32
-  train:
-    kind: train
-    needs: [data, augmentation, model]
-    epochs: 3
-    optimizer: { name: adamw, lr: 0.003, weight_decay: 0.05 }
-  evaluate:
+// The tiny training pipeline of the other ML tests, with evaluate and report, swept over two
+// training settings (so data, augmentation and model are shared by all four variants).
+const PIPELINE = tinyPipeline('tiny-sweep', `  evaluate:
     kind: evaluate
     needs: [train, data, augmentation]
   report:
     kind: report
     needs: [data, augmentation, model, train, evaluate]
-`;
+sweep:
+  train.optimizer.lr: [0.003, 0.001]
+  train.batch_size: [32, 64]
+`, '{ backend: wasm, threads: 1 }');
 
 const VARIANTS = ['lr=0.003,batch_size=32', 'lr=0.003,batch_size=64', 'lr=0.001,batch_size=32', 'lr=0.001,batch_size=64'];
 const skip = noArchive || noRedis;
