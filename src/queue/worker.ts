@@ -1,13 +1,13 @@
-// `tfpipe worker --queue URL`: takes stage jobs from BullMQ and runs each in its own process
-// (`tfpipe _stage`), so that this process's event loop stays free to renew the jobs' locks while
-// a training step blocks the child's. A worker killed with -9 stops renewing; BullMQ's stalled-job
+// `tfpipe worker --queue URL`: takes stage jobs from BullMQ and runs each in a stage process
+// (`tfpipe _stage`, one per slot, reused), so that this process's event loop stays free to renew
+// the jobs' locks while a training step blocks the child's. A worker killed with -9 stops renewing; BullMQ's stalled-job
 // check hands the job to another worker, whose child takes over the key's work dir and resumes.
 import { hostname } from 'node:os';
 import type { Writable } from 'node:stream';
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import { threadsPerJob } from '../jobs/process-executor.js';
 import { describeJob, JobRefused, type StageJob } from '../jobs/stage-job.js';
-import { JobInterrupted, runInChildProcess } from '../jobs/stage-process.js';
+import { JobInterrupted, StageProcessPool } from '../jobs/stage-process.js';
 import { formatDuration, formatProgress } from '../runner/format.js';
 import type { StepIO } from '../runner/steps.js';
 import type { ProgressUpdate } from '../stages/types.js';
@@ -33,6 +33,7 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
   const say = (line: string) => opts.out.write(`${line}\n`);
   const interval = Number(process.env.TFPIPE_LOG_INTERVAL_MS ?? 10_000);
   const children = new AbortController();
+  const pool = new StageProcessPool();
 
   const processor = async (job: Job, token?: string): Promise<JobReturn> => {
     const data = job.data as StageJob;
@@ -41,7 +42,7 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
     say(`${tag} started (job ${job.id})`);
     const io = relay(job, (line) => say(`${tag} ${line}`), interval);
     try {
-      const r = await runInChildProcess(data, {
+      const r = await pool.run(data, {
         outputs: opts.outputs, threads: threadsPerJob(opts.concurrency), io, signal: children.signal,
       });
       say(`${tag} ${r.reused ? 'was already done' : 'done'} in ${formatDuration((Date.now() - t0) / 1000)}`);
@@ -81,6 +82,7 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
   say('tfpipe worker: stopping; running jobs go back to the queue');
   children.abort();
   await worker.close();
+  pool.close();
 }
 
 /** Progress and log lines of a job: printed here (progress throttled) and sent to the coordinator. */

@@ -27,7 +27,10 @@ export interface WalkOptions {
 
 export async function walk(instances: readonly StageInstance[], opts: WalkOptions): Promise<Map<string, Outcome>> {
   const outcomes = new Map<string, Outcome>();
-  const pending = [...instances];
+  // One at a time, instances go in graph order (a sequential task list shows them so). With more,
+  // the one with the longest chain below it goes first: the four trainings of a sweep start before
+  // the evaluations of the first two, and the short stages fill the gaps at the end.
+  const pending = opts.jobs > 1 ? byChainBelow(instances) : [...instances];
   const running = new Map<string, Promise<void>>();
   const jobs = Math.max(1, opts.jobs);
   let recording = Promise.resolve();
@@ -88,4 +91,15 @@ export async function walk(instances: readonly StageInstance[], opts: WalkOption
   }
   await recording;
   return outcomes;
+}
+
+/** Instances by the length of the longest chain of instances that need them, longest first (stable). */
+function byChainBelow(instances: readonly StageInstance[]): StageInstance[] {
+  const below = new Map<string, number>();
+  for (const inst of [...instances].reverse()) {
+    const own = below.get(inst.id) ?? 1;
+    below.set(inst.id, own);
+    for (const up of Object.values(inst.needs)) below.set(up, Math.max(below.get(up) ?? 1, own + 1));
+  }
+  return instances.map((inst, i) => ({ inst, i })).sort((a, b) => (below.get(b.inst.id)! - below.get(a.inst.id)!) || a.i - b.i).map((x) => x.inst);
 }
