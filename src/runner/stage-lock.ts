@@ -92,7 +92,7 @@ export function describeHolder(text: string): string {
 /** Waits for the key's lock and returns its release. Throws if `signal` aborts while waiting. */
 export async function acquireStageLock(path: string, opts: StageLockOptions): Promise<() => Promise<void>> {
   await mkdir(dirname(path), { recursive: true });
-  const remoteStaleMs = opts.remoteStaleMs ?? Number(process.env.TFPIPE_LOCK_STALE_MS ?? 120_000);
+  const remoteStaleMs = opts.remoteStaleMs ?? 120_000;
   let told = false;
   while (!(await tryCreate(path))) {
     const text = await readFile(path, 'utf8').catch(() => undefined);

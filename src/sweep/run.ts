@@ -49,9 +49,12 @@ export function instanceLabel(def: SweepDefinition, variants: readonly Variant[]
   return vs.length > 1 ? `${values}${values ? ', ' : ''}${vs.length} variants` : values;
 }
 
+/** A progress row's title: "train lr=0.002,depth=4", "model depth=4 (3 variants)", "data (all 4 variants)". */
 export function instanceTitle(def: SweepDefinition, variants: readonly Variant[], inst: StageInstance): string {
   const label = instanceLabel(def, variants, inst.users);
-  return label ? `${inst.planned.stage.name} [${label}]` : inst.planned.stage.name;
+  const m = /^(.*?)(?:, )?(\d+ variants|all \d+ variants)$/.exec(label);
+  const title = m ? [m[1], `(${m[2]})`].filter(Boolean).join(' ') : label;
+  return title ? `${inst.planned.stage.name} ${title}` : inst.planned.stage.name;
 }
 
 export interface SweepRun extends UnionRun {
