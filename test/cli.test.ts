@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { CHAIN, tempProject } from './helpers.js';
 import { packageRoot } from '../src/paths.js';
@@ -150,4 +151,33 @@ test('runs lists past runs with only the settings that changed', () => {
   assert.equal(doc.runs.length, 2);
   assert.deepEqual(doc.runs[1].changed, { 'c.lr': { from: '0.5', to: '0.2' } });
   assert.deepEqual(doc.runs[1].ran, ['c']);
+});
+
+test('Ctrl-C while waiting for the run lock exits 130 at once; nothing runs, the holder\'s lock stays', { timeout: 30_000 }, async (t) => {
+  const p = tempProject();
+  const file = p.write('p.yaml', CHAIN);
+  const lock = join(p.outputs, 'chain', '.run.lock');
+  mkdirSync(dirname(lock), { recursive: true });
+  // A live holder: this test process.
+  writeFileSync(lock, JSON.stringify({ pid: process.pid, host: hostname(), token: 't', since: 'now' }));
+  const child = spawn(process.execPath, [BIN, 'run', file, '--json'], { env: env(p.outputs) });
+  t.after(() => child.kill('SIGKILL'));
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => { out += String(d); });
+  let sent = 0;
+  child.stderr.on('data', (d) => {
+    err += String(d);
+    if (!sent && err.includes('waiting for it to finish')) {
+      sent = Date.now();
+      child.kill('SIGINT');
+    }
+  });
+  const code = await new Promise((res) => child.on('exit', res));
+  assert.equal(code, 130, err);
+  assert.ok(Date.now() - sent < 3000, 'exited promptly');
+  assert.match(err, /interrupted while waiting for the run lock; nothing ran/);
+  assert.equal(JSON.parse(out).error.exit_code, 130);
+  assert.deepEqual(readdirSync(join(p.outputs, 'chain')), ['.run.lock']);
+  assert.equal(JSON.parse(readFileSync(lock, 'utf8')).token, 't');
 });

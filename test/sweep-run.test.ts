@@ -2,13 +2,12 @@
 // status/dag/--dry-run, -j N in separate processes, and the per-key lock.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { makePlan } from '../src/runner/plan.js';
-import { acquireStageLock } from '../src/runner/stage-lock.js';
+import { acquireLock } from '../src/cache/run-lock.js';
 import { StageRunner, stageLockPath } from '../src/runner/stage-runner.js';
 import { runSweep } from '../src/sweep/run.js';
 import { loadSweep, type SweepOptions } from '../src/sweep/variants.js';
@@ -153,36 +152,29 @@ test('runs groups the variants of a sweep run', () => {
   assert.match(text, /^sweep of 4 variants over lr × value \(runs 2, 3, 4, 5\):$/m);
 });
 
-test('the stage lock: one holder per key; a dead holder, an empty file or a silent remote holder is taken over', async () => {
+test('a stage lock shared across machines: a holder elsewhere keeps it while it refreshes it, and loses it when it stops', async () => {
   const p = tempProject();
   const path = join(p.dir, 'locks', 'x.lock');
-  const events: string[] = [];
-  const first = await acquireStageLock(path, { onWait: () => {} });
-  const second = acquireStageLock(path, { onWait: (m) => events.push(`wait: ${m}`), pollMs: 20 }).then((rel) => { events.push('second holds it'); return rel; });
-  await new Promise((r) => setTimeout(r, 150));
-  events.push('first releases');
-  await first();
-  await (await second)();
-  assert.match(events[0], /^wait: waiting for pid \d+ on /);
-  assert.deepEqual(events.slice(1), ['first releases', 'second holds it']);
-
-  const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
-  writeFileSync(path, JSON.stringify({ pid: Number(dead.stdout), host: hostname(), since: 'then' }));
+  mkdirSync(join(p.dir, 'locks'));
+  // A holder on another host: its pid cannot be checked here, its heartbeat can.
+  writeFileSync(path, JSON.stringify({ pid: 1, host: 'elsewhere', token: 't', since: 'then' }));
   const told: string[] = [];
-  await (await acquireStageLock(path, { onWait: (m) => told.push(m) }))();
-  assert.match(told[0], /its holder \(pid \d+\) is gone/);
-
-  writeFileSync(path, JSON.stringify({ pid: 1, host: 'elsewhere', since: 'then' }));
-  const fresh = acquireStageLock(path, { onWait: () => {}, pollMs: 20, remoteStaleMs: 60_000 });
-  const stillWaiting = await Promise.race([fresh.then(() => false), new Promise((r) => setTimeout(() => r(true), 200))]);
-  assert.equal(stillWaiting, true, 'a remote holder with a fresh heartbeat keeps the lock');
-  const { utimesSync } = await import('node:fs');
-  utimesSync(path, new Date(Date.now() - 120_000), new Date(Date.now() - 120_000));
-  await (await fresh)();
-  mkdirSync(join(p.dir, 'locks'), { recursive: true });
-  writeFileSync(path, '');
-  utimesSync(path, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
-  await (await acquireStageLock(path, { onWait: () => {} }))();
+  const waiting = acquireLock(path, { onWait: (m) => told.push(m), pollMs: 20, remoteStaleMs: 60_000 });
+  const stillWaiting = await Promise.race([waiting.then(() => false), new Promise((r) => setTimeout(() => r(true), 300))]);
+  assert.equal(stillWaiting, true, 'a fresh holder on another host keeps the lock');
+  assert.match(told[0], /pid 1 on elsewhere; taken over if it stops refreshing the file for 60 s/);
+  utimesSync(path, new Date(Date.now() - 61_000), new Date(Date.now() - 61_000));
+  const release = await waiting;
+  assert.match(told[1], /pid 1 on elsewhere\) has not refreshed it for 61 s; its lock was taken over/);
+  await release();
+  assert.equal(existsSync(path), false);
+  // A holder refreshes its lock (every twelfth of remoteStaleMs).
+  const beating = await acquireLock(path, { remoteStaleMs: 12_000 });
+  const old = Date.now() - 30_000;
+  utimesSync(path, new Date(old), new Date(old));
+  await new Promise((r) => setTimeout(r, 1_800));
+  assert.ok(statSync(path).mtimeMs > old + 25_000, 'the holder refreshed the lock file');
+  await beating();
 });
 
 test('a stage whose key another process finished while it waited for the lock uses that result', async () => {
@@ -194,7 +186,7 @@ test('a stage whose key another process finished while it waited for the lock us
   const plan = await makePlan(loadPipeline(file, registry), registry, { outputs: p.outputs });
   const b = plan.stages.find((s) => s.stage.name === 'b')!;
   const a = plan.stages.find((s) => s.stage.name === 'a')!;
-  const hold = await acquireStageLock(stageLockPath(plan.store, 'b', b.key), { onWait: () => {} });
+  const hold = await acquireLock(stageLockPath(plan.store, 'b', b.key));
   const logs: string[] = [];
   const waiting = counted(() => new StageRunner().run(plan, b, { a: a.manifest! }, { progress: () => {}, log: (m) => logs.push(m) }));
   await new Promise((r) => setTimeout(r, 300));
@@ -212,5 +204,5 @@ test('a stage whose key another process finished while it waited for the lock us
   const r = await waiting;
   assert.equal(r.value.reused, true);
   assert.deepEqual(r.ran, [], 'the waiting runner did not run the stage again');
-  assert.ok(logs.some((m) => /waiting for pid/.test(m)) && logs.some((m) => /another process finished key/.test(m)), logs.join('\n'));
+  assert.ok(logs.some((m) => /another tfpipe process \(pid \d+\) holds .*\.lock; waiting/.test(m)) && logs.some((m) => /another process finished key/.test(m)), logs.join('\n'));
 });

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { InputError } from '../config/problems.js';
 import { writeFileAtomic } from './atomic.js';
 import { hashPath } from './hash.js';
 
@@ -14,11 +15,13 @@ export class InputHasher {
   private readonly file: string;
   constructor(cacheDir: string) {
     this.file = join(cacheDir, 'input-hashes.json');
+    let memo: unknown;
     try {
-      this.memo = JSON.parse(readFileSync(this.file, 'utf8')) as Memo;
+      memo = JSON.parse(readFileSync(this.file, 'utf8'));
     } catch {
-      this.memo = {};
+      // none yet, or damaged: it is only a memo
     }
+    this.memo = memo !== null && typeof memo === 'object' && !Array.isArray(memo) ? (memo as Memo) : {};
   }
 
   async hash(absPath: string): Promise<string> {
@@ -26,10 +29,10 @@ export class InputHasher {
     try {
       s = await stat(absPath);
     } catch {
-      throw new Error(`input ${absPath} does not exist`);
+      throw new InputError(`input ${absPath} does not exist`);
     }
-    const m = this.memo[absPath];
-    if (s.isFile() && m && m.size === s.size && m.mtimeMs === s.mtimeMs) return m.hash;
+    const m = Object.hasOwn(this.memo, absPath) ? this.memo[absPath] : undefined;
+    if (s.isFile() && m && typeof m.hash === 'string' && m.size === s.size && m.mtimeMs === s.mtimeMs) return m.hash;
     const hash = await hashPath(absPath);
     if (s.isFile()) {
       this.memo[absPath] = { size: s.size, mtimeMs: s.mtimeMs, hash };
@@ -38,8 +41,10 @@ export class InputHasher {
     return hash;
   }
 
+  /** Keeps the hashes for the next plan; best effort, since they can always be recomputed. */
   async save(): Promise<void> {
-    if (this.dirty) await writeFileAtomic(this.file, JSON.stringify(this.memo, null, 1));
+    if (!this.dirty) return;
     this.dirty = false;
+    await writeFileAtomic(this.file, JSON.stringify(this.memo, null, 1)).catch(() => {});
   }
 }

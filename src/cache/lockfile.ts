@@ -39,14 +39,64 @@ export function lockEntry(m: Manifest): LockEntry {
   };
 }
 
-export function readLock(pipelineDir: string, pipeline: string): LockFile {
+/**
+ * The lock as recorded, a warning for each part that could not be used, and the stages whose
+ * entries were damaged ("*": the whole file). The lock is a record
+ * for `status` to explain changes; the manifests are the truth. So a damaged lock (edited by hand,
+ * truncated, merged badly) never stops a run: a bad entry is left out and rewritten by the next
+ * run of that stage, an unreadable file counts as empty.
+ */
+export function readLock(pipelineDir: string, pipeline: string): { lock: LockFile; warnings: string[]; damaged: string[] } {
+  const path = join(pipelineDir, LOCK_FILE);
+  const empty: LockFile = { schema: 1, pipeline, stages: {} };
+  let text: string;
   try {
-    const data = parse(readFileSync(join(pipelineDir, LOCK_FILE), 'utf8')) as LockFile | null;
-    if (data && data.schema === 1 && data.stages) return data;
+    text = readFileSync(path, 'utf8');
   } catch {
-    // missing or unreadable: nothing recorded yet
+    return { lock: empty, warnings: [], damaged: [] }; // nothing recorded yet
   }
-  return { schema: 1, pipeline, stages: {} };
+  let data: unknown;
+  try {
+    data = parse(text);
+  } catch (err) {
+    return { lock: empty, damaged: ['*'], warnings: [`${path} is unreadable (${(err as Error).message.split('\n')[0]}); ignoring it`] };
+  }
+  if (data === null || data === undefined) return { lock: empty, warnings: [], damaged: [] };
+  if (!isObject(data) || data.schema !== 1 || !isObject(data.stages)) {
+    return { lock: empty, damaged: ['*'], warnings: [`${path} is not a tfpipe lock file (schema 1 with stages); ignoring it`] };
+  }
+  const warnings: string[] = [];
+  const damaged: string[] = [];
+  const stages: Record<string, LockEntry> = {};
+  for (const [name, entry] of Object.entries(data.stages)) {
+    const bad = entryProblem(entry);
+    if (bad) {
+      warnings.push(`${path}: the entry of stage "${name}" is damaged (${bad}); ignoring it`);
+      damaged.push(name);
+    } else {
+      stages[name] = entry as LockEntry;
+    }
+  }
+  return { lock: { schema: 1, pipeline, stages }, warnings, damaged };
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isStringMap = (v: unknown) => isObject(v) && Object.values(v).every((x) => typeof x === 'string');
+
+/** What is wrong with a lock entry, or undefined if it has everything status reads. */
+function entryProblem(e: unknown): string | undefined {
+  if (!isObject(e)) return 'not a mapping';
+  const wrong: string[] = [];
+  if (typeof e.key !== 'string') wrong.push('key');
+  if (typeof e.kind !== 'string') wrong.push('kind');
+  if (typeof e.version !== 'number') wrong.push('version');
+  if (!isObject(e.settings)) wrong.push('settings');
+  if (!isStringMap(e.needs)) wrong.push('needs');
+  if (!isStringMap(e.inputs)) wrong.push('inputs');
+  if (typeof e.seed !== 'number') wrong.push('seed');
+  if (e.upstream_outputs !== undefined && !isStringMap(e.upstream_outputs)) wrong.push('upstream_outputs');
+  if (!isStringMap(e.outs)) wrong.push('outs');
+  return wrong.length ? `missing or malformed: ${wrong.join(', ')}` : undefined;
 }
 
 export async function writeLock(pipelineDir: string, lock: LockFile): Promise<void> {

@@ -37,6 +37,16 @@ export interface Manifest {
   finishedAt: string;
 }
 
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** Has what verify() and the runner read; anything less is a damaged manifest. */
+function isManifest(m: unknown): m is Manifest {
+  return isObject(m) && m.format === 1 && typeof m.key === 'string' && isObject(m.inputs) && isObject(m.result)
+    && typeof m.seconds === 'number' && typeof m.finishedAt === 'string'
+    && (m.upstreamOutputs === undefined || isObject(m.upstreamOutputs))
+    && isObject(m.files) && Object.values(m.files).every((f) => isObject(f) && typeof f.sha256 === 'string' && typeof f.size === 'number' && typeof f.mtimeMs === 'number');
+}
+
 export type Verified = { ok: true; manifest: Manifest } | { ok: false; reason: string; existed: boolean };
 
 export class ArtefactStore {
@@ -61,9 +71,11 @@ export class ArtefactStore {
     return this.inside(join(this.pipelineDir, stage, `${key}.partial`));
   }
 
+  /** The manifest of a finished result; undefined if absent or damaged (then nothing is trusted). */
   async readManifest(stage: string, key: string): Promise<Manifest | undefined> {
     try {
-      return JSON.parse(await readFile(join(this.stageDir(stage, key), MANIFEST), 'utf8')) as Manifest;
+      const m = JSON.parse(await readFile(join(this.stageDir(stage, key), MANIFEST), 'utf8')) as unknown;
+      return isManifest(m) ? m : undefined;
     } catch {
       return undefined;
     }

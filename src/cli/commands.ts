@@ -3,13 +3,14 @@
 import { relative } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
-import { ancestorsAndSelf, renderMermaid, renderText } from '../graph/dag.js';
-import { Aborted } from '../runner/execute.js';
+import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
+import { UsageError } from './errors.js';
 import { formatDuration } from '../runner/format.js';
 import { readRuns, type RunRecord } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
-import { makePlan, outputsRoot } from '../runner/plan.js';
+import { makePlan, type Plan } from '../runner/plan.js';
+import { outputsRoot } from '../cache/outputs.js';
 import type { StepReporter } from '../runner/steps.js';
 import type { StageExecutor } from '../runner/walk.js';
 import type { QueueUrl } from '../queue/redis.js';
@@ -26,16 +27,25 @@ export function commandSchema(registry: KindRegistry): number {
   return 0;
 }
 
-export function commandDag(pipeline: ResolvedPipeline, format: string): number {
-  out(format === 'mermaid' ? renderMermaid(pipeline.stages) : renderText(pipeline.stages));
+export const DAG_FORMATS = ['text', 'mermaid', 'dot'] as const;
+
+export function commandDag(pipeline: ResolvedPipeline, format: (typeof DAG_FORMATS)[number]): number {
+  const render = { text: renderText, mermaid: renderMermaid, dot: renderDot }[format];
+  out(render(pipeline.stages));
   return 0;
+}
+
+/** Problems that did not stop the plan (a damaged lock entry), on stderr. */
+function warn(plan: Plan): void {
+  for (const w of plan.warnings) process.stderr.write(`tfpipe: warning: ${w}\n`);
 }
 
 export async function commandStatus(pipeline: ResolvedPipeline, registry: KindRegistry, json: boolean): Promise<number> {
   const plan = await makePlan(pipeline, registry);
+  warn(plan);
   const stages = plan.stages.map((s) => ({ name: s.stage.name, kind: s.stage.kind, state: s.state, key: s.key, reasons: s.reasons }));
   if (json) {
-    out(JSON.stringify({ pipeline: pipeline.name, stages }, null, 2));
+    out(JSON.stringify({ pipeline: pipeline.name, stages, ...(plan.warnings.length ? { warnings: plan.warnings } : {}) }, null, 2));
     return 0;
   }
   const w = Math.max(...stages.map((s) => s.name.length));
@@ -73,14 +83,14 @@ export async function commandRun(def: SweepDefinition, registry: KindRegistry, o
   const names = pipeline.stages.map((s) => s.name);
   for (const n of [...opts.force, ...(opts.until ? [opts.until] : [])]) {
     if (!names.includes(n)) {
-      process.stderr.write(`tfpipe: no stage named "${n}" in ${pipeline.name} (stages: ${names.join(', ')})\n`);
-      return 2;
+      throw new UsageError(`no stage named "${n}" in ${pipeline.name} (stages: ${names.join(', ')})`);
     }
   }
-  const outputs = outputsRoot();
+  const outputs = outputsRoot(pipeline);
   if (opts.dryRun) {
     if (isSweep(def)) return sweepDryRun(def, registry, outputs, opts);
     const plan = await makePlan(pipeline, registry, { force: opts.force });
+    warn(plan);
     const selected = opts.until ? ancestorsAndSelf(pipeline.stages, opts.until) : undefined;
     const stages = plan.stages.filter((s) => !selected || selected.has(s.stage.name)).map((s) => ({
       name: s.stage.name, kind: s.stage.kind, state: dryRunState(s), key: s.key, reasons: s.forced ? ['forced with --force'] : s.reasons,
@@ -102,7 +112,7 @@ export async function commandRun(def: SweepDefinition, registry: KindRegistry, o
   const onSigint = () => {
     interrupts += 1;
     if (interrupts > 1) process.exit(130);
-    process.stderr.write('\ntfpipe: interrupting after the current batch (Ctrl-C again to quit now)\n');
+    process.stderr.write('\ntfpipe: interrupting; a running stage stops after its current step (Ctrl-C again to quit now)\n');
     controller.abort();
   };
   process.on('SIGINT', onSigint);
@@ -152,12 +162,6 @@ export async function commandRun(def: SweepDefinition, registry: KindRegistry, o
       for (const s of doc.stages.filter((x) => x.error)) reporter.info(`  ${s.name}: ${s.error}`);
     }
     return failed ? 1 : 0;
-  } catch (err) {
-    if (err instanceof Aborted) {
-      process.stderr.write('tfpipe: interrupted; finished stages are kept, the interrupted one will run again\n');
-      return 130;
-    }
-    throw err;
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
@@ -190,6 +194,9 @@ export function describeRuns(runs: RunRecord[]) {
       run: i + 1,
       started_at: r.started_at,
       seconds: r.seconds,
+      outcome: r.outcome,
+      stopped_at: r.stopped_at,
+      ...(r.error ? { error: r.error } : {}),
       ...(r.sweep ? { sweep: r.sweep } : {}),
       changed,
       ran: r.stages.filter((s) => s.state === 'ran').map((s) => s.name),
@@ -199,9 +206,17 @@ export function describeRuns(runs: RunRecord[]) {
   });
 }
 
+/** "ok", "failed at train", "interrupted at train", "killed", "running (pid 123)". */
+function outcomeText(r: ReturnType<typeof describeRuns>[number], pid?: number): string {
+  if (r.outcome === 'running') return `running${pid ? ` (pid ${pid})` : ''}`;
+  if ((r.outcome === 'failed' || r.outcome === 'interrupted') && r.stopped_at.length) return `${r.outcome} at ${r.stopped_at.join(', ')}`;
+  return r.outcome;
+}
+
 export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Promise<number> {
   const { ArtefactStore } = await import('../cache/store.js');
-  const rows = describeRuns(await readRuns(new ArtefactStore(outputsRoot(), pipeline.name).pipelineDir));
+  const runs = await readRuns(new ArtefactStore(outputsRoot(pipeline), pipeline.name).pipelineDir);
+  const rows = describeRuns(runs);
   const sweeps = [...new Set(rows.flatMap((r) => (r.sweep ? [r.sweep.id] : [])))].map((id) => {
     const members = rows.filter((r) => r.sweep?.id === id);
     return { id, started_at: members[0].started_at, variants: members[0].sweep?.of ?? members.length, runs: members.map((r) => r.run) };
@@ -215,18 +230,23 @@ export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Pr
     return 0;
   }
   const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(2)}%`);
-  out('run  started               time      val acc   test acc  ran / changed');
+  const outcomes = rows.map((r, i) => outcomeText(r, runs[i].pid));
+  const w = Math.max(7, ...outcomes.map((o) => o.length));
+  const indent = 52 + w + 2;
+  out(`run  started               time      val acc   test acc  ${'outcome'.padEnd(w)}  ran / changed`);
   let group: string | undefined;
-  for (const r of rows) {
+  rows.forEach((r, i) => {
     if (r.sweep && r.sweep.id !== group) {
       const s = sweeps.find((x) => x.id === r.sweep?.id);
       out(`sweep of ${s?.variants} variants over ${Object.keys(r.sweep.values).join(' × ')} (runs ${s?.runs.join(', ')}):`);
     }
     group = r.sweep?.id;
     const changes = Object.entries(r.changed).map(([k, v]) => `${k}: ${v.from ?? '∅'} → ${v.to ?? '∅'}`);
+    const time = r.seconds === null ? '-' : formatDuration(r.seconds);
     const variant = r.sweep ? `  [${r.sweep.index}] ${r.sweep.variant}` : '';
-    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${formatDuration(r.seconds).padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ran: ${r.ran.join(', ') || 'nothing'}${variant}`);
-    for (const c of changes) out(`${' '.repeat(52)}${c}`);
-  }
+    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${time.padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ${outcomes[i].padEnd(w)}  ran: ${r.ran.join(', ') || 'nothing'}${variant}`);
+    if (r.error) out(`${' '.repeat(indent)}${r.error}`);
+    for (const c of changes) out(`${' '.repeat(indent)}${c}`);
+  });
   return 0;
 }

@@ -1,31 +1,34 @@
-// tfpipe CLI: run, status, dag, runs, kinds, schema, worker. Exit codes: 0 ok, 1 a stage failed, 2 invalid input.
+// tfpipe CLI: run, status, dag, runs, kinds, schema, worker. Exit codes: 0 ok, 1 a stage failed,
+// 2 invalid input or usage, 130 interrupted (see errors.ts).
 import { parseArgs } from 'node:util';
-import { ConfigError, formatProblem } from '../config/problems.js';
-import { outputsRoot } from '../runner/plan.js';
+import { outputsRoot } from '../cache/outputs.js';
+import { InputError } from '../config/problems.js';
 import { loadRegistry } from '../stages/registry.js';
 import { isSweep } from '../sweep/run.js';
 import { loadSweep } from '../sweep/variants.js';
-import { commandDag, commandRun, commandRuns, commandSchema, commandStatus } from './commands.js';
+import { commandDag, commandRun, commandRuns, commandSchema, commandStatus, DAG_FORMATS } from './commands.js';
+import { exitQuietlyOnClosedPipe, reportError, UsageError } from './errors.js';
 import { commandKinds } from './kinds.js';
 import { sweepDag, sweepStatus } from './sweep-views.js';
+
+export { UsageError } from './errors.js';
 
 const USAGE = `Usage:
   tfpipe run FILE [--set key=value]... [-m] [--variant V]... [-j N | --queue URL]
                   [--force STAGE]... [--until STAGE] [--dry-run] [--json]
   tfpipe status FILE [--set key=value]... [-m] [--variant V]... [--json]
-  tfpipe dag FILE [--set key=value]... [-m] [--format text|mermaid]
+  tfpipe dag FILE [--set key=value]... [-m] [--format ${DAG_FORMATS.join('|')}]
   tfpipe runs FILE [--json]
   tfpipe kinds [KIND] [--json]   stage kinds: settings with types, defaults and docs; what they write
   tfpipe worker --queue redis://HOST:PORT [--concurrency N] [--outputs DIR] [--lock-timeout S]
   tfpipe schema            print schemas/pipeline.schema.json for the registered kinds
 
-Overrides use Hydra's syntax: --set train.lr=3e-4 (the "stages." prefix is optional).
-Sweeps: a sweep: block in the file, or -m with --set train.lr=1e-3,2e-3 (Hydra's multirun);
---variant lr=1e-3,depth=4 or --variant 3 runs some of them. -j N runs N stage instances at
-once, each in its own process; --queue hands them to tfpipe workers through Redis (BullMQ).
-Artefacts go to ./outputs (or $TFPIPE_OUTPUTS).`;
-
-export class UsageError extends Error {}
+Overrides use Hydra's syntax: --set train.lr=3e-4 (the "stages." prefix is optional; the last
+--set of a key wins). Sweeps: a sweep: block in the file, or -m with --set train.lr=1e-3,2e-3
+(Hydra's multirun); --variant lr=1e-3,depth=4 or --variant 3 runs some of them. -j N runs N stage
+instances at once, each in a process of its own; --queue hands them to tfpipe workers through
+Redis (BullMQ). Artefacts go to outputs/ at the root of the pipeline file's project (its nearest
+folder with a package.json or .git), or to $TFPIPE_OUTPUTS.`;
 
 function jobsOf(text: string | undefined): number {
   if (text === undefined) return 1;
@@ -35,9 +38,64 @@ function jobsOf(text: string | undefined): number {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  let parsed;
+  exitQuietlyOnClosedPipe();
+  let json = argv.includes('--json');
   try {
-    parsed = parseArgs({
+    const parsed = parse(argv);
+    const { values, positionals } = parsed;
+    json = values.json ?? false;
+    const [command, file, ...extra] = positionals;
+    if (values.help) {
+      process.stdout.write(USAGE + '\n');
+      return 0;
+    }
+    if (!command) throw new UsageError('no command given');
+    if (command === 'dag' && !(DAG_FORMATS as readonly string[]).includes(values.format ?? 'text')) {
+      throw new UsageError(`unknown --format "${values.format}"; dag draws ${DAG_FORMATS.join(', ')}`);
+    }
+    if (command === 'worker') {
+      if (file) throw new UsageError('worker takes no pipeline FILE: each job carries its pipeline');
+      const { commandWorker } = await import('./worker-command.js');
+      return await commandWorker({ queue: values.queue, concurrency: values.concurrency, outputs: values.outputs, lockTimeout: values['lock-timeout'] });
+    }
+    const registry = await loadRegistry().catch((err: unknown) => {
+      // Only plugins can fail to load: TFPIPE_PLUGINS is input like any other.
+      throw new InputError(`cannot load the stage kinds of TFPIPE_PLUGINS=${process.env.TFPIPE_PLUGINS}: ${(err as Error).message.split('\n')[0]}`);
+    });
+    if (command === 'schema') return commandSchema(registry);
+    if (command === 'kinds' && extra.length === 0) return commandKinds(registry, file, json);
+    if (command === '_stage') {
+      const { commandStage } = await import('./stage-command.js');
+      return await commandStage(registry);
+    }
+    if (!['run', 'status', 'dag', 'runs'].includes(command)) throw new UsageError(`unknown command "${command}"`);
+    if (!file || extra.length) throw new UsageError(`${command} takes exactly one pipeline FILE`);
+    const jobs = jobsOf(values.jobs);
+    if (jobs > 1 && values.queue) throw new UsageError('-j and --queue do not mix: with a queue, each worker\'s --concurrency says how many jobs it runs');
+    const def = loadSweep(file, registry, { sets: values.set ?? [], multirun: values.multirun ?? false, pick: values.variant ?? [] });
+    const pipeline = def.selected[0].pipeline;
+    switch (command) {
+      case 'run':
+        return await commandRun(def, registry, {
+          force: values.force ?? [], until: values.until, dryRun: values['dry-run'] ?? false, json, jobs, queue: values.queue,
+        });
+      case 'status':
+        return isSweep(def) ? await sweepStatus(def, registry, outputsRoot(pipeline), json) : await commandStatus(pipeline, registry, json);
+      case 'dag': {
+        const format = values.format as (typeof DAG_FORMATS)[number];
+        return isSweep(def) ? await sweepDag(def, registry, outputsRoot(pipeline), format) : commandDag(pipeline, format);
+      }
+      default:
+        return await commandRuns(pipeline, json);
+    }
+  } catch (err) {
+    return reportError(err, json, USAGE);
+  }
+}
+
+function parse(argv: string[]) {
+  try {
+    return parseArgs({
       args: argv,
       allowPositionals: true,
       options: {
@@ -58,61 +116,6 @@ export async function main(argv: string[]): Promise<number> {
       },
     });
   } catch (err) {
-    process.stderr.write(`tfpipe: ${(err as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
-  const { values, positionals } = parsed;
-  const [command, file, ...extra] = positionals;
-  if (values.help || !command) {
-    (values.help ? process.stdout : process.stderr).write(USAGE + '\n');
-    return values.help ? 0 : 2;
-  }
-  try {
-    if (command === 'worker') {
-      const { commandWorker } = await import('./worker-command.js');
-      if (file) throw new UsageError('worker takes no pipeline FILE: jobs carry their pipeline');
-      return await commandWorker({ queue: values.queue, concurrency: values.concurrency, outputs: values.outputs, lockTimeout: values['lock-timeout'] });
-    }
-    const registry = await loadRegistry();
-    if (command === 'schema') return commandSchema(registry);
-    if (command === 'kinds' && extra.length === 0) return commandKinds(registry, file, values.json ?? false);
-    if (command === '_stage') {
-      const { commandStage } = await import('./stage-command.js');
-      return await commandStage(registry);
-    }
-    if (!file || extra.length) throw new UsageError(`${command} takes exactly one pipeline FILE`);
-    const jobs = jobsOf(values.jobs);
-    if (jobs > 1 && values.queue) throw new UsageError('-j and --queue do not mix: with a queue, each worker\'s --concurrency says how many jobs it runs');
-    const def = loadSweep(file, registry, { sets: values.set ?? [], multirun: values.multirun ?? false, pick: values.variant ?? [] });
-    switch (command) {
-      case 'run':
-        return await commandRun(def, registry, {
-          force: values.force ?? [], until: values.until, dryRun: values['dry-run'] ?? false, json: values.json ?? false, jobs, queue: values.queue,
-        });
-      case 'status':
-        return isSweep(def) ? await sweepStatus(def, registry, outputsRoot(), values.json ?? false) : await commandStatus(def.selected[0].pipeline, registry, values.json ?? false);
-      case 'dag':
-        return isSweep(def) ? await sweepDag(def, registry, outputsRoot(), values.format ?? 'text') : commandDag(def.selected[0].pipeline, values.format ?? 'text');
-      case 'runs':
-        return await commandRuns(def.selected[0].pipeline, values.json ?? false);
-      default:
-        throw new UsageError(`unknown command "${command}"`);
-    }
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`tfpipe: ${err.problems.length} problem${err.problems.length === 1 ? '' : 's'} found, nothing was run:\n`);
-      for (const p of err.problems) process.stderr.write(`  ${formatProblem(p)}\n`);
-      return 2;
-    }
-    if (err instanceof UsageError || (err as Error).name === 'WorkerUsageError') {
-      process.stderr.write(`tfpipe: ${(err as Error).message}\n${USAGE}\n`);
-      return 2;
-    }
-    if ((err as Error).name === 'QueueUnavailable') {
-      process.stderr.write(`tfpipe: ${(err as Error).message}\n`);
-      return 2;
-    }
-    process.stderr.write(`tfpipe: ${(err as Error).stack ?? String(err)}\n`);
-    return 1;
+    throw new UsageError((err as Error).message);
   }
 }

@@ -1,7 +1,7 @@
 // What `status`, `dag`, `run --dry-run` and `run` print for a sweep: the union graph of stage
 // instances, which variants use each, and how many stage runs sharing saves.
 import { relative } from 'node:path';
-import { ancestorsAndSelf, renderMermaid, renderText } from '../graph/dag.js';
+import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
 import type { PlannedStage } from '../runner/plan.js';
 import type { StageInstance } from '../runner/union.js';
 import { unionOf } from '../runner/union.js';
@@ -67,12 +67,12 @@ export async function sweepStatus(def: SweepDefinition, registry: KindRegistry, 
   return 0;
 }
 
-export async function sweepDag(def: SweepDefinition, registry: KindRegistry, outputs: string, format: string): Promise<number> {
+export async function sweepDag(def: SweepDefinition, registry: KindRegistry, outputs: string, format: 'text' | 'mermaid' | 'dot'): Promise<number> {
   const { instances } = await union(def, registry, outputs);
   const nodes = instances.map((i) => ({
     name: i.id, kind: i.planned.stage.kind, needs: Object.values(i.needs), note: instanceLabel(def, def.selected, i.users),
   }));
-  out(format === 'mermaid' ? renderMermaid(nodes) : renderText(nodes));
+  out({ text: renderText, mermaid: renderMermaid, dot: renderDot }[format](nodes));
   return 0;
 }
 

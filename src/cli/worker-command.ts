@@ -1,6 +1,6 @@
 // `tfpipe worker --queue URL [--concurrency N] [--outputs DIR]`: serve stage jobs until Ctrl-C.
 import { resolve } from 'node:path';
-import { outputsRoot } from '../runner/plan.js';
+import { UsageError } from './errors.js';
 
 export interface WorkerCommandOptions {
   queue?: string;
@@ -9,19 +9,15 @@ export interface WorkerCommandOptions {
   lockTimeout?: string;
 }
 
-export class WorkerUsageError extends Error {
-  override readonly name = 'WorkerUsageError';
-}
-
 function positiveInt(text: string | undefined, fallback: number, what: string): number {
   if (text === undefined) return fallback;
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new WorkerUsageError(`${what} must be a whole number ≥ 1, got "${text}"`);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${what} takes a whole number ≥ 1, got "${text}"`);
   return n;
 }
 
 export async function commandWorker(opts: WorkerCommandOptions): Promise<number> {
-  if (!opts.queue) throw new WorkerUsageError('worker needs --queue redis://HOST:PORT');
+  if (!opts.queue) throw new UsageError('worker needs --queue redis://HOST:PORT');
   const concurrency = positiveInt(opts.concurrency, 1, '--concurrency');
   const lockSeconds = positiveInt(opts.lockTimeout, 30, '--lock-timeout');
   const { checkRedis, parseQueueUrl } = await import('../queue/redis.js');
@@ -37,10 +33,11 @@ export async function commandWorker(opts: WorkerCommandOptions): Promise<number>
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // Without --outputs or $TFPIPE_OUTPUTS, each job's own outputs folder (the path the coordinator
+  // wrote in it), which is right where every machine mounts the shared folder at the same path.
+  const outputs = opts.outputs ?? process.env.TFPIPE_OUTPUTS;
   try {
-    await runWorker({
-      queue, concurrency, lockSeconds, outputs: resolve(opts.outputs ?? outputsRoot()), out: process.stdout, signal: controller.signal,
-    });
+    await runWorker({ queue, concurrency, lockSeconds, outputs: outputs === undefined ? undefined : resolve(outputs), out: process.stdout, signal: controller.signal });
     return 130;
   } finally {
     process.off('SIGINT', onSignal);

@@ -1,10 +1,10 @@
 // File → validated, resolved pipeline. Nothing runs and nothing is written unless this succeeds.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { JsonObject, RuntimeSettings } from '../stages/types.js';
 import type { KindRegistry } from '../stages/registry.js';
-import { topoOrder } from '../graph/dag.js';
-import { isUrl } from './path-settings.js';
+import { topoOrder, type GraphNode } from '../graph/dag.js';
+import { isUrl, localPathSettings } from './path-settings.js';
 import { overrideValue, parseOverride, setAtPath } from './overrides.js';
 import { ConfigError, dottedPath, type Problem } from './problems.js';
 import { locate, parseYaml } from './source.js';
@@ -154,13 +154,29 @@ export function resolvePipeline(src: PipelineSource, registry: KindRegistry, ass
   };
   // The sweep block's shape is checked here, its values by the variants that use them.
   if (_sweep !== undefined) root.sweep = _sweep;
-  for (const p of validator.validate(root)) all.push({ where: where(p.path, p.keyOnly), path: dottedPath(p.path), message: p.message });
+  const invalid = validator.validate(root);
+  for (const p of invalid) all.push({ where: where(p.path, p.keyOnly), path: dottedPath(p.path), message: p.message });
   delete root.sweep;
+
+  // A local file named by a setting must exist; checked here so it is reported with its position.
+  for (const [name, st] of Object.entries(stagesRaw)) {
+    const kind = registry.get(String((st as { kind?: unknown })?.kind));
+    if (!kind || invalid.some((p) => p.path[0] === 'stages' && p.path[1] === name)) continue;
+    for (const p of localPathSettings(kind.schema, st as JsonObject)) {
+      const abs = resolve(dirname(src.file), p.value);
+      if (!existsSync(abs)) {
+        const path = ['stages', name, ...p.path];
+        all.push({ where: where(path), path: dottedPath(path), message: `no such file or folder: ${abs}` });
+      }
+    }
+  }
 
   // Graph checks need well-formed needs lists; schema errors there are already reported.
   const names = Object.keys(stagesRaw);
+  const graph: GraphNode[] = [];
   for (const [name, st] of Object.entries(stagesRaw)) {
     const needs = (st as { needs?: unknown })?.needs;
+    graph.push({ name, needs: Array.isArray(needs) ? needs.filter((n): n is string => typeof n === 'string' && n !== name) : [] });
     if (!Array.isArray(needs)) continue;
     needs.forEach((n, i) => {
       if (typeof n !== 'string') return;
@@ -171,10 +187,16 @@ export function resolvePipeline(src: PipelineSource, registry: KindRegistry, ass
       }
     });
     const kind = registry.get(String((st as { kind?: unknown }).kind));
-    for (const req of kind?.requires ?? []) {
-      const has = needs.some((n) => typeof n === 'string' && (stagesRaw[n] as { kind?: unknown } | undefined)?.kind === req);
-      if (!has) all.push({ where: where(['stages', name, 'needs']), path: `stages.${name}.needs`, message: `a ${kind?.kind} stage needs a "${req}" stage among its needs` });
+    const lacking = (kind?.requires ?? []).filter((req) => !needs.some((n) => typeof n === 'string' && (stagesRaw[n] as { kind?: unknown } | undefined)?.kind === req));
+    if (kind && lacking.length) {
+      const what = lacking.length === 1 ? `${withArticle(lacking[0])} stage` : `stages of kind ${lacking.slice(0, -1).join(', ')} and ${lacking[lacking.length - 1]}`;
+      all.push({ where: where(['stages', name, 'needs']), path: `stages.${name}.needs`, message: `${withArticle(kind.kind)} stage needs ${what} among its needs` });
     }
+  }
+  const cycle = topoOrder(graph);
+  if ('cycle' in cycle) {
+    const first = cycle.cycle[0];
+    all.push({ where: where(['stages', first, 'needs']), path: `stages.${first}.needs`, message: `dependency cycle: ${cycle.cycle.join(' -> ')}` });
   }
   if (all.length) throw new ConfigError(all);
 
@@ -183,10 +205,7 @@ export function resolvePipeline(src: PipelineSource, registry: KindRegistry, ass
     return { name, kind, needs: needs ?? [], settings };
   });
   const sorted = topoOrder(stages);
-  if ('cycle' in sorted) {
-    const first = sorted.cycle[0];
-    throw new ConfigError([{ where: where(['stages', first, 'needs']), path: `stages.${first}.needs`, message: `dependency cycle: ${sorted.cycle.join(' -> ')}` }]);
-  }
+  if ('cycle' in sorted) throw new Error('unreachable: cycles are reported above');
   return {
     name: root.name as string,
     description: root.description as string | undefined,
@@ -197,6 +216,11 @@ export function resolvePipeline(src: PipelineSource, registry: KindRegistry, ass
     stages: sorted.order,
     document,
   };
+}
+
+/** "an evaluate stage", "a train stage". */
+function withArticle(word: string): string {
+  return `${/^[aeiou]/i.test(word) ? 'an' : 'a'} ${word}`;
 }
 
 function startsWith(path: readonly (string | number)[], prefix: readonly (string | number)[]): boolean {

@@ -22,6 +22,12 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * Bad input found outside the pipeline file's validation (a file gone since, an outputs folder
+ * that cannot be written): one line saying what and how to fix it, exit 2.
+ */
+export class InputError extends Error {}
+
 /** Render a path of keys/indices the way users write it: stages.augmentation.ops[1].p */
 export function dottedPath(path: readonly (string | number)[]): string {
   let out = '';

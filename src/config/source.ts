@@ -1,5 +1,5 @@
 // Parse YAML keeping the source positions, so every later problem can name file:line:column.
-import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
 import type { Problem } from './problems.js';
 
 export interface YamlSource {
@@ -25,7 +25,18 @@ export function parseYaml(file: string, text: string): { source: YamlSource; pro
     const message = err.code === 'DUPLICATE_KEY' ? 'duplicate key (each key may appear once in a mapping)' : err.message.split('\n')[0];
     problems.push({ where, path: '', message });
   }
-  const source: YamlSource = { file, doc, lines, data: doc.errors.length ? undefined : doc.toJS({ maxAliasCount: 100 }) };
+  let data: unknown;
+  if (!doc.errors.length) {
+    try {
+      data = doc.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      // The yaml library refuses aliases that expand exponentially ("billion laughs").
+      let at = 0;
+      visit(doc, { Alias(_, node) { at = node.range?.[0] ?? 0; return visit.BREAK; } });
+      problems.push({ where: pos({ file, lines }, at), path: '', message: `refusing this document: its aliases expand too much (${(err as Error).message}); write the values out` });
+    }
+  }
+  const source: YamlSource = { file, doc, lines, data };
   return { source, problems };
 }
 

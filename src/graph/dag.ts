@@ -68,3 +68,14 @@ export function renderMermaid(nodes: readonly DrawnNode[]): string {
   for (const n of nodes) for (const d of n.needs) lines.push(`  ${id(d)} --> ${id(n.name)}`);
   return lines.join('\n');
 }
+
+/** Graphviz: `tfpipe dag p.yaml --format dot | dot -Tsvg > dag.svg`. */
+export function renderDot(nodes: readonly DrawnNode[]): string {
+  // Quoted IDs take any name; inside them only " and \ need escaping. \n in a label is a line break.
+  const esc = (s: string) => s.replace(/[\\"]/g, (c) => `\\${c}`);
+  const lines = ['digraph pipeline {', '  node [shape=box];'];
+  for (const n of nodes) lines.push(`  "${esc(n.name)}" [label="${esc(n.name)}\\n(${esc(n.kind)})${n.note ? `\\n${esc(n.note)}` : ''}"];`);
+  for (const n of nodes) for (const d of n.needs) lines.push(`  "${esc(d)}" -> "${esc(n.name)}";`);
+  lines.push('}');
+  return lines.join('\n');
+}

@@ -41,6 +41,13 @@ export async function findResume(workDir: string): Promise<{ dir: string; state:
   return { dir, state, optimizer: { step: meta.step, slots } };
 }
 
+/** The training state an interrupted attempt saved, without loading its weights (for `status`). */
+export async function resumeState(workDir: string): Promise<TrainState | undefined> {
+  const cur = join(workDir, ROOT, 'current');
+  if (!existsSync(cur)) return undefined;
+  return JSON.parse(await readFile(join(workDir, ROOT, (await readFile(cur, 'utf8')).trim(), 'state.json'), 'utf8')) as TrainState;
+}
+
 /** Save state after an epoch; `writeModel(dir)` writes the weights into the given folder. */
 export async function saveResume(workDir: string, state: TrainState, optimizer: OptimizerState, writeModel: (dir: string) => Promise<void>): Promise<void> {
   const root = join(workDir, ROOT);

@@ -2,14 +2,13 @@
 // down gives one clear line and exit 2 within seconds, before anything is written, instead of
 // BullMQ's client retrying forever.
 import { Redis } from 'ioredis';
+import { InputError } from '../config/problems.js';
 
 /** The BullMQ queue every coordinator and worker of tfpipe shares on a Redis server. */
 export const QUEUE_NAME = 'tfpipe-stages';
 
-/** An unusable --queue: bad URL or no Redis there. The CLI exits 2. */
-export class QueueUnavailable extends Error {
-  override readonly name = 'QueueUnavailable';
-}
+/** An unusable --queue: bad URL or no Redis there. Input like any other: one line, exit 2. */
+export class QueueUnavailable extends InputError {}
 
 export interface QueueUrl {
   url: string;

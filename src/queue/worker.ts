@@ -16,8 +16,8 @@ import { connectionOf, QUEUE_NAME, type QueueUrl } from './redis.js';
 
 export interface WorkerOptions {
   queue: QueueUrl;
-  /** This machine's view of the shared outputs folder. */
-  outputs: string;
+  /** This machine's view of the shared outputs folder; by default each job's own (same mount path everywhere). */
+  outputs?: string;
   concurrency: number;
   /** A worker that stops renewing its job locks for this long counts as dead. */
   lockSeconds: number;
@@ -42,9 +42,9 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
     say(`${tag} started (job ${job.id})`);
     const io = relay(job, (line) => say(`${tag} ${line}`), interval);
     try {
-      const r = await pool.run(data, {
-        outputs: opts.outputs, threads: threadsPerJob(opts.concurrency), io, signal: children.signal,
-      });
+      const outputs = opts.outputs ?? data?.store?.root;
+      if (!outputs) throw new JobRefused(`${tag} names no outputs folder; start the worker with --outputs DIR`);
+      const r = await pool.run(data, { outputs, threads: threadsPerJob(opts.concurrency), io, signal: children.signal });
       say(`${tag} ${r.reused ? 'was already done' : 'done'} in ${formatDuration((Date.now() - t0) / 1000)}`);
       return { manifest: r.manifest, reused: r.reused, worker: name };
     } catch (err) {
@@ -74,7 +74,7 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
   });
   worker.on('error', (err) => say(`worker: ${err.message}`));
   await worker.waitUntilReady();
-  say(`tfpipe worker ${name}: ${opts.concurrency} job(s) at a time from ${opts.queue.shown}, outputs ${opts.outputs}`);
+  say(`tfpipe worker ${name}: ${opts.concurrency} job(s) at a time from ${opts.queue.shown}, outputs ${opts.outputs ?? 'as each job says'}`);
   await new Promise<void>((resolve) => {
     if (opts.signal.aborted) return resolve();
     opts.signal.addEventListener('abort', () => resolve(), { once: true });

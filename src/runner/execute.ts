@@ -1,15 +1,18 @@
-// Run plans: take the run lock, join the plans into one graph of stage instances, walk it (walk.ts
-// decides, an executor runs, each plan's RunRecord records), then history and published reports.
-// A plain pipeline is one plan; a sweep is one plan per variant, sharing the instances they agree on.
+// Run plans: take the run lock, plan, join the plans into one graph of stage instances and walk it
+// (walk.ts decides, an executor runs, each plan's RunRecord records), then history and published
+// reports. A plain pipeline is one plan; a sweep is one plan per variant, sharing the instances
+// they agree on.
 import type { ResolvedPipeline } from '../config/load.js';
+import { ensureWritable, outputsRoot } from '../cache/outputs.js';
 import { acquireRunLock } from '../cache/run-lock.js';
+import { ArtefactStore } from '../cache/store.js';
 import { ancestorsAndSelf } from '../graph/dag.js';
 import type { KindRegistry } from '../stages/registry.js';
 import type { RunSummary } from '../stages/types.js';
 import type { Outcome } from './decide.js';
-import { appendRun, headlineMetrics, type RunRecord as RunHistoryRecord } from './history.js';
+import { headlineMetrics, outcomeOf, RunEntry, type SweepTag } from './history.js';
 import { InProcessExecutor } from './in-process.js';
-import { makePlan, outputsRoot, type Plan } from './plan.js';
+import { makePlan, type Plan } from './plan.js';
 import { RunRecord } from './run-record.js';
 import { Aborted, type InitBackend } from './stage-runner.js';
 import type { StepReporter } from './steps.js';
@@ -37,8 +40,8 @@ export interface RunUnit {
   plan: Plan;
   /** Where kinds with a publish hook (the report) write this run's page: the pipeline or variant folder. */
   publishDir: string;
-  /** Extra fields of this run's runs.jsonl line (a sweep variant's tag). */
-  history?: Pick<RunHistoryRecord, 'sweep'>;
+  /** A sweep variant's tag on its runs.jsonl record. */
+  sweep?: SweepTag;
 }
 
 export interface UnionRun {
@@ -50,68 +53,74 @@ export interface UnionRun {
 }
 
 export async function runPipeline(pipeline: ResolvedPipeline, registry: KindRegistry, opts: RunOptions): Promise<RunSummary> {
-  const planOpts = { outputs: opts.outputs ?? outputsRoot(), force: opts.force };
+  const outputs = opts.outputs ?? outputsRoot(pipeline);
   const plan = async (): Promise<RunUnit[]> => {
-    const p = await makePlan(pipeline, registry, planOpts);
+    const p = await makePlan(pipeline, registry, { outputs, force: opts.force, rememberHashes: true });
     return [{ plan: p, publishDir: p.store.pipelineDir }];
   };
-  const run = await runUnits(plan, opts);
+  const run = await runUnits(new ArtefactStore(outputs, pipeline.name).pipelineDir, plan, opts);
   return run.summaries[0];
 }
 
 /**
- * Plans (through `plan`, once before and once under the run lock: a run we waited for may have
+ * Takes the run lock of `pipelineDir`, then plans (under the lock: a run we waited for may have
  * produced what we need), runs the union and records each unit's run.
  */
-export async function runUnits(plan: () => Promise<RunUnit[]>, opts: RunOptions & { rowTitle?: (inst: StageInstance) => string }): Promise<UnionRun> {
+export async function runUnits(
+  pipelineDir: string, plan: () => Promise<RunUnit[]>, opts: RunOptions & { rowTitle?: (inst: StageInstance) => string },
+): Promise<UnionRun> {
   const startedAt = new Date().toISOString();
-  const t0 = Date.now();
-  const first = await plan();
-  const release = await acquireRunLock(first[0].plan.store.pipelineDir, (m) => opts.reporter.info(m));
+  await ensureWritable(pipelineDir);
+  let release;
+  try {
+    release = await acquireRunLock(pipelineDir, { onWait: (m) => opts.reporter.info(m), signal: opts.signal });
+  } catch (err) {
+    if (opts.signal?.aborted) throw new Aborted('interrupted while waiting for the run lock; nothing ran');
+    throw err;
+  }
   const executor = opts.executor ?? new InProcessExecutor(opts.initBackend, opts.signal);
   try {
     const units = await plan();
-    const selected = units.map((u) => (opts.until ? ancestorsAndSelf(u.plan.pipeline.stages, opts.until) : undefined));
-    const instances = unionOf(units.map((u) => u.plan), (i) => selected[i]);
+    const entries = await Promise.all(units.map(({ plan: { pipeline }, sweep }) => RunEntry.start(pipelineDir, {
+      started_at: startedAt, seed: pipeline.seed, settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])), ...(sweep ? { sweep } : {}),
+    })));
     const records = units.map((u) => new RunRecord(u.plan, startedAt));
-    const jobs = opts.jobs ?? 1;
-    const view = opts.reporter.begin(
-      instances.map((inst) => ({ name: inst.id, kind: inst.planned.stage.kind, title: opts.rowTitle?.(inst) })),
-      { concurrent: jobs > 1 },
-    );
-    const outcomes = await walk(instances, {
-      jobs,
-      executor,
-      view,
-      signal: opts.signal,
-      onOutcome: async (inst, o) => {
-        for (const i of inst.users) {
-          const p = units[i].plan.stages.find((s) => s.stage.name === inst.planned.stage.name);
-          if (p) await records[i].add(p, o);
-        }
-      },
-    });
-    await view.end();
-    for (const r of records) {
-      r.backend = executor.backendName ?? r.backendOfResults();
-      await r.save();
-    }
-    if (opts.signal?.aborted) throw new Aborted();
-    const seconds = (Date.now() - t0) / 1000;
-    for (const [i, u] of units.entries()) {
-      const { pipeline } = u.plan;
-      await appendRun(u.plan.store.pipelineDir, {
-        started_at: startedAt,
-        seconds,
-        seed: pipeline.seed,
-        settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])),
-        stages: records[i].summary.stages,
-        metrics: headlineMetrics(records[i].results()),
-        ...u.history,
+    try {
+      const selected = units.map((u) => (opts.until ? ancestorsAndSelf(u.plan.pipeline.stages, opts.until) : undefined));
+      const instances = unionOf(units.map((u) => u.plan), (i) => selected[i]);
+      const jobs = opts.jobs ?? 1;
+      const view = opts.reporter.begin(
+        instances.map((inst) => ({ name: inst.id, kind: inst.planned.stage.kind, title: opts.rowTitle?.(inst) })),
+        { concurrent: jobs > 1 },
+      );
+      const outcomes = await walk(instances, {
+        jobs,
+        executor,
+        view,
+        signal: opts.signal,
+        onOutcome: async (inst, o) => {
+          for (const i of inst.users) {
+            const p = units[i].plan.stages.find((s) => s.stage.name === inst.planned.stage.name);
+            if (p) await records[i].add(p, o);
+          }
+        },
       });
-      await publish(u, records[i].summary);
+      await view.end();
+      const interrupted = opts.signal?.aborted ?? false;
+      for (const [i, r] of records.entries()) {
+        r.backend = executor.backendName ?? r.backendOfResults();
+        await r.save();
+        if (!interrupted) await publish(units[i], r.summary);
+        await entries[i].finish({ ...outcomeOf(r.summary.stages, interrupted), stages: r.summary.stages, metrics: headlineMetrics(r.results()) });
+      }
+      if (interrupted) throw new Aborted('interrupted; finished stages are kept, the interrupted one will run again');
+      return { units, instances, outcomes, summaries: records.map((r) => r.summary) };
+    } catch (err) {
+      if (!(err instanceof Aborted)) {
+        await Promise.all(entries.map((e, i) => e.finish({ outcome: 'failed', stages: records[i].summary.stages, metrics: {}, stopped_at: [], error: (err as Error).message })));
+      }
+      throw err;
     }
-    return { units, instances, outcomes, summaries: records.map((r) => r.summary) };
   } finally {
     await executor.close();
     await release();

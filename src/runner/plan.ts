@@ -1,4 +1,5 @@
 // For each stage: its key, whether a trusted result exists, and why it would (re)run.
+import { existsSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { ResolvedPipeline, ResolvedStage } from '../config/load.js';
 import { localPathSettings, withoutSettings } from '../config/path-settings.js';
@@ -6,6 +7,7 @@ import { dottedPath } from '../config/problems.js';
 import { InputHasher } from '../cache/input-hashes.js';
 import { explainChange, stageKey, type KeyInputs } from '../cache/keys.js';
 import { readLock, type LockFile } from '../cache/lockfile.js';
+import { outputsRoot } from '../cache/outputs.js';
 import { ArtefactStore, type Manifest } from '../cache/store.js';
 import { produced, upstreamChanges, type Produced } from '../cache/upstream.js';
 import type { AnyKind, KindRegistry } from '../stages/registry.js';
@@ -38,6 +40,8 @@ export interface Plan {
   lockDir: string;
   lock: LockFile;
   stages: PlannedStage[];
+  /** Problems that did not stop planning, e.g. a damaged lock entry that was ignored. */
+  warnings: string[];
 }
 
 export interface PlanOptions {
@@ -45,10 +49,11 @@ export interface PlanOptions {
   force?: readonly string[];
   /** Where tfpipe.lock is read and written; default outputs/<pipeline>/. */
   lockDir?: string;
-}
-
-export function outputsRoot(): string {
-  return resolve(process.env.TFPIPE_OUTPUTS ?? 'outputs');
+  /**
+   * Save the input hashes computed (outputs/.cache/input-hashes.json) for the next plan. Only a
+   * run does: `status` and `--dry-run` write nothing.
+   */
+  rememberHashes?: boolean;
 }
 
 /** Local input paths are written relative to the pipeline file. */
@@ -57,10 +62,10 @@ export function resolveInput(pipeline: ResolvedPipeline, p: string): string {
 }
 
 export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistry, opts: PlanOptions = {}): Promise<Plan> {
-  const root = opts.outputs ?? outputsRoot();
+  const root = opts.outputs ?? outputsRoot(pipeline);
   const store = new ArtefactStore(root, pipeline.name);
   const lockDir = opts.lockDir ?? store.pipelineDir;
-  const lock = readLock(lockDir, pipeline.name);
+  const { lock, warnings, damaged } = readLock(lockDir, pipeline.name);
   const hasher = new InputHasher(join(root, '.cache'));
   const planned = new Map<string, PlannedStage>();
   for (const stage of pipeline.stages) {
@@ -68,11 +73,17 @@ export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistr
     if (!impl) throw new Error(`unknown stage kind ${stage.kind}`); // validation already rejects this
     const { inputs, spelled } = await keyInputs(pipeline, stage, impl, planned, hasher);
     const key = stageKey(inputs);
-    const judged = await judge(store, lock, stage, key, inputs, spelled, planned);
+    const unrecorded = damaged.includes(stage.name) || damaged.includes('*') ? 'no usable record of an earlier run (its tfpipe.lock entry is damaged)' : 'never ran';
+    const judged = await judge(store, lock, stage, key, inputs, spelled, planned, unrecorded);
+    if (judged.state !== 'cached') {
+      const partial = await partialWork(store, stage.name, key, impl);
+      // "never ran" is not the whole truth when an attempt got half-way.
+      if (partial.length) judged.reasons = [...judged.reasons.filter((r) => r !== 'never ran'), ...partial];
+    }
     planned.set(stage.name, { stage, impl, inputs, key, forced: opts.force?.includes(stage.name) ?? false, ...judged });
   }
-  await hasher.save();
-  return { pipeline, store, lockDir, lock, stages: [...planned.values()] };
+  if (opts.rememberHashes) await hasher.save();
+  return { pipeline, store, lockDir, lock, stages: [...planned.values()], warnings };
 }
 
 /** What the key hashes. A local path setting enters by its content hash, not its spelling. */
@@ -96,11 +107,23 @@ async function keyInputs(pipeline: ResolvedPipeline, stage: ResolvedStage, impl:
   return { inputs: key, spelled };
 }
 
+/** What an interrupted attempt left in the work dir, as the kind describes it ("resumable from epoch 4 of 10"). */
+async function partialWork(store: ArtefactStore, stage: string, key: string, impl: AnyKind): Promise<string[]> {
+  const dir = store.workDir(stage, key);
+  if (!impl.describePartial || !existsSync(dir)) return [];
+  try {
+    const said = await impl.describePartial(dir);
+    return said ? [said] : [];
+  } catch {
+    return []; // a half-written scratch dir: the kind's run() will judge it
+  }
+}
+
 type Judged = Pick<PlannedStage, 'state' | 'reasons' | 'manifest' | 'pendingUpstream'>;
 
 async function judge(
   store: ArtefactStore, lock: LockFile, stage: ResolvedStage, key: string, inputs: KeyInputs,
-  spelled: Record<string, string>, planned: Map<string, PlannedStage>,
+  spelled: Record<string, string>, planned: Map<string, PlannedStage>, unrecorded: string,
 ): Promise<Judged> {
   const last = lock.stages[stage.name];
   const verified = await store.verify(stage.name, key);
@@ -122,7 +145,7 @@ async function judge(
     return { state: 'cached', reasons, manifest: verified.manifest, pendingUpstream };
   }
   if (verified.existed) return { state: 'missing', reasons: [verified.reason], pendingUpstream: [] };
-  if (!last) return { state: 'missing', reasons: ['never ran'], pendingUpstream: [] };
+  if (!last) return { state: 'missing', reasons: [unrecorded], pendingUpstream: [] };
   if (last.key === key) return { state: 'missing', reasons: [`the artefacts of key ${key} were deleted`], pendingUpstream: [] };
   const reasons = explainChange(last, inputs, spelled);
   return { state: 'stale', reasons: reasons.length ? reasons : [`key changed: ${last.key} → ${key}`], pendingUpstream: [] };

@@ -1,20 +1,21 @@
 // Runs one stage: the key's lock, backend if the kind needs it, a work dir, the kind's run(), then
 // the sealed result.
-import { join } from 'node:path';
+import { rm, rmdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import type { ArtefactStore, Manifest } from '../cache/store.js';
 import { produced, upstreamChanges } from '../cache/upstream.js';
 import type { StageContext, UpstreamArtefacts } from '../stages/types.js';
 import type { Plan, PlannedStage } from './plan.js';
 import { resolveInput } from './plan.js';
-import { acquireStageLock } from './stage-lock.js';
+import { acquireLock } from '../cache/run-lock.js';
 import type { StepIO } from './steps.js';
 
 export type InitBackend = (runtime: ResolvedPipeline['runtime']) => Promise<{ name: string; detail: string }>;
 
 export class Aborted extends Error {
-  constructor() {
-    super('interrupted');
+  constructor(message = 'interrupted') {
+    super(message);
   }
 }
 
@@ -25,8 +26,12 @@ export interface StageResult {
   reused: boolean;
 }
 
+/** A holder on another machine that has not refreshed its stage lock for this long counts as gone. */
+export const STAGE_LOCK_REMOTE_STALE_MS = 120_000;
+
+/** outputs/.locks/<pipeline>.<stage>.<key>.lock: beside the store, not in the pipeline's folder. */
 export function stageLockPath(store: ArtefactStore, stage: string, key: string): string {
-  return join(store.pipelineDir, '.locks', `${stage}-${key}.lock`);
+  return join(store.outputsRoot, '.locks', `${store.pipeline}.${stage}.${key}.lock`);
 }
 
 export class StageRunner {
@@ -53,7 +58,14 @@ export class StageRunner {
    */
   async run(plan: Plan, p: PlannedStage, needs: Record<string, Manifest>, io: StepIO, requestedAt = Date.now()): Promise<StageResult> {
     const { store } = plan;
-    const release = await acquireStageLock(stageLockPath(store, p.stage.name, p.key), { onWait: (m) => io.log(m), signal: this.controller.signal });
+    // One process at a time works on a key: whoever runs the instance (this process, a -j child, a
+    // worker's child on another machine) holds it while it touches <key>.partial/. It is per key,
+    // not per pipeline, so a sweep's jobs run side by side and a duplicate of one job waits.
+    const release = await acquireLock(stageLockPath(store, p.stage.name, p.key), {
+      onWait: (m) => io.log(m), signal: this.controller.signal, remoteStaleMs: STAGE_LOCK_REMOTE_STALE_MS,
+    }).catch((err: unknown) => {
+      throw this.interrupted ? new Aborted() : err;
+    });
     try {
       const done = await store.verify(p.stage.name, p.key);
       const upstream = Object.fromEntries(Object.entries(needs).map(([n, m]) => [n, produced(m)]));
@@ -92,8 +104,18 @@ export class StageRunner {
       log: (m) => io.log(m),
       signal: this.controller.signal,
     };
-    const result = await p.impl.run(ctx);
-    if (this.interrupted) throw new Aborted();
+    let result;
+    try {
+      result = await p.impl.run(ctx);
+      if (this.interrupted) throw new Aborted();
+    } catch (err) {
+      // Only a resumable kind has a use for what a failed attempt left; nothing else keeps it.
+      if (!p.impl.resumable) {
+        await rm(ctx.outDir, { recursive: true, force: true });
+        await rmdir(dirname(ctx.outDir)).catch(() => {}); // the stage's folder, if nothing else is in it
+      }
+      throw err;
+    }
     return store.commit(p.stage.name, p.key, {
       pipeline: pipeline.name,
       stage: p.stage.name,

@@ -3,7 +3,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readSchema } from '../paths.js';
-import { isUrl } from '../ml/cifar10/download.js';
+import { DownloadError, isUrl } from '../ml/cifar10/download.js';
 import { DATA_INFO_FILE, splitFiles, SPLITS } from '../ml/dataset.js';
 import type { Cifar10Settings } from './settings.js';
 import type { Picture, StageKind } from './types.js';
@@ -42,6 +42,9 @@ export const stage: StageKind<Cifar10Settings> = {
       outDir: ctx.outDir,
       signal: ctx.signal,
       progress: (message, fraction) => ctx.progress({ message, fraction }),
+    }).catch((err: unknown) => {
+      if (!(err instanceof DownloadError)) throw err;
+      throw new Error(`${err.message}. Offline? Fetch the file elsewhere and give the local copy: --set ${ctx.name}.source=PATH/cifar-10-binary.tar.gz`);
     });
     ctx.progress({ message: `rendering ${samples.file}` });
     await writeFile(join(ctx.outDir, samples.file), await renderSamples(splits.train, info.classes, s.samples_per_class));

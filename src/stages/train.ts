@@ -5,7 +5,7 @@ import type { Tensor2D } from '@tensorflow/tfjs';
 import { writeFileAtomic } from '../cache/atomic.js';
 import { loadSplit } from '../ml/dataset.js';
 import { formatMetricsJsonl, METRICS_FILE, readMetrics, type EpochMetrics } from '../ml/epoch-metrics.js';
-import { findResume, replaceDir, saveResume, type TrainState } from '../ml/resume.js';
+import { findResume, replaceDir, resumeState, saveResume, type TrainState } from '../ml/resume.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { learningRate } from '../ml/schedule.js';
 import { readSchema } from '../paths.js';
@@ -155,6 +155,14 @@ export const stage: StageKind<TrainSettings> = {
   schema: readSchema('train'),
   usesTensorflow: true,
   resumable: true,
+  async describePartial(workDir) {
+    const state = await resumeState(workDir);
+    if (!state) return undefined;
+    const { epochsDone: done, plannedEpochs: of } = state;
+    return done < of
+      ? `resumable from epoch ${done + 1} of ${of} (an interrupted attempt finished ${done})`
+      : `resumable: an interrupted attempt finished all ${of} epochs`;
+  },
   requires: ['cifar10', 'augmentation', 'vit'],
   writes: {
     files: {

@@ -138,6 +138,11 @@ export interface StageKind<S = JsonObject> {
   schema: JsonObject;
   /** Keep an interrupted attempt's work directory for the next attempt of the same key. */
   resumable?: boolean;
+  /**
+   * For `status`: what an interrupted attempt left in its work dir, in a few words (e.g.
+   * "resumable from epoch 4 of 10"), or undefined when nothing usable. Resumable kinds only.
+   */
+  describePartial?(workDir: string): Promise<string | undefined>;
   /** Initialise the TensorFlow.js backend (runtime.backend) before this kind runs. */
   usesTensorflow?: boolean;
   /**

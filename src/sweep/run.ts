@@ -25,18 +25,22 @@ export function variantDir(def: SweepDefinition, outputs: string, v: Variant): s
   return isSweep(def) ? join(dir, VARIANTS_DIR, v.name) : dir;
 }
 
+/** One plan per variant; `run` (for a run, not status) remembers input hashes and tags the runs. */
 export async function planVariants(
-  def: SweepDefinition, registry: KindRegistry, opts: { outputs: string; force?: readonly string[]; sweepId?: string },
+  def: SweepDefinition, registry: KindRegistry, opts: { outputs: string; force?: readonly string[]; run?: { sweepId: string } },
   variants: readonly Variant[] = def.selected,
 ): Promise<RunUnit[]> {
-  return Promise.all(variants.map(async (v) => {
+  const units: RunUnit[] = [];
+  // One after another: they share the input-hash memo, so the data archive is hashed once.
+  for (const v of variants) {
     const dir = variantDir(def, opts.outputs, v);
-    const plan = await makePlan(v.pipeline, registry, { outputs: opts.outputs, force: opts.force, lockDir: dir });
-    const history = isSweep(def) && opts.sweepId
-      ? { sweep: { id: opts.sweepId, variant: v.name, index: v.index, values: v.values, of: def.variants.length } }
+    const plan = await makePlan(v.pipeline, registry, { outputs: opts.outputs, force: opts.force, lockDir: dir, rememberHashes: opts.run !== undefined });
+    const sweep = isSweep(def) && opts.run
+      ? { id: opts.run.sweepId, variant: v.name, index: v.index, values: v.values, of: def.variants.length }
       : undefined;
-    return { plan, publishDir: dir, ...(history ? { history } : {}) };
-  }));
+    units.push({ plan, publishDir: dir, ...(sweep ? { sweep } : {}) });
+  }
+  return units;
 }
 
 /** How an instance is shown: the swept values its variants agree on, or that all share it. */
@@ -64,7 +68,8 @@ export interface SweepRun extends UnionRun {
 export async function runSweep(def: SweepDefinition, registry: KindRegistry, opts: RunOptions & { outputs: string }): Promise<SweepRun> {
   const sweepId = new Date().toISOString();
   const run = await runUnits(
-    () => planVariants(def, registry, { outputs: opts.outputs, force: opts.force, sweepId }),
+    pipelineDirOf(def, opts.outputs),
+    () => planVariants(def, registry, { outputs: opts.outputs, force: opts.force, run: { sweepId } }),
     { ...opts, rowTitle: (inst) => instanceTitle(def, def.selected, inst) },
   );
   return { ...run, variants: def.selected };

@@ -30,6 +30,20 @@ export function cachedName(url: string): string {
   return `${tag}-${name}`;
 }
 
+/** The file could not be fetched (offline, a wrong URL, the server): says which URL and why. */
+export class DownloadError extends Error {
+  constructor(readonly url: string, why: string) {
+    super(`cannot download ${url}: ${why}`);
+  }
+}
+
+/** fetch() says only "fetch failed"; the reason (ENOTFOUND, ECONNREFUSED, ...) is in its cause. */
+function whyFetchFailed(err: unknown): string {
+  const e = err as Error & { cause?: { code?: string; message?: string } };
+  const cause = e.cause?.code ?? e.cause?.message;
+  return cause ? `${e.message} (${cause})` : e.message;
+}
+
 /** Download `url` into `dir` (unless already there and valid); returns the file's path. */
 export async function downloadCached(url: string, dir: string, opts: DownloadOptions = {}): Promise<string> {
   await mkdir(dir, { recursive: true });
@@ -41,8 +55,14 @@ export async function downloadCached(url: string, dir: string, opts: DownloadOpt
   }
   const tmp = `${dest}.${process.pid}.${randomBytes(4).toString('hex')}.part`;
   try {
-    const res = await fetch(url, { signal: opts.signal });
-    if (!res.ok || res.body === null) throw new Error(`download of ${url} failed: HTTP ${res.status} ${res.statusText}`);
+    let res: Response;
+    try {
+      res = await fetch(url, { signal: opts.signal });
+    } catch (err) {
+      if (opts.signal?.aborted) throw err;
+      throw new DownloadError(url, whyFetchFailed(err));
+    }
+    if (!res.ok || res.body === null) throw new DownloadError(url, `HTTP ${res.status} ${res.statusText}`);
     const length = Number(res.headers.get('content-length') ?? NaN);
     const total = Number.isFinite(length) && length > 0 ? length : undefined;
     const hash = createHash('md5');

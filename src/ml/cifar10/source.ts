@@ -2,7 +2,7 @@
 // or from a folder, and verify every one against its known md5 before anything uses it.
 import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import * as tar from 'tar';
 import { BIN_FILES, BIN_MD5, CLASSES, RECORD_BYTES, RECORDS_PER_FILE, type BinFile } from './constants.js';
@@ -29,7 +29,7 @@ function parseMeta(text: string): string[] | undefined {
 /** Throws naming the first missing or corrupted file. */
 export function verifyBins(found: Partial<Record<BinFile, Buffer>>, where: string): Record<BinFile, Buffer> {
   const missing = BIN_FILES.filter((f) => found[f] === undefined);
-  if (missing.length > 0) throw new Error(`CIFAR-10 source ${where} lacks ${missing.join(', ')}`);
+  if (missing.length > 0) throw new Error(`CIFAR-10 source ${where} lacks ${missing.join(', ')}: ${EXPECTED_SOURCE}`);
   for (const f of BIN_FILES) {
     const data = found[f] as Buffer;
     const sum = md5(data);
@@ -83,8 +83,33 @@ async function readFolder(dir: string): Promise<CifarFiles> {
   return { bins: verifyBins(found, base), classes: meta ?? [...CLASSES] };
 }
 
+export const EXPECTED_SOURCE = 'expected the binary version of CIFAR-10 (cifar-10-binary.tar.gz) or the folder it unpacks to (cifar-10-batches-bin/)';
+
+/** A gzip stream (1f 8b) or a plain ustar archive ("ustar" at byte 257). */
+async function looksLikeArchive(path: string): Promise<boolean> {
+  const fh = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(262);
+    const { bytesRead } = await fh.read(head, 0, head.length, 0);
+    return (bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b) || (bytesRead >= 262 && head.toString('latin1', 257, 262) === 'ustar');
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Read and verify CIFAR-10 from a local .tar.gz / .tgz file or an extracted folder. */
 export async function readCifarSource(path: string, onProgress?: (fraction: number, name: string) => void): Promise<CifarFiles> {
   if (!existsSync(path)) throw new Error(`CIFAR-10 source ${path} does not exist`);
-  return statSync(path).isDirectory() ? readFolder(path) : readArchive(path, onProgress);
+  if (statSync(path).isDirectory()) return readFolder(path);
+  if (!(await looksLikeArchive(path))) throw new Error(`CIFAR-10 source ${path} is not a .tar.gz archive: ${EXPECTED_SOURCE}`);
+  try {
+    return await readArchive(path, onProgress);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    // zlib and tar say what went wrong but not in which file.
+    if (e.code?.startsWith('Z_') || e.code?.startsWith('TAR_')) {
+      throw new Error(`CIFAR-10 archive ${path} is damaged or truncated (${e.message}); download it again`);
+    }
+    throw err;
+  }
 }

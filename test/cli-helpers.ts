@@ -1,0 +1,27 @@
+// Running the real CLI (bin/tfpipe.js) in a child process, with the test kinds loaded.
+import { spawnSync } from 'node:child_process';
+import { resolve } from 'node:path';
+import { packageRoot } from '../src/paths.js';
+
+export const BIN = resolve(packageRoot, 'bin/tfpipe.js');
+export const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');
+
+export interface CliResult { code: number | null; stdout: string; stderr: string }
+
+/** The environment of a CLI child: test kinds, plain output, outputs in `outputs` (none: the default rule). */
+export function cliEnv(outputs: string | undefined, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, TFPIPE_PLUGINS: PLUGIN, NO_COLOR: '1', ...extra };
+  if (outputs === undefined) delete env.TFPIPE_OUTPUTS;
+  else env.TFPIPE_OUTPUTS = outputs;
+  return env;
+}
+
+export function tfpipe(args: string[], outputs: string | undefined, opts: { cwd?: string; uid?: number } = {}): CliResult {
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    env: cliEnv(outputs),
+    encoding: 'utf8',
+    cwd: opts.cwd,
+    ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}),
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
