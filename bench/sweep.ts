@@ -6,7 +6,7 @@
 // Measure on a quiet machine (see the project's quiet protocol).
 import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
@@ -39,6 +39,19 @@ const env = (outputs: string, extra: Record<string, string> = {}): NodeJS.Proces
 interface Doc {
   instances: { name: string; key: string; state: string; seconds: number }[];
   stage_runs: { ran: number; cached: number; without_sharing: number };
+}
+
+/** Seconds the stages of a finished run took, read from the manifests the run wrote. */
+function stageSeconds(outputs: string): number {
+  let total = 0;
+  const dir = join(outputs, 'cifar-vit-cpu-hour');
+  for (const stage of readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory() && e.name !== 'variants' && e.name !== 'sweep')) {
+    for (const key of readdirSync(join(dir, stage.name))) {
+      const m = join(dir, stage.name, key, 'tfpipe-manifest.json');
+      if (existsSync(m)) total += (JSON.parse(readFileSync(m, 'utf8')) as { seconds: number }).seconds;
+    }
+  }
+  return total;
 }
 
 function timed(args: string[], outputs: string): { seconds: number; doc: Doc } {
@@ -120,6 +133,11 @@ try {
       sequential_2_threads: Number(seq2.seconds.toFixed(1)),
       j2: Number(j2.seconds.toFixed(1)),
       two_workers: Number(workers.seconds.toFixed(1)),
+    },
+    // Stage seconds (from the manifests) over wall time x 2 cores: how busy the two slots were.
+    core_utilisation: {
+      j2: Number((stageSeconds(out('j2')) / (j2.seconds * 2)).toFixed(2)),
+      two_workers: Number((stageSeconds(out('workers')) / (workers.seconds * 2)).toFixed(2)),
     },
     ratio_to_sequential: {
       j2: Number((j2.seconds / seq.seconds).toFixed(2)),
