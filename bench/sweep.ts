@@ -5,10 +5,10 @@
 // Needs the CIFAR-10 archive ($TFPIPE_CIFAR10 or ../shared/data/) and Debian's redis-server.
 // Measure on a quiet machine (see the project's quiet protocol).
 import { spawnSync } from 'node:child_process';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Queue } from 'bullmq';
 import { QUEUE_NAME } from '../src/queue/redis.js';
 import { packageRoot } from '../src/paths.js';
@@ -54,7 +54,11 @@ function stageSeconds(outputs: string): number {
   return total;
 }
 
+/** The 1-minute load average before each timed run: the machine is shared, so say how quiet it was. */
+const loadBefore: Record<string, number> = {};
+
 function timed(args: string[], outputs: string): { seconds: number; doc: Doc } {
+  loadBefore[basename(outputs)] = Number(loadavg()[0].toFixed(2));
   const t = process.hrtime.bigint();
   const r = spawnSync(process.execPath, [BIN, args[0], CPU_HOUR, ...SETS, ...SWEEP, ...args.slice(1), '--json'], { env: env(outputs), encoding: 'utf8', maxBuffer: 64 << 20 });
   const seconds = Number(process.hrtime.bigint() - t) / 1e9;
@@ -150,6 +154,7 @@ try {
       shared_stage_seconds_saved: Number((shared.reduce((s, i) => s + i.seconds, 0) * 3).toFixed(1)),
     },
     train_seconds_each: seq.doc.instances.filter((i) => i.name === 'train').map((i) => Number(i.seconds.toFixed(1))),
+    load_1min_before: loadBefore,
     queue: {
       idle_worker_chain_of_10: { ...idle, wall_s: Number(chainSeconds.toFixed(2)) },
       same_chain_in_process_wall_s: Number(localSeconds.toFixed(2)),
