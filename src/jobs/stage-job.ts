@@ -19,7 +19,7 @@ import type { KindRegistry } from '../stages/registry.js';
 import type { JsonObject } from '../stages/types.js';
 import { readStoreId, type StoreIdentity } from './store-id.js';
 
-export const JOB_FORMAT = 1;
+const JOB_FORMAT = 1;
 
 export interface StageJob {
   format: typeof JOB_FORMAT;
@@ -42,7 +42,7 @@ export class JobRefused extends Error {
   override readonly name = 'JobRefused';
 }
 
-export const tfpipeVersion: string = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+const tfpipeVersion: string = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
 
 export function stageJob(inst: StageInstance, store?: StoreIdentity): StageJob {
   const { pipeline } = inst.plan;

@@ -103,7 +103,7 @@ class StageProcess {
   }
 }
 
-/** Up to `size` stage processes, reused from job to job; a process that failed is replaced. */
+/** Stage processes, reused from job to job (one per job running at once); a process that crashed or was interrupted is replaced. */
 export class StageProcessPool {
   private readonly idle: StageProcess[] = [];
 
@@ -130,5 +130,3 @@ export class StageProcessPool {
     for (const p of this.idle.splice(0)) p.close();
   }
 }
-
-export { NeedsFreshProcess };

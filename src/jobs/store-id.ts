@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import { mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-export const STORE_ID_FILE = '.tfpipe-store';
+const STORE_ID_FILE = '.tfpipe-store';
 
 export interface StoreIdentity {
   id: string;

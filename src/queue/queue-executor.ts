@@ -25,7 +25,7 @@ export interface JobReturn {
   worker: string;
 }
 
-export function jobIdOf(job: StageJob): string {
+function jobIdOf(job: StageJob): string {
   // BullMQ ids may not contain ':'; names are [A-Za-z0-9_-] and keys hex.
   return [job.store?.id ?? 'local', job.pipeline.name, job.stage, job.key].join('.');
 }

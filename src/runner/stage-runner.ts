@@ -27,7 +27,7 @@ export interface StageResult {
 }
 
 /** A holder on another machine that has not refreshed its stage lock for this long counts as gone. */
-export const STAGE_LOCK_REMOTE_STALE_MS = 120_000;
+const STAGE_LOCK_REMOTE_STALE_MS = 120_000;
 
 /** outputs/.locks/<pipeline>.<stage>.<key>.lock: beside the store, not in the pipeline's folder. */
 export function stageLockPath(store: ArtefactStore, stage: string, key: string): string {

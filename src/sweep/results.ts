@@ -30,7 +30,7 @@ export interface SweepResults {
   withoutSharing: number;
 }
 
-export async function sweepResults(def: SweepDefinition, registry: KindRegistry, outputs: string): Promise<SweepResults> {
+async function sweepResults(def: SweepDefinition, registry: KindRegistry, outputs: string): Promise<SweepResults> {
   const units = await planVariants(def, registry, { outputs }, def.variants);
   const plans: Plan[] = units.map((u) => u.plan);
   const instances = unionOf(plans);

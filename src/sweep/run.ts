@@ -9,7 +9,7 @@ import type { StageInstance } from '../runner/union.js';
 import type { KindRegistry } from '../stages/registry.js';
 import { formatValue, type SweepDefinition, type Variant } from './variants.js';
 
-export const VARIANTS_DIR = 'variants';
+const VARIANTS_DIR = 'variants';
 
 export function isSweep(def: SweepDefinition): boolean {
   return def.axes.length > 0;

@@ -62,7 +62,7 @@ export function shortNames(settings: readonly string[]): string[] {
   });
 }
 
-export function variantName(axes: readonly Axis[], combo: readonly unknown[]): string {
+function variantName(axes: readonly Axis[], combo: readonly unknown[]): string {
   if (!axes.length) return '';
   const name = axes.map((a, i) => `${a.short}=${formatValue(combo[i])}`).join(',').replace(/[^A-Za-z0-9._=,+-]/g, '_');
   return name.length <= MAX_NAME ? name : `${name.slice(0, MAX_NAME - 13)}~${sha256(name).slice(0, 12)}`;
