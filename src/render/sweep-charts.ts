@@ -22,7 +22,8 @@ export function sweepChartSpec(setting: string, points: SweepPoint[], size = { w
     ? {
         field: 'x', type: 'quantitative' as const, title: setting,
         // Learning rates and the like are tried on a log grid.
-        scale: span >= 10 ? { type: 'log' as const } : { zero: false, nice: false },
+        // Padding keeps the first and last values' points off the chart's edges.
+        scale: span >= 10 ? { type: 'log' as const, padding: 24 } : { zero: false, nice: false, padding: 24 },
         axis: distinct.length <= 8 ? { values: [...new Set(xs as number[])].sort((a, b) => a - b) } : {},
       }
     : { field: 'x', type: 'ordinal' as const, title: setting, sort: distinct };
@@ -38,7 +39,6 @@ export function sweepChartSpec(setting: string, points: SweepPoint[], size = { w
       x,
       y: { field: 'y', type: 'quantitative', title: 'accuracy', axis: { format: '~%' }, scale: { zero: false } },
       color: { field: 'series', type: 'nominal', title: null, sort: ['best validation', 'test'] },
-      shape: { field: 'series', type: 'nominal', title: null, sort: ['best validation', 'test'] },
       tooltip: [{ field: 'variant', type: 'nominal' }, { field: 'y', type: 'quantitative', format: '.2%' }],
     },
   };
