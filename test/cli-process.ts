@@ -1,10 +1,9 @@
 // Long-running `tfpipe` processes for the queue tests (workers, coordinators to kill), with their
 // output collected and a way to wait for a line.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { resolve } from 'node:path';
-import { packageRoot } from '../src/paths.js';
+import { BIN } from './cli-helpers.js';
 
-export const BIN = resolve(packageRoot, 'bin/tfpipe.js');
+export { BIN } from './cli-helpers.js';
 
 export interface Running {
   child: ChildProcess;

@@ -4,24 +4,22 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { packageRoot } from '../src/paths.js';
-import { BIN, startTfpipe, type Running } from './cli-process.js';
+import { BIN, cliEnv } from './cli-helpers.js';
+import { startTfpipe, type Running } from './cli-process.js';
 import { CHAIN, tempProject } from './helpers.js';
 import { freePort, noRedis, startRedis, type RedisHandle } from './redis-server.js';
 
-const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');
 const SWEPT = CHAIN.replace('stages:\n', 'sweep:\n  c.lr: [0.5, 0.25]\n  b.value: [10, 20]\nstages:\n');
 
 let redis: RedisHandle | undefined;
 before(async () => { if (!noRedis) redis = await startRedis(); });
 after(async () => { await redis?.stop(); });
 
-function env(outputs: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { ...process.env, TFPIPE_OUTPUTS: outputs, TFPIPE_PLUGINS: PLUGIN, NO_COLOR: '1', TFPIPE_LOG_INTERVAL_MS: '0', ...extra };
-}
+const env = (outputs: string, extra: Record<string, string> = {}) => cliEnv(outputs, { TFPIPE_LOG_INTERVAL_MS: '0', ...extra });
 
+/** The CLI run to its end, but never for longer than two minutes (a hung queue fails the test). */
 function tfpipe(args: string[], outputs: string, extra: Record<string, string> = {}) {
   const r = spawnSync(process.execPath, [BIN, ...args], { env: env(outputs, extra), encoding: 'utf8', timeout: 120_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };

@@ -1,9 +1,8 @@
 // Issue 10: one DAG for all variants (equal keys run once), per-variant records, the union in
 // status/dag/--dry-run, -j N in separate processes, and the per-key lock.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { makePlan } from '../src/runner/plan.js';
@@ -11,23 +10,14 @@ import { acquireLock } from '../src/cache/run-lock.js';
 import { StageRunner, stageLockPath } from '../src/runner/stage-runner.js';
 import { runSweep } from '../src/sweep/run.js';
 import { loadSweep, type SweepOptions } from '../src/sweep/variants.js';
-import { packageRoot } from '../src/paths.js';
+import { tfpipe } from './cli-helpers.js';
 import { CHAIN, counted, run, silentReporter, tempProject, testRegistry } from './helpers.js';
 
-const BIN = resolve(packageRoot, 'bin/tfpipe.js');
-const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');
 const SWEPT = CHAIN.replace('stages:\n', 'sweep:\n  c.lr: [0.5, 0.25]\n  b.value: [10, 20]\nstages:\n');
 
 function sweep(file: string, outputs: string, opts: SweepOptions = {}) {
   const registry = testRegistry();
   return runSweep(loadSweep(file, registry, opts), registry, { reporter: silentReporter(), outputs });
-}
-
-function tfpipe(args: string[], outputs: string, extra: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [BIN, ...args], {
-    env: { ...process.env, TFPIPE_OUTPUTS: outputs, TFPIPE_PLUGINS: PLUGIN, NO_COLOR: '1', ...extra }, encoding: 'utf8',
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr, pid: r.pid };
 }
 
 test('equal keys run once: a and d once, b once per value, c once per variant', async () => {
@@ -109,7 +99,7 @@ test('-j 2 runs instances side by side in their own processes, with the same res
   const p = tempProject();
   const file = p.write('p.yaml', SWEPT);
   const spans = join(p.dir, 'spans.txt');
-  const par = tfpipe(['run', file, '-j', '2', '--json'], p.outputs, { TFPIPE_TEST_SPANS: spans, TFPIPE_TEST_SLEEP: 'c:1500' });
+  const par = tfpipe(['run', file, '-j', '2', '--json'], p.outputs, { env: { TFPIPE_TEST_SPANS: spans, TFPIPE_TEST_SLEEP: 'c:1500' } });
   assert.equal(par.code, 0, par.stderr);
   const rows = readFileSync(spans, 'utf8').trim().split('\n').map((l) => {
     const [name, key, start, end, pid] = l.split(' ');
@@ -125,7 +115,7 @@ test('-j 2 runs instances side by side in their own processes, with the same res
 
   const q = tempProject();
   const seqSpans = join(q.dir, 'spans.txt');
-  const seq = tfpipe(['run', file, '--json'], q.outputs, { TFPIPE_TEST_SPANS: seqSpans });
+  const seq = tfpipe(['run', file, '--json'], q.outputs, { env: { TFPIPE_TEST_SPANS: seqSpans } });
   assert.equal(seq.code, 0, seq.stderr);
   const seqRows = readFileSync(seqSpans, 'utf8').trim().split('\n').map((l) => l.split(' '));
   assert.equal(new Set(seqRows.map((r) => r[4])).size, 1, 'without -j everything runs in the coordinating process');

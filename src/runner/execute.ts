@@ -81,9 +81,13 @@ export async function runUnits(
   const executor = opts.executor ?? new InProcessExecutor(opts.initBackend, opts.signal);
   try {
     const units = await plan();
-    const entries = await Promise.all(units.map(({ plan: { pipeline }, sweep }) => RunEntry.start(pipelineDir, {
-      started_at: startedAt, seed: pipeline.seed, settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])), ...(sweep ? { sweep } : {}),
-    })));
+    // One after another, so runs.jsonl lists a sweep's variants in their order.
+    const entries: RunEntry[] = [];
+    for (const { plan: { pipeline }, sweep } of units) {
+      entries.push(await RunEntry.start(pipelineDir, {
+        started_at: startedAt, seed: pipeline.seed, settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])), ...(sweep ? { sweep } : {}),
+      }));
+    }
     const records = units.map((u) => new RunRecord(u.plan, startedAt));
     try {
       const selected = units.map((u) => (opts.until ? ancestorsAndSelf(u.plan.pipeline.stages, opts.until) : undefined));
@@ -117,7 +121,9 @@ export async function runUnits(
       return { units, instances, outcomes, summaries: records.map((r) => r.summary) };
     } catch (err) {
       if (!(err instanceof Aborted)) {
-        await Promise.all(entries.map((e, i) => e.finish({ outcome: 'failed', stages: records[i].summary.stages, metrics: {}, stopped_at: [], error: (err as Error).message })));
+        for (const [i, e] of entries.entries()) {
+          await e.finish({ outcome: 'failed', stages: records[i].summary.stages, metrics: {}, stopped_at: [], error: (err as Error).message });
+        }
       }
       throw err;
     }
