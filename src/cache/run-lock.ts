@@ -8,7 +8,7 @@
 // links) counts as stale once it is older than a short grace period.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, unlinkSync } from 'node:fs';
-import { link, mkdir, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 
@@ -30,6 +30,12 @@ export interface LockOptions {
   /** How old an empty or unreadable lock must be before it counts as stale. */
   graceMs?: number;
   pollMs?: number;
+  /**
+   * For locks on a folder other machines share (the per-stage-key locks a sweep's workers take):
+   * the holder refreshes the file's mtime, and a holder on another host whose file is older than
+   * this counts as gone. Without it, a holder on another host is waited for until its file is removed.
+   */
+  remoteStaleMs?: number;
 }
 
 export const UNREADABLE_GRACE_MS = 2000;
@@ -105,7 +111,7 @@ async function removeIfSame(path: string, ino: number): Promise<void> {
 type Look = { free: true } | { free: false; busy: string; stale?: string };
 
 /** Who holds the lock, and whether it may be taken over. */
-async function look(path: string, graceMs: number): Promise<Look> {
+async function look(path: string, graceMs: number, remoteStaleMs?: number): Promise<Look> {
   let s;
   let text;
   try {
@@ -126,7 +132,13 @@ async function look(path: string, graceMs: number): Promise<Look> {
     await removeIfSame(path, s.ino);
     return { free: false, busy: '', stale: `the tfpipe process that held ${path} (pid ${holder.pid}, since ${holder.since ?? '?'}) is gone; its lock was taken over` };
   }
-  const where = holder.host === hostname() ? `pid ${holder.pid}` : `pid ${holder.pid} on ${holder.host}; if that process is gone, delete the file`;
+  const silent = Date.now() - s.mtimeMs;
+  if (holder.host !== hostname() && remoteStaleMs !== undefined && silent > remoteStaleMs) {
+    await removeIfSame(path, s.ino);
+    return { free: false, busy: '', stale: `the tfpipe process that held ${path} (pid ${holder.pid} on ${holder.host}) has not refreshed it for ${Math.round(silent / 1000)} s; its lock was taken over` };
+  }
+  const where = holder.host === hostname() ? `pid ${holder.pid}`
+    : `pid ${holder.pid} on ${holder.host}; ${remoteStaleMs === undefined ? 'if that process is gone, delete the file' : `taken over if it stops refreshing the file for ${Math.round(remoteStaleMs / 1000)} s`}`;
   return { free: false, busy: `another tfpipe process (${where}) holds ${path}; waiting for it to finish` };
 }
 
@@ -166,13 +178,13 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 /** Takes the lock file at `path`, waiting while a live process holds it; resolves with release(). */
 export async function acquireLock(path: string, opts: LockOptions = {}): Promise<() => Promise<void>> {
-  const { onWait = () => {}, signal, graceMs = UNREADABLE_GRACE_MS, pollMs = 250 } = opts;
+  const { onWait = () => {}, signal, graceMs = UNREADABLE_GRACE_MS, pollMs = 250, remoteStaleMs } = opts;
   await mkdir(dirname(path), { recursive: true });
   const holder: Holder = { pid: process.pid, host: hostname(), token: randomBytes(8).toString('hex'), since: new Date().toISOString() };
   let told = '';
   for (;;) {
     signal?.throwIfAborted();
-    const l = await look(path, graceMs);
+    const l = await look(path, graceMs, remoteStaleMs);
     if (l.free) {
       if (await create(path, holder)) break;
       continue;
@@ -189,7 +201,14 @@ export async function acquireLock(path: string, opts: LockOptions = {}): Promise
   }
   held.set(path, holder.token);
   releaseAllOnExit();
+  // The heartbeat runs on the event loop, which a training batch blocks for seconds at most.
+  const beat = remoteStaleMs === undefined ? undefined : setInterval(() => {
+    const now = new Date();
+    utimes(path, now, now).catch(() => {});
+  }, Math.max(1000, remoteStaleMs / 12));
+  beat?.unref();
   return async () => {
+    clearInterval(beat);
     held.delete(path);
     try {
       if (parseHolder(await readFile(path, 'utf8'))?.token === holder.token) await unlink(path);

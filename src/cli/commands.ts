@@ -4,15 +4,19 @@ import { relative } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
 import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
-import { runPipeline } from '../runner/execute.js';
 import { UsageError } from './errors.js';
 import { formatDuration } from '../runner/format.js';
 import { readRuns, type RunRecord } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
-import { makePlan, type Plan, type PlannedStage } from '../runner/plan.js';
+import { makePlan, type Plan } from '../runner/plan.js';
 import { outputsRoot } from '../cache/outputs.js';
 import type { StepReporter } from '../runner/steps.js';
+import type { StageExecutor } from '../runner/walk.js';
+import type { QueueUrl } from '../queue/redis.js';
+import { isSweep, runSweep } from '../sweep/run.js';
+import type { SweepDefinition } from '../sweep/variants.js';
+import { describeSweepRun, dryRunState, sweepDryRun, sweepRunDoc } from './sweep-views.js';
 import { flatten } from '../cache/keys.js';
 import type { KindRegistry } from '../stages/registry.js';
 
@@ -60,18 +64,31 @@ function pickReporter(json: boolean): StepReporter {
   return new PlainReporter(json ? process.stderr : process.stdout);
 }
 
-export async function commandRun(
-  pipeline: ResolvedPipeline,
-  registry: KindRegistry,
-  opts: { force: string[]; until?: string; dryRun: boolean; json: boolean },
-): Promise<number> {
+export interface RunCommandOptions {
+  force: string[];
+  until?: string;
+  dryRun: boolean;
+  json: boolean;
+  /** -j: stage instances at once, each in its own process when more than 1. */
+  jobs: number;
+  /** --queue redis://HOST:PORT: hand stage instances to `tfpipe worker`s through BullMQ. */
+  queue?: string;
+}
+
+/** With a queue, every ready instance is queued at once; the workers' --concurrency limits the rest. */
+const QUEUED_AT_ONCE = 10_000;
+
+export async function commandRun(def: SweepDefinition, registry: KindRegistry, opts: RunCommandOptions): Promise<number> {
+  const pipeline = def.selected[0].pipeline;
   const names = pipeline.stages.map((s) => s.name);
   for (const n of [...opts.force, ...(opts.until ? [opts.until] : [])]) {
     if (!names.includes(n)) {
       throw new UsageError(`no stage named "${n}" in ${pipeline.name} (stages: ${names.join(', ')})`);
     }
   }
+  const outputs = outputsRoot(pipeline);
   if (opts.dryRun) {
+    if (isSweep(def)) return sweepDryRun(def, registry, outputs, opts);
     const plan = await makePlan(pipeline, registry, { force: opts.force });
     warn(plan);
     const selected = opts.until ? ancestorsAndSelf(pipeline.stages, opts.until) : undefined;
@@ -81,6 +98,13 @@ export async function commandRun(
     if (opts.json) out(JSON.stringify({ pipeline: pipeline.name, dry_run: true, stages }, null, 2));
     else for (const s of stages) out(`${s.name}: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
     return 0;
+  }
+  // The queue is checked before anything is written: a wrong URL leaves no trace.
+  let queue: QueueUrl | undefined;
+  if (opts.queue) {
+    const { checkRedis, parseQueueUrl } = await import('../queue/redis.js');
+    queue = parseQueueUrl(opts.queue);
+    await checkRedis(queue);
   }
   const reporter = pickReporter(opts.json);
   const controller = new AbortController();
@@ -94,16 +118,36 @@ export async function commandRun(
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   try {
-    const summary = await runPipeline(pipeline, registry, {
+    let executor: StageExecutor | undefined;
+    if (queue) {
+      const [{ QueueExecutor }, { ensureStoreId }] = await Promise.all([import('../queue/queue-executor.js'), import('../jobs/store-id.js')]);
+      executor = await QueueExecutor.connect(queue, await ensureStoreId(outputs), controller.signal);
+    } else if (opts.jobs > 1) {
+      const { ProcessExecutor } = await import('../jobs/process-executor.js');
+      executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: controller.signal });
+    }
+    const run = await runSweep(def, registry, {
       force: opts.force,
       until: opts.until,
       reporter,
       signal: controller.signal,
+      outputs,
+      jobs: queue ? QUEUED_AT_ONCE : opts.jobs,
+      executor,
       initBackend: async (runtime) => {
         const { initBackend } = await import('../ml/backend.js');
         return initBackend(runtime.backend, runtime.threads);
       },
     });
+    const failed = run.summaries.some((s) => s.stages.some((x) => x.state === 'failed'));
+    if (isSweep(def)) {
+      const { writeSweepPage } = await import('../sweep/results.js');
+      const doc = sweepRunDoc(def, run, outputs, await writeSweepPage(def, registry, outputs));
+      if (opts.json) out(JSON.stringify(doc, null, 2));
+      else for (const l of describeSweepRun(doc)) reporter.info(l);
+      return failed ? 1 : 0;
+    }
+    const summary = run.summaries[0];
     const doc = {
       pipeline: summary.pipeline,
       backend: summary.backend,
@@ -117,34 +161,34 @@ export async function commandRun(
       reporter.info(`${pipeline.name}: ${ran} ran, ${cached} cached${bad.length ? `, ${bad.length} failed or skipped` : ''}${summary.backend ? ` (backend ${summary.backend})` : ''}`);
       for (const s of doc.stages.filter((x) => x.error)) reporter.info(`  ${s.name}: ${s.error}`);
     }
-    return summary.stages.some((s) => s.state === 'failed') ? 1 : 0;
+    return failed ? 1 : 0;
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
   }
 }
 
-/** A cached stage below one that runs is reused only if that one reproduces its outputs. */
-function dryRunState(s: PlannedStage): 'cached' | 'would run' | 'cached if upstream unchanged' {
-  if (s.forced || s.state !== 'cached') return 'would run';
-  return s.pendingUpstream.length ? 'cached if upstream unchanged' : 'cached';
-}
-
 function round(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
 
-/** One row per past run: only the settings that differ from the run before (dvc exp show --only-changed). */
+/**
+ * One row per past run: only the settings that differ from the run before (dvc exp show
+ * --only-changed). A sweep's variants are compared with the sweep's first variant, and that one
+ * with the run before the sweep, so each row shows what the sweep varied.
+ */
 export function describeRuns(runs: RunRecord[]) {
   return runs.map((r, i) => {
-    const prev = i > 0 ? flatten(runs[i - 1].settings) : {};
+    const groupStart = r.sweep ? runs.findIndex((x) => x.sweep?.id === r.sweep?.id) : i;
+    const base = groupStart < i ? groupStart : i - 1;
+    const prev = base >= 0 ? flatten(runs[base].settings) : {};
     const cur = flatten(r.settings);
     const changed: Record<string, { from: string | null; to: string | null }> = {};
-    if (i > 0) {
+    if (base >= 0) {
       for (const k of new Set([...Object.keys(prev), ...Object.keys(cur)])) {
         if (prev[k] !== cur[k]) changed[k] = { from: prev[k] ?? null, to: cur[k] ?? null };
       }
-      if (runs[i - 1].seed !== r.seed) changed.seed = { from: String(runs[i - 1].seed), to: String(r.seed) };
+      if (runs[base].seed !== r.seed) changed.seed = { from: String(runs[base].seed), to: String(r.seed) };
     }
     return {
       run: i + 1,
@@ -153,6 +197,7 @@ export function describeRuns(runs: RunRecord[]) {
       outcome: r.outcome,
       stopped_at: r.stopped_at,
       ...(r.error ? { error: r.error } : {}),
+      ...(r.sweep ? { sweep: r.sweep } : {}),
       changed,
       ran: r.stages.filter((s) => s.state === 'ran').map((s) => s.name),
       best_val_accuracy: r.metrics.best_val_accuracy ?? null,
@@ -172,8 +217,12 @@ export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Pr
   const { ArtefactStore } = await import('../cache/store.js');
   const runs = await readRuns(new ArtefactStore(outputsRoot(pipeline), pipeline.name).pipelineDir);
   const rows = describeRuns(runs);
+  const sweeps = [...new Set(rows.flatMap((r) => (r.sweep ? [r.sweep.id] : [])))].map((id) => {
+    const members = rows.filter((r) => r.sweep?.id === id);
+    return { id, started_at: members[0].started_at, variants: members[0].sweep?.of ?? members.length, runs: members.map((r) => r.run) };
+  });
   if (json) {
-    out(JSON.stringify({ pipeline: pipeline.name, runs: rows }, null, 2));
+    out(JSON.stringify({ pipeline: pipeline.name, runs: rows, sweeps }, null, 2));
     return 0;
   }
   if (!rows.length) {
@@ -185,10 +234,17 @@ export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Pr
   const w = Math.max(7, ...outcomes.map((o) => o.length));
   const indent = 52 + w + 2;
   out(`run  started               time      val acc   test acc  ${'outcome'.padEnd(w)}  ran / changed`);
+  let group: string | undefined;
   rows.forEach((r, i) => {
+    if (r.sweep && r.sweep.id !== group) {
+      const s = sweeps.find((x) => x.id === r.sweep?.id);
+      out(`sweep of ${s?.variants} variants over ${Object.keys(r.sweep.values).join(' × ')} (runs ${s?.runs.join(', ')}):`);
+    }
+    group = r.sweep?.id;
     const changes = Object.entries(r.changed).map(([k, v]) => `${k}: ${v.from ?? '∅'} → ${v.to ?? '∅'}`);
     const time = r.seconds === null ? '-' : formatDuration(r.seconds);
-    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${time.padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ${outcomes[i].padEnd(w)}  ran: ${r.ran.join(', ') || 'nothing'}`);
+    const variant = r.sweep ? `  [${r.sweep.index}] ${r.sweep.variant}` : '';
+    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${time.padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ${outcomes[i].padEnd(w)}  ran: ${r.ran.join(', ') || 'nothing'}${variant}`);
     if (r.error) out(`${' '.repeat(indent)}${r.error}`);
     for (const c of changes) out(`${' '.repeat(indent)}${c}`);
   });

@@ -1,26 +1,41 @@
-// tfpipe CLI: run, status, dag, runs, kinds, schema. Exit codes: 0 ok, 1 a stage failed, 2 invalid input
-// or usage, 130 interrupted (see errors.ts).
+// tfpipe CLI: run, status, dag, runs, kinds, schema, worker. Exit codes: 0 ok, 1 a stage failed,
+// 2 invalid input or usage, 130 interrupted (see errors.ts).
 import { parseArgs } from 'node:util';
-import { loadPipeline } from '../config/load.js';
+import { outputsRoot } from '../cache/outputs.js';
 import { InputError } from '../config/problems.js';
 import { loadRegistry } from '../stages/registry.js';
+import { isSweep } from '../sweep/run.js';
+import { loadSweep } from '../sweep/variants.js';
 import { commandDag, commandRun, commandRuns, commandSchema, commandStatus, DAG_FORMATS } from './commands.js';
 import { exitQuietlyOnClosedPipe, reportError, UsageError } from './errors.js';
 import { commandKinds } from './kinds.js';
+import { sweepDag, sweepStatus } from './sweep-views.js';
 
 export { UsageError } from './errors.js';
 
 const USAGE = `Usage:
-  tfpipe run FILE [--set key=value]... [--force STAGE]... [--until STAGE] [--dry-run] [--json]
-  tfpipe status FILE [--set key=value]... [--json]
-  tfpipe dag FILE [--format ${DAG_FORMATS.join('|')}]
+  tfpipe run FILE [--set key=value]... [-m] [--variant V]... [-j N | --queue URL]
+                  [--force STAGE]... [--until STAGE] [--dry-run] [--json]
+  tfpipe status FILE [--set key=value]... [-m] [--variant V]... [--json]
+  tfpipe dag FILE [--set key=value]... [-m] [--format ${DAG_FORMATS.join('|')}]
   tfpipe runs FILE [--json]
   tfpipe kinds [KIND] [--json]   stage kinds: settings with types, defaults and docs; what they write
+  tfpipe worker --queue redis://HOST:PORT [--concurrency N] [--outputs DIR] [--lock-timeout S]
   tfpipe schema            print schemas/pipeline.schema.json for the registered kinds
 
 Overrides use Hydra's syntax: --set train.lr=3e-4 (the "stages." prefix is optional; the last
---set of a key wins). Artefacts go to outputs/ at the root of the pipeline file's project (its
-nearest folder with a package.json or .git), or to $TFPIPE_OUTPUTS.`;
+--set of a key wins). Sweeps: a sweep: block in the file, or -m with --set train.lr=1e-3,2e-3
+(Hydra's multirun); --variant lr=1e-3,depth=4 or --variant 3 runs some of them. -j N runs N stage
+instances at once, each in a process of its own; --queue hands them to tfpipe workers through
+Redis (BullMQ). Artefacts go to outputs/ at the root of the pipeline file's project (its nearest
+folder with a package.json or .git), or to $TFPIPE_OUTPUTS.`;
+
+function jobsOf(text: string | undefined): number {
+  if (text === undefined) return 1;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`-j takes a whole number ≥ 1, got "${text}"`);
+  return n;
+}
 
 export async function main(argv: string[]): Promise<number> {
   exitQuietlyOnClosedPipe();
@@ -38,24 +53,38 @@ export async function main(argv: string[]): Promise<number> {
     if (command === 'dag' && !(DAG_FORMATS as readonly string[]).includes(values.format ?? 'text')) {
       throw new UsageError(`unknown --format "${values.format}"; dag draws ${DAG_FORMATS.join(', ')}`);
     }
+    if (command === 'worker') {
+      if (file) throw new UsageError('worker takes no pipeline FILE: each job carries its pipeline');
+      const { commandWorker } = await import('./worker-command.js');
+      return await commandWorker({ queue: values.queue, concurrency: values.concurrency, outputs: values.outputs, lockTimeout: values['lock-timeout'] });
+    }
     const registry = await loadRegistry().catch((err: unknown) => {
       // Only plugins can fail to load: TFPIPE_PLUGINS is input like any other.
       throw new InputError(`cannot load the stage kinds of TFPIPE_PLUGINS=${process.env.TFPIPE_PLUGINS}: ${(err as Error).message.split('\n')[0]}`);
     });
     if (command === 'schema') return commandSchema(registry);
     if (command === 'kinds' && extra.length === 0) return commandKinds(registry, file, json);
+    if (command === '_stage') {
+      const { commandStage } = await import('./stage-command.js');
+      return await commandStage(registry);
+    }
     if (!['run', 'status', 'dag', 'runs'].includes(command)) throw new UsageError(`unknown command "${command}"`);
     if (!file || extra.length) throw new UsageError(`${command} takes exactly one pipeline FILE`);
-    const pipeline = loadPipeline(file, registry, values.set ?? []);
+    const jobs = jobsOf(values.jobs);
+    if (jobs > 1 && values.queue) throw new UsageError('-j and --queue do not mix: with a queue, each worker\'s --concurrency says how many jobs it runs');
+    const def = loadSweep(file, registry, { sets: values.set ?? [], multirun: values.multirun ?? false, pick: values.variant ?? [] });
+    const pipeline = def.selected[0].pipeline;
     switch (command) {
       case 'run':
-        return await commandRun(pipeline, registry, {
-          force: values.force ?? [], until: values.until, dryRun: values['dry-run'] ?? false, json,
+        return await commandRun(def, registry, {
+          force: values.force ?? [], until: values.until, dryRun: values['dry-run'] ?? false, json, jobs, queue: values.queue,
         });
       case 'status':
-        return await commandStatus(pipeline, registry, json);
-      case 'dag':
-        return commandDag(pipeline, values.format as (typeof DAG_FORMATS)[number]);
+        return isSweep(def) ? await sweepStatus(def, registry, outputsRoot(pipeline), json) : await commandStatus(pipeline, registry, json);
+      case 'dag': {
+        const format = values.format as (typeof DAG_FORMATS)[number];
+        return isSweep(def) ? await sweepDag(def, registry, outputsRoot(pipeline), format) : commandDag(pipeline, format);
+      }
       default:
         return await commandRuns(pipeline, json);
     }
@@ -71,6 +100,13 @@ function parse(argv: string[]) {
       allowPositionals: true,
       options: {
         set: { type: 'string', multiple: true, default: [] },
+        multirun: { type: 'boolean', short: 'm', default: false },
+        variant: { type: 'string', multiple: true, default: [] },
+        jobs: { type: 'string', short: 'j' },
+        queue: { type: 'string' },
+        concurrency: { type: 'string' },
+        outputs: { type: 'string' },
+        'lock-timeout': { type: 'string' },
         force: { type: 'string', multiple: true, default: [] },
         until: { type: 'string' },
         'dry-run': { type: 'boolean', default: false },

@@ -5,10 +5,10 @@ import type { JsonObject, RuntimeSettings } from '../stages/types.js';
 import type { KindRegistry } from '../stages/registry.js';
 import { topoOrder, type GraphNode } from '../graph/dag.js';
 import { isUrl, localPathSettings } from './path-settings.js';
-import { overrideValue, parseOverride, setAtPath, type Override } from './overrides.js';
+import { overrideValue, parseOverride, setAtPath } from './overrides.js';
 import { ConfigError, dottedPath, type Problem } from './problems.js';
 import { locate, parseYaml } from './source.js';
-import { createValidator } from './validate.js';
+import { createValidator, type Validator } from './validate.js';
 
 export interface ResolvedStage {
   name: string;
@@ -28,9 +28,35 @@ export interface ResolvedPipeline {
   dir: string;
   /** In run order. */
   stages: ResolvedStage[];
+  /**
+   * The document as written, with overrides applied and before defaults: what a worker
+   * re-resolves with its own schemas and kind versions to check that it computes the same keys.
+   */
+  document: JsonObject;
 }
 
-export function loadPipeline(file: string, registry: KindRegistry, sets: readonly string[] = []): ResolvedPipeline {
+/** A value set from outside the file's stage settings: `--set`, or one value of a sweep. */
+export interface Assignment {
+  /** Full path from the document root, e.g. ["stages","train","lr"]. */
+  path: (string | number)[];
+  /** Already typed (see overrideValue). */
+  value: unknown;
+  /** Where a problem with this value is reported: "--set train.lr=abc", or "p.yaml:12:7". */
+  where: string;
+}
+
+/** A parsed pipeline file, not yet validated; resolve it with any number of assignment sets. */
+export interface PipelineSource {
+  /** Absolute path. */
+  file: string;
+  /** As shown in messages (relative to the cwd). */
+  shown: string;
+  root: Record<string, unknown>;
+  /** file:line:col of the node at a document path. */
+  locate(path: readonly (string | number)[], keyOnly?: boolean): string;
+}
+
+export function readPipelineSource(file: string): PipelineSource {
   const shown = relative(process.cwd(), resolve(file)) || file;
   let text: string;
   try {
@@ -44,41 +70,100 @@ export function loadPipeline(file: string, registry: KindRegistry, sets: readonl
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
     throw new ConfigError([{ where: `${shown}:1:1`, path: '', message: 'a pipeline file must be a mapping with name and stages' }]);
   }
-  const root = data as Record<string, unknown>;
-  const stagesRaw = root.stages && typeof root.stages === 'object' ? (root.stages as Record<string, unknown>) : {};
-  const validator = createValidator(registry);
+  return { file: resolve(file), shown, root: data as Record<string, unknown>, locate: (path, keyOnly = false) => locate(source, path, { key: keyOnly }) };
+}
 
-  // Overrides first, so they are validated exactly like file values.
-  const overrides: Override[] = [];
-  const all: Problem[] = [];
-  for (const s of sets) {
-    const o = parseOverride(s, Object.keys(stagesRaw));
-    if ('where' in o) { all.push(o); continue; }
-    const schema = validator.schemaAt(root, o.path);
-    let value = overrideValue(o.raw, schema?.type);
-    // A path typed on the command line is relative to where it was typed; store it relative to
-    // the pipeline file like paths written in the file.
-    if (schema?.['x-path'] === true && typeof value === 'string' && !isUrl(value) && !isAbsolute(value)) {
-      value = relative(dirname(resolve(file)), resolve(value));
-    }
-    setAtPath(root, o.path, value);
-    overrides.push(o);
+/** A pipeline document that did not come from a file on this machine (a worker's job). */
+export function documentSource(document: JsonObject, file: string, where: string): PipelineSource {
+  return { file, shown: file, root: document as Record<string, unknown>, locate: () => where };
+}
+
+export function stageNames(root: Record<string, unknown>): string[] {
+  return root.stages && typeof root.stages === 'object' ? Object.keys(root.stages as object) : [];
+}
+
+// Compiling the composed schema is the slow part of validation; a sweep validates many variants.
+const validators = new WeakMap<KindRegistry, Validator>();
+export function validatorFor(registry: KindRegistry): Validator {
+  let v = validators.get(registry);
+  if (!v) validators.set(registry, (v = createValidator(registry)));
+  return v;
+}
+
+/**
+ * The value `raw` (as typed on the command line) gets at `path`: typed by the schema there, and
+ * a local path made relative to the pipeline file, like paths written in the file.
+ */
+export function typedValue(src: PipelineSource, registry: KindRegistry, path: readonly (string | number)[], raw: string): unknown {
+  const schema = validatorFor(registry).schemaAt(src.root, path);
+  const value = overrideValue(raw, schema?.type);
+  if (schema?.['x-path'] === true && typeof value === 'string' && !isUrl(value) && !isAbsolute(value)) {
+    return relative(dirname(src.file), resolve(value));
   }
+  return value;
+}
 
+/** `--set KEY=VALUE` texts as typed assignments, or the problems with them. */
+export function parseSets(src: PipelineSource, registry: KindRegistry, sets: readonly string[]): { assignments: Assignment[]; problems: Problem[] } {
+  const assignments: Assignment[] = [];
+  const problems: Problem[] = [];
+  for (const s of sets) {
+    const o = parseOverride(s, stageNames(src.root));
+    if ('where' in o) problems.push(o);
+    else assignments.push({ path: o.path, value: typedValue(src, registry, o.path, o.raw), where: `--set ${o.text}` });
+  }
+  return { assignments, problems };
+}
+
+export function loadPipeline(file: string, registry: KindRegistry, sets: readonly string[] = []): ResolvedPipeline {
+  const src = readPipelineSource(file);
+  const { assignments, problems } = parseSets(src, registry, sets);
+  return withProblems(problems, () => resolvePipeline(src, registry, assignments));
+}
+
+/** `resolve()`'s result, unless it or the problems found before it have something to say: all at once. */
+export function withProblems<T>(found: readonly Problem[], resolve: () => T): T {
+  let value: T;
+  try {
+    value = resolve();
+  } catch (err) {
+    if (err instanceof ConfigError && found.length) throw new ConfigError([...found, ...err.problems]);
+    throw err;
+  }
+  if (found.length) throw new ConfigError([...found]);
+  return value;
+}
+
+/**
+ * Validate the source with the assignments applied (to a copy: one source serves every variant of
+ * a sweep) and resolve it. Problems at an assigned value are reported where it was assigned.
+ */
+export function resolvePipeline(src: PipelineSource, registry: KindRegistry, assignments: readonly Assignment[]): ResolvedPipeline {
+  const { sweep: _sweep, ...rest } = structuredClone(src.root);
+  const root: Record<string, unknown> = rest;
+  for (const a of assignments) setAtPath(root, a.path, structuredClone(a.value));
+  const document = structuredClone(root) as JsonObject;
+  const stagesRaw = root.stages && typeof root.stages === 'object' ? (root.stages as Record<string, unknown>) : {};
+  const validator = validatorFor(registry);
+
+  const all: Problem[] = [];
   const where = (path: (string | number)[], keyOnly = false): string => {
-    // The last --set of a key is the one that took effect, so it is the one to blame.
-    const hit = [...overrides].reverse().find((o) => startsWith(path, o.path));
-    return hit ? `--set ${hit.text}` : locate(source, path, { key: keyOnly });
+    // The last assignment to a path is the one in effect.
+    const hit = [...assignments].reverse().find((a) => startsWith(path, a.path));
+    return hit ? hit.where : src.locate(path, keyOnly);
   };
+  // The sweep block's shape is checked here, its values by the variants that use them.
+  if (_sweep !== undefined) root.sweep = _sweep;
   const invalid = validator.validate(root);
   for (const p of invalid) all.push({ where: where(p.path, p.keyOnly), path: dottedPath(p.path), message: p.message });
+  delete root.sweep;
 
   // A local file named by a setting must exist; checked here so it is reported with its position.
   for (const [name, st] of Object.entries(stagesRaw)) {
     const kind = registry.get(String((st as { kind?: unknown })?.kind));
     if (!kind || invalid.some((p) => p.path[0] === 'stages' && p.path[1] === name)) continue;
     for (const p of localPathSettings(kind.schema, st as JsonObject)) {
-      const abs = resolve(dirname(resolve(file)), p.value);
+      const abs = resolve(dirname(src.file), p.value);
       if (!existsSync(abs)) {
         const path = ['stages', name, ...p.path];
         all.push({ where: where(path), path: dottedPath(path), message: `no such file or folder: ${abs}` });
@@ -121,15 +206,15 @@ export function loadPipeline(file: string, registry: KindRegistry, sets: readonl
   });
   const sorted = topoOrder(stages);
   if ('cycle' in sorted) throw new Error('unreachable: cycles are reported above');
-  const abs = resolve(file);
   return {
     name: root.name as string,
     description: root.description as string | undefined,
     seed: root.seed as number,
     runtime: root.runtime as RuntimeSettings,
-    file: abs,
-    dir: dirname(abs),
+    file: src.file,
+    dir: dirname(src.file),
     stages: sorted.order,
+    document,
   };
 }
 

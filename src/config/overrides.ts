@@ -17,21 +17,53 @@ export function parseOverride(text: string, stageNames: readonly string[]): Over
   const eq = text.indexOf('=');
   if (eq <= 0) return { where: `--set ${text}`, path: '', message: 'expected KEY=VALUE, e.g. train.lr=3e-4' };
   const keyText = text.slice(0, eq).trim();
-  const raw = text.slice(eq + 1);
+  const path = parseKeyPath(keyText, stageNames);
+  if (typeof path === 'string') return { where: `--set ${text}`, path: keyText, message: path };
+  return { text, path, raw: text.slice(eq + 1) };
+}
+
+/**
+ * `train.optimizer.lr` or `stages.augmentation.ops[1].p` as a path from the document root, or
+ * what is wrong with it. Shared by `--set` and the `sweep:` block, so both name settings alike.
+ */
+export function parseKeyPath(keyText: string, stageNames: readonly string[]): (string | number)[] | string {
   const path: (string | number)[] = [];
   for (const part of keyText.split('.')) {
     const m = /^([^[\]]+)((?:\[\d+\])*)$/.exec(part);
-    if (!m) return { where: `--set ${text}`, path: keyText, message: 'malformed key path' };
+    if (!m) return 'malformed key path';
     path.push(m[1]);
     for (const idx of m[2].matchAll(/\[(\d+)\]/g)) path.push(Number(idx[1]));
   }
   const head = String(path[0]);
   // A stage name wins over a top-level key of the same name: `train.lr` means stages.train.lr.
   if (head !== 'stages' && stageNames.includes(head)) path.unshift('stages');
-  else if (!TOP_LEVEL.has(head)) {
-    return { where: `--set ${text}`, path: keyText, message: `no stage or top-level key "${head}" (stages: ${stageNames.join(', ')})` };
+  else if (!TOP_LEVEL.has(head)) return `no stage or top-level key "${head}" (stages: ${stageNames.join(', ')})`;
+  return path;
+}
+
+/**
+ * Hydra's multirun list: `1e-3,2e-3` → ["1e-3", "2e-3"]. Commas inside brackets, braces or quotes
+ * do not split, so `[0.8,1.0],[0.5,1.0]` is two values.
+ */
+export function splitValues(raw: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let quote: string | undefined;
+  let start = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i];
+    if (quote) {
+      if (c === quote) quote = undefined;
+    } else if (c === '"' || c === "'") quote = c;
+    else if (c === '[' || c === '{') depth += 1;
+    else if (c === ']' || c === '}') depth -= 1;
+    else if (c === ',' && depth === 0) {
+      out.push(raw.slice(start, i));
+      start = i + 1;
+    }
   }
-  return { text, path, raw };
+  out.push(raw.slice(start));
+  return out;
 }
 
 /**

@@ -40,6 +40,14 @@ export function buildPipelineSchema(registry: KindRegistry): JsonObject {
           },
         },
       },
+      sweep: {
+        type: 'object',
+        description:
+          'Run the pipeline once per combination of these values (the Cartesian product), as one cached DAG: ' +
+          'setting path (as --set takes it, e.g. train.optimizer.lr) -> list of values, each checked by the schema at that path.',
+        minProperties: 1,
+        additionalProperties: { type: 'array', minItems: 1, description: 'The values to try, in order.' },
+      },
       stages: {
         type: 'object',
         minProperties: 1,

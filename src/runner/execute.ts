@@ -1,19 +1,23 @@
-// Run a pipeline: take the run lock, plan, then walk the stages in order. For each stage the
-// walk decides (decide.ts), carries the decision out (stage-runner.ts runs a stage) and records
-// the outcome (run-record.ts); none of the three knows about the others.
+// Run plans: take the run lock, plan, join the plans into one graph of stage instances and walk it
+// (walk.ts decides, an executor runs, each plan's RunRecord records), then history and published
+// reports. A plain pipeline is one plan; a sweep is one plan per variant, sharing the instances
+// they agree on.
 import type { ResolvedPipeline } from '../config/load.js';
 import { ensureWritable, outputsRoot } from '../cache/outputs.js';
 import { acquireRunLock } from '../cache/run-lock.js';
-import { ArtefactStore, type Manifest } from '../cache/store.js';
+import { ArtefactStore } from '../cache/store.js';
 import { ancestorsAndSelf } from '../graph/dag.js';
 import type { KindRegistry } from '../stages/registry.js';
 import type { RunSummary } from '../stages/types.js';
-import { decide, type Decision, type Outcome } from './decide.js';
-import { headlineMetrics, outcomeOf, RunEntry } from './history.js';
-import { makePlan, type Plan, type PlannedStage } from './plan.js';
+import type { Outcome } from './decide.js';
+import { headlineMetrics, outcomeOf, RunEntry, type SweepTag } from './history.js';
+import { InProcessExecutor } from './in-process.js';
+import { makePlan, type Plan } from './plan.js';
 import { RunRecord } from './run-record.js';
-import { Aborted, StageRunner, type InitBackend } from './stage-runner.js';
-import type { RunView, StepReporter } from './steps.js';
+import { Aborted, type InitBackend } from './stage-runner.js';
+import type { StepReporter } from './steps.js';
+import { unionOf, type StageInstance } from './union.js';
+import { walk, type StageExecutor } from './walk.js';
 
 export { Aborted } from './stage-runner.js';
 
@@ -25,12 +29,48 @@ export interface RunOptions {
   outputs?: string;
   /** Initialises the TensorFlow.js backend; injected so the core never imports tfjs itself. */
   initBackend?: InitBackend;
+  /** Stage instances run at once (-j); 1 unless given. */
+  jobs?: number;
+  /** How instances run; by default one after another in this process. */
+  executor?: StageExecutor;
+}
+
+/** One plan to run and where its run is recorded. */
+export interface RunUnit {
+  plan: Plan;
+  /** Where kinds with a publish hook (the report) write this run's page: the pipeline or variant folder. */
+  publishDir: string;
+  /** A sweep variant's tag on its runs.jsonl record. */
+  sweep?: SweepTag;
+}
+
+export interface UnionRun {
+  units: RunUnit[];
+  instances: StageInstance[];
+  outcomes: Map<string, Outcome>;
+  /** One per unit, in the same order. */
+  summaries: RunSummary[];
 }
 
 export async function runPipeline(pipeline: ResolvedPipeline, registry: KindRegistry, opts: RunOptions): Promise<RunSummary> {
   const outputs = opts.outputs ?? outputsRoot(pipeline);
+  const plan = async (): Promise<RunUnit[]> => {
+    const p = await makePlan(pipeline, registry, { outputs, force: opts.force, rememberHashes: true });
+    return [{ plan: p, publishDir: p.store.pipelineDir }];
+  };
+  const run = await runUnits(new ArtefactStore(outputs, pipeline.name).pipelineDir, plan, opts);
+  return run.summaries[0];
+}
+
+/**
+ * Takes the run lock of `pipelineDir`, then plans (under the lock: a run we waited for may have
+ * produced what we need), runs the union and records each unit's run.
+ */
+export async function runUnits(
+  pipelineDir: string, plan: () => Promise<RunUnit[]>, opts: RunOptions & { rowTitle?: (inst: StageInstance) => string },
+): Promise<UnionRun> {
   const startedAt = new Date().toISOString();
-  const pipelineDir = await ensureWritable(new ArtefactStore(outputs, pipeline.name).pipelineDir);
+  await ensureWritable(pipelineDir);
   let release;
   try {
     release = await acquireRunLock(pipelineDir, { onWait: (m) => opts.reporter.info(m), signal: opts.signal });
@@ -38,75 +78,67 @@ export async function runPipeline(pipeline: ResolvedPipeline, registry: KindRegi
     if (opts.signal?.aborted) throw new Aborted('interrupted while waiting for the run lock; nothing ran');
     throw err;
   }
+  const executor = opts.executor ?? new InProcessExecutor(opts.initBackend, opts.signal);
   try {
-    const entry = await RunEntry.start(pipelineDir, {
-      started_at: startedAt, seed: pipeline.seed, settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])),
-    });
-    let record: RunRecord | undefined;
-    let interrupted = false;
+    const units = await plan();
+    // One after another, so runs.jsonl lists a sweep's variants in their order.
+    const entries: RunEntry[] = [];
+    for (const { plan: { pipeline }, sweep } of units) {
+      entries.push(await RunEntry.start(pipelineDir, {
+        started_at: startedAt, seed: pipeline.seed, settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])), ...(sweep ? { sweep } : {}),
+      }));
+    }
+    const records = units.map((u) => new RunRecord(u.plan, startedAt));
     try {
-      // Planned under the lock: a run we waited for may have produced what we need.
-      const plan = await makePlan(pipeline, registry, { outputs, force: opts.force, rememberHashes: true });
-      ({ record, interrupted } = await execute(plan, opts, startedAt));
-      if (!interrupted) await publish(plan, record.summary);
+      const selected = units.map((u) => (opts.until ? ancestorsAndSelf(u.plan.pipeline.stages, opts.until) : undefined));
+      const instances = unionOf(units.map((u) => u.plan), (i) => selected[i]);
+      const jobs = opts.jobs ?? 1;
+      const view = opts.reporter.begin(
+        instances.map((inst) => ({ name: inst.id, kind: inst.planned.stage.kind, title: opts.rowTitle?.(inst) })),
+        { concurrent: jobs > 1 },
+      );
+      const outcomes = await walk(instances, {
+        jobs,
+        executor,
+        view,
+        signal: opts.signal,
+        onOutcome: async (inst, o) => {
+          for (const i of inst.users) {
+            const p = units[i].plan.stages.find((s) => s.stage.name === inst.planned.stage.name);
+            if (p) await records[i].add(p, o);
+          }
+        },
+      });
+      await view.end();
+      const interrupted = opts.signal?.aborted ?? false;
+      for (const [i, r] of records.entries()) {
+        r.backend = executor.backendName ?? r.backendOfResults();
+        await r.save();
+        if (!interrupted) await publish(units[i], r.summary);
+        await entries[i].finish({ ...outcomeOf(r.summary.stages, interrupted), stages: r.summary.stages, metrics: headlineMetrics(r.results()) });
+      }
+      if (interrupted) throw new Aborted('interrupted; finished stages are kept, the interrupted one will run again');
+      return { units, instances, outcomes, summaries: records.map((r) => r.summary) };
     } catch (err) {
-      await entry.finish({ outcome: 'failed', stages: record?.summary.stages ?? [], metrics: {}, stopped_at: [], error: (err as Error).message });
+      if (!(err instanceof Aborted)) {
+        for (const [i, e] of entries.entries()) {
+          await e.finish({ outcome: 'failed', stages: records[i].summary.stages, metrics: {}, stopped_at: [], error: (err as Error).message });
+        }
+      }
       throw err;
     }
-    await entry.finish({ ...outcomeOf(record.summary.stages, interrupted), stages: record.summary.stages, metrics: headlineMetrics(record.results()) });
-    if (interrupted) throw new Aborted('interrupted; finished stages are kept, the interrupted one will run again');
-    return record.summary;
   } finally {
+    await executor.close();
     await release();
   }
 }
 
-/** Walks the plan in order: decide, carry out, record. */
-async function execute(plan: Plan, opts: RunOptions, startedAt: string): Promise<{ record: RunRecord; interrupted: boolean }> {
-  const selected = opts.until ? ancestorsAndSelf(plan.pipeline.stages, opts.until) : undefined;
-  const visit = plan.stages.filter((p) => !selected || selected.has(p.stage.name));
-  const record = new RunRecord(plan, startedAt);
-  const runner = new StageRunner(plan, opts.initBackend, opts.signal);
-  const view = opts.reporter.begin(visit.map((p) => ({ name: p.stage.name, kind: p.stage.kind })));
-  for (const p of visit) {
-    const decision = decide(p, record.outcomes, runner.interrupted);
-    await record.add(p, await carryOut(p, decision, record.outcomes, runner, view));
-  }
-  await view.end();
-  if (runner.backendName) record.summary.backend = runner.backendName;
-  await record.save();
-  return { record, interrupted: runner.interrupted };
-}
-
-async function carryOut(p: PlannedStage, d: Decision, outcomes: ReadonlyMap<string, Outcome>, runner: StageRunner, view: RunView): Promise<Outcome> {
-  const name = p.stage.name;
-  switch (d.action) {
-    case 'skip':
-      view.skipped(name, d.reason);
-      return { state: 'skipped', error: d.reason, seconds: 0 };
-    case 'reuse':
-      view.cached(name, `key ${p.key}`);
-      return { state: 'cached', manifest: d.manifest, seconds: 0 };
-    case 'run': {
-      // decide() only runs a stage whose needs all finished.
-      const needs = Object.fromEntries(p.stage.needs.map((n) => [n, (outcomes.get(n) as { manifest: Manifest }).manifest]));
-      const t = Date.now();
-      try {
-        const manifest = await view.running(name, d.reasons, (io) => runner.run(p, needs, io));
-        return { state: 'ran', manifest, seconds: manifest.seconds };
-      } catch (err) {
-        return { state: 'failed', error: (err as Error).message, seconds: (Date.now() - t) / 1000 };
-      }
-    }
-  }
-}
-
 /** Kinds with a publish hook (the report) refresh their pipeline-level files after every run. */
-async function publish(plan: Plan, summary: RunSummary): Promise<void> {
-  for (const p of plan.stages) {
+async function publish(unit: RunUnit, summary: RunSummary): Promise<void> {
+  for (const p of unit.plan.stages) {
     const done = summary.stages.find((x) => x.name === p.stage.name);
     if (p.impl.publish && done && (done.state === 'ran' || done.state === 'cached')) {
-      await p.impl.publish(done.dir, plan.store.pipelineDir, summary);
+      await p.impl.publish(done.dir, unit.publishDir, summary);
     }
   }
 }

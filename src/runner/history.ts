@@ -7,7 +7,19 @@ import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { processAlive } from '../cache/run-lock.js';
-import type { JsonObject, RunSummary } from '../stages/types.js';
+import type { JsonObject, JsonValue, RunSummary } from '../stages/types.js';
+
+/** Marks the runs of one `tfpipe run` of a sweep, one per variant, so `tfpipe runs` groups them. */
+export interface SweepTag {
+  /** The same for every variant of that run. */
+  id: string;
+  variant: string;
+  index: number;
+  /** Short setting name -> value. */
+  values: Record<string, JsonValue>;
+  /** Variants in that run. */
+  of: number;
+}
 
 /** How a run ended; killed and running are read off an unclosed "started" line. */
 export type RunOutcome = 'ok' | 'failed' | 'interrupted' | 'killed' | 'running';
@@ -22,6 +34,7 @@ export interface RunRecord {
   stages: RunSummary['stages'];
   /** Headline numbers found in stage results (best_val_accuracy, test_accuracy, ...). */
   metrics: Record<string, number>;
+  sweep?: SweepTag;
   outcome: RunOutcome;
   /** The stages that failed (failed) or was interrupted (interrupted). */
   stopped_at: string[];
@@ -38,6 +51,7 @@ interface StartedLine {
   host: string;
   seed: number;
   settings: Record<string, JsonObject>;
+  sweep?: SweepTag;
 }
 
 interface FinishedLine {
@@ -78,7 +92,7 @@ export class RunEntry {
   private readonly t0 = Date.now();
   private constructor(private readonly pipelineDir: string, private readonly id: string) {}
 
-  static async start(pipelineDir: string, run: { started_at: string; seed: number; settings: Record<string, JsonObject> }): Promise<RunEntry> {
+  static async start(pipelineDir: string, run: { started_at: string; seed: number; settings: Record<string, JsonObject>; sweep?: SweepTag }): Promise<RunEntry> {
     const entry = new RunEntry(pipelineDir, `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`);
     await append(pipelineDir, { run: entry.id, event: 'started', pid: process.pid, host: hostname(), ...run });
     return entry;
@@ -124,7 +138,7 @@ export async function readRuns(pipelineDir: string): Promise<RunRecord[]> {
       const s = l as unknown as StartedLine;
       const record: RunRecord = {
         started_at: s.started_at, seconds: null, seed: s.seed, settings: isObject(s.settings) ? s.settings : {},
-        stages: [], metrics: {}, outcome: 'running', stopped_at: [], pid: s.pid,
+        stages: [], metrics: {}, outcome: 'running', stopped_at: [], pid: s.pid, ...(isObject(s.sweep) ? { sweep: s.sweep } : {}),
       };
       open.set(s.run, { record, host: String(s.host) });
       runs.push(record);

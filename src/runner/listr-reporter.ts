@@ -1,9 +1,11 @@
 // Live progress on a TTY: one listr2 task per stage, cached ones shown as skipped "(cached)".
 // listr2 wants its task list up front and runs it itself; each task here waits for the runner
-// to report that stage, so the runner stays the one that walks the graph.
-import { Listr } from 'listr2';
+// to report that stage, so the runner stays the one that walks the graph. With several jobs the
+// tasks run concurrently and a task waiting for its turn shows as waiting, not spinning, so the
+// spinners are exactly the running jobs.
+import { Listr, ListrTaskState } from 'listr2';
 import { formatDuration, formatProgress } from './format.js';
-import type { RunView, StageRow, StepIO, StepReporter } from './steps.js';
+import type { RunView, StageRow, StepIO, StepReporter, ViewOptions } from './steps.js';
 
 type Turn = { skip: string } | { reasons: string[]; work: (io: StepIO) => Promise<void> };
 
@@ -12,13 +14,16 @@ export class ListrReporter implements StepReporter {
     process.stderr.write(`${message}\n`);
   }
 
-  begin(stages: StageRow[]): RunView {
+  begin(stages: StageRow[], opts: ViewOptions = {}): RunView {
     const turns = new Map(stages.map((s) => [s.name, deferred<Turn>()]));
     const list = new Listr(
       stages.map((s) => ({
-        title: `${s.name} (${s.kind})`,
-        task: async (_ctx: unknown, task: { output: string; title: string; skip(message?: string): void }) => {
-          const turn = await (turns.get(s.name) as Deferred<Turn>).promise;
+        title: `${s.title ?? s.name} (${s.kind})`,
+        task: async (_ctx: unknown, task: { output: string; title: string; skip(message?: string): void; task: { state$: ListrTaskState } }) => {
+          const waiting = turns.get(s.name) as Deferred<Turn>;
+          if (opts.concurrent && !waiting.settled) task.task.state$ = ListrTaskState.WAITING;
+          const turn = await waiting.promise;
+          if (opts.concurrent) task.task.state$ = ListrTaskState.STARTED;
           if ('skip' in turn) {
             task.skip(turn.skip);
             return;
@@ -29,19 +34,21 @@ export class ListrReporter implements StepReporter {
             progress: (u) => { task.output = formatProgress(u, { bar: true }); },
             log: (m) => { task.output = m; },
           });
-          task.title = `${s.name} (${s.kind}) — ${formatDuration((Date.now() - t0) / 1000)}`;
+          task.title = `${s.title ?? s.name} (${s.kind}) — ${formatDuration((Date.now() - t0) / 1000)}`;
         },
         rendererOptions: { outputBar: 1, persistentOutput: false },
       })),
-      { concurrent: false, exitOnError: false, rendererOptions: { collapseErrors: false, collapseSkips: false } },
+      { concurrent: opts.concurrent === true, exitOnError: false, rendererOptions: { collapseErrors: false, collapseSkips: false } },
     );
     const finished = list.run().catch(() => {
       // failures are the runner's to record; the task list only shows them
     });
     const turn = (stage: string, t: Turn) => turns.get(stage)?.resolve(t);
+    const titles = new Map(stages.map((s) => [s.name, s.title ?? s.name]));
+    const shown = (stage: string) => titles.get(stage) ?? stage;
     return {
-      cached: (stage) => turn(stage, { skip: `${stage} (cached)` }),
-      skipped: (stage, reason) => turn(stage, { skip: `${stage} skipped: ${reason}` }),
+      cached: (stage) => turn(stage, { skip: `${shown(stage)} (cached)` }),
+      skipped: (stage, reason) => turn(stage, { skip: `${shown(stage)} skipped: ${reason}` }),
       running: (stage, reasons, work) => new Promise((resolve, reject) => {
         turn(stage, {
           reasons,
@@ -56,7 +63,7 @@ export class ListrReporter implements StepReporter {
         });
       }),
       end: async () => {
-        for (const [stage, d] of turns) if (!d.settled) turn(stage, { skip: `${stage} not reached` });
+        for (const [stage, d] of turns) if (!d.settled) turn(stage, { skip: `${shown(stage)} not reached` });
         await finished;
       },
     };

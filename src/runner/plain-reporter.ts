@@ -12,7 +12,9 @@ export class PlainReporter implements StepReporter {
 
   begin(stages: StageRow[]): RunView {
     const kinds = new Map(stages.map((s) => [s.name, s.kind]));
-    const line = (stage: string, text: string) => this.out.write(`[${stage}] ${text}\n`);
+    const titles = new Map(stages.map((s) => [s.name, s.title ?? s.name]));
+    const tag = (stage: string) => `[${titles.get(stage) ?? stage}]`;
+    const line = (stage: string, text: string) => this.out.write(`${tag(stage)} ${text}\n`);
     return {
       cached: (stage, reason) => line(stage, `cached: ${reason}`),
       skipped: (stage, reason) => line(stage, `skipped: ${reason}`),
@@ -20,7 +22,7 @@ export class PlainReporter implements StepReporter {
         line(stage, `running (${kinds.get(stage)}): ${reasons.join('; ')}`);
         const t0 = Date.now();
         try {
-          const value = await work(this.io(stage));
+          const value = await work(this.io(tag(stage)));
           line(stage, `done in ${formatDuration((Date.now() - t0) / 1000)}`);
           return value;
         } catch (err) {
@@ -32,8 +34,7 @@ export class PlainReporter implements StepReporter {
     };
   }
 
-  private io(stage: string): StepIO {
-    const tag = `[${stage}]`;
+  private io(tag: string): StepIO {
     let last = 0;
     return {
       progress: (u) => {

@@ -36,6 +36,8 @@ export interface PlannedStage {
 export interface Plan {
   pipeline: ResolvedPipeline;
   store: ArtefactStore;
+  /** The folder of this run's tfpipe.lock: the pipeline's, or a sweep variant's own. */
+  lockDir: string;
   lock: LockFile;
   stages: PlannedStage[];
   /** Problems that did not stop planning, e.g. a damaged lock entry that was ignored. */
@@ -45,6 +47,8 @@ export interface Plan {
 export interface PlanOptions {
   outputs?: string;
   force?: readonly string[];
+  /** Where tfpipe.lock is read and written; default outputs/<pipeline>/. */
+  lockDir?: string;
   /**
    * Save the input hashes computed (outputs/.cache/input-hashes.json) for the next plan. Only a
    * run does: `status` and `--dry-run` write nothing.
@@ -60,7 +64,8 @@ export function resolveInput(pipeline: ResolvedPipeline, p: string): string {
 export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistry, opts: PlanOptions = {}): Promise<Plan> {
   const root = opts.outputs ?? outputsRoot(pipeline);
   const store = new ArtefactStore(root, pipeline.name);
-  const { lock, warnings, damaged } = readLock(store.pipelineDir, pipeline.name);
+  const lockDir = opts.lockDir ?? store.pipelineDir;
+  const { lock, warnings, damaged } = readLock(lockDir, pipeline.name);
   const hasher = new InputHasher(join(root, '.cache'));
   const planned = new Map<string, PlannedStage>();
   for (const stage of pipeline.stages) {
@@ -78,7 +83,7 @@ export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistr
     planned.set(stage.name, { stage, impl, inputs, key, forced: opts.force?.includes(stage.name) ?? false, ...judged });
   }
   if (opts.rememberHashes) await hasher.save();
-  return { pipeline, store, lock, stages: [...planned.values()], warnings };
+  return { pipeline, store, lockDir, lock, stages: [...planned.values()], warnings };
 }
 
 /** What the key hashes. A local path setting enters by its content hash, not its spelling. */

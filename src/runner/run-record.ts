@@ -5,19 +5,26 @@ import type { Outcome } from './decide.js';
 import type { Plan, PlannedStage } from './plan.js';
 
 export class RunRecord {
-  readonly summary: RunSummary;
   readonly outcomes = new Map<string, Outcome>();
+  private readonly stages: RunSummary['stages'] = [];
   private readonly lock: LockFile;
+  backend: string | undefined;
 
-  constructor(private readonly plan: Plan, startedAt: string) {
-    this.summary = { pipeline: plan.pipeline.name, startedAt, stages: [] };
+  constructor(private readonly plan: Plan, private readonly startedAt: string) {
     this.lock = { ...plan.lock, stages: { ...plan.lock.stages } };
+  }
+
+  /** The stages in plan order, whatever order their outcomes arrived in. */
+  get summary(): RunSummary {
+    const order = this.plan.stages.map((p) => p.stage.name);
+    const stages = [...this.stages].sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
+    return { pipeline: this.plan.pipeline.name, startedAt: this.startedAt, ...(this.backend ? { backend: this.backend } : {}), stages };
   }
 
   async add(p: PlannedStage, o: Outcome): Promise<void> {
     const name = p.stage.name;
     this.outcomes.set(name, o);
-    this.summary.stages.push({
+    this.stages.push({
       name, kind: p.stage.kind, state: o.state, key: p.key, seconds: o.seconds,
       dir: this.plan.store.stageDir(name, p.key), ...('error' in o ? { error: o.error } : {}),
     });
@@ -26,12 +33,21 @@ export class RunRecord {
     if (o.state === 'ran') await this.save();
   }
 
-  /** What the ran and cached stages returned, in run order. */
+  /** What the ran and cached stages returned, in plan order. */
   results(): JsonObject[] {
-    return [...this.outcomes.values()].flatMap((o) => (o.state === 'ran' || o.state === 'cached' ? [o.manifest.result] : []));
+    return this.plan.stages.flatMap((p) => {
+      const o = this.outcomes.get(p.stage.name);
+      return o && (o.state === 'ran' || o.state === 'cached') ? [o.manifest.result] : [];
+    });
+  }
+
+  /** The backend that ran this run's TensorFlow stages, as their results recorded it. */
+  backendOfResults(): string | undefined {
+    for (const o of this.outcomes.values()) if (o.state === 'ran' && o.manifest.backend) return o.manifest.backend;
+    return undefined;
   }
 
   save(): Promise<void> {
-    return writeLock(this.plan.store.pipelineDir, this.lock);
+    return writeLock(this.plan.lockDir, this.lock);
   }
 }

@@ -1,5 +1,5 @@
-// What a reporter shows: the runner walks the stages in order and tells the reporter about each
-// one exactly once, as cached, skipped or running. The plain and listr reporters both implement
+// What a reporter shows: the runner walks the stages (stage instances, for a sweep) and tells the
+// reporter about each one exactly once, as cached, skipped or running; with -j several run at once. The plain and listr reporters both implement
 // this, so the runner's logic exists once and neither reporter decides anything.
 import type { ProgressUpdate } from '../stages/types.js';
 
@@ -9,8 +9,16 @@ export interface StepIO {
 }
 
 export interface StageRow {
+  /** The stage, or the stage instance's id (`train@3f2a1b9c`) in a sweep. */
   name: string;
   kind: string;
+  /** How to show it, if not by its name: `train lr=0.002`. */
+  title?: string;
+}
+
+export interface ViewOptions {
+  /** Several rows may be running at once (-j N, queue workers). */
+  concurrent?: boolean;
 }
 
 /** One run's display, for the stages given to StepReporter.begin, in that order. */
@@ -25,5 +33,5 @@ export interface RunView {
 
 export interface StepReporter {
   info(message: string): void;
-  begin(stages: StageRow[]): RunView;
+  begin(stages: StageRow[], opts?: ViewOptions): RunView;
 }

@@ -1,0 +1,113 @@
+// `tfpipe worker --queue URL`: takes stage jobs from BullMQ and runs each in a stage process
+// (`tfpipe _stage`, one per slot, reused), so that this process's event loop stays free to renew
+// the jobs' locks while a training step blocks the child's. A worker killed with -9 stops renewing; BullMQ's stalled-job
+// check hands the job to another worker, whose child takes over the key's work dir and resumes.
+import { hostname } from 'node:os';
+import type { Writable } from 'node:stream';
+import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import { threadsPerJob } from '../jobs/process-executor.js';
+import { describeJob, JobRefused, type StageJob } from '../jobs/stage-job.js';
+import { JobInterrupted, StageProcessPool } from '../jobs/stage-process.js';
+import { formatDuration, formatProgress } from '../runner/format.js';
+import type { StepIO } from '../runner/steps.js';
+import type { ProgressUpdate } from '../stages/types.js';
+import type { JobProgressMessage, JobReturn } from './queue-executor.js';
+import { connectionOf, QUEUE_NAME, type QueueUrl } from './redis.js';
+
+export interface WorkerOptions {
+  queue: QueueUrl;
+  /** This machine's view of the shared outputs folder; by default each job's own (same mount path everywhere). */
+  outputs?: string;
+  concurrency: number;
+  /** A worker that stops renewing its job locks for this long counts as dead. */
+  lockSeconds: number;
+  out: Writable;
+  signal: AbortSignal;
+}
+
+/** How often a job's progress goes to Redis (each is a write); log lines always go. */
+const PROGRESS_EVERY_MS = 1000;
+
+export async function runWorker(opts: WorkerOptions): Promise<void> {
+  const name = `${hostname()}:${process.pid}`;
+  const say = (line: string) => opts.out.write(`${line}\n`);
+  const interval = Number(process.env.TFPIPE_LOG_INTERVAL_MS ?? 10_000);
+  const children = new AbortController();
+  const pool = new StageProcessPool();
+
+  const processor = async (job: Job, token?: string): Promise<JobReturn> => {
+    const data = job.data as StageJob;
+    const tag = `[${typeof data?.stage === 'string' ? describeJob(data) : job.id}]`;
+    const t0 = Date.now();
+    say(`${tag} started (job ${job.id})`);
+    const io = relay(job, (line) => say(`${tag} ${line}`), interval);
+    try {
+      const outputs = opts.outputs ?? data?.store?.root;
+      if (!outputs) throw new JobRefused(`${tag} names no outputs folder; start the worker with --outputs DIR`);
+      const r = await pool.run(data, { outputs, threads: threadsPerJob(opts.concurrency), io, signal: children.signal });
+      say(`${tag} ${r.reused ? 'was already done' : 'done'} in ${formatDuration((Date.now() - t0) / 1000)}`);
+      return { manifest: r.manifest, reused: r.reused, worker: name };
+    } catch (err) {
+      if (err instanceof JobRefused) {
+        say(`${tag} REFUSED: ${err.message}`);
+        throw new UnrecoverableError(`refused by worker ${name}: ${err.message}`);
+      }
+      if (err instanceof JobInterrupted) {
+        // This worker is stopping: the job goes back to the queue, its work dir stays for the next taker.
+        say(`${tag} interrupted; handing the job back to the queue`);
+        await job.moveToWait(token);
+        throw new WaitingError();
+      }
+      say(`${tag} FAILED after ${formatDuration((Date.now() - t0) / 1000)}: ${(err as Error).message}`);
+      throw err;
+    }
+  };
+
+  const worker = new Worker(QUEUE_NAME, processor, {
+    connection: connectionOf(opts.queue),
+    concurrency: opts.concurrency,
+    name,
+    lockDuration: opts.lockSeconds * 1000,
+    stalledInterval: opts.lockSeconds * 1000,
+    // A worker killed twice on the same job is bad luck, not a bad job.
+    maxStalledCount: 2,
+  });
+  worker.on('error', (err) => say(`worker: ${err.message}`));
+  await worker.waitUntilReady();
+  say(`tfpipe worker ${name}: ${opts.concurrency} job(s) at a time from ${opts.queue.shown}, outputs ${opts.outputs ?? 'as each job says'}`);
+  await new Promise<void>((resolve) => {
+    if (opts.signal.aborted) return resolve();
+    opts.signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+  say('tfpipe worker: stopping; running jobs go back to the queue');
+  children.abort();
+  await worker.close();
+  pool.close();
+}
+
+/** Progress and log lines of a job: printed here (progress throttled) and sent to the coordinator. */
+function relay(job: Job, print: (line: string) => void, printEveryMs: number): StepIO {
+  let lastSent = 0;
+  let lastPrinted = 0;
+  const send = (m: JobProgressMessage) => {
+    job.updateProgress(m as unknown as object).catch(() => {});
+  };
+  return {
+    progress: (u: ProgressUpdate) => {
+      const now = Date.now();
+      const boundary = u.batch !== undefined && u.batch === u.batches;
+      if (boundary || now - lastSent >= PROGRESS_EVERY_MS) {
+        lastSent = now;
+        send({ progress: u });
+      }
+      if (boundary || now - lastPrinted >= printEveryMs) {
+        lastPrinted = now;
+        print(formatProgress(u));
+      }
+    },
+    log: (message: string) => {
+      send({ log: message });
+      print(message);
+    },
+  };
+}

@@ -1,0 +1,76 @@
+// A sweep as runner input: one plan per variant, each keeping its own tfpipe.lock and report.html
+// under outputs/<pipeline>/variants/<variant>/, joined into one graph by the runner. A pipeline
+// without a sweep is a sweep of one unnamed variant that records to outputs/<pipeline>/ as always.
+import { join } from 'node:path';
+import { ArtefactStore } from '../cache/store.js';
+import { runUnits, type RunOptions, type RunUnit, type UnionRun } from '../runner/execute.js';
+import { makePlan } from '../runner/plan.js';
+import type { StageInstance } from '../runner/union.js';
+import type { KindRegistry } from '../stages/registry.js';
+import { formatValue, type SweepDefinition, type Variant } from './variants.js';
+
+const VARIANTS_DIR = 'variants';
+
+export function isSweep(def: SweepDefinition): boolean {
+  return def.axes.length > 0;
+}
+
+export function pipelineDirOf(def: SweepDefinition, outputs: string): string {
+  return new ArtefactStore(outputs, def.name).pipelineDir;
+}
+
+/** Where a variant's tfpipe.lock and report.html live; the pipeline folder if there is no sweep. */
+export function variantDir(def: SweepDefinition, outputs: string, v: Variant): string {
+  const dir = pipelineDirOf(def, outputs);
+  return isSweep(def) ? join(dir, VARIANTS_DIR, v.name) : dir;
+}
+
+/** One plan per variant; `run` (for a run, not status) remembers input hashes and tags the runs. */
+export async function planVariants(
+  def: SweepDefinition, registry: KindRegistry, opts: { outputs: string; force?: readonly string[]; run?: { sweepId: string } },
+  variants: readonly Variant[] = def.selected,
+): Promise<RunUnit[]> {
+  const units: RunUnit[] = [];
+  // One after another: they share the input-hash memo, so the data archive is hashed once.
+  for (const v of variants) {
+    const dir = variantDir(def, opts.outputs, v);
+    const plan = await makePlan(v.pipeline, registry, { outputs: opts.outputs, force: opts.force, lockDir: dir, rememberHashes: opts.run !== undefined });
+    const sweep = isSweep(def) && opts.run
+      ? { id: opts.run.sweepId, variant: v.name, index: v.index, values: v.values, of: def.variants.length }
+      : undefined;
+    units.push({ plan, publishDir: dir, ...(sweep ? { sweep } : {}) });
+  }
+  return units;
+}
+
+/** How an instance is shown: the swept values its variants agree on, or that all share it. */
+export function instanceLabel(def: SweepDefinition, variants: readonly Variant[], users: readonly number[]): string {
+  if (!isSweep(def)) return '';
+  const vs = users.map((i) => variants[i]);
+  if (vs.length === variants.length && vs.length > 1) return `all ${vs.length} variants`;
+  const common = def.axes.filter((a) => vs.every((v) => formatValue(v.values[a.short]) === formatValue(vs[0].values[a.short])));
+  const values = common.map((a) => `${a.short}=${formatValue(vs[0].values[a.short])}`).join(',');
+  return vs.length > 1 ? `${values}${values ? ', ' : ''}${vs.length} variants` : values;
+}
+
+/** A progress row's title: "train lr=0.002,depth=4", "model depth=4 (3 variants)", "data (all 4 variants)". */
+export function instanceTitle(def: SweepDefinition, variants: readonly Variant[], inst: StageInstance): string {
+  const label = instanceLabel(def, variants, inst.users);
+  const m = /^(.*?)(?:, )?(\d+ variants|all \d+ variants)$/.exec(label);
+  const title = m ? [m[1], `(${m[2]})`].filter(Boolean).join(' ') : label;
+  return title ? `${inst.planned.stage.name} ${title}` : inst.planned.stage.name;
+}
+
+export interface SweepRun extends UnionRun {
+  variants: readonly Variant[];
+}
+
+export async function runSweep(def: SweepDefinition, registry: KindRegistry, opts: RunOptions & { outputs: string }): Promise<SweepRun> {
+  const sweepId = new Date().toISOString();
+  const run = await runUnits(
+    pipelineDirOf(def, opts.outputs),
+    () => planVariants(def, registry, { outputs: opts.outputs, force: opts.force, run: { sweepId } }),
+    { ...opts, rowTitle: (inst) => instanceTitle(def, def.selected, inst) },
+  );
+  return { ...run, variants: def.selected };
+}
