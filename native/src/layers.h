@@ -119,23 +119,19 @@ inline vf vphi(vf x, vf* pdf) {
   return x < 0 ? half_erfc : 1.f - half_erfc;
 }
 
-inline vf gelu(int activation, vf v) {
-  if (activation == kGeluErf) {
-    vf pdf;
-    return v * vphi(v, &pdf);
-  }
-  return v * sigmoid2z(v);
-}
-
-// gelu'(x). tanh form: s + x s (1 - s) 2 c (1 + 3 a x^2) with s = sigmoid(2z); exact: Phi(x) + x phi(x).
-inline vf gelu_grad(int activation, vf v) {
+// gelu(x), and gelu'(x) into *grad. tanh form: x s with s = sigmoid(2z), gelu' = s + x s (1 - s)
+// 2 c (1 + 3 a x^2); exact: x Phi(x), gelu' = Phi(x) + x phi(x). One evaluation gives both: the
+// forward keeps gelu' for the backward instead of evaluating Phi (or s) a second time.
+inline vf gelu_and_grad(int activation, vf v, vf* grad) {
   if (activation == kGeluErf) {
     vf pdf;
     const vf cdf = vphi(v, &pdf);
-    return cdf + v * pdf;
+    *grad = cdf + v * pdf;
+    return v * cdf;
   }
   const vf s = sigmoid2z(v);
-  return s + v * s * (1.f - s) * (2.f * GELU_C) * (1.f + (3.f * GELU_A) * v * v);
+  *grad = s + v * s * (1.f - s) * (2.f * GELU_C) * (1.f + (3.f * GELU_A) * v * v);
+  return v * s;
 }
 
 }  // namespace TFPIPE_ISA
