@@ -64,6 +64,10 @@ inline void attention_fwd_head(int T, int d, int ld, const float* q, const float
   for (int i0 = 0; i0 < T; i0 += kMR) {
     const int mr = imin(kMR, T - i0);
     float* S = P + (size_t)i0 * Tp;
+    // P is written once here and read back in the backward: ~10 MB a block, far past the caches,
+    // so every line of it would cost a read for ownership from DRAM while the tile waits. Ask for
+    // the lines two strips ahead (past the last strip: the next head's P, which follows).
+    for (size_t e = 2 * kMR * (size_t)Tp; e < 3 * kMR * (size_t)Tp; e += 64 / sizeof(float)) __builtin_prefetch(S + e, 1);
     StoreTo scores{S, Tp};
     gemm_rows<false>(mr, Tp, d, q + (size_t)i0 * ld, ld, kt, Tp, scores);
     for (int r = 0; r < mr; r++) softmax_row(T, S + (size_t)r * Tp);
@@ -80,10 +84,12 @@ inline void attention_fwd_head(int T, int d, int ld, const float* q, const float
 }
 
 // Backward of one head given dout (stride ldo): dq (times `scale`, the factor q was scaled by),
-// dk, dv at the head's columns (stride ld).
+// dk, dv at the head's columns (stride ld). ahead(i0, rows) is called once per strip of query
+// rows: the caller prefetches the next head's rows there (see the backward in model.cc).
+template <class Ahead>
 inline void attention_bwd_head(int T, int d, int ld, const float* P, const float* q, const float* k, const float* v, const float* dout,
                                int ldo, float* dq, float* dk, float* dv, float scale, const Dropout& drop, uint32_t dbase,
-                               size_t maskBase, float* scratch) {
+                               size_t maskBase, float* scratch, Ahead ahead) {
   const int Tp = padded(T);
   float* vt = scratch;                // [d][Tp]
   float* pd = vt + (size_t)d * Tp;    // [T][Tp]: P after dropout
@@ -92,6 +98,10 @@ inline void attention_bwd_head(int T, int d, int ld, const float* P, const float
   const bool dropping = drop.active();
   for (int i0 = 0; i0 < T; i0 += kMR) {
     const int mr = imin(kMR, T - i0);
+    ahead(i0, mr);
+    // P was written in the forward, long out of cache: its rows two strips ahead (past the last
+    // strip: the next head's, which follow).
+    for (size_t e = 2 * kMR * (size_t)Tp; e < 3 * kMR * (size_t)Tp; e += 64 / sizeof(float)) __builtin_prefetch(P + (size_t)i0 * Tp + e);
     float* D = ds + (size_t)i0 * Tp;
     StoreTo st{D, Tp};
     gemm_rows<false>(mr, Tp, d, dout + (size_t)i0 * ldo, ldo, vt, Tp, st);  // d(dropped P) = dout v^T

@@ -507,8 +507,23 @@ void backward(const Config& c, const float* const* W, float* const* G, const flo
             const size_t bh = (size_t)b * H + hh, off = (size_t)b * T * 3 * IN + (size_t)hh * dh;
             const float* q = k.qkv + off;
             float* dq = dqkv + off;
+            // The next head's q, k, v rows (written in the forward, out of cache by now) and its
+            // dq, dk, dv rows (written once: each line would be read for ownership while the
+            // tile waits), a strip of rows at a time while this head computes. One line per row
+            // each when dimHead is 16; wider heads prefetch their first line, the hardware the rest.
+            const bool last = b + 1 == b1 && hh + 1 == H;
+            const size_t next = hh + 1 < H ? off + dh : (size_t)(b + 1) * T * 3 * IN;
+            auto ahead = [&](int i0, int rows) {
+              if (last) return;
+              for (int i = i0; i < i0 + rows; i++)
+                for (int part = 0; part < 3; part++) {
+                  const size_t e = next + (size_t)i * 3 * IN + (size_t)part * IN;
+                  __builtin_prefetch(k.qkv + e);
+                  __builtin_prefetch(dqkv + e, 1);
+                }
+            };
             attention_bwd_head(T, dh, 3 * IN, k.P + bh * T * Tp, q, q + IN, q + 2 * IN, dO + (size_t)(b - b0) * T * IN + (size_t)hh * dh, IN, dq,
-                               dq + IN, dq + 2 * IN, scale, drop, dbase, bh * T * T, scratch);
+                               dq + IN, dq + 2 * IN, scale, drop, dbase, bh * T * T, scratch, ahead);
           }
       }
       {
