@@ -87,6 +87,26 @@ void for_each_item(int n, F f) {
   });
 }
 
+// Activations kept for the backward (layer norm outputs, GELU outputs) are written once per step
+// into buffers of several MB a block: without a hint, each line is first read from DRAM (for
+// ownership) while the loop waits. Row loops ask for the lines this many floats ahead.
+constexpr size_t kWriteAhead = 1024;
+inline void prefetch_for_write(const float* p, size_t n) {
+  for (size_t e = 0; e < n; e += 64 / sizeof(float)) __builtin_prefetch(p + e, 1);
+}
+
+// Layer norm of rows [r0, r1) of x into xhat, y, rstd.
+void ln_fwd_rows(int D, size_t r0, size_t r1, const float* x, const float* g, const float* b, float* xhat, float* y, float* rstd) {
+  const size_t ahead = kWriteAhead / D + 1;
+  for (size_t r = r0; r < r1; r++) {
+    if (r + ahead < r1) {
+      prefetch_for_write(xhat + (r + ahead) * D, D);
+      prefetch_for_write(y + (r + ahead) * D, D);
+    }
+    rstd[r] = ln_fwd_row(D, x + r * D, g, b, xhat + r * D, y + r * D);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // GEMM epilogues of the forward and backward chains (e(row, col, lanes, value), rows counted from
 // the micro-batch's first row r0).
@@ -126,6 +146,7 @@ struct BiasStore {
 void gelu_fwd(int activation, const Dropout& drop, uint32_t dbase, size_t e0, size_t n, float* h, float* g) {
   for (size_t i = 0; i < n; i += kLanes) {
     const int m = (int)imin(kLanes, (int)(n - i));
+    if (i % (64 / sizeof(float)) == 0) __builtin_prefetch(g + e0 + i + kWriteAhead, 1);
     vf grad;
     vf y = gelu_and_grad(activation, load_n(h + e0 + i, m), &grad);
     if (drop.active()) y *= drop.mask(dbase, e0 + i);
@@ -335,7 +356,7 @@ void forward(const Config& c, const float* const* W, const float* images, const 
       const float* const* w = &W[P_STEM_COUNT + B_COUNT * l];
       {
         SECTION("layernorm_fwd");
-        for (size_t r = r0; r < r0 + rows; r++) k.rstd1[r] = ln_fwd_row(D, x + r * D, w[B_LN1_G], w[B_LN1_B], k.xhat1 + r * D, k.y1 + r * D);
+        ln_fwd_rows(D, r0, r0 + rows, x, w[B_LN1_G], w[B_LN1_B], k.xhat1, k.y1, k.rstd1);
       }
       {
         SECTION("linear_fwd_qkv");
@@ -364,7 +385,7 @@ void forward(const Config& c, const float* const* W, const float* images, const 
       }
       {
         SECTION("layernorm_fwd");
-        for (size_t r = r0; r < r0 + rows; r++) k.rstd2[r] = ln_fwd_row(D, x + r * D, w[B_LN2_G], w[B_LN2_B], k.xhat2 + r * D, k.y2 + r * D);
+        ln_fwd_rows(D, r0, r0 + rows, x, w[B_LN2_G], w[B_LN2_B], k.xhat2, k.y2, k.rstd2);
       }
       {
         SECTION("linear_fwd_fc1");
