@@ -77,7 +77,7 @@ function emit(row: Row): void {
   const line = JSON.stringify(row);
   console.log(line);
   mkdirSync(outDir, { recursive: true });
-  appendFileSync(outFile, line + '\n');
+  appendFileSync(outFile, `${line}\n`);
 }
 
 function round(x: number): number {

@@ -98,7 +98,7 @@ for (const c of cases) {
     isa,
     date: new Date().toISOString(),
   };
-  appendFileSync(join(out, 'cached-run.jsonl'), JSON.stringify(result) + '\n');
+  appendFileSync(join(out, 'cached-run.jsonl'), `${JSON.stringify(result)}\n`);
   console.log(JSON.stringify(result));
 }
 rmSync(dir, { recursive: true, force: true });

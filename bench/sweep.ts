@@ -162,7 +162,7 @@ try {
     },
   };
   mkdirSync(join(packageRoot, 'outputs', 'bench'), { recursive: true });
-  writeFileSync(join(packageRoot, 'outputs', 'bench', 'sweep.json'), JSON.stringify(result, null, 2) + '\n');
+  writeFileSync(join(packageRoot, 'outputs', 'bench', 'sweep.json'), `${JSON.stringify(result, null, 2)}\n`);
   console.log(JSON.stringify(result, null, 2));
 } finally {
   await redis.stop();

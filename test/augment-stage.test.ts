@@ -20,7 +20,7 @@ before(async () => {
 });
 
 const made: string[] = [];
-after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+after(() => made.forEach((d) => { rmSync(d, { recursive: true, force: true }); }));
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, discriminator: true });
 const validate = ajv.compile(stage.schema);

@@ -159,7 +159,7 @@ test('status on a damaged tfpipe.lock warns, naming the entry, and exits 0', () 
 test('status | head: a closed pipe ends the command quietly', async () => {
   const p = tempProject();
   // Enough stages that status writes after the reader is gone.
-  const file = p.write('p.yaml', 'name: many\nstages:\n' + Array.from({ length: 300 }, (_, i) => `  s${i}:\n    kind: emit\n    value: ${i}\n`).join(''));
+  const file = p.write('p.yaml', `name: many\nstages:\n${Array.from({ length: 300 }, (_, i) => `  s${i}:\n    kind: emit\n    value: ${i}\n`).join('')}`);
   const child = spawn(process.execPath, [BIN, 'status', file], { env: cliEnv(p.outputs) });
   child.stdout.destroy(); // the reader (head) has exited
   let err = '';

@@ -47,7 +47,10 @@ async function scenario(name: string): Promise<unknown> {
     // Invented speeds: tfjs on "tensorflow" fastest, so auto must leave wasm + native.
     const speed = (label: string) => ({ 'tfjs@tensorflow': 500, 'tfjs@wasm': 100 })[label] ?? 300;
     const calls: string[] = [];
-    const first = await chooseKernels({ request: 'auto', cfg, batch: 8, purpose: 'train', cacheDir, measure: async (c) => (calls.push(candidateLabel(c)), speed(candidateLabel(c))) });
+    const first = await chooseKernels({ request: 'auto', cfg, batch: 8, purpose: 'train', cacheDir, measure: async (c) => {
+      calls.push(candidateLabel(c));
+      return speed(candidateLabel(c));
+    } });
     const backendAfter = tf.getBackend();
     const again = await chooseKernels({ request: 'auto', cfg, batch: 8, purpose: 'train', cacheDir, measure: async () => { throw new Error('measured again'); } });
     const otherBatch = await chooseKernels({ request: 'auto', cfg, batch: 16, purpose: 'train', cacheDir, measure: async (c) => (candidateLabel(c) === 'tfjs@wasm' ? 900 : 1) });
@@ -56,7 +59,10 @@ async function scenario(name: string): Promise<unknown> {
   if (name === 'gpu') {
     const info = await initBackend('auto', 1, stubLoader(true));
     const calls: string[] = [];
-    const d = await chooseKernels({ request: 'auto', cfg, batch: 8, purpose: 'train', cacheDir, measure: async (c) => (calls.push(candidateLabel(c)), 1) });
+    const d = await chooseKernels({ request: 'auto', cfg, batch: 8, purpose: 'train', cacheDir, measure: async (c) => {
+      calls.push(candidateLabel(c));
+      return 1;
+    } });
     return { info, calls, decision: summary(d) };
   }
   // Real timing on wasm: both paths measured on throwaway models, nothing left behind.

@@ -37,7 +37,7 @@ function tmp(prefix: string): string {
   made.push(d);
   return d;
 }
-after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+after(() => made.forEach((d) => { rmSync(d, { recursive: true, force: true }); }));
 
 let files: CifarFiles;
 let fullDir: string;
@@ -66,8 +66,8 @@ test('full archive: counts, class names, split files sizes', { skip }, async () 
 
 test('full archive: channel statistics over the 50,000 match the reference to 1e-6', { skip }, async () => {
   const info = await readDataInfo(fullDir);
-  info.mean.forEach((m, c) => assert.ok(Math.abs(m - REF_MEAN[c]) < 1e-6, `mean[${c}] ${m} vs ${REF_MEAN[c]}`));
-  info.std.forEach((s, c) => assert.ok(Math.abs(s - REF_STD[c]) < 1e-6, `std[${c}] ${s} vs ${REF_STD[c]}`));
+  info.mean.forEach((m, c) => { assert.ok(Math.abs(m - REF_MEAN[c]) < 1e-6, `mean[${c}] ${m} vs ${REF_MEAN[c]}`); });
+  info.std.forEach((s, c) => { assert.ok(Math.abs(s - REF_STD[c]) < 1e-6, `std[${c}] ${s} vs ${REF_STD[c]}`); });
   assert.equal(info.statsOver, 'all_train');
 });
 

@@ -22,7 +22,7 @@ const tmp = (): string => {
   made.push(d);
   return d;
 };
-after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+after(() => made.forEach((d) => { rmSync(d, { recursive: true, force: true }); }));
 
 test('decodeRecords turns planar records into NHWC', () => {
   const rec = new Uint8Array(3073 * 2);
@@ -42,7 +42,7 @@ test('decodeRecords turns planar records into NHWC', () => {
 test('channelStats matches a hand computation (population std, [0,1] scale)', () => {
   // two pixels: R = 0, 255; G = 51, 51; B = 102, 204
   const s = channelStats(new Uint8Array([0, 51, 102, 255, 51, 204]));
-  const close = (a: number[], b: number[]): void => a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 1e-12, `${a} vs ${b}`));
+  const close = (a: number[], b: number[]): void => a.forEach((v, i) => { assert.ok(Math.abs(v - b[i]) < 1e-12, `${a} vs ${b}`); });
   close(s.mean, [0.5, 0.2, 0.6]);
   close(s.std, [0.5, 0, 0.2]);
 });

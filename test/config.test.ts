@@ -18,7 +18,7 @@ function problems(text: string, sets: string[] = []): Problem[] {
 
 test('a valid file resolves with defaults applied and stages in dependency order', () => {
   const p = tempProject();
-  const pipe = loadPipeline(p.write('p.yaml', CHAIN.replace(/ {2}a:\n[\s\S]*?value: 1\n/, '') + '  a:\n    kind: emit\n    value: 1\n'), testRegistry());
+  const pipe = loadPipeline(p.write('p.yaml', `${CHAIN.replace(/ {2}a:\n[\s\S]*?value: 1\n/, '')}  a:\n    kind: emit\n    value: 1\n`), testRegistry());
   const order = pipe.stages.map((s) => s.name);
   assert.ok(order.indexOf('a') < order.indexOf('b') && order.indexOf('b') < order.indexOf('c'), order.join());
   assert.equal(pipe.stages.find((s) => s.name === 'a')?.settings.lr, 0.1, 'schema default applied');

@@ -152,9 +152,9 @@ test('the native trainer (gradients + optimizer in the addon) follows the tfjs o
     const [n, j] = runs;
     assert.equal(n.state.step, 6);
     assert.equal(n.state.slots.length, j.state.slots.length);
-    n.losses.forEach((l, i) => assert.ok(Math.abs(l - j.losses[i]) < 1e-4 * Math.max(1, j.losses[i]), `${settings.name} step ${i} loss ${l} vs ${j.losses[i]}`));
-    n.weights.forEach((w, i) => assert.ok(relDiff(w, j.weights[i]) < 1e-4, `${settings.name} weight ${i}: ${relDiff(w, j.weights[i])}`));
-    n.state.slots.forEach((s, i) => assert.ok(relDiff(s, j.state.slots[i]) < 1e-3, `${settings.name} slot ${i}: ${relDiff(s, j.state.slots[i])}`));
+    n.losses.forEach((l, i) => { assert.ok(Math.abs(l - j.losses[i]) < 1e-4 * Math.max(1, j.losses[i]), `${settings.name} step ${i} loss ${l} vs ${j.losses[i]}`); });
+    n.weights.forEach((w, i) => { assert.ok(relDiff(w, j.weights[i]) < 1e-4, `${settings.name} weight ${i}: ${relDiff(w, j.weights[i])}`); });
+    n.state.slots.forEach((s, i) => { assert.ok(relDiff(s, j.state.slots[i]) < 1e-3, `${settings.name} slot ${i}: ${relDiff(s, j.state.slots[i])}`); });
   }
   // A state saved by one resumes on the other: load the tfjs trainer's state into a native one.
   const model = createVit(cfg, 2);

@@ -64,7 +64,7 @@ test('geluTanh matches hand-computed values', () => {
   const y = fast.geluTanh(tf.tensor1d([-2, -0.5, 0, 1, 3])).dataSync();
   // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
   const ref = [-2, -0.5, 0, 1, 3].map((x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))));
-  ref.forEach((r, i) => assert.ok(Math.abs(y[i] - r) < 1e-5, `geluTanh(${i}) ${y[i]} vs ${r}`));
+  ref.forEach((r, i) => { assert.ok(Math.abs(y[i] - r) < 1e-5, `geluTanh(${i}) ${y[i]} vs ${r}`); });
 });
 
 /** The standard normal CDF by Simpson's rule on its density (double precision, no erf involved). */

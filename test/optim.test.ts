@@ -86,7 +86,7 @@ test('optimizer state round-trips exactly, so a resumed run continues identicall
   c.apply({ [v2.name]: g }, 0.01);
   assert.deepEqual(v2.arraySync(), v1.arraySync());
   assert.equal(c.step, 2);
-  [a, b, c].forEach((o) => o.dispose());
+  [a, b, c].forEach((o) => { o.dispose(); });
   tf.dispose([v1, v2, g]);
 });
 

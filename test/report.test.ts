@@ -44,11 +44,11 @@ async function buildUpstreams(root: string): Promise<Record<string, UpstreamArte
   const train = upstream(root, 'train', 'train', { epochs: 3, lr: 0.001 }, { best_epoch: 2, best_val_accuracy: 0.5 });
   writeFileSync(
     join(train.dir, 'metrics.jsonl'),
-    [1, 2, 3]
+    `${[1, 2, 3]
       .map((e) =>
         JSON.stringify({ epoch: e, train_loss: 2 / e, train_accuracy: 0.2 * e, val_loss: 2 / e, val_accuracy: [0.3, 0.5, 0.45][e - 1], lr: 0.001, images_per_second: 900, seconds: 60, elapsed_seconds: 60 * e }),
       )
-      .join('\n') + '\n',
+      .join('\n')}\n`,
   );
   const plots = upstream(root, 'curves', 'plots', { width: 480, scale: 2 }, {});
   await png(join(plots.dir, 'accuracy.png'), 48, 28, [0, 0, 0]);
@@ -114,6 +114,7 @@ async function openInChromium(file: string): Promise<PageCheck> {
     const images = await page.$$eval('img', (imgs) =>
       imgs.map((i) => ({ src: (i as HTMLImageElement).currentSrc, naturalWidth: (i as HTMLImageElement).naturalWidth })),
     );
+    // biome-ignore lint/performance/useDomNodeTextContent: playwright's page API, not a DOM node; the test reads the visible text
     const text = await page.innerText('body');
     return { images, text, errors, requests };
   } finally {
@@ -263,7 +264,7 @@ test('both pages open from disk in headless Chromium: every image decodes, no er
       assert.equal(page.images.length, 9, `${file}: images`);
       for (const img of page.images) {
         assert.ok(img.naturalWidth > 0, `${img.src} did not decode`);
-        assert.ok(img.src.startsWith(pathToFileURL(ctx.outDir).href + '/'), `${img.src} resolves outside the report folder`);
+        assert.ok(img.src.startsWith(`${pathToFileURL(ctx.outDir).href}/`), `${img.src} resolves outside the report folder`);
       }
       assert.ok(page.requests.every((u) => u.startsWith('file://')), `network requests: ${page.requests.join(', ')}`);
       assert.match(page.text, /Test accuracy 61\.23%/);

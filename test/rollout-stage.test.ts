@@ -25,7 +25,10 @@ const info: DataInfo = { classes, imageSize: 32, channels: 3, mean: [0.49, 0.48,
 
 function syntheticTest(n: number): Split {
   let x = 12345;
-  const next = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24);
+  const next = () => {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    return x >>> 24;
+  };
   return { images: Uint8Array.from({ length: n * 32 * 32 * 3 }, next), labels: Uint8Array.from({ length: n }, (_, i) => (i * 7) % 10), count: n };
 }
 

@@ -67,12 +67,12 @@ test('runs.jsonl written before outcomes were recorded, and damaged lines, still
   const dir = join(p.outputs, 'chain');
   mkdirSync(dir, { recursive: true });
   const stage = (name: string, state: string) => ({ name, kind: 'emit', state, key: 'k', seconds: 1, dir: '/x' });
-  appendFileSync(join(dir, 'runs.jsonl'), [
+  appendFileSync(join(dir, 'runs.jsonl'), `${[
     JSON.stringify({ started_at: '2025-01-01T00:00:00.000Z', seconds: 3, seed: 0, settings: {}, stages: [stage('a', 'ran'), stage('b', 'failed')], metrics: {} }),
     '{"started_at": "2025-01-02T00:0',
     JSON.stringify({ unrelated: true }),
     JSON.stringify({ started_at: '2025-01-03T00:00:00.000Z', seconds: 2, seed: 0, settings: {}, stages: [stage('a', 'cached')], metrics: {} }),
-  ].join('\n') + '\n');
+  ].join('\n')}\n`);
   const runs = await readRuns(dir);
   assert.deepEqual(runs.map((r) => [r.outcome, r.stopped_at]), [['failed', ['b']], ['ok', []]]);
 });

@@ -31,7 +31,7 @@ test('saveCheckpoint writes model.json + weights.bin; loadCheckpoint restores ev
   assert.equal((await readCheckpointMetadata(dir)).epoch, 7);
   const back = await loadCheckpoint(dir);
   assert.deepEqual(back.config, m.config);
-  back.variables.forEach((v, i) => assert.deepEqual(v.dataSync(), m.variables[i].dataSync(), back.names[i]));
+  back.variables.forEach((v, i) => { assert.deepEqual(v.dataSync(), m.variables[i].dataSync(), back.names[i]); });
   back.dispose();
   m.dispose();
 });
@@ -66,7 +66,7 @@ test('saving over an existing checkpoint replaces it and leaves no temporary fol
   const back = await loadCheckpoint(dir);
   assert.deepEqual(back.variables[0].dataSync(), b.variables[0].dataSync());
   assert.deepEqual(readdirSync(root).filter((n) => n.startsWith('c')), ['c']);
-  [a, b, back].forEach((m) => m.dispose());
+  [a, b, back].forEach((m) => { m.dispose(); });
 });
 
 test('loading something that is not a ViT checkpoint is a clear error', async () => {

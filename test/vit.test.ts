@@ -73,7 +73,7 @@ test('same seed gives the same weights; a different seed does not', () => {
   const c = createVit(tiny, 4);
   assert.deepEqual(Array.from(a.variables[0].dataSync()), Array.from(b.variables[0].dataSync()));
   assert.notDeepEqual(Array.from(a.variables[0].dataSync()), Array.from(c.variables[0].dataSync()));
-  [a, b, c].forEach((m) => m.dispose());
+  [a, b, c].forEach((m) => { m.dispose(); });
 });
 
 test('attention: one [B, heads, T, T] map per block, rows sum to 1', () => {

@@ -18,7 +18,7 @@ const isObject = (v: JsonValue | undefined): v is JsonObject => typeof v === 'ob
 
 /** `train` → `TrainSettings`, `attention_rollout` → `AttentionRolloutSettings`. */
 export function settingsTypeName(kind: string): string {
-  return kind.replace(/(^|_)([a-z0-9])/g, (_, _sep: string, c: string) => c.toUpperCase()) + 'Settings';
+  return `${kind.replace(/(^|_)([a-z0-9])/g, (_, _sep: string, c: string) => c.toUpperCase())}Settings`;
 }
 
 /**
@@ -72,7 +72,7 @@ export async function generateSettingsTypes(): Promise<string> {
     });
     parts.push('', ts.trim());
   }
-  return parts.join('\n') + '\n';
+  return `${parts.join('\n')}\n`;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -1,6 +1,6 @@
 // Content hashes of external inputs (e.g. a local dataset archive). Remembered by
 // (path, size, mtime) only to avoid re-reading a 170 MB file on every `status`; the key uses content.
-import { readFileSync } from 'node:fs';
+import { readFileSync, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError } from '../config/problems.js';
@@ -25,7 +25,7 @@ export class InputHasher {
   }
 
   async hash(absPath: string): Promise<string> {
-    let s;
+    let s: Stats;
     try {
       s = await stat(absPath);
     } catch {

@@ -7,7 +7,7 @@
 // leave an empty lock. An empty or unreadable lock (an older tfpipe, a file system without hard
 // links) counts as stale once it is older than a short grace period.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, unlinkSync } from 'node:fs';
+import { readFileSync, type Stats, unlinkSync } from 'node:fs';
 import { link, mkdir, open, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -112,8 +112,8 @@ type Look = { free: true } | { free: false; busy: string; stale?: string };
 
 /** Who holds the lock, and whether it may be taken over. */
 async function look(path: string, graceMs: number, remoteStaleMs?: number): Promise<Look> {
-  let s;
-  let text;
+  let s: Stats;
+  let text: string;
   try {
     s = await stat(path);
     text = await readFile(path, 'utf8');

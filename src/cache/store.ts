@@ -1,7 +1,7 @@
 // Content-addressed stage artefacts: outputs/<pipeline>/<stage>/<key>/, trusted only with a
 // manifest whose files still match. Work happens in <key>.partial and is renamed into place.
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, type Stats } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import type { JsonObject } from '../stages/types.js';
@@ -89,7 +89,7 @@ export class ArtefactStore {
     if (!manifest || manifest.key !== key) return { ok: false, reason: `artefacts for key ${key} have no valid manifest (interrupted or foreign)`, existed: true };
     for (const [rel, rec] of Object.entries(manifest.files)) {
       const p = join(dir, rel);
-      let s;
+      let s: Stats;
       try {
         s = await stat(p);
       } catch {
@@ -114,7 +114,7 @@ export class ArtefactStore {
   /** Seal the work dir with a manifest and move it into place, replacing any older copy. */
   async commit(stage: string, key: string, m: Omit<Manifest, 'files' | 'format'>): Promise<Manifest> {
     const work = this.workDir(stage, key);
-    await writeFileAtomic(join(work, RESULT), JSON.stringify(m.result, null, 2) + '\n');
+    await writeFileAtomic(join(work, RESULT), `${JSON.stringify(m.result, null, 2)}\n`);
     const files: Record<string, FileRecord> = {};
     for (const rel of await listFiles(work)) {
       if (rel === MANIFEST || rel.startsWith('.resume/')) continue;
@@ -125,7 +125,7 @@ export class ArtefactStore {
     // Resume scratch space is not an artefact.
     await rm(join(work, '.resume'), { recursive: true, force: true });
     const manifest: Manifest = { format: 1, ...m, files };
-    await writeFileAtomic(join(work, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
+    await writeFileAtomic(join(work, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
     const final = this.stageDir(stage, key);
     if (existsSync(final)) {
       const trash = `${final}.old-${randomBytes(4).toString('hex')}`;

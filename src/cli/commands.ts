@@ -20,7 +20,7 @@ import { describeSweepRun, dryRunState, sweepDryRun, sweepRunDoc } from './sweep
 import { flatten } from '../cache/keys.js';
 import type { KindRegistry } from '../stages/registry.js';
 
-const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 
 export function commandSchema(registry: KindRegistry): number {
   out(JSON.stringify(buildPipelineSchema(registry), null, 2));

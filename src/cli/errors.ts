@@ -37,7 +37,7 @@ export function reportError(err: unknown, json: boolean, usage: string): number 
   if (d.detail) process.stderr.write(`${d.detail}\n`);
   if (json) {
     const error = { message: d.message, exit_code: d.code, ...(d.problems ? { problems: d.problems } : {}) };
-    process.stdout.write(JSON.stringify({ error }, null, 2) + '\n');
+    process.stdout.write(`${JSON.stringify({ error }, null, 2)}\n`);
   }
   return d.code;
 }

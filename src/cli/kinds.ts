@@ -58,6 +58,6 @@ export function commandKinds(registry: KindRegistry, name: string | undefined, j
     return 2;
   }
   const docs = kinds.map(describeKind);
-  process.stdout.write(json ? JSON.stringify({ kinds: docs }, null, 2) + '\n' : docs.map(formatKind).join('\n\n') + '\n');
+  process.stdout.write(json ? `${JSON.stringify({ kinds: docs }, null, 2)}\n` : `${docs.map(formatKind).join('\n\n')}\n`);
   return 0;
 }

@@ -46,7 +46,7 @@ export async function main(argv: string[]): Promise<number> {
     json = values.json ?? false;
     const [command, file, ...extra] = positionals;
     if (values.help) {
-      process.stdout.write(USAGE + '\n');
+      process.stdout.write(`${USAGE}\n`);
       return 0;
     }
     if (!command) throw new UsageError('no command given');

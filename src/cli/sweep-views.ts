@@ -9,7 +9,7 @@ import { instanceLabel, pipelineDirOf, planVariants, variantDir, type SweepRun }
 import type { SweepDefinition } from '../sweep/variants.js';
 import type { KindRegistry } from '../stages/registry.js';
 
-const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 const shown = (p: string) => relative(process.cwd(), p) || '.';
 
 /** A cached stage below one that runs is reused only if that one reproduces its outputs. */

@@ -86,7 +86,10 @@ export function stageNames(root: Record<string, unknown>): string[] {
 const validators = new WeakMap<KindRegistry, Validator>();
 export function validatorFor(registry: KindRegistry): Validator {
   let v = validators.get(registry);
-  if (!v) validators.set(registry, (v = createValidator(registry)));
+  if (!v) {
+    v = createValidator(registry);
+    validators.set(registry, v);
+  }
   return v;
 }
 

@@ -120,7 +120,7 @@ function describeErrors(errors: ErrorObject[], registry: KindRegistry, data: unk
       default:
         message = e.message ?? `failed ${e.keyword}`;
     }
-    if (e.keyword !== 'discriminator' && [...badKindPaths].some((p) => e.instancePath.startsWith(p + '/') || e.instancePath === p)) {
+    if (e.keyword !== 'discriminator' && [...badKindPaths].some((p) => e.instancePath.startsWith(`${p}/`) || e.instancePath === p)) {
       continue;
     }
     const id = `${dottedPath(path)}|${message}`;

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { documentSource, resolvePipeline } from '../config/load.js';
+import { documentSource, type ResolvedPipeline, resolvePipeline } from '../config/load.js';
 import { ConfigError, formatProblem } from '../config/problems.js';
 import { explainChange, type KeyInputs } from '../cache/keys.js';
 import type { Manifest } from '../cache/store.js';
@@ -83,7 +83,7 @@ export async function runStageJob(job: StageJob, ctx: JobContext): Promise<Stage
         `but ${here} ${mine ? `is store ${mine}` : 'has no store id'}: this worker does not see the coordinator's outputs folder`);
     }
   }
-  let pipeline;
+  let pipeline: ResolvedPipeline;
   try {
     pipeline = resolvePipeline(documentSource(job.pipeline.document, job.pipeline.file, 'job'), ctx.registry, []);
   } catch (err) {

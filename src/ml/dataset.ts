@@ -40,7 +40,7 @@ export async function readDataInfo(dir: string): Promise<DataInfo> {
 }
 
 export async function writeDataInfo(dir: string, info: DataInfo): Promise<void> {
-  await writeFile(join(dir, DATA_INFO_FILE), JSON.stringify(info, null, 2) + '\n');
+  await writeFile(join(dir, DATA_INFO_FILE), `${JSON.stringify(info, null, 2)}\n`);
 }
 
 export async function writeSplit(dir: string, split: SplitName, data: Split): Promise<void> {

@@ -26,7 +26,7 @@ const FIELDS: readonly (keyof EpochMetrics)[] = [
 ];
 
 export function formatMetricsJsonl(rows: readonly EpochMetrics[]): string {
-  return rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+  return `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`;
 }
 
 /**

@@ -61,8 +61,8 @@ export class Optimizer {
         const v1 = tf.add(tf.mul(vv, b2), tf.mul(tf.square(g), 1 - b2));
         m.assign(m1);
         vv.assign(v1);
-        const mHat = tf.div(m1, 1 - Math.pow(b1, t));
-        const vHat = tf.div(v1, 1 - Math.pow(b2, t));
+        const mHat = tf.div(m1, 1 - b1 ** t);
+        const vHat = tf.div(v1, 1 - b2 ** t);
         v.assign(tf.sub(w, tf.mul(tf.div(mHat, tf.add(tf.sqrt(vHat), s.eps)), lr)));
       });
     });
@@ -75,7 +75,7 @@ export class Optimizer {
   setState(state: OptimizerState): void {
     const flat = this.slots.flat();
     if (state.slots.length !== flat.length) throw new Error(`optimizer state has ${state.slots.length} slots, expected ${flat.length}`);
-    tf.tidy(() => flat.forEach((s, i) => s.assign(tf.tensor(state.slots[i], s.shape, 'float32'))));
+    tf.tidy(() => flat.forEach((s, i) => { s.assign(tf.tensor(state.slots[i], s.shape, 'float32')); }));
     this.stepCount = state.step;
   }
 

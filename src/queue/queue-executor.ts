@@ -4,7 +4,7 @@
 // and key: the same work is never queued twice, and a coordinator started again after dying finds
 // the jobs it queued and waits for them instead of queueing them again.
 import { hostname } from 'node:os';
-import { Job, Queue, QueueEvents } from 'bullmq';
+import { type Job, Queue, QueueEvents } from 'bullmq';
 import type { Manifest } from '../cache/store.js';
 import { describeJob, stageJob, type StageJob } from '../jobs/stage-job.js';
 import type { StoreIdentity } from '../jobs/store-id.js';

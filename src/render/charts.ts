@@ -160,7 +160,7 @@ export async function writeChart(
   scale: number,
 ): Promise<string[]> {
   const files = [`${name}.vl.json`];
-  await writeFile(join(dir, files[0]), JSON.stringify(spec, null, 2) + '\n');
+  await writeFile(join(dir, files[0]), `${JSON.stringify(spec, null, 2)}\n`);
   if (formats.length === 0) return files;
   const svg = await renderSvg(spec);
   if (formats.includes('svg')) {

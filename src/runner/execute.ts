@@ -71,7 +71,7 @@ export async function runUnits(
 ): Promise<UnionRun> {
   const startedAt = new Date().toISOString();
   await ensureWritable(pipelineDir);
-  let release;
+  let release: Awaited<ReturnType<typeof acquireRunLock>>;
   try {
     release = await acquireRunLock(pipelineDir, { onWait: (m) => opts.reporter.info(m), signal: opts.signal });
   } catch (err) {

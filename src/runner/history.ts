@@ -77,7 +77,7 @@ export function headlineMetrics(results: JsonObject[]): Record<string, number> {
 async function append(pipelineDir: string, line: StartedLine | FinishedLine): Promise<void> {
   await mkdir(pipelineDir, { recursive: true });
   // One short line per append: concurrent appends of whole lines do not interleave on POSIX.
-  await appendFile(join(pipelineDir, FILE), JSON.stringify(line) + '\n');
+  await appendFile(join(pipelineDir, FILE), `${JSON.stringify(line)}\n`);
 }
 
 /** The outcome a run's stages add up to. */

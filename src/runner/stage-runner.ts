@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import type { ArtefactStore, Manifest } from '../cache/store.js';
 import { produced, upstreamChanges } from '../cache/upstream.js';
-import type { StageContext, UpstreamArtefacts } from '../stages/types.js';
+import type { JsonObject, StageContext, UpstreamArtefacts } from '../stages/types.js';
 import type { Plan, PlannedStage } from './plan.js';
 import { resolveInput } from './plan.js';
 import { acquireLock } from '../cache/run-lock.js';
@@ -104,7 +104,7 @@ export class StageRunner {
       log: (m) => io.log(m),
       signal: this.controller.signal,
     };
-    let result;
+    let result: JsonObject;
     try {
       result = await p.impl.run(ctx);
       if (this.interrupted) throw new Aborted();

@@ -79,7 +79,7 @@ export async function pickImages(o: {
 /** Gather the images at `indices` into one NHWC uint8 buffer. */
 function gather(images: Uint8Array, indices: number[], per: number): Uint8Array {
   const out = new Uint8Array(indices.length * per);
-  indices.forEach((idx, k) => out.set(images.subarray(idx * per, (idx + 1) * per), k * per));
+  indices.forEach((idx, k) => { out.set(images.subarray(idx * per, (idx + 1) * per), k * per); });
   return out;
 }
 
@@ -245,7 +245,7 @@ export async function writeRollout(
     attention_shape: [indices.length, dims.layers, dims.heads, dims.tokens, dims.tokens],
     rollout_shape: [indices.length, patches],
   };
-  await writeFile(join(outDir, META_FILE), JSON.stringify(meta, null, 2) + '\n');
+  await writeFile(join(outDir, META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
   return { images: indices.length, misclassified: misclassified.filter(Boolean).length };
 }
 

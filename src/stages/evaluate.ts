@@ -46,7 +46,7 @@ async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject
   const { dir, info, augmenter } = await upstreamData(ctx);
   const test = await loadSplit(dir, 'test');
   const model = await loadCheckpoint(checkpointDir(trained.dir, s.checkpoint));
-  let result;
+  let result: ReturnType<typeof evaluateSplit>;
   try {
     const { kernels } = await stageKernels(ctx, model.config, s.batch_size, 'infer');
     result = evaluateSplit(model, augmenter, test, {
@@ -65,7 +65,7 @@ async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject
     per_class_accuracy: Object.fromEntries(info.classes.map((c, i) => [c, perClass[i]])),
     confusion: matrix,
   };
-  await writeFile(join(ctx.outDir, METRICS_FILE), JSON.stringify(metrics, null, 2) + '\n');
+  await writeFile(join(ctx.outDir, METRICS_FILE), `${JSON.stringify(metrics, null, 2)}\n`);
   await writeFile(join(ctx.outDir, confusionPicture.file), await confusionPng(matrix, info.classes));
 
   const pick = createRng(deriveSeed(ctx.seed, 'evaluate-grid')).permutation(test.count).slice(0, Math.min(s.grid_images, test.count));

@@ -101,7 +101,7 @@ export const stage: StageKind<ReportSettings> = {
   },
   async run(ctx): Promise<JsonObject> {
     const data = await gatherReport(ctx);
-    await writeFile(join(ctx.outDir, REPORT_DATA_FILE), JSON.stringify(data, null, 2) + '\n');
+    await writeFile(join(ctx.outDir, REPORT_DATA_FILE), `${JSON.stringify(data, null, 2)}\n`);
     await writeFile(join(ctx.outDir, PAGE_FILE), renderReportHtml(data));
     const evaluation = data.sections.find((s) => s.evaluation)?.evaluation;
     return {
@@ -125,7 +125,7 @@ export async function writePipelineReport(
   if (!existsSync(dataFile)) throw new Error(`${reportStageDir} has no ${REPORT_DATA_FILE}: is it a report stage's folder?`);
   const data = JSON.parse(await readFile(dataFile, 'utf8')) as ReportData;
   const rel = relative(pipelineDir, reportStageDir);
-  const base = rel === '' ? './' : rel.split(sep).map(encodeURIComponent).join('/') + '/';
+  const base = rel === '' ? './' : `${rel.split(sep).map(encodeURIComponent).join('/')}/`;
   const out = join(pipelineDir, 'report.html');
   await writeFileAtomic(out, renderReportHtml(data, { base, run }));
   return out;

@@ -72,7 +72,7 @@ export async function writeSweepPage(def: SweepDefinition, registry: KindRegistr
     if (!points.length) continue;
     const spec = sweepChartSpec(axis.setting, points);
     const base = `sweep/accuracy-${axis.short.replace(/[^A-Za-z0-9._-]/g, '_')}`;
-    await writeFileAtomic(join(dir, `${base}.vl.json`), JSON.stringify(spec, null, 2) + '\n');
+    await writeFileAtomic(join(dir, `${base}.vl.json`), `${JSON.stringify(spec, null, 2)}\n`);
     await writeFileAtomic(join(dir, `${base}.svg`), await renderSvg(spec));
     charts.push({ title: `Accuracy against ${axis.setting}`, file: `${base}.svg` });
   }

@@ -124,7 +124,7 @@ export class GeometryQueue {
   flush(x: tf.Tensor4D): tf.Tensor4D {
     let out = x;
     if (this.crop !== null) out = runCrop(x, this.crop);
-    else if (this.flips !== null && this.flips.some(Boolean)) {
+    else if (this.flips?.some(Boolean)) {
       out = runCrop(x, { boxes: this.flips.map((f): Box => (f ? [0, 1, 1, 0] : [0, 0, 1, 1])), size: x.shape[1], method: 'nearest', pad: 0 });
     }
     this.crop = null;

@@ -223,7 +223,7 @@ export function applyPolicyRound(x: tf.Tensor4D, choices: PolicyChoice[]): tf.Te
       order.push(...idx);
     }
     const inverse = new Int32Array(n);
-    order.forEach((src, pos) => (inverse[src] = pos));
+    order.forEach((src, pos) => { inverse[src] = pos; });
     const all = pieces.length === 1 ? pieces[0] : tf.concat(pieces, 0);
     return selectImages(all, inverse);
   });

@@ -85,7 +85,7 @@ export async function renderPatches(aug: Augmenter, batch: PreviewBatch, classes
   const out = aug.train(x, y, deriveSeed(opts.seed, 'augmentation-patches'));
   const targets = out.y.arraySync();
   const shown = toDisplay(aug, out.x);
-  [x, y, out.x, out.y].forEach((t) => t.dispose());
+  [x, y, out.x, out.y].forEach((t) => { t.dispose(); });
   const captions = targets.map((t) => targetCaption(t, classes));
   const images: GridCell[] = shown.pixels.map((p, i) => ({ pixels: p, width: shown.size, height: shown.size, caption: captions[i] }));
   const cut: GridCell[] = shown.pixels.map((p, i) => {

@@ -51,7 +51,7 @@ export async function prepareCifar10(o: PrepareOptions): Promise<Prepared> {
       onProgress: (fraction, bytes) => progress(`downloading ${(bytes / 1e6).toFixed(1)} MB`, fraction),
     });
   }
-  progress('reading ' + path, 0);
+  progress(`reading ${path}`, 0);
   const files = await readCifarSource(path, (fraction, name) => progress(`reading ${name}`, fraction));
   o.signal?.throwIfAborted();
   return prepareFromFiles(files, o);

@@ -157,7 +157,7 @@ async function writeDecision(file: string, measured: Record<string, number>): Pr
   const dir = join(file, '..');
   await mkdir(dir, { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify({ measured, cpu: cpuModel(), at: new Date().toISOString() }, null, 2) + '\n');
+  await writeFile(tmp, `${JSON.stringify({ measured, cpu: cpuModel(), at: new Date().toISOString() }, null, 2)}\n`);
   await rename(tmp, file);
 }
 

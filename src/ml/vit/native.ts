@@ -84,21 +84,24 @@ export const nativeAddonPath = process.env.TFPIPE_NATIVE_ADDON || join(packageRo
 let loaded: { addon: NativeAddon; info: NativeInfo } | { error: string } | undefined;
 
 function load(): { addon: NativeAddon; info: NativeInfo } | { error: string } {
-  if (loaded) return loaded;
-  if (process.env.TFPIPE_NATIVE === '0') return (loaded = { error: 'disabled (TFPIPE_NATIVE=0)' });
-  if (!existsSync(nativeAddonPath)) return (loaded = { error: `not built (${nativeAddonPath} missing; run "node native/build.mjs")` });
+  loaded ??= open();
+  return loaded;
+}
+
+function open(): { addon: NativeAddon; info: NativeInfo } | { error: string } {
+  if (process.env.TFPIPE_NATIVE === '0') return { error: 'disabled (TFPIPE_NATIVE=0)' };
+  if (!existsSync(nativeAddonPath)) return { error: `not built (${nativeAddonPath} missing; run "node native/build.mjs")` };
   try {
     const addon = createRequire(import.meta.url)(nativeAddonPath) as NativeAddon;
     const info = typeof addon.info === 'function' ? addon.info() : undefined;
     const mismatch = layoutMismatch(info?.layout);
     if (!info || mismatch) {
-      return (loaded = { error: `refused: ${nativeAddonPath} expects another parameter layout (${mismatch}); rebuild it with "node native/build.mjs"` });
+      return { error: `refused: ${nativeAddonPath} expects another parameter layout (${mismatch}); rebuild it with "node native/build.mjs"` };
     }
-    loaded = { addon, info };
+    return { addon, info };
   } catch (err) {
-    loaded = { error: `failed to load: ${(err as Error).message.split('\n')[0]}` };
+    return { error: `failed to load: ${(err as Error).message.split('\n')[0]}` };
   }
-  return loaded;
 }
 
 export interface NativeAvailability {

@@ -107,7 +107,7 @@ class NativeTrainer implements Trainer {
       this.slots,
       this.decays,
     );
-    tf.tidy(() => this.model.variables.forEach((v, i) => v.assign(tf.tensor(weights[i], v.shape, 'float32'))));
+    tf.tidy(() => this.model.variables.forEach((v, i) => { v.assign(tf.tensor(weights[i], v.shape, 'float32')); }));
     this.pending = undefined;
   }
 

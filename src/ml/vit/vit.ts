@@ -5,7 +5,7 @@
 // kernels.ts; native/src/model.cc is the same model in C++.
 import * as tf from '@tensorflow/tfjs';
 import { activationOf, tokenCount, type VitConfig } from './config.js';
-import { Dropout } from './dropout.js';
+import type { Dropout } from './dropout.js';
 import { dropoutSite, EMBEDDING_DROPOUT_SITE, type BlockParams, type HeadParams, type StemParams } from './layout.js';
 import type { VitOps } from './ops.js';
 
