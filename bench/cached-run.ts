@@ -15,8 +15,10 @@ const dir = mkdtempSync(join(tmpdir(), 'tfpipe-bench-'));
 const bin = join(packageRoot, 'bin/tfpipe.js');
 const env = { ...process.env, TFPIPE_OUTPUTS: join(dir, 'outputs'), NO_COLOR: '1' };
 
-const chainStages = Array.from({ length: 10 }, (_, i) =>
-  `  s${i}:\n    kind: emit\n    value: ${i}\n${i ? `    needs: [s${i - 1}]\n` : ''}`).join('');
+const chainStages = Array.from(
+  { length: 10 },
+  (_, i) => `  s${i}:\n    kind: emit\n    value: ${i}\n${i ? `    needs: [s${i - 1}]\n` : ''}`,
+).join('');
 const chain = join(dir, 'ten.yaml');
 writeFileSync(chain, `name: ten\nstages:\n${chainStages}`);
 const plugins = { TFPIPE_PLUGINS: join(packageRoot, 'dist/test/fixtures/kinds.js') };
@@ -24,8 +26,15 @@ const plugins = { TFPIPE_PLUGINS: join(packageRoot, 'dist/test/fixtures/kinds.js
 const archive = process.env.TFPIPE_CIFAR10 ?? resolve(packageRoot, '../shared/data/cifar-10-binary.tar.gz');
 const quick = join(packageRoot, 'pipelines/cifar-vit-quick.yaml');
 const quickSets = [
-  `data.source=${archive}`, 'data.limit_train=300', 'data.limit_val=60', 'data.limit_test=200',
-  'model.dim=32', 'model.depth=1', 'model.mlp_dim=64', 'train.epochs=1', 'rollout.images=8',
+  `data.source=${archive}`,
+  'data.limit_train=300',
+  'data.limit_val=60',
+  'data.limit_test=200',
+  'model.dim=32',
+  'model.depth=1',
+  'model.mlp_dim=64',
+  'train.epochs=1',
+  'rollout.images=8',
 ].flatMap((s) => ['--set', s]);
 
 function tfpipe(args: string[], extraEnv: Record<string, string> = {}): { seconds: number; stdout: string } {
@@ -68,7 +77,9 @@ tfpipe(['run', chain, '--json'], plugins);
 const out = join(packageRoot, 'outputs', 'bench');
 mkdirSync(out, { recursive: true });
 const cpu = cpus()[0]?.model ?? 'unknown';
-const flags = existsSync('/proc/cpuinfo') ? (/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '') : '';
+const flags = existsSync('/proc/cpuinfo')
+  ? (/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '')
+  : '';
 const isa = ['avx512f', 'avx2', 'neon', 'asimd'].find((f) => flags.split(' ').includes(f)) ?? process.arch;
 for (const c of cases) {
   let seconds: number[];

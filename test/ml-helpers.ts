@@ -4,7 +4,9 @@ import { resolve } from 'node:path';
 import { packageRoot } from '../src/paths.js';
 
 export const ARCHIVE = process.env.TFPIPE_CIFAR10 ?? resolve(packageRoot, '../shared/data/cifar-10-binary.tar.gz');
-export const noArchive: string | false = existsSync(ARCHIVE) ? false : `CIFAR-10 archive not found at ${ARCHIVE} (set TFPIPE_CIFAR10)`;
+export const noArchive: string | false = existsSync(ARCHIVE)
+  ? false
+  : `CIFAR-10 archive not found at ${ARCHIVE} (set TFPIPE_CIFAR10)`;
 
 /** A few hundred real images, a two-block ViT, three short epochs; `extra` adds stages or top-level keys. */
 export function tinyPipeline(name: string, extra = '', runtime = '{ backend: wasm }'): string {

@@ -14,7 +14,8 @@ import type { JsonObject, JsonValue } from '../src/stages/types.js';
 
 export const SETTINGS_FILE = join(packageRoot, 'src', 'stages', 'settings.ts');
 
-const isObject = (v: JsonValue | undefined): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isObject = (v: JsonValue | undefined): v is JsonObject =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** `train` → `TrainSettings`, `attention_rollout` → `AttentionRolloutSettings`. */
 export function settingsTypeName(kind: string): string {
@@ -32,10 +33,15 @@ function resolved(schema: JsonValue): JsonValue {
   const out: JsonObject = {};
   for (const [k, v] of Object.entries(schema)) {
     if (k === 'title' || k === '$id' || k === 'default' || k === 'examples') continue;
-    out[k] = k === 'properties' && isObject(v) ? Object.fromEntries(Object.entries(v).map(([p, s]) => [p, resolved(s)])) : resolved(v);
+    out[k] =
+      k === 'properties' && isObject(v)
+        ? Object.fromEntries(Object.entries(v).map(([p, s]) => [p, resolved(s)]))
+        : resolved(v);
   }
   if (isObject(schema.properties)) {
-    const withDefault = Object.entries(schema.properties).filter(([, s]) => isObject(s) && 'default' in s).map(([p]) => p);
+    const withDefault = Object.entries(schema.properties)
+      .filter(([, s]) => isObject(s) && 'default' in s)
+      .map(([p]) => p);
     const required = Array.isArray(schema.required) ? (schema.required as string[]) : [];
     out.required = [...new Set([...required, ...withDefault])];
   }

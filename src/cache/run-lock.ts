@@ -126,19 +126,33 @@ async function look(path: string, graceMs: number, remoteStaleMs?: number): Prom
     if (age < graceMs) return { free: false, busy: `${path} is being taken by another tfpipe process; waiting` };
     const what = s.size === 0 ? 'is empty' : 'is unreadable';
     await removeIfSame(path, s.ino);
-    return { free: false, busy: '', stale: `${path} ${what} (left by a process killed while taking it, ${Math.round(age / 1000)} s ago); treated as stale and taken over` };
+    return {
+      free: false,
+      busy: '',
+      stale: `${path} ${what} (left by a process killed while taking it, ${Math.round(age / 1000)} s ago); treated as stale and taken over`,
+    };
   }
   if (holder.host === hostname() && !processAlive(holder.pid)) {
     await removeIfSame(path, s.ino);
-    return { free: false, busy: '', stale: `the tfpipe process that held ${path} (pid ${holder.pid}, since ${holder.since ?? '?'}) is gone; its lock was taken over` };
+    return {
+      free: false,
+      busy: '',
+      stale: `the tfpipe process that held ${path} (pid ${holder.pid}, since ${holder.since ?? '?'}) is gone; its lock was taken over`,
+    };
   }
   const silent = Date.now() - s.mtimeMs;
   if (holder.host !== hostname() && remoteStaleMs !== undefined && silent > remoteStaleMs) {
     await removeIfSame(path, s.ino);
-    return { free: false, busy: '', stale: `the tfpipe process that held ${path} (pid ${holder.pid} on ${holder.host}) has not refreshed it for ${Math.round(silent / 1000)} s; its lock was taken over` };
+    return {
+      free: false,
+      busy: '',
+      stale: `the tfpipe process that held ${path} (pid ${holder.pid} on ${holder.host}) has not refreshed it for ${Math.round(silent / 1000)} s; its lock was taken over`,
+    };
   }
-  const where = holder.host === hostname() ? `pid ${holder.pid}`
-    : `pid ${holder.pid} on ${holder.host}; ${remoteStaleMs === undefined ? 'if that process is gone, delete the file' : `taken over if it stops refreshing the file for ${Math.round(remoteStaleMs / 1000)} s`}`;
+  const where =
+    holder.host === hostname()
+      ? `pid ${holder.pid}`
+      : `pid ${holder.pid} on ${holder.host}; ${remoteStaleMs === undefined ? 'if that process is gone, delete the file' : `taken over if it stops refreshing the file for ${Math.round(remoteStaleMs / 1000)} s`}`;
   return { free: false, busy: `another tfpipe process (${where}) holds ${path}; waiting for it to finish` };
 }
 
@@ -180,7 +194,12 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export async function acquireLock(path: string, opts: LockOptions = {}): Promise<() => Promise<void>> {
   const { onWait = () => {}, signal, graceMs = UNREADABLE_GRACE_MS, pollMs = 250, remoteStaleMs } = opts;
   await mkdir(dirname(path), { recursive: true });
-  const holder: Holder = { pid: process.pid, host: hostname(), token: randomBytes(8).toString('hex'), since: new Date().toISOString() };
+  const holder: Holder = {
+    pid: process.pid,
+    host: hostname(),
+    token: randomBytes(8).toString('hex'),
+    since: new Date().toISOString(),
+  };
   let told = '';
   for (;;) {
     signal?.throwIfAborted();
@@ -202,10 +221,16 @@ export async function acquireLock(path: string, opts: LockOptions = {}): Promise
   held.set(path, holder.token);
   releaseAllOnExit();
   // The heartbeat runs on the event loop, which a training batch blocks for seconds at most.
-  const beat = remoteStaleMs === undefined ? undefined : setInterval(() => {
-    const now = new Date();
-    utimes(path, now, now).catch(() => {});
-  }, Math.max(1000, remoteStaleMs / 12));
+  const beat =
+    remoteStaleMs === undefined
+      ? undefined
+      : setInterval(
+          () => {
+            const now = new Date();
+            utimes(path, now, now).catch(() => {});
+          },
+          Math.max(1000, remoteStaleMs / 12),
+        );
   beat?.unref();
   return async () => {
     clearInterval(beat);

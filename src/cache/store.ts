@@ -41,17 +41,30 @@ const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typ
 
 /** Has what verify() and the runner read; anything less is a damaged manifest. */
 function isManifest(m: unknown): m is Manifest {
-  return isObject(m) && m.format === 1 && typeof m.key === 'string' && isObject(m.inputs) && isObject(m.result)
-    && typeof m.seconds === 'number' && typeof m.finishedAt === 'string'
-    && (m.upstreamOutputs === undefined || isObject(m.upstreamOutputs))
-    && isObject(m.files) && Object.values(m.files).every((f) => isObject(f) && typeof f.sha256 === 'string' && typeof f.size === 'number' && typeof f.mtimeMs === 'number');
+  return (
+    isObject(m) &&
+    m.format === 1 &&
+    typeof m.key === 'string' &&
+    isObject(m.inputs) &&
+    isObject(m.result) &&
+    typeof m.seconds === 'number' &&
+    typeof m.finishedAt === 'string' &&
+    (m.upstreamOutputs === undefined || isObject(m.upstreamOutputs)) &&
+    isObject(m.files) &&
+    Object.values(m.files).every(
+      (f) => isObject(f) && typeof f.sha256 === 'string' && typeof f.size === 'number' && typeof f.mtimeMs === 'number',
+    )
+  );
 }
 
 export type Verified = { ok: true; manifest: Manifest } | { ok: false; reason: string; existed: boolean };
 
 export class ArtefactStore {
   readonly pipelineDir: string;
-  constructor(readonly outputsRoot: string, readonly pipeline: string) {
+  constructor(
+    readonly outputsRoot: string,
+    readonly pipeline: string,
+  ) {
     this.pipelineDir = this.inside(join(outputsRoot, pipeline));
   }
 
@@ -86,7 +99,12 @@ export class ArtefactStore {
     const dir = this.stageDir(stage, key);
     if (!existsSync(dir)) return { ok: false, reason: `no artefacts for key ${key}`, existed: false };
     const manifest = await this.readManifest(stage, key);
-    if (!manifest || manifest.key !== key) return { ok: false, reason: `artefacts for key ${key} have no valid manifest (interrupted or foreign)`, existed: true };
+    if (!manifest || manifest.key !== key)
+      return {
+        ok: false,
+        reason: `artefacts for key ${key} have no valid manifest (interrupted or foreign)`,
+        existed: true,
+      };
     for (const [rel, rec] of Object.entries(manifest.files)) {
       const p = join(dir, rel);
       let s: Stats;
@@ -95,9 +113,18 @@ export class ArtefactStore {
       } catch {
         return { ok: false, reason: `artefact ${rel} of key ${key} is missing`, existed: true };
       }
-      if (s.size !== rec.size) return { ok: false, reason: `artefact ${rel} of key ${key} was modified (size ${rec.size} → ${s.size})`, existed: true };
+      if (s.size !== rec.size)
+        return {
+          ok: false,
+          reason: `artefact ${rel} of key ${key} was modified (size ${rec.size} → ${s.size})`,
+          existed: true,
+        };
       if (s.mtimeMs !== rec.mtimeMs && (await hashFile(p)) !== rec.sha256) {
-        return { ok: false, reason: `artefact ${rel} of key ${key} was modified (content hash differs)`, existed: true };
+        return {
+          ok: false,
+          reason: `artefact ${rel} of key ${key} was modified (content hash differs)`,
+          existed: true,
+        };
       }
     }
     return { ok: true, manifest };

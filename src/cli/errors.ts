@@ -19,15 +19,24 @@ interface Described {
 function describe(err: unknown, usage: string): Described {
   if (err instanceof ConfigError) {
     const n = err.problems.length;
-    return { code: EXIT.invalid, message: `${n} problem${n === 1 ? '' : 's'} found, nothing was run`, problems: err.problems };
+    return {
+      code: EXIT.invalid,
+      message: `${n} problem${n === 1 ? '' : 's'} found, nothing was run`,
+      problems: err.problems,
+    };
   }
   if (err instanceof UsageError) return { code: EXIT.invalid, message: err.message, detail: usage };
   if (err instanceof InputError) return { code: EXIT.invalid, message: err.message };
   if (err instanceof Aborted) return { code: EXIT.interrupted, message: err.message };
   const e = err as NodeJS.ErrnoException;
   // A system error (disk full, a file vanished) is not a bug in tfpipe: its message says it all.
-  if (e instanceof Error && typeof e.code === 'string' && typeof e.syscall === 'string') return { code: EXIT.failed, message: e.message };
-  return { code: EXIT.failed, message: `internal error: ${e instanceof Error ? e.message : String(err)}`, detail: e instanceof Error ? e.stack : undefined };
+  if (e instanceof Error && typeof e.code === 'string' && typeof e.syscall === 'string')
+    return { code: EXIT.failed, message: e.message };
+  return {
+    code: EXIT.failed,
+    message: `internal error: ${e instanceof Error ? e.message : String(err)}`,
+    detail: e instanceof Error ? e.stack : undefined,
+  };
 }
 
 export function reportError(err: unknown, json: boolean, usage: string): number {

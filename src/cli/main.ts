@@ -56,11 +56,18 @@ export async function main(argv: string[]): Promise<number> {
     if (command === 'worker') {
       if (file) throw new UsageError('worker takes no pipeline FILE: each job carries its pipeline');
       const { commandWorker } = await import('./worker-command.js');
-      return await commandWorker({ queue: values.queue, concurrency: values.concurrency, outputs: values.outputs, lockTimeout: values['lock-timeout'] });
+      return await commandWorker({
+        queue: values.queue,
+        concurrency: values.concurrency,
+        outputs: values.outputs,
+        lockTimeout: values['lock-timeout'],
+      });
     }
     const registry = await loadRegistry().catch((err: unknown) => {
       // Only plugins can fail to load: TFPIPE_PLUGINS is input like any other.
-      throw new InputError(`cannot load the stage kinds of TFPIPE_PLUGINS=${process.env.TFPIPE_PLUGINS}: ${(err as Error).message.split('\n')[0]}`);
+      throw new InputError(
+        `cannot load the stage kinds of TFPIPE_PLUGINS=${process.env.TFPIPE_PLUGINS}: ${(err as Error).message.split('\n')[0]}`,
+      );
     });
     if (command === 'schema') return commandSchema(registry);
     if (command === 'kinds' && extra.length === 0) return commandKinds(registry, file, json);
@@ -71,19 +78,35 @@ export async function main(argv: string[]): Promise<number> {
     if (!['run', 'status', 'dag', 'runs'].includes(command)) throw new UsageError(`unknown command "${command}"`);
     if (!file || extra.length) throw new UsageError(`${command} takes exactly one pipeline FILE`);
     const jobs = jobsOf(values.jobs);
-    if (jobs > 1 && values.queue) throw new UsageError('-j and --queue do not mix: with a queue, each worker\'s --concurrency says how many jobs it runs');
-    const def = loadSweep(file, registry, { sets: values.set ?? [], multirun: values.multirun ?? false, pick: values.variant ?? [] });
+    if (jobs > 1 && values.queue)
+      throw new UsageError(
+        "-j and --queue do not mix: with a queue, each worker's --concurrency says how many jobs it runs",
+      );
+    const def = loadSweep(file, registry, {
+      sets: values.set ?? [],
+      multirun: values.multirun ?? false,
+      pick: values.variant ?? [],
+    });
     const pipeline = def.selected[0].pipeline;
     switch (command) {
       case 'run':
         return await commandRun(def, registry, {
-          force: values.force ?? [], until: values.until, dryRun: values['dry-run'] ?? false, json, jobs, queue: values.queue,
+          force: values.force ?? [],
+          until: values.until,
+          dryRun: values['dry-run'] ?? false,
+          json,
+          jobs,
+          queue: values.queue,
         });
       case 'status':
-        return isSweep(def) ? await sweepStatus(def, registry, outputsRoot(pipeline), json) : await commandStatus(pipeline, registry, json);
+        return isSweep(def)
+          ? await sweepStatus(def, registry, outputsRoot(pipeline), json)
+          : await commandStatus(pipeline, registry, json);
       case 'dag': {
         const format = values.format as (typeof DAG_FORMATS)[number];
-        return isSweep(def) ? await sweepDag(def, registry, outputsRoot(pipeline), format) : commandDag(pipeline, format);
+        return isSweep(def)
+          ? await sweepDag(def, registry, outputsRoot(pipeline), format)
+          : commandDag(pipeline, format);
       }
       default:
         return await commandRuns(pipeline, json);

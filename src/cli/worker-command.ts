@@ -37,7 +37,14 @@ export async function commandWorker(opts: WorkerCommandOptions): Promise<number>
   // wrote in it), which is right where every machine mounts the shared folder at the same path.
   const outputs = opts.outputs ?? process.env.TFPIPE_OUTPUTS;
   try {
-    await runWorker({ queue, concurrency, lockSeconds, outputs: outputs === undefined ? undefined : resolve(outputs), out: process.stdout, signal: controller.signal });
+    await runWorker({
+      queue,
+      concurrency,
+      lockSeconds,
+      outputs: outputs === undefined ? undefined : resolve(outputs),
+      out: process.stdout,
+      signal: controller.signal,
+    });
     return 130;
   } finally {
     process.off('SIGINT', onSignal);

@@ -30,7 +30,10 @@ export function settingName(path: readonly (string | number)[]): string {
  * setting the file sweeps replaces that axis: the command line wins, as in Hydra.
  */
 export function sweepAxes(
-  src: PipelineSource, registry: KindRegistry, sets: readonly string[], multirun: boolean,
+  src: PipelineSource,
+  registry: KindRegistry,
+  sets: readonly string[],
+  multirun: boolean,
 ): { axes: SweepAxis[]; fixed: Assignment[]; problems: Problem[] } {
   const problems: Problem[] = [];
   const axes: SweepAxis[] = [];
@@ -39,7 +42,8 @@ export function sweepAxes(
   const add = (axis: SweepAxis, where: string) => {
     const head = String(axis.path[0]);
     if (NOT_SWEPT[head]) problems.push({ where, path: axis.setting, message: `cannot be swept: ${NOT_SWEPT[head]}` });
-    else if (axes.some((a) => same(a.path, axis.path))) problems.push({ where, path: axis.setting, message: 'swept twice' });
+    else if (axes.some((a) => same(a.path, axis.path)))
+      problems.push({ where, path: axis.setting, message: 'swept twice' });
     else axes.push(axis);
   };
 
@@ -54,7 +58,14 @@ export function sweepAxes(
       }
       // A list that is not one, or is empty, is reported by the schema check of the block.
       if (!Array.isArray(list) || list.length === 0) continue;
-      add({ path, setting: settingName(path), values: list.map((value, i) => ({ value, where: src.locate(['sweep', key, i]) })) }, keyWhere);
+      add(
+        {
+          path,
+          setting: settingName(path),
+          values: list.map((value, i) => ({ value, where: src.locate(['sweep', key, i]) })),
+        },
+        keyWhere,
+      );
     }
   }
 
@@ -68,11 +79,17 @@ export function sweepAxes(
     }
     const i = axes.findIndex((a) => same(a.path, o.path));
     if (i >= 0) axes.splice(i, 1); // the command line's list replaces the file's
-    add({
-      path: o.path,
-      setting: settingName(o.path),
-      values: raws.map((raw, n) => ({ value: typedValue(src, registry, o.path, raw), where: `--set ${text} (value ${n + 1}: ${raw})` })),
-    }, `--set ${text}`);
+    add(
+      {
+        path: o.path,
+        setting: settingName(o.path),
+        values: raws.map((raw, n) => ({
+          value: typedValue(src, registry, o.path, raw),
+          where: `--set ${text} (value ${n + 1}: ${raw})`,
+        })),
+      },
+      `--set ${text}`,
+    );
   }
   const { assignments: fixed, problems: setProblems } = parseSets(src, registry, plain);
   problems.push(...setProblems);

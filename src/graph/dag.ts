@@ -57,14 +57,20 @@ export interface DrawnNode extends GraphNode {
 /** Text drawing of the graph: one line per stage with what it needs. */
 export function renderText(nodes: readonly DrawnNode[]): string {
   return nodes
-    .map((n) => `${n.name} (${n.kind})${n.needs.length ? `  <- ${n.needs.join(', ')}` : ''}${n.note ? `  [${n.note}]` : ''}`)
+    .map(
+      (n) =>
+        `${n.name} (${n.kind})${n.needs.length ? `  <- ${n.needs.join(', ')}` : ''}${n.note ? `  [${n.note}]` : ''}`,
+    )
     .join('\n');
 }
 
 export function renderMermaid(nodes: readonly DrawnNode[]): string {
   const id = (s: string) => s.replace(/[^A-Za-z0-9_]/g, '_');
   const lines = ['flowchart TD'];
-  for (const n of nodes) lines.push(`  ${id(n.name)}["${n.name}<br/><i>${n.kind}</i>${n.note ? `<br/>${n.note.replace(/"/g, '#quot;')}` : ''}"]`);
+  for (const n of nodes)
+    lines.push(
+      `  ${id(n.name)}["${n.name}<br/><i>${n.kind}</i>${n.note ? `<br/>${n.note.replace(/"/g, '#quot;')}` : ''}"]`,
+    );
   for (const n of nodes) for (const d of n.needs) lines.push(`  ${id(d)} --> ${id(n.name)}`);
   return lines.join('\n');
 }
@@ -74,7 +80,8 @@ export function renderDot(nodes: readonly DrawnNode[]): string {
   // Quoted IDs take any name; inside them only " and \ need escaping. \n in a label is a line break.
   const esc = (s: string) => s.replace(/[\\"]/g, (c) => `\\${c}`);
   const lines = ['digraph pipeline {', '  node [shape=box];'];
-  for (const n of nodes) lines.push(`  "${esc(n.name)}" [label="${esc(n.name)}\\n(${esc(n.kind)})${n.note ? `\\n${esc(n.note)}` : ''}"];`);
+  for (const n of nodes)
+    lines.push(`  "${esc(n.name)}" [label="${esc(n.name)}\\n(${esc(n.kind)})${n.note ? `\\n${esc(n.note)}` : ''}"];`);
   for (const n of nodes) for (const d of n.needs) lines.push(`  "${esc(d)}" -> "${esc(n.name)}";`);
   lines.push('}');
   return lines.join('\n');

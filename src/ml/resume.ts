@@ -24,7 +24,9 @@ export function resumeDir(workDir: string): string {
 }
 
 /** The newest complete saved state, if an earlier attempt left one. */
-export async function findResume(workDir: string): Promise<{ dir: string; state: TrainState; optimizer: OptimizerState } | undefined> {
+export async function findResume(
+  workDir: string,
+): Promise<{ dir: string; state: TrainState; optimizer: OptimizerState } | undefined> {
   const cur = join(workDir, ROOT, 'current');
   if (!existsSync(cur)) return undefined;
   const dir = join(workDir, ROOT, (await readFile(cur, 'utf8')).trim());
@@ -45,11 +47,18 @@ export async function findResume(workDir: string): Promise<{ dir: string; state:
 export async function resumeState(workDir: string): Promise<TrainState | undefined> {
   const cur = join(workDir, ROOT, 'current');
   if (!existsSync(cur)) return undefined;
-  return JSON.parse(await readFile(join(workDir, ROOT, (await readFile(cur, 'utf8')).trim(), 'state.json'), 'utf8')) as TrainState;
+  return JSON.parse(
+    await readFile(join(workDir, ROOT, (await readFile(cur, 'utf8')).trim(), 'state.json'), 'utf8'),
+  ) as TrainState;
 }
 
 /** Save state after an epoch; `writeModel(dir)` writes the weights into the given folder. */
-export async function saveResume(workDir: string, state: TrainState, optimizer: OptimizerState, writeModel: (dir: string) => Promise<void>): Promise<void> {
+export async function saveResume(
+  workDir: string,
+  state: TrainState,
+  optimizer: OptimizerState,
+  writeModel: (dir: string) => Promise<void>,
+): Promise<void> {
   const root = join(workDir, ROOT);
   const name = `epoch-${state.epochsDone}`;
   const tmp = join(root, `${name}.tmp`);
@@ -64,12 +73,16 @@ export async function saveResume(workDir: string, state: TrainState, optimizer: 
     off += s.length;
   }
   await writeFile(join(tmp, 'optimizer.bin'), new Uint8Array(flat.buffer));
-  await writeFile(join(tmp, 'optimizer.json'), JSON.stringify({ step: optimizer.step, sizes: optimizer.slots.map((s) => s.length) }));
+  await writeFile(
+    join(tmp, 'optimizer.json'),
+    JSON.stringify({ step: optimizer.step, sizes: optimizer.slots.map((s) => s.length) }),
+  );
   await writeFile(join(tmp, 'state.json'), JSON.stringify(state));
   await rm(join(root, name), { recursive: true, force: true });
   await rename(tmp, join(root, name));
   await writeFileAtomic(join(root, 'current'), name);
-  for (const e of await readdir(root)) if (e !== name && e !== 'current') await rm(join(root, e), { recursive: true, force: true });
+  for (const e of await readdir(root))
+    if (e !== name && e !== 'current') await rm(join(root, e), { recursive: true, force: true });
 }
 
 /** Replace a folder by one written elsewhere, so readers see the old or the new one whole. */

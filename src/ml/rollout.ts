@@ -53,8 +53,8 @@ export function fuseHeads(
     for (let h = 1; h < heads; h++) {
       const v = attention[offset + h * n + i];
       if (fusion === 'mean') acc += v;
-      else if (fusion === 'max') acc = Math.max(v , acc);
-      else acc = Math.min(v , acc);
+      else if (fusion === 'max') acc = Math.max(v, acc);
+      else acc = Math.min(v, acc);
     }
     out[i] = fusion === 'mean' ? acc / heads : acc;
   }

@@ -44,7 +44,12 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
     try {
       const outputs = opts.outputs ?? data?.store?.root;
       if (!outputs) throw new JobRefused(`${tag} names no outputs folder; start the worker with --outputs DIR`);
-      const r = await pool.run(data, { outputs, threads: threadsPerJob(opts.concurrency), io, signal: children.signal });
+      const r = await pool.run(data, {
+        outputs,
+        threads: threadsPerJob(opts.concurrency),
+        io,
+        signal: children.signal,
+      });
       say(`${tag} ${r.reused ? 'was already done' : 'done'} in ${formatDuration((Date.now() - t0) / 1000)}`);
       return { manifest: r.manifest, reused: r.reused, worker: name };
     } catch (err) {
@@ -74,7 +79,9 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
   });
   worker.on('error', (err) => say(`worker: ${err.message}`));
   await worker.waitUntilReady();
-  say(`tfpipe worker ${name}: ${opts.concurrency} job(s) at a time from ${opts.queue.shown}, outputs ${opts.outputs ?? 'as each job says'}`);
+  say(
+    `tfpipe worker ${name}: ${opts.concurrency} job(s) at a time from ${opts.queue.shown}, outputs ${opts.outputs ?? 'as each job says'}`,
+  );
   await new Promise<void>((resolve) => {
     if (opts.signal.aborted) return resolve();
     opts.signal.addEventListener('abort', () => resolve(), { once: true });

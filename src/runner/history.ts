@@ -81,25 +81,42 @@ async function append(pipelineDir: string, line: StartedLine | FinishedLine): Pr
 }
 
 /** The outcome a run's stages add up to. */
-export function outcomeOf(stages: RunSummary['stages'], interrupted: boolean): Pick<FinishedLine, 'outcome' | 'stopped_at'> {
+export function outcomeOf(
+  stages: RunSummary['stages'],
+  interrupted: boolean,
+): Pick<FinishedLine, 'outcome' | 'stopped_at'> {
   const failed = stages.filter((s) => s.state === 'failed');
-  if (interrupted) return { outcome: 'interrupted', stopped_at: failed.filter((s) => s.error === 'interrupted').map((s) => s.name) };
-  return failed.length ? { outcome: 'failed', stopped_at: failed.map((s) => s.name) } : { outcome: 'ok', stopped_at: [] };
+  if (interrupted)
+    return { outcome: 'interrupted', stopped_at: failed.filter((s) => s.error === 'interrupted').map((s) => s.name) };
+  return failed.length
+    ? { outcome: 'failed', stopped_at: failed.map((s) => s.name) }
+    : { outcome: 'ok', stopped_at: [] };
 }
 
 /** A run on record: started now, finished by finish(). */
 export class RunEntry {
   private readonly t0 = Date.now();
-  private constructor(private readonly pipelineDir: string, private readonly id: string) {}
+  private constructor(
+    private readonly pipelineDir: string,
+    private readonly id: string,
+  ) {}
 
-  static async start(pipelineDir: string, run: { started_at: string; seed: number; settings: Record<string, JsonObject>; sweep?: SweepTag }): Promise<RunEntry> {
+  static async start(
+    pipelineDir: string,
+    run: { started_at: string; seed: number; settings: Record<string, JsonObject>; sweep?: SweepTag },
+  ): Promise<RunEntry> {
     const entry = new RunEntry(pipelineDir, `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`);
     await append(pipelineDir, { run: entry.id, event: 'started', pid: process.pid, host: hostname(), ...run });
     return entry;
   }
 
   finish(end: Omit<FinishedLine, 'run' | 'event' | 'seconds'>): Promise<void> {
-    return append(this.pipelineDir, { run: this.id, event: 'finished', seconds: (Date.now() - this.t0) / 1000, ...end });
+    return append(this.pipelineDir, {
+      run: this.id,
+      event: 'finished',
+      seconds: (Date.now() - this.t0) / 1000,
+      ...end,
+    });
   }
 }
 
@@ -110,8 +127,12 @@ function legacy(l: Record<string, unknown>): RunRecord | undefined {
   if (typeof l.started_at !== 'string' || !Array.isArray(l.stages) || !isObject(l.settings)) return undefined;
   const stages = l.stages as RunSummary['stages'];
   return {
-    started_at: l.started_at, seconds: typeof l.seconds === 'number' ? l.seconds : null, seed: Number(l.seed ?? 0),
-    settings: l.settings as RunRecord['settings'], stages, metrics: isObject(l.metrics) ? (l.metrics as Record<string, number>) : {},
+    started_at: l.started_at,
+    seconds: typeof l.seconds === 'number' ? l.seconds : null,
+    seed: Number(l.seed ?? 0),
+    settings: l.settings as RunRecord['settings'],
+    stages,
+    metrics: isObject(l.metrics) ? (l.metrics as Record<string, number>) : {},
     ...outcomeOf(stages, false),
   };
 }
@@ -137,8 +158,16 @@ export async function readRuns(pipelineDir: string): Promise<RunRecord[]> {
     if (l.event === 'started' && typeof l.run === 'string' && typeof l.started_at === 'string') {
       const s = l as unknown as StartedLine;
       const record: RunRecord = {
-        started_at: s.started_at, seconds: null, seed: s.seed, settings: isObject(s.settings) ? s.settings : {},
-        stages: [], metrics: {}, outcome: 'running', stopped_at: [], pid: s.pid, ...(isObject(s.sweep) ? { sweep: s.sweep } : {}),
+        started_at: s.started_at,
+        seconds: null,
+        seed: s.seed,
+        settings: isObject(s.settings) ? s.settings : {},
+        stages: [],
+        metrics: {},
+        outcome: 'running',
+        stopped_at: [],
+        pid: s.pid,
+        ...(isObject(s.sweep) ? { sweep: s.sweep } : {}),
       };
       open.set(s.run, { record, host: String(s.host) });
       runs.push(record);
@@ -148,8 +177,12 @@ export async function readRuns(pipelineDir: string): Promise<RunRecord[]> {
       if (!o) continue;
       open.delete(f.run);
       Object.assign(o.record, {
-        seconds: f.seconds, stages: Array.isArray(f.stages) ? f.stages : [], metrics: isObject(f.metrics) ? f.metrics : {},
-        outcome: f.outcome, stopped_at: Array.isArray(f.stopped_at) ? f.stopped_at : [], ...(f.error ? { error: f.error } : {}),
+        seconds: f.seconds,
+        stages: Array.isArray(f.stages) ? f.stages : [],
+        metrics: isObject(f.metrics) ? f.metrics : {},
+        outcome: f.outcome,
+        stopped_at: Array.isArray(f.stopped_at) ? f.stopped_at : [],
+        ...(f.error ? { error: f.error } : {}),
       });
     } else {
       const r = legacy(l);

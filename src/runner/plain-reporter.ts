@@ -4,7 +4,10 @@ import { formatDuration, formatProgress } from './format.js';
 import type { RunView, StageRow, StepIO, StepReporter } from './steps.js';
 
 export class PlainReporter implements StepReporter {
-  constructor(private readonly out: Writable, private readonly intervalMs = Number(process.env.TFPIPE_LOG_INTERVAL_MS ?? 10_000)) {}
+  constructor(
+    private readonly out: Writable,
+    private readonly intervalMs = Number(process.env.TFPIPE_LOG_INTERVAL_MS ?? 10_000),
+  ) {}
 
   info(message: string): void {
     this.out.write(`${message}\n`);

@@ -37,12 +37,23 @@ export interface KindDoc {
   };
 }
 
-const isObject = (v: JsonValue | undefined): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isObject = (v: JsonValue | undefined): v is JsonObject =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 const str = (v: JsonValue | undefined): string => (typeof v === 'string' ? v : '');
 
 function range(s: JsonObject): string {
-  const lo = typeof s.minimum === 'number' ? ['[', s.minimum] : typeof s.exclusiveMinimum === 'number' ? ['(', s.exclusiveMinimum] : undefined;
-  const hi = typeof s.maximum === 'number' ? [s.maximum, ']'] : typeof s.exclusiveMaximum === 'number' ? [s.exclusiveMaximum, ')'] : undefined;
+  const lo =
+    typeof s.minimum === 'number'
+      ? ['[', s.minimum]
+      : typeof s.exclusiveMinimum === 'number'
+        ? ['(', s.exclusiveMinimum]
+        : undefined;
+  const hi =
+    typeof s.maximum === 'number'
+      ? [s.maximum, ']']
+      : typeof s.exclusiveMaximum === 'number'
+        ? [s.exclusiveMaximum, ')']
+        : undefined;
   if (lo && hi) return ` in ${lo[0]}${lo[1]}, ${hi[0]}${hi[1]}`;
   if (lo) return ` ${lo[0] === '[' ? '≥' : '>'} ${lo[1]}`;
   if (hi) return ` ${hi[1] === ']' ? '≤' : '<'} ${hi[0]}`;
@@ -76,7 +87,8 @@ export function describeType(s: JsonValue | undefined): string {
     case 'boolean':
       return 'boolean';
     case 'array': {
-      if (isObject(s.items) && Array.isArray(s.items.oneOf)) return `list of ${str(s.items.discriminator && (s.items.discriminator as JsonObject).propertyName) || 'tagged'} objects`;
+      if (isObject(s.items) && Array.isArray(s.items.oneOf))
+        return `list of ${str(s.items.discriminator && (s.items.discriminator as JsonObject).propertyName) || 'tagged'} objects`;
       const item = describeType(s.items);
       const unique = s.uniqueItems === true ? ', no repeats' : '';
       if (typeof s.minItems === 'number' && s.minItems === s.maxItems) return `${s.minItems} ${plural(item)}`;

@@ -27,17 +27,25 @@ export function variantDir(def: SweepDefinition, outputs: string, v: Variant): s
 
 /** One plan per variant; `run` (for a run, not status) remembers input hashes and tags the runs. */
 export async function planVariants(
-  def: SweepDefinition, registry: KindRegistry, opts: { outputs: string; force?: readonly string[]; run?: { sweepId: string } },
+  def: SweepDefinition,
+  registry: KindRegistry,
+  opts: { outputs: string; force?: readonly string[]; run?: { sweepId: string } },
   variants: readonly Variant[] = def.selected,
 ): Promise<RunUnit[]> {
   const units: RunUnit[] = [];
   // One after another: they share the input-hash memo, so the data archive is hashed once.
   for (const v of variants) {
     const dir = variantDir(def, opts.outputs, v);
-    const plan = await makePlan(v.pipeline, registry, { outputs: opts.outputs, force: opts.force, lockDir: dir, rememberHashes: opts.run !== undefined });
-    const sweep = isSweep(def) && opts.run
-      ? { id: opts.run.sweepId, variant: v.name, index: v.index, values: v.values, of: def.variants.length }
-      : undefined;
+    const plan = await makePlan(v.pipeline, registry, {
+      outputs: opts.outputs,
+      force: opts.force,
+      lockDir: dir,
+      rememberHashes: opts.run !== undefined,
+    });
+    const sweep =
+      isSweep(def) && opts.run
+        ? { id: opts.run.sweepId, variant: v.name, index: v.index, values: v.values, of: def.variants.length }
+        : undefined;
     units.push({ plan, publishDir: dir, ...(sweep ? { sweep } : {}) });
   }
   return units;
@@ -48,7 +56,9 @@ export function instanceLabel(def: SweepDefinition, variants: readonly Variant[]
   if (!isSweep(def)) return '';
   const vs = users.map((i) => variants[i]);
   if (vs.length === variants.length && vs.length > 1) return `all ${vs.length} variants`;
-  const common = def.axes.filter((a) => vs.every((v) => formatValue(v.values[a.short]) === formatValue(vs[0].values[a.short])));
+  const common = def.axes.filter((a) =>
+    vs.every((v) => formatValue(v.values[a.short]) === formatValue(vs[0].values[a.short])),
+  );
   const values = common.map((a) => `${a.short}=${formatValue(vs[0].values[a.short])}`).join(',');
   return vs.length > 1 ? `${values}${values ? ', ' : ''}${vs.length} variants` : values;
 }
@@ -65,7 +75,11 @@ export interface SweepRun extends UnionRun {
   variants: readonly Variant[];
 }
 
-export async function runSweep(def: SweepDefinition, registry: KindRegistry, opts: RunOptions & { outputs: string }): Promise<SweepRun> {
+export async function runSweep(
+  def: SweepDefinition,
+  registry: KindRegistry,
+  opts: RunOptions & { outputs: string },
+): Promise<SweepRun> {
   const sweepId = new Date().toISOString();
   const run = await runUnits(
     pipelineDirOf(def, opts.outputs),
