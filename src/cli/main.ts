@@ -69,8 +69,15 @@ export async function main(argv: string[]): Promise<number> {
         `cannot load the stage kinds of TFPIPE_PLUGINS=${process.env.TFPIPE_PLUGINS}: ${(err as Error).message.split('\n')[0]}`,
       );
     });
-    if (command === 'schema') return commandSchema(registry);
-    if (command === 'kinds' && extra.length === 0) return commandKinds(registry, file, json);
+    if (command === 'schema') {
+      if (file) throw new UsageError(`schema takes no arguments, got: ${positionals.slice(1).join(' ')}`);
+      return commandSchema(registry);
+    }
+    if (command === 'kinds') {
+      if (extra.length)
+        throw new UsageError(`kinds takes at most one KIND, got ${extra.length + 1}: ${[file, ...extra].join(' ')}`);
+      return commandKinds(registry, file, json);
+    }
     if (command === '_stage') {
       const { commandStage } = await import('./stage-command.js');
       return await commandStage(registry);
