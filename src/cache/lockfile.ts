@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
+import { isObject } from '../json.js';
 import type { JsonObject } from '../stages/types.js';
 import { writeFileAtomic } from './atomic.js';
 import type { KeyInputs } from './keys.js';
@@ -91,7 +92,6 @@ export function readLock(
   return { lock: { schema: 1, pipeline, stages }, warnings, damaged };
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const isStringMap = (v: unknown) => isObject(v) && Object.values(v).every((x) => typeof x === 'string');
 
 /** What is wrong with a lock entry, or undefined if it has everything status reads. */

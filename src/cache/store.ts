@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, type Stats } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
+import { isObject } from '../json.js';
 import type { JsonObject } from '../stages/types.js';
 import { writeFileAtomic } from './atomic.js';
 import { hashFile, listFiles } from './hash.js';
@@ -36,8 +37,6 @@ export interface Manifest {
   seconds: number;
   finishedAt: string;
 }
-
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /** Has what verify() and the runner read; anything less is a damaged manifest. */
 function isManifest(m: unknown): m is Manifest {

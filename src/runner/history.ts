@@ -7,6 +7,7 @@ import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { processAlive } from '../cache/run-lock.js';
+import { isObject } from '../json.js';
 import type { JsonObject, JsonValue, RunSummary } from '../stages/types.js';
 
 /** Marks the runs of one `tfpipe run` of a sweep, one per variant, so `tfpipe runs` groups them. */
@@ -119,8 +120,6 @@ export class RunEntry {
     });
   }
 }
-
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /** A line written before runs had ids: one whole record per run, written at its end. */
 function legacy(l: Record<string, unknown>): RunRecord | undefined {
