@@ -6,7 +6,7 @@ import { buildPipelineSchema } from '../config/pipeline-schema.js';
 import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
 import { UsageError } from './errors.js';
 import { formatDuration } from '../runner/format.js';
-import { readRuns, type RunRecord } from '../runner/history.js';
+import { readRuns, type PastRun } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
 import { makePlan, type Plan } from '../runner/plan.js';
@@ -217,7 +217,7 @@ function round(x: number): number {
  * --only-changed). A sweep's variants are compared with the sweep's first variant, and that one
  * with the run before the sweep, so each row shows what the sweep varied.
  */
-export function describeRuns(runs: RunRecord[]) {
+export function describeRuns(runs: PastRun[]) {
   return runs.map((r, i) => {
     const groupStart = r.sweep ? runs.findIndex((x) => x.sweep?.id === r.sweep?.id) : i;
     const base = groupStart < i ? groupStart : i - 1;
