@@ -3,7 +3,7 @@
 import { relative } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
-import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
+import { ancestorsAndSelf, type DagFormat, renderGraph } from '../graph/dag.js';
 import { UsageError } from './errors.js';
 import { formatDuration } from '../runner/format.js';
 import { readRuns, type PastRun } from '../runner/history.js';
@@ -27,11 +27,8 @@ export function commandSchema(registry: KindRegistry): number {
   return 0;
 }
 
-export const DAG_FORMATS = ['text', 'mermaid', 'dot'] as const;
-
-export function commandDag(pipeline: ResolvedPipeline, format: (typeof DAG_FORMATS)[number]): number {
-  const render = { text: renderText, mermaid: renderMermaid, dot: renderDot }[format];
-  out(render(pipeline.stages));
+export function commandDag(pipeline: ResolvedPipeline, format: DagFormat): number {
+  out(renderGraph(pipeline.stages, format));
   return 0;
 }
 

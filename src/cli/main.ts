@@ -6,7 +6,8 @@ import { InputError } from '../config/problems.js';
 import { loadRegistry } from '../stages/registry.js';
 import { isSweep } from '../sweep/run.js';
 import { loadSweep } from '../sweep/variants.js';
-import { commandDag, commandRun, commandRuns, commandSchema, commandStatus, DAG_FORMATS } from './commands.js';
+import { DAG_FORMATS, type DagFormat } from '../graph/dag.js';
+import { commandDag, commandRun, commandRuns, commandSchema, commandStatus } from './commands.js';
 import { exitQuietlyOnClosedPipe, reportError, UsageError } from './errors.js';
 import { commandKinds } from './kinds.js';
 import { sweepDag, sweepStatus } from './sweep-views.js';
@@ -110,7 +111,7 @@ export async function main(argv: string[]): Promise<number> {
           ? await sweepStatus(def, registry, outputsRoot(pipeline), json)
           : await commandStatus(pipeline, registry, json);
       case 'dag': {
-        const format = values.format as (typeof DAG_FORMATS)[number];
+        const format = values.format as DagFormat;
         return isSweep(def)
           ? await sweepDag(def, registry, outputsRoot(pipeline), format)
           : commandDag(pipeline, format);
