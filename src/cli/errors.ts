@@ -6,6 +6,14 @@ import { Aborted } from '../runner/execute.js';
 /** Wrong command line: exit 2 with the usage text. */
 export class UsageError extends Error {}
 
+/** A flag's whole-number value ≥ 1 (-j, --concurrency, --lock-timeout), or `fallback` when absent. */
+export function positiveInt(text: string | undefined, fallback: number, flag: string): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} takes a whole number ≥ 1, got "${text}"`);
+  return n;
+}
+
 export const EXIT = { ok: 0, failed: 1, invalid: 2, interrupted: 130 } as const;
 
 interface Described {

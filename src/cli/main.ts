@@ -8,7 +8,7 @@ import { isSweep } from '../sweep/run.js';
 import { loadSweep } from '../sweep/variants.js';
 import { DAG_FORMATS, type DagFormat } from '../graph/dag.js';
 import { commandDag, commandRun, commandRuns, commandSchema, commandStatus } from './commands.js';
-import { exitQuietlyOnClosedPipe, reportError, UsageError } from './errors.js';
+import { exitQuietlyOnClosedPipe, positiveInt, reportError, UsageError } from './errors.js';
 import { commandKinds } from './kinds.js';
 import { sweepDag, sweepStatus } from './sweep-views.js';
 
@@ -30,13 +30,6 @@ Overrides use Hydra's syntax: --set train.lr=3e-4 (the "stages." prefix is optio
 instances at once, each in a process of its own; --queue hands them to tfpipe workers through
 Redis (BullMQ). Artefacts go to outputs/ at the root of the pipeline file's project (its nearest
 folder with a package.json or .git), or to $TFPIPE_OUTPUTS.`;
-
-function jobsOf(text: string | undefined): number {
-  if (text === undefined) return 1;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`-j takes a whole number ≥ 1, got "${text}"`);
-  return n;
-}
 
 export async function main(argv: string[]): Promise<number> {
   exitQuietlyOnClosedPipe();
@@ -85,7 +78,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (!['run', 'status', 'dag', 'runs'].includes(command)) throw new UsageError(`unknown command "${command}"`);
     if (!file || extra.length) throw new UsageError(`${command} takes exactly one pipeline FILE`);
-    const jobs = jobsOf(values.jobs);
+    const jobs = positiveInt(values.jobs, 1, '-j');
     if (jobs > 1 && values.queue)
       throw new UsageError(
         "-j and --queue do not mix: with a queue, each worker's --concurrency says how many jobs it runs",

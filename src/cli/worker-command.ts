@@ -1,19 +1,12 @@
 // `tfpipe worker --queue URL [--concurrency N] [--outputs DIR]`: serve stage jobs until Ctrl-C.
 import { resolve } from 'node:path';
-import { UsageError } from './errors.js';
+import { positiveInt, UsageError } from './errors.js';
 
 export interface WorkerCommandOptions {
   queue?: string;
   concurrency?: string;
   outputs?: string;
   lockTimeout?: string;
-}
-
-function positiveInt(text: string | undefined, fallback: number, what: string): number {
-  if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${what} takes a whole number ≥ 1, got "${text}"`);
-  return n;
 }
 
 export async function commandWorker(opts: WorkerCommandOptions): Promise<number> {
