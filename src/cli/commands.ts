@@ -4,7 +4,7 @@ import { relative } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
 import { ancestorsAndSelf, type DagFormat, renderGraph } from '../graph/dag.js';
-import { UsageError } from './errors.js';
+import { onInterrupt, UsageError } from './errors.js';
 import { formatDuration } from '../runner/format.js';
 import { readRuns, type PastRun } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
@@ -130,18 +130,9 @@ export async function commandRun(
     await checkRedis(queue);
   }
   const reporter = pickReporter(opts.json);
-  const controller = new AbortController();
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts += 1;
-    if (interrupts > 1) process.exit(130);
-    process.stderr.write(
-      '\ntfpipe: interrupting; a running stage stops after its current step (Ctrl-C again to quit now)\n',
-    );
-    controller.abort();
-  };
-  process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigint);
+  const interrupt = onInterrupt(
+    '\ntfpipe: interrupting; a running stage stops after its current step (Ctrl-C again to quit now)\n',
+  );
   try {
     let executor: StageExecutor | undefined;
     if (queue) {
@@ -149,16 +140,16 @@ export async function commandRun(
         import('../queue/queue-executor.js'),
         import('../jobs/store-id.js'),
       ]);
-      executor = await QueueExecutor.connect(queue, await ensureStoreId(outputs), controller.signal);
+      executor = await QueueExecutor.connect(queue, await ensureStoreId(outputs), interrupt.signal);
     } else if (opts.jobs > 1) {
       const { ProcessExecutor } = await import('../jobs/process-executor.js');
-      executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: controller.signal });
+      executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: interrupt.signal });
     }
     const run = await runSweep(def, registry, {
       force: opts.force,
       until: opts.until,
       reporter,
-      signal: controller.signal,
+      signal: interrupt.signal,
       outputs,
       jobs: queue ? QUEUED_AT_ONCE : opts.jobs,
       executor,
@@ -200,8 +191,7 @@ export async function commandRun(
     }
     return failed ? 1 : 0;
   } finally {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
+    interrupt.release();
   }
 }
 

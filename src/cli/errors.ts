@@ -74,3 +74,27 @@ export function exitQuietlyOnClosedPipe(): void {
     });
   }
 }
+
+/**
+ * Ctrl-C (or SIGTERM) once aborts the returned signal, so running work stops after its current
+ * step and what finished is kept; a second one quits at once (130). `release()` removes the handlers.
+ */
+export function onInterrupt(message?: string): { signal: AbortSignal; release(): void } {
+  const controller = new AbortController();
+  let interrupts = 0;
+  const handler = () => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(EXIT.interrupted);
+    if (message) process.stderr.write(message);
+    controller.abort();
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return {
+    signal: controller.signal,
+    release: () => {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    },
+  };
+}
