@@ -12,6 +12,8 @@ import type { KeyInputs } from './keys.js';
 
 export const MANIFEST = 'tfpipe-manifest.json';
 export const RESULT = 'result.json';
+/** Scratch space a resumable kind keeps in its work dir (train's checkpoints); never an artefact. */
+export const RESUME_DIR = '.resume';
 
 export interface FileRecord {
   sha256: string;
@@ -143,13 +145,12 @@ export class ArtefactStore {
     await writeFileAtomic(join(work, RESULT), `${JSON.stringify(m.result, null, 2)}\n`);
     const files: Record<string, FileRecord> = {};
     for (const rel of await listFiles(work)) {
-      if (rel === MANIFEST || rel.startsWith('.resume/')) continue;
+      if (rel === MANIFEST || rel.startsWith(`${RESUME_DIR}/`)) continue;
       const p = join(work, rel);
       const s = await stat(p);
       files[rel] = { sha256: await hashFile(p), size: s.size, mtimeMs: s.mtimeMs };
     }
-    // Resume scratch space is not an artefact.
-    await rm(join(work, '.resume'), { recursive: true, force: true });
+    await rm(join(work, RESUME_DIR), { recursive: true, force: true });
     const manifest: Manifest = { format: 1, ...m, files };
     await writeFileAtomic(join(work, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
     const final = this.stageDir(stage, key);
