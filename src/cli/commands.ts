@@ -11,6 +11,7 @@ import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
 import { makePlan, type Plan } from '../runner/plan.js';
 import { outputsRoot } from '../cache/outputs.js';
+import { ArtefactStore } from '../cache/store.js';
 import type { StepReporter } from '../runner/steps.js';
 import type { StageExecutor } from '../runner/walk.js';
 import type { QueueUrl } from '../queue/redis.js';
@@ -242,7 +243,6 @@ function outcomeText(r: ReturnType<typeof describeRuns>[number], pid?: number): 
 }
 
 export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Promise<number> {
-  const { ArtefactStore } = await import('../cache/store.js');
   const runs = await readRuns(new ArtefactStore(outputsRoot(pipeline), pipeline.name).pipelineDir);
   const rows = describeRuns(runs);
   const sweeps = [...new Set(rows.flatMap((r) => (r.sweep ? [r.sweep.id] : [])))].map((id) => {

@@ -160,15 +160,18 @@ export async function sweepDryRun(
 /** The --json document of a finished sweep run. */
 export function sweepRunDoc(def: SweepDefinition, run: SweepRun, outputs: string, page: string | undefined) {
   const byId = new Map(run.instances.map((i) => [i.id, i]));
-  const instances = [...run.outcomes].map(([id, o]) => ({
-    id,
-    name: byId.get(id)!.planned.stage.name,
-    key: byId.get(id)!.planned.key,
-    state: o.state,
-    seconds: Math.round(o.seconds * 1000) / 1000,
-    variants: variantNames(def, byId.get(id)!),
-    ...('error' in o ? { error: o.error } : {}),
-  }));
+  const instances = [...run.outcomes].map(([id, o]) => {
+    const inst = byId.get(id)!;
+    return {
+      id,
+      name: inst.planned.stage.name,
+      key: inst.planned.key,
+      state: o.state,
+      seconds: Math.round(o.seconds * 1000) / 1000,
+      variants: variantNames(def, inst),
+      ...('error' in o ? { error: o.error } : {}),
+    };
+  });
   const count = (state: string) => instances.filter((i) => i.state === state).length;
   return {
     pipeline: def.name,
