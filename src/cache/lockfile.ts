@@ -3,7 +3,6 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { isObject } from '../json.js';
-import type { JsonObject } from '../stages/types.js';
 import { writeFileAtomic } from './atomic.js';
 import type { KeyInputs } from './keys.js';
 import type { Manifest } from './store.js';
@@ -112,8 +111,5 @@ function entryProblem(e: unknown): string | undefined {
 
 export async function writeLock(pipelineDir: string, lock: LockFile): Promise<void> {
   const header = '# Written by tfpipe after each stage: the key and inputs each stage last ran with.\n';
-  await writeFileAtomic(
-    join(pipelineDir, LOCK_FILE),
-    header + stringify(lock as unknown as JsonObject, { lineWidth: 0 }),
-  );
+  await writeFileAtomic(join(pipelineDir, LOCK_FILE), header + stringify(lock, { lineWidth: 0 }));
 }

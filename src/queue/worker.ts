@@ -96,7 +96,7 @@ function relay(job: Job, print: (line: string) => void, printEveryMs: number): S
   const sendDue = progressThrottle(PROGRESS_EVERY_MS);
   const printDue = progressThrottle(printEveryMs);
   const send = (m: JobProgressMessage) => {
-    job.updateProgress(m as unknown as object).catch(() => {});
+    job.updateProgress(m).catch(() => {});
   };
   return {
     progress: (u: ProgressUpdate) => {
