@@ -44,6 +44,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     if (!command) throw new UsageError('no command given');
+    checkOptions(command, parsed.tokens);
     if (command === 'dag' && !(DAG_FORMATS as readonly string[]).includes(values.format ?? 'text')) {
       throw new UsageError(`unknown --format "${values.format}"; dag draws ${DAG_FORMATS.join(', ')}`);
     }
@@ -117,11 +118,35 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// The options each command takes (--json and --help go with all). An option another command
+// takes is refused rather than ignored: `run --outputs DIR` would otherwise write elsewhere.
+const COMMON = ['json', 'help'];
+const SELECT = ['set', 'multirun', 'variant'];
+const OPTIONS: Record<string, readonly string[]> = {
+  run: [...SELECT, 'jobs', 'queue', 'force', 'until', 'dry-run'],
+  status: SELECT,
+  dag: [...SELECT, 'format'],
+  runs: [],
+  kinds: [],
+  schema: [],
+  worker: ['queue', 'concurrency', 'outputs', 'lock-timeout'],
+};
+
+function checkOptions(command: string, tokens: ReturnType<typeof parse>['tokens']): void {
+  const takes = OPTIONS[command];
+  if (!takes) return; // an unknown command is reported by name further on
+  for (const token of tokens) {
+    if (token.kind !== 'option' || COMMON.includes(token.name) || takes.includes(token.name)) continue;
+    throw new UsageError(`${command} does not take ${token.rawName}`);
+  }
+}
+
 function parse(argv: string[]) {
   try {
     return parseArgs({
       args: argv,
       allowPositionals: true,
+      tokens: true,
       options: {
         set: { type: 'string', multiple: true, default: [] },
         multirun: { type: 'boolean', short: 'm', default: false },
