@@ -7,8 +7,9 @@
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { packageRoot } from '../src/paths.js';
+import { ARCHIVE, QUICK_SMALL_SETS } from '../test/ml-helpers.js';
 
 const repeats = Number(process.argv[process.argv.indexOf('--repeats') + 1]) || 7;
 const dir = mkdtempSync(join(tmpdir(), 'tfpipe-bench-'));
@@ -23,19 +24,7 @@ const chain = join(dir, 'ten.yaml');
 writeFileSync(chain, `name: ten\nstages:\n${chainStages}`);
 const plugins = { TFPIPE_PLUGINS: join(packageRoot, 'dist/test/fixtures/kinds.js') };
 
-const archive = process.env.TFPIPE_CIFAR10 ?? resolve(packageRoot, '../shared/data/cifar-10-binary.tar.gz');
 const quick = join(packageRoot, 'pipelines/cifar-vit-quick.yaml');
-const quickSets = [
-  `data.source=${archive}`,
-  'data.limit_train=300',
-  'data.limit_val=60',
-  'data.limit_test=200',
-  'model.dim=32',
-  'model.depth=1',
-  'model.mlp_dim=64',
-  'train.epochs=1',
-  'rollout.images=8',
-].flatMap((s) => ['--set', s]);
 
 function tfpipe(args: string[], extraEnv: Record<string, string> = {}): { seconds: number; stdout: string } {
   const t = process.hrtime.bigint();
@@ -62,15 +51,15 @@ const cases: Case[] = [
   { name: 'kinds', args: ['kinds'] },
 ];
 let firstQuickRun: number | undefined;
-if (existsSync(archive)) {
-  firstQuickRun = tfpipe(['run', quick, ...quickSets, '--json']).seconds;
+if (existsSync(ARCHIVE)) {
+  firstQuickRun = tfpipe(['run', quick, ...QUICK_SMALL_SETS, '--json']).seconds;
   cases.push(
-    { name: 'status_quick', args: ['status', quick, ...quickSets, '--json'] },
+    { name: 'status_quick', args: ['status', quick, ...QUICK_SMALL_SETS, '--json'] },
     { name: 'dag_quick', args: ['dag', quick] },
-    { name: 'run_cached_quick', args: ['run', quick, ...quickSets, '--json'], check: allCached },
+    { name: 'run_cached_quick', args: ['run', quick, ...QUICK_SMALL_SETS, '--json'], check: allCached },
   );
 } else {
-  process.stderr.write(`CIFAR-10 archive not found at ${archive}: the quick pipeline cases are left out\n`);
+  process.stderr.write(`CIFAR-10 archive not found at ${ARCHIVE}: the quick pipeline cases are left out\n`);
 }
 tfpipe(['run', chain, '--json'], plugins);
 

@@ -62,6 +62,25 @@ test('invalid input: exit 2, every problem listed, nothing created under outputs
   assert.equal(tfpipe(['frobnicate', file], p.outputs).code, 2);
 });
 
+test('an option the command does not take is a usage error, not silently ignored', () => {
+  const p = tempProject();
+  const file = p.write('p.yaml', CHAIN);
+  const elsewhere = join(p.dir, 'elsewhere');
+  // --outputs is the worker's; run writing to the default folder instead would lose the results.
+  const r = tfpipe(['run', file, '--outputs', elsewhere], p.outputs);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^tfpipe: run does not take --outputs\n/);
+  assert.equal(existsSync(p.outputs), false);
+  assert.equal(existsSync(elsewhere), false);
+  const st = tfpipe(['status', file, '--force', 'b', '--json'], p.outputs);
+  assert.equal(st.code, 2);
+  assert.match(st.stderr, /^tfpipe: status does not take --force\n/);
+  assert.equal(JSON.parse(st.stdout).error.exit_code, 2);
+  assert.match(tfpipe(['dag', file, '-j', '2'], p.outputs).stderr, /^tfpipe: dag does not take -j\n/);
+  // --json goes with every command.
+  assert.equal(tfpipe(['dag', file, '--json'], p.outputs).code, 0);
+});
+
 test('--dry-run says what would run and why, and writes nothing', () => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);

@@ -6,22 +6,10 @@ import { parse } from 'yaml';
 import { test } from 'node:test';
 import { packageRoot } from '../src/paths.js';
 import { tempProject } from './helpers.js';
-import { ARCHIVE, noArchive } from './ml-helpers.js';
+import { ARCHIVE, noArchive, QUICK_SMALL_SETS } from './ml-helpers.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const QUICK = resolve(packageRoot, 'pipelines/cifar-vit-quick.yaml');
-// The real quick pipeline, shrunk to a few hundred images and a one-block model for CI.
-const SMALL = [
-  `data.source=${ARCHIVE}`,
-  'data.limit_train=300',
-  'data.limit_val=60',
-  'data.limit_test=200',
-  'model.dim=32',
-  'model.depth=1',
-  'model.mlp_dim=64',
-  'train.epochs=1',
-  'rollout.images=8',
-].flatMap((s) => ['--set', s]);
 
 function tfpipe(args: string[], outputs: string) {
   const r = spawnSync(process.execPath, [BIN, ...args], {
@@ -33,7 +21,7 @@ function tfpipe(args: string[], outputs: string) {
 
 test('quick pipeline end to end; a rollout setting reruns only rollout and report', { skip: noArchive }, () => {
   const p = tempProject();
-  const first = tfpipe(['run', QUICK, ...SMALL, '--json'], p.outputs);
+  const first = tfpipe(['run', QUICK, ...QUICK_SMALL_SETS, '--json'], p.outputs);
   assert.equal(first.code, 0, first.stderr);
   const doc = JSON.parse(first.stdout);
   assert.deepEqual(
@@ -74,7 +62,10 @@ test('quick pipeline end to end; a rollout setting reruns only rollout and repor
   );
   assert.ok(existsSync(join(p.outputs, 'cifar-vit-quick', 'report.html')), 'pipeline-level report');
 
-  const status = tfpipe(['status', QUICK, ...SMALL, '--set', 'rollout.head_fusion=max', '--json'], p.outputs);
+  const status = tfpipe(
+    ['status', QUICK, ...QUICK_SMALL_SETS, '--set', 'rollout.head_fusion=max', '--json'],
+    p.outputs,
+  );
   const st = JSON.parse(status.stdout);
   const stale = st.stages.filter((s: { state: string }) => s.state !== 'cached');
   assert.deepEqual(
@@ -84,7 +75,7 @@ test('quick pipeline end to end; a rollout setting reruns only rollout and repor
   assert.deepEqual(stale[0].reasons, ['setting head_fusion changed: "mean" → "max"']);
   assert.match(stale[1].reasons[0], /^upstream stage "rollout" changed \(key [0-9a-f]+ → [0-9a-f]+\)$/);
 
-  const again = tfpipe(['run', QUICK, ...SMALL, '--set', 'rollout.head_fusion=max', '--json'], p.outputs);
+  const again = tfpipe(['run', QUICK, ...QUICK_SMALL_SETS, '--set', 'rollout.head_fusion=max', '--json'], p.outputs);
   assert.equal(again.code, 0, again.stderr);
   const ran = JSON.parse(again.stdout)
     .stages.filter((s: { state: string }) => s.state === 'ran')
@@ -96,7 +87,7 @@ test('quick pipeline end to end; a rollout setting reruns only rollout and repor
   // Issue 11 item 1. train's outputs differ on every run (metrics.jsonl records timings), so
   // forcing it reruns everything that read them; model's outputs come out identical, so forcing it
   // reruns nothing below it.
-  const MAX = [...SMALL, '--set', 'rollout.head_fusion=max'];
+  const MAX = [...QUICK_SMALL_SETS, '--set', 'rollout.head_fusion=max'];
   const lockOf = () => parse(readFileSync(join(p.outputs, 'cifar-vit-quick', 'tfpipe.lock'), 'utf8'));
   const readBefore = lockOf().stages.evaluate.upstream_outputs.train;
   const forced = tfpipe(['run', QUICK, ...MAX, '--force', 'train', '--json'], p.outputs);
@@ -112,10 +103,10 @@ test('quick pipeline end to end; a rollout setting reruns only rollout and repor
   assert.deepEqual(ranIn(model.stdout), ['model']);
 
   // Issue 11 item 2: the same archive spelled another way is the same input.
-  const respelled = SMALL.map((a) =>
+  const respelled = QUICK_SMALL_SETS.map((a) =>
     a.startsWith('data.source=') ? `data.source=${relative(process.cwd(), ARCHIVE)}` : a,
   );
-  assert.notDeepEqual(respelled, SMALL);
+  assert.notDeepEqual(respelled, QUICK_SMALL_SETS);
   const st2 = JSON.parse(
     tfpipe(['status', QUICK, ...respelled, '--set', 'rollout.head_fusion=max', '--json'], p.outputs).stdout,
   );

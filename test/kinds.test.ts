@@ -137,6 +137,17 @@ test('a plugin kind is listed with its picture; an unknown kind is a usage error
   );
 });
 
+test('kinds and schema name their own extra arguments as the usage error', () => {
+  const kinds = tfpipe(['kinds', 'train', 'vit']);
+  assert.equal(kinds.code, 2);
+  assert.equal(kinds.stdout, '');
+  assert.match(kinds.stderr, /^tfpipe: kinds takes at most one KIND, got 2: train vit\n/);
+  const schema = tfpipe(['schema', 'extra']);
+  assert.equal(schema.code, 2);
+  assert.equal(schema.stdout, '');
+  assert.match(schema.stderr, /^tfpipe: schema takes no arguments, got: extra\n/);
+});
+
 test('describeType words what a schema accepts', () => {
   assert.equal(describeType({ type: 'integer', minimum: 1 }), 'integer ≥ 1');
   assert.equal(describeType({ type: 'number', exclusiveMinimum: 0, maximum: 8 }), 'number in (0, 8]');

@@ -8,14 +8,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compile, type JSONSchema } from 'json-schema-to-typescript';
+import { isObject } from '../src/json.js';
 import { packageRoot } from '../src/paths.js';
 import { loadRegistry } from '../src/stages/registry.js';
 import type { JsonObject, JsonValue } from '../src/stages/types.js';
 
 export const SETTINGS_FILE = join(packageRoot, 'src', 'stages', 'settings.ts');
-
-const isObject = (v: JsonValue | undefined): v is JsonObject =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** `train` → `TrainSettings`, `attention_rollout` → `AttentionRolloutSettings`. */
 export function settingsTypeName(kind: string): string {

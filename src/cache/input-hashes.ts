@@ -4,6 +4,7 @@ import { readFileSync, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError } from '../config/problems.js';
+import { isObject } from '../json.js';
 import { writeFileAtomic } from './atomic.js';
 import { hashPath } from './hash.js';
 
@@ -21,7 +22,7 @@ export class InputHasher {
     } catch {
       // none yet, or damaged: it is only a memo
     }
-    this.memo = memo !== null && typeof memo === 'object' && !Array.isArray(memo) ? (memo as Memo) : {};
+    this.memo = isObject(memo) ? (memo as Memo) : {};
   }
 
   async hash(absPath: string): Promise<string> {

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import type { JsonObject } from '../stages/types.js';
+import { isObject } from '../json.js';
 import { writeFileAtomic } from './atomic.js';
 import type { KeyInputs } from './keys.js';
 import type { Manifest } from './store.js';
@@ -91,7 +91,6 @@ export function readLock(
   return { lock: { schema: 1, pipeline, stages }, warnings, damaged };
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const isStringMap = (v: unknown) => isObject(v) && Object.values(v).every((x) => typeof x === 'string');
 
 /** What is wrong with a lock entry, or undefined if it has everything status reads. */
@@ -112,8 +111,5 @@ function entryProblem(e: unknown): string | undefined {
 
 export async function writeLock(pipelineDir: string, lock: LockFile): Promise<void> {
   const header = '# Written by tfpipe after each stage: the key and inputs each stage last ran with.\n';
-  await writeFileAtomic(
-    join(pipelineDir, LOCK_FILE),
-    header + stringify(lock as unknown as JsonObject, { lineWidth: 0 }),
-  );
+  await writeFileAtomic(join(pipelineDir, LOCK_FILE), header + stringify(lock, { lineWidth: 0 }));
 }

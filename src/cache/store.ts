@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, type Stats } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
+import { isObject } from '../json.js';
 import type { JsonObject } from '../stages/types.js';
 import { writeFileAtomic } from './atomic.js';
 import { hashFile, listFiles } from './hash.js';
@@ -11,6 +12,8 @@ import type { KeyInputs } from './keys.js';
 
 export const MANIFEST = 'tfpipe-manifest.json';
 export const RESULT = 'result.json';
+/** Scratch space a resumable kind keeps in its work dir (train's checkpoints); never an artefact. */
+export const RESUME_DIR = '.resume';
 
 export interface FileRecord {
   sha256: string;
@@ -36,8 +39,6 @@ export interface Manifest {
   seconds: number;
   finishedAt: string;
 }
-
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /** Has what verify() and the runner read; anything less is a damaged manifest. */
 function isManifest(m: unknown): m is Manifest {
@@ -144,13 +145,12 @@ export class ArtefactStore {
     await writeFileAtomic(join(work, RESULT), `${JSON.stringify(m.result, null, 2)}\n`);
     const files: Record<string, FileRecord> = {};
     for (const rel of await listFiles(work)) {
-      if (rel === MANIFEST || rel.startsWith('.resume/')) continue;
+      if (rel === MANIFEST || rel.startsWith(`${RESUME_DIR}/`)) continue;
       const p = join(work, rel);
       const s = await stat(p);
       files[rel] = { sha256: await hashFile(p), size: s.size, mtimeMs: s.mtimeMs };
     }
-    // Resume scratch space is not an artefact.
-    await rm(join(work, '.resume'), { recursive: true, force: true });
+    await rm(join(work, RESUME_DIR), { recursive: true, force: true });
     const manifest: Manifest = { format: 1, ...m, files };
     await writeFileAtomic(join(work, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
     const final = this.stageDir(stage, key);

@@ -3,14 +3,15 @@
 import { relative } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
-import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
-import { UsageError } from './errors.js';
+import { ancestorsAndSelf, type DagFormat, renderGraph } from '../graph/dag.js';
+import { onInterrupt, UsageError } from './errors.js';
 import { formatDuration } from '../runner/format.js';
-import { readRuns, type RunRecord } from '../runner/history.js';
+import { readRuns, type PastRun } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
 import { makePlan, type Plan } from '../runner/plan.js';
 import { outputsRoot } from '../cache/outputs.js';
+import { ArtefactStore } from '../cache/store.js';
 import type { StepReporter } from '../runner/steps.js';
 import type { StageExecutor } from '../runner/walk.js';
 import type { QueueUrl } from '../queue/redis.js';
@@ -27,11 +28,8 @@ export function commandSchema(registry: KindRegistry): number {
   return 0;
 }
 
-export const DAG_FORMATS = ['text', 'mermaid', 'dot'] as const;
-
-export function commandDag(pipeline: ResolvedPipeline, format: (typeof DAG_FORMATS)[number]): number {
-  const render = { text: renderText, mermaid: renderMermaid, dot: renderDot }[format];
-  out(render(pipeline.stages));
+export function commandDag(pipeline: ResolvedPipeline, format: DagFormat): number {
+  out(renderGraph(pipeline.stages, format));
   return 0;
 }
 
@@ -133,18 +131,9 @@ export async function commandRun(
     await checkRedis(queue);
   }
   const reporter = pickReporter(opts.json);
-  const controller = new AbortController();
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts += 1;
-    if (interrupts > 1) process.exit(130);
-    process.stderr.write(
-      '\ntfpipe: interrupting; a running stage stops after its current step (Ctrl-C again to quit now)\n',
-    );
-    controller.abort();
-  };
-  process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigint);
+  const interrupt = onInterrupt(
+    '\ntfpipe: interrupting; a running stage stops after its current step (Ctrl-C again to quit now)\n',
+  );
   try {
     let executor: StageExecutor | undefined;
     if (queue) {
@@ -152,16 +141,16 @@ export async function commandRun(
         import('../queue/queue-executor.js'),
         import('../jobs/store-id.js'),
       ]);
-      executor = await QueueExecutor.connect(queue, await ensureStoreId(outputs), controller.signal);
+      executor = await QueueExecutor.connect(queue, await ensureStoreId(outputs), interrupt.signal);
     } else if (opts.jobs > 1) {
       const { ProcessExecutor } = await import('../jobs/process-executor.js');
-      executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: controller.signal });
+      executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: interrupt.signal });
     }
     const run = await runSweep(def, registry, {
       force: opts.force,
       until: opts.until,
       reporter,
-      signal: controller.signal,
+      signal: interrupt.signal,
       outputs,
       jobs: queue ? QUEUED_AT_ONCE : opts.jobs,
       executor,
@@ -203,8 +192,7 @@ export async function commandRun(
     }
     return failed ? 1 : 0;
   } finally {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
+    interrupt.release();
   }
 }
 
@@ -217,7 +205,7 @@ function round(x: number): number {
  * --only-changed). A sweep's variants are compared with the sweep's first variant, and that one
  * with the run before the sweep, so each row shows what the sweep varied.
  */
-export function describeRuns(runs: RunRecord[]) {
+export function describeRuns(runs: PastRun[]) {
   return runs.map((r, i) => {
     const groupStart = r.sweep ? runs.findIndex((x) => x.sweep?.id === r.sweep?.id) : i;
     const base = groupStart < i ? groupStart : i - 1;
@@ -255,7 +243,6 @@ function outcomeText(r: ReturnType<typeof describeRuns>[number], pid?: number): 
 }
 
 export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Promise<number> {
-  const { ArtefactStore } = await import('../cache/store.js');
   const runs = await readRuns(new ArtefactStore(outputsRoot(pipeline), pipeline.name).pipelineDir);
   const rows = describeRuns(runs);
   const sweeps = [...new Set(rows.flatMap((r) => (r.sweep ? [r.sweep.id] : [])))].map((id) => {

@@ -6,6 +6,14 @@ import { Aborted } from '../runner/execute.js';
 /** Wrong command line: exit 2 with the usage text. */
 export class UsageError extends Error {}
 
+/** A flag's whole-number value ≥ 1 (-j, --concurrency, --lock-timeout), or `fallback` when absent. */
+export function positiveInt(text: string | undefined, fallback: number, flag: string): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} takes a whole number ≥ 1, got "${text}"`);
+  return n;
+}
+
 export const EXIT = { ok: 0, failed: 1, invalid: 2, interrupted: 130 } as const;
 
 interface Described {
@@ -65,4 +73,28 @@ export function exitQuietlyOnClosedPipe(): void {
       throw err;
     });
   }
+}
+
+/**
+ * Ctrl-C (or SIGTERM) once aborts the returned signal, so running work stops after its current
+ * step and what finished is kept; a second one quits at once (130). `release()` removes the handlers.
+ */
+export function onInterrupt(message?: string): { signal: AbortSignal; release(): void } {
+  const controller = new AbortController();
+  let interrupts = 0;
+  const handler = () => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(EXIT.interrupted);
+    if (message) process.stderr.write(message);
+    controller.abort();
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return {
+    signal: controller.signal,
+    release: () => {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    },
+  };
 }

@@ -1,7 +1,7 @@
 // What `status`, `dag`, `run --dry-run` and `run` print for a sweep: the union graph of stage
 // instances, which variants use each, and how many stage runs sharing saves.
 import { relative } from 'node:path';
-import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
+import { ancestorsAndSelf, type DagFormat, renderGraph } from '../graph/dag.js';
 import type { PlannedStage } from '../runner/plan.js';
 import type { StageInstance } from '../runner/union.js';
 import { unionOf } from '../runner/union.js';
@@ -106,7 +106,7 @@ export async function sweepDag(
   def: SweepDefinition,
   registry: KindRegistry,
   outputs: string,
-  format: 'text' | 'mermaid' | 'dot',
+  format: DagFormat,
 ): Promise<number> {
   const { instances } = await union(def, registry, outputs);
   const nodes = instances.map((i) => ({
@@ -115,7 +115,7 @@ export async function sweepDag(
     needs: Object.values(i.needs),
     note: instanceLabel(def, def.selected, i.users),
   }));
-  out({ text: renderText, mermaid: renderMermaid, dot: renderDot }[format](nodes));
+  out(renderGraph(nodes, format));
   return 0;
 }
 
@@ -160,15 +160,18 @@ export async function sweepDryRun(
 /** The --json document of a finished sweep run. */
 export function sweepRunDoc(def: SweepDefinition, run: SweepRun, outputs: string, page: string | undefined) {
   const byId = new Map(run.instances.map((i) => [i.id, i]));
-  const instances = [...run.outcomes].map(([id, o]) => ({
-    id,
-    name: byId.get(id)!.planned.stage.name,
-    key: byId.get(id)!.planned.key,
-    state: o.state,
-    seconds: Math.round(o.seconds * 1000) / 1000,
-    variants: variantNames(def, byId.get(id)!),
-    ...('error' in o ? { error: o.error } : {}),
-  }));
+  const instances = [...run.outcomes].map(([id, o]) => {
+    const inst = byId.get(id)!;
+    return {
+      id,
+      name: inst.planned.stage.name,
+      key: inst.planned.key,
+      state: o.state,
+      seconds: Math.round(o.seconds * 1000) / 1000,
+      variants: variantNames(def, inst),
+      ...('error' in o ? { error: o.error } : {}),
+    };
+  });
   const count = (state: string) => instances.filter((i) => i.state === state).length;
   return {
     pipeline: def.name,

@@ -4,6 +4,7 @@ import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { JsonObject, RuntimeSettings } from '../stages/types.js';
 import type { KindRegistry } from '../stages/registry.js';
 import { topoOrder, type GraphNode } from '../graph/dag.js';
+import { isObject } from '../json.js';
 import { isUrl, localPathSettings } from './path-settings.js';
 import { overrideValue, parseOverride, setAtPath } from './overrides.js';
 import { ConfigError, dottedPath, type Problem } from './problems.js';
@@ -69,7 +70,7 @@ export function readPipelineSource(file: string): PipelineSource {
   const { source, problems } = parseYaml(shown, text);
   if (problems.length) throw new ConfigError(problems);
   const data = source.data;
-  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+  if (!isObject(data)) {
     throw new ConfigError([
       { where: `${shown}:1:1`, path: '', message: 'a pipeline file must be a mapping with name and stages' },
     ]);
@@ -77,7 +78,7 @@ export function readPipelineSource(file: string): PipelineSource {
   return {
     file: resolve(file),
     shown,
-    root: data as Record<string, unknown>,
+    root: data,
     locate: (path, keyOnly = false) => locate(source, path, { key: keyOnly }),
   };
 }

@@ -1,6 +1,7 @@
 // The swept settings: the file's `sweep:` block plus, with -m, every `--set KEY=a,b` (Hydra's
 // multirun). Each axis is a setting path and its values, each value remembering where it was
 // written so that the schema's verdict on it is reported there.
+import { isObject } from '../json.js';
 import type { KindRegistry } from '../stages/registry.js';
 import { parseSets, stageNames, typedValue, type Assignment, type PipelineSource } from './load.js';
 import { parseKeyPath, parseOverride, splitValues } from './overrides.js';
@@ -48,8 +49,8 @@ export function sweepAxes(
   };
 
   const block = src.root.sweep;
-  if (block && typeof block === 'object' && !Array.isArray(block)) {
-    for (const [key, list] of Object.entries(block as Record<string, unknown>)) {
+  if (isObject(block)) {
+    for (const [key, list] of Object.entries(block)) {
       const path = parseKeyPath(key, names);
       const keyWhere = src.locate(['sweep', key], true);
       if (typeof path === 'string') {

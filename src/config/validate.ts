@@ -3,7 +3,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { JsonObject } from '../stages/types.js';
 import type { KindRegistry } from '../stages/registry.js';
 import { buildPipelineSchema } from './pipeline-schema.js';
-import { didYouMean, dottedPath, type Problem } from './problems.js';
+import { didYouMean, dottedPath } from './problems.js';
 
 export interface Validator {
   /** Validates in place (applies defaults) and returns problems as path + message. */
@@ -134,8 +134,4 @@ function describeErrors(errors: ErrorObject[], registry: KindRegistry, data: unk
     out.push({ path, keyOnly, message });
   }
   return out;
-}
-
-export function toProblem(where: string, p: { path: (string | number)[]; message: string }): Problem {
-  return { where, path: dottedPath(p.path), message: p.message };
 }

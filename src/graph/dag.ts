@@ -55,7 +55,7 @@ export interface DrawnNode extends GraphNode {
 }
 
 /** Text drawing of the graph: one line per stage with what it needs. */
-export function renderText(nodes: readonly DrawnNode[]): string {
+function renderText(nodes: readonly DrawnNode[]): string {
   return nodes
     .map(
       (n) =>
@@ -64,7 +64,7 @@ export function renderText(nodes: readonly DrawnNode[]): string {
     .join('\n');
 }
 
-export function renderMermaid(nodes: readonly DrawnNode[]): string {
+function renderMermaid(nodes: readonly DrawnNode[]): string {
   const id = (s: string) => s.replace(/[^A-Za-z0-9_]/g, '_');
   const lines = ['flowchart TD'];
   for (const n of nodes)
@@ -76,7 +76,7 @@ export function renderMermaid(nodes: readonly DrawnNode[]): string {
 }
 
 /** Graphviz: `tfpipe dag p.yaml --format dot | dot -Tsvg > dag.svg`. */
-export function renderDot(nodes: readonly DrawnNode[]): string {
+function renderDot(nodes: readonly DrawnNode[]): string {
   // Quoted IDs take any name; inside them only " and \ need escaping. \n in a label is a line break.
   const esc = (s: string) => s.replace(/[\\"]/g, (c) => `\\${c}`);
   const lines = ['digraph pipeline {', '  node [shape=box];'];
@@ -85,4 +85,12 @@ export function renderDot(nodes: readonly DrawnNode[]): string {
   for (const n of nodes) for (const d of n.needs) lines.push(`  "${esc(d)}" -> "${esc(n.name)}";`);
   lines.push('}');
   return lines.join('\n');
+}
+
+export const DAG_FORMATS = ['text', 'mermaid', 'dot'] as const;
+export type DagFormat = (typeof DAG_FORMATS)[number];
+
+/** The graph as `tfpipe dag --format` draws it. */
+export function renderGraph(nodes: readonly DrawnNode[], format: DagFormat): string {
+  return { text: renderText, mermaid: renderMermaid, dot: renderDot }[format](nodes);
 }

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cache/atomic.js';
+import { RESUME_DIR } from '../cache/store.js';
 import type { EpochMetrics } from './epoch-metrics.js';
 import type { OptimizerState } from './optim.js';
 
@@ -17,19 +18,13 @@ export interface TrainState {
   metrics: EpochMetrics[];
 }
 
-const ROOT = '.resume';
-
-export function resumeDir(workDir: string): string {
-  return join(workDir, ROOT);
-}
-
 /** The newest complete saved state, if an earlier attempt left one. */
 export async function findResume(
   workDir: string,
 ): Promise<{ dir: string; state: TrainState; optimizer: OptimizerState } | undefined> {
-  const cur = join(workDir, ROOT, 'current');
+  const cur = join(workDir, RESUME_DIR, 'current');
   if (!existsSync(cur)) return undefined;
-  const dir = join(workDir, ROOT, (await readFile(cur, 'utf8')).trim());
+  const dir = join(workDir, RESUME_DIR, (await readFile(cur, 'utf8')).trim());
   const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as TrainState;
   const meta = JSON.parse(await readFile(join(dir, 'optimizer.json'), 'utf8')) as { step: number; sizes: number[] };
   const bytes = await readFile(join(dir, 'optimizer.bin'));
@@ -45,10 +40,10 @@ export async function findResume(
 
 /** The training state an interrupted attempt saved, without loading its weights (for `status`). */
 export async function resumeState(workDir: string): Promise<TrainState | undefined> {
-  const cur = join(workDir, ROOT, 'current');
+  const cur = join(workDir, RESUME_DIR, 'current');
   if (!existsSync(cur)) return undefined;
   return JSON.parse(
-    await readFile(join(workDir, ROOT, (await readFile(cur, 'utf8')).trim(), 'state.json'), 'utf8'),
+    await readFile(join(workDir, RESUME_DIR, (await readFile(cur, 'utf8')).trim(), 'state.json'), 'utf8'),
   ) as TrainState;
 }
 
@@ -59,7 +54,7 @@ export async function saveResume(
   optimizer: OptimizerState,
   writeModel: (dir: string) => Promise<void>,
 ): Promise<void> {
-  const root = join(workDir, ROOT);
+  const root = join(workDir, RESUME_DIR);
   const name = `epoch-${state.epochsDone}`;
   const tmp = join(root, `${name}.tmp`);
   await rm(tmp, { recursive: true, force: true });

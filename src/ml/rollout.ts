@@ -20,8 +20,6 @@ export interface RolloutOptions {
   discardRatio: number;
 }
 
-export const defaultRolloutOptions: RolloutOptions = { method: 'abnar_zuidema', headFusion: 'mean', discardRatio: 0 };
-
 /**
  * Bicubic kernel parameter. PyTorch (`F.interpolate(mode='bicubic')`) and OpenCV (`INTER_CUBIC`)
  * both use a = -0.75; the reference experiment upsampled with one of them, so this is the default.

@@ -89,16 +89,14 @@ export async function runUnits(
     const units = await plan();
     // One after another, so runs.jsonl lists a sweep's variants in their order.
     const entries: RunEntry[] = [];
-    for (const {
-      plan: { pipeline },
-      sweep,
-    } of units) {
+    for (const u of units) {
+      const { pipeline } = u.plan;
       entries.push(
         await RunEntry.start(pipelineDir, {
           started_at: startedAt,
           seed: pipeline.seed,
           settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])),
-          ...(sweep ? { sweep } : {}),
+          ...(u.sweep ? { sweep: u.sweep } : {}),
         }),
       );
     }

@@ -7,6 +7,7 @@ import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { processAlive } from '../cache/run-lock.js';
+import { isObject } from '../json.js';
 import type { JsonObject, JsonValue, RunSummary } from '../stages/types.js';
 
 /** Marks the runs of one `tfpipe run` of a sweep, one per variant, so `tfpipe runs` groups them. */
@@ -24,7 +25,8 @@ export interface SweepTag {
 /** How a run ended; killed and running are read off an unclosed "started" line. */
 export type RunOutcome = 'ok' | 'failed' | 'interrupted' | 'killed' | 'running';
 
-export interface RunRecord {
+/** A run as `tfpipe runs` reads it back from runs.jsonl. */
+export interface PastRun {
   started_at: string;
   /** Null while running or when killed. */
   seconds: number | null;
@@ -120,32 +122,30 @@ export class RunEntry {
   }
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
-
 /** A line written before runs had ids: one whole record per run, written at its end. */
-function legacy(l: Record<string, unknown>): RunRecord | undefined {
+function legacy(l: Record<string, unknown>): PastRun | undefined {
   if (typeof l.started_at !== 'string' || !Array.isArray(l.stages) || !isObject(l.settings)) return undefined;
   const stages = l.stages as RunSummary['stages'];
   return {
     started_at: l.started_at,
     seconds: typeof l.seconds === 'number' ? l.seconds : null,
     seed: Number(l.seed ?? 0),
-    settings: l.settings as RunRecord['settings'],
+    settings: l.settings as PastRun['settings'],
     stages,
     metrics: isObject(l.metrics) ? (l.metrics as Record<string, number>) : {},
     ...outcomeOf(stages, false),
   };
 }
 
-export async function readRuns(pipelineDir: string): Promise<RunRecord[]> {
+export async function readRuns(pipelineDir: string): Promise<PastRun[]> {
   let text: string;
   try {
     text = await readFile(join(pipelineDir, FILE), 'utf8');
   } catch {
     return [];
   }
-  const runs: RunRecord[] = [];
-  const open = new Map<string, { record: RunRecord; host: string }>();
+  const runs: PastRun[] = [];
+  const open = new Map<string, { record: PastRun; host: string }>();
   for (const raw of text.split('\n')) {
     if (!raw.trim()) continue;
     let l: unknown;
@@ -157,7 +157,7 @@ export async function readRuns(pipelineDir: string): Promise<RunRecord[]> {
     if (!isObject(l)) continue;
     if (l.event === 'started' && typeof l.run === 'string' && typeof l.started_at === 'string') {
       const s = l as unknown as StartedLine;
-      const record: RunRecord = {
+      const record: PastRun = {
         started_at: s.started_at,
         seconds: null,
         seed: s.seed,

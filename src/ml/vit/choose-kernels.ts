@@ -5,9 +5,10 @@
 // outputs/.cache/kernels/, so a machine makes the same choice every time. A GPU backend that
 // really runs on a GPU is taken without timing.
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { writeFileAtomic } from '../../cache/atomic.js';
 import { backendInfo, backendRegistryName, type BackendName } from '../backend.js';
 import { activationOf, tokenCount, type VitConfig } from './config.js';
 import { describeKernels, predict, tfjsKernels, type Kernels } from './kernels.js';
@@ -16,7 +17,6 @@ import { cpuModel, nativeAvailability, nativeThreads } from './native.js';
 import { ADAM, createTrainer } from './trainer.js';
 
 export type KernelsRequest = 'auto' | 'native' | 'tfjs';
-export const KERNEL_REQUESTS: readonly KernelsRequest[] = ['auto', 'native', 'tfjs'];
 
 /** One way to run the model: kernels on a backend. */
 export interface Candidate {
@@ -179,12 +179,11 @@ async function readDecision(file: string, list: Candidate[]): Promise<Record<str
   }
 }
 
-async function writeDecision(file: string, measured: Record<string, number>): Promise<void> {
-  const dir = join(file, '..');
-  await mkdir(dir, { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, `${JSON.stringify({ measured, cpu: cpuModel(), at: new Date().toISOString() }, null, 2)}\n`);
-  await rename(tmp, file);
+function writeDecision(file: string, measured: Record<string, number>): Promise<void> {
+  return writeFileAtomic(
+    file,
+    `${JSON.stringify({ measured, cpu: cpuModel(), at: new Date().toISOString() }, null, 2)}\n`,
+  );
 }
 
 /**

@@ -121,11 +121,6 @@ export function groupParams<T>(values: T[], depth: number): VitParams<T> {
   };
 }
 
-/** A layer's values in the order of its definition list (the Layers model's weight order). */
-export function blockValues<T>(p: BlockParams<T>): T[] {
-  return BLOCK_PARAMS.map((d) => p[d.key]);
-}
-
 // Dropout sites. Each draws its own mask from (seed, site, element); the native kernels use the
 // same numbers, so both paths drop the same elements.
 export const EMBEDDING_DROPOUT_SITE = 0;
