@@ -15,20 +15,10 @@ import { initBackend, loadBackend, type BackendLoader } from '../src/ml/backend.
 import { candidateLabel, candidates, chooseKernels, type KernelDecision } from '../src/ml/vit/choose-kernels.js';
 import type { VitConfig } from '../src/ml/vit/index.js';
 import { nativeAvailability } from '../src/ml/vit/native.js';
+import { TINY_VIT } from './fixtures/vit-configs.js';
 
 const SCENARIO = 'TFPIPE_CHOOSE_SCENARIO';
-const cfg: VitConfig = {
-  imageSize: 8,
-  channels: 3,
-  classes: 4,
-  patchSize: 4,
-  dim: 16,
-  depth: 1,
-  heads: 2,
-  dimHead: 8,
-  mlpDim: 32,
-  dropout: 0.1,
-};
+const cfg: VitConfig = { ...TINY_VIT, depth: 1 };
 
 /** A stand-in for tfjs-node: the cpu backend's kernels registered as "tensorflow". */
 function registerFakeTensorflow(): void {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
-import { createVit, forward, tfjsKernels, type VitConfig } from '../src/ml/vit/index.js';
+import { createVit, forward, tfjsKernels } from '../src/ml/vit/index.js';
 import {
   loadCheckpoint,
   readCheckpointMetadata,
@@ -15,19 +15,9 @@ import {
   saveCheckpoint,
   fileSystemHandler,
 } from '../src/ml/vit/checkpoint.js';
+import { TINY_VIT } from './fixtures/vit-configs.js';
 
-const cfg: VitConfig = {
-  imageSize: 8,
-  channels: 3,
-  classes: 4,
-  patchSize: 4,
-  dim: 16,
-  depth: 2,
-  heads: 2,
-  dimHead: 8,
-  mlpDim: 32,
-  dropout: 0.1,
-};
+const cfg = TINY_VIT;
 let root = '';
 
 before(async () => {

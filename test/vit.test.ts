@@ -12,7 +12,6 @@ import {
   parameterTable,
   referenceKernels,
   tfjsKernels,
-  type VitConfig,
 } from '../src/ml/vit/index.js';
 import { dropoutMask } from '../src/ml/vit/dropout.js';
 import {
@@ -23,6 +22,7 @@ import {
   parameterSpecs,
   STEM_PARAMS,
 } from '../src/ml/vit/layout.js';
+import { TINY_VIT } from './fixtures/vit-configs.js';
 
 // These tests are about the tfjs implementation; native.test.ts checks the addon against it.
 const tfjs = tfjsKernels;
@@ -31,18 +31,7 @@ before(async () => {
   await initBackend('wasm', 1);
 });
 
-const tiny: VitConfig = {
-  imageSize: 8,
-  channels: 3,
-  classes: 4,
-  patchSize: 4,
-  dim: 16,
-  depth: 2,
-  heads: 2,
-  dimHead: 8,
-  mlpDim: 32,
-  dropout: 0.1,
-};
+const tiny = TINY_VIT;
 
 function images(n: number, seed: number, cfg = tiny): tf.Tensor4D {
   return tf.randomNormal([n, cfg.imageSize, cfg.imageSize, cfg.channels], 0, 1, 'float32', seed);
