@@ -21,7 +21,14 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../src/ml/backend.js';
 import { candidateLabel, chooseKernels } from '../src/ml/vit/choose-kernels.js';
-import { createVit, predict, referenceKernels, tfjsKernels, type Kernels, type VitConfig } from '../src/ml/vit/index.js';
+import {
+  createVit,
+  predict,
+  referenceKernels,
+  tfjsKernels,
+  type Kernels,
+  type VitConfig,
+} from '../src/ml/vit/index.js';
 import { ADAM, createTrainer } from '../src/ml/vit/trainer.js';
 import { cpuModel, nativeAvailability, nativeProfile, runnableVariants } from '../src/ml/vit/native.js';
 import { packageRoot } from '../src/paths.js';
@@ -77,7 +84,7 @@ function emit(row: Row): void {
   const line = JSON.stringify(row);
   console.log(line);
   mkdirSync(outDir, { recursive: true });
-  appendFileSync(outFile, line + '\n');
+  appendFileSync(outFile, `${line}\n`);
 }
 
 function round(x: number): number {
@@ -147,12 +154,14 @@ function peerScript(): string | null {
   }
 }
 
-const python = (): string => process.env.TFPIPE_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
+const python = (): string =>
+  process.env.TFPIPE_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
 
 /** Why the PyTorch peer cannot run, or null when it can. */
 function peerUnavailable(): string | null {
   const script = peerScript();
-  if (!script) return 'peer script not found (set TFPIPE_TORCH_PEER, or put shared/peers/torch_vit_bench.py next to the package)';
+  if (!script)
+    return 'peer script not found (set TFPIPE_TORCH_PEER, or put shared/peers/torch_vit_bench.py next to the package)';
   if (!existsSync(script)) return `peer script not found at ${script}`;
   const r = spawnSync(python(), ['-c', 'import torch'], { encoding: 'utf8' });
   return r.status === 0 ? null : `${python()} cannot import torch`;
@@ -165,14 +174,47 @@ function peerUnavailable(): string | null {
  * "thread" it then uses up to two cores).
  */
 function runPeer(label: string, m: ModelSize, threads: number, batch: number, steps: number, pinned: boolean): Row {
-  const base: Row = { cpu: cpuModel(), isa: null, backend: pinned ? 'pytorch' : 'pytorch-blas-unpinned', model: m, model_label: label, batch, threads };
-  const env = pinned ? { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) } : process.env;
+  const base: Row = {
+    cpu: cpuModel(),
+    isa: null,
+    backend: pinned ? 'pytorch' : 'pytorch-blas-unpinned',
+    model: m,
+    model_label: label,
+    batch,
+    threads,
+  };
+  const env = pinned
+    ? {
+        ...process.env,
+        OPENBLAS_NUM_THREADS: String(threads),
+        OMP_NUM_THREADS: String(threads),
+        MKL_NUM_THREADS: String(threads),
+      }
+    : process.env;
   const why = peerUnavailable();
   if (why) return { ...base, note: why };
   try {
     const out = execFileSync(
       python(),
-      [peerScript() as string, '--patch', String(m.patch_size), '--dim', String(m.dim), '--depth', String(m.depth), '--heads', String(m.heads), '--mlp', String(m.mlp_dim), '--threads', String(threads), '--batch', String(batch), '--steps', String(steps)],
+      [
+        peerScript() as string,
+        '--patch',
+        String(m.patch_size),
+        '--dim',
+        String(m.dim),
+        '--depth',
+        String(m.depth),
+        '--heads',
+        String(m.heads),
+        '--mlp',
+        String(m.mlp_dim),
+        '--threads',
+        String(threads),
+        '--batch',
+        String(batch),
+        '--steps',
+        String(steps),
+      ],
       { encoding: 'utf8', env },
     );
     const train = /train_img_s=([\d.]+)/.exec(out);
@@ -208,9 +250,22 @@ async function runBackend(backend: BackendName): Promise<void> {
     for (const k of arg('kernels', 'native,tfjs').split(',')) {
       // native: whole model in the optional addon, once per variant; tfjs: the fast custom-gradient
       // ops on the backend; plain: stock tfjs ops and autodiff (what the tfjs ops are checked against).
-      const runs: [Kernels, string | null][] = k === 'native' ? isas.map((isa) => [{ path: 'native', isa }, isa]) : [[k === 'plain' ? referenceKernels : tfjsKernels, null]];
+      const runs: [Kernels, string | null][] =
+        k === 'native'
+          ? isas.map((isa) => [{ path: 'native', isa }, isa])
+          : [[k === 'plain' ? referenceKernels : tfjsKernels, null]];
       if (k === 'native' && !isas.length) {
-        emit({ cpu, isa: null, backend: info.name, kernels: k, model, model_label: label, batch, threads, note: nativeAvailability().detail });
+        emit({
+          cpu,
+          isa: null,
+          backend: info.name,
+          kernels: k,
+          model,
+          model_label: label,
+          batch,
+          threads,
+          note: nativeAvailability().detail,
+        });
         continue;
       }
       for (const [kernels, isa] of runs) {
@@ -218,14 +273,19 @@ async function runBackend(backend: BackendName): Promise<void> {
         // Measured: the tfjs ops' backward of the cifar-vit.yaml model at batch 128 exceeds wasm's
         // 4 GB heap and aborts the process, so that case is reported, not run.
         if (k !== 'native' && model.dim >= 384 && batch >= 128 && info.name === 'wasm') {
-          rows.push({ ...base, note: 'skipped: tfjs ops exceed the 4 GB wasm heap for this model at this batch (the process aborts)' });
+          rows.push({
+            ...base,
+            note: 'skipped: tfjs ops exceed the 4 GB wasm heap for this model at this batch (the process aborts)',
+          });
           continue;
         }
         // tfjs kernels on the larger models take seconds per step: fewer steps keep the run short.
         const s = k !== 'native' && label !== 'small' ? Math.max(1, Math.floor(steps / 3)) : steps;
         nativeProfile();
         const train = trainRate(cfg, batch, s, kernels);
-        const profile = Object.fromEntries(Object.entries(nativeProfile()).map(([name, ms]) => [name, round(ms / (s + 1))]));
+        const profile = Object.fromEntries(
+          Object.entries(nativeProfile()).map(([name, ms]) => [name, round(ms / (s + 1))]),
+        );
         rows.push({
           ...base,
           train_img_s: round(train),
@@ -237,13 +297,16 @@ async function runBackend(backend: BackendName): Promise<void> {
     await markAutoChoice(rows, cfg, batch);
     rows.forEach(emit);
     // The peer's default model takes seconds per step with two contended threads: fewer steps.
-    if (process.argv.includes('--peer')) for (const pinned of [true, false]) emit(runPeer(label, model, threads, batch, label === 'small' ? 10 : 4, pinned));
+    if (process.argv.includes('--peer'))
+      for (const pinned of [true, false])
+        emit(runPeer(label, model, threads, batch, label === 'small' ? 10 : 4, pinned));
   }
 }
 
 /** Marks the row runtime.kernels: auto would take: the same decision code, fed these figures. */
 async function markAutoChoice(rows: Row[], cfg: VitConfig, batch: number): Promise<void> {
-  const rate = (label: string) => rows.find((r) => `${r.kernels === 'native' ? `native/${r.isa}` : r.kernels}@${r.backend}` === label)?.train_img_s;
+  const rate = (label: string) =>
+    rows.find((r) => `${r.kernels === 'native' ? `native/${r.isa}` : r.kernels}@${r.backend}` === label)?.train_img_s;
   try {
     const decision = await chooseKernels({
       request: 'auto',
@@ -253,7 +316,8 @@ async function markAutoChoice(rows: Row[], cfg: VitConfig, batch: number): Promi
       measure: async (c) => rate(candidateLabel(c)) ?? Number.NaN,
     });
     const chosen = candidateLabel(decision);
-    for (const r of rows) r.auto_choice = `${r.kernels === 'native' ? `native/${r.isa}` : r.kernels}@${r.backend}` === chosen;
+    for (const r of rows)
+      r.auto_choice = `${r.kernels === 'native' ? `native/${r.isa}` : r.kernels}@${r.backend}` === chosen;
   } catch (err) {
     for (const r of rows) r.note = [r.note, `auto: ${(err as Error).message}`].filter(Boolean).join('; ');
   }
@@ -265,19 +329,34 @@ function runAll(): void {
   writeFileSync(outFile, '');
   const rows: Row[] = [];
   const self = fileURLToPath(import.meta.url);
-  const passOn = ['models', 'steps', 'batch', 'kernels', 'isa'].flatMap((n) => (process.argv.includes(`--${n}`) ? [`--${n}`, arg(n, '')] : []));
+  const passOn = ['models', 'steps', 'batch', 'kernels', 'isa'].flatMap((n) =>
+    process.argv.includes(`--${n}`) ? [`--${n}`, arg(n, '')] : [],
+  );
   for (const threads of arg('thread-counts', '1,2').split(',').map(Number)) {
-    const r = spawnSync(process.execPath, [self, '--backend', 'wasm', '--threads', String(threads), '--peer', '--profile', ...passOn], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const r = spawnSync(
+      process.execPath,
+      [self, '--backend', 'wasm', '--threads', String(threads), '--peer', '--profile', ...passOn],
+      {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     process.stdout.write(r.stdout);
     for (const line of r.stdout.split('\n')) if (line.startsWith('{')) rows.push(JSON.parse(line) as Row);
     if (r.status !== 0) throw new Error(`bench for ${threads} thread(s) failed with status ${r.status}`);
   }
   // The pure-JS cpu backend trains at ~1-3 img/s (findings note) and, with native kernels present,
   // would run the very same native code as the wasm rows.
-  emit({ cpu: cpuModel(), isa: null, backend: 'cpu', model: MODELS.small, model_label: 'small', batch: 128, threads: 1, note: 'skipped: pure-JS kernels train at ~1-3 img/s; with native kernels it runs the same code as the wasm rows' });
+  emit({
+    cpu: cpuModel(),
+    isa: null,
+    backend: 'cpu',
+    model: MODELS.small,
+    model_label: 'small',
+    batch: 128,
+    threads: 1,
+    note: 'skipped: pure-JS kernels train at ~1-3 img/s; with native kernels it runs the same code as the wasm rows',
+  });
   printTable(rows);
 }
 
@@ -289,15 +368,24 @@ function printTable(rows: Row[]): void {
     'model     threads  path                    train img/s  infer img/s   vs pytorch train/infer   vs unpinned train/infer',
   ];
   const ratio = (r: Row, peer: Row | undefined) =>
-    peer?.train_img_s && peer.infer_img_s && r.train_img_s && r.infer_img_s ? `${(r.train_img_s / peer.train_img_s).toFixed(1)}x / ${(r.infer_img_s / peer.infer_img_s).toFixed(1)}x` : '';
+    peer?.train_img_s && peer.infer_img_s && r.train_img_s && r.infer_img_s
+      ? `${(r.train_img_s / peer.train_img_s).toFixed(1)}x / ${(r.infer_img_s / peer.infer_img_s).toFixed(1)}x`
+      : '';
   for (const r of rows) {
     if (r.backend.startsWith('pytorch') || r.train_img_s === undefined) continue;
-    const peer = (backend: string) => rows.find((p) => p.backend === backend && p.model_label === r.model_label && p.threads === r.threads);
+    const peer = (backend: string) =>
+      rows.find((p) => p.backend === backend && p.model_label === r.model_label && p.threads === r.threads);
     const path = `${r.auto_choice ? '*' : ' '}${r.kernels === 'native' ? `native/${r.isa}` : `${r.backend}+${r.kernels}`}`;
-    const cells = (x: Row, label: string) => `${x.model_label.padEnd(10)}${String(x.threads).padEnd(9)}${label.padEnd(22)}${String(x.train_img_s ?? '-').padStart(13)}${String(x.infer_img_s ?? '-').padStart(13)}`;
-    lines.push(`${cells(r, path)}   ${ratio(r, peer('pytorch')).padEnd(23)}  ${ratio(r, peer('pytorch-blas-unpinned'))}`);
+    const cells = (x: Row, label: string) =>
+      `${x.model_label.padEnd(10)}${String(x.threads).padEnd(9)}${label.padEnd(22)}${String(x.train_img_s ?? '-').padStart(13)}${String(x.infer_img_s ?? '-').padStart(13)}`;
+    lines.push(
+      `${cells(r, path)}   ${ratio(r, peer('pytorch')).padEnd(23)}  ${ratio(r, peer('pytorch-blas-unpinned'))}`,
+    );
     if (r.kernels === 'tfjs') {
-      for (const [backend, label] of [['pytorch', ' pytorch'], ['pytorch-blas-unpinned', ' pytorch (unpinned)']]) {
+      for (const [backend, label] of [
+        ['pytorch', ' pytorch'],
+        ['pytorch-blas-unpinned', ' pytorch (unpinned)'],
+      ]) {
         const p = peer(backend);
         if (p) lines.push(`${cells(p, label)}   ${p.note ?? ''}`);
       }

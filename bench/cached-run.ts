@@ -7,26 +7,24 @@
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { packageRoot } from '../src/paths.js';
+import { ARCHIVE, QUICK_SMALL_SETS } from '../test/ml-helpers.js';
 
 const repeats = Number(process.argv[process.argv.indexOf('--repeats') + 1]) || 7;
 const dir = mkdtempSync(join(tmpdir(), 'tfpipe-bench-'));
 const bin = join(packageRoot, 'bin/tfpipe.js');
 const env = { ...process.env, TFPIPE_OUTPUTS: join(dir, 'outputs'), NO_COLOR: '1' };
 
-const chainStages = Array.from({ length: 10 }, (_, i) =>
-  `  s${i}:\n    kind: emit\n    value: ${i}\n${i ? `    needs: [s${i - 1}]\n` : ''}`).join('');
+const chainStages = Array.from(
+  { length: 10 },
+  (_, i) => `  s${i}:\n    kind: emit\n    value: ${i}\n${i ? `    needs: [s${i - 1}]\n` : ''}`,
+).join('');
 const chain = join(dir, 'ten.yaml');
 writeFileSync(chain, `name: ten\nstages:\n${chainStages}`);
 const plugins = { TFPIPE_PLUGINS: join(packageRoot, 'dist/test/fixtures/kinds.js') };
 
-const archive = process.env.TFPIPE_CIFAR10 ?? resolve(packageRoot, '../shared/data/cifar-10-binary.tar.gz');
 const quick = join(packageRoot, 'pipelines/cifar-vit-quick.yaml');
-const quickSets = [
-  `data.source=${archive}`, 'data.limit_train=300', 'data.limit_val=60', 'data.limit_test=200',
-  'model.dim=32', 'model.depth=1', 'model.mlp_dim=64', 'train.epochs=1', 'rollout.images=8',
-].flatMap((s) => ['--set', s]);
 
 function tfpipe(args: string[], extraEnv: Record<string, string> = {}): { seconds: number; stdout: string } {
   const t = process.hrtime.bigint();
@@ -53,22 +51,24 @@ const cases: Case[] = [
   { name: 'kinds', args: ['kinds'] },
 ];
 let firstQuickRun: number | undefined;
-if (existsSync(archive)) {
-  firstQuickRun = tfpipe(['run', quick, ...quickSets, '--json']).seconds;
+if (existsSync(ARCHIVE)) {
+  firstQuickRun = tfpipe(['run', quick, ...QUICK_SMALL_SETS, '--json']).seconds;
   cases.push(
-    { name: 'status_quick', args: ['status', quick, ...quickSets, '--json'] },
+    { name: 'status_quick', args: ['status', quick, ...QUICK_SMALL_SETS, '--json'] },
     { name: 'dag_quick', args: ['dag', quick] },
-    { name: 'run_cached_quick', args: ['run', quick, ...quickSets, '--json'], check: allCached },
+    { name: 'run_cached_quick', args: ['run', quick, ...QUICK_SMALL_SETS, '--json'], check: allCached },
   );
 } else {
-  process.stderr.write(`CIFAR-10 archive not found at ${archive}: the quick pipeline cases are left out\n`);
+  process.stderr.write(`CIFAR-10 archive not found at ${ARCHIVE}: the quick pipeline cases are left out\n`);
 }
 tfpipe(['run', chain, '--json'], plugins);
 
 const out = join(packageRoot, 'outputs', 'bench');
 mkdirSync(out, { recursive: true });
 const cpu = cpus()[0]?.model ?? 'unknown';
-const flags = existsSync('/proc/cpuinfo') ? (/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '') : '';
+const flags = existsSync('/proc/cpuinfo')
+  ? (/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '')
+  : '';
 const isa = ['avx512f', 'avx2', 'neon', 'asimd'].find((f) => flags.split(' ').includes(f)) ?? process.arch;
 for (const c of cases) {
   let seconds: number[];
@@ -98,7 +98,7 @@ for (const c of cases) {
     isa,
     date: new Date().toISOString(),
   };
-  appendFileSync(join(out, 'cached-run.jsonl'), JSON.stringify(result) + '\n');
+  appendFileSync(join(out, 'cached-run.jsonl'), `${JSON.stringify(result)}\n`);
   console.log(JSON.stringify(result));
 }
 rmSync(dir, { recursive: true, force: true });

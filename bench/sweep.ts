@@ -28,13 +28,23 @@ const epochs = arg('epochs', 2);
 // settings: data, augmentation and model are shared, the other five stages run per variant.
 const CPU_HOUR = join(packageRoot, 'pipelines/cifar-vit-cpu-hour.yaml');
 const SETS = [
-  `data.source=${ARCHIVE}`, `data.limit_train=${train}`, 'data.limit_val=500', 'data.limit_test=1000',
-  `train.epochs=${epochs}`, 'train.max_minutes=0', 'rollout.images=8',
+  `data.source=${ARCHIVE}`,
+  `data.limit_train=${train}`,
+  'data.limit_val=500',
+  'data.limit_test=1000',
+  `train.epochs=${epochs}`,
+  'train.max_minutes=0',
+  'rollout.images=8',
 ].flatMap((x) => ['--set', x]);
 const SWEEP = ['-m', '--set', 'train.optimizer.lr=1e-3,2e-3', '--set', 'train.label_smoothing=0,0.1'];
 
 const dir = mkdtempSync(join(tmpdir(), 'tfpipe-bench-sweep-'));
-const env = (outputs: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({ ...process.env, TFPIPE_OUTPUTS: outputs, NO_COLOR: '1', ...extra });
+const env = (outputs: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({
+  ...process.env,
+  TFPIPE_OUTPUTS: outputs,
+  NO_COLOR: '1',
+  ...extra,
+});
 
 interface Doc {
   instances: { name: string; key: string; state: string; seconds: number }[];
@@ -45,7 +55,9 @@ interface Doc {
 function stageSeconds(outputs: string): number {
   let total = 0;
   const dir = join(outputs, 'cifar-vit-cpu-hour');
-  for (const stage of readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory() && e.name !== 'variants' && e.name !== 'sweep')) {
+  for (const stage of readdirSync(dir, { withFileTypes: true }).filter(
+    (e) => e.isDirectory() && e.name !== 'variants' && e.name !== 'sweep',
+  )) {
     for (const key of readdirSync(join(dir, stage.name))) {
       const m = join(dir, stage.name, key, 'tfpipe-manifest.json');
       if (existsSync(m)) total += (JSON.parse(readFileSync(m, 'utf8')) as { seconds: number }).seconds;
@@ -60,7 +72,11 @@ const loadBefore: Record<string, number> = {};
 function timed(args: string[], outputs: string): { seconds: number; doc: Doc } {
   loadBefore[basename(outputs)] = Number(loadavg()[0].toFixed(2));
   const t = process.hrtime.bigint();
-  const r = spawnSync(process.execPath, [BIN, args[0], CPU_HOUR, ...SETS, ...SWEEP, ...args.slice(1), '--json'], { env: env(outputs), encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync(process.execPath, [BIN, args[0], CPU_HOUR, ...SETS, ...SWEEP, ...args.slice(1), '--json'], {
+    env: env(outputs),
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   const seconds = Number(process.hrtime.bigint() - t) / 1e9;
   if (r.status !== 0) throw new Error(`${args.join(' ')} failed:\n${r.stderr}`);
   return { seconds, doc: JSON.parse(r.stdout) as Doc };
@@ -68,7 +84,12 @@ function timed(args: string[], outputs: string): { seconds: number; doc: Doc } {
 
 const stats = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
-  return { n: s.length, median_ms: Math.round(s[Math.floor(s.length / 2)]), max_ms: Math.round(s[s.length - 1]), min_ms: Math.round(s[0]) };
+  return {
+    n: s.length,
+    median_ms: Math.round(s[Math.floor(s.length / 2)]),
+    max_ms: Math.round(s[s.length - 1]),
+    min_ms: Math.round(s[0]),
+  };
 };
 
 /** Per finished job: enqueue -> a worker takes it, and taken -> the stage starts in its child process. */
@@ -81,7 +102,9 @@ async function jobLatencies(url: string, outputs: string, pipeline: string) {
   for (const j of jobs) {
     if (j.data.pipeline.name !== pipeline || !j.processedOn) continue;
     pickup.push(j.processedOn - j.timestamp);
-    const m = JSON.parse(readFileSync(join(outputs, pipeline, j.data.stage, j.data.key, 'tfpipe-manifest.json'), 'utf8')) as { finishedAt: string; seconds: number };
+    const m = JSON.parse(
+      readFileSync(join(outputs, pipeline, j.data.stage, j.data.key, 'tfpipe-manifest.json'), 'utf8'),
+    ) as { finishedAt: string; seconds: number };
     start.push(Date.parse(m.finishedAt) - m.seconds * 1000 - j.processedOn);
   }
   return { enqueue_to_worker: stats(pickup), worker_to_stage_start: stats(start) };
@@ -103,25 +126,36 @@ try {
   const seq = timed(['run'], out('seq'));
   const seq2 = timed(['run', '--set', 'runtime.threads=2'], out('seq-2-threads'));
   const j2 = timed(['run', '-j', '2'], out('j2'));
-  const workers = await withWorkers(redis.url, out('workers'), 2, () => timed(['run', '--queue', redis.url], out('workers')));
+  const workers = await withWorkers(redis.url, out('workers'), 2, () =>
+    timed(['run', '--queue', redis.url], out('workers')),
+  );
   const sweepJobs = await jobLatencies(redis.url, out('workers'), 'cifar-vit-cpu-hour');
 
   // Pure queue overhead: a chain of ten tiny test-kind stages through one idle worker, so every
   // job is queued when the worker has nothing else to do.
   const chain = join(dir, 'chain.yaml');
-  writeFileSync(chain, `name: chain-bench\nstages:\n${Array.from({ length: 10 }, (_, i) => `  s${i}:\n    kind: emit\n    value: ${i}\n${i ? `    needs: [s${i - 1}]\n` : ''}`).join('')}`);
+  writeFileSync(
+    chain,
+    `name: chain-bench\nstages:\n${Array.from({ length: 10 }, (_, i) => `  s${i}:\n    kind: emit\n    value: ${i}\n${i ? `    needs: [s${i - 1}]\n` : ''}`).join('')}`,
+  );
   const plugin = { TFPIPE_PLUGINS: join(packageRoot, 'dist/test/fixtures/kinds.js') };
   const chainOut = out('chain');
   const chainWorker = startTfpipe(['worker', '--queue', redis.url], env(chainOut, plugin));
   await chainWorker.waitFor(/job\(s\) at a time/);
   const tc = process.hrtime.bigint();
-  const c = spawnSync(process.execPath, [BIN, 'run', chain, '--queue', redis.url, '--json'], { env: env(chainOut, plugin), encoding: 'utf8' });
+  const c = spawnSync(process.execPath, [BIN, 'run', chain, '--queue', redis.url, '--json'], {
+    env: env(chainOut, plugin),
+    encoding: 'utf8',
+  });
   const chainSeconds = Number(process.hrtime.bigint() - tc) / 1e9;
   await chainWorker.stop();
   if (c.status !== 0) throw new Error(c.stderr);
   const idle = await jobLatencies(redis.url, chainOut, 'chain-bench');
   const tl = process.hrtime.bigint();
-  const local = spawnSync(process.execPath, [BIN, 'run', chain, '--json'], { env: env(out('chain-local'), plugin), encoding: 'utf8' });
+  const local = spawnSync(process.execPath, [BIN, 'run', chain, '--json'], {
+    env: env(out('chain-local'), plugin),
+    encoding: 'utf8',
+  });
   const localSeconds = Number(process.hrtime.bigint() - tl) / 1e9;
   if (local.status !== 0) throw new Error(local.stderr);
 
@@ -131,7 +165,14 @@ try {
     cpu: cpus()[0]?.model,
     cores: cpus().length,
     node: process.version,
-    pipeline: { file: 'pipelines/cifar-vit-cpu-hour.yaml', train_images: train, epochs, variants: 4, threads_per_job: 1, sweep: SWEEP.join(' ') },
+    pipeline: {
+      file: 'pipelines/cifar-vit-cpu-hour.yaml',
+      train_images: train,
+      epochs,
+      variants: 4,
+      threads_per_job: 1,
+      sweep: SWEEP.join(' '),
+    },
     wall_s: {
       sequential: Number(seq.seconds.toFixed(1)),
       sequential_2_threads: Number(seq2.seconds.toFixed(1)),
@@ -162,7 +203,7 @@ try {
     },
   };
   mkdirSync(join(packageRoot, 'outputs', 'bench'), { recursive: true });
-  writeFileSync(join(packageRoot, 'outputs', 'bench', 'sweep.json'), JSON.stringify(result, null, 2) + '\n');
+  writeFileSync(join(packageRoot, 'outputs', 'bench', 'sweep.json'), `${JSON.stringify(result, null, 2)}\n`);
   console.log(JSON.stringify(result, null, 2));
 } finally {
   await redis.stop();

@@ -37,7 +37,9 @@ function nodeIncludeDir() {
 }
 
 /** The variants of native/variants.conf for this machine's architecture, best first. */
-export function variantsFor(arch = process.arch === 'x64' ? 'x86_64' : process.arch === 'arm64' ? 'aarch64' : process.arch) {
+export function variantsFor(
+  arch = process.arch === 'x64' ? 'x86_64' : process.arch === 'arm64' ? 'aarch64' : process.arch,
+) {
   const rows = readFileSync(join(here, 'variants.conf'), 'utf8')
     .split('\n')
     .map((l) => l.trim())
@@ -77,9 +79,11 @@ async function pooled(jobs, limit) {
 const firstLine = (s) => (s.split('\n').find((l) => l.trim()) ?? '').trim();
 
 async function main() {
-  if (process.env.TFPIPE_NATIVE_BUILD === '0') return console.log('tfpipe: native kernels skipped (TFPIPE_NATIVE_BUILD=0)');
+  if (process.env.TFPIPE_NATIVE_BUILD === '0')
+    return console.log('tfpipe: native kernels skipped (TFPIPE_NATIVE_BUILD=0)');
   const include = nodeIncludeDir();
-  if (!include) return console.log('tfpipe: native kernels not built (Node headers with node_api.h not found); using tfjs kernels');
+  if (!include)
+    return console.log('tfpipe: native kernels not built (Node headers with node_api.h not found); using tfjs kernels');
   const cxx = process.env.CXX || 'g++';
   const opt = (process.env.TFPIPE_NATIVE_CFLAGS || '-O3 -ffp-contract=fast').split(/\s+/).filter(Boolean);
   const common = [...opt, '-std=c++17', '-fPIC', '-pthread', `-I${src}`];
@@ -91,7 +95,16 @@ async function main() {
   const jobs = [
     ...variants.map((v) => async () => {
       const obj = join(objDir, `model-${v.name}.o`);
-      const r = await run(cxx, [...common, '-fno-exceptions', ...v.flags, `-DTFPIPE_ISA=${v.name}`, '-c', join(src, 'model.cc'), '-o', obj]);
+      const r = await run(cxx, [
+        ...common,
+        '-fno-exceptions',
+        ...v.flags,
+        `-DTFPIPE_ISA=${v.name}`,
+        '-c',
+        join(src, 'model.cc'),
+        '-o',
+        obj,
+      ]);
       return { ...v, obj, ...r };
     }),
   ];
@@ -105,7 +118,9 @@ async function main() {
     const foreign = foreignSymbols(v.obj, v.name);
     if (foreign === null) console.log(`tfpipe: nm not found; cannot check the ${v.name} object's symbols`);
     else if (foreign.length) {
-      console.log(`tfpipe: native ${v.name} kernels left out: they define shared symbols (${foreign.slice(0, 3).join('; ')})`);
+      console.log(
+        `tfpipe: native ${v.name} kernels left out: they define shared symbols (${foreign.slice(0, 3).join('; ')})`,
+      );
       continue;
     }
     linked.push(v);
@@ -115,15 +130,31 @@ async function main() {
   const shared = await pooled(
     SHARED.map((name) => async () => {
       const obj = join(objDir, `${name}.o`);
-      const extra = name === 'addon' ? [`-I${include}`, '-DNODE_GYP_MODULE_NAME=vit_kernels', '-DNAPI_VERSION=8'] : name === 'dispatch' ? have : [];
+      const extra =
+        name === 'addon'
+          ? [`-I${include}`, '-DNODE_GYP_MODULE_NAME=vit_kernels', '-DNAPI_VERSION=8']
+          : name === 'dispatch'
+            ? have
+            : [];
       return { name, obj, ...(await run(cxx, [...common, ...extra, '-c', join(src, `${name}.cc`), '-o', obj])) };
     }),
     availableParallelism(),
   );
   const failed = shared.find((s) => !s.ok);
-  if (failed) return console.log(`tfpipe: native kernels not built (${failed.name}.cc: ${firstLine(failed.err)}); using tfjs kernels`);
+  if (failed)
+    return console.log(
+      `tfpipe: native kernels not built (${failed.name}.cc: ${firstLine(failed.err)}); using tfjs kernels`,
+    );
   const tmp = `${out}.${process.pid}.tmp`;
-  const link = await run(cxx, [...opt, '-shared', '-pthread', ...shared.map((s) => s.obj), ...linked.map((v) => v.obj), '-o', tmp]);
+  const link = await run(cxx, [
+    ...opt,
+    '-shared',
+    '-pthread',
+    ...shared.map((s) => s.obj),
+    ...linked.map((v) => v.obj),
+    '-o',
+    tmp,
+  ]);
   if (!link.ok) {
     rmSync(tmp, { force: true });
     return console.log(`tfpipe: native kernels not built (link: ${firstLine(link.err)}); using tfjs kernels`);
@@ -134,5 +165,7 @@ async function main() {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  main().catch((err) => console.log(`tfpipe: native kernels not built (${firstLine(String(err?.message ?? err))}); using tfjs kernels`));
+  main().catch((err) =>
+    console.log(`tfpipe: native kernels not built (${firstLine(String(err?.message ?? err))}); using tfjs kernels`),
+  );
 }

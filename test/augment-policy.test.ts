@@ -4,7 +4,15 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { createRng } from '../src/ml/rng.js';
-import { applyPolicyRound, equalizeChannel, magnitudeTable, sampleRandAugment, sampleTrivialAugment, POLICY_OPS, type PolicyChoice } from '../src/ml/augment/policy.js';
+import {
+  applyPolicyRound,
+  equalizeChannel,
+  magnitudeTable,
+  sampleRandAugment,
+  sampleTrivialAugment,
+  POLICY_OPS,
+  type PolicyChoice,
+} from '../src/ml/augment/policy.js';
 
 before(async () => {
   await tf.setBackend('wasm');
@@ -22,11 +30,13 @@ function randomImage(seed: number): Img {
 
 const px = (im: Img, y: number, x: number, c: number): number => im[(y * S + x) * C + c];
 const clip = (v: number): number => Math.min(1, Math.max(0, v));
-const gray = (im: Img, y: number, x: number): number => 0.2989 * px(im, y, x, 0) + 0.587 * px(im, y, x, 1) + 0.114 * px(im, y, x, 2);
+const gray = (im: Img, y: number, x: number): number =>
+  0.2989 * px(im, y, x, 0) + 0.587 * px(im, y, x, 1) + 0.114 * px(im, y, x, 2);
 
 function map(f: (y: number, x: number, c: number) => number): Img {
   const out = new Float32Array(S * S * C);
-  for (let y = 0; y < S; y++) for (let x = 0; x < S; x++) for (let c = 0; c < C; c++) out[(y * S + x) * C + c] = f(y, x, c);
+  for (let y = 0; y < S; y++)
+    for (let x = 0; x < S; x++) for (let c = 0; c < C; c++) out[(y * S + x) * C + c] = f(y, x, c);
   return out;
 }
 
@@ -48,7 +58,8 @@ function expected(op: string, m: number, im: Img): Img {
       return map((y, x, c) => {
         if (y === 0 || x === 0 || y === S - 1 || x === S - 1) return px(im, y, x, c);
         let smooth = 0;
-        for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) smooth += px(im, y + dy, x + dx, c) * (dy === 0 && dx === 0 ? 5 : 1);
+        for (let dy = -1; dy <= 1; dy++)
+          for (let dx = -1; dx <= 1; dx++) smooth += px(im, y + dy, x + dx, c) * (dy === 0 && dx === 0 ? 5 : 1);
         smooth /= 13;
         return clip(smooth + (1 + m) * (px(im, y, x, c) - smooth));
       });
@@ -122,7 +133,10 @@ test('equalize follows the PIL/torchvision histogram lookup', () => {
   equalizeChannel(w);
   assert.deepEqual([...w], [5, 6, 7, 8]);
   // through the batch path: a two-valued 8x8 channel ends up as 0/255 only when N is large enough
-  const im = tf.tensor4d(Float32Array.from({ length: 64 * 3 }, (_, k) => (k % 2 ? 0.2 : 0.6)), [1, 8, 8, 3]);
+  const im = tf.tensor4d(
+    Float32Array.from({ length: 64 * 3 }, (_, k) => (k % 2 ? 0.2 : 0.6)),
+    [1, 8, 8, 3],
+  );
   const same = applyPolicyRound(im, [{ op: 'equalize', magnitude: 0 }]).dataSync();
   assert.ok(Math.abs(same[0] - 0.6) < 1e-6, '64 pixels: step 0, left alone');
 });
@@ -152,7 +166,10 @@ test('RandAugment and TrivialAugment draws: all ops appear, signs both ways, det
   assert.notDeepEqual(a, draw(2));
   const ops = new Set(a.flat().map((c) => c.op));
   assert.equal(ops.size, POLICY_OPS.length);
-  const rot = a.flat().filter((c) => c.op === 'rotate').map((c) => c.magnitude);
+  const rot = a
+    .flat()
+    .filter((c) => c.op === 'rotate')
+    .map((c) => c.magnitude);
   assert.ok(rot.every((m) => Math.abs(Math.abs(m) - 9) < 1e-9) && rot.some((m) => m > 0) && rot.some((m) => m < 0));
   const t = sampleTrivialAugment(createRng(3), 2000, 31, 32, 32)[0];
   const rotT = t.filter((c) => c.op === 'rotate').map((c) => Math.abs(c.magnitude));

@@ -2,7 +2,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRng } from '../src/ml/rng.js';
-import { centralCropForRatio, resizeBoxInPadded, sampleCutmixBox, sampleErase, sampleResizedCrop } from '../src/ml/augment/sampling.js';
+import {
+  centralCropForRatio,
+  resizeBoxInPadded,
+  sampleCutmixBox,
+  sampleErase,
+  sampleResizedCrop,
+} from '../src/ml/augment/sampling.js';
 
 test('random_resized_crop boxes stay inside the image and respect scale and ratio', () => {
   const rng = createRng(1);

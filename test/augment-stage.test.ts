@@ -20,20 +20,31 @@ before(async () => {
 });
 
 const made: string[] = [];
-after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+after(() =>
+  made.forEach((d) => {
+    rmSync(d, { recursive: true, force: true });
+  }),
+);
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, discriminator: true });
 const validate = ajv.compile(stage.schema);
 
-interface OpSchema { properties: Record<string, { const?: string; default?: unknown }> }
+interface OpSchema {
+  properties: Record<string, { const?: string; default?: unknown }>;
+}
 
 test('schema defaults for every op equal the code defaults', () => {
-  const branches = ((stage.schema.properties as JsonObject).ops as unknown as { items: { oneOf: OpSchema[] } }).items.oneOf;
+  const branches = ((stage.schema.properties as JsonObject).ops as unknown as { items: { oneOf: OpSchema[] } }).items
+    .oneOf;
   const names = branches.map((b) => b.properties.op.const);
   assert.deepEqual(names.sort(), Object.keys(OP_DEFAULTS).sort());
   for (const b of branches) {
     const name = b.properties.op.const as keyof typeof OP_DEFAULTS;
-    const fromSchema = Object.fromEntries(Object.entries(b.properties).filter(([, v]) => v.default !== undefined).map(([k, v]) => [k, v.default]));
+    const fromSchema = Object.fromEntries(
+      Object.entries(b.properties)
+        .filter(([, v]) => v.default !== undefined)
+        .map(([k, v]) => [k, v.default]),
+    );
     assert.deepEqual(fromSchema, { ...OP_DEFAULTS[name] }, name);
   }
 });
@@ -41,7 +52,10 @@ test('schema defaults for every op equal the code defaults', () => {
 test('schema fills defaults and names the one op that is wrong', () => {
   const ok = { kind: 'augmentation', ops: [{ op: 'random_crop' }, { op: 'mixup', p: 0.3 }] };
   assert.ok(validate(ok), JSON.stringify(validate.errors));
-  assert.deepEqual(ok.ops, [{ op: 'random_crop', size: 32, padding: 4 }, { op: 'mixup', p: 0.3, alpha: 0.8 }]);
+  assert.deepEqual(ok.ops, [
+    { op: 'random_crop', size: 32, padding: 4 },
+    { op: 'mixup', p: 0.3, alpha: 0.8 },
+  ]);
   const dflt: Record<string, unknown> = { kind: 'augmentation' };
   assert.ok(validate(dflt));
   assert.deepEqual(dflt.ops, [
@@ -49,9 +63,15 @@ test('schema fills defaults and names the one op that is wrong', () => {
     { op: 'random_resized_crop', size: 32, scale: [0.8, 1], ratio: [0.9, 1.1] },
     { op: 'normalize', from: 'data' },
   ]);
-  assert.equal(validate({ kind: 'augmentation', ops: [{ op: 'random_horizontal_flip' }, { op: 'random_crop', paddin: 4 }] }), false);
+  assert.equal(
+    validate({ kind: 'augmentation', ops: [{ op: 'random_horizontal_flip' }, { op: 'random_crop', paddin: 4 }] }),
+    false,
+  );
   const errors = validate.errors ?? [];
-  assert.ok(errors.every((e) => e.instancePath === '/ops/1'), JSON.stringify(errors));
+  assert.ok(
+    errors.every((e) => e.instancePath === '/ops/1'),
+    JSON.stringify(errors),
+  );
   assert.ok(errors.some((e) => e.keyword === 'additionalProperties' && e.params.additionalProperty === 'paddin'));
   assert.equal(validate({ kind: 'augmentation', ops: [{ op: 'normalize', mean: [0.5, 0.5, 0.5] }] }), false);
   assert.equal(validate({ kind: 'augmentation', ops: [{ op: 'sharpen' }] }), false);
@@ -85,16 +105,37 @@ test('the stage writes preview.png and patches.png from the cifar10 stage dir', 
   const labels = Uint8Array.from({ length: n }, (_, i) => i % 10);
   await writeSplit(dataDir, 'train', { images, labels, count: n });
   const classes = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
-  await writeDataInfo(dataDir, { classes, imageSize: 32, channels: 3, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], counts: { train: n, val: 0, test: 0 } });
-  const settings = { kind: 'augmentation' as const, ops: [{ op: 'random_crop' }, { op: 'random_horizontal_flip' }, { op: 'normalize' }, { op: 'cutmix', p: 1 }] } as unknown as AugmentationSettings;
+  await writeDataInfo(dataDir, {
+    classes,
+    imageSize: 32,
+    channels: 3,
+    mean: [0.5, 0.5, 0.5],
+    std: [0.25, 0.25, 0.25],
+    counts: { train: n, val: 0, test: 0 },
+  });
+  const settings = {
+    kind: 'augmentation' as const,
+    ops: [{ op: 'random_crop' }, { op: 'random_horizontal_flip' }, { op: 'normalize' }, { op: 'cutmix', p: 1 }],
+  } as unknown as AugmentationSettings;
   assert.ok(validate(settings));
   const outDir = mkdtempSync(join(tmpdir(), 'tfpipe-aug-out-'));
   made.push(outDir);
   const ctx: StageContext<AugmentationSettings> = {
-    pipeline: 'test', name: 'augment', kind: 'augmentation', key: 'k', settings, seed: 3,
-    runtime: { backend: 'wasm', threads: 0 }, outDir,
+    pipeline: 'test',
+    name: 'augment',
+    kind: 'augmentation',
+    key: 'k',
+    settings,
+    seed: 3,
+    runtime: { backend: 'wasm', threads: 0 },
+    outDir,
     inputs: { data: { name: 'data', kind: 'cifar10', key: 'd', dir: dataDir, settings: {}, result: {} } },
-    pipelineDir: outDir, cacheDir: outDir, resolveInput: (p) => p, progress: () => {}, log: () => {}, signal: new AbortController().signal,
+    pipelineDir: outDir,
+    cacheDir: outDir,
+    resolveInput: (p) => p,
+    progress: () => {},
+    log: () => {},
+    signal: new AbortController().signal,
   };
   const result = await stage.run(ctx);
   assert.deepEqual(result.ops, ['random_crop', 'random_horizontal_flip', 'normalize', 'cutmix']);

@@ -5,7 +5,15 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { createRng, type Rng } from '../src/ml/rng.js';
 import { createAugmenter, normalizeTensor, type AugmentOp } from '../src/ml/augment/index.js';
-import { cropsAt, flipWhere, randomCrop, randomHorizontalFlip, randomResizedCrop, resizedCrops, selectImages } from '../src/ml/augment/geometric.js';
+import {
+  cropsAt,
+  flipWhere,
+  randomCrop,
+  randomHorizontalFlip,
+  randomResizedCrop,
+  resizedCrops,
+  selectImages,
+} from '../src/ml/augment/geometric.js';
 import { cutmixWithBox, mixup } from '../src/ml/augment/mix.js';
 import { eraseBoxes } from '../src/ml/augment/erase.js';
 import type { PixelBox } from '../src/ml/augment/sampling.js';
@@ -14,7 +22,11 @@ before(async () => {
   await tf.setBackend('wasm');
 });
 
-const DATA = { mean: [0.49, 0.48, 0.45], std: [0.25, 0.24, 0.26], classes: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'] };
+const DATA = {
+  mean: [0.49, 0.48, 0.45],
+  std: [0.25, 0.24, 0.26],
+  classes: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'],
+};
 
 /** Random 0..255 integer images as a flat array and an int32 tensor. */
 function randomImages(n: number, h: number, w: number, seed: number): { data: Float32Array; t: tf.Tensor4D } {
@@ -24,7 +36,10 @@ function randomImages(n: number, h: number, w: number, seed: number): { data: Fl
 }
 
 function unit(data: Float32Array): tf.Tensor4D {
-  return tf.tensor4d(data.map((v) => v / 255), [data.length / (3 * 32 * 32), 32, 32, 3]);
+  return tf.tensor4d(
+    data.map((v) => v / 255),
+    [data.length / (3 * 32 * 32), 32, 32, 3],
+  );
 }
 
 function maxDiff(a: tf.Tensor, b: ArrayLike<number>): number {
@@ -35,7 +50,8 @@ function maxDiff(a: tf.Tensor, b: ArrayLike<number>): number {
   return m;
 }
 
-const at = (d: ArrayLike<number>, h: number, w: number, s: number, y: number, x: number, c: number): number => d[((s * h + y) * w + x) * 3 + c];
+const at = (d: ArrayLike<number>, h: number, w: number, s: number, y: number, x: number, c: number): number =>
+  d[((s * h + y) * w + x) * 3 + c];
 
 test('flip matches a loop, per image', () => {
   const { data } = randomImages(4, 32, 32, 1);
@@ -45,7 +61,8 @@ test('flip matches a loop, per image', () => {
   for (let s = 0; s < 4; s++)
     for (let y = 0; y < 32; y++)
       for (let xx = 0; xx < 32; xx++)
-        for (let c = 0; c < 3; c++) expected[((s * 32 + y) * 32 + xx) * 3 + c] = at(data, 32, 32, s, y, flags[s] ? 31 - xx : xx, c) / 255;
+        for (let c = 0; c < 3; c++)
+          expected[((s * 32 + y) * 32 + xx) * 3 + c] = at(data, 32, 32, s, y, flags[s] ? 31 - xx : xx, c) / 255;
   assert.equal(maxDiff(flipWhere(x, flags), expected), 0);
 });
 
@@ -53,7 +70,11 @@ test('flip matches a loop, per image', () => {
 test('random_crop with padding matches a zero-padded loop', () => {
   const { data } = randomImages(3, 32, 32, 2);
   const x = unit(data);
-  const offsets = [{ top: 0, left: 0 }, { top: 8, left: 3 }, { top: 5, left: 8 }];
+  const offsets = [
+    { top: 0, left: 0 },
+    { top: 8, left: 3 },
+    { top: 5, left: 8 },
+  ];
   const P = 4;
   const S = 32;
   const expected = new Float32Array(3 * S * S * 3);
@@ -63,7 +84,8 @@ test('random_crop with padding matches a zero-padded loop', () => {
         const sy = o.top + y - P;
         const sx = o.left + xx - P;
         for (let c = 0; c < 3; c++) {
-          expected[((s * S + y) * S + xx) * 3 + c] = sy < 0 || sy >= 32 || sx < 0 || sx >= 32 ? 0 : at(data, 32, 32, s, sy, sx, c) / 255;
+          expected[((s * S + y) * S + xx) * 3 + c] =
+            sy < 0 || sy >= 32 || sx < 0 || sx >= 32 ? 0 : at(data, 32, 32, s, sy, sx, c) / 255;
         }
       }
   });
@@ -109,10 +131,20 @@ test('random_resized_crop: bilinear resize of each box matches a loop', () => {
   const expected = boxes.flatMap((b, s) => bruteResizedCrop(data, s, b, 32));
   assert.ok(maxDiff(out, expected) < 1e-5, `max diff ${maxDiff(out, expected)}`);
   // the whole image at the same size is the identity
-  assert.ok(maxDiff(out.slice(0, 1), Array.from(data.subarray(0, 3072), (v) => v / 255)) < 1e-5);
+  assert.ok(
+    maxDiff(
+      out.slice(0, 1),
+      Array.from(data.subarray(0, 3072), (v) => v / 255),
+    ) < 1e-5,
+  );
   // a smaller output size (box k applies to image k)
   const boxes16 = [boxes[0], boxes[0], boxes[1], boxes[2]];
-  assert.ok(maxDiff(resizedCrops(x, boxes16, 16), boxes16.flatMap((b, s) => bruteResizedCrop(data, s, b, 16))) < 1e-5);
+  assert.ok(
+    maxDiff(
+      resizedCrops(x, boxes16, 16),
+      boxes16.flatMap((b, s) => bruteResizedCrop(data, s, b, 16)),
+    ) < 1e-5,
+  );
 });
 
 test('selectImages copies images exactly, in the given order', () => {
@@ -126,33 +158,71 @@ test('selectImages copies images exactly, in the given order', () => {
 test('normalize matches hand computation; eval = to [0,1] + normalize; denormalize undoes it', () => {
   const img = tf.tensor4d([0, 255, 51, 102, 204, 153], [1, 1, 2, 3], 'int32');
   const norm = { mean: [0.5, 0.25, 0.2], std: [0.5, 0.25, 0.4] };
-  const expected = [(0 - 0.5) / 0.5, (1 - 0.25) / 0.25, (0.2 - 0.2) / 0.4, (0.4 - 0.5) / 0.5, (0.8 - 0.25) / 0.25, (0.6 - 0.2) / 0.4];
+  const expected = [
+    (0 - 0.5) / 0.5,
+    (1 - 0.25) / 0.25,
+    (0.2 - 0.2) / 0.4,
+    (0.4 - 0.5) / 0.5,
+    (0.8 - 0.25) / 0.25,
+    (0.6 - 0.2) / 0.4,
+  ];
   assert.ok(maxDiff(normalizeTensor(tf.cast(img, 'float32').div(255) as tf.Tensor4D, norm), expected) < 1e-6);
-  const aug = createAugmenter([{ op: 'random_horizontal_flip' }, { op: 'normalize', ...norm }], { ...DATA, mean: [9, 9, 9] });
+  const aug = createAugmenter([{ op: 'random_horizontal_flip' }, { op: 'normalize', ...norm }], {
+    ...DATA,
+    mean: [9, 9, 9],
+  });
   assert.ok(maxDiff(aug.eval(img), expected) < 1e-6, 'explicit mean/std win over the data statistics');
   assert.ok(maxDiff(aug.denormalize(aug.eval(img)), [0, 1, 0.2, 0.4, 0.8, 0.6]) < 1e-6);
   const fromData = createAugmenter([{ op: 'normalize', from: 'data' }], DATA);
   assert.deepEqual(fromData.normalization, { mean: DATA.mean, std: DATA.std });
   const none = createAugmenter([{ op: 'random_horizontal_flip' }], DATA);
   assert.ok(maxDiff(none.eval(img), [0, 1, 0.2, 0.4, 0.8, 0.6]) < 1e-6, 'no normalize op: [0,1] only');
-  assert.throws(() => createAugmenter([{ op: 'normalize', mean: [0.5, 0.5, 0.5] }], DATA).eval(img), /mean and std go together/);
-  assert.throws(() => createAugmenter([{ op: 'normalize' }, { op: 'trivial_augment' }], DATA), /must come before normalize/);
+  assert.throws(
+    () => createAugmenter([{ op: 'normalize', mean: [0.5, 0.5, 0.5] }], DATA).eval(img),
+    /mean and std go together/,
+  );
+  assert.throws(
+    () => createAugmenter([{ op: 'normalize' }, { op: 'trivial_augment' }], DATA),
+    /must come before normalize/,
+  );
 });
 
 test('fused flips and crops equal applying the ops one at a time', () => {
   const { data, t } = randomImages(16, 32, 32, 5);
-  const labels = tf.tensor1d(Array.from({ length: 16 }, (_, i) => i % 10), 'int32');
+  const labels = tf.tensor1d(
+    Array.from({ length: 16 }, (_, i) => i % 10),
+    'int32',
+  );
   type Step = (x: tf.Tensor4D, rng: Rng) => tf.Tensor4D;
   const flip: Step = (x, rng) => randomHorizontalFlip(x, rng, 0.5);
   const rrc: Step = (x, rng) => randomResizedCrop(x, rng, 32, [0.3, 1], [0.7, 1.4]);
   const rrc24: Step = (x, rng) => randomResizedCrop(x, rng, 24, [0.3, 1], [0.7, 1.4]);
   const crop: Step = (x, rng) => randomCrop(x, rng, 32, 4);
   const cases: [AugmentOp[], Step[]][] = [
-    [[{ op: 'random_horizontal_flip' }, { op: 'random_resized_crop', scale: [0.3, 1], ratio: [0.7, 1.4] }], [flip, rrc]],
-    [[{ op: 'random_resized_crop', scale: [0.3, 1], ratio: [0.7, 1.4] }, { op: 'random_horizontal_flip' }], [rrc, flip]],
-    [[{ op: 'random_horizontal_flip' }, { op: 'random_crop' }, { op: 'random_horizontal_flip' }], [flip, crop, flip]],
-    [[{ op: 'random_crop' }, { op: 'random_resized_crop', size: 24, scale: [0.3, 1], ratio: [0.7, 1.4] }, { op: 'random_horizontal_flip' }], [crop, rrc24, flip]],
-    [[{ op: 'random_horizontal_flip' }, { op: 'random_horizontal_flip' }], [flip, flip]],
+    [
+      [{ op: 'random_horizontal_flip' }, { op: 'random_resized_crop', scale: [0.3, 1], ratio: [0.7, 1.4] }],
+      [flip, rrc],
+    ],
+    [
+      [{ op: 'random_resized_crop', scale: [0.3, 1], ratio: [0.7, 1.4] }, { op: 'random_horizontal_flip' }],
+      [rrc, flip],
+    ],
+    [
+      [{ op: 'random_horizontal_flip' }, { op: 'random_crop' }, { op: 'random_horizontal_flip' }],
+      [flip, crop, flip],
+    ],
+    [
+      [
+        { op: 'random_crop' },
+        { op: 'random_resized_crop', size: 24, scale: [0.3, 1], ratio: [0.7, 1.4] },
+        { op: 'random_horizontal_flip' },
+      ],
+      [crop, rrc24, flip],
+    ],
+    [
+      [{ op: 'random_horizontal_flip' }, { op: 'random_horizontal_flip' }],
+      [flip, flip],
+    ],
   ];
   for (const [ops, steps] of cases) {
     const got = createAugmenter(ops, DATA).train(t, labels, 77).x;
@@ -168,8 +238,15 @@ test('same seed gives the same batch, another seed a different one; no tensors l
   const { t } = randomImages(8, 32, 32, 6);
   const labels = tf.tensor1d([0, 1, 2, 3, 4, 5, 6, 7], 'int32');
   const ops: AugmentOp[] = [
-    { op: 'random_crop' }, { op: 'random_horizontal_flip' }, { op: 'rand_augment' }, { op: 'trivial_augment' },
-    { op: 'random_resized_crop' }, { op: 'normalize' }, { op: 'random_erasing', value: 'random' }, { op: 'mixup', p: 0.5 }, { op: 'cutmix', p: 0.5 },
+    { op: 'random_crop' },
+    { op: 'random_horizontal_flip' },
+    { op: 'rand_augment' },
+    { op: 'trivial_augment' },
+    { op: 'random_resized_crop' },
+    { op: 'normalize' },
+    { op: 'random_erasing', value: 'random' },
+    { op: 'mixup', p: 0.5 },
+    { op: 'cutmix', p: 0.5 },
   ];
   const aug = createAugmenter(ops, DATA);
   const before = tf.memory().numTensors;
@@ -193,7 +270,8 @@ test('mixup: x and y are the same convex mix with the batch rolled by one; targe
   const partner = [3, 0, 1, 2];
   const ex = new Float32Array(data.length);
   for (let s = 0; s < 4; s++)
-    for (let k = 0; k < 3072; k++) ex[s * 3072 + k] = (out.lam * data[s * 3072 + k] + (1 - out.lam) * data[partner[s] * 3072 + k]) / 255;
+    for (let k = 0; k < 3072; k++)
+      ex[s * 3072 + k] = (out.lam * data[s * 3072 + k] + (1 - out.lam) * data[partner[s] * 3072 + k]) / 255;
   assert.ok(maxDiff(out.x, ex) < 1e-5);
   const yy = out.y.arraySync();
   assert.ok(Math.abs(yy[0][1] - out.lam) < 1e-6 && Math.abs(yy[0][9] - (1 - out.lam)) < 1e-6);
@@ -230,7 +308,13 @@ test('cutmix: the box comes from the partner and the target weights equal the mi
 test('mixup/cutmix through the augmenter: at most one per batch, soft targets sum to 1', () => {
   const { t } = randomImages(8, 32, 32, 9);
   const labels = tf.tensor1d([0, 1, 2, 3, 4, 5, 6, 7], 'int32');
-  const always = createAugmenter([{ op: 'mixup', p: 0.5 }, { op: 'cutmix', p: 0.5 }], DATA);
+  const always = createAugmenter(
+    [
+      { op: 'mixup', p: 0.5 },
+      { op: 'cutmix', p: 0.5 },
+    ],
+    DATA,
+  );
   let cut = 0;
   for (let seed = 0; seed < 30; seed++) {
     const { x, y } = always.train(t, labels, seed);
@@ -243,11 +327,22 @@ test('mixup/cutmix through the augmenter: at most one per batch, soft targets su
     const xv = x.dataSync();
     const orig = t.dataSync();
     let exact = 0;
-    for (let k = 3072; k < 2 * 3072; k++) if (Math.abs(xv[k] * 255 - orig[k]) < 1e-3 || Math.abs(xv[k] * 255 - orig[k - 3072]) < 1e-3) exact++;
+    for (let k = 3072; k < 2 * 3072; k++)
+      if (Math.abs(xv[k] * 255 - orig[k]) < 1e-3 || Math.abs(xv[k] * 255 - orig[k - 3072]) < 1e-3) exact++;
     if (exact === 3072 && lam < 1 - 1e-6) cut++;
   }
   assert.ok(cut > 5 && cut < 25, `cutmix in ${cut} of 30 batches`);
-  assert.throws(() => createAugmenter([{ op: 'mixup', p: 0.7 }, { op: 'cutmix', p: 0.5 }], DATA), /exceeds 1/);
+  assert.throws(
+    () =>
+      createAugmenter(
+        [
+          { op: 'mixup', p: 0.7 },
+          { op: 'cutmix', p: 0.5 },
+        ],
+        DATA,
+      ),
+    /exceeds 1/,
+  );
   const never = createAugmenter([{ op: 'mixup', p: 0 }], DATA).train(t, labels, 1).y;
   assert.deepEqual(never.arraySync(), tf.oneHot(labels, 10).arraySync());
 });
@@ -267,7 +362,9 @@ test('random erasing sets exactly the box to the value', () => {
         }
   // through the augmenter with p = 1 every image gets one rectangle of zeros
   const ones = tf.fill([4, 32, 32, 3], 200, 'int32') as tf.Tensor4D;
-  const erased = createAugmenter([{ op: 'random_erasing', p: 1 }], DATA).train(ones, tf.tensor1d([0, 1, 2, 3], 'int32'), 5).x.dataSync();
+  const erased = createAugmenter([{ op: 'random_erasing', p: 1 }], DATA)
+    .train(ones, tf.tensor1d([0, 1, 2, 3], 'int32'), 5)
+    .x.dataSync();
   for (let s = 0; s < 4; s++) {
     let zeros = 0;
     for (let k = 0; k < 3072; k++) if (erased[s * 3072 + k] === 0) zeros++;

@@ -7,18 +7,33 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
 
-const hasTfjsNode = existsSync(fileURLToPath(new URL('../../node_modules/@tensorflow/tfjs-node/package.json', import.meta.url)));
+const hasTfjsNode = existsSync(
+  fileURLToPath(new URL('../../node_modules/@tensorflow/tfjs-node/package.json', import.meta.url)),
+);
 const backendModule = pathToFileURL(fileURLToPath(new URL('../src/ml/backend.js', import.meta.url))).href;
 
 /** initBackend in a fresh process (a process initialises its backend only once). */
 function initInChild(requested: string): { name: string; detail: string } {
   const code = `import(${JSON.stringify(backendModule)}).then((m) => m.initBackend(${JSON.stringify(requested)}, 1)).then((i) => console.log(JSON.stringify(i)))`;
-  return JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8' }).trim().split('\n').pop() as string);
+  return JSON.parse(
+    execFileSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .pop() as string,
+  );
 }
 
-test('naming an uninstalled tensorflow backend throws a clear error instead of falling back', { skip: hasTfjsNode && 'tfjs-node is installed here' }, async () => {
-  await assert.rejects(initBackend('tensorflow', 1), /backend "tensorflow" was requested but cannot be used: @tensorflow\/tfjs-node is not installed/);
-  await assert.rejects(initBackend('tensorflow-gpu', 1), /backend "tensorflow-gpu" was requested but cannot be used: @tensorflow\/tfjs-node-gpu is not installed/);
+test('naming an uninstalled tensorflow backend throws a clear error instead of falling back', {
+  skip: hasTfjsNode && 'tfjs-node is installed here',
+}, async () => {
+  await assert.rejects(
+    initBackend('tensorflow', 1),
+    /backend "tensorflow" was requested but cannot be used: @tensorflow\/tfjs-node is not installed/,
+  );
+  await assert.rejects(
+    initBackend('tensorflow-gpu', 1),
+    /backend "tensorflow-gpu" was requested but cannot be used: @tensorflow\/tfjs-node-gpu is not installed/,
+  );
 });
 
 test('wasm loads, runs ops, and a second call returns the same backend', async () => {
@@ -35,7 +50,9 @@ test('cpu loads by name (fresh process)', () => {
   assert.equal(initInChild('cpu').name, 'cpu');
 });
 
-test('auto takes the first backend that loads and says why the others were skipped', { skip: hasTfjsNode && 'tfjs-node is installed here' }, () => {
+test('auto takes the first backend that loads and says why the others were skipped', {
+  skip: hasTfjsNode && 'tfjs-node is installed here',
+}, () => {
   const info = initInChild('auto');
   assert.equal(info.name, 'wasm');
   assert.match(info.detail, /skipped tensorflow-gpu: @tensorflow\/tfjs-node-gpu is not installed/);

@@ -33,7 +33,10 @@ test('a data.source that does not exist: exit 2, positioned, one line (and as JS
   const r = tfpipe(['run', file], o);
   assert.equal(r.code, 2);
   assertNoStack(r);
-  assert.match(r.stderr, /missing-source\.yaml:6:13 {2}stages\.data\.source: no such file or folder: .*no-such-archive\.tar\.gz\n$/);
+  assert.match(
+    r.stderr,
+    /missing-source\.yaml:6:13 {2}stages\.data\.source: no such file or folder: .*no-such-archive\.tar\.gz\n$/,
+  );
   assert.equal(existsSync(o), false, 'nothing written');
   assertJsonError(['run', file], o, 2, /no such file or folder/);
   assertJsonError(['status', file], o, 2, /no such file or folder/);
@@ -59,12 +62,20 @@ test('a read-only outputs folder: exit 2 naming it and how to fix it; JSON on st
   const r = tfpipe(['run', file, '--json'], p.outputs, { uid });
   assert.equal(r.code, 2, r.stderr);
   assertNoStack(r);
-  assert.match(r.stderr, new RegExp(`^tfpipe: cannot write the outputs folder ${p.outputs}/chain: permission denied; make it writable or set TFPIPE_OUTPUTS to another folder\\n$`));
+  assert.match(
+    r.stderr,
+    new RegExp(
+      `^tfpipe: cannot write the outputs folder ${p.outputs}/chain: permission denied; make it writable or set TFPIPE_OUTPUTS to another folder\\n$`,
+    ),
+  );
   assert.equal(JSON.parse(r.stdout).error.exit_code, 2);
   // status reads and never writes: it works on a read-only cache.
   const st = tfpipe(['status', file, '--json'], p.outputs, { uid });
   assert.equal(st.code, 0, st.stderr);
-  assert.deepEqual(JSON.parse(st.stdout).stages.map((s: { state: string }) => s.state), ['missing', 'missing', 'missing', 'missing']);
+  assert.deepEqual(
+    JSON.parse(st.stdout).stages.map((s: { state: string }) => s.state),
+    ['missing', 'missing', 'missing', 'missing'],
+  );
 });
 
 test('a YAML file as data.source says what kind of source is expected', () => {
@@ -72,7 +83,10 @@ test('a YAML file as data.source says what kind of source is expected', () => {
   const r = tfpipe(['run', join(CORPUS, 'yaml-as-source.yaml')], o);
   assert.equal(r.code, 1);
   assertNoStack(r);
-  assert.match(r.stdout, /data: CIFAR-10 source .*yaml-as-source\.yaml is not a \.tar\.gz archive: expected the binary version of CIFAR-10 \(cifar-10-binary\.tar\.gz\) or the folder it unpacks to \(cifar-10-batches-bin\/\)/);
+  assert.match(
+    r.stdout,
+    /data: CIFAR-10 source .*yaml-as-source\.yaml is not a \.tar\.gz archive: expected the binary version of CIFAR-10 \(cifar-10-binary\.tar\.gz\) or the folder it unpacks to \(cifar-10-batches-bin\/\)/,
+  );
 });
 
 test('a truncated archive names the file and leaves no .partial behind', () => {
@@ -82,8 +96,15 @@ test('a truncated archive names the file and leaves no .partial behind', () => {
   assertNoStack(r);
   const data = JSON.parse(r.stdout).stages[0];
   assert.equal(data.state, 'failed');
-  assert.match(data.error, /^CIFAR-10 archive .*truncated\.tar\.gz is damaged or truncated \(zlib: unexpected end of file\)/);
-  assert.deepEqual(readdirSync(join(o, 'bad-truncated-archive')).filter((f) => f !== 'runs.jsonl' && f !== 'tfpipe.lock'), [], 'no data/<key>.partial');
+  assert.match(
+    data.error,
+    /^CIFAR-10 archive .*truncated\.tar\.gz is damaged or truncated \(zlib: unexpected end of file\)/,
+  );
+  assert.deepEqual(
+    readdirSync(join(o, 'bad-truncated-archive')).filter((f) => f !== 'runs.jsonl' && f !== 'tfpipe.lock'),
+    [],
+    'no data/<key>.partial',
+  );
 });
 
 test('an offline download names the URL and suggests --set data.source=…', () => {
@@ -91,7 +112,10 @@ test('an offline download names the URL and suggests --set data.source=…', () 
   const r = tfpipe(['run', join(CORPUS, 'offline-download.yaml')], o);
   assert.equal(r.code, 1);
   assertNoStack(r);
-  assert.match(r.stdout, /data: cannot download http:\/\/cifar-10\.invalid\/cifar-10-binary\.tar\.gz: fetch failed \(ENOTFOUND\)\. Offline\? .*--set data\.source=PATH\/cifar-10-binary\.tar\.gz/);
+  assert.match(
+    r.stdout,
+    /data: cannot download http:\/\/cifar-10\.invalid\/cifar-10-binary\.tar\.gz: fetch failed \(ENOTFOUND\)\. Offline\? .*--set data\.source=PATH\/cifar-10-binary\.tar\.gz/,
+  );
 });
 
 test('the same key in two --set: the last wins and is the one named', () => {
@@ -101,7 +125,9 @@ test('the same key in two --set: the last wins and is the one named', () => {
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^ {2}--set c\.lr=-3 {2}stages\.c\.lr: must be > 0$/m);
   assert.doesNotMatch(r.stderr, /c\.lr=1 /);
-  const ok = JSON.parse(tfpipe(['run', file, '--dry-run', '--json', '--set', 'c.lr=-3', '--set', 'c.lr=0.25'], p.outputs).stdout);
+  const ok = JSON.parse(
+    tfpipe(['run', file, '--dry-run', '--json', '--set', 'c.lr=-3', '--set', 'c.lr=0.25'], p.outputs).stdout,
+  );
   assert.equal(ok.stages.length, 4, 'the last value (valid) is the one in effect');
 });
 
@@ -112,10 +138,16 @@ test('an unknown --force stage and a plugin that does not load: exit 2, one line
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^tfpipe: no stage named "nosuch" in chain \(stages: a, b, c, d\)$/m);
   assert.equal(JSON.parse(r.stdout).error.exit_code, 2);
-  const plugin = spawnSync(process.execPath, [BIN, 'status', file], { env: { ...cliEnv(p.outputs), TFPIPE_PLUGINS: join(p.dir, 'missing.js') }, encoding: 'utf8' });
+  const plugin = spawnSync(process.execPath, [BIN, 'status', file], {
+    env: { ...cliEnv(p.outputs), TFPIPE_PLUGINS: join(p.dir, 'missing.js') },
+    encoding: 'utf8',
+  });
   assert.equal(plugin.status, 2);
   assertNoStack({ code: plugin.status, stdout: plugin.stdout, stderr: plugin.stderr });
-  assert.match(plugin.stderr, /^tfpipe: cannot load the stage kinds of TFPIPE_PLUGINS=.*missing\.js: Cannot find module/);
+  assert.match(
+    plugin.stderr,
+    /^tfpipe: cannot load the stage kinds of TFPIPE_PLUGINS=.*missing\.js: Cannot find module/,
+  );
 });
 
 test('a cycle and a kind-requirement error are both reported, with "an evaluate stage"', () => {
@@ -123,7 +155,10 @@ test('a cycle and a kind-requirement error are both reported, with "an evaluate 
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^tfpipe: 2 problems found, nothing was run:$/m);
   assert.match(r.stderr, /cycle-and-requires\.yaml:7:12 {2}stages\.a\.needs: dependency cycle: a -> b -> a$/m);
-  assert.match(r.stderr, /cycle-and-requires\.yaml:14:12 {2}stages\.ev\.needs: an evaluate stage needs stages of kind train, cifar10 and augmentation among its needs$/m);
+  assert.match(
+    r.stderr,
+    /cycle-and-requires\.yaml:14:12 {2}stages\.ev\.needs: an evaluate stage needs stages of kind train, cifar10 and augmentation among its needs$/m,
+  );
 });
 
 test('dag --format dot draws Graphviz; an unknown format is exit 2', () => {
@@ -152,18 +187,26 @@ test('status on a damaged tfpipe.lock warns, naming the entry, and exits 0', () 
   const r = tfpipe(['status', file], p.outputs);
   assert.equal(r.code, 0, r.stderr);
   assertNoStack(r);
-  assert.match(r.stderr, /^tfpipe: warning: .*tfpipe\.lock: the entry of stage "a" is damaged \(missing or malformed: inputs\); ignoring it$/m);
+  assert.match(
+    r.stderr,
+    /^tfpipe: warning: .*tfpipe\.lock: the entry of stage "a" is damaged \(missing or malformed: inputs\); ignoring it$/m,
+  );
   assert.match(r.stdout, /^ {2}a {2}emit {2}cached /m, 'the manifest still says a is up to date');
 });
 
 test('status | head: a closed pipe ends the command quietly', async () => {
   const p = tempProject();
   // Enough stages that status writes after the reader is gone.
-  const file = p.write('p.yaml', 'name: many\nstages:\n' + Array.from({ length: 300 }, (_, i) => `  s${i}:\n    kind: emit\n    value: ${i}\n`).join(''));
+  const file = p.write(
+    'p.yaml',
+    `name: many\nstages:\n${Array.from({ length: 300 }, (_, i) => `  s${i}:\n    kind: emit\n    value: ${i}\n`).join('')}`,
+  );
   const child = spawn(process.execPath, [BIN, 'status', file], { env: cliEnv(p.outputs) });
   child.stdout.destroy(); // the reader (head) has exited
   let err = '';
-  child.stderr.on('data', (d) => { err += String(d); });
+  child.stderr.on('data', (d) => {
+    err += String(d);
+  });
   const code = await new Promise((res) => child.on('exit', res));
   assert.equal(err, '', 'nothing on stderr');
   assert.equal(code, 141, 'the exit status of a tool ended by SIGPIPE');

@@ -16,19 +16,29 @@ const bench = fileURLToPath(new URL('../bench/bench.js', import.meta.url));
 test('the full bench runs with no outputs folder and writes rows with CPU, ISA and the auto choice', async () => {
   await initBackend('wasm', 1);
   const outputs = join(mkdtempSync(join(tmpdir(), 'tfpipe-bench-')), 'fresh-outputs');
-  const r = spawnSync(process.execPath, [bench, '--thread-counts', '1', '--models', 'small', '--steps', '1', '--batch', '4'], {
-    encoding: 'utf8',
-    env: { ...process.env, TFPIPE_OUTPUTS: outputs, TFPIPE_TORCH_PEER: join(outputs, 'no-such-peer.py') },
-    timeout: 300_000,
-  });
+  const r = spawnSync(
+    process.execPath,
+    [bench, '--thread-counts', '1', '--models', 'small', '--steps', '1', '--batch', '4'],
+    {
+      encoding: 'utf8',
+      env: { ...process.env, TFPIPE_OUTPUTS: outputs, TFPIPE_TORCH_PEER: join(outputs, 'no-such-peer.py') },
+      timeout: 300_000,
+    },
+  );
   assert.equal(r.status, 0, r.stderr);
   const file = join(outputs, 'bench', 'bench.jsonl');
   assert.ok(existsSync(file));
-  const rows = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const rows = readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   for (const row of rows) assert.equal(row.cpu, cpuModel());
   const model = rows.filter((row) => row.model_label === 'small' && row.backend === 'wasm');
   const native = model.filter((row) => row.kernels === 'native');
-  assert.deepEqual(native.map((row) => row.isa), runnableVariants());
+  assert.deepEqual(
+    native.map((row) => row.isa),
+    runnableVariants(),
+  );
   for (const row of native) assert.ok((row.train_img_s as number) > 0 && (row.infer_img_s as number) > 0);
   assert.equal(model.filter((row) => row.auto_choice === true).length, 1, 'exactly one row is the auto choice');
   const peer = rows.find((row) => row.backend === 'pytorch');

@@ -31,7 +31,6 @@ function syntheticMetrics(epochs: number): EpochMetrics[] {
   return rows;
 }
 
-
 interface Mark {
   x: number;
   y: number;
@@ -40,7 +39,8 @@ interface Mark {
 
 /** Point marks of the SVG: their translate() positions and aria labels. */
 function pointMarks(svg: string): Mark[] {
-  const re = /<path aria-label="([^"]*)" role="graphics-symbol" aria-roledescription="point" transform="translate\(([-\d.e]+),([-\d.e]+)\)"/g;
+  const re =
+    /<path aria-label="([^"]*)" role="graphics-symbol" aria-roledescription="point" transform="translate\(([-\d.e]+),([-\d.e]+)\)"/g;
   return [...svg.matchAll(re)].map((m) => ({ label: m[1], x: Number(m[2]), y: Number(m[3]) }));
 }
 
@@ -51,7 +51,9 @@ function lineVertexCounts(svg: string): number[] {
 }
 
 test('parseMetricsJsonl reads what train writes; missing fields become NaN, or null for validation', () => {
-  const rows = parseMetricsJsonl('{"epoch":1,"train_loss":2.5,"val_accuracy":0.4}\n\n{"epoch":2,"lr":0.1,"val_loss":null}\n');
+  const rows = parseMetricsJsonl(
+    '{"epoch":1,"train_loss":2.5,"val_accuracy":0.4}\n\n{"epoch":2,"lr":0.1,"val_loss":null}\n',
+  );
   assert.equal(rows.length, 2);
   assert.equal(rows[0].train_loss, 2.5);
   assert.equal(rows[0].val_accuracy, 0.4);
@@ -66,7 +68,8 @@ test('parseMetricsJsonl reads what train writes; missing fields become NaN, or n
 
 test('epochs without validation draw only the train series', () => {
   const rows = syntheticMetrics(4).map((r) => ({ ...r, val_loss: null, val_accuracy: null }));
-  const values = (chartSpec('accuracy', rows, { width: 200, height: 100 }).data as { values: { series: string }[] }).values;
+  const values = (chartSpec('accuracy', rows, { width: 200, height: 100 }).data as { values: { series: string }[] })
+    .values;
   assert.equal(values.length, 4);
   assert.ok(values.every((v) => v.series === 'train'));
 });
@@ -117,7 +120,11 @@ test('lr uses a log axis for step schedules; accuracy_minutes uses elapsed minut
   type YScale = { encoding: { y: { scale: { type?: string } } } };
   const enc = (lr as unknown as YScale).encoding;
   assert.equal(enc.y.scale.type, 'log');
-  const flat = chartSpec('lr', rows.map((r) => ({ ...r, lr: 0.01 })), { width: 200, height: 100 });
+  const flat = chartSpec(
+    'lr',
+    rows.map((r) => ({ ...r, lr: 0.01 })),
+    { width: 200, height: 100 },
+  );
   assert.equal((flat as unknown as YScale).encoding.y.scale.type, undefined);
   const mins = chartSpec('accuracy_minutes', rows, { width: 200, height: 100 });
   const xs = (mins.data as { values: { x: number }[] }).values.map((v) => v.x);
@@ -134,17 +141,35 @@ test('plots stage writes vl.json, svg and png for each chart from the train stag
     mkdirSync(outDir);
     const rows = syntheticMetrics(5);
     writeFileSync(join(trainDir, 'metrics.jsonl'), formatMetricsJsonl(rows));
-    const settings: PlotsSettings = { charts: ['accuracy', 'lr'], formats: ['svg', 'png'], width: 240, height: 120, scale: 1.5 };
+    const settings: PlotsSettings = {
+      charts: ['accuracy', 'lr'],
+      formats: ['svg', 'png'],
+      width: 240,
+      height: 120,
+      scale: 1.5,
+    };
     const ctx: StageContext<PlotsSettings> = {
-      pipeline: 't', name: 'plots', kind: 'plots', key: 'k', settings, seed: 1,
-      runtime: { backend: 'cpu', threads: 1 }, outDir, pipelineDir: root, cacheDir: root,
+      pipeline: 't',
+      name: 'plots',
+      kind: 'plots',
+      key: 'k',
+      settings,
+      seed: 1,
+      runtime: { backend: 'cpu', threads: 1 },
+      outDir,
+      pipelineDir: root,
+      cacheDir: root,
       inputs: { train: { name: 'train', kind: 'train', key: 'tk', dir: trainDir, settings: {}, result: {} } },
-      resolveInput: (p: string) => p, progress: () => {}, log: () => {}, signal: new AbortController().signal,
+      resolveInput: (p: string) => p,
+      progress: () => {},
+      log: () => {},
+      signal: new AbortController().signal,
     };
     const result = await plots.run(ctx);
     assert.equal(result.epochs, 5);
     for (const name of ['accuracy', 'lr']) {
-      for (const ext of ['vl.json', 'svg', 'png']) assert.ok(existsSync(join(outDir, `${name}.${ext}`)), `${name}.${ext}`);
+      for (const ext of ['vl.json', 'svg', 'png'])
+        assert.ok(existsSync(join(outDir, `${name}.${ext}`)), `${name}.${ext}`);
     }
     assert.ok(!existsSync(join(outDir, 'loss.vl.json')));
     const spec = JSON.parse(readFileSync(join(outDir, 'accuracy.vl.json'), 'utf8')) as { data: { values: unknown[] } };

@@ -15,9 +15,10 @@ import { initBackend, loadBackend, type BackendLoader } from '../src/ml/backend.
 import { candidateLabel, candidates, chooseKernels, type KernelDecision } from '../src/ml/vit/choose-kernels.js';
 import type { VitConfig } from '../src/ml/vit/index.js';
 import { nativeAvailability } from '../src/ml/vit/native.js';
+import { TINY_VIT } from './fixtures/vit-configs.js';
 
 const SCENARIO = 'TFPIPE_CHOOSE_SCENARIO';
-const cfg: VitConfig = { imageSize: 8, channels: 3, classes: 4, patchSize: 4, dim: 16, depth: 1, heads: 2, dimHead: 8, mlpDim: 32, dropout: 0.1 };
+const cfg: VitConfig = { ...TINY_VIT, depth: 1 };
 
 /** A stand-in for tfjs-node: the cpu backend's kernels registered as "tensorflow". */
 function registerFakeTensorflow(): void {
@@ -27,15 +28,17 @@ function registerFakeTensorflow(): void {
   tf.copyRegisteredKernels('cpu', 'tensorflow');
 }
 
-const stubLoader = (gpu: boolean): BackendLoader => async (name, threads) => {
-  if (name === 'tensorflow-gpu' && !gpu) throw new Error('@tensorflow/tfjs-node-gpu: no GPU here (stub)');
-  if (name === 'tensorflow' || name === 'tensorflow-gpu') {
-    registerFakeTensorflow();
-    if (!(await tf.setBackend('tensorflow'))) throw new Error('stub backend failed');
-    return;
-  }
-  return loadBackend(name, threads);
-};
+const stubLoader =
+  (gpu: boolean): BackendLoader =>
+  async (name, threads) => {
+    if (name === 'tensorflow-gpu' && !gpu) throw new Error('@tensorflow/tfjs-node-gpu: no GPU here (stub)');
+    if (name === 'tensorflow' || name === 'tensorflow-gpu') {
+      registerFakeTensorflow();
+      if (!(await tf.setBackend('tensorflow'))) throw new Error('stub backend failed');
+      return;
+    }
+    return loadBackend(name, threads);
+  };
 
 const summary = (d: KernelDecision) => ({ label: candidateLabel(d), detail: d.detail, measured: d.measured ?? null });
 
@@ -47,16 +50,62 @@ async function scenario(name: string): Promise<unknown> {
     // Invented speeds: tfjs on "tensorflow" fastest, so auto must leave wasm + native.
     const speed = (label: string) => ({ 'tfjs@tensorflow': 500, 'tfjs@wasm': 100 })[label] ?? 300;
     const calls: string[] = [];
-    const first = await chooseKernels({ request: 'auto', cfg, batch: 8, purpose: 'train', cacheDir, measure: async (c) => (calls.push(candidateLabel(c)), speed(candidateLabel(c))) });
+    const first = await chooseKernels({
+      request: 'auto',
+      cfg,
+      batch: 8,
+      purpose: 'train',
+      cacheDir,
+      measure: async (c) => {
+        calls.push(candidateLabel(c));
+        return speed(candidateLabel(c));
+      },
+    });
     const backendAfter = tf.getBackend();
-    const again = await chooseKernels({ request: 'auto', cfg, batch: 8, purpose: 'train', cacheDir, measure: async () => { throw new Error('measured again'); } });
-    const otherBatch = await chooseKernels({ request: 'auto', cfg, batch: 16, purpose: 'train', cacheDir, measure: async (c) => (candidateLabel(c) === 'tfjs@wasm' ? 900 : 1) });
-    return { info, list, calls, first: summary(first), backendAfter, again: summary(again), otherBatch: summary(otherBatch), backendAtEnd: tf.getBackend(), files: readdirSync(cacheDir).length };
+    const again = await chooseKernels({
+      request: 'auto',
+      cfg,
+      batch: 8,
+      purpose: 'train',
+      cacheDir,
+      measure: async () => {
+        throw new Error('measured again');
+      },
+    });
+    const otherBatch = await chooseKernels({
+      request: 'auto',
+      cfg,
+      batch: 16,
+      purpose: 'train',
+      cacheDir,
+      measure: async (c) => (candidateLabel(c) === 'tfjs@wasm' ? 900 : 1),
+    });
+    return {
+      info,
+      list,
+      calls,
+      first: summary(first),
+      backendAfter,
+      again: summary(again),
+      otherBatch: summary(otherBatch),
+      backendAtEnd: tf.getBackend(),
+      files: readdirSync(cacheDir).length,
+    };
   }
   if (name === 'gpu') {
     const info = await initBackend('auto', 1, stubLoader(true));
     const calls: string[] = [];
-    const d = await chooseKernels({ request: 'auto', cfg, batch: 8, purpose: 'train', cacheDir, measure: async (c) => (calls.push(candidateLabel(c)), 1) });
+    const d = await chooseKernels({
+      request: 'auto',
+      cfg,
+      batch: 8,
+      purpose: 'train',
+      cacheDir,
+      measure: async (c) => {
+        calls.push(candidateLabel(c));
+        return 1;
+      },
+    });
     return { info, calls, decision: summary(d) };
   }
   // Real timing on wasm: both paths measured on throwaway models, nothing left behind.
@@ -65,7 +114,13 @@ async function scenario(name: string): Promise<unknown> {
   const d = await chooseKernels({ request: 'auto', cfg, batch: 8, purpose: 'train', cacheDir });
   const infer = await chooseKernels({ request: 'auto', cfg, batch: 8, purpose: 'infer', cacheDir });
   const big: VitConfig = { ...cfg, imageSize: 32, dim: 384, depth: 7, heads: 12, dimHead: 32, mlpDim: 384 };
-  return { decision: summary(d), infer: summary(infer), leaked: tf.memory().numTensors - before, files: readdirSync(cacheDir).length, bigExcluded: candidates(big, 128, 'train').excluded };
+  return {
+    decision: summary(d),
+    infer: summary(infer),
+    leaked: tf.memory().numTensors - before,
+    files: readdirSync(cacheDir).length,
+    bigExcluded: candidates(big, 128, 'train').excluded,
+  };
 }
 
 if (process.env[SCENARIO]) {
@@ -96,17 +151,28 @@ test('auto on CPUs: every CPU backend that loads is a candidate; the fastest pat
   };
   assert.deepEqual(r.info.cpuCandidates, ['tensorflow', 'wasm']);
   assert.match(r.info.detail, /skipped tensorflow-gpu: .*no GPU here/);
-  const expected = nativeIsa ? [`native/${nativeIsa}@tensorflow`, 'tfjs@tensorflow', `native/${nativeIsa}@wasm`, 'tfjs@wasm'] : ['tfjs@tensorflow', 'tfjs@wasm'];
+  const expected = nativeIsa
+    ? [`native/${nativeIsa}@tensorflow`, 'tfjs@tensorflow', `native/${nativeIsa}@wasm`, 'tfjs@wasm']
+    : ['tfjs@tensorflow', 'tfjs@wasm'];
   assert.deepEqual(r.list, expected);
   assert.deepEqual(r.calls, expected, 'each candidate timed once');
   assert.equal(r.first.label, 'tfjs@tensorflow');
   assert.equal(r.backendAfter, 'tensorflow');
-  for (const label of expected) assert.ok(r.first.detail.includes(`${label} ${r.first.measured[label].toFixed(1)} img/s`), `${label} in: ${r.first.detail}`);
+  for (const label of expected)
+    assert.ok(
+      r.first.detail.includes(`${label} ${r.first.measured[label].toFixed(1)} img/s`),
+      `${label} in: ${r.first.detail}`,
+    );
   assert.match(r.first.detail, /measured now/);
 });
 
 test('auto remembers its decision per machine and shape: the same run does not time again; another batch does', () => {
-  const r = run('cpu') as { again: { label: string; detail: string }; otherBatch: { label: string }; backendAtEnd: string; files: number };
+  const r = run('cpu') as {
+    again: { label: string; detail: string };
+    otherBatch: { label: string };
+    backendAtEnd: string;
+    files: number;
+  };
   assert.equal(r.again.label, 'tfjs@tensorflow');
   assert.match(r.again.detail, /measured earlier on this machine, remembered in .*\.json/);
   assert.equal(r.otherBatch.label, 'tfjs@wasm');
@@ -115,7 +181,11 @@ test('auto remembers its decision per machine and shape: the same run does not t
 });
 
 test('a backend that really runs on a GPU comes first, without timing', () => {
-  const r = run('gpu') as { info: { name: string; cpuCandidates?: string[] }; calls: string[]; decision: { label: string; detail: string } };
+  const r = run('gpu') as {
+    info: { name: string; cpuCandidates?: string[] };
+    calls: string[];
+    decision: { label: string; detail: string };
+  };
   assert.equal(r.info.name, 'tensorflow-gpu');
   assert.equal(r.info.cpuCandidates, undefined);
   assert.deepEqual(r.calls, []);

@@ -21,9 +21,19 @@ const REF_STD = [0.24703233, 0.24348505, 0.26158768];
 function firstRecordDirect(): Uint8Array {
   const raw = gunzipSync(readFileSync(ARCHIVE));
   for (let off = 0; off + 512 <= raw.length; ) {
-    const name = raw.subarray(off, off + 100).toString('latin1').replace(/\0.*$/s, '');
+    const name = raw
+      .subarray(off, off + 100)
+      .toString('latin1')
+      .replace(/\0.*$/s, '');
     if (name === '') break;
-    const size = parseInt(raw.subarray(off + 124, off + 136).toString('latin1').replace(/\0.*$/s, '').trim(), 8);
+    const size = parseInt(
+      raw
+        .subarray(off + 124, off + 136)
+        .toString('latin1')
+        .replace(/\0.*$/s, '')
+        .trim(),
+      8,
+    );
     if (name.endsWith('data_batch_1.bin')) return raw.subarray(off + 512, off + 512 + 3073);
     off += 512 + Math.ceil(size / 512) * 512;
   }
@@ -37,7 +47,11 @@ function tmp(prefix: string): string {
   made.push(d);
   return d;
 }
-after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+after(() =>
+  made.forEach((d) => {
+    rmSync(d, { recursive: true, force: true });
+  }),
+);
 
 let files: CifarFiles;
 let fullDir: string;
@@ -50,7 +64,18 @@ before(async () => {
 
 test('full archive: counts, class names, split files sizes', { skip }, async () => {
   const info = await readDataInfo(fullDir);
-  assert.deepEqual(info.classes, ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']);
+  assert.deepEqual(info.classes, [
+    'airplane',
+    'automobile',
+    'bird',
+    'cat',
+    'deer',
+    'dog',
+    'frog',
+    'horse',
+    'ship',
+    'truck',
+  ]);
   assert.deepEqual(info.counts, { train: 45000, val: 5000, test: 10000 });
   assert.equal(statSync(join(fullDir, 'train.images.u8')).size, 45000 * 3072);
   const test = await loadSplit(fullDir, 'test');
@@ -66,8 +91,12 @@ test('full archive: counts, class names, split files sizes', { skip }, async () 
 
 test('full archive: channel statistics over the 50,000 match the reference to 1e-6', { skip }, async () => {
   const info = await readDataInfo(fullDir);
-  info.mean.forEach((m, c) => assert.ok(Math.abs(m - REF_MEAN[c]) < 1e-6, `mean[${c}] ${m} vs ${REF_MEAN[c]}`));
-  info.std.forEach((s, c) => assert.ok(Math.abs(s - REF_STD[c]) < 1e-6, `std[${c}] ${s} vs ${REF_STD[c]}`));
+  info.mean.forEach((m, c) => {
+    assert.ok(Math.abs(m - REF_MEAN[c]) < 1e-6, `mean[${c}] ${m} vs ${REF_MEAN[c]}`);
+  });
+  info.std.forEach((s, c) => {
+    assert.ok(Math.abs(s - REF_STD[c]) < 1e-6, `std[${c}] ${s} vs ${REF_STD[c]}`);
+  });
   assert.equal(info.statsOver, 'all_train');
 });
 
@@ -91,7 +120,14 @@ test('full archive: the first record decodes to the bytes read directly from the
 
 test('limits: class-balanced subsets, proportional validation, stats over the split differ', { skip }, async () => {
   const dir = tmp('tfpipe-cifar-lim-');
-  await prepareFromFiles(files, { validationFraction: 0.1, limitTrain: 1000, limitTest: 500, statsOver: 'train_split', seed: 1234, outDir: dir });
+  await prepareFromFiles(files, {
+    validationFraction: 0.1,
+    limitTrain: 1000,
+    limitTest: 500,
+    statsOver: 'train_split',
+    seed: 1234,
+    outDir: dir,
+  });
   const info = await readDataInfo(dir);
   assert.deepEqual(info.counts, { train: 1000, val: 111, test: 500 });
   const hist = (labels: Uint8Array): number[] => {
@@ -103,13 +139,17 @@ test('limits: class-balanced subsets, proportional validation, stats over the sp
   assert.deepEqual(hist((await loadSplit(dir, 'test')).labels), new Array(10).fill(50));
   const v = hist((await loadSplit(dir, 'val')).labels);
   assert.ok(Math.max(...v) - Math.min(...v) <= 1, `val balanced: ${v}`);
-  assert.ok(Math.abs(info.mean[0] - REF_MEAN[0]) > 1e-6 && Math.abs(info.mean[0] - REF_MEAN[0]) < 0.02, 'train_split stats are over the 1000 images');
+  assert.ok(
+    Math.abs(info.mean[0] - REF_MEAN[0]) > 1e-6 && Math.abs(info.mean[0] - REF_MEAN[0]) < 0.02,
+    'train_split stats are over the 1000 images',
+  );
   // Same seed -> same subset, and the validation images come out of the full run's validation split.
   const full = await loadSplit(fullDir, 'val');
   const lim = await loadSplit(dir, 'val');
   const key = (px: Uint8Array, i: number): string => Buffer.from(px.subarray(i * 3072, i * 3072 + 64)).toString('hex');
   const fullKeys = new Set(Array.from({ length: full.count }, (_, i) => key(full.images, i)));
-  for (let i = 0; i < lim.count; i++) assert.ok(fullKeys.has(key(lim.images, i)), 'limited val image comes from the same validation split');
+  for (let i = 0; i < lim.count; i++)
+    assert.ok(fullKeys.has(key(lim.images, i)), 'limited val image comes from the same validation split');
 });
 
 test('samples.png renders one column per class', { skip }, async () => {
@@ -123,23 +163,49 @@ test('the cifar10 stage: resolves a local source, writes data.json, splits and s
   const { stage } = await import('../src/stages/cifar10.js');
   const { localPathSettings } = await import('../src/config/path-settings.js');
   const { Ajv } = await import('ajv');
-  const settings: Record<string, unknown> = { kind: 'cifar10', source: basename(ARCHIVE), limit_train: 200, limit_test: 50 };
+  const settings: Record<string, unknown> = {
+    kind: 'cifar10',
+    source: basename(ARCHIVE),
+    limit_train: 200,
+    limit_test: 50,
+  };
   const ajv = new Ajv({ strict: true, useDefaults: true, allErrors: true });
   ajv.addKeyword({ keyword: 'x-path' }); // the runner's marker for path settings
   assert.ok(ajv.compile(stage.schema)(settings));
   // source is the stage's one local input (its content enters the key); a URL is not.
-  assert.deepEqual(localPathSettings(stage.schema, settings as never), [{ path: ['source'], value: basename(ARCHIVE) }]);
-  assert.deepEqual(localPathSettings(stage.schema, { ...settings, source: 'https://example.org/c.tar.gz' } as never), []);
+  assert.deepEqual(localPathSettings(stage.schema, settings as never), [
+    { path: ['source'], value: basename(ARCHIVE) },
+  ]);
+  assert.deepEqual(
+    localPathSettings(stage.schema, { ...settings, source: 'https://example.org/c.tar.gz' } as never),
+    [],
+  );
   const outDir = tmp('tfpipe-cifar-stage-');
   const messages: string[] = [];
   const result = await stage.run({
-    pipeline: 't', name: 'data', kind: 'cifar10', key: 'k', settings: settings as never, seed: 5,
-    runtime: { backend: 'cpu', threads: 0 }, outDir, inputs: {}, pipelineDir: outDir, cacheDir: outDir,
+    pipeline: 't',
+    name: 'data',
+    kind: 'cifar10',
+    key: 'k',
+    settings: settings as never,
+    seed: 5,
+    runtime: { backend: 'cpu', threads: 0 },
+    outDir,
+    inputs: {},
+    pipelineDir: outDir,
+    cacheDir: outDir,
     resolveInput: (p: string) => join(dirname(ARCHIVE), p),
-    progress: (u) => { if (u.message) messages.push(u.message); }, log: () => {}, signal: new AbortController().signal,
+    progress: (u) => {
+      if (u.message) messages.push(u.message);
+    },
+    log: () => {},
+    signal: new AbortController().signal,
   });
   assert.deepEqual(result.counts, { train: 200, val: 22, test: 50 });
-  assert.ok(messages.some((m) => m.startsWith('reading data_batch')), 'extraction progress reported');
+  assert.ok(
+    messages.some((m) => m.startsWith('reading data_batch')),
+    'extraction progress reported',
+  );
   assert.deepEqual((await readDataInfo(outDir)).counts, { train: 200, val: 22, test: 50 });
   assert.equal((await sharp(join(outDir, 'samples.png')).metadata()).format, 'png');
 });

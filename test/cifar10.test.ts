@@ -22,13 +22,18 @@ const tmp = (): string => {
   made.push(d);
   return d;
 };
-after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+after(() =>
+  made.forEach((d) => {
+    rmSync(d, { recursive: true, force: true });
+  }),
+);
 
 test('decodeRecords turns planar records into NHWC', () => {
   const rec = new Uint8Array(3073 * 2);
   for (let r = 0; r < 2; r++) {
     rec[r * 3073] = 7 - r;
-    for (let c = 0; c < 3; c++) for (let p = 0; p < 1024; p++) rec[r * 3073 + 1 + c * 1024 + p] = (p + 50 * c + 3 * r) % 256;
+    for (let c = 0; c < 3; c++)
+      for (let p = 0; p < 1024; p++) rec[r * 3073 + 1 + c * 1024 + p] = (p + 50 * c + 3 * r) % 256;
   }
   const d = decodeRecords([rec]);
   assert.equal(d.count, 2);
@@ -42,7 +47,10 @@ test('decodeRecords turns planar records into NHWC', () => {
 test('channelStats matches a hand computation (population std, [0,1] scale)', () => {
   // two pixels: R = 0, 255; G = 51, 51; B = 102, 204
   const s = channelStats(new Uint8Array([0, 51, 102, 255, 51, 204]));
-  const close = (a: number[], b: number[]): void => a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 1e-12, `${a} vs ${b}`));
+  const close = (a: number[], b: number[]): void =>
+    a.forEach((v, i) => {
+      assert.ok(Math.abs(v - b[i]) < 1e-12, `${a} vs ${b}`);
+    });
   close(s.mean, [0.5, 0.2, 0.6]);
   close(s.std, [0.5, 0, 0.2]);
 });
@@ -57,10 +65,13 @@ test('splitIndices is deterministic for a seed, disjoint, complete and sized', (
   assert.equal(a.train.length, 900);
   const all = new Set([...a.train, ...a.val]);
   assert.equal(all.size, 1000);
-  assert.ok([...a.val].every((v, i, arr) => i === 0 || arr[i - 1] < v), 'sorted');
+  assert.ok(
+    [...a.val].every((v, i, arr) => i === 0 || arr[i - 1] < v),
+    'sorted',
+  );
 });
 
-test('balancedSubset balances classes and hands a short class\'s share to the others', () => {
+test("balancedSubset balances classes and hands a short class's share to the others", () => {
   // class 0: 100 members, class 1: 100, class 2: only 5
   const labels = new Uint8Array(205);
   labels.fill(1, 100, 200);
@@ -79,9 +90,20 @@ test('balancedSubset balances classes and hands a short class\'s share to the ot
 
 test('writeSplit/loadSplit round-trip and loadSplit rejects a truncated split', async () => {
   const dir = tmp();
-  const data = { images: Uint8Array.from({ length: 2 * 3072 }, (_, i) => i % 251), labels: new Uint8Array([3, 9]), count: 2 };
+  const data = {
+    images: Uint8Array.from({ length: 2 * 3072 }, (_, i) => i % 251),
+    labels: new Uint8Array([3, 9]),
+    count: 2,
+  };
   await writeSplit(dir, 'val', data);
-  await writeDataInfo(dir, { classes: [], imageSize: 32, channels: 3, mean: [0, 0, 0], std: [1, 1, 1], counts: { train: 0, val: 2, test: 0 } });
+  await writeDataInfo(dir, {
+    classes: [],
+    imageSize: 32,
+    channels: 3,
+    mean: [0, 0, 0],
+    std: [1, 1, 1],
+    counts: { train: 0, val: 2, test: 0 },
+  });
   const back = await loadSplit(dir, 'val');
   assert.equal(back.count, 2);
   assert.deepEqual(back.labels, data.labels);
@@ -101,10 +123,20 @@ function fakeBinFolder(): string {
 
 test('a corrupted .bin in a folder is rejected naming the file, and the stage writes nothing', async () => {
   const src = fakeBinFolder();
-  await assert.rejects(readCifarSource(src), /data_batch_1\.bin .*corrupted: md5 [0-9a-f]{32}, expected 5dd7e06a14cb22eb9f671a540d1b7c25/);
+  await assert.rejects(
+    readCifarSource(src),
+    /data_batch_1\.bin .*corrupted: md5 [0-9a-f]{32}, expected 5dd7e06a14cb22eb9f671a540d1b7c25/,
+  );
   const out = tmp();
   await assert.rejects(
-    prepareCifar10({ source: src, validationFraction: 0.1, statsOver: 'all_train', seed: 1, cacheDir: tmp(), outDir: out }),
+    prepareCifar10({
+      source: src,
+      validationFraction: 0.1,
+      statsOver: 'all_train',
+      seed: 1,
+      cacheDir: tmp(),
+      outDir: out,
+    }),
     /data_batch_1\.bin/,
   );
   assert.deepEqual(readdirSync(out), []);
@@ -163,14 +195,25 @@ test('download: a wrong md5 is an error and leaves no file; HTTP errors are repo
   const { server, url } = await serve(Buffer.from('not the archive'));
   try {
     const dir = tmp();
-    await assert.rejects(downloadCached(url, dir, { md5: 'c32a1d4ab5d03f1284b67883e8d87530' }), /md5 [0-9a-f]{32}, expected c32a1d4ab5d03f1284b67883e8d87530/);
+    await assert.rejects(
+      downloadCached(url, dir, { md5: 'c32a1d4ab5d03f1284b67883e8d87530' }),
+      /md5 [0-9a-f]{32}, expected c32a1d4ab5d03f1284b67883e8d87530/,
+    );
     assert.deepEqual(readdirSync(dir), []);
     await assert.rejects(downloadCached(url.replace('cifar.tar.gz', 'missing.tar.gz'), dir), /HTTP 404/);
     assert.deepEqual(readdirSync(dir), []);
     // Through the stage's code path: the bad download is not kept in <cacheDir>/downloads.
     const cacheDir = tmp();
     await assert.rejects(
-      prepareCifar10({ source: url, md5: 'c32a1d4ab5d03f1284b67883e8d87530', validationFraction: 0.1, statsOver: 'all_train', seed: 1, cacheDir, outDir: tmp() }),
+      prepareCifar10({
+        source: url,
+        md5: 'c32a1d4ab5d03f1284b67883e8d87530',
+        validationFraction: 0.1,
+        statsOver: 'all_train',
+        seed: 1,
+        cacheDir,
+        outDir: tmp(),
+      }),
       /expected c32a1d4ab5d03f1284b67883e8d87530/,
     );
     assert.ok(!existsSync(join(cacheDir, 'downloads')) || readdirSync(join(cacheDir, 'downloads')).length === 0);

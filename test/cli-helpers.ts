@@ -6,7 +6,12 @@ import { packageRoot } from '../src/paths.js';
 export const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 export const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');
 
-export interface CliResult { code: number | null; stdout: string; stderr: string; pid?: number }
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  pid?: number;
+}
 
 /** The environment of a CLI child: test kinds, plain output, outputs in `outputs` (none: the default rule). */
 export function cliEnv(outputs: string | undefined, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
@@ -16,7 +21,11 @@ export function cliEnv(outputs: string | undefined, extra: Record<string, string
   return env;
 }
 
-export function tfpipe(args: string[], outputs: string | undefined, opts: { cwd?: string; uid?: number; env?: Record<string, string> } = {}): CliResult {
+export function tfpipe(
+  args: string[],
+  outputs: string | undefined,
+  opts: { cwd?: string; uid?: number; env?: Record<string, string> } = {},
+): CliResult {
   const r = spawnSync(process.execPath, [BIN, ...args], {
     env: cliEnv(outputs, opts.env),
     encoding: 'utf8',

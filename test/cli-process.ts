@@ -25,26 +25,32 @@ export function startTfpipe(args: string[], env: NodeJS.ProcessEnv): Running {
   };
   child.stdout?.on('data', onData);
   child.stderr?.on('data', onData);
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => { r(code); for (const w of [...waiters]) w(); }));
+  const exited = new Promise<number | null>((r) =>
+    child.on('exit', (code) => {
+      r(code);
+      for (const w of [...waiters]) w();
+    }),
+  );
   return {
     child,
     output: () => text,
-    waitFor: (re, ms = 60_000) => new Promise<void>((res, rej) => {
-      const timer = setTimeout(() => rej(new Error(`no ${re} within ${ms} ms; output:\n${text}`)), ms);
-      const check = () => {
-        if (re.test(text)) {
-          clearTimeout(timer);
-          waiters.splice(waiters.indexOf(check), 1);
-          res();
-        } else if (child.exitCode !== null || child.signalCode !== null) {
-          clearTimeout(timer);
-          waiters.splice(waiters.indexOf(check), 1);
-          rej(new Error(`process ended before ${re}; output:\n${text}`));
-        }
-      };
-      waiters.push(check);
-      check();
-    }),
+    waitFor: (re, ms = 60_000) =>
+      new Promise<void>((res, rej) => {
+        const timer = setTimeout(() => rej(new Error(`no ${re} within ${ms} ms; output:\n${text}`)), ms);
+        const check = () => {
+          if (re.test(text)) {
+            clearTimeout(timer);
+            waiters.splice(waiters.indexOf(check), 1);
+            res();
+          } else if (child.exitCode !== null || child.signalCode !== null) {
+            clearTimeout(timer);
+            waiters.splice(waiters.indexOf(check), 1);
+            rej(new Error(`process ended before ${re}; output:\n${text}`));
+          }
+        };
+        waiters.push(check);
+        check();
+      }),
     exited,
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;

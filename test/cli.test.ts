@@ -26,13 +26,24 @@ test('run --json prints one JSON document on stdout; status --json explains', ()
   assert.equal(r.code, 0, r.stderr);
   const doc = JSON.parse(r.stdout);
   assert.equal(doc.pipeline, 'chain');
-  assert.deepEqual(doc.stages.map((s: { name: string; state: string }) => `${s.name}:${s.state}`), ['a:ran', 'b:ran', 'c:ran', 'd:ran']);
-  assert.ok(doc.stages.every((s: { key: string; dir: string; seconds: number }) => /^[0-9a-f]{16}$/.test(s.key) && s.dir.includes(s.key) && s.seconds >= 0));
+  assert.deepEqual(
+    doc.stages.map((s: { name: string; state: string }) => `${s.name}:${s.state}`),
+    ['a:ran', 'b:ran', 'c:ran', 'd:ran'],
+  );
+  assert.ok(
+    doc.stages.every(
+      (s: { key: string; dir: string; seconds: number }) =>
+        /^[0-9a-f]{16}$/.test(s.key) && s.dir.includes(s.key) && s.seconds >= 0,
+    ),
+  );
 
   const st = tfpipe(['status', file, '--json', '--set', 'b.value=11'], p.outputs);
   assert.equal(st.code, 0, st.stderr);
   const sdoc = JSON.parse(st.stdout);
-  assert.deepEqual(sdoc.stages.map((s: { state: string }) => s.state), ['cached', 'stale', 'stale', 'cached']);
+  assert.deepEqual(
+    sdoc.stages.map((s: { state: string }) => s.state),
+    ['cached', 'stale', 'stale', 'cached'],
+  );
   assert.deepEqual(sdoc.stages[1].reasons, ['setting value changed: 10 → 11']);
   assert.deepEqual(Object.keys(sdoc.stages[0]).sort(), ['key', 'kind', 'name', 'reasons', 'state']);
 });
@@ -51,18 +62,43 @@ test('invalid input: exit 2, every problem listed, nothing created under outputs
   assert.equal(tfpipe(['frobnicate', file], p.outputs).code, 2);
 });
 
+test('an option the command does not take is a usage error, not silently ignored', () => {
+  const p = tempProject();
+  const file = p.write('p.yaml', CHAIN);
+  const elsewhere = join(p.dir, 'elsewhere');
+  // --outputs is the worker's; run writing to the default folder instead would lose the results.
+  const r = tfpipe(['run', file, '--outputs', elsewhere], p.outputs);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^tfpipe: run does not take --outputs\n/);
+  assert.equal(existsSync(p.outputs), false);
+  assert.equal(existsSync(elsewhere), false);
+  const st = tfpipe(['status', file, '--force', 'b', '--json'], p.outputs);
+  assert.equal(st.code, 2);
+  assert.match(st.stderr, /^tfpipe: status does not take --force\n/);
+  assert.equal(JSON.parse(st.stdout).error.exit_code, 2);
+  assert.match(tfpipe(['dag', file, '-j', '2'], p.outputs).stderr, /^tfpipe: dag does not take -j\n/);
+  // --json goes with every command.
+  assert.equal(tfpipe(['dag', file, '--json'], p.outputs).code, 0);
+});
+
 test('--dry-run says what would run and why, and writes nothing', () => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
   const r = tfpipe(['run', file, '--dry-run', '--json'], p.outputs);
   assert.equal(r.code, 0, r.stderr);
   const doc = JSON.parse(r.stdout);
-  assert.deepEqual(doc.stages.map((s: { state: string }) => s.state), ['would run', 'would run', 'would run', 'would run']);
+  assert.deepEqual(
+    doc.stages.map((s: { state: string }) => s.state),
+    ['would run', 'would run', 'would run', 'would run'],
+  );
   assert.deepEqual(doc.stages[0].reasons, ['never ran']);
   assert.equal(existsSync(join(p.outputs, 'chain')), false);
   tfpipe(['run', file], p.outputs);
   const again = JSON.parse(tfpipe(['run', file, '--dry-run', '--json', '--set', 'd.value=5'], p.outputs).stdout);
-  assert.deepEqual(again.stages.map((s: { state: string }) => s.state), ['cached', 'cached', 'cached', 'would run']);
+  assert.deepEqual(
+    again.stages.map((s: { state: string }) => s.state),
+    ['cached', 'cached', 'cached', 'would run'],
+  );
 });
 
 test('a failing stage gives exit 1', () => {
@@ -94,14 +130,24 @@ test('a run killed with SIGKILL mid-stage leaves nothing trusted; the next run r
   await new Promise((res) => child.on('exit', res));
   const bDir = join(p.outputs, 'chain', 'b');
   const entries = readdirSync(bDir);
-  assert.deepEqual(entries.filter((e) => !e.endsWith('.partial')), [], 'only a .partial work dir');
+  assert.deepEqual(
+    entries.filter((e) => !e.endsWith('.partial')),
+    [],
+    'only a .partial work dir',
+  );
   assert.ok(readFileSync(join(bDir, entries[0], 'partial.txt'), 'utf8').startsWith('half'));
   const st = JSON.parse(tfpipe(['status', file, '--json'], p.outputs).stdout);
-  assert.deepEqual(st.stages.map((s: { state: string }) => s.state), ['cached', 'missing', 'missing', 'missing']);
+  assert.deepEqual(
+    st.stages.map((s: { state: string }) => s.state),
+    ['cached', 'missing', 'missing', 'missing'],
+  );
   const again = tfpipe(['run', file, '--json'], p.outputs);
   assert.equal(again.code, 0, again.stderr);
   const doc = JSON.parse(again.stdout);
-  assert.deepEqual(doc.stages.map((s: { state: string }) => s.state), ['cached', 'ran', 'ran', 'ran']);
+  assert.deepEqual(
+    doc.stages.map((s: { state: string }) => s.state),
+    ['cached', 'ran', 'ran', 'ran'],
+  );
   assert.deepEqual(readdirSync(bDir), [doc.stages[1].key], 'the partial dir became the finished one');
   assert.equal(JSON.parse(readFileSync(join(bDir, doc.stages[1].key, 'out.json'), 'utf8')).total, 11);
 });
@@ -112,7 +158,9 @@ test('SIGINT stops after the current step, keeps finished stages, exits 130', as
   const child = spawn(process.execPath, [BIN, 'run', file], { env: env(p.outputs, { TFPIPE_TEST_SLEEP: 'b:60000' }) });
   let seen = '';
   let err = '';
-  child.stderr.on('data', (d) => { err += String(d); });
+  child.stderr.on('data', (d) => {
+    err += String(d);
+  });
   child.stdout.on('data', (d) => {
     seen += String(d);
     if (seen.includes('[b] running')) child.kill('SIGINT');
@@ -120,24 +168,32 @@ test('SIGINT stops after the current step, keeps finished stages, exits 130', as
   const code = await new Promise((res) => child.on('exit', res));
   assert.equal(code, 130, seen + err);
   const st = JSON.parse(tfpipe(['status', file, '--json'], p.outputs).stdout);
-  assert.deepEqual(st.stages.map((s: { state: string }) => s.state), ['cached', 'missing', 'missing', 'missing']);
+  assert.deepEqual(
+    st.stages.map((s: { state: string }) => s.state),
+    ['cached', 'missing', 'missing', 'missing'],
+  );
 });
 
 test('two concurrent runs of one pipeline do not corrupt anything', async () => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
-  const start = () => new Promise<{ code: number | null; out: string }>((res) => {
-    const c = spawn(process.execPath, [BIN, 'run', file, '--json'], { env: env(p.outputs, { TFPIPE_TEST_SLEEP: 'b:1500' }) });
-    let out = '';
-    c.stdout.on('data', (d) => { out += String(d); });
-    c.on('exit', (code) => res({ code, out }));
-  });
+  const start = () =>
+    new Promise<{ code: number | null; out: string }>((res) => {
+      const c = spawn(process.execPath, [BIN, 'run', file, '--json'], {
+        env: env(p.outputs, { TFPIPE_TEST_SLEEP: 'b:1500' }),
+      });
+      let out = '';
+      c.stdout.on('data', (d) => {
+        out += String(d);
+      });
+      c.on('exit', (code) => res({ code, out }));
+    });
   const [x, y] = await Promise.all([start(), start()]);
   assert.equal(x.code, 0);
   assert.equal(y.code, 0);
   const docs = [JSON.parse(x.out), JSON.parse(y.out)];
   const ranB = docs.filter((d) => d.stages[1].state === 'ran').length;
-  assert.equal(ranB, 1, 'the second run waited and reused the first one\'s result');
+  assert.equal(ranB, 1, "the second run waited and reused the first one's result");
   const st = JSON.parse(tfpipe(['status', file, '--json'], p.outputs).stdout);
   assert.ok(st.stages.every((s: { state: string }) => s.state === 'cached'));
 });
@@ -153,7 +209,9 @@ test('runs lists past runs with only the settings that changed', () => {
   assert.deepEqual(doc.runs[1].ran, ['c']);
 });
 
-test('Ctrl-C while waiting for the run lock exits 130 at once; nothing runs, the holder\'s lock stays', { timeout: 30_000 }, async (t) => {
+test("Ctrl-C while waiting for the run lock exits 130 at once; nothing runs, the holder's lock stays", {
+  timeout: 30_000,
+}, async (t) => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
   const lock = join(p.outputs, 'chain', '.run.lock');
@@ -164,7 +222,9 @@ test('Ctrl-C while waiting for the run lock exits 130 at once; nothing runs, the
   t.after(() => child.kill('SIGKILL'));
   let out = '';
   let err = '';
-  child.stdout.on('data', (d) => { out += String(d); });
+  child.stdout.on('data', (d) => {
+    out += String(d);
+  });
   let sent = 0;
   child.stderr.on('data', (d) => {
     err += String(d);

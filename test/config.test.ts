@@ -18,7 +18,10 @@ function problems(text: string, sets: string[] = []): Problem[] {
 
 test('a valid file resolves with defaults applied and stages in dependency order', () => {
   const p = tempProject();
-  const pipe = loadPipeline(p.write('p.yaml', CHAIN.replace(/ {2}a:\n[\s\S]*?value: 1\n/, '') + '  a:\n    kind: emit\n    value: 1\n'), testRegistry());
+  const pipe = loadPipeline(
+    p.write('p.yaml', `${CHAIN.replace(/ {2}a:\n[\s\S]*?value: 1\n/, '')}  a:\n    kind: emit\n    value: 1\n`),
+    testRegistry(),
+  );
   const order = pipe.stages.map((s) => s.name);
   assert.ok(order.indexOf('a') < order.indexOf('b') && order.indexOf('b') < order.indexOf('c'), order.join());
   assert.equal(pipe.stages.find((s) => s.name === 'a')?.settings.lr, 0.1, 'schema default applied');
@@ -67,12 +70,16 @@ test('YAML syntax errors and duplicate keys are positioned', () => {
 });
 
 test('needs naming a missing stage, and cycles, are errors naming the culprits', () => {
-  const missing = problems('name: x\nstages:\n  a:\n    kind: emit\n    value: 1\n    needs: [b, zz]\n  b:\n    kind: emit\n    value: 2\n');
+  const missing = problems(
+    'name: x\nstages:\n  a:\n    kind: emit\n    value: 1\n    needs: [b, zz]\n  b:\n    kind: emit\n    value: 2\n',
+  );
   assert.equal(missing.length, 1);
   assert.equal(missing[0].path, 'stages.a.needs[1]');
   assert.equal(missing[0].where, 'p.yaml:6:16');
   assert.match(missing[0].message, /no stage named "zz"/);
-  const cycle = problems('name: x\nstages:\n  a:\n    kind: emit\n    value: 1\n    needs: [c]\n  b:\n    kind: emit\n    value: 2\n    needs: [a]\n  c:\n    kind: emit\n    value: 3\n    needs: [b]\n');
+  const cycle = problems(
+    'name: x\nstages:\n  a:\n    kind: emit\n    value: 1\n    needs: [c]\n  b:\n    kind: emit\n    value: 2\n    needs: [a]\n  c:\n    kind: emit\n    value: 3\n    needs: [b]\n',
+  );
   assert.equal(cycle.length, 1);
   assert.match(cycle[0].message, /dependency cycle: a -> c -> b -> a/);
 });
@@ -95,7 +102,10 @@ test('overrides are typed by the schema and validated like file values', () => {
 
 test('stage names cannot carry path separators', () => {
   const ps = problems('name: x\nstages:\n  ../evil:\n    kind: emit\n    value: 1\n');
-  assert.ok(ps.some((x) => x.path === 'stages.../evil' && /must match/.test(x.message)), JSON.stringify(ps));
+  assert.ok(
+    ps.some((x) => x.path === 'stages.../evil' && /must match/.test(x.message)),
+    JSON.stringify(ps),
+  );
 });
 
 test('didYouMean only suggests plausible typos', () => {

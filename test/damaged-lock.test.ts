@@ -45,12 +45,21 @@ test('a truncated or garbage lock file counts as empty, with one warning; cached
   await run(file, p.outputs);
   const lockPath = join(p.outputs, 'chain', 'tfpipe.lock');
   const text = readFileSync(lockPath, 'utf8');
-  for (const damaged of [text.slice(0, Math.floor(text.length * 0.6)), 'stages: [1, 2\n  :: {{', '\u0000\u0001garbage', '- just\n- a list\n']) {
+  for (const damaged of [
+    text.slice(0, Math.floor(text.length * 0.6)),
+    'stages: [1, 2\n  :: {{',
+    '\u0000\u0001garbage',
+    '- just\n- a list\n',
+  ]) {
     writeFileSync(lockPath, damaged);
     const pl = await plan(file, p.outputs);
     assert.ok(pl.warnings.length <= 4 && pl.warnings.every((w) => w.startsWith(lockPath)), JSON.stringify(pl.warnings));
     assert.ok(pl.warnings.length >= 1, `warned about ${JSON.stringify(damaged.slice(0, 20))}`);
-    assert.deepEqual(pl.stages.map((s) => s.state), ['cached', 'cached', 'cached', 'cached'], 'the manifests decide');
+    assert.deepEqual(
+      pl.stages.map((s) => s.state),
+      ['cached', 'cached', 'cached', 'cached'],
+      'the manifests decide',
+    );
     const r = await counted(() => run(file, p.outputs));
     assert.deepEqual(r.ran, []);
   }

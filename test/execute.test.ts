@@ -13,10 +13,16 @@ import { CHAIN, tempProject } from './helpers.js';
 
 function manifest(key: string, files: Record<string, string>, upstreamOutputs?: Record<string, string>): Manifest {
   return {
-    format: 1, pipeline: 'p', stage: 's', key, inputs: { kind: 'k', version: 1, settings: {}, needs: {}, inputs: {}, seed: 0 },
+    format: 1,
+    pipeline: 'p',
+    stage: 's',
+    key,
+    inputs: { kind: 'k', version: 1, settings: {}, needs: {}, inputs: {}, seed: 0 },
     ...(upstreamOutputs ? { upstreamOutputs } : {}),
     files: Object.fromEntries(Object.entries(files).map(([f, sha256]) => [f, { sha256, size: 1, mtimeMs: 0 }])),
-    result: {}, seconds: 1, finishedAt: '2025-01-01T00:00:10.000Z',
+    result: {},
+    seconds: 1,
+    finishedAt: '2025-01-01T00:00:10.000Z',
   };
 }
 
@@ -24,7 +30,12 @@ const up = manifest('u', { 'out.json': 'aa' });
 const planned = (over: Partial<PlannedStage>): PlannedStage => ({
   stage: { name: 's', kind: 'k', needs: ['u'], settings: {} },
   impl: {} as PlannedStage['impl'],
-  inputs: up.inputs, key: 's1', state: 'cached', reasons: [], forced: false, pendingUpstream: [],
+  inputs: up.inputs,
+  key: 's1',
+  state: 'cached',
+  reasons: [],
+  forced: false,
+  pendingUpstream: [],
   manifest: manifest('s1', { 'out.json': 'bb' }, { u: outputsDigest(up.files) }),
   ...over,
 });
@@ -38,18 +49,23 @@ test('decide: run when an upstream now holds other outputs, and say which', () =
   const changed = manifest('u', { 'out.json': 'cc' });
   const d = decide(planned({}), new Map([['u', ran(changed)]]), false);
   assert.equal(d.action, 'run');
-  assert.deepEqual(d.action === 'run' && d.reasons,
-    [`upstream stage "u"'s outputs changed (digest ${outputsDigest(up.files).slice(0, 12)} → ${outputsDigest(changed.files).slice(0, 12)})`]);
+  assert.deepEqual(d.action === 'run' && d.reasons, [
+    `upstream stage "u"'s outputs changed (digest ${outputsDigest(up.files).slice(0, 12)} → ${outputsDigest(changed.files).slice(0, 12)})`,
+  ]);
 });
 
 test('decide: skips after an interrupt or a failed upstream; runs when forced or not cached', () => {
   const ok = new Map([['u', ran(up)]]);
   assert.deepEqual(decide(planned({}), ok, true), { action: 'skip', reason: 'interrupted' });
-  assert.deepEqual(decide(planned({}), new Map<string, Outcome>([['u', { state: 'failed', error: 'x', seconds: 0 }]]), false),
-    { action: 'skip', reason: 'upstream stage "u" did not finish' });
+  assert.deepEqual(
+    decide(planned({}), new Map<string, Outcome>([['u', { state: 'failed', error: 'x', seconds: 0 }]]), false),
+    { action: 'skip', reason: 'upstream stage "u" did not finish' },
+  );
   assert.deepEqual(decide(planned({ forced: true }), ok, false), { action: 'run', reasons: ['forced with --force'] });
-  assert.deepEqual(decide(planned({ state: 'stale', manifest: undefined, reasons: ['setting x changed'] }), ok, false),
-    { action: 'run', reasons: ['setting x changed'] });
+  assert.deepEqual(
+    decide(planned({ state: 'stale', manifest: undefined, reasons: ['setting x changed'] }), ok, false),
+    { action: 'run', reasons: ['setting x changed'] },
+  );
 });
 
 test('the listr reporter shows what the runner decided, failures and skips included', () => {
@@ -69,7 +85,10 @@ test('the listr reporter shows what the runner decided, failures and skips inclu
     const summary = await runPipeline(loadPipeline(file, registry, sets), registry, { reporter: new ListrReporter(), outputs, until: until || undefined });
     console.log('STATES ' + JSON.stringify(Object.fromEntries(summary.stages.map((s) => [s.name, s.state]))));`;
   const listr = (until: string, ...sets: string[]) => {
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, file, p.outputs, until, ...sets], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, file, p.outputs, until, ...sets], {
+      encoding: 'utf8',
+      env: { ...process.env, NO_COLOR: '1' },
+    });
     assert.equal(r.status, 0, r.stderr);
     const states = JSON.parse(/^STATES (.*)$/m.exec(r.stdout)?.[1] ?? 'null');
     return { states, text: r.stdout + r.stderr };

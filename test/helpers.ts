@@ -26,11 +26,21 @@ export function tempProject(): { dir: string; outputs: string; write(name: strin
 }
 
 export function silentReporter(lines: string[] = []): PlainReporter {
-  const sink = new Writable({ write(chunk, _enc, cb) { lines.push(...String(chunk).split('\n').filter(Boolean)); cb(); } });
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(...String(chunk).split('\n').filter(Boolean));
+      cb();
+    },
+  });
   return new PlainReporter(sink, 0);
 }
 
-export async function run(file: string, outputs: string, sets: string[] = [], extra: { force?: string[]; until?: string } = {}) {
+export async function run(
+  file: string,
+  outputs: string,
+  sets: string[] = [],
+  extra: { force?: string[]; until?: string } = {},
+) {
   const registry = testRegistry();
   const pipeline = loadPipeline(file, registry, sets);
   return runPipeline(pipeline, registry, { reporter: silentReporter(), outputs, ...extra });
@@ -39,15 +49,26 @@ export async function run(file: string, outputs: string, sets: string[] = [], ex
 export async function status(file: string, outputs: string, sets: string[] = [], force: string[] = []) {
   const registry = testRegistry();
   const plan = await makePlan(loadPipeline(file, registry, sets), registry, { outputs, force });
-  return Object.fromEntries(plan.stages.map((s) => [s.stage.name, { state: s.state, key: s.key, reasons: s.reasons, pending: s.pendingUpstream }]));
+  return Object.fromEntries(
+    plan.stages.map((s) => [
+      s.stage.name,
+      { state: s.state, key: s.key, reasons: s.reasons, pending: s.pendingUpstream },
+    ]),
+  );
 }
 
 /** Runs fn and lists the stages whose code executed (test kinds append to $TFPIPE_TEST_COUNTER). */
 export function counted<T>(fn: () => Promise<T>): Promise<{ value: T; ran: string[] }> {
   const counter = join(tempProject().dir, 'count.txt');
   process.env.TFPIPE_TEST_COUNTER = counter;
-  return fn().then((value) => ({ value, ran: existsSync(counter) ? readFileSync(counter, 'utf8').split('\n').filter(Boolean) : [] }))
-    .finally(() => { delete process.env.TFPIPE_TEST_COUNTER; });
+  return fn()
+    .then((value) => ({
+      value,
+      ran: existsSync(counter) ? readFileSync(counter, 'utf8').split('\n').filter(Boolean) : [],
+    }))
+    .finally(() => {
+      delete process.env.TFPIPE_TEST_COUNTER;
+    });
 }
 
 export const states = (summary: { stages: { name: string; state: string }[] }) =>

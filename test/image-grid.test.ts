@@ -57,7 +57,10 @@ test('captions, borders and a title add ink outside the cells', async () => {
 });
 
 test('renderGrid rejects a cell whose buffer does not match its size', async () => {
-  await assert.rejects(renderGrid([{ pixels: new Uint8Array(5), width: 2, height: 2 }], { columns: 1 }), /cell 0 has 5 bytes/);
+  await assert.rejects(
+    renderGrid([{ pixels: new Uint8Array(5), width: 2, height: 2 }], { columns: 1 }),
+    /cell 0 has 5 bytes/,
+  );
 });
 
 test('concatImages puts images side by side', async () => {

@@ -13,7 +13,10 @@ const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const PICTURE_PLUGIN = resolve(packageRoot, 'dist/test/fixtures/picture-kind.js');
 
 function tfpipe(args: string[], extraEnv: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { env: { ...process.env, NO_COLOR: '1', ...extraEnv }, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    env: { ...process.env, NO_COLOR: '1', ...extraEnv },
+    encoding: 'utf8',
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -28,7 +31,10 @@ test('kinds --json lists every registered kind with every schema setting and its
   assert.equal(r.code, 0, r.stderr);
   const docs = (JSON.parse(r.stdout) as { kinds: KindDoc[] }).kinds;
   const registry = await loadRegistry({});
-  assert.deepEqual(docs.map((d) => d.kind), registry.names());
+  assert.deepEqual(
+    docs.map((d) => d.kind),
+    registry.names(),
+  );
   for (const kind of registry.all()) {
     const d = docs.find((x) => x.kind === kind.kind)!;
     assert.equal(d.description, kind.description);
@@ -51,18 +57,45 @@ test('kinds --json lists every registered kind with every schema setting and its
   assert.deepEqual(train.requires, ['cifar10', 'augmentation', 'vit']);
   assert.equal(train.uses_tensorflow, true);
   assert.equal(train.resumable, true);
-  assert.deepEqual(setting(train, 'optimizer.lr'), { name: 'optimizer.lr', type: 'number > 0', required: false, default: 0.001, description: 'Base learning rate.' });
+  assert.deepEqual(setting(train, 'optimizer.lr'), {
+    name: 'optimizer.lr',
+    type: 'number > 0',
+    required: false,
+    default: 0.001,
+    description: 'Base learning rate.',
+  });
   assert.equal(setting(train, 'schedule.name').type, 'constant | multistep | cosine');
-  assert.deepEqual(train.writes.files.map((f) => f.file), ['metrics.jsonl', 'best/', 'last/']);
+  assert.deepEqual(
+    train.writes.files.map((f) => f.file),
+    ['metrics.jsonl', 'best/', 'last/'],
+  );
   const data = docs.find((d) => d.kind === 'cifar10')!;
   assert.deepEqual(data.writes.pictures, [{ file: 'samples.png', title: 'CIFAR-10 samples', section: 'Data' }]);
   assert.equal(setting(data, 'limit_train').type, 'integer ≥ 1 or null');
   // A list of tagged ops: each op with its own settings.
   const ops = setting(docs.find((d) => d.kind === 'augmentation')!, 'ops');
-  assert.deepEqual(ops.variants?.map((v) => v.tag), ['random_horizontal_flip', 'random_resized_crop', 'random_crop', 'normalize', 'rand_augment',
-    'trivial_augment', 'random_erasing', 'mixup', 'cutmix']);
+  assert.deepEqual(
+    ops.variants?.map((v) => v.tag),
+    [
+      'random_horizontal_flip',
+      'random_resized_crop',
+      'random_crop',
+      'normalize',
+      'rand_augment',
+      'trivial_augment',
+      'random_erasing',
+      'mixup',
+      'cutmix',
+    ],
+  );
   const crop = ops.variants!.find((v) => v.tag === 'random_crop')!;
-  assert.deepEqual(crop.settings.map((s) => [s.name, s.default]), [['size', 32], ['padding', 4]]);
+  assert.deepEqual(
+    crop.settings.map((s) => [s.name, s.default]),
+    [
+      ['size', 32],
+      ['padding', 4],
+    ],
+  );
 });
 
 test('kinds KIND prints one kind as text: settings with types, defaults and docs, and what it writes', () => {
@@ -78,7 +111,16 @@ test('kinds KIND prints one kind as text: settings with types, defaults and docs
   const all = tfpipe(['kinds']);
   assert.equal(all.code, 0, all.stderr);
   const headers = [...all.stdout.matchAll(/^([a-z0-9_]+) — /gm)].map((m) => m[1]);
-  assert.deepEqual(headers, ['cifar10', 'augmentation', 'vit', 'train', 'evaluate', 'plots', 'attention_rollout', 'report']);
+  assert.deepEqual(headers, [
+    'cifar10',
+    'augmentation',
+    'vit',
+    'train',
+    'evaluate',
+    'plots',
+    'attention_rollout',
+    'report',
+  ]);
 });
 
 test('a plugin kind is listed with its picture; an unknown kind is a usage error', () => {
@@ -89,7 +131,21 @@ test('a plugin kind is listed with its picture; an unknown kind is a usage error
   const bad = tfpipe(['kinds', 'evaluat']);
   assert.equal(bad.code, 2);
   assert.equal(bad.stdout, '');
-  assert.match(bad.stderr, /no stage kind "evaluat" \(did you mean "evaluate"\?\); kinds: cifar10, augmentation, vit, train/);
+  assert.match(
+    bad.stderr,
+    /no stage kind "evaluat" \(did you mean "evaluate"\?\); kinds: cifar10, augmentation, vit, train/,
+  );
+});
+
+test('kinds and schema name their own extra arguments as the usage error', () => {
+  const kinds = tfpipe(['kinds', 'train', 'vit']);
+  assert.equal(kinds.code, 2);
+  assert.equal(kinds.stdout, '');
+  assert.match(kinds.stderr, /^tfpipe: kinds takes at most one KIND, got 2: train vit\n/);
+  const schema = tfpipe(['schema', 'extra']);
+  assert.equal(schema.code, 2);
+  assert.equal(schema.stdout, '');
+  assert.match(schema.stderr, /^tfpipe: schema takes no arguments, got: extra\n/);
 });
 
 test('describeType words what a schema accepts', () => {
@@ -97,10 +153,16 @@ test('describeType words what a schema accepts', () => {
   assert.equal(describeType({ type: 'number', exclusiveMinimum: 0, maximum: 8 }), 'number in (0, 8]');
   assert.equal(describeType({ type: 'number', exclusiveMaximum: 1 }), 'number < 1');
   assert.equal(describeType({ enum: ['best', 'last'] }), 'best | last');
-  assert.equal(describeType({ anyOf: [{ type: 'number', minimum: 0, maximum: 1 }, { type: 'null' }] }), 'number in [0, 1] or null');
+  assert.equal(
+    describeType({ anyOf: [{ type: 'number', minimum: 0, maximum: 1 }, { type: 'null' }] }),
+    'number in [0, 1] or null',
+  );
   assert.equal(describeType({ type: ['string', 'null'], pattern: '^x$' }), 'string matching ^x$ or null');
   assert.equal(describeType({ type: 'array', items: { type: 'number' }, minItems: 2, maxItems: 2 }), '2 numbers');
-  assert.equal(describeType({ type: 'array', items: { enum: ['svg', 'png'] }, uniqueItems: true }), 'list of (svg | png), no repeats');
+  assert.equal(
+    describeType({ type: 'array', items: { enum: ['svg', 'png'] }, uniqueItems: true }),
+    'list of (svg | png), no repeats',
+  );
   assert.equal(describeType({ type: 'string', 'x-path': true }), 'path or URL (relative to the pipeline file)');
   assert.equal(describeType({ const: 'train' }), '"train"');
 });

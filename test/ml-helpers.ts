@@ -4,7 +4,22 @@ import { resolve } from 'node:path';
 import { packageRoot } from '../src/paths.js';
 
 export const ARCHIVE = process.env.TFPIPE_CIFAR10 ?? resolve(packageRoot, '../shared/data/cifar-10-binary.tar.gz');
-export const noArchive: string | false = existsSync(ARCHIVE) ? false : `CIFAR-10 archive not found at ${ARCHIVE} (set TFPIPE_CIFAR10)`;
+export const noArchive: string | false = existsSync(ARCHIVE)
+  ? false
+  : `CIFAR-10 archive not found at ${ARCHIVE} (set TFPIPE_CIFAR10)`;
+
+/** The shipped quick pipeline, shrunk to a few hundred images and a one-block model: `--set`s for the CLI. */
+export const QUICK_SMALL_SETS = [
+  `data.source=${ARCHIVE}`,
+  'data.limit_train=300',
+  'data.limit_val=60',
+  'data.limit_test=200',
+  'model.dim=32',
+  'model.depth=1',
+  'model.mlp_dim=64',
+  'train.epochs=1',
+  'rollout.images=8',
+].flatMap((s) => ['--set', s]);
 
 /** A few hundred real images, a two-block ViT, three short epochs; `extra` adds stages or top-level keys. */
 export function tinyPipeline(name: string, extra = '', runtime = '{ backend: wasm }'): string {

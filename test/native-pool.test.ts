@@ -11,7 +11,14 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
-import { createVit, computeGradients, predict, tfjsKernels, type Kernels, type VitConfig } from '../src/ml/vit/index.js';
+import {
+  createVit,
+  computeGradients,
+  predict,
+  tfjsKernels,
+  type Kernels,
+  type VitConfig,
+} from '../src/ml/vit/index.js';
 import { nativeAddonPath, nativeAvailability, nativeThreads } from '../src/ml/vit/native.js';
 
 const CHILD = 'TFPIPE_POOL_HAMMER_THREADS';
@@ -20,7 +27,18 @@ const skip = existsSync(nativeAddonPath) ? false : 'native addon not built (node
 
 // The shape of the pipeline that hung: dim 32, depth 1, dim_head 16, mlp 64; a small image keeps
 // each run well under a millisecond so that the pool sees thousands of regions.
-const cfg: VitConfig = { imageSize: 16, channels: 3, classes: 10, patchSize: 4, dim: 32, depth: 1, heads: 4, dimHead: 16, mlpDim: 64, dropout: 0.1 };
+const cfg: VitConfig = {
+  imageSize: 16,
+  channels: 3,
+  classes: 10,
+  patchSize: 4,
+  dim: 32,
+  depth: 1,
+  heads: 4,
+  dimHead: 16,
+  mlpDim: 64,
+  dropout: 0.1,
+};
 
 interface Summary {
   runs: number;
@@ -54,7 +72,15 @@ async function hammer(threads: number): Promise<Summary> {
   const refs: Reference[] = [];
   for (let b = 1; b <= 7; b++) {
     const x = tf.randomNormal([b, cfg.imageSize, cfg.imageSize, cfg.channels], 0, 1, 'float32', b) as tf.Tensor4D;
-    const t = tf.oneHot(tf.tensor1d(Array.from({ length: b }, (_, i) => (i * 7 + b) % cfg.classes), 'int32'), cfg.classes).toFloat() as tf.Tensor2D;
+    const t = tf
+      .oneHot(
+        tf.tensor1d(
+          Array.from({ length: b }, (_, i) => (i * 7 + b) % cfg.classes),
+          'int32',
+        ),
+        cfg.classes,
+      )
+      .toFloat() as tf.Tensor2D;
     const g = computeGradients(model, x, t, { seed }, tfjsKernels);
     const grads: Record<string, Float32Array> = {};
     for (const [name, v] of Object.entries(g.grads)) grads[name] = v.dataSync() as Float32Array;
@@ -77,7 +103,8 @@ async function hammer(threads: number): Promise<Summary> {
       let d = Math.abs(g.loss - ref.loss) / Math.max(1, Math.abs(ref.loss));
       for (const [name, v] of Object.entries(g.grads)) d = Math.max(d, maxRelDiff(v.dataSync(), ref.grads[name]));
       tf.dispose(g.grads);
-      if (g.correct !== ref.correct) summary.failures.push(`run ${i} (batch ${b}): correct ${g.correct} vs ${ref.correct}`);
+      if (g.correct !== ref.correct)
+        summary.failures.push(`run ${i} (batch ${b}): correct ${g.correct} vs ${ref.correct}`);
       summary.worst = Math.max(summary.worst, d);
       if (!(d < 1e-4)) summary.failures.push(`run ${i} (batch ${b}, train): relative difference ${d}`);
     } else {
@@ -100,7 +127,9 @@ if (process.env[CHILD]) {
 }
 
 for (const threads of [2, 3]) {
-  test(`${RUNS} back-to-back native runs on ${threads} threads (batch 1..7) all finish and match tfjs`, { skip }, () => {
+  test(`${RUNS} back-to-back native runs on ${threads} threads (batch 1..7) all finish and match tfjs`, {
+    skip,
+  }, () => {
     const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], {
       encoding: 'utf8',
       // Without the runner's NODE_TEST_CONTEXT the child is a plain script, not a test file.
@@ -114,6 +143,10 @@ for (const threads of [2, 3]) {
     const summary = JSON.parse(r.stdout.trim().split('\n').pop() as string) as Summary;
     assert.equal(summary.threads, threads);
     assert.equal(summary.runs, RUNS);
-    assert.deepEqual(summary.failures.slice(0, 10), [], `${summary.failures.length} bad runs, worst relative difference ${summary.worst}`);
+    assert.deepEqual(
+      summary.failures.slice(0, 10),
+      [],
+      `${summary.failures.length} bad runs, worst relative difference ${summary.worst}`,
+    );
   });
 }

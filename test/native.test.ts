@@ -11,7 +11,15 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
-import { createVit, computeGradients, forward, predict, tfjsKernels, type Kernels, type VitConfig } from '../src/ml/vit/index.js';
+import {
+  createVit,
+  computeGradients,
+  forward,
+  predict,
+  tfjsKernels,
+  type Kernels,
+  type VitConfig,
+} from '../src/ml/vit/index.js';
 import { nativeAddonPath, nativeAvailability, nativeInfo, nativeRun, runnableVariants } from '../src/ml/vit/native.js';
 import { createTrainer } from '../src/ml/vit/trainer.js';
 import type { OptimizerSettings, OptimizerState } from '../src/ml/optim.js';
@@ -26,12 +34,31 @@ before(async () => {
 
 // Odd sizes on purpose: dims that are not multiples of any ISA's vector width or tile, row tails,
 // and 26 tokens so attention rows take both the vector and the scalar-tail paths.
-const cfg: VitConfig = { imageSize: 20, channels: 3, classes: 5, patchSize: 4, dim: 40, depth: 2, heads: 3, dimHead: 12, mlpDim: 72, dropout: 0.2 };
+const cfg: VitConfig = {
+  imageSize: 20,
+  channels: 3,
+  classes: 5,
+  patchSize: 4,
+  dim: 40,
+  depth: 2,
+  heads: 3,
+  dimHead: 12,
+  mlpDim: 72,
+  dropout: 0.2,
+};
 
 function data(n: number): { x: tf.Tensor4D; t: tf.Tensor2D } {
   const x = tf.randomNormal([n, 20, 20, 3], 0, 1, 'float32', 3) as tf.Tensor4D;
   // Soft targets (label smoothing-like) to exercise the soft cross-entropy.
-  const hard = tf.oneHot(tf.tensor1d(Array.from({ length: n }, (_, i) => (i * 3) % 5), 'int32'), 5).toFloat();
+  const hard = tf
+    .oneHot(
+      tf.tensor1d(
+        Array.from({ length: n }, (_, i) => (i * 3) % 5),
+        'int32',
+      ),
+      5,
+    )
+    .toFloat();
   const t = tf.add(tf.mul(hard, 0.9), 0.02) as tf.Tensor2D;
   hard.dispose();
   return { x, t };
@@ -47,7 +74,9 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 const variants = built ? runnableVariants() : [];
 
-test('the addon reports every variant it holds, runs the best this CPU supports, and this CPU runs at least one', { skip }, () => {
+test('the addon reports every variant it holds, runs the best this CPU supports, and this CPU runs at least one', {
+  skip,
+}, () => {
   const info = nativeInfo();
   assert.ok(info, nativeAvailability().detail);
   assert.ok(variants.length >= 1);
@@ -60,7 +89,15 @@ test('the addon reports every variant it holds, runs the best this CPU supports,
   if (process.arch === 'arm64') assert.deepEqual(names, ['neon']);
   // Every x86-64 CPU runs the baseline; the wider variants only where the CPU has the features.
   if (process.arch === 'x64') assert.ok(variants.includes('baseline'));
-  for (const v of info.variants) assert.equal(v.supported, v.requires.split(' ').filter(Boolean).every((f) => info.features.split(' ').includes(f)), v.name);
+  for (const v of info.variants)
+    assert.equal(
+      v.supported,
+      v.requires
+        .split(' ')
+        .filter(Boolean)
+        .every((f) => info.features.split(' ').includes(f)),
+      v.name,
+    );
   const lanes = Object.fromEntries(info.variants.map((v) => [v.name, v.lanes]));
   if (process.arch === 'x64') assert.deepEqual(lanes, { avx512: 16, avx2: 8, baseline: 4 });
 });
@@ -125,7 +162,9 @@ test('native gradient clipping equals clipByGlobalNorm on the tfjs gradients', {
   model.dispose();
 });
 
-test('the native trainer (gradients + optimizer in the addon) follows the tfjs one: Adam, AdamW, SGD, weights and state', { skip }, () => {
+test('the native trainer (gradients + optimizer in the addon) follows the tfjs one: Adam, AdamW, SGD, weights and state', {
+  skip,
+}, () => {
   const native: Kernels = { path: 'native', isa: variants[0] };
   const base = { lr: 3e-3, betas: [0.9, 0.999] as [number, number], eps: 1e-8, momentum: 0.9 };
   const cases: OptimizerSettings[] = [
@@ -135,26 +174,37 @@ test('the native trainer (gradients + optimizer in the addon) follows the tfjs o
   ];
   const { x, t } = data(6);
   for (const settings of cases) {
-    const runs: { losses: number[]; weights: Float32Array[]; state: OptimizerState }[] = [native, tfjsKernels].map((kernels) => {
-      const model = createVit({ ...cfg, dropout: 0.1 }, 2);
-      const trainer = createTrainer(model, kernels, settings);
-      const losses: number[] = [];
-      for (let i = 0; i < 6; i++) {
-        losses.push(trainer.gradients(x, t, { seed: i, gradClipNorm: 1 }).loss);
-        trainer.update(settings.lr * (1 - i / 10));
-      }
-      const weights = model.variables.map((v) => (v.dataSync() as Float32Array).slice());
-      const state = trainer.getState();
-      trainer.dispose();
-      model.dispose();
-      return { losses, weights, state };
-    });
+    const runs: { losses: number[]; weights: Float32Array[]; state: OptimizerState }[] = [native, tfjsKernels].map(
+      (kernels) => {
+        const model = createVit({ ...cfg, dropout: 0.1 }, 2);
+        const trainer = createTrainer(model, kernels, settings);
+        const losses: number[] = [];
+        for (let i = 0; i < 6; i++) {
+          losses.push(trainer.gradients(x, t, { seed: i, gradClipNorm: 1 }).loss);
+          trainer.update(settings.lr * (1 - i / 10));
+        }
+        const weights = model.variables.map((v) => (v.dataSync() as Float32Array).slice());
+        const state = trainer.getState();
+        trainer.dispose();
+        model.dispose();
+        return { losses, weights, state };
+      },
+    );
     const [n, j] = runs;
     assert.equal(n.state.step, 6);
     assert.equal(n.state.slots.length, j.state.slots.length);
-    n.losses.forEach((l, i) => assert.ok(Math.abs(l - j.losses[i]) < 1e-4 * Math.max(1, j.losses[i]), `${settings.name} step ${i} loss ${l} vs ${j.losses[i]}`));
-    n.weights.forEach((w, i) => assert.ok(relDiff(w, j.weights[i]) < 1e-4, `${settings.name} weight ${i}: ${relDiff(w, j.weights[i])}`));
-    n.state.slots.forEach((s, i) => assert.ok(relDiff(s, j.state.slots[i]) < 1e-3, `${settings.name} slot ${i}: ${relDiff(s, j.state.slots[i])}`));
+    n.losses.forEach((l, i) => {
+      assert.ok(
+        Math.abs(l - j.losses[i]) < 1e-4 * Math.max(1, j.losses[i]),
+        `${settings.name} step ${i} loss ${l} vs ${j.losses[i]}`,
+      );
+    });
+    n.weights.forEach((w, i) => {
+      assert.ok(relDiff(w, j.weights[i]) < 1e-4, `${settings.name} weight ${i}: ${relDiff(w, j.weights[i])}`);
+    });
+    n.state.slots.forEach((s, i) => {
+      assert.ok(relDiff(s, j.state.slots[i]) < 1e-3, `${settings.name} slot ${i}: ${relDiff(s, j.state.slots[i])}`);
+    });
   }
   // A state saved by one resumes on the other: load the tfjs trainer's state into a native one.
   const model = createVit(cfg, 2);
@@ -191,18 +241,29 @@ test('native training on one batch with Adam drives the loss down like tfjs does
   }
   assert.ok(losses.native[24] < 0.5 * losses.native[0], `native loss ${losses.native[0]} -> ${losses.native[24]}`);
   // Same trajectory within float drift.
-  for (let i = 0; i < 25; i++) assert.ok(Math.abs(losses.native[i] - losses.tfjs[i]) < 1e-3 * Math.max(1, losses.tfjs[i]), `step ${i}`);
+  for (let i = 0; i < 25; i++)
+    assert.ok(Math.abs(losses.native[i] - losses.tfjs[i]) < 1e-3 * Math.max(1, losses.tfjs[i]), `step ${i}`);
 });
 
 test('the config goes by name: a missing field is a clear error, not a misread', { skip }, () => {
   const model = createVit(cfg, 1);
   const weights = model.variables.map((v) => v.dataSync() as Float32Array);
   const images = new Float32Array(2 * 20 * 20 * 3);
-  assert.throws(() => nativeRun(variants[0], { ...cfg, mlpDim: undefined as unknown as number }, weights, images, 2, null, undefined), /config\.mlpDim must be a number/);
-  assert.throws(() => nativeRun(variants[0], { ...cfg, activation: 'relu' as 'gelu' }, weights, images, 2, null, undefined), /unknown activation "relu"/);
+  assert.throws(
+    () =>
+      nativeRun(variants[0], { ...cfg, mlpDim: undefined as unknown as number }, weights, images, 2, null, undefined),
+    /config\.mlpDim must be a number/,
+  );
+  assert.throws(
+    () => nativeRun(variants[0], { ...cfg, activation: 'relu' as 'gelu' }, weights, images, 2, null, undefined),
+    /unknown activation "relu"/,
+  );
   // A weight of the wrong size is refused before anything reads it.
   const short = weights.map((w, i) => (i === 5 ? w.subarray(1) : w));
-  assert.throws(() => nativeRun(variants[0], cfg, short, images, 2, null, undefined), /weight 5 has \d+ values, expected \d+/);
+  assert.throws(
+    () => nativeRun(variants[0], cfg, short, images, 2, null, undefined),
+    /weight 5 has \d+ values, expected \d+/,
+  );
   model.dispose();
 });
 
@@ -211,7 +272,10 @@ function inChild(env: Record<string, string>, code: string): { status: number | 
   const native = pathToFileURL(join(root, 'dist/src/ml/vit/native.js')).href;
   const choose = pathToFileURL(join(root, 'dist/src/ml/vit/choose-kernels.js')).href;
   const script = `const n = await import(${JSON.stringify(native)}); const c = await import(${JSON.stringify(choose)}); ${code}`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, ...env } });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -251,10 +315,15 @@ test('an addon that expects another parameter layout is refused with a clear mes
   assert.equal(r.status, 0, r.stderr);
   const a = JSON.parse(r.stdout.trim());
   assert.equal(a.isa, undefined);
-  assert.match(a.detail, /refused: .*fake\.cjs expects another parameter layout \(block\[2\] is "attn\/to_k" in the addon, "attn\/to_q" in tfpipe\)/);
+  assert.match(
+    a.detail,
+    /refused: .*fake\.cjs expects another parameter layout \(block\[2\] is "attn\/to_k" in the addon, "attn\/to_q" in tfpipe\)/,
+  );
 });
 
-test('the variant objects define no symbols another variant could share (no SIGILL through the linker)', { skip }, async () => {
+test('the variant objects define no symbols another variant could share (no SIGILL through the linker)', {
+  skip,
+}, async () => {
   const { foreignSymbols } = (await import(pathToFileURL(join(root, 'native/check-symbols.mjs')).href)) as {
     foreignSymbols: (object: string, isa: string) => string[] | null;
   };
@@ -264,14 +333,20 @@ test('the variant objects define no symbols another variant could share (no SIGI
   for (const o of objects) assert.deepEqual(foreignSymbols(join(objDir, o), o.slice(6, -2)), [], o);
   // The check itself catches an inline function from a shared header.
   const dir = mkdtempSync(join(tmpdir(), 'tfpipe-symbols-'));
-  writeFileSync(join(dir, 'x.cc'), 'inline int shared(int x) { return x + 1; }\nnamespace tfpipe { namespace avx2 { int f(int x) { return shared(x); } } }\n');
+  writeFileSync(
+    join(dir, 'x.cc'),
+    'inline int shared(int x) { return x + 1; }\nnamespace tfpipe { namespace avx2 { int f(int x) { return shared(x); } } }\n',
+  );
   execFileSync(process.env.CXX || 'g++', ['-O0', '-c', join(dir, 'x.cc'), '-o', join(dir, 'x.o')]);
   assert.deepEqual(foreignSymbols(join(dir, 'x.o'), 'avx2'), ['_Z6sharedi']);
 });
 
 test('a failing native build exits 0 with a note, so npm install goes on without the addon', () => {
   const script = join(root, 'native/build.mjs');
-  const r = spawnSync(process.execPath, [script], { encoding: 'utf8', env: { ...process.env, CXX: '/nonexistent/c++' } });
+  const r = spawnSync(process.execPath, [script], {
+    encoding: 'utf8',
+    env: { ...process.env, CXX: '/nonexistent/c++' },
+  });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /native kernels not built .*using tfjs kernels/);
 });

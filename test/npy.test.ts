@@ -7,7 +7,13 @@ import { test } from 'node:test';
 import { encodeNpy, writeNpy } from '../src/render/npy.js';
 
 /** A small independent reader: parses the header dict with regexes, decodes via DataView. */
-function parseNpy(buf: Buffer): { descr: string; fortran: boolean; shape: number[]; values: number[]; headerEnd: number } {
+function parseNpy(buf: Buffer): {
+  descr: string;
+  fortran: boolean;
+  shape: number[];
+  values: number[];
+  headerEnd: number;
+} {
   assert.equal(buf[0], 0x93);
   assert.equal(buf.subarray(1, 6).toString('latin1'), 'NUMPY');
   assert.equal(buf[6], 1, 'major version');
@@ -18,7 +24,11 @@ function parseNpy(buf: Buffer): { descr: string; fortran: boolean; shape: number
   const descr = /'descr':\s*'([^']+)'/.exec(header)![1];
   const fortran = /'fortran_order':\s*(True|False)/.exec(header)![1] === 'True';
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)![1];
-  const shape = shapeText.split(',').map((s) => s.trim()).filter((s) => s.length > 0).map(Number);
+  const shape = shapeText
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map(Number);
   const start = 10 + hlen;
   const dv = new DataView(buf.buffer, buf.byteOffset + start, buf.length - start);
   const values: number[] = [];
@@ -62,14 +72,16 @@ test('shape and data length must agree', () => {
 });
 
 const python = '/usr/bin/python3';
-const haveNumpy = existsSync(python) && (() => {
-  try {
-    execFileSync(python, ['-c', 'import numpy'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveNumpy =
+  existsSync(python) &&
+  (() => {
+    try {
+      execFileSync(python, ['-c', 'import numpy'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
 
 test('numpy.load reads what we write', { skip: haveNumpy ? false : 'python3 with numpy not available' }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tfpipe-npy-'));
@@ -79,11 +91,27 @@ test('numpy.load reads what we write', { skip: haveNumpy ? false : 'python3 with
     const data = Float32Array.from({ length: 2 * 1 * 3 * 5 }, (_, k) => Math.fround(Math.sin(k) * 100));
     await writeNpy(f, data, [2, 1, 3, 5]);
     await writeNpy(i, Uint8Array.from([3, 1, 4]), [3]);
-    const out = execFileSync(python, ['-c', `
+    const out = execFileSync(
+      python,
+      [
+        '-c',
+        `
 import json, sys, numpy as np
 a = np.load(sys.argv[1]); b = np.load(sys.argv[2])
-print(json.dumps({"dtype": str(a.dtype), "shape": list(a.shape), "c": bool(a.flags["C_CONTIGUOUS"]), "values": a.ravel().astype(float).tolist(), "b": b.tolist(), "bdtype": str(b.dtype)}))`, f, i], { encoding: 'utf8' });
-    const r = JSON.parse(out) as { dtype: string; shape: number[]; c: boolean; values: number[]; b: number[]; bdtype: string };
+print(json.dumps({"dtype": str(a.dtype), "shape": list(a.shape), "c": bool(a.flags["C_CONTIGUOUS"]), "values": a.ravel().astype(float).tolist(), "b": b.tolist(), "bdtype": str(b.dtype)}))`,
+        f,
+        i,
+      ],
+      { encoding: 'utf8' },
+    );
+    const r = JSON.parse(out) as {
+      dtype: string;
+      shape: number[];
+      c: boolean;
+      values: number[];
+      b: number[];
+      bdtype: string;
+    };
     assert.equal(r.dtype, 'float32');
     assert.deepEqual(r.shape, [2, 1, 3, 5]);
     assert.equal(r.c, true);

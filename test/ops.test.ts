@@ -21,7 +21,13 @@ function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): number {
 }
 
 /** Compares f and g on inputs: outputs, and gradients of sum(out * r) for a random r. */
-function checkSame(name: string, f: (...xs: tf.Tensor[]) => tf.Tensor, g: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[], tol = 1e-4): void {
+function checkSame(
+  name: string,
+  f: (...xs: tf.Tensor[]) => tf.Tensor,
+  g: (...xs: tf.Tensor[]) => tf.Tensor,
+  inputs: tf.Tensor[],
+  tol = 1e-4,
+): void {
   tf.tidy(() => {
     const yf = f(...inputs);
     const yg = g(...inputs);
@@ -40,36 +46,55 @@ function checkSame(name: string, f: (...xs: tf.Tensor[]) => tf.Tensor, g: (...xs
 const rnd = (shape: number[], seed: number): tf.Tensor => tf.randomNormal(shape, 0, 1, 'float32', seed);
 
 test('linear equals matMul + bias, values and gradients', () => {
-  checkSame('linear', (x, w, b) => fast.linear(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D),
+  checkSame(
+    'linear',
+    (x, w, b) => fast.linear(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D),
     (x, w, b) => plain.linear(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D),
-    [rnd([37, 24], 1), rnd([24, 19], 2), rnd([19], 3)]);
+    [rnd([37, 24], 1), rnd([24, 19], 2), rnd([19], 3)],
+  );
 });
 
 test('linearNoBias equals matMul', () => {
-  checkSame('linearNoBias', (x, w) => fast.linearNoBias(x as tf.Tensor2D, w as tf.Tensor2D),
-    (x, w) => plain.linearNoBias(x as tf.Tensor2D, w as tf.Tensor2D), [rnd([20, 16], 4), rnd([16, 12], 5)]);
+  checkSame(
+    'linearNoBias',
+    (x, w) => fast.linearNoBias(x as tf.Tensor2D, w as tf.Tensor2D),
+    (x, w) => plain.linearNoBias(x as tf.Tensor2D, w as tf.Tensor2D),
+    [rnd([20, 16], 4), rnd([16, 12], 5)],
+  );
 });
 
 test('layerNorm equals moments-based layer norm, including gamma/beta gradients', () => {
-  checkSame('layerNorm', (x, g, b) => fast.layerNorm(x as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D),
+  checkSame(
+    'layerNorm',
+    (x, g, b) => fast.layerNorm(x as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D),
     (x, g, b) => plain.layerNorm(x as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D),
-    [tf.add(tf.mul(rnd([30, 32], 6), 3), 1), rnd([32], 7), rnd([32], 8)]);
+    [tf.add(tf.mul(rnd([30, 32], 6), 3), 1), rnd([32], 7), rnd([32], 8)],
+  );
 });
 
 test('geluTanh (x * sigmoid(2z)) equals the tanh formula', () => {
-  checkSame('geluTanh', (x) => fast.geluTanh(x), (x) => plain.geluTanh(x), [tf.mul(rnd([50, 40], 9), 3)]);
+  checkSame(
+    'geluTanh',
+    (x) => fast.geluTanh(x),
+    (x) => plain.geluTanh(x),
+    [tf.mul(rnd([50, 40], 9), 3)],
+  );
 });
 
 test('geluTanh matches hand-computed values', () => {
   const y = fast.geluTanh(tf.tensor1d([-2, -0.5, 0, 1, 3])).dataSync();
   // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-  const ref = [-2, -0.5, 0, 1, 3].map((x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))));
-  ref.forEach((r, i) => assert.ok(Math.abs(y[i] - r) < 1e-5, `geluTanh(${i}) ${y[i]} vs ${r}`));
+  const ref = [-2, -0.5, 0, 1, 3].map(
+    (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))),
+  );
+  ref.forEach((r, i) => {
+    assert.ok(Math.abs(y[i] - r) < 1e-5, `geluTanh(${i}) ${y[i]} vs ${r}`);
+  });
 });
 
 /** The standard normal CDF by Simpson's rule on its density (double precision, no erf involved). */
 function phiBruteForce(x: number): number {
-  const pdf = (t: number) => Math.exp(-t * t / 2) / Math.sqrt(2 * Math.PI);
+  const pdf = (t: number) => Math.exp((-t * t) / 2) / Math.sqrt(2 * Math.PI);
   // Φ(x) = 1/2 + ∫_0^x φ(t) dt
   const n = 2000;
   const h = x / n;
@@ -82,10 +107,12 @@ test('exact gelu and its gradient match x Φ(x) and Φ(x) + x φ(x) computed by 
   const xs = Array.from({ length: 61 }, (_, i) => -6 + i * 0.2);
   const x = tf.tensor1d(xs);
   const y = fast.gelu(x).dataSync();
-  const dy = tf.grad((v: tf.Tensor) => tf.sum(fast.gelu(v)))(x).dataSync();
+  const dy = tf
+    .grad((v: tf.Tensor) => tf.sum(fast.gelu(v)))(x)
+    .dataSync();
   xs.forEach((v, i) => {
     const cdf = phiBruteForce(v);
-    const pdf = Math.exp(-v * v / 2) / Math.sqrt(2 * Math.PI);
+    const pdf = Math.exp((-v * v) / 2) / Math.sqrt(2 * Math.PI);
     assert.ok(Math.abs(y[i] - v * cdf) < 2e-6 * Math.max(1, Math.abs(v)), `gelu(${v}) = ${y[i]}, want ${v * cdf}`);
     assert.ok(Math.abs(dy[i] - (cdf + v * pdf)) < 2e-6, `gelu'(${v}) = ${dy[i]}, want ${cdf + v * pdf}`);
   });
@@ -96,12 +123,21 @@ test('exact gelu and its gradient match x Φ(x) and Φ(x) + x φ(x) computed by 
 });
 
 test('exact gelu equals the erf formula with autodiff, values and gradients', () => {
-  checkSame('gelu', (x) => fast.gelu(x), (x) => plain.gelu(x), [tf.mul(rnd([50, 40], 19), 3)]);
+  checkSame(
+    'gelu',
+    (x) => fast.gelu(x),
+    (x) => plain.gelu(x),
+    [tf.mul(rnd([50, 40], 19), 3)],
+  );
 });
 
 test('bmm (depthwise conv) equals batched matMul', () => {
-  checkSame('bmm', (a, b) => fast.bmm(a as tf.Tensor3D, b as tf.Tensor3D), (a, b) => plain.bmm(a as tf.Tensor3D, b as tf.Tensor3D),
-    [rnd([6, 9, 5], 10), rnd([6, 5, 11], 11)]);
+  checkSame(
+    'bmm',
+    (a, b) => fast.bmm(a as tf.Tensor3D, b as tf.Tensor3D),
+    (a, b) => plain.bmm(a as tf.Tensor3D, b as tf.Tensor3D),
+    [rnd([6, 9, 5], 10), rnd([6, 5, 11], 11)],
+  );
 });
 
 test('bmm matches a brute-force loop', () => {
@@ -121,7 +157,12 @@ test('bmm matches a brute-force loop', () => {
 });
 
 test('softmax equals tf.softmax with gradients', () => {
-  checkSame('softmax', (x) => fast.softmax(x), (x) => plain.softmax(x), [tf.mul(rnd([4, 7, 13], 14), 2)]);
+  checkSame(
+    'softmax',
+    (x) => fast.softmax(x),
+    (x) => plain.softmax(x),
+    [tf.mul(rnd([4, 7, 13], 14), 2)],
+  );
 });
 
 test('tfjs ops leak no tensors in forward + backward', () => {
@@ -130,7 +171,18 @@ test('tfjs ops leak no tensors in forward + backward', () => {
   const b = rnd([8], 17) as tf.Tensor1D;
   const step = () => {
     const g = tf.grads((xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
-      tf.sum(fast.geluTanh(fast.gelu(fast.layerNorm(fast.linear(xx as tf.Tensor2D, ww as tf.Tensor2D, bb as tf.Tensor1D), bb as tf.Tensor1D, bb as tf.Tensor1D)))))([x, w, b]);
+      tf.sum(
+        fast.geluTanh(
+          fast.gelu(
+            fast.layerNorm(
+              fast.linear(xx as tf.Tensor2D, ww as tf.Tensor2D, bb as tf.Tensor1D),
+              bb as tf.Tensor1D,
+              bb as tf.Tensor1D,
+            ),
+          ),
+        ),
+      ),
+    )([x, w, b]);
     tf.dispose(g);
   };
   step();

@@ -5,7 +5,8 @@ import { decays, Optimizer, type OptimizerSettings } from '../src/ml/optim.js';
 import { learningRate } from '../src/ml/schedule.js';
 import { confusion } from '../src/stages/evaluate.js';
 
-const close = (a: number, b: number, tol = 1e-6) => assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
+const close = (a: number, b: number, tol = 1e-6) =>
+  assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
 
 test('multistep follows torch MultiStepLR stepped per epoch', () => {
   const s = { name: 'multistep' as const, milestones: [100, 150], gamma: 0.1 };
@@ -25,7 +26,15 @@ test('cosine: linear warm-up, then half a cosine to min_lr', () => {
   assert.equal(learningRate({ name: 'constant' }, 0.3, 7, 10), 0.3);
 });
 
-const settings = (o: Partial<OptimizerSettings>): OptimizerSettings => ({ name: 'adam', lr: 0.1, weight_decay: 0, momentum: 0.9, betas: [0.9, 0.999], eps: 1e-8, ...o });
+const settings = (o: Partial<OptimizerSettings>): OptimizerSettings => ({
+  name: 'adam',
+  lr: 0.1,
+  weight_decay: 0,
+  momentum: 0.9,
+  betas: [0.9, 0.999],
+  eps: 1e-8,
+  ...o,
+});
 
 function steps(opt: OptimizerSettings, w0: number[][], grads: number[][][], lrs: number[]): number[][] {
   const v = tf.variable(tf.tensor2d(w0));
@@ -44,26 +53,48 @@ function steps(opt: OptimizerSettings, w0: number[][], grads: number[][][], lrs:
 test('Adam, AdamW and SGD match hand-computed torch updates', () => {
   // Two Adam steps on one weight, by hand: m, v, bias correction.
   const g = [0.5, -0.2];
-  let m = 0, vv = 0, w = 1;
+  let m = 0,
+    vv = 0,
+    w = 1;
   g.forEach((gi, i) => {
     const t = i + 1;
     const gg = gi + 0.01 * w; // coupled L2 in Adam
     m = 0.9 * m + 0.1 * gg;
     vv = 0.999 * vv + 0.001 * gg * gg;
-    w -= 0.1 * (m / (1 - 0.9 ** t)) / (Math.sqrt(vv / (1 - 0.999 ** t)) + 1e-8);
+    w -= (0.1 * (m / (1 - 0.9 ** t))) / (Math.sqrt(vv / (1 - 0.999 ** t)) + 1e-8);
   });
-  close(steps(settings({ weight_decay: 0.01 }), [[1]], g.map((x) => [[x]]), [0.1, 0.1])[0][0], w, 1e-5);
+  close(
+    steps(
+      settings({ weight_decay: 0.01 }),
+      [[1]],
+      g.map((x) => [[x]]),
+      [0.1, 0.1],
+    )[0][0],
+    w,
+    1e-5,
+  );
 
   // AdamW: decay applied to the weight directly, scaled by lr.
-  m = 0; vv = 0; w = 1;
+  m = 0;
+  vv = 0;
+  w = 1;
   g.forEach((gi, i) => {
     const t = i + 1;
     w *= 1 - 0.1 * 0.5;
     m = 0.9 * m + 0.1 * gi;
     vv = 0.999 * vv + 0.001 * gi * gi;
-    w -= 0.1 * (m / (1 - 0.9 ** t)) / (Math.sqrt(vv / (1 - 0.999 ** t)) + 1e-8);
+    w -= (0.1 * (m / (1 - 0.9 ** t))) / (Math.sqrt(vv / (1 - 0.999 ** t)) + 1e-8);
   });
-  close(steps(settings({ name: 'adamw', weight_decay: 0.5 }), [[1]], g.map((x) => [[x]]), [0.1, 0.1])[0][0], w, 1e-5);
+  close(
+    steps(
+      settings({ name: 'adamw', weight_decay: 0.5 }),
+      [[1]],
+      g.map((x) => [[x]]),
+      [0.1, 0.1],
+    )[0][0],
+    w,
+    1e-5,
+  );
 
   // SGD with momentum: buf = g, then buf = 0.9 buf + g; lr changes between steps.
   const sgd = steps(settings({ name: 'sgd' }), [[1, 2]], [[[1, 1]], [[2, 0]]], [0.1, 0.05]);
@@ -72,11 +103,24 @@ test('Adam, AdamW and SGD match hand-computed torch updates', () => {
 });
 
 test('optimizer state round-trips exactly, so a resumed run continues identically', () => {
-  const v1 = tf.variable(tf.tensor2d([[1, 2], [3, 4]]));
-  const v2 = tf.variable(tf.tensor2d([[1, 2], [3, 4]]));
+  const v1 = tf.variable(
+    tf.tensor2d([
+      [1, 2],
+      [3, 4],
+    ]),
+  );
+  const v2 = tf.variable(
+    tf.tensor2d([
+      [1, 2],
+      [3, 4],
+    ]),
+  );
   const a = new Optimizer(settings({ name: 'adamw', weight_decay: 0.1 }), [v1], ['w']);
   const b = new Optimizer(settings({ name: 'adamw', weight_decay: 0.1 }), [v2], ['w']);
-  const g = tf.tensor2d([[0.1, -0.3], [0.2, 0.05]]);
+  const g = tf.tensor2d([
+    [0.1, -0.3],
+    [0.2, 0.05],
+  ]);
   a.apply({ [v1.name]: g }, 0.01);
   b.apply({ [v2.name]: g }, 0.01);
   const saved = a.getState();
@@ -86,7 +130,9 @@ test('optimizer state round-trips exactly, so a resumed run continues identicall
   c.apply({ [v2.name]: g }, 0.01);
   assert.deepEqual(v2.arraySync(), v1.arraySync());
   assert.equal(c.step, 2);
-  [a, b, c].forEach((o) => o.dispose());
+  [a, b, c].forEach((o) => {
+    o.dispose();
+  });
   tf.dispose([v1, v2, g]);
 });
 
@@ -99,16 +145,34 @@ test('weight decay skips vectors, the class token and position embedding', () =>
 
 test('confusion matrix and per-class accuracy by hand', () => {
   const { matrix, perClass } = confusion([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 3);
-  assert.deepEqual(matrix, [[1, 1, 0], [0, 1, 0], [1, 0, 2]]);
+  assert.deepEqual(matrix, [
+    [1, 1, 0],
+    [0, 1, 0],
+    [1, 0, 2],
+  ]);
   assert.deepEqual(perClass, [0.5, 1, 2 / 3]);
 });
 
 test('a time budget re-plans the epoch count from recent epoch times', async () => {
   const { plannedEpochs } = await import('../src/stages/train.js');
   const state = (secs: number[]) => ({
-    epochsDone: secs.length, plannedEpochs: 100, bestEpoch: 0, bestValAccuracy: 0,
+    epochsDone: secs.length,
+    plannedEpochs: 100,
+    bestEpoch: 0,
+    bestValAccuracy: 0,
     elapsedSeconds: secs.reduce((a, b) => a + b, 0),
-    metrics: secs.map((s, i) => ({ epoch: i + 1, seconds: s, train_loss: 0, train_accuracy: 0, val_loss: null, val_accuracy: null, lr: 0, images_per_second: 0, elapsed_seconds: 0, tensors: 0 })),
+    metrics: secs.map((s, i) => ({
+      epoch: i + 1,
+      seconds: s,
+      train_loss: 0,
+      train_accuracy: 0,
+      val_loss: null,
+      val_accuracy: null,
+      lr: 0,
+      images_per_second: 0,
+      elapsed_seconds: 0,
+      tensors: 0,
+    })),
   });
   assert.equal(plannedEpochs(100, state([60]), 600), 10); // 540 s left, 60 s each: 9 more
   assert.equal(plannedEpochs(5, state([60]), 600), 5); // capped by epochs

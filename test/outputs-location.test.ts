@@ -12,7 +12,7 @@ import { packageRoot } from '../src/paths.js';
 /** The CLI with no TFPIPE_OUTPUTS: outputs go where the rule says. */
 const tfpipe = (args: string[], cwd: string) => cli(args, undefined, { cwd });
 
-test('the project root is the nearest folder with package.json or .git, else the file\'s folder', () => {
+test("the project root is the nearest folder with package.json or .git, else the file's folder", () => {
   const p = tempProject();
   mkdirSync(join(p.dir, 'proj', 'pipelines', 'deep'), { recursive: true });
   p.write('proj/package.json', '{}');
@@ -26,7 +26,10 @@ test('the project root is the nearest folder with package.json or .git, else the
     assert.equal(projectRoot(join(p.dir, 'loose', 'x.yaml')), join(p.dir, 'loose'));
   }
   assert.equal(outputsRoot({ file: join(p.dir, 'proj', 'pipelines', 'x.yaml') }, {}), join(p.dir, 'proj', 'outputs'));
-  assert.equal(outputsRoot({ file: join(p.dir, 'proj', 'pipelines', 'x.yaml') }, { TFPIPE_OUTPUTS: '/elsewhere/out' }), '/elsewhere/out');
+  assert.equal(
+    outputsRoot({ file: join(p.dir, 'proj', 'pipelines', 'x.yaml') }, { TFPIPE_OUTPUTS: '/elsewhere/out' }),
+    '/elsewhere/out',
+  );
 });
 
 test('running from pipelines/ or from the project root uses one outputs/ at the project root', () => {
@@ -40,7 +43,10 @@ test('running from pipelines/ or from the project root uses one outputs/ at the 
   assert.ok(existsSync(join(p.dir, 'outputs', 'chain', 'tfpipe.lock')));
   const second = tfpipe(['run', 'pipelines/p.yaml', '--json'], p.dir);
   assert.equal(second.code, 0, second.stderr);
-  assert.deepEqual(JSON.parse(second.stdout).stages.map((s: { state: string }) => s.state), ['cached', 'cached', 'cached', 'cached']);
+  assert.deepEqual(
+    JSON.parse(second.stdout).stages.map((s: { state: string }) => s.state),
+    ['cached', 'cached', 'cached', 'cached'],
+  );
   // And from anywhere else.
   const third = tfpipe(['status', join(p.dir, 'pipelines', 'p.yaml'), '--json'], packageRoot);
   assert.ok(JSON.parse(third.stdout).stages.every((s: { state: string }) => s.state === 'cached'));
@@ -52,7 +58,12 @@ test('status and --dry-run write nothing, not even the input-hash memo', () => {
   p.write('package.json', '{}');
   p.write('data.txt', 'hello');
   const file = p.write('p.yaml', 'name: inp\nstages:\n  r:\n    kind: read_input\n    path: data.txt\n');
-  for (const args of [['status', file], ['status', file, '--json'], ['run', file, '--dry-run'], ['run', file, '--dry-run', '--json']]) {
+  for (const args of [
+    ['status', file],
+    ['status', file, '--json'],
+    ['run', file, '--dry-run'],
+    ['run', file, '--dry-run', '--json'],
+  ]) {
     const r = tfpipe(args, p.dir);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(existsSync(join(p.dir, 'outputs')), false, `${args.join(' ')} wrote outputs/`);

@@ -8,7 +8,8 @@ import { localPathSettings, withoutSettings } from '../src/config/path-settings.
 import { packageRoot } from '../src/paths.js';
 import { run, status, tempProject } from './helpers.js';
 
-const pipeline = (path: string) => `name: inp\nstages:\n  r:\n    kind: read_input\n    path: ${path}\n  e:\n    kind: emit\n    needs: [r]\n    value: 1\n`;
+const pipeline = (path: string) =>
+  `name: inp\nstages:\n  r:\n    kind: read_input\n    path: ${path}\n  e:\n    kind: emit\n    needs: [r]\n    value: 1\n`;
 
 test('x-path settings are found at any depth; URLs are not local paths', () => {
   const schema = {
@@ -19,12 +20,19 @@ test('x-path settings are found at any depth; URLs are not local paths', () => {
       extra: { type: 'array', items: { type: 'object', properties: { file: { type: 'string', 'x-path': true } } } },
     },
   };
-  const settings = { source: '../x.tar.gz', name: 'x.tar.gz', extra: [{ file: 'a.txt' }, { file: 'https://example.org/b.txt' }] };
+  const settings = {
+    source: '../x.tar.gz',
+    name: 'x.tar.gz',
+    extra: [{ file: 'a.txt' }, { file: 'https://example.org/b.txt' }],
+  };
   assert.deepEqual(localPathSettings(schema, settings), [
     { path: ['source'], value: '../x.tar.gz' },
     { path: ['extra', 0, 'file'], value: 'a.txt' },
   ]);
-  assert.deepEqual(withoutSettings(settings, [['source'], ['extra', 0, 'file']]), { name: 'x.tar.gz', extra: [{}, { file: 'https://example.org/b.txt' }] });
+  assert.deepEqual(withoutSettings(settings, [['source'], ['extra', 0, 'file']]), {
+    name: 'x.tar.gz',
+    extra: [{}, { file: 'https://example.org/b.txt' }],
+  });
   assert.equal(settings.source, '../x.tar.gz', 'the original is left alone');
 });
 
@@ -47,16 +55,26 @@ test('one file spelled four ways gives one key', async () => {
   assert.equal((await status(join(p.dir, 'proj/p1.yaml'), p.outputs)).r.state, 'stale', 'the content still counts');
 });
 
-test('runs from different directories reuse each other\'s work', () => {
+test("runs from different directories reuse each other's work", () => {
   const p = tempProject();
   mkdirSync(join(p.dir, 'a', 'b'), { recursive: true });
   const data = p.write('data.txt', 'hello');
   const file = p.write('p.yaml', pipeline('nothing-yet.txt'));
   const cli = (cwd: string, path: string) => {
-    const r = spawnSync(process.execPath, [resolve(packageRoot, 'bin/tfpipe.js'), 'run', file, '--json', '--set', `r.path=${path}`], {
-      cwd, encoding: 'utf8',
-      env: { ...process.env, TFPIPE_OUTPUTS: p.outputs, TFPIPE_PLUGINS: resolve(packageRoot, 'dist/test/fixtures/kinds.js'), NO_COLOR: '1' },
-    });
+    const r = spawnSync(
+      process.execPath,
+      [resolve(packageRoot, 'bin/tfpipe.js'), 'run', file, '--json', '--set', `r.path=${path}`],
+      {
+        cwd,
+        encoding: 'utf8',
+        env: {
+          ...process.env,
+          TFPIPE_OUTPUTS: p.outputs,
+          TFPIPE_PLUGINS: resolve(packageRoot, 'dist/test/fixtures/kinds.js'),
+          NO_COLOR: '1',
+        },
+      },
+    );
     assert.equal(r.status, 0, r.stderr);
     return (JSON.parse(r.stdout) as { stages: { state: string }[] }).stages.map((s) => s.state);
   };

@@ -35,7 +35,13 @@ test('the reference pipeline encodes the report: split, augmentation, multistep 
     { op: 'normalize', from: 'data' },
   ]);
   assert.equal(by.train.epochs, 200);
-  assert.deepEqual(by.train.schedule, { name: 'multistep', milestones: [100, 150], gamma: 0.1, warmup_epochs: 0, min_lr: 0 });
+  assert.deepEqual(by.train.schedule, {
+    name: 'multistep',
+    milestones: [100, 150],
+    gamma: 0.1,
+    warmup_epochs: 0,
+    min_lr: 0,
+  });
   assert.equal(by.vit.patch_size, 4);
   assert.equal(by.vit.activation, 'gelu'); // nn.GELU(), exact
   assert.equal(by.attention_rollout.method, 'report');
@@ -43,7 +49,11 @@ test('the reference pipeline encodes the report: split, augmentation, multistep 
 
 test('schemas/pipeline.schema.json is what `tfpipe schema` generates from the registry', async () => {
   const committed = JSON.parse(readFileSync(join(packageRoot, 'schemas', 'pipeline.schema.json'), 'utf8'));
-  assert.deepEqual(committed, buildPipelineSchema(await loadRegistry({})), 'run: npx tfpipe schema > schemas/pipeline.schema.json');
+  assert.deepEqual(
+    committed,
+    buildPipelineSchema(await loadRegistry({})),
+    'run: npx tfpipe schema > schemas/pipeline.schema.json',
+  );
 });
 
 test('every stage kind schema documents each setting', async () => {

@@ -14,19 +14,35 @@ import { freePort, noRedis, startRedis, type RedisHandle } from './redis-server.
 const SWEPT = CHAIN.replace('stages:\n', 'sweep:\n  c.lr: [0.5, 0.25]\n  b.value: [10, 20]\nstages:\n');
 
 let redis: RedisHandle | undefined;
-before(async () => { if (!noRedis) redis = await startRedis(); });
-after(async () => { await redis?.stop(); });
+before(async () => {
+  if (!noRedis) redis = await startRedis();
+});
+after(async () => {
+  await redis?.stop();
+});
 
-const env = (outputs: string, extra: Record<string, string> = {}) => cliEnv(outputs, { TFPIPE_LOG_INTERVAL_MS: '0', ...extra });
+const env = (outputs: string, extra: Record<string, string> = {}) =>
+  cliEnv(outputs, { TFPIPE_LOG_INTERVAL_MS: '0', ...extra });
 
 /** The CLI run to its end, but never for longer than two minutes (a hung queue fails the test). */
 function tfpipe(args: string[], outputs: string, extra: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { env: env(outputs, extra), encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    env: env(outputs, extra),
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-async function withWorkers<T>(outputs: string, n: number, extra: Record<string, string>, fn: (workers: Running[]) => Promise<T>): Promise<T> {
-  const workers = Array.from({ length: n }, () => startTfpipe(['worker', '--queue', redis!.url, '--lock-timeout', '2'], env(outputs, extra)));
+async function withWorkers<T>(
+  outputs: string,
+  n: number,
+  extra: Record<string, string>,
+  fn: (workers: Running[]) => Promise<T>,
+): Promise<T> {
+  const workers = Array.from({ length: n }, () =>
+    startTfpipe(['worker', '--queue', redis!.url, '--lock-timeout', '2'], env(outputs, extra)),
+  );
   try {
     await Promise.all(workers.map((w) => w.waitFor(/tfpipe worker .*: 1 job\(s\) at a time/)));
     return await fn(workers);
@@ -53,11 +69,15 @@ test('unreachable Redis or a wrong URL: one clear line, exit 2, nothing written'
   assert.equal(existsSync(p.outputs), false);
 });
 
-test('two workers run a sweep: every instance once, in the workers, with the results of a local run', { skip: noRedis }, async () => {
+test('two workers run a sweep: every instance once, in the workers, with the results of a local run', {
+  skip: noRedis,
+}, async () => {
   const p = tempProject();
   const file = p.write('p.yaml', SWEPT);
   const spans = join(p.dir, 'spans.txt');
-  const r = await withWorkers(p.outputs, 2, { TFPIPE_TEST_SPANS: spans }, async () => tfpipe(['run', file, '--queue', redis!.url, '--json'], p.outputs, { TFPIPE_TEST_SPANS: spans }));
+  const r = await withWorkers(p.outputs, 2, { TFPIPE_TEST_SPANS: spans }, async () =>
+    tfpipe(['run', file, '--queue', redis!.url, '--json'], p.outputs, { TFPIPE_TEST_SPANS: spans }),
+  );
   assert.equal(r.code, 0, r.stderr);
   const doc = JSON.parse(r.stdout);
   assert.equal(doc.stage_runs.ran, 8);
@@ -66,7 +86,12 @@ test('two workers run a sweep: every instance once, in the workers, with the res
   assert.match(r.stderr, /ran on worker [^:]+:\d+/);
   const local = tempProject();
   const l = tfpipe(['run', file, '--json'], local.outputs);
-  assert.deepEqual(JSON.parse(l.stdout).instances.map((i: { key: string }) => i.key).sort(), doc.instances.map((i: { key: string }) => i.key).sort());
+  assert.deepEqual(
+    JSON.parse(l.stdout)
+      .instances.map((i: { key: string }) => i.key)
+      .sort(),
+    doc.instances.map((i: { key: string }) => i.key).sort(),
+  );
   for (const i of doc.instances as { name: string; key: string }[]) {
     const out = (root: string) => readFileSync(join(root, 'chain', i.name, i.key, 'out.json'), 'utf8');
     assert.equal(out(p.outputs), out(local.outputs));
@@ -77,7 +102,9 @@ test('two workers run a sweep: every instance once, in the workers, with the res
   assert.doesNotMatch(again.stderr, /queued as job/);
 });
 
-test('a coordinator killed after queueing is run again: it waits for the queued jobs instead of queueing them twice', { skip: noRedis }, async () => {
+test('a coordinator killed after queueing is run again: it waits for the queued jobs instead of queueing them twice', {
+  skip: noRedis,
+}, async () => {
   const p = tempProject();
   const file = p.write('p.yaml', SWEPT);
   const counter = join(p.dir, 'count.txt');
@@ -86,7 +113,10 @@ test('a coordinator killed after queueing is run again: it waits for the queued 
   await first.waitFor(/\[d .*\] queued as job/);
   first.child.kill('SIGKILL');
   await first.exited;
-  const second = startTfpipe(['run', file, '--queue', redis!.url, '--json'], env(p.outputs, { TFPIPE_TEST_COUNTER: counter }));
+  const second = startTfpipe(
+    ['run', file, '--queue', redis!.url, '--json'],
+    env(p.outputs, { TFPIPE_TEST_COUNTER: counter }),
+  );
   await second.waitFor(/\[a .*\] job \S+ is already queued \(queued by an earlier run\); waiting for it/);
   const code = await withWorkers(p.outputs, 1, { TFPIPE_TEST_COUNTER: counter }, () => second.exited);
   assert.equal(code, 0, second.output());
@@ -97,16 +127,24 @@ test('a worker whose kind versions differ refuses every job and writes nothing',
   const p = tempProject();
   const file = p.write('p.yaml', SWEPT);
   const counter = join(p.dir, 'count.txt');
-  const r = await withWorkers(p.outputs, 1, { TFPIPE_TEST_EMIT_VERSION: '2', TFPIPE_TEST_COUNTER: counter }, async (ws) => {
-    const res = tfpipe(['run', file, '--queue', redis!.url, '--json'], p.outputs);
-    await ws[0].waitFor(/REFUSED/);
-    return { ...res, worker: ws[0].output() };
-  });
+  const r = await withWorkers(
+    p.outputs,
+    1,
+    { TFPIPE_TEST_EMIT_VERSION: '2', TFPIPE_TEST_COUNTER: counter },
+    async (ws) => {
+      const res = tfpipe(['run', file, '--queue', redis!.url, '--json'], p.outputs);
+      await ws[0].waitFor(/REFUSED/);
+      return { ...res, worker: ws[0].output() };
+    },
+  );
   assert.equal(r.code, 1);
   const doc = JSON.parse(r.stdout);
   const a = doc.instances.find((i: { name: string }) => i.name === 'a');
   assert.equal(a.state, 'failed');
-  assert.match(a.error, /^refused by worker \S+: chain\/a@[0-9a-f]{16}: .* computes key [0-9a-f]{16} for this stage, not [0-9a-f]{16} \(implementation of kind "emit" changed: version 1 → 2\)/);
+  assert.match(
+    a.error,
+    /^refused by worker \S+: chain\/a@[0-9a-f]{16}: .* computes key [0-9a-f]{16} for this stage, not [0-9a-f]{16} \(implementation of kind "emit" changed: version 1 → 2\)/,
+  );
   assert.match(r.worker, /REFUSED/);
   assert.deepEqual(lines(counter), [], 'no stage code ran');
   const stageDirs = readdirSync(join(p.outputs, 'chain')).filter((e) => ['a', 'b', 'c', 'd'].includes(e));
@@ -125,7 +163,10 @@ test('a worker that sees another outputs folder refuses the job', { skip: noRedi
     const r = tfpipe(['run', file, '--queue', redis!.url, '--json'], p.outputs);
     assert.equal(r.code, 1);
     const a = JSON.parse(r.stdout).stages.find((s: { name: string }) => s.name === 'a');
-    assert.match(a.error, /belongs to the outputs folder .* \(store [0-9a-f-]{36}\), but .* is store not-the-same-store: this worker does not see the coordinator's outputs folder/);
+    assert.match(
+      a.error,
+      /belongs to the outputs folder .* \(store [0-9a-f-]{36}\), but .* is store not-the-same-store: this worker does not see the coordinator's outputs folder/,
+    );
     assert.deepEqual(readdirSync(elsewhere), ['.tfpipe-store']);
   } finally {
     await worker.stop();

@@ -5,7 +5,9 @@ import { createServer, connect } from 'node:net';
 
 const which = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
 export const REDIS_SERVER = which.status === 0 ? which.stdout.trim() : '';
-export const noRedis: string | false = REDIS_SERVER ? false : 'redis-server is not installed (apt-get install redis-server; .ci/run does)';
+export const noRedis: string | false = REDIS_SERVER
+  ? false
+  : 'redis-server is not installed (apt-get install redis-server; .ci/run does)';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -25,7 +27,10 @@ function pong(port: number): Promise<boolean> {
     sock.on('connect', () => sock.write('PING\r\n'));
     sock.on('data', (d) => {
       got += String(d);
-      if (got.includes('\r\n')) { sock.destroy(); resolve(got.startsWith('+PONG')); }
+      if (got.includes('\r\n')) {
+        sock.destroy();
+        resolve(got.startsWith('+PONG'));
+      }
     });
     sock.on('error', () => resolve(false));
   });
@@ -38,7 +43,11 @@ export interface RedisHandle {
 
 export async function startRedis(): Promise<RedisHandle> {
   const port = await freePort();
-  const child: ChildProcess = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { stdio: 'ignore' });
+  const child: ChildProcess = spawn(
+    REDIS_SERVER,
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
+    { stdio: 'ignore' },
+  );
   for (let i = 0; i < 100 && !(await pong(port)); i++) await new Promise((r) => setTimeout(r, 50));
   if (!(await pong(port))) {
     child.kill('SIGKILL');
@@ -46,10 +55,11 @@ export async function startRedis(): Promise<RedisHandle> {
   }
   return {
     url: `redis://127.0.0.1:${port}`,
-    stop: () => new Promise<void>((resolve) => {
-      if (child.exitCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-    }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
   };
 }

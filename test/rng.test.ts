@@ -44,10 +44,19 @@ test('int stays in [lo, hi) and hits every value', () => {
 test('shuffle and permutation are permutations', () => {
   const r = createRng(5);
   const xs = r.shuffle(Array.from({ length: 50 }, (_, i) => i));
-  assert.deepEqual([...xs].sort((p, q) => p - q), Array.from({ length: 50 }, (_, i) => i));
-  assert.notDeepEqual(xs, Array.from({ length: 50 }, (_, i) => i));
+  assert.deepEqual(
+    [...xs].sort((p, q) => p - q),
+    Array.from({ length: 50 }, (_, i) => i),
+  );
+  assert.notDeepEqual(
+    xs,
+    Array.from({ length: 50 }, (_, i) => i),
+  );
   const p = r.permutation(50);
-  assert.deepEqual([...p].sort((x, y) => x - y), Array.from({ length: 50 }, (_, i) => i));
+  assert.deepEqual(
+    [...p].sort((x, y) => x - y),
+    Array.from({ length: 50 }, (_, i) => i),
+  );
 });
 
 test('normal and beta have the expected means', () => {
@@ -63,7 +72,10 @@ test('normal and beta have the expected means', () => {
   assert.ok(Math.abs(s / n) < 0.03);
   assert.ok(Math.abs(s2 / n - 1) < 0.05);
   // Beta(a, b) has mean a / (a + b); check both a shape < 1 and > 1.
-  for (const [a, b] of [[0.2, 0.2], [2, 5]]) {
+  for (const [a, b] of [
+    [0.2, 0.2],
+    [2, 5],
+  ]) {
     let m = 0;
     for (let i = 0; i < n; i++) {
       const x = r.beta(a, b);

@@ -19,7 +19,10 @@ test('picks are seeded: same seed same images, another seed other images', async
   const b = await pickImages({ ...base, includeMisclassified: false, classify: classifier(() => false) });
   const c = await pickImages({ ...base, seed: 4, includeMisclassified: false, classify: classifier(() => false) });
   assert.deepEqual(a, b);
-  assert.notDeepEqual(a.map((p) => p.index), c.map((p) => p.index));
+  assert.notDeepEqual(
+    a.map((p) => p.index),
+    c.map((p) => p.index),
+  );
   assert.equal(new Set(a.map((p) => p.index)).size, 16);
   assert.ok(a.every((p) => p.index >= 0 && p.index < 1000 && p.predicted === labels[p.index]));
 });
@@ -41,21 +44,41 @@ test('at least a quarter misclassified: wrong ones replace the last correct pick
 
 test('no extra classification when the draw already has enough wrong ones', async () => {
   const calls: number[][] = [];
-  const picked = await pickImages({ ...base, includeMisclassified: true, classify: classifier((i) => i % 2 === 0, calls) });
+  const picked = await pickImages({
+    ...base,
+    includeMisclassified: true,
+    classify: classifier((i) => i % 2 === 0, calls),
+  });
   assert.equal(calls.length, 1);
   assert.equal(calls[0].length, 16);
-  assert.deepEqual(picked.map((p) => p.index), calls[0]);
+  assert.deepEqual(
+    picked.map((p) => p.index),
+    calls[0],
+  );
 });
 
 test('a perfect classifier: everything is scanned, the draw is kept as it is', async () => {
   const calls: number[][] = [];
   const picked = await pickImages({ ...base, includeMisclassified: true, classify: classifier(() => false, calls) });
-  assert.equal(calls.reduce((n, c) => n + c.length, 0), 1000);
-  assert.deepEqual(picked.map((p) => p.index), calls[0]);
+  assert.equal(
+    calls.reduce((n, c) => n + c.length, 0),
+    1000,
+  );
+  assert.deepEqual(
+    picked.map((p) => p.index),
+    calls[0],
+  );
 });
 
 test('asking for more images than the test set has returns them all', async () => {
   const small = Uint8Array.from([0, 1, 2]);
-  const picked = await pickImages({ count: 10, labels: small, seed: 1, chunk: 2, includeMisclassified: true, classify: async (ix) => ix.map(() => 0) });
+  const picked = await pickImages({
+    count: 10,
+    labels: small,
+    seed: 1,
+    chunk: 2,
+    includeMisclassified: true,
+    classify: async (ix) => ix.map(() => 0),
+  });
   assert.deepEqual(picked.map((p) => p.index).sort(), [0, 1, 2]);
 });

@@ -19,19 +19,53 @@ before(async () => {
   await initBackend('wasm', 1);
 });
 
-const cfg: VitConfig = { imageSize: 32, channels: 3, classes: 10, patchSize: 8, dim: 16, depth: 2, heads: 2, dimHead: 8, mlpDim: 32, dropout: 0.1 };
+const cfg: VitConfig = {
+  imageSize: 32,
+  channels: 3,
+  classes: 10,
+  patchSize: 8,
+  dim: 16,
+  depth: 2,
+  heads: 2,
+  dimHead: 8,
+  mlpDim: 32,
+  dropout: 0.1,
+};
 const classes = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
-const info: DataInfo = { classes, imageSize: 32, channels: 3, mean: [0.49, 0.48, 0.45], std: [0.25, 0.24, 0.26], counts: { train: 0, val: 0, test: 40 } };
+const info: DataInfo = {
+  classes,
+  imageSize: 32,
+  channels: 3,
+  mean: [0.49, 0.48, 0.45],
+  std: [0.25, 0.24, 0.26],
+  counts: { train: 0, val: 0, test: 40 },
+};
 
 function syntheticTest(n: number): Split {
   let x = 12345;
-  const next = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24);
-  return { images: Uint8Array.from({ length: n * 32 * 32 * 3 }, next), labels: Uint8Array.from({ length: n }, (_, i) => (i * 7) % 10), count: n };
+  const next = () => {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    return x >>> 24;
+  };
+  return {
+    images: Uint8Array.from({ length: n * 32 * 32 * 3 }, next),
+    labels: Uint8Array.from({ length: n }, (_, i) => (i * 7) % 10),
+    count: n,
+  };
 }
 
 const settings: AttentionRolloutSettings = {
-  images: 6, include_misclassified: true, checkpoint: 'best', method: 'abnar_zuidema', head_fusion: 'mean',
-  discard_ratio: 0.5, upsample: 'bicubic', colormap: 'viridis', columns: 2, scale: 2, batch_size: 16,
+  images: 6,
+  include_misclassified: true,
+  checkpoint: 'best',
+  method: 'abnar_zuidema',
+  head_fusion: 'mean',
+  discard_ratio: 0.5,
+  upsample: 'bicubic',
+  colormap: 'viridis',
+  columns: 2,
+  scale: 2,
+  batch_size: 16,
 };
 
 /** Minimal .npy reader for the checks (format details are tested in npy.test.ts). */
@@ -40,7 +74,12 @@ function readNpy(path: string): { shape: number[]; data: Float32Array } {
   const hlen = buf.readUInt16LE(8);
   const header = buf.subarray(10, 10 + hlen).toString('latin1');
   assert.match(header, /'descr': '<f4'/);
-  const shape = /'shape': \(([^)]*)\)/.exec(header)![1].split(',').map((v) => v.trim()).filter(Boolean).map(Number);
+  const shape = /'shape': \(([^)]*)\)/
+    .exec(header)![1]
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean)
+    .map(Number);
   const body = buf.subarray(10 + hlen);
   return { shape, data: new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength)) };
 }
@@ -53,15 +92,32 @@ test('writeRollout dumps the eval-mode attention, the class-token rollout, meta 
     const testSplit = syntheticTest(40);
     const augmenter = createAugmenter([{ op: 'random_horizontal_flip' }, { op: 'normalize' }], info);
     const quiet = { progress: () => {}, signal: new AbortController().signal };
-    const result = await writeRollout({ model, kernels: tfjsKernels, augmenter, test: testSplit, info }, settings, 9, dir, quiet);
+    const result = await writeRollout(
+      { model, kernels: tfjsKernels, augmenter, test: testSplit, info },
+      settings,
+      9,
+      dir,
+      quiet,
+    );
 
     const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as {
-      indices: number[]; true_labels: number[]; predicted_labels: number[]; misclassified: boolean[]; classes: string[]; method: string;
+      indices: number[];
+      true_labels: number[];
+      predicted_labels: number[];
+      misclassified: boolean[];
+      classes: string[];
+      method: string;
     };
     assert.equal(meta.indices.length, 6);
     assert.equal(new Set(meta.indices).size, 6);
-    assert.deepEqual(meta.true_labels, meta.indices.map((i) => testSplit.labels[i]));
-    assert.deepEqual(meta.misclassified, meta.predicted_labels.map((p, k) => p !== meta.true_labels[k]));
+    assert.deepEqual(
+      meta.true_labels,
+      meta.indices.map((i) => testSplit.labels[i]),
+    );
+    assert.deepEqual(
+      meta.misclassified,
+      meta.predicted_labels.map((p, k) => p !== meta.true_labels[k]),
+    );
     assert.ok(meta.misclassified.filter(Boolean).length >= 2, 'at least a quarter misclassified');
     assert.deepEqual(result, { images: 6, misclassified: meta.misclassified.filter(Boolean).length });
     assert.equal(meta.method, 'abnar_zuidema');
@@ -71,7 +127,8 @@ test('writeRollout dumps the eval-mode attention, the class-token rollout, meta 
     const per = 32 * 32 * 3;
     const pix = new Float32Array(6 * per);
     meta.indices.forEach((idx, k) => {
-      for (let j = 0; j < per; j++) pix[k * per + j] = (testSplit.images[idx * per + j] / 255 - info.mean[j % 3]) / info.std[j % 3];
+      for (let j = 0; j < per; j++)
+        pix[k * per + j] = (testSplit.images[idx * per + j] / 255 - info.mean[j % 3]) / info.std[j % 3];
     });
     const x = tf.tensor4d(pix, [6, 32, 32, 3]);
     const out = forward(model, x, { training: false, returnAttention: true }, tfjsKernels);
@@ -84,7 +141,8 @@ test('writeRollout dumps the eval-mode attention, the class-token rollout, meta 
     const att = readNpy(join(dir, 'attention.npy'));
     const T = (32 / 8) ** 2 + 1;
     assert.deepEqual(att.shape, [6, 2, 2, T, T]);
-    for (let i = 0; i < att.data.length; i++) assert.ok(Math.abs(att.data[i] - expectedAtt[i]) < 1e-4, `attention[${i}]`);
+    for (let i = 0; i < att.data.length; i++)
+      assert.ok(Math.abs(att.data[i] - expectedAtt[i]) < 1e-4, `attention[${i}]`);
     for (let r = 0; r < att.data.length / T; r += 7) {
       let s = 0;
       for (let c = 0; c < T; c++) s += att.data[r * T + c];
@@ -95,9 +153,15 @@ test('writeRollout dumps the eval-mode attention, the class-token rollout, meta 
     assert.deepEqual(roll.shape, [6, T - 1]);
     const perImage = 2 * 2 * T * T;
     for (let k = 0; k < 6; k++) {
-      const want = classTokenRollout(att.data.subarray(k * perImage, (k + 1) * perImage), { layers: 2, heads: 2, tokens: T }, {
-        method: 'abnar_zuidema', headFusion: 'mean', discardRatio: 0.5,
-      });
+      const want = classTokenRollout(
+        att.data.subarray(k * perImage, (k + 1) * perImage),
+        { layers: 2, heads: 2, tokens: T },
+        {
+          method: 'abnar_zuidema',
+          headFusion: 'mean',
+          discardRatio: 0.5,
+        },
+      );
       assert.deepEqual(Array.from(roll.data.subarray(k * (T - 1), (k + 1) * (T - 1))), Array.from(want));
     }
 
@@ -130,22 +194,42 @@ test('the stage loads the chosen checkpoint and the test split from its upstream
     await writeSplit(dirs.data, 'train', empty);
     await writeSplit(dirs.data, 'val', empty);
     await saveCheckpoint(model, join(dirs.train, 'last'));
-    const up = (name: string, kind: string, settings: UpstreamArtefacts['settings']): UpstreamArtefacts =>
-      ({ name, kind, key: name, dir: dirs[name], settings, result: {} });
+    const up = (name: string, kind: string, settings: UpstreamArtefacts['settings']): UpstreamArtefacts => ({
+      name,
+      kind,
+      key: name,
+      dir: dirs[name],
+      settings,
+      result: {},
+    });
     const ctx: StageContext<AttentionRolloutSettings> = {
-      pipeline: 't', name: 'rollout', kind: 'attention_rollout', key: 'k', seed: 3,
+      pipeline: 't',
+      name: 'rollout',
+      kind: 'attention_rollout',
+      key: 'k',
+      seed: 3,
       settings: { ...settings, checkpoint: 'last', method: 'report', images: 4 },
-      runtime: { backend: 'wasm', threads: 1 }, outDir: dirs.out, pipelineDir: root, cacheDir: root,
+      runtime: { backend: 'wasm', threads: 1 },
+      outDir: dirs.out,
+      pipelineDir: root,
+      cacheDir: root,
       inputs: {
         data: up('data', 'cifar10', {}),
         aug: up('aug', 'augmentation', { ops: [{ op: 'normalize' }] }),
         train: up('train', 'train', {}),
       },
-      resolveInput: (p: string) => p, progress: () => {}, log: () => {}, signal: new AbortController().signal,
+      resolveInput: (p: string) => p,
+      progress: () => {},
+      log: () => {},
+      signal: new AbortController().signal,
     };
     const result = await stage.run(ctx);
     assert.equal(result.images, 4);
-    const meta = JSON.parse(readFileSync(join(dirs.out, 'meta.json'), 'utf8')) as { method: string; checkpoint: string; rollout_shape: number[] };
+    const meta = JSON.parse(readFileSync(join(dirs.out, 'meta.json'), 'utf8')) as {
+      method: string;
+      checkpoint: string;
+      rollout_shape: number[];
+    };
     assert.equal(meta.method, 'report');
     assert.equal(meta.checkpoint, 'last');
     assert.deepEqual(meta.rollout_shape, [4, 16]);

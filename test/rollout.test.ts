@@ -30,7 +30,12 @@ function mulberry32(seed: number): () => number {
 }
 
 /** Random post-softmax attention [layers][heads][T][T], plus the same flattened. */
-function randomAttention(layers: number, heads: number, T: number, seed: number): { nested: M[][]; flat: Float32Array } {
+function randomAttention(
+  layers: number,
+  heads: number,
+  T: number,
+  seed: number,
+): { nested: M[][]; flat: Float32Array } {
   const rnd = mulberry32(seed);
   const nested: M[][] = [];
   const flat: number[] = [];
@@ -227,11 +232,15 @@ test('discard zeroes the lowest patch-to-patch entries, never the class token ro
 test('abnar_zuidema rows of R sum to 1, with and without discard', () => {
   const { flat } = randomAttention(6, 4, 65, 7);
   for (const ratio of [0, 0.9]) {
-    const R = rolloutMatrix(flat, { layers: 6, heads: 4, tokens: 65 }, {
-      method: 'abnar_zuidema',
-      headFusion: 'max',
-      discardRatio: ratio,
-    });
+    const R = rolloutMatrix(
+      flat,
+      { layers: 6, heads: 4, tokens: 65 },
+      {
+        method: 'abnar_zuidema',
+        headFusion: 'max',
+        discardRatio: ratio,
+      },
+    );
     for (let i = 0; i < 65; i++) {
       let s = 0;
       for (let j = 0; j < 65; j++) s += R[i * 65 + j];
@@ -241,11 +250,19 @@ test('abnar_zuidema rows of R sum to 1, with and without discard', () => {
 });
 
 test('wrong attention size is rejected', () => {
-  assert.throws(() => rolloutMatrix(new Float32Array(10), { layers: 1, heads: 1, tokens: 3 }, {
-    method: 'report',
-    headFusion: 'mean',
-    discardRatio: 0,
-  }), /expected/);
+  assert.throws(
+    () =>
+      rolloutMatrix(
+        new Float32Array(10),
+        { layers: 1, heads: 1, tokens: 3 },
+        {
+          method: 'report',
+          headFusion: 'mean',
+          discardRatio: 0,
+        },
+      ),
+    /expected/,
+  );
 });
 
 // ---- upsampling and scaling ----
@@ -288,23 +305,30 @@ test('bicubic 1-D case against Keys a=-0.75 weights computed by hand', () => {
 });
 
 const python = '/usr/bin/python3';
-const haveTorch = existsSync(python) && (() => {
-  try {
-    execFileSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveTorch =
+  existsSync(python) &&
+  (() => {
+    try {
+      execFileSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
 
-test('upsampling matches torch.nn.functional.interpolate', { skip: haveTorch ? false : 'python3 with torch not available' }, () => {
+test('upsampling matches torch.nn.functional.interpolate', {
+  skip: haveTorch ? false : 'python3 with torch not available',
+}, () => {
   const g = Array.from({ length: 64 }, (_, i) => Math.fround(Math.cos(i * 1.7) + i / 64));
   const script = `
 import json, sys, torch
 g = torch.tensor(json.loads(sys.argv[1]), dtype=torch.float32).reshape(1, 1, 8, 8)
 out = {m: torch.nn.functional.interpolate(g, size=(32, 32), mode=m, align_corners=False).flatten().tolist() for m in ('bicubic', 'bilinear')}
 print(json.dumps(out))`;
-  const res = JSON.parse(execFileSync(python, ['-c', script, JSON.stringify(g)], { encoding: 'utf8' })) as Record<string, number[]>;
+  const res = JSON.parse(execFileSync(python, ['-c', script, JSON.stringify(g)], { encoding: 'utf8' })) as Record<
+    string,
+    number[]
+  >;
   for (const mode of ['bicubic', 'bilinear'] as const) {
     assertClose(upsample(Float32Array.from(g), 8, 8, 32, 32, mode), res[mode], 1e-5, `torch ${mode}`);
   }
@@ -314,19 +338,35 @@ test('min-max scaling and the full read-out', () => {
   assertClose(minMaxScale(Float32Array.from([2, 4, 3])), [0, 1, 0.5], 1e-7, 'scaled');
   assert.deepEqual(Array.from(minMaxScale(Float32Array.from([5, 5]))), [0, 0]);
   const { flat } = randomAttention(3, 2, 65, 11);
-  const r = rolloutMask(flat, { layers: 3, heads: 2, tokens: 65 }, {
-    method: 'abnar_zuidema',
-    headFusion: 'mean',
-    discardRatio: 0.9,
-    upsample: 'bicubic',
-    imageSize: 32,
-  });
+  const r = rolloutMask(
+    flat,
+    { layers: 3, heads: 2, tokens: 65 },
+    {
+      method: 'abnar_zuidema',
+      headFusion: 'mean',
+      discardRatio: 0.9,
+      upsample: 'bicubic',
+      imageSize: 32,
+    },
+  );
   assert.equal(r.grid, 8);
   assert.equal(r.raw.length, 64);
   assert.equal(r.mask.length, 1024);
   assert.equal(Math.min(...r.mask), 0);
   assert.equal(Math.max(...r.mask), 1);
-  assert.throws(() => rolloutMask(new Float32Array(3 * 3), { layers: 1, heads: 1, tokens: 3 }, {
-    method: 'report', headFusion: 'mean', discardRatio: 0, upsample: 'bilinear', imageSize: 4,
-  }), /square/);
+  assert.throws(
+    () =>
+      rolloutMask(
+        new Float32Array(3 * 3),
+        { layers: 1, heads: 1, tokens: 3 },
+        {
+          method: 'report',
+          headFusion: 'mean',
+          discardRatio: 0,
+          upsample: 'bilinear',
+          imageSize: 4,
+        },
+      ),
+    /square/,
+  );
 });

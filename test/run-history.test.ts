@@ -17,15 +17,22 @@ import { CHAIN, tempProject } from './helpers.js';
 async function startStalled(file: string, outputs: string) {
   const child = spawn(process.execPath, [BIN, 'run', file], { env: cliEnv(outputs, { TFPIPE_TEST_SLEEP: 'b:60000' }) });
   let seen = '';
-  await new Promise<void>((res) => child.stdout.on('data', (d) => {
-    seen += String(d);
-    if (seen.includes('[b] running')) res();
-  }));
+  await new Promise<void>((res) =>
+    child.stdout.on('data', (d) => {
+      seen += String(d);
+      if (seen.includes('[b] running')) res();
+    }),
+  );
   return { child, exited: new Promise<number | null>((res) => child.on('exit', (code) => res(code))) };
 }
 
-const runsDoc = (file: string, outputs: string) => JSON.parse(tfpipe(['runs', file, '--json'], outputs).stdout).runs as
-  { outcome: string; stopped_at: string[]; ran: string[]; seconds: number | null }[];
+const runsDoc = (file: string, outputs: string) =>
+  JSON.parse(tfpipe(['runs', file, '--json'], outputs).stdout).runs as {
+    outcome: string;
+    stopped_at: string[];
+    ran: string[];
+    seconds: number | null;
+  }[];
 
 test('a failed run is recorded as failed at its stage, not "ran: nothing"', () => {
   const p = tempProject();
@@ -33,10 +40,13 @@ test('a failed run is recorded as failed at its stage, not "ran: nothing"', () =
   assert.equal(tfpipe(['run', file, '--set', 'b.fail=true'], p.outputs).code, 1);
   assert.equal(tfpipe(['run', file], p.outputs).code, 0);
   const runs = runsDoc(file, p.outputs);
-  assert.deepEqual(runs.map((r) => [r.outcome, r.stopped_at, r.ran]), [
-    ['failed', ['b'], ['a', 'd']],
-    ['ok', [], ['b', 'c']],
-  ]);
+  assert.deepEqual(
+    runs.map((r) => [r.outcome, r.stopped_at, r.ran]),
+    [
+      ['failed', ['b'], ['a', 'd']],
+      ['ok', [], ['b', 'c']],
+    ],
+  );
   const text = tfpipe(['runs', file], p.outputs).stdout.split('\n');
   assert.match(text[1], /failed at b +ran: a, d$/);
   assert.match(text[2], /ok +ran: b, c$/);
@@ -57,7 +67,13 @@ test('interrupted and killed runs are on record; a live one shows as running', a
   await b.exited;
 
   const runs = runsDoc(file, p.outputs);
-  assert.deepEqual(runs.map((r) => [r.outcome, r.stopped_at]), [['interrupted', ['b']], ['killed', []]]);
+  assert.deepEqual(
+    runs.map((r) => [r.outcome, r.stopped_at]),
+    [
+      ['interrupted', ['b']],
+      ['killed', []],
+    ],
+  );
   assert.equal(runs[1].seconds, null);
   assert.match(tfpipe(['runs', file], p.outputs).stdout, /interrupted at b .*\n.*killed /);
 });
@@ -67,22 +83,50 @@ test('runs.jsonl written before outcomes were recorded, and damaged lines, still
   const dir = join(p.outputs, 'chain');
   mkdirSync(dir, { recursive: true });
   const stage = (name: string, state: string) => ({ name, kind: 'emit', state, key: 'k', seconds: 1, dir: '/x' });
-  appendFileSync(join(dir, 'runs.jsonl'), [
-    JSON.stringify({ started_at: '2025-01-01T00:00:00.000Z', seconds: 3, seed: 0, settings: {}, stages: [stage('a', 'ran'), stage('b', 'failed')], metrics: {} }),
-    '{"started_at": "2025-01-02T00:0',
-    JSON.stringify({ unrelated: true }),
-    JSON.stringify({ started_at: '2025-01-03T00:00:00.000Z', seconds: 2, seed: 0, settings: {}, stages: [stage('a', 'cached')], metrics: {} }),
-  ].join('\n') + '\n');
+  appendFileSync(
+    join(dir, 'runs.jsonl'),
+    `${[
+      JSON.stringify({
+        started_at: '2025-01-01T00:00:00.000Z',
+        seconds: 3,
+        seed: 0,
+        settings: {},
+        stages: [stage('a', 'ran'), stage('b', 'failed')],
+        metrics: {},
+      }),
+      '{"started_at": "2025-01-02T00:0',
+      JSON.stringify({ unrelated: true }),
+      JSON.stringify({
+        started_at: '2025-01-03T00:00:00.000Z',
+        seconds: 2,
+        seed: 0,
+        settings: {},
+        stages: [stage('a', 'cached')],
+        metrics: {},
+      }),
+    ].join('\n')}\n`,
+  );
   const runs = await readRuns(dir);
-  assert.deepEqual(runs.map((r) => [r.outcome, r.stopped_at]), [['failed', ['b']], ['ok', []]]);
+  assert.deepEqual(
+    runs.map((r) => [r.outcome, r.stopped_at]),
+    [
+      ['failed', ['b']],
+      ['ok', []],
+    ],
+  );
 });
 
 test('status says a train stage is resumable from epoch N, not "never ran"', async () => {
   const p = tempProject();
   // The data file only needs to exist: status hashes it, nothing reads it as an archive.
   p.write('data.tar.gz', 'stand-in');
-  const file = p.write('p.yaml', readFileSync(join(packageRoot, 'pipelines', 'cifar-vit-quick.yaml'), 'utf8')
-    .replace('    limit_train: 10000\n', '    limit_train: 10000\n    source: data.tar.gz\n'));
+  const file = p.write(
+    'p.yaml',
+    readFileSync(join(packageRoot, 'pipelines', 'cifar-vit-quick.yaml'), 'utf8').replace(
+      '    limit_train: 10000\n',
+      '    limit_train: 10000\n    source: data.tar.gz\n',
+    ),
+  );
   const registry = await loadRegistry({});
   const pipeline = loadPipeline(file, registry);
   const before = await makePlan(pipeline, registry, { outputs: p.outputs });
@@ -91,7 +135,17 @@ test('status says a train stage is resumable from epoch N, not "never ran"', asy
   // What train's saveResume leaves after epoch 3 of 10 when the run is killed.
   const resume = join(before.store.workDir('train', train.key), '.resume');
   mkdirSync(join(resume, 'epoch-3'), { recursive: true });
-  writeFileSync(join(resume, 'epoch-3', 'state.json'), JSON.stringify({ epochsDone: 3, plannedEpochs: 10, bestEpoch: 3, bestValAccuracy: 0.3, elapsedSeconds: 30, metrics: [] }));
+  writeFileSync(
+    join(resume, 'epoch-3', 'state.json'),
+    JSON.stringify({
+      epochsDone: 3,
+      plannedEpochs: 10,
+      bestEpoch: 3,
+      bestValAccuracy: 0.3,
+      elapsedSeconds: 30,
+      metrics: [],
+    }),
+  );
   writeFileSync(join(resume, 'current'), 'epoch-3');
   const after = await makePlan(pipeline, registry, { outputs: p.outputs });
   const t = after.stages.find((s) => s.stage.name === 'train')!;

@@ -19,20 +19,27 @@ function deadPid(): number {
   return Number(r.stdout);
 }
 
-test('an empty lock (killed between creating and writing it) is stale after the grace period, and says so', { timeout: 15_000 }, async () => {
+test('an empty lock (killed between creating and writing it) is stale after the grace period, and says so', {
+  timeout: 15_000,
+}, async () => {
   const path = join(tempProject().dir, '.run.lock');
   writeFileSync(path, '');
   past(path, 10);
   const told: string[] = [];
   const release = await acquireLock(path, { onWait: (m) => told.push(m), graceMs: 2000, pollMs: 10 });
   assert.equal(told.length, 1, told.join('\n'));
-  assert.match(told[0], /\.run\.lock is empty \(left by a process killed while taking it, \d+ s ago\); treated as stale and taken over/);
+  assert.match(
+    told[0],
+    /\.run\.lock is empty \(left by a process killed while taking it, \d+ s ago\); treated as stale and taken over/,
+  );
   assert.equal(JSON.parse(readFileSync(path, 'utf8')).pid, process.pid);
   await release();
   assert.equal(existsSync(path), false);
 });
 
-test('a fresh unreadable lock is waited for (it may be being written), then taken over', { timeout: 15_000 }, async () => {
+test('a fresh unreadable lock is waited for (it may be being written), then taken over', {
+  timeout: 15_000,
+}, async () => {
   const path = join(tempProject().dir, '.run.lock');
   writeFileSync(path, '{"pid": 12');
   const told: string[] = [];
@@ -44,13 +51,17 @@ test('a fresh unreadable lock is waited for (it may be being written), then take
   await release();
 });
 
-test('a dead holder: the message says it is gone and the lock was taken over, not "waiting"', { timeout: 15_000 }, async () => {
+test('a dead holder: the message says it is gone and the lock was taken over, not "waiting"', {
+  timeout: 15_000,
+}, async () => {
   const path = join(tempProject().dir, '.run.lock');
   const pid = deadPid();
   writeFileSync(path, JSON.stringify({ pid, host: hostname(), token: 'x', since: '2025-01-01T00:00:00.000Z' }));
   const told: string[] = [];
   const release = await acquireLock(path, { onWait: (m) => told.push(m), pollMs: 10 });
-  assert.deepEqual(told, [`the tfpipe process that held ${path} (pid ${pid}, since 2025-01-01T00:00:00.000Z) is gone; its lock was taken over`]);
+  assert.deepEqual(told, [
+    `the tfpipe process that held ${path} (pid ${pid}, since 2025-01-01T00:00:00.000Z) is gone; its lock was taken over`,
+  ]);
   await release();
 });
 
@@ -66,11 +77,16 @@ test('waiting for a live holder stops at once when the signal aborts', { timeout
   controller.abort();
   await assert.rejects(waiting);
   assert.ok(Date.now() - t0 < 1000, 'did not sleep out the poll interval');
-  assert.match(told[0], new RegExp(`another tfpipe process \\(pid ${process.pid}\\) holds .*; waiting for it to finish`));
-  assert.equal(JSON.parse(readFileSync(path, 'utf8')).token, 'other', 'the holder\'s lock is untouched');
+  assert.match(
+    told[0],
+    new RegExp(`another tfpipe process \\(pid ${process.pid}\\) holds .*; waiting for it to finish`),
+  );
+  assert.equal(JSON.parse(readFileSync(path, 'utf8')).token, 'other', "the holder's lock is untouched");
 });
 
-test('waiters that all find one stale lock take it one at a time; release leaves a later holder\'s lock alone', { timeout: 15_000 }, async () => {
+test("waiters that all find one stale lock take it one at a time; release leaves a later holder's lock alone", {
+  timeout: 15_000,
+}, async () => {
   const dir = tempProject().dir;
   const path = join(dir, 'stage.lock');
   writeFileSync(path, '');
@@ -78,15 +94,17 @@ test('waiters that all find one stale lock take it one at a time; release leaves
   let inside = 0;
   let most = 0;
   const order: number[] = [];
-  await Promise.all([1, 2, 3, 4].map(async (i) => {
-    const release = await acquireLock(path, { graceMs: 100, pollMs: 5 });
-    inside += 1;
-    most = Math.max(most, inside);
-    order.push(i);
-    await new Promise((r) => setTimeout(r, 30));
-    inside -= 1;
-    await release();
-  }));
+  await Promise.all(
+    [1, 2, 3, 4].map(async (i) => {
+      const release = await acquireLock(path, { graceMs: 100, pollMs: 5 });
+      inside += 1;
+      most = Math.max(most, inside);
+      order.push(i);
+      await new Promise((r) => setTimeout(r, 30));
+      inside -= 1;
+      await release();
+    }),
+  );
   assert.equal(most, 1, 'never two holders at once');
   assert.equal(order.length, 4);
   assert.deepEqual(readdirSync(dir), [], 'no temp or set-aside files left');

@@ -12,7 +12,11 @@ test('first run runs everything, second run reuses everything', async () => {
   assert.deepEqual(states(first.value), { a: 'ran', b: 'ran', c: 'ran', d: 'ran' });
   assert.deepEqual(first.ran.sort(), ['a', 'b', 'c', 'd']);
   const c = first.value.stages.find((s) => s.name === 'c')!;
-  assert.equal(JSON.parse(readFileSync(join(c.dir, 'out.json'), 'utf8')).total, 111, 'c sees a and b through its needs');
+  assert.equal(
+    JSON.parse(readFileSync(join(c.dir, 'out.json'), 'utf8')).total,
+    111,
+    'c sees a and b through its needs',
+  );
   const second = await counted(() => run(file, p.outputs));
   assert.deepEqual(states(second.value), { a: 'cached', b: 'cached', c: 'cached', d: 'cached' });
   assert.deepEqual(second.ran, [], 'no stage code executed');
@@ -60,7 +64,10 @@ test('key ignores formatting, key order and comments, but not the seed or the ki
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
   const before = await status(file, p.outputs);
-  const reordered = p.write('q.yaml', CHAIN.replace('    value: 100\n    lr: 0.5\n', '    lr: 0.50   # tuned\n    value: 1.0e+2\n'));
+  const reordered = p.write(
+    'q.yaml',
+    CHAIN.replace('    value: 100\n    lr: 0.5\n', '    lr: 0.50   # tuned\n    value: 1.0e+2\n'),
+  );
   const after = await status(reordered, p.outputs);
   assert.equal(after.c.key, before.c.key);
   const seeded = await status(file, p.outputs, ['seed=8']);
@@ -82,13 +89,19 @@ test('key ignores formatting, key order and comments, but not the seed or the ki
 test('a changed input file changes the key and is named', async () => {
   const p = tempProject();
   p.write('data.txt', 'hello');
-  const file = p.write('p.yaml', 'name: inp\nstages:\n  r:\n    kind: read_input\n    path: data.txt\n  e:\n    kind: emit\n    needs: [r]\n    value: 1\n');
+  const file = p.write(
+    'p.yaml',
+    'name: inp\nstages:\n  r:\n    kind: read_input\n    path: data.txt\n  e:\n    kind: emit\n    needs: [r]\n    value: 1\n',
+  );
   await run(file, p.outputs);
   assert.equal((await status(file, p.outputs)).r.state, 'cached');
   writeFileSync(join(p.dir, 'data.txt'), 'hello, world');
   const st = await status(file, p.outputs);
   assert.equal(st.r.state, 'stale');
-  assert.match(st.r.reasons[0], /^input file data.txt \(setting path\) changed \(content hash [0-9a-f]{12} → [0-9a-f]{12}\)$/);
+  assert.match(
+    st.r.reasons[0],
+    /^input file data.txt \(setting path\) changed \(content hash [0-9a-f]{12} → [0-9a-f]{12}\)$/,
+  );
   assert.equal(st.e.state, 'stale');
 });
 

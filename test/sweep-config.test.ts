@@ -22,8 +22,17 @@ function problems(text: string, opts: SweepOptions = {}): Problem[] {
 test('the sweep is the Cartesian product, last axis fastest, each variant a resolved pipeline', () => {
   const p = tempProject();
   const def = loadSweep(p.write('p.yaml', SWEPT), testRegistry());
-  assert.deepEqual(def.axes.map((a) => [a.setting, a.short]), [['c.lr', 'lr'], ['b.value', 'value']]);
-  assert.deepEqual(def.variants.map((v) => v.name), ['lr=0.5,value=10', 'lr=0.5,value=20', 'lr=0.25,value=10', 'lr=0.25,value=20']);
+  assert.deepEqual(
+    def.axes.map((a) => [a.setting, a.short]),
+    [
+      ['c.lr', 'lr'],
+      ['b.value', 'value'],
+    ],
+  );
+  assert.deepEqual(
+    def.variants.map((v) => v.name),
+    ['lr=0.5,value=10', 'lr=0.5,value=20', 'lr=0.25,value=10', 'lr=0.25,value=20'],
+  );
   for (const v of def.variants) {
     const settings = Object.fromEntries(v.pipeline.stages.map((s) => [s.name, s.settings]));
     assert.equal(settings.c.lr, v.values.lr);
@@ -35,14 +44,19 @@ test('the sweep is the Cartesian product, last axis fastest, each variant a reso
 });
 
 test('bad sweep values are reported once each, at their own file:line:col', () => {
-  const ps = problems(CHAIN.replace('stages:\n', `sweep:
+  const ps = problems(
+    CHAIN.replace(
+      'stages:\n',
+      `sweep:
   c.lr: [0.5, -1, abc]
   b.value: [10, "x"]
   nosuch.lr: [1]
   runtime.threads: [1, 2]
   d.value: []
 stages:
-`));
+`,
+    ),
+  );
   const got = ps.map((x) => `${x.where} ${x.path}: ${x.message}`).sort();
   assert.deepEqual(got, [
     'p.yaml:5:15 stages.c.lr: must be > 0',
@@ -58,25 +72,46 @@ test('-m turns --set KEY=a,b into an axis, typed by the schema; without -m it is
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
   const def = loadSweep(file, testRegistry(), { sets: ['c.lr=1e-3,2e-3', 'd.value=5'], multirun: true });
-  assert.deepEqual(def.variants.map((v) => v.name), ['lr=0.001', 'lr=0.002']);
+  assert.deepEqual(
+    def.variants.map((v) => v.name),
+    ['lr=0.001', 'lr=0.002'],
+  );
   assert.ok(def.variants.every((v) => v.pipeline.stages.find((s) => s.name === 'd')?.settings.value === 5));
   const plain = problems(CHAIN, { sets: ['c.lr=1e-3,2e-3'] });
-  assert.deepEqual(plain.map((x) => `${x.where} ${x.path}`), ['--set c.lr=1e-3,2e-3 stages.c.lr']);
+  assert.deepEqual(
+    plain.map((x) => `${x.where} ${x.path}`),
+    ['--set c.lr=1e-3,2e-3 stages.c.lr'],
+  );
   const bad = problems(CHAIN, { sets: ['c.lr=1e-3,abc'], multirun: true });
-  assert.deepEqual(bad.map((x) => `${x.where} ${x.path}: ${x.message}`), ['--set c.lr=1e-3,abc (value 2: abc) stages.c.lr: must be number']);
+  assert.deepEqual(
+    bad.map((x) => `${x.where} ${x.path}: ${x.message}`),
+    ['--set c.lr=1e-3,abc (value 2: abc) stages.c.lr: must be number'],
+  );
   // A comma inside brackets does not split (note is a string setting, so each value stays as typed).
   const lists = loadSweep(file, testRegistry(), { sets: ['c.note=[1,2],[3]'], multirun: true });
-  assert.deepEqual(lists.variants.map((v) => v.values.note), ['[1,2]', '[3]']);
+  assert.deepEqual(
+    lists.variants.map((v) => v.values.note),
+    ['[1,2]', '[3]'],
+  );
 });
 
 test('the command line wins over the file: a --set list replaces an axis, a single --set fixes it', () => {
   const p = tempProject();
   const file = p.write('p.yaml', SWEPT);
   const replaced = loadSweep(file, testRegistry(), { sets: ['c.lr=0.1,0.2,0.3'], multirun: true });
-  assert.deepEqual(replaced.axes.map((a) => [a.setting, a.values.length]), [['b.value', 2], ['c.lr', 3]]);
+  assert.deepEqual(
+    replaced.axes.map((a) => [a.setting, a.values.length]),
+    [
+      ['b.value', 2],
+      ['c.lr', 3],
+    ],
+  );
   assert.equal(replaced.variants.length, 6);
   const fixed = loadSweep(file, testRegistry(), { sets: ['c.lr=0.3'] });
-  assert.deepEqual(fixed.variants.map((v) => v.name), ['value=10', 'value=20']);
+  assert.deepEqual(
+    fixed.variants.map((v) => v.name),
+    ['value=10', 'value=20'],
+  );
   assert.ok(fixed.variants.every((v) => v.pipeline.stages.find((s) => s.name === 'c')?.settings.lr === 0.3));
 });
 
@@ -97,7 +132,10 @@ test('--variant picks by index, or by the values of some or all axes, compared a
     return '';
   };
   assert.match(errs('4'), /^--variant 4: there are 4 variants, numbered 0 to 3$/);
-  assert.match(errs('value=30'), /no variant has these values; the sweep has lr in \{0\.5, 0\.25\}; value in \{10, 20\}/);
+  assert.match(
+    errs('value=30'),
+    /no variant has these values; the sweep has lr in \{0\.5, 0\.25\}; value in \{10, 20\}/,
+  );
   assert.match(errs('depth=4'), /is not a swept setting/);
 });
 

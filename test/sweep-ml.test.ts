@@ -17,7 +17,9 @@ import { noRedis, startRedis, type RedisHandle } from './redis-server.js';
 
 // The tiny training pipeline of the other ML tests, with evaluate and report, swept over two
 // training settings (so data, augmentation and model are shared by all four variants).
-const PIPELINE = tinyPipeline('tiny-sweep', `  evaluate:
+const PIPELINE = tinyPipeline(
+  'tiny-sweep',
+  `  evaluate:
     kind: evaluate
     needs: [train, data, augmentation]
   report:
@@ -26,27 +28,52 @@ const PIPELINE = tinyPipeline('tiny-sweep', `  evaluate:
 sweep:
   train.optimizer.lr: [0.003, 0.001]
   train.batch_size: [32, 64]
-`, '{ backend: wasm, threads: 1 }');
+`,
+  '{ backend: wasm, threads: 1 }',
+);
 
-const VARIANTS = ['lr=0.003,batch_size=32', 'lr=0.003,batch_size=64', 'lr=0.001,batch_size=32', 'lr=0.001,batch_size=64'];
+const VARIANTS = [
+  'lr=0.003,batch_size=32',
+  'lr=0.003,batch_size=64',
+  'lr=0.001,batch_size=32',
+  'lr=0.001,batch_size=64',
+];
 const skip = noArchive || noRedis;
 let redis: RedisHandle | undefined;
-before(async () => { if (!skip) redis = await startRedis(); });
-after(async () => { await redis?.stop(); });
+before(async () => {
+  if (!skip) redis = await startRedis();
+});
+after(async () => {
+  await redis?.stop();
+});
 
-const env = (outputs: string): NodeJS.ProcessEnv => ({ ...process.env, TFPIPE_OUTPUTS: outputs, NO_COLOR: '1', TFPIPE_LOG_INTERVAL_MS: '0' });
+const env = (outputs: string): NodeJS.ProcessEnv => ({
+  ...process.env,
+  TFPIPE_OUTPUTS: outputs,
+  NO_COLOR: '1',
+  TFPIPE_LOG_INTERVAL_MS: '0',
+});
 
 const HOOK = join(packageRoot, 'dist/test/fixtures/import-log.js');
 
 /** Runs the CLI; with `imports`, also returns every module each process imported, by pid. */
 function tfpipe(args: string[], outputs: string, opts: { imports?: string } = {}) {
   const r = spawnSync(process.execPath, [...(opts.imports ? ['--import', HOOK] : []), BIN, ...args], {
-    env: { ...env(outputs), ...(opts.imports ? { TFPIPE_IMPORT_LOG: opts.imports } : {}) }, encoding: 'utf8', timeout: 300_000, maxBuffer: 64 << 20,
+    env: { ...env(outputs), ...(opts.imports ? { TFPIPE_IMPORT_LOG: opts.imports } : {}) },
+    encoding: 'utf8',
+    timeout: 300_000,
+    maxBuffer: 64 << 20,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, pid: r.pid };
 }
 
-const tfjsLoaders = (log: string) => new Set(readFileSync(log, 'utf8').split('\n').filter((l) => l.includes('/node_modules/@tensorflow/')).map((l) => Number(l.split(' ')[0])));
+const tfjsLoaders = (log: string) =>
+  new Set(
+    readFileSync(log, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('/node_modules/@tensorflow/'))
+      .map((l) => Number(l.split(' ')[0])),
+  );
 
 interface RunDoc {
   instances: { id: string; name: string; key: string; state: string; variants: string[] }[];
@@ -55,22 +82,35 @@ interface RunDoc {
 
 /** What must not differ between the three ways of running: keys, metrics, weights, test results. */
 function fingerprint(outputs: string, doc: RunDoc) {
-  return Object.fromEntries(doc.variants.map((v) => {
-    const stage = (n: string) => v.stages.find((s) => s.name === n)!;
-    const dir = (n: string) => join(outputs, 'tiny-sweep', n, stage(n).key);
-    const manifest = (n: string) => JSON.parse(readFileSync(join(dir(n), 'tfpipe-manifest.json'), 'utf8'));
-    const metrics = readFileSync(join(dir('train'), 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => {
-      const { epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr } = JSON.parse(l);
-      return { epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr };
-    });
-    const weights = Object.fromEntries(Object.entries(manifest('train').files as Record<string, { sha256: string }>)
-      .filter(([f]) => f.endsWith('.bin')).map(([f, r]) => [f, r.sha256]));
-    const evaluation = JSON.parse(readFileSync(join(dir('evaluate'), 'metrics.json'), 'utf8'));
-    return [v.name, {
-      keys: Object.fromEntries(v.stages.map((s) => [s.name, s.key])),
-      metrics, weights, test: { accuracy: evaluation.test_accuracy, loss: evaluation.test_loss, confusion: evaluation.confusion },
-    }];
-  }));
+  return Object.fromEntries(
+    doc.variants.map((v) => {
+      const stage = (n: string) => v.stages.find((s) => s.name === n)!;
+      const dir = (n: string) => join(outputs, 'tiny-sweep', n, stage(n).key);
+      const manifest = (n: string) => JSON.parse(readFileSync(join(dir(n), 'tfpipe-manifest.json'), 'utf8'));
+      const metrics = readFileSync(join(dir('train'), 'metrics.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => {
+          const { epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr } = JSON.parse(l);
+          return { epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr };
+        });
+      const weights = Object.fromEntries(
+        Object.entries(manifest('train').files as Record<string, { sha256: string }>)
+          .filter(([f]) => f.endsWith('.bin'))
+          .map(([f, r]) => [f, r.sha256]),
+      );
+      const evaluation = JSON.parse(readFileSync(join(dir('evaluate'), 'metrics.json'), 'utf8'));
+      return [
+        v.name,
+        {
+          keys: Object.fromEntries(v.stages.map((s) => [s.name, s.key])),
+          metrics,
+          weights,
+          test: { accuracy: evaluation.test_accuracy, loss: evaluation.test_loss, confusion: evaluation.confusion },
+        },
+      ];
+    }),
+  );
 }
 
 function onceEach(doc: RunDoc) {
@@ -98,7 +138,10 @@ async function allVerify(outputs: string) {
   return n;
 }
 
-test('a sweep run sequentially, with -j 2 and by two workers (one killed mid-training) gives identical keys and numbers', { skip, timeout: 600_000 }, async () => {
+test('a sweep run sequentially, with -j 2 and by two workers (one killed mid-training) gives identical keys and numbers', {
+  skip,
+  timeout: 600_000,
+}, async () => {
   // 1. Sequential, in the coordinating process.
   const seqP = tempProject();
   const file = seqP.write('sweep.yaml', PIPELINE);
@@ -107,7 +150,11 @@ test('a sweep run sequentially, with -j 2 and by two workers (one killed mid-tra
   const seqDoc = JSON.parse(seq.stdout) as RunDoc;
   onceEach(seqDoc);
   const reference = fingerprint(seqP.outputs, seqDoc);
-  assert.equal(new Set(Object.values(reference).map((r) => JSON.stringify(r.metrics))).size, 4, 'the variants really differ');
+  assert.equal(
+    new Set(Object.values(reference).map((r) => JSON.stringify(r.metrics))).size,
+    4,
+    'the variants really differ',
+  );
   // Each variant keeps its report; the sweep page links them.
   for (const v of VARIANTS) assert.ok(existsSync(join(seqP.outputs, 'tiny-sweep', 'variants', v, 'report.html')), v);
   const page = readFileSync(join(seqP.outputs, 'tiny-sweep', 'sweep.html'), 'utf8');
@@ -127,7 +174,10 @@ test('a sweep run sequentially, with -j 2 and by two workers (one killed mid-tra
   assert.ok(loaders.size >= 2, 'the stage processes loaded TensorFlow.js (so the check below can fail)');
   assert.equal(loaders.has(par.pid!), false, 'the coordinator did not');
   const status = tfpipe(['status', file, '--json'], parP.outputs, { imports: join(parP.dir, 'status.log') });
-  assert.deepEqual(JSON.parse(status.stdout).stages.map((s: { state: string }) => s.state), Array(15).fill('cached'));
+  assert.deepEqual(
+    JSON.parse(status.stdout).stages.map((s: { state: string }) => s.state),
+    Array(15).fill('cached'),
+  );
   assert.equal(tfjsLoaders(join(parP.dir, 'status.log')).size, 0, 'status of a sweep loads no TensorFlow.js');
 
   // 3. Two workers; the first to reach epoch 2 of a training job is killed with -9 and a third
@@ -138,7 +188,9 @@ test('a sweep run sequentially, with -j 2 and by two workers (one killed mid-tra
   try {
     await Promise.all(workers.map((w) => w.waitFor(/1 job\(s\) at a time/)));
     const coordinator = startTfpipe(['run', file, '--queue', redis!.url, '--json'], env(qP.outputs));
-    const victim = await Promise.race(workers.map((w) => w.waitFor(/\[tiny-sweep\/train@[0-9a-f]+\] epoch 2\/3 · batch 1\//, 240_000).then(() => w)));
+    const victim = await Promise.race(
+      workers.map((w) => w.waitFor(/\[tiny-sweep\/train@[0-9a-f]+\] epoch 2\/3 · batch 1\//, 240_000).then(() => w)),
+    );
     victim.child.kill('SIGKILL');
     await victim.exited;
     workers.push(worker());
@@ -147,7 +199,10 @@ test('a sweep run sequentially, with -j 2 and by two workers (one killed mid-tra
     const qDoc = JSON.parse(coordinator.output().slice(coordinator.output().indexOf('{\n'))) as RunDoc;
     onceEach(qDoc);
     assert.deepEqual(fingerprint(qP.outputs, qDoc), reference);
-    const survivors = workers.filter((w) => w !== victim).map((w) => w.output()).join('\n');
+    const survivors = workers
+      .filter((w) => w !== victim)
+      .map((w) => w.output())
+      .join('\n');
     assert.match(survivors, /resuming after epoch [12] of 3/);
     assert.match(coordinator.output(), /its worker stopped answering; the job went back to the queue/);
     assert.equal(await allVerify(qP.outputs), 15, '3 shared + 4 × 3 per-variant results');

@@ -10,23 +10,40 @@ import { noArchive, tinyPipeline } from './ml-helpers.js';
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 
 function tfpipe(args: string[], outputs: string) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { env: { ...process.env, TFPIPE_OUTPUTS: outputs, NO_COLOR: '1' }, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    env: { ...process.env, TFPIPE_OUTPUTS: outputs, NO_COLOR: '1' },
+    encoding: 'utf8',
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 const metricsOf = (dir: string) =>
-  readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number>);
 
 /** Everything in metrics that does not depend on the wall clock. */
 const numbers = (rows: Record<string, number>[]) =>
-  rows.map(({ epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr }) => ({ epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr }));
+  rows.map(({ epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr }) => ({
+    epoch,
+    train_loss,
+    train_accuracy,
+    val_loss,
+    val_accuracy,
+    lr,
+  }));
 
 const weights = (dir: string) => {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.bin')).sort();
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.bin'))
+    .sort();
   return Buffer.concat(files.map((f) => readFileSync(join(dir, f))));
 };
 
-test('training: learns, no tensor leak, deterministic, and resumes after kill -9 to the same weights', { skip: noArchive }, async () => {
+test('training: learns, no tensor leak, deterministic, and resumes after kill -9 to the same weights', {
+  skip: noArchive,
+}, async () => {
   const p = tempProject();
   const file = p.write('tiny.yaml', tinyPipeline('tiny-train'));
   const first = tfpipe(['run', file, '--json'], p.outputs);
@@ -36,7 +53,10 @@ test('training: learns, no tensor leak, deterministic, and resumes after kill -9
   const m = metricsOf(trainDir);
   assert.equal(m.length, 3);
   assert.ok(m[2].train_loss < m[0].train_loss, `loss fell: ${m.map((r) => r.train_loss)}`);
-  assert.ok(m.every((r) => r.tensors === m[0].tensors), `live tensors flat across epochs: ${m.map((r) => r.tensors)}`);
+  assert.ok(
+    m.every((r) => r.tensors === m[0].tensors),
+    `live tensors flat across epochs: ${m.map((r) => r.tensors)}`,
+  );
   assert.ok(m[0].lr < m[1].lr || m[1].lr > m[2].lr, 'cosine schedule with warm-up moves the rate');
   const reference = join(p.dir, 'reference-last');
   cpSync(join(trainDir, 'last'), reference, { recursive: true });
@@ -66,5 +86,8 @@ test('training: learns, no tensor leak, deterministic, and resumes after kill -9
   assert.match(resumed.stderr + resumed.stdout, /resuming after epoch 1 of 3/);
   assert.deepEqual(numbers(metricsOf(trainDir)), numbers(m), 'same metrics as the uninterrupted run');
   assert.ok(weights(join(trainDir, 'last')).equals(weights(reference)), 'bit-identical final weights');
-  assert.deepEqual(readdirSync(join(p.outputs, 'tiny-train', 'train')).filter((e) => e.endsWith('.partial')), []);
+  assert.deepEqual(
+    readdirSync(join(p.outputs, 'tiny-train', 'train')).filter((e) => e.endsWith('.partial')),
+    [],
+  );
 });

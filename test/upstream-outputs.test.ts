@@ -34,7 +34,8 @@ test('forcing a stage whose outputs change reruns everything downstream of it', 
   const p = tempProject();
   const file = p.write('p.yaml', NOISY);
   const first = await run(file, p.outputs);
-  const dir = (s: { stages: { name: string; dir: string }[] }, name: string) => s.stages.find((x) => x.name === name)!.dir;
+  const dir = (s: { stages: { name: string; dir: string }[] }, name: string) =>
+    s.stages.find((x) => x.name === name)!.dir;
   const old = total(dir(first, 'n'));
   const r = await counted(() => run(file, p.outputs, [], { force: ['n'] }));
   assert.deepEqual(r.ran.sort(), ['e', 'f', 'n'], 'n changed, so e and f rerun; a and b do not');
@@ -42,7 +43,10 @@ test('forcing a stage whose outputs change reruns everything downstream of it', 
   assert.notEqual(total(dir(r.value, 'n')), old);
   assert.equal(total(dir(r.value, 'f')), total(dir(r.value, 'n')) + 3, 'f is built on the new n, not the old one');
   const after = await status(file, p.outputs);
-  assert.ok(Object.values(after).every((s) => s.state === 'cached' && s.pending.length === 0), JSON.stringify(after));
+  assert.ok(
+    Object.values(after).every((s) => s.state === 'cached' && s.pending.length === 0),
+    JSON.stringify(after),
+  );
 });
 
 test('forcing a stage whose outputs come out identical reruns nothing downstream', async () => {
@@ -97,7 +101,11 @@ test('results recorded before upstream digests existed are judged by time', asyn
   };
   for (const s of ['e', 'f', 'b']) strip(s);
   const st = await status(file, p.outputs);
-  assert.deepEqual([st.e.state, st.f.state, st.b.state], ['cached', 'cached', 'cached'], 'upstream finished before they started: they read it');
+  assert.deepEqual(
+    [st.e.state, st.f.state, st.b.state],
+    ['cached', 'cached', 'cached'],
+    'upstream finished before they started: they read it',
+  );
   await run(file, p.outputs, [], { force: ['a'], until: 'a' });
   const after = await status(file, p.outputs);
   assert.equal(after.b.state, 'stale', 'a was made again after b');

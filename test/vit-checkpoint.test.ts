@@ -7,10 +7,17 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
-import { createVit, forward, tfjsKernels, type VitConfig } from '../src/ml/vit/index.js';
-import { loadCheckpoint, readCheckpointMetadata, registerVitLayers, saveCheckpoint, fileSystemHandler } from '../src/ml/vit/checkpoint.js';
+import { createVit, forward, tfjsKernels } from '../src/ml/vit/index.js';
+import {
+  loadCheckpoint,
+  readCheckpointMetadata,
+  registerVitLayers,
+  saveCheckpoint,
+  fileSystemHandler,
+} from '../src/ml/vit/checkpoint.js';
+import { TINY_VIT } from './fixtures/vit-configs.js';
 
-const cfg: VitConfig = { imageSize: 8, channels: 3, classes: 4, patchSize: 4, dim: 16, depth: 2, heads: 2, dimHead: 8, mlpDim: 32, dropout: 0.1 };
+const cfg = TINY_VIT;
 let root = '';
 
 before(async () => {
@@ -31,7 +38,9 @@ test('saveCheckpoint writes model.json + weights.bin; loadCheckpoint restores ev
   assert.equal((await readCheckpointMetadata(dir)).epoch, 7);
   const back = await loadCheckpoint(dir);
   assert.deepEqual(back.config, m.config);
-  back.variables.forEach((v, i) => assert.deepEqual(v.dataSync(), m.variables[i].dataSync(), back.names[i]));
+  back.variables.forEach((v, i) => {
+    assert.deepEqual(v.dataSync(), m.variables[i].dataSync(), back.names[i]);
+  });
   back.dispose();
   m.dispose();
 });
@@ -65,8 +74,13 @@ test('saving over an existing checkpoint replaces it and leaves no temporary fol
   await saveCheckpoint(b, dir);
   const back = await loadCheckpoint(dir);
   assert.deepEqual(back.variables[0].dataSync(), b.variables[0].dataSync());
-  assert.deepEqual(readdirSync(root).filter((n) => n.startsWith('c')), ['c']);
-  [a, b, back].forEach((m) => m.dispose());
+  assert.deepEqual(
+    readdirSync(root).filter((n) => n.startsWith('c')),
+    ['c'],
+  );
+  [a, b, back].forEach((m) => {
+    m.dispose();
+  });
 });
 
 test('loading something that is not a ViT checkpoint is a clear error', async () => {

@@ -12,10 +12,17 @@ import {
   parameterTable,
   referenceKernels,
   tfjsKernels,
-  type VitConfig,
 } from '../src/ml/vit/index.js';
 import { dropoutMask } from '../src/ml/vit/dropout.js';
-import { BLOCK_PARAMS, dropoutSite, groupParams, HEAD_PARAMS, parameterSpecs, STEM_PARAMS } from '../src/ml/vit/layout.js';
+import {
+  BLOCK_PARAMS,
+  dropoutSite,
+  groupParams,
+  HEAD_PARAMS,
+  parameterSpecs,
+  STEM_PARAMS,
+} from '../src/ml/vit/layout.js';
+import { TINY_VIT } from './fixtures/vit-configs.js';
 
 // These tests are about the tfjs implementation; native.test.ts checks the addon against it.
 const tfjs = tfjsKernels;
@@ -24,7 +31,7 @@ before(async () => {
   await initBackend('wasm', 1);
 });
 
-const tiny: VitConfig = { imageSize: 8, channels: 3, classes: 4, patchSize: 4, dim: 16, depth: 2, heads: 2, dimHead: 8, mlpDim: 32, dropout: 0.1 };
+const tiny = TINY_VIT;
 
 function images(n: number, seed: number, cfg = tiny): tf.Tensor4D {
   return tf.randomNormal([n, cfg.imageSize, cfg.imageSize, cfg.channels], 0, 1, 'float32', seed);
@@ -59,7 +66,10 @@ test('parameter table: names, shapes and the hand-counted total', () => {
   const m = createVit(tiny, 1);
   const table = parameterTable(m);
   const total = table.reduce((s, r) => s + r.count, 0);
-  const d = 16, inner = 16, mlp = 32, T = 5;
+  const d = 16,
+    inner = 16,
+    mlp = 32,
+    T = 5;
   const perBlock = 2 * d + 3 * d * inner + inner * d + d + 2 * d + d * mlp + mlp + mlp * d + d;
   assert.equal(total, 48 * d + d + d + T * d + 2 * perBlock + 2 * d + d * 4 + 4);
   assert.deepEqual(table.find((r) => r.name === 'embedding/pos_embedding')?.shape, [T, d]);
@@ -73,7 +83,9 @@ test('same seed gives the same weights; a different seed does not', () => {
   const c = createVit(tiny, 4);
   assert.deepEqual(Array.from(a.variables[0].dataSync()), Array.from(b.variables[0].dataSync()));
   assert.notDeepEqual(Array.from(a.variables[0].dataSync()), Array.from(c.variables[0].dataSync()));
-  [a, b, c].forEach((m) => m.dispose());
+  [a, b, c].forEach((m) => {
+    m.dispose();
+  });
 });
 
 test('attention: one [B, heads, T, T] map per block, rows sum to 1', () => {
@@ -91,7 +103,7 @@ test('attention: one [B, heads, T, T] map per block, rows sum to 1', () => {
   m.dispose();
 });
 
-test("the tfjs-ops model equals the reference-ops model: loss and every gradient (with dropout), both activations", () => {
+test('the tfjs-ops model equals the reference-ops model: loss and every gradient (with dropout), both activations', () => {
   for (const activation of ['gelu_tanh', 'gelu'] as const) {
     const m = createVit({ ...tiny, activation }, 6);
     const x = images(4, 8);
@@ -105,7 +117,11 @@ test("the tfjs-ops model equals the reference-ops model: loss and every gradient
       const b = plainR.grads[name].dataSync();
       let scale = 1;
       for (const v of b) scale = Math.max(scale, Math.abs(v));
-      for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) / scale < 1e-4, `${activation} ${m.stableName(name)}[${i}]: ${a[i]} vs ${b[i]}`);
+      for (let i = 0; i < a.length; i++)
+        assert.ok(
+          Math.abs(a[i] - b[i]) / scale < 1e-4,
+          `${activation} ${m.stableName(name)}[${i}]: ${a[i]} vs ${b[i]}`,
+        );
     }
     tf.dispose([x, t, fastR.grads, plainR.grads]);
     m.dispose();
@@ -132,16 +148,25 @@ test('the activation setting changes the model: exact and tanh GELU give differe
 test('one layout drives the parameters: model order, names, shapes and the role-keyed view', () => {
   const m = createVit(tiny, 1);
   const specs = parameterSpecs(tiny);
-  assert.deepEqual(m.names, specs.map((s) => s.name));
+  assert.deepEqual(
+    m.names,
+    specs.map((s) => s.name),
+  );
   assert.equal(specs.length, STEM_PARAMS.length + tiny.depth * BLOCK_PARAMS.length + HEAD_PARAMS.length);
-  assert.deepEqual(specs.slice(0, 4).map((s) => s.name), ['embedding/patch/kernel', 'embedding/patch/bias', 'embedding/cls_token', 'embedding/pos_embedding']);
+  assert.deepEqual(
+    specs.slice(0, 4).map((s) => s.name),
+    ['embedding/patch/kernel', 'embedding/patch/bias', 'embedding/cls_token', 'embedding/pos_embedding'],
+  );
   assert.equal(specs[4 + BLOCK_PARAMS.length + 2].name, 'block_1/attn/to_q');
   assert.deepEqual(specs[specs.length - 2].shape, [16, 4]);
   // The role-keyed view points at the same variables as the model order.
   assert.equal(m.params.blocks[1].toQ, m.variables[4 + BLOCK_PARAMS.length + 2]);
   assert.equal(m.params.headB, m.variables[m.variables.length - 1]);
   assert.equal(m.params.posEmbedding.shape[0], 5);
-  const grouped = groupParams(specs.map((s) => s.name), tiny.depth);
+  const grouped = groupParams(
+    specs.map((s) => s.name),
+    tiny.depth,
+  );
   assert.equal(grouped.blocks[0].fc2B, 'block_0/mlp/fc2/bias');
   assert.equal(grouped.headNormGamma, 'head/norm/gamma');
   m.dispose();
@@ -152,8 +177,16 @@ test('dropout sites are numbered by position, not by call order', () => {
   assert.equal(dropoutSite(0, 'mlp/out'), 4);
   assert.equal(dropoutSite(2, 'attn/out'), 10);
   // Every site of a 3-block model is distinct and follows the embedding's 0.
-  const sites = [0, ...[0, 1, 2].flatMap((b) => (['attn/weights', 'attn/out', 'mlp/hidden', 'mlp/out'] as const).map((s) => dropoutSite(b, s)))];
-  assert.deepEqual(sites, Array.from({ length: 13 }, (_, i) => i));
+  const sites = [
+    0,
+    ...[0, 1, 2].flatMap((b) =>
+      (['attn/weights', 'attn/out', 'mlp/hidden', 'mlp/out'] as const).map((s) => dropoutSite(b, s)),
+    ),
+  ];
+  assert.deepEqual(
+    sites,
+    Array.from({ length: 13 }, (_, i) => i),
+  );
 });
 
 test('dropout: deterministic per seed, only in training, drops about the rate', () => {

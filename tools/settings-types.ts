@@ -8,17 +8,16 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compile, type JSONSchema } from 'json-schema-to-typescript';
+import { isObject } from '../src/json.js';
 import { packageRoot } from '../src/paths.js';
 import { loadRegistry } from '../src/stages/registry.js';
 import type { JsonObject, JsonValue } from '../src/stages/types.js';
 
 export const SETTINGS_FILE = join(packageRoot, 'src', 'stages', 'settings.ts');
 
-const isObject = (v: JsonValue | undefined): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /** `train` → `TrainSettings`, `attention_rollout` → `AttentionRolloutSettings`. */
 export function settingsTypeName(kind: string): string {
-  return kind.replace(/(^|_)([a-z0-9])/g, (_, _sep: string, c: string) => c.toUpperCase()) + 'Settings';
+  return `${kind.replace(/(^|_)([a-z0-9])/g, (_, _sep: string, c: string) => c.toUpperCase())}Settings`;
 }
 
 /**
@@ -32,10 +31,15 @@ function resolved(schema: JsonValue): JsonValue {
   const out: JsonObject = {};
   for (const [k, v] of Object.entries(schema)) {
     if (k === 'title' || k === '$id' || k === 'default' || k === 'examples') continue;
-    out[k] = k === 'properties' && isObject(v) ? Object.fromEntries(Object.entries(v).map(([p, s]) => [p, resolved(s)])) : resolved(v);
+    out[k] =
+      k === 'properties' && isObject(v)
+        ? Object.fromEntries(Object.entries(v).map(([p, s]) => [p, resolved(s)]))
+        : resolved(v);
   }
   if (isObject(schema.properties)) {
-    const withDefault = Object.entries(schema.properties).filter(([, s]) => isObject(s) && 'default' in s).map(([p]) => p);
+    const withDefault = Object.entries(schema.properties)
+      .filter(([, s]) => isObject(s) && 'default' in s)
+      .map(([p]) => p);
     const required = Array.isArray(schema.required) ? (schema.required as string[]) : [];
     out.required = [...new Set([...required, ...withDefault])];
   }
@@ -72,7 +76,7 @@ export async function generateSettingsTypes(): Promise<string> {
     });
     parts.push('', ts.trim());
   }
-  return parts.join('\n') + '\n';
+  return `${parts.join('\n')}\n`;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

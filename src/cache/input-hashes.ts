@@ -1,9 +1,10 @@
 // Content hashes of external inputs (e.g. a local dataset archive). Remembered by
 // (path, size, mtime) only to avoid re-reading a 170 MB file on every `status`; the key uses content.
-import { readFileSync } from 'node:fs';
+import { readFileSync, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError } from '../config/problems.js';
+import { isObject } from '../json.js';
 import { writeFileAtomic } from './atomic.js';
 import { hashPath } from './hash.js';
 
@@ -21,11 +22,11 @@ export class InputHasher {
     } catch {
       // none yet, or damaged: it is only a memo
     }
-    this.memo = memo !== null && typeof memo === 'object' && !Array.isArray(memo) ? (memo as Memo) : {};
+    this.memo = isObject(memo) ? (memo as Memo) : {};
   }
 
   async hash(absPath: string): Promise<string> {
-    let s;
+    let s: Stats;
     try {
       s = await stat(absPath);
     } catch {

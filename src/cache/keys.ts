@@ -24,7 +24,8 @@ export function stageKey(k: KeyInputs): string {
 /** Flatten settings into dotted paths, for old → new explanations. */
 export function flatten(value: unknown, prefix = '', out: Record<string, string> = {}): Record<string, string> {
   if (value !== null && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length) {
-    for (const [k, v] of Object.entries(value as Record<string, unknown>)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+    for (const [k, v] of Object.entries(value as Record<string, unknown>))
+      flatten(v, prefix ? `${prefix}.${k}` : k, out);
   } else if (prefix) {
     out[prefix] = canonicalJson(value);
   }
@@ -38,7 +39,8 @@ export function flatten(value: unknown, prefix = '', out: Record<string, string>
 export function explainChange(prev: KeyInputs, next: KeyInputs, spelled: Record<string, string> = {}): string[] {
   const reasons: string[] = [];
   if (prev.kind !== next.kind) reasons.push(`kind changed: ${prev.kind} → ${next.kind}`);
-  else if (prev.version !== next.version) reasons.push(`implementation of kind "${next.kind}" changed: version ${prev.version} → ${next.version}`);
+  else if (prev.version !== next.version)
+    reasons.push(`implementation of kind "${next.kind}" changed: version ${prev.version} → ${next.version}`);
   const a = flatten(prev.settings);
   const b = flatten(next.settings);
   for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
@@ -59,7 +61,10 @@ export function explainChange(prev: KeyInputs, next: KeyInputs, spelled: Record<
     const named = spelled[p] !== undefined ? `${spelled[p]} (setting ${p})` : `of setting ${p}`;
     if (prev.inputs[p] === undefined) reasons.push(`setting ${p} now names a local file`);
     else if (next.inputs[p] === undefined) reasons.push(`setting ${p} no longer names a local file`);
-    else reasons.push(`input file ${named} changed (content hash ${prev.inputs[p].slice(0, 12)} → ${next.inputs[p].slice(0, 12)})`);
+    else
+      reasons.push(
+        `input file ${named} changed (content hash ${prev.inputs[p].slice(0, 12)} → ${next.inputs[p].slice(0, 12)})`,
+      );
   }
   return reasons;
 }

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import type { JsonObject } from '../stages/types.js';
+import { isObject } from '../json.js';
 import { writeFileAtomic } from './atomic.js';
 import type { KeyInputs } from './keys.js';
 import type { Manifest } from './store.js';
@@ -46,7 +46,10 @@ export function lockEntry(m: Manifest): LockEntry {
  * truncated, merged badly) never stops a run: a bad entry is left out and rewritten by the next
  * run of that stage, an unreadable file counts as empty.
  */
-export function readLock(pipelineDir: string, pipeline: string): { lock: LockFile; warnings: string[]; damaged: string[] } {
+export function readLock(
+  pipelineDir: string,
+  pipeline: string,
+): { lock: LockFile; warnings: string[]; damaged: string[] } {
   const path = join(pipelineDir, LOCK_FILE);
   const empty: LockFile = { schema: 1, pipeline, stages: {} };
   let text: string;
@@ -59,11 +62,19 @@ export function readLock(pipelineDir: string, pipeline: string): { lock: LockFil
   try {
     data = parse(text);
   } catch (err) {
-    return { lock: empty, damaged: ['*'], warnings: [`${path} is unreadable (${(err as Error).message.split('\n')[0]}); ignoring it`] };
+    return {
+      lock: empty,
+      damaged: ['*'],
+      warnings: [`${path} is unreadable (${(err as Error).message.split('\n')[0]}); ignoring it`],
+    };
   }
   if (data === null || data === undefined) return { lock: empty, warnings: [], damaged: [] };
   if (!isObject(data) || data.schema !== 1 || !isObject(data.stages)) {
-    return { lock: empty, damaged: ['*'], warnings: [`${path} is not a tfpipe lock file (schema 1 with stages); ignoring it`] };
+    return {
+      lock: empty,
+      damaged: ['*'],
+      warnings: [`${path} is not a tfpipe lock file (schema 1 with stages); ignoring it`],
+    };
   }
   const warnings: string[] = [];
   const damaged: string[] = [];
@@ -80,7 +91,6 @@ export function readLock(pipelineDir: string, pipeline: string): { lock: LockFil
   return { lock: { schema: 1, pipeline, stages }, warnings, damaged };
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const isStringMap = (v: unknown) => isObject(v) && Object.values(v).every((x) => typeof x === 'string');
 
 /** What is wrong with a lock entry, or undefined if it has everything status reads. */
@@ -101,5 +111,5 @@ function entryProblem(e: unknown): string | undefined {
 
 export async function writeLock(pipelineDir: string, lock: LockFile): Promise<void> {
   const header = '# Written by tfpipe after each stage: the key and inputs each stage last ran with.\n';
-  await writeFileAtomic(join(pipelineDir, LOCK_FILE), header + stringify(lock as unknown as JsonObject, { lineWidth: 0 }));
+  await writeFileAtomic(join(pipelineDir, LOCK_FILE), header + stringify(lock, { lineWidth: 0 }));
 }

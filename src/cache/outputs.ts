@@ -21,7 +21,6 @@ export function outputsRoot(pipeline: { file: string }, env: NodeJS.ProcessEnv =
   return env.TFPIPE_OUTPUTS ? resolve(env.TFPIPE_OUTPUTS) : join(projectRoot(pipeline.file), 'outputs');
 }
 
-
 /** Creates `dir` (e.g. outputs/<pipeline>/) and checks it is writable, before anything runs. */
 export async function ensureWritable(dir: string): Promise<string> {
   try {
@@ -29,10 +28,17 @@ export async function ensureWritable(dir: string): Promise<string> {
     await access(dir, constants.W_OK);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    const why = e.code === 'EACCES' || e.code === 'EPERM' ? 'permission denied'
-      : e.code === 'EROFS' ? 'read-only file system'
-        : e.code === 'ENOTDIR' || e.code === 'EEXIST' ? 'a file is in the way' : e.message;
-    throw new InputError(`cannot write the outputs folder ${e.path ?? dir}: ${why}; make it writable or set TFPIPE_OUTPUTS to another folder`);
+    const why =
+      e.code === 'EACCES' || e.code === 'EPERM'
+        ? 'permission denied'
+        : e.code === 'EROFS'
+          ? 'read-only file system'
+          : e.code === 'ENOTDIR' || e.code === 'EEXIST'
+            ? 'a file is in the way'
+            : e.message;
+    throw new InputError(
+      `cannot write the outputs folder ${e.path ?? dir}: ${why}; make it writable or set TFPIPE_OUTPUTS to another folder`,
+    );
   }
   return dir;
 }

@@ -1,13 +1,15 @@
 // One holder at a time for a given lock file (the pipeline's `.run.lock`, or any other path, e.g.
 // a per-stage lock); the others wait, saying for what.
-// A pid file rather than mtime heartbeats: training blocks the event loop for seconds per batch,
-// which would make a heartbeat lock look stale, and a holder killed with -9 is detected at once.
+// On one machine a pid file rather than mtime heartbeats: training blocks the event loop for
+// seconds per batch, which would make a heartbeat lock look stale, and a holder killed with -9 is
+// detected at once. A pid on another machine cannot be asked, so there (remoteStaleMs, for the
+// per-stage locks on a shared folder) the holder's mtime heartbeat is all there is to go by.
 // The file appears complete or not at all: it is written under a temporary name and hard-linked
 // into place (link fails if the lock exists), so a kill between creating and writing it cannot
 // leave an empty lock. An empty or unreadable lock (an older tfpipe, a file system without hard
 // links) counts as stale once it is older than a short grace period.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, unlinkSync } from 'node:fs';
+import { readFileSync, type Stats, unlinkSync } from 'node:fs';
 import { link, mkdir, open, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -108,38 +110,50 @@ async function removeIfSame(path: string, ino: number): Promise<void> {
   await rm(aside, { force: true });
 }
 
-type Look = { free: true } | { free: false; busy: string; stale?: string };
+/** Free; held by a live process (wait); or stale, and already removed so the caller may take it. */
+type Look = { state: 'free' } | { state: 'busy'; message: string } | { state: 'stale'; message: string };
 
 /** Who holds the lock, and whether it may be taken over. */
 async function look(path: string, graceMs: number, remoteStaleMs?: number): Promise<Look> {
-  let s;
-  let text;
+  let s: Stats;
+  let text: string;
   try {
     s = await stat(path);
     text = await readFile(path, 'utf8');
   } catch {
-    return { free: true };
+    return { state: 'free' };
   }
   const holder = parseHolder(text);
   if (!holder) {
     const age = Date.now() - s.mtimeMs;
-    if (age < graceMs) return { free: false, busy: `${path} is being taken by another tfpipe process; waiting` };
+    if (age < graceMs) return { state: 'busy', message: `${path} is being taken by another tfpipe process; waiting` };
     const what = s.size === 0 ? 'is empty' : 'is unreadable';
     await removeIfSame(path, s.ino);
-    return { free: false, busy: '', stale: `${path} ${what} (left by a process killed while taking it, ${Math.round(age / 1000)} s ago); treated as stale and taken over` };
+    return {
+      state: 'stale',
+      message: `${path} ${what} (left by a process killed while taking it, ${Math.round(age / 1000)} s ago); treated as stale and taken over`,
+    };
   }
   if (holder.host === hostname() && !processAlive(holder.pid)) {
     await removeIfSame(path, s.ino);
-    return { free: false, busy: '', stale: `the tfpipe process that held ${path} (pid ${holder.pid}, since ${holder.since ?? '?'}) is gone; its lock was taken over` };
+    return {
+      state: 'stale',
+      message: `the tfpipe process that held ${path} (pid ${holder.pid}, since ${holder.since ?? '?'}) is gone; its lock was taken over`,
+    };
   }
   const silent = Date.now() - s.mtimeMs;
   if (holder.host !== hostname() && remoteStaleMs !== undefined && silent > remoteStaleMs) {
     await removeIfSame(path, s.ino);
-    return { free: false, busy: '', stale: `the tfpipe process that held ${path} (pid ${holder.pid} on ${holder.host}) has not refreshed it for ${Math.round(silent / 1000)} s; its lock was taken over` };
+    return {
+      state: 'stale',
+      message: `the tfpipe process that held ${path} (pid ${holder.pid} on ${holder.host}) has not refreshed it for ${Math.round(silent / 1000)} s; its lock was taken over`,
+    };
   }
-  const where = holder.host === hostname() ? `pid ${holder.pid}`
-    : `pid ${holder.pid} on ${holder.host}; ${remoteStaleMs === undefined ? 'if that process is gone, delete the file' : `taken over if it stops refreshing the file for ${Math.round(remoteStaleMs / 1000)} s`}`;
-  return { free: false, busy: `another tfpipe process (${where}) holds ${path}; waiting for it to finish` };
+  const where =
+    holder.host === hostname()
+      ? `pid ${holder.pid}`
+      : `pid ${holder.pid} on ${holder.host}; ${remoteStaleMs === undefined ? 'if that process is gone, delete the file' : `taken over if it stops refreshing the file for ${Math.round(remoteStaleMs / 1000)} s`}`;
+  return { state: 'busy', message: `another tfpipe process (${where}) holds ${path}; waiting for it to finish` };
 }
 
 const held = new Map<string, string>();
@@ -180,32 +194,43 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export async function acquireLock(path: string, opts: LockOptions = {}): Promise<() => Promise<void>> {
   const { onWait = () => {}, signal, graceMs = UNREADABLE_GRACE_MS, pollMs = 250, remoteStaleMs } = opts;
   await mkdir(dirname(path), { recursive: true });
-  const holder: Holder = { pid: process.pid, host: hostname(), token: randomBytes(8).toString('hex'), since: new Date().toISOString() };
+  const holder: Holder = {
+    pid: process.pid,
+    host: hostname(),
+    token: randomBytes(8).toString('hex'),
+    since: new Date().toISOString(),
+  };
   let told = '';
   for (;;) {
     signal?.throwIfAborted();
     const l = await look(path, graceMs, remoteStaleMs);
-    if (l.free) {
+    if (l.state === 'free') {
       if (await create(path, holder)) break;
       continue;
     }
-    if (l.stale) {
-      onWait(l.stale);
+    if (l.state === 'stale') {
+      onWait(l.message);
       continue;
     }
-    if (l.busy !== told) {
-      onWait(l.busy);
-      told = l.busy;
+    if (l.message !== told) {
+      onWait(l.message);
+      told = l.message;
     }
     await sleep(pollMs, signal);
   }
   held.set(path, holder.token);
   releaseAllOnExit();
   // The heartbeat runs on the event loop, which a training batch blocks for seconds at most.
-  const beat = remoteStaleMs === undefined ? undefined : setInterval(() => {
-    const now = new Date();
-    utimes(path, now, now).catch(() => {});
-  }, Math.max(1000, remoteStaleMs / 12));
+  const beat =
+    remoteStaleMs === undefined
+      ? undefined
+      : setInterval(
+          () => {
+            const now = new Date();
+            utimes(path, now, now).catch(() => {});
+          },
+          Math.max(1000, remoteStaleMs / 12),
+        );
   beat?.unref();
   return async () => {
     clearInterval(beat);

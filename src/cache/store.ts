@@ -1,9 +1,10 @@
 // Content-addressed stage artefacts: outputs/<pipeline>/<stage>/<key>/, trusted only with a
 // manifest whose files still match. Work happens in <key>.partial and is renamed into place.
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, type Stats } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
+import { isObject } from '../json.js';
 import type { JsonObject } from '../stages/types.js';
 import { writeFileAtomic } from './atomic.js';
 import { hashFile, listFiles } from './hash.js';
@@ -11,6 +12,8 @@ import type { KeyInputs } from './keys.js';
 
 export const MANIFEST = 'tfpipe-manifest.json';
 export const RESULT = 'result.json';
+/** Scratch space a resumable kind keeps in its work dir (train's checkpoints); never an artefact. */
+export const RESUME_DIR = '.resume';
 
 export interface FileRecord {
   sha256: string;
@@ -37,21 +40,32 @@ export interface Manifest {
   finishedAt: string;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
-
 /** Has what verify() and the runner read; anything less is a damaged manifest. */
 function isManifest(m: unknown): m is Manifest {
-  return isObject(m) && m.format === 1 && typeof m.key === 'string' && isObject(m.inputs) && isObject(m.result)
-    && typeof m.seconds === 'number' && typeof m.finishedAt === 'string'
-    && (m.upstreamOutputs === undefined || isObject(m.upstreamOutputs))
-    && isObject(m.files) && Object.values(m.files).every((f) => isObject(f) && typeof f.sha256 === 'string' && typeof f.size === 'number' && typeof f.mtimeMs === 'number');
+  return (
+    isObject(m) &&
+    m.format === 1 &&
+    typeof m.key === 'string' &&
+    isObject(m.inputs) &&
+    isObject(m.result) &&
+    typeof m.seconds === 'number' &&
+    typeof m.finishedAt === 'string' &&
+    (m.upstreamOutputs === undefined || isObject(m.upstreamOutputs)) &&
+    isObject(m.files) &&
+    Object.values(m.files).every(
+      (f) => isObject(f) && typeof f.sha256 === 'string' && typeof f.size === 'number' && typeof f.mtimeMs === 'number',
+    )
+  );
 }
 
 export type Verified = { ok: true; manifest: Manifest } | { ok: false; reason: string; existed: boolean };
 
 export class ArtefactStore {
   readonly pipelineDir: string;
-  constructor(readonly outputsRoot: string, readonly pipeline: string) {
+  constructor(
+    readonly outputsRoot: string,
+    readonly pipeline: string,
+  ) {
     this.pipelineDir = this.inside(join(outputsRoot, pipeline));
   }
 
@@ -86,18 +100,32 @@ export class ArtefactStore {
     const dir = this.stageDir(stage, key);
     if (!existsSync(dir)) return { ok: false, reason: `no artefacts for key ${key}`, existed: false };
     const manifest = await this.readManifest(stage, key);
-    if (!manifest || manifest.key !== key) return { ok: false, reason: `artefacts for key ${key} have no valid manifest (interrupted or foreign)`, existed: true };
+    if (!manifest || manifest.key !== key)
+      return {
+        ok: false,
+        reason: `artefacts for key ${key} have no valid manifest (interrupted or foreign)`,
+        existed: true,
+      };
     for (const [rel, rec] of Object.entries(manifest.files)) {
       const p = join(dir, rel);
-      let s;
+      let s: Stats;
       try {
         s = await stat(p);
       } catch {
         return { ok: false, reason: `artefact ${rel} of key ${key} is missing`, existed: true };
       }
-      if (s.size !== rec.size) return { ok: false, reason: `artefact ${rel} of key ${key} was modified (size ${rec.size} → ${s.size})`, existed: true };
+      if (s.size !== rec.size)
+        return {
+          ok: false,
+          reason: `artefact ${rel} of key ${key} was modified (size ${rec.size} → ${s.size})`,
+          existed: true,
+        };
       if (s.mtimeMs !== rec.mtimeMs && (await hashFile(p)) !== rec.sha256) {
-        return { ok: false, reason: `artefact ${rel} of key ${key} was modified (content hash differs)`, existed: true };
+        return {
+          ok: false,
+          reason: `artefact ${rel} of key ${key} was modified (content hash differs)`,
+          existed: true,
+        };
       }
     }
     return { ok: true, manifest };
@@ -114,18 +142,17 @@ export class ArtefactStore {
   /** Seal the work dir with a manifest and move it into place, replacing any older copy. */
   async commit(stage: string, key: string, m: Omit<Manifest, 'files' | 'format'>): Promise<Manifest> {
     const work = this.workDir(stage, key);
-    await writeFileAtomic(join(work, RESULT), JSON.stringify(m.result, null, 2) + '\n');
+    await writeFileAtomic(join(work, RESULT), `${JSON.stringify(m.result, null, 2)}\n`);
     const files: Record<string, FileRecord> = {};
     for (const rel of await listFiles(work)) {
-      if (rel === MANIFEST || rel.startsWith('.resume/')) continue;
+      if (rel === MANIFEST || rel.startsWith(`${RESUME_DIR}/`)) continue;
       const p = join(work, rel);
       const s = await stat(p);
       files[rel] = { sha256: await hashFile(p), size: s.size, mtimeMs: s.mtimeMs };
     }
-    // Resume scratch space is not an artefact.
-    await rm(join(work, '.resume'), { recursive: true, force: true });
+    await rm(join(work, RESUME_DIR), { recursive: true, force: true });
     const manifest: Manifest = { format: 1, ...m, files };
-    await writeFileAtomic(join(work, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
+    await writeFileAtomic(join(work, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
     const final = this.stageDir(stage, key);
     if (existsSync(final)) {
       const trash = `${final}.old-${randomBytes(4).toString('hex')}`;

@@ -28,7 +28,9 @@ export function upstreamChanges(result: Manifest, upstream: Record<string, Produ
     const was = recorded?.[name];
     if (was === now.digest) continue;
     if (was !== undefined) {
-      reasons.push(`upstream stage "${name}"'s outputs changed (digest ${was.slice(0, 12)} → ${now.digest.slice(0, 12)})`);
+      reasons.push(
+        `upstream stage "${name}"'s outputs changed (digest ${was.slice(0, 12)} → ${now.digest.slice(0, 12)})`,
+      );
     } else if (recorded !== undefined || !startedAfter(result, now)) {
       // Results written before digests were recorded are trusted only if the upstream result they
       // would have read was already finished when they started: it is then the one they read.

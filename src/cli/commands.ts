@@ -3,14 +3,15 @@
 import { relative } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
-import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
-import { UsageError } from './errors.js';
+import { ancestorsAndSelf, type DagFormat, renderGraph } from '../graph/dag.js';
+import { onInterrupt, UsageError } from './errors.js';
 import { formatDuration } from '../runner/format.js';
-import { readRuns, type RunRecord } from '../runner/history.js';
+import { readRuns, type PastRun } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
 import { makePlan, type Plan } from '../runner/plan.js';
 import { outputsRoot } from '../cache/outputs.js';
+import { ArtefactStore } from '../cache/store.js';
 import type { StepReporter } from '../runner/steps.js';
 import type { StageExecutor } from '../runner/walk.js';
 import type { QueueUrl } from '../queue/redis.js';
@@ -20,18 +21,15 @@ import { describeSweepRun, dryRunState, sweepDryRun, sweepRunDoc } from './sweep
 import { flatten } from '../cache/keys.js';
 import type { KindRegistry } from '../stages/registry.js';
 
-const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 
 export function commandSchema(registry: KindRegistry): number {
   out(JSON.stringify(buildPipelineSchema(registry), null, 2));
   return 0;
 }
 
-export const DAG_FORMATS = ['text', 'mermaid', 'dot'] as const;
-
-export function commandDag(pipeline: ResolvedPipeline, format: (typeof DAG_FORMATS)[number]): number {
-  const render = { text: renderText, mermaid: renderMermaid, dot: renderDot }[format];
-  out(render(pipeline.stages));
+export function commandDag(pipeline: ResolvedPipeline, format: DagFormat): number {
+  out(renderGraph(pipeline.stages, format));
   return 0;
 }
 
@@ -40,12 +38,28 @@ function warn(plan: Plan): void {
   for (const w of plan.warnings) process.stderr.write(`tfpipe: warning: ${w}\n`);
 }
 
-export async function commandStatus(pipeline: ResolvedPipeline, registry: KindRegistry, json: boolean): Promise<number> {
+export async function commandStatus(
+  pipeline: ResolvedPipeline,
+  registry: KindRegistry,
+  json: boolean,
+): Promise<number> {
   const plan = await makePlan(pipeline, registry);
   warn(plan);
-  const stages = plan.stages.map((s) => ({ name: s.stage.name, kind: s.stage.kind, state: s.state, key: s.key, reasons: s.reasons }));
+  const stages = plan.stages.map((s) => ({
+    name: s.stage.name,
+    kind: s.stage.kind,
+    state: s.state,
+    key: s.key,
+    reasons: s.reasons,
+  }));
   if (json) {
-    out(JSON.stringify({ pipeline: pipeline.name, stages, ...(plan.warnings.length ? { warnings: plan.warnings } : {}) }, null, 2));
+    out(
+      JSON.stringify(
+        { pipeline: pipeline.name, stages, ...(plan.warnings.length ? { warnings: plan.warnings } : {}) },
+        null,
+        2,
+      ),
+    );
     return 0;
   }
   const w = Math.max(...stages.map((s) => s.name.length));
@@ -78,7 +92,11 @@ export interface RunCommandOptions {
 /** With a queue, every ready instance is queued at once; the workers' --concurrency limits the rest. */
 const QUEUED_AT_ONCE = 10_000;
 
-export async function commandRun(def: SweepDefinition, registry: KindRegistry, opts: RunCommandOptions): Promise<number> {
+export async function commandRun(
+  def: SweepDefinition,
+  registry: KindRegistry,
+  opts: RunCommandOptions,
+): Promise<number> {
   const pipeline = def.selected[0].pipeline;
   const names = pipeline.stages.map((s) => s.name);
   for (const n of [...opts.force, ...(opts.until ? [opts.until] : [])]) {
@@ -92,9 +110,15 @@ export async function commandRun(def: SweepDefinition, registry: KindRegistry, o
     const plan = await makePlan(pipeline, registry, { force: opts.force });
     warn(plan);
     const selected = opts.until ? ancestorsAndSelf(pipeline.stages, opts.until) : undefined;
-    const stages = plan.stages.filter((s) => !selected || selected.has(s.stage.name)).map((s) => ({
-      name: s.stage.name, kind: s.stage.kind, state: dryRunState(s), key: s.key, reasons: s.forced ? ['forced with --force'] : s.reasons,
-    }));
+    const stages = plan.stages
+      .filter((s) => !selected || selected.has(s.stage.name))
+      .map((s) => ({
+        name: s.stage.name,
+        kind: s.stage.kind,
+        state: dryRunState(s),
+        key: s.key,
+        reasons: s.forced ? ['forced with --force'] : s.reasons,
+      }));
     if (opts.json) out(JSON.stringify({ pipeline: pipeline.name, dry_run: true, stages }, null, 2));
     else for (const s of stages) out(`${s.name}: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
     return 0;
@@ -107,30 +131,26 @@ export async function commandRun(def: SweepDefinition, registry: KindRegistry, o
     await checkRedis(queue);
   }
   const reporter = pickReporter(opts.json);
-  const controller = new AbortController();
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts += 1;
-    if (interrupts > 1) process.exit(130);
-    process.stderr.write('\ntfpipe: interrupting; a running stage stops after its current step (Ctrl-C again to quit now)\n');
-    controller.abort();
-  };
-  process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigint);
+  const interrupt = onInterrupt(
+    '\ntfpipe: interrupting; a running stage stops after its current step (Ctrl-C again to quit now)\n',
+  );
   try {
     let executor: StageExecutor | undefined;
     if (queue) {
-      const [{ QueueExecutor }, { ensureStoreId }] = await Promise.all([import('../queue/queue-executor.js'), import('../jobs/store-id.js')]);
-      executor = await QueueExecutor.connect(queue, await ensureStoreId(outputs), controller.signal);
+      const [{ QueueExecutor }, { ensureStoreId }] = await Promise.all([
+        import('../queue/queue-executor.js'),
+        import('../jobs/store-id.js'),
+      ]);
+      executor = await QueueExecutor.connect(queue, await ensureStoreId(outputs), interrupt.signal);
     } else if (opts.jobs > 1) {
       const { ProcessExecutor } = await import('../jobs/process-executor.js');
-      executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: controller.signal });
+      executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: interrupt.signal });
     }
     const run = await runSweep(def, registry, {
       force: opts.force,
       until: opts.until,
       reporter,
-      signal: controller.signal,
+      signal: interrupt.signal,
       outputs,
       jobs: queue ? QUEUED_AT_ONCE : opts.jobs,
       executor,
@@ -151,20 +171,28 @@ export async function commandRun(def: SweepDefinition, registry: KindRegistry, o
     const doc = {
       pipeline: summary.pipeline,
       backend: summary.backend,
-      stages: summary.stages.map((s) => ({ name: s.name, state: s.state, key: s.key, seconds: round(s.seconds), dir: relative(process.cwd(), s.dir), ...(s.error ? { error: s.error } : {}) })),
+      stages: summary.stages.map((s) => ({
+        name: s.name,
+        state: s.state,
+        key: s.key,
+        seconds: round(s.seconds),
+        dir: relative(process.cwd(), s.dir),
+        ...(s.error ? { error: s.error } : {}),
+      })),
     };
     if (opts.json) out(JSON.stringify(doc, null, 2));
     else {
       const ran = doc.stages.filter((s) => s.state === 'ran').length;
       const cached = doc.stages.filter((s) => s.state === 'cached').length;
       const bad = doc.stages.filter((s) => s.state === 'failed' || s.state === 'skipped');
-      reporter.info(`${pipeline.name}: ${ran} ran, ${cached} cached${bad.length ? `, ${bad.length} failed or skipped` : ''}${summary.backend ? ` (backend ${summary.backend})` : ''}`);
+      reporter.info(
+        `${pipeline.name}: ${ran} ran, ${cached} cached${bad.length ? `, ${bad.length} failed or skipped` : ''}${summary.backend ? ` (backend ${summary.backend})` : ''}`,
+      );
       for (const s of doc.stages.filter((x) => x.error)) reporter.info(`  ${s.name}: ${s.error}`);
     }
     return failed ? 1 : 0;
   } finally {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
+    interrupt.release();
   }
 }
 
@@ -177,7 +205,7 @@ function round(x: number): number {
  * --only-changed). A sweep's variants are compared with the sweep's first variant, and that one
  * with the run before the sweep, so each row shows what the sweep varied.
  */
-export function describeRuns(runs: RunRecord[]) {
+export function describeRuns(runs: PastRun[]) {
   return runs.map((r, i) => {
     const groupStart = r.sweep ? runs.findIndex((x) => x.sweep?.id === r.sweep?.id) : i;
     const base = groupStart < i ? groupStart : i - 1;
@@ -209,17 +237,22 @@ export function describeRuns(runs: RunRecord[]) {
 /** "ok", "failed at train", "interrupted at train", "killed", "running (pid 123)". */
 function outcomeText(r: ReturnType<typeof describeRuns>[number], pid?: number): string {
   if (r.outcome === 'running') return `running${pid ? ` (pid ${pid})` : ''}`;
-  if ((r.outcome === 'failed' || r.outcome === 'interrupted') && r.stopped_at.length) return `${r.outcome} at ${r.stopped_at.join(', ')}`;
+  if ((r.outcome === 'failed' || r.outcome === 'interrupted') && r.stopped_at.length)
+    return `${r.outcome} at ${r.stopped_at.join(', ')}`;
   return r.outcome;
 }
 
 export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Promise<number> {
-  const { ArtefactStore } = await import('../cache/store.js');
   const runs = await readRuns(new ArtefactStore(outputsRoot(pipeline), pipeline.name).pipelineDir);
   const rows = describeRuns(runs);
   const sweeps = [...new Set(rows.flatMap((r) => (r.sweep ? [r.sweep.id] : [])))].map((id) => {
     const members = rows.filter((r) => r.sweep?.id === id);
-    return { id, started_at: members[0].started_at, variants: members[0].sweep?.of ?? members.length, runs: members.map((r) => r.run) };
+    return {
+      id,
+      started_at: members[0].started_at,
+      variants: members[0].sweep?.of ?? members.length,
+      runs: members.map((r) => r.run),
+    };
   });
   if (json) {
     out(JSON.stringify({ pipeline: pipeline.name, runs: rows, sweeps }, null, 2));
@@ -238,13 +271,17 @@ export async function commandRuns(pipeline: ResolvedPipeline, json: boolean): Pr
   rows.forEach((r, i) => {
     if (r.sweep && r.sweep.id !== group) {
       const s = sweeps.find((x) => x.id === r.sweep?.id);
-      out(`sweep of ${s?.variants} variants over ${Object.keys(r.sweep.values).join(' × ')} (runs ${s?.runs.join(', ')}):`);
+      out(
+        `sweep of ${s?.variants} variants over ${Object.keys(r.sweep.values).join(' × ')} (runs ${s?.runs.join(', ')}):`,
+      );
     }
     group = r.sweep?.id;
     const changes = Object.entries(r.changed).map(([k, v]) => `${k}: ${v.from ?? '∅'} → ${v.to ?? '∅'}`);
     const time = r.seconds === null ? '-' : formatDuration(r.seconds);
     const variant = r.sweep ? `  [${r.sweep.index}] ${r.sweep.variant}` : '';
-    out(`${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${time.padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ${outcomes[i].padEnd(w)}  ran: ${r.ran.join(', ') || 'nothing'}${variant}`);
+    out(
+      `${String(r.run).padEnd(4)} ${r.started_at.slice(0, 19).replace('T', ' ')}  ${time.padEnd(8)}  ${pct(r.best_val_accuracy).padEnd(8)}  ${pct(r.test_accuracy).padEnd(8)}  ${outcomes[i].padEnd(w)}  ran: ${r.ran.join(', ') || 'nothing'}${variant}`,
+    );
     if (r.error) out(`${' '.repeat(indent)}${r.error}`);
     for (const c of changes) out(`${' '.repeat(indent)}${c}`);
   });

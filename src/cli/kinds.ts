@@ -33,7 +33,10 @@ export function formatKind(d: KindDoc): string {
   const lines = wrap(`${d.kind} — ${d.description}`, 2).map((l, i) => (i === 0 ? l.trimStart() : l));
   if (d.details) lines.push(...wrap(d.details, 2));
   lines.push(`  needs stages of kind: ${d.requires.length ? d.requires.join(', ') : '(none required)'}`);
-  const traits = [d.uses_tensorflow ? 'uses TensorFlow.js' : '', d.resumable ? 'resumes an interrupted run' : ''].filter(Boolean);
+  const traits = [
+    d.uses_tensorflow ? 'uses TensorFlow.js' : '',
+    d.resumable ? 'resumes an interrupted run' : '',
+  ].filter(Boolean);
   if (traits.length) lines.push(`  ${traits.join('; ')}`);
   lines.push('  settings:');
   if (d.settings.length === 0) lines.push('    none');
@@ -42,8 +45,10 @@ export function formatKind(d: KindDoc): string {
   lines.push('  writes:');
   if (files.length === 0 && pictures.length === 0) lines.push('    nothing declared');
   const w = Math.max(0, ...files.map((f) => f.file.length), ...pictures.map((p) => p.file.length)) + 2;
-  for (const f of files) lines.push(...wrap(f.description, 4 + w).map((l, i) => (i === 0 ? `    ${f.file.padEnd(w)}${l.trimStart()}` : l)));
-  for (const p of pictures) lines.push(`    ${p.file.padEnd(w)}picture "${p.title}" in the report's "${p.section}" section`);
+  for (const f of files)
+    lines.push(...wrap(f.description, 4 + w).map((l, i) => (i === 0 ? `    ${f.file.padEnd(w)}${l.trimStart()}` : l)));
+  for (const p of pictures)
+    lines.push(`    ${p.file.padEnd(w)}picture "${p.title}" in the report's "${p.section}" section`);
   const bare = sections.filter((s) => !pictures.some((p) => p.section === s.title));
   if (bare.length) lines.push(`  report: ${bare.map((s) => `"${s.title}" section`).join(', ')}`);
   return lines.join('\n');
@@ -54,10 +59,14 @@ export function commandKinds(registry: KindRegistry, name: string | undefined, j
   const kinds = name === undefined ? registry.all() : [registry.get(name)].filter((k) => k !== undefined);
   if (kinds.length === 0) {
     const hint = didYouMean(name ?? '', registry.names());
-    process.stderr.write(`tfpipe: no stage kind "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}; kinds: ${registry.names().join(', ')}\n`);
+    process.stderr.write(
+      `tfpipe: no stage kind "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}; kinds: ${registry.names().join(', ')}\n`,
+    );
     return 2;
   }
   const docs = kinds.map(describeKind);
-  process.stdout.write(json ? JSON.stringify({ kinds: docs }, null, 2) + '\n' : docs.map(formatKind).join('\n\n') + '\n');
+  process.stdout.write(
+    json ? `${JSON.stringify({ kinds: docs }, null, 2)}\n` : `${docs.map(formatKind).join('\n\n')}\n`,
+  );
   return 0;
 }

@@ -6,8 +6,9 @@ import { InputError } from '../config/problems.js';
 import { loadRegistry } from '../stages/registry.js';
 import { isSweep } from '../sweep/run.js';
 import { loadSweep } from '../sweep/variants.js';
-import { commandDag, commandRun, commandRuns, commandSchema, commandStatus, DAG_FORMATS } from './commands.js';
-import { exitQuietlyOnClosedPipe, reportError, UsageError } from './errors.js';
+import { DAG_FORMATS, type DagFormat } from '../graph/dag.js';
+import { commandDag, commandRun, commandRuns, commandSchema, commandStatus } from './commands.js';
+import { exitQuietlyOnClosedPipe, positiveInt, reportError, UsageError } from './errors.js';
 import { commandKinds } from './kinds.js';
 import { sweepDag, sweepStatus } from './sweep-views.js';
 
@@ -30,13 +31,6 @@ instances at once, each in a process of its own; --queue hands them to tfpipe wo
 Redis (BullMQ). Artefacts go to outputs/ at the root of the pipeline file's project (its nearest
 folder with a package.json or .git), or to $TFPIPE_OUTPUTS.`;
 
-function jobsOf(text: string | undefined): number {
-  if (text === undefined) return 1;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`-j takes a whole number ≥ 1, got "${text}"`);
-  return n;
-}
-
 export async function main(argv: string[]): Promise<number> {
   exitQuietlyOnClosedPipe();
   let json = argv.includes('--json');
@@ -46,44 +40,75 @@ export async function main(argv: string[]): Promise<number> {
     json = values.json ?? false;
     const [command, file, ...extra] = positionals;
     if (values.help) {
-      process.stdout.write(USAGE + '\n');
+      process.stdout.write(`${USAGE}\n`);
       return 0;
     }
     if (!command) throw new UsageError('no command given');
+    checkOptions(command, parsed.tokens);
     if (command === 'dag' && !(DAG_FORMATS as readonly string[]).includes(values.format ?? 'text')) {
       throw new UsageError(`unknown --format "${values.format}"; dag draws ${DAG_FORMATS.join(', ')}`);
     }
     if (command === 'worker') {
       if (file) throw new UsageError('worker takes no pipeline FILE: each job carries its pipeline');
       const { commandWorker } = await import('./worker-command.js');
-      return await commandWorker({ queue: values.queue, concurrency: values.concurrency, outputs: values.outputs, lockTimeout: values['lock-timeout'] });
+      return await commandWorker({
+        queue: values.queue,
+        concurrency: values.concurrency,
+        outputs: values.outputs,
+        lockTimeout: values['lock-timeout'],
+      });
     }
     const registry = await loadRegistry().catch((err: unknown) => {
       // Only plugins can fail to load: TFPIPE_PLUGINS is input like any other.
-      throw new InputError(`cannot load the stage kinds of TFPIPE_PLUGINS=${process.env.TFPIPE_PLUGINS}: ${(err as Error).message.split('\n')[0]}`);
+      throw new InputError(
+        `cannot load the stage kinds of TFPIPE_PLUGINS=${process.env.TFPIPE_PLUGINS}: ${(err as Error).message.split('\n')[0]}`,
+      );
     });
-    if (command === 'schema') return commandSchema(registry);
-    if (command === 'kinds' && extra.length === 0) return commandKinds(registry, file, json);
+    if (command === 'schema') {
+      if (file) throw new UsageError(`schema takes no arguments, got: ${positionals.slice(1).join(' ')}`);
+      return commandSchema(registry);
+    }
+    if (command === 'kinds') {
+      if (extra.length)
+        throw new UsageError(`kinds takes at most one KIND, got ${extra.length + 1}: ${[file, ...extra].join(' ')}`);
+      return commandKinds(registry, file, json);
+    }
     if (command === '_stage') {
       const { commandStage } = await import('./stage-command.js');
       return await commandStage(registry);
     }
     if (!['run', 'status', 'dag', 'runs'].includes(command)) throw new UsageError(`unknown command "${command}"`);
     if (!file || extra.length) throw new UsageError(`${command} takes exactly one pipeline FILE`);
-    const jobs = jobsOf(values.jobs);
-    if (jobs > 1 && values.queue) throw new UsageError('-j and --queue do not mix: with a queue, each worker\'s --concurrency says how many jobs it runs');
-    const def = loadSweep(file, registry, { sets: values.set ?? [], multirun: values.multirun ?? false, pick: values.variant ?? [] });
+    const jobs = positiveInt(values.jobs, 1, '-j');
+    if (jobs > 1 && values.queue)
+      throw new UsageError(
+        "-j and --queue do not mix: with a queue, each worker's --concurrency says how many jobs it runs",
+      );
+    const def = loadSweep(file, registry, {
+      sets: values.set ?? [],
+      multirun: values.multirun ?? false,
+      pick: values.variant ?? [],
+    });
     const pipeline = def.selected[0].pipeline;
     switch (command) {
       case 'run':
         return await commandRun(def, registry, {
-          force: values.force ?? [], until: values.until, dryRun: values['dry-run'] ?? false, json, jobs, queue: values.queue,
+          force: values.force ?? [],
+          until: values.until,
+          dryRun: values['dry-run'] ?? false,
+          json,
+          jobs,
+          queue: values.queue,
         });
       case 'status':
-        return isSweep(def) ? await sweepStatus(def, registry, outputsRoot(pipeline), json) : await commandStatus(pipeline, registry, json);
+        return isSweep(def)
+          ? await sweepStatus(def, registry, outputsRoot(pipeline), json)
+          : await commandStatus(pipeline, registry, json);
       case 'dag': {
-        const format = values.format as (typeof DAG_FORMATS)[number];
-        return isSweep(def) ? await sweepDag(def, registry, outputsRoot(pipeline), format) : commandDag(pipeline, format);
+        const format = values.format as DagFormat;
+        return isSweep(def)
+          ? await sweepDag(def, registry, outputsRoot(pipeline), format)
+          : commandDag(pipeline, format);
       }
       default:
         return await commandRuns(pipeline, json);
@@ -93,11 +118,35 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// The options each command takes (--json and --help go with all). An option another command
+// takes is refused rather than ignored: `run --outputs DIR` would otherwise write elsewhere.
+const COMMON = ['json', 'help'];
+const SELECT = ['set', 'multirun', 'variant'];
+const OPTIONS: Record<string, readonly string[]> = {
+  run: [...SELECT, 'jobs', 'queue', 'force', 'until', 'dry-run'],
+  status: SELECT,
+  dag: [...SELECT, 'format'],
+  runs: [],
+  kinds: [],
+  schema: [],
+  worker: ['queue', 'concurrency', 'outputs', 'lock-timeout'],
+};
+
+function checkOptions(command: string, tokens: ReturnType<typeof parse>['tokens']): void {
+  const takes = OPTIONS[command];
+  if (!takes) return; // an unknown command is reported by name further on
+  for (const token of tokens) {
+    if (token.kind !== 'option' || COMMON.includes(token.name) || takes.includes(token.name)) continue;
+    throw new UsageError(`${command} does not take ${token.rawName}`);
+  }
+}
+
 function parse(argv: string[]) {
   try {
     return parseArgs({
       args: argv,
       allowPositionals: true,
+      tokens: true,
       options: {
         set: { type: 'string', multiple: true, default: [] },
         multirun: { type: 'boolean', short: 'm', default: false },

@@ -11,18 +11,27 @@ class OtherRuntime extends Error {}
 export async function commandStage(registry: KindRegistry): Promise<number> {
   const parent = process.send?.bind(process);
   if (!parent) {
-    process.stderr.write('tfpipe: _stage runs jobs handed over by tfpipe itself (run -j, worker); it is not meant to be called by hand\n');
+    process.stderr.write(
+      'tfpipe: _stage runs jobs handed over by tfpipe itself (run -j, worker); it is not meant to be called by hand\n',
+    );
     return 2;
   }
-  const send = (m: FromChild) => new Promise<void>((r) => {
-    if (!process.connected) return r();
-    parent(m, undefined, undefined, () => r());
-  });
+  const send = (m: FromChild) =>
+    new Promise<void>((r) => {
+      if (!process.connected) return r();
+      parent(m, undefined, undefined, () => r());
+    });
   const controller = new AbortController();
   const inbox: ToChild[] = [];
   let wake: (() => void) | undefined;
-  process.on('message', (m: ToChild) => { inbox.push(m); wake?.(); });
-  const stop = () => { controller.abort(); wake?.(); };
+  process.on('message', (m: ToChild) => {
+    inbox.push(m);
+    wake?.();
+  });
+  const stop = () => {
+    controller.abort();
+    wake?.();
+  };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
   // The parent died or let go of this process: finish nothing more than the current batch.
@@ -33,7 +42,11 @@ export async function commandStage(registry: KindRegistry): Promise<number> {
   let backend: { requested: string; threads: number } | undefined;
 
   while (!controller.signal.aborted) {
-    const start = inbox.shift() ?? await new Promise<ToChild | undefined>((r) => { wake = () => r(inbox.shift()); });
+    const start =
+      inbox.shift() ??
+      (await new Promise<ToChild | undefined>((r) => {
+        wake = () => r(inbox.shift());
+      }));
     wake = undefined;
     if (!start || controller.signal.aborted) break;
     try {
@@ -41,11 +54,16 @@ export async function commandStage(registry: KindRegistry): Promise<number> {
         registry,
         outputs: start.outputs,
         signal: controller.signal,
-        io: { progress: (update) => void send({ type: 'progress', update }), log: (message) => void send({ type: 'log', message }) },
+        io: {
+          progress: (update) => void send({ type: 'progress', update }),
+          log: (message) => void send({ type: 'log', message }),
+        },
         initBackend: async (runtime) => {
           const threads = runtime.threads > 0 ? runtime.threads : start.threads;
           if (backend && (backend.requested !== runtime.backend || backend.threads !== threads)) {
-            throw new OtherRuntime(`this process runs backend ${backend.requested} with ${backend.threads} thread(s), the job wants ${runtime.backend} with ${threads}`);
+            throw new OtherRuntime(
+              `this process runs backend ${backend.requested} with ${backend.threads} thread(s), the job wants ${runtime.backend} with ${threads}`,
+            );
           }
           const { initBackend } = await import('../ml/backend.js');
           const info = await initBackend(runtime.backend, threads);
@@ -56,8 +74,11 @@ export async function commandStage(registry: KindRegistry): Promise<number> {
       await send({ type: 'done', manifest: r.manifest, reused: r.reused });
     } catch (err) {
       await send({
-        type: 'failed', message: (err as Error).message, refused: err instanceof JobRefused,
-        ...(err instanceof OtherRuntime ? { fresh: true } : {}), ...(controller.signal.aborted ? { interrupted: true } : {}),
+        type: 'failed',
+        message: (err as Error).message,
+        refused: err instanceof JobRefused,
+        ...(err instanceof OtherRuntime ? { fresh: true } : {}),
+        ...(controller.signal.aborted ? { interrupted: true } : {}),
       });
     }
   }

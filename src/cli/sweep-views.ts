@@ -1,7 +1,7 @@
 // What `status`, `dag`, `run --dry-run` and `run` print for a sweep: the union graph of stage
 // instances, which variants use each, and how many stage runs sharing saves.
 import { relative } from 'node:path';
-import { ancestorsAndSelf, renderDot, renderMermaid, renderText } from '../graph/dag.js';
+import { ancestorsAndSelf, type DagFormat, renderGraph } from '../graph/dag.js';
 import type { PlannedStage } from '../runner/plan.js';
 import type { StageInstance } from '../runner/union.js';
 import { unionOf } from '../runner/union.js';
@@ -9,7 +9,7 @@ import { instanceLabel, pipelineDirOf, planVariants, variantDir, type SweepRun }
 import type { SweepDefinition } from '../sweep/variants.js';
 import type { KindRegistry } from '../stages/registry.js';
 
-const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 const shown = (p: string) => relative(process.cwd(), p) || '.';
 
 /** A cached stage below one that runs is reused only if that one reproduces its outputs. */
@@ -27,10 +27,19 @@ function sweepDoc(def: SweepDefinition) {
   };
 }
 
-async function union(def: SweepDefinition, registry: KindRegistry, outputs: string, force: readonly string[] = [], until?: string) {
+async function union(
+  def: SweepDefinition,
+  registry: KindRegistry,
+  outputs: string,
+  force: readonly string[] = [],
+  until?: string,
+) {
   const units = await planVariants(def, registry, { outputs, force });
   const selected = units.map((u) => (until ? ancestorsAndSelf(u.plan.pipeline.stages, until) : undefined));
-  const instances = unionOf(units.map((u) => u.plan), (i) => selected[i]);
+  const instances = unionOf(
+    units.map((u) => u.plan),
+    (i) => selected[i],
+  );
   const withoutSharing = units.reduce((n, u, i) => n + (selected[i]?.size ?? u.plan.stages.length), 0);
   return { instances, withoutSharing };
 }
@@ -40,49 +49,91 @@ function variantNames(def: SweepDefinition, inst: StageInstance): string[] {
 }
 
 function header(def: SweepDefinition, dir: string): string[] {
-  const lines = [`pipeline ${def.name} (${shown(dir)}): sweep of ${def.variants.length} variants over ${def.axes.map((a) => a.setting).join(' × ')}` +
-    (def.selected.length < def.variants.length ? `, ${def.selected.length} selected` : '')];
+  const lines = [
+    `pipeline ${def.name} (${shown(dir)}): sweep of ${def.variants.length} variants over ${def.axes.map((a) => a.setting).join(' × ')}` +
+      (def.selected.length < def.variants.length ? `, ${def.selected.length} selected` : ''),
+  ];
   for (const v of def.selected) lines.push(`  [${v.index}] ${v.name}`);
   return lines;
 }
 
-export async function sweepStatus(def: SweepDefinition, registry: KindRegistry, outputs: string, json: boolean): Promise<number> {
+export async function sweepStatus(
+  def: SweepDefinition,
+  registry: KindRegistry,
+  outputs: string,
+  json: boolean,
+): Promise<number> {
   const { instances, withoutSharing } = await union(def, registry, outputs);
   const stages = instances.map((i) => ({
-    id: i.id, name: i.planned.stage.name, kind: i.planned.stage.kind, state: i.planned.state, key: i.planned.key, reasons: i.planned.reasons,
-    needs: Object.values(i.needs), variants: variantNames(def, i),
+    id: i.id,
+    name: i.planned.stage.name,
+    kind: i.planned.stage.kind,
+    state: i.planned.state,
+    key: i.planned.key,
+    reasons: i.planned.reasons,
+    needs: Object.values(i.needs),
+    variants: variantNames(def, i),
   }));
   if (json) {
-    out(JSON.stringify({ pipeline: def.name, sweep: sweepDoc(def), stages, stage_runs: { instances: instances.length, without_sharing: withoutSharing } }, null, 2));
+    out(
+      JSON.stringify(
+        {
+          pipeline: def.name,
+          sweep: sweepDoc(def),
+          stages,
+          stage_runs: { instances: instances.length, without_sharing: withoutSharing },
+        },
+        null,
+        2,
+      ),
+    );
     return 0;
   }
   for (const l of header(def, pipelineDirOf(def, outputs))) out(l);
   const w = Math.max(...stages.map((s) => s.id.length));
   const k = Math.max(...stages.map((s) => s.kind.length));
   for (const [n, s] of stages.entries()) {
-    out(`  ${s.id.padEnd(w)}  ${s.kind.padEnd(k)}  ${s.state.padEnd(7)}  ${instanceLabel(def, def.selected, instances[n].users)}`);
+    out(
+      `  ${s.id.padEnd(w)}  ${s.kind.padEnd(k)}  ${s.state.padEnd(7)}  ${instanceLabel(def, def.selected, instances[n].users)}`,
+    );
     for (const r of s.reasons) out(`  ${' '.repeat(w)}    - ${r}`);
   }
   out(`${instances.length} stage instances for ${def.selected.length} variants (${withoutSharing} without sharing)`);
   return 0;
 }
 
-export async function sweepDag(def: SweepDefinition, registry: KindRegistry, outputs: string, format: 'text' | 'mermaid' | 'dot'): Promise<number> {
+export async function sweepDag(
+  def: SweepDefinition,
+  registry: KindRegistry,
+  outputs: string,
+  format: DagFormat,
+): Promise<number> {
   const { instances } = await union(def, registry, outputs);
   const nodes = instances.map((i) => ({
-    name: i.id, kind: i.planned.stage.kind, needs: Object.values(i.needs), note: instanceLabel(def, def.selected, i.users),
+    name: i.id,
+    kind: i.planned.stage.kind,
+    needs: Object.values(i.needs),
+    note: instanceLabel(def, def.selected, i.users),
   }));
-  out({ text: renderText, mermaid: renderMermaid, dot: renderDot }[format](nodes));
+  out(renderGraph(nodes, format));
   return 0;
 }
 
 export async function sweepDryRun(
-  def: SweepDefinition, registry: KindRegistry, outputs: string, opts: { force: string[]; until?: string; json: boolean },
+  def: SweepDefinition,
+  registry: KindRegistry,
+  outputs: string,
+  opts: { force: string[]; until?: string; json: boolean },
 ): Promise<number> {
   const { instances, withoutSharing } = await union(def, registry, outputs, opts.force, opts.until);
   const stages = instances.map((i) => ({
-    id: i.id, name: i.planned.stage.name, kind: i.planned.stage.kind, state: dryRunState(i.planned), key: i.planned.key,
-    reasons: i.planned.forced ? ['forced with --force'] : i.planned.reasons, variants: variantNames(def, i),
+    id: i.id,
+    name: i.planned.stage.name,
+    kind: i.planned.stage.kind,
+    state: dryRunState(i.planned),
+    key: i.planned.key,
+    reasons: i.planned.forced ? ['forced with --force'] : i.planned.reasons,
+    variants: variantNames(def, i),
   }));
   const toRun = stages.filter((s) => s.state !== 'cached').length;
   const runs = { instances: instances.length, would_run: toRun, without_sharing: withoutSharing };
@@ -91,33 +142,61 @@ export async function sweepDryRun(
     return 0;
   }
   for (const [n, s] of stages.entries()) {
-    out(`${s.id} [${instanceLabel(def, def.selected, instances[n].users)}]: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
+    out(
+      `${s.id} [${instanceLabel(def, def.selected, instances[n].users)}]: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`,
+    );
   }
-  const of = def.selected.length < def.variants.length ? `${def.selected.length} of ${def.variants.length}` : `${def.variants.length}`;
-  out(`sweep of ${of} variants: ${instances.length} stage runs with sharing (${toRun} not cached now), ` +
-    `against ${withoutSharing} without sharing (${def.selected.length} variants × ${withoutSharing / def.selected.length} stages)`);
+  const of =
+    def.selected.length < def.variants.length
+      ? `${def.selected.length} of ${def.variants.length}`
+      : `${def.variants.length}`;
+  out(
+    `sweep of ${of} variants: ${instances.length} stage runs with sharing (${toRun} not cached now), ` +
+      `against ${withoutSharing} without sharing (${def.selected.length} variants × ${withoutSharing / def.selected.length} stages)`,
+  );
   return 0;
 }
 
 /** The --json document of a finished sweep run. */
 export function sweepRunDoc(def: SweepDefinition, run: SweepRun, outputs: string, page: string | undefined) {
   const byId = new Map(run.instances.map((i) => [i.id, i]));
-  const instances = [...run.outcomes].map(([id, o]) => ({
-    id, name: byId.get(id)!.planned.stage.name, key: byId.get(id)!.planned.key, state: o.state, seconds: Math.round(o.seconds * 1000) / 1000,
-    variants: variantNames(def, byId.get(id)!), ...('error' in o ? { error: o.error } : {}),
-  }));
+  const instances = [...run.outcomes].map(([id, o]) => {
+    const inst = byId.get(id)!;
+    return {
+      id,
+      name: inst.planned.stage.name,
+      key: inst.planned.key,
+      state: o.state,
+      seconds: Math.round(o.seconds * 1000) / 1000,
+      variants: variantNames(def, inst),
+      ...('error' in o ? { error: o.error } : {}),
+    };
+  });
   const count = (state: string) => instances.filter((i) => i.state === state).length;
   return {
     pipeline: def.name,
     sweep: sweepDoc(def),
     variants: run.variants.map((v, i) => ({
-      index: v.index, name: v.name, values: v.values, dir: shown(variantDir(def, outputs, v)),
+      index: v.index,
+      name: v.name,
+      values: v.values,
+      dir: shown(variantDir(def, outputs, v)),
       ...(run.summaries[i].backend ? { backend: run.summaries[i].backend } : {}),
-      stages: run.summaries[i].stages.map((s) => ({ name: s.name, state: s.state, key: s.key, seconds: Math.round(s.seconds * 1000) / 1000, dir: shown(s.dir), ...(s.error ? { error: s.error } : {}) })),
+      stages: run.summaries[i].stages.map((s) => ({
+        name: s.name,
+        state: s.state,
+        key: s.key,
+        seconds: Math.round(s.seconds * 1000) / 1000,
+        dir: shown(s.dir),
+        ...(s.error ? { error: s.error } : {}),
+      })),
     })),
     instances,
     stage_runs: {
-      ran: count('ran'), cached: count('cached'), failed: count('failed'), skipped: count('skipped'),
+      ran: count('ran'),
+      cached: count('cached'),
+      failed: count('failed'),
+      skipped: count('skipped'),
       without_sharing: run.summaries.reduce((n, s) => n + s.stages.length, 0),
     },
     ...(page ? { sweep_html: shown(page) } : {}),
@@ -126,12 +205,17 @@ export function sweepRunDoc(def: SweepDefinition, run: SweepRun, outputs: string
 
 export function describeSweepRun(doc: ReturnType<typeof sweepRunDoc>): string[] {
   const r = doc.stage_runs;
-  const of = doc.variants.length < doc.sweep.total ? `${doc.variants.length} of ${doc.sweep.total}` : `${doc.sweep.total}`;
-  const lines = [`${doc.pipeline}: sweep of ${of} variants: ${r.ran} stage runs ran, ${r.cached} cached` +
-    `${r.failed + r.skipped ? `, ${r.failed} failed, ${r.skipped} skipped` : ''} (${doc.instances.length} stage instances against ${r.without_sharing} without sharing)`];
+  const of =
+    doc.variants.length < doc.sweep.total ? `${doc.variants.length} of ${doc.sweep.total}` : `${doc.sweep.total}`;
+  const lines = [
+    `${doc.pipeline}: sweep of ${of} variants: ${r.ran} stage runs ran, ${r.cached} cached` +
+      `${r.failed + r.skipped ? `, ${r.failed} failed, ${r.skipped} skipped` : ''} (${doc.instances.length} stage instances against ${r.without_sharing} without sharing)`,
+  ];
   for (const v of doc.variants) {
     const bad = v.stages.filter((s) => s.state === 'failed' || s.state === 'skipped');
-    lines.push(`  [${v.index}] ${v.name}: ${bad.length ? bad.map((s) => `${s.name} ${s.state}${s.error ? `: ${s.error}` : ''}`).join('; ') : 'done'} (${v.dir})`);
+    lines.push(
+      `  [${v.index}] ${v.name}: ${bad.length ? bad.map((s) => `${s.name} ${s.state}${s.error ? `: ${s.error}` : ''}`).join('; ') : 'done'} (${v.dir})`,
+    );
   }
   if (doc.sweep_html) lines.push(`sweep page: ${doc.sweep_html}`);
   return lines;

@@ -1,19 +1,12 @@
 // `tfpipe worker --queue URL [--concurrency N] [--outputs DIR]`: serve stage jobs until Ctrl-C.
 import { resolve } from 'node:path';
-import { UsageError } from './errors.js';
+import { onInterrupt, positiveInt, UsageError } from './errors.js';
 
 export interface WorkerCommandOptions {
   queue?: string;
   concurrency?: string;
   outputs?: string;
   lockTimeout?: string;
-}
-
-function positiveInt(text: string | undefined, fallback: number, what: string): number {
-  if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${what} takes a whole number ≥ 1, got "${text}"`);
-  return n;
 }
 
 export async function commandWorker(opts: WorkerCommandOptions): Promise<number> {
@@ -24,23 +17,21 @@ export async function commandWorker(opts: WorkerCommandOptions): Promise<number>
   const queue = parseQueueUrl(opts.queue);
   await checkRedis(queue);
   const { runWorker } = await import('../queue/worker.js');
-  const controller = new AbortController();
-  let interrupts = 0;
-  const onSignal = () => {
-    interrupts += 1;
-    if (interrupts > 1) process.exit(130);
-    controller.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const interrupt = onInterrupt();
   // Without --outputs or $TFPIPE_OUTPUTS, each job's own outputs folder (the path the coordinator
   // wrote in it), which is right where every machine mounts the shared folder at the same path.
   const outputs = opts.outputs ?? process.env.TFPIPE_OUTPUTS;
   try {
-    await runWorker({ queue, concurrency, lockSeconds, outputs: outputs === undefined ? undefined : resolve(outputs), out: process.stdout, signal: controller.signal });
+    await runWorker({
+      queue,
+      concurrency,
+      lockSeconds,
+      outputs: outputs === undefined ? undefined : resolve(outputs),
+      out: process.stdout,
+      signal: interrupt.signal,
+    });
     return 130;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    interrupt.release();
   }
 }

@@ -4,6 +4,7 @@ import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { JsonObject, RuntimeSettings } from '../stages/types.js';
 import type { KindRegistry } from '../stages/registry.js';
 import { topoOrder, type GraphNode } from '../graph/dag.js';
+import { isObject } from '../json.js';
 import { isUrl, localPathSettings } from './path-settings.js';
 import { overrideValue, parseOverride, setAtPath } from './overrides.js';
 import { ConfigError, dottedPath, type Problem } from './problems.js';
@@ -62,15 +63,24 @@ export function readPipelineSource(file: string): PipelineSource {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError([{ where: shown, path: '', message: `cannot read pipeline file: ${(err as Error).message}` }]);
+    throw new ConfigError([
+      { where: shown, path: '', message: `cannot read pipeline file: ${(err as Error).message}` },
+    ]);
   }
   const { source, problems } = parseYaml(shown, text);
   if (problems.length) throw new ConfigError(problems);
   const data = source.data;
-  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
-    throw new ConfigError([{ where: `${shown}:1:1`, path: '', message: 'a pipeline file must be a mapping with name and stages' }]);
+  if (!isObject(data)) {
+    throw new ConfigError([
+      { where: `${shown}:1:1`, path: '', message: 'a pipeline file must be a mapping with name and stages' },
+    ]);
   }
-  return { file: resolve(file), shown, root: data as Record<string, unknown>, locate: (path, keyOnly = false) => locate(source, path, { key: keyOnly }) };
+  return {
+    file: resolve(file),
+    shown,
+    root: data,
+    locate: (path, keyOnly = false) => locate(source, path, { key: keyOnly }),
+  };
 }
 
 /** A pipeline document that did not come from a file on this machine (a worker's job). */
@@ -86,7 +96,10 @@ export function stageNames(root: Record<string, unknown>): string[] {
 const validators = new WeakMap<KindRegistry, Validator>();
 export function validatorFor(registry: KindRegistry): Validator {
   let v = validators.get(registry);
-  if (!v) validators.set(registry, (v = createValidator(registry)));
+  if (!v) {
+    v = createValidator(registry);
+    validators.set(registry, v);
+  }
   return v;
 }
 
@@ -94,7 +107,12 @@ export function validatorFor(registry: KindRegistry): Validator {
  * The value `raw` (as typed on the command line) gets at `path`: typed by the schema there, and
  * a local path made relative to the pipeline file, like paths written in the file.
  */
-export function typedValue(src: PipelineSource, registry: KindRegistry, path: readonly (string | number)[], raw: string): unknown {
+export function typedValue(
+  src: PipelineSource,
+  registry: KindRegistry,
+  path: readonly (string | number)[],
+  raw: string,
+): unknown {
   const schema = validatorFor(registry).schemaAt(src.root, path);
   const value = overrideValue(raw, schema?.type);
   if (schema?.['x-path'] === true && typeof value === 'string' && !isUrl(value) && !isAbsolute(value)) {
@@ -104,7 +122,11 @@ export function typedValue(src: PipelineSource, registry: KindRegistry, path: re
 }
 
 /** `--set KEY=VALUE` texts as typed assignments, or the problems with them. */
-export function parseSets(src: PipelineSource, registry: KindRegistry, sets: readonly string[]): { assignments: Assignment[]; problems: Problem[] } {
+export function parseSets(
+  src: PipelineSource,
+  registry: KindRegistry,
+  sets: readonly string[],
+): { assignments: Assignment[]; problems: Problem[] } {
   const assignments: Assignment[] = [];
   const problems: Problem[] = [];
   for (const s of sets) {
@@ -138,7 +160,11 @@ export function withProblems<T>(found: readonly Problem[], resolve: () => T): T 
  * Validate the source with the assignments applied (to a copy: one source serves every variant of
  * a sweep) and resolve it. Problems at an assigned value are reported where it was assigned.
  */
-export function resolvePipeline(src: PipelineSource, registry: KindRegistry, assignments: readonly Assignment[]): ResolvedPipeline {
+export function resolvePipeline(
+  src: PipelineSource,
+  registry: KindRegistry,
+  assignments: readonly Assignment[],
+): ResolvedPipeline {
   const { sweep: _sweep, ...rest } = structuredClone(src.root);
   const root: Record<string, unknown> = rest;
   for (const a of assignments) setAtPath(root, a.path, structuredClone(a.value));
@@ -176,27 +202,52 @@ export function resolvePipeline(src: PipelineSource, registry: KindRegistry, ass
   const graph: GraphNode[] = [];
   for (const [name, st] of Object.entries(stagesRaw)) {
     const needs = (st as { needs?: unknown })?.needs;
-    graph.push({ name, needs: Array.isArray(needs) ? needs.filter((n): n is string => typeof n === 'string' && n !== name) : [] });
+    graph.push({
+      name,
+      needs: Array.isArray(needs) ? needs.filter((n): n is string => typeof n === 'string' && n !== name) : [],
+    });
     if (!Array.isArray(needs)) continue;
     needs.forEach((n, i) => {
       if (typeof n !== 'string') return;
       if (!names.includes(n)) {
-        all.push({ where: where(['stages', name, 'needs', i]), path: `stages.${name}.needs[${i}]`, message: `no stage named "${n}" (stages: ${names.join(', ')})` });
+        all.push({
+          where: where(['stages', name, 'needs', i]),
+          path: `stages.${name}.needs[${i}]`,
+          message: `no stage named "${n}" (stages: ${names.join(', ')})`,
+        });
       } else if (n === name) {
-        all.push({ where: where(['stages', name, 'needs', i]), path: `stages.${name}.needs[${i}]`, message: 'a stage cannot need itself' });
+        all.push({
+          where: where(['stages', name, 'needs', i]),
+          path: `stages.${name}.needs[${i}]`,
+          message: 'a stage cannot need itself',
+        });
       }
     });
     const kind = registry.get(String((st as { kind?: unknown }).kind));
-    const lacking = (kind?.requires ?? []).filter((req) => !needs.some((n) => typeof n === 'string' && (stagesRaw[n] as { kind?: unknown } | undefined)?.kind === req));
+    const lacking = (kind?.requires ?? []).filter(
+      (req) =>
+        !needs.some((n) => typeof n === 'string' && (stagesRaw[n] as { kind?: unknown } | undefined)?.kind === req),
+    );
     if (kind && lacking.length) {
-      const what = lacking.length === 1 ? `${withArticle(lacking[0])} stage` : `stages of kind ${lacking.slice(0, -1).join(', ')} and ${lacking[lacking.length - 1]}`;
-      all.push({ where: where(['stages', name, 'needs']), path: `stages.${name}.needs`, message: `${withArticle(kind.kind)} stage needs ${what} among its needs` });
+      const what =
+        lacking.length === 1
+          ? `${withArticle(lacking[0])} stage`
+          : `stages of kind ${lacking.slice(0, -1).join(', ')} and ${lacking[lacking.length - 1]}`;
+      all.push({
+        where: where(['stages', name, 'needs']),
+        path: `stages.${name}.needs`,
+        message: `${withArticle(kind.kind)} stage needs ${what} among its needs`,
+      });
     }
   }
   const cycle = topoOrder(graph);
   if ('cycle' in cycle) {
     const first = cycle.cycle[0];
-    all.push({ where: where(['stages', first, 'needs']), path: `stages.${first}.needs`, message: `dependency cycle: ${cycle.cycle.join(' -> ')}` });
+    all.push({
+      where: where(['stages', first, 'needs']),
+      path: `stages.${first}.needs`,
+      message: `dependency cycle: ${cycle.cycle.join(' -> ')}`,
+    });
   }
   if (all.length) throw new ConfigError(all);
 

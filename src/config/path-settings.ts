@@ -20,7 +20,10 @@ export function localPathSettings(schema: JsonObject, settings: JsonValue): Path
   const walk = (s: JsonObject | undefined, v: JsonValue | undefined, path: (string | number)[]) => {
     if (!s || v === undefined || v === null) return;
     if (s['x-path'] === true && typeof v === 'string' && !isUrl(v)) out.push({ path, value: v });
-    else if (Array.isArray(v)) v.forEach((item, i) => walk(s.items as JsonObject | undefined, item, [...path, i]));
+    else if (Array.isArray(v))
+      v.forEach((item, i) => {
+        walk(s.items as JsonObject | undefined, item, [...path, i]);
+      });
     else if (typeof v === 'object') {
       const props = s.properties as Record<string, JsonObject> | undefined;
       for (const [k, item] of Object.entries(v)) walk(props?.[k], item, [...path, k]);

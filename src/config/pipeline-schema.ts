@@ -18,7 +18,12 @@ export function buildPipelineSchema(registry: KindRegistry): JsonObject {
     properties: {
       name: { type: 'string', pattern: NAME_PATTERN, description: 'Pipeline name; artefacts go to outputs/<name>/.' },
       description: { type: 'string', description: 'Free text shown in the report.' },
-      seed: { type: 'integer', minimum: 0, default: 0, description: 'Seed for every random choice; part of every stage key.' },
+      seed: {
+        type: 'integer',
+        minimum: 0,
+        default: 0,
+        description: 'Seed for every random choice; part of every stage key.',
+      },
       runtime: {
         type: 'object',
         additionalProperties: false,
@@ -31,7 +36,12 @@ export function buildPipelineSchema(registry: KindRegistry): JsonObject {
             description:
               'TensorFlow.js backend; auto takes tensorflow-gpu when it runs on a GPU, else loads the CPU backends that load (tensorflow, wasm; cpu only without either) and lets the kernel choice measure which is faster.',
           },
-          threads: { type: 'integer', minimum: 0, default: 0, description: 'CPU threads for the wasm backend and the native kernels; 0 chooses.' },
+          threads: {
+            type: 'integer',
+            minimum: 0,
+            default: 0,
+            description: 'CPU threads for the wasm backend and the native kernels; 0 chooses.',
+          },
           kernels: {
             enum: ['auto', 'native', 'tfjs'],
             default: 'auto',

@@ -59,7 +59,10 @@ export function didYouMean(word: string, candidates: readonly string[]): string 
   let bestD = Infinity;
   for (const c of candidates) {
     const d = editDistance(word.toLowerCase(), c.toLowerCase());
-    if (d < bestD) { best = c; bestD = d; }
+    if (d < bestD) {
+      best = c;
+      bestD = d;
+    }
   }
   const limit = Math.max(1, Math.floor(word.length / 3));
   return bestD <= limit ? best : undefined;

@@ -22,7 +22,10 @@ export function parseYaml(file: string, text: string): { source: YamlSource; pro
   const problems: Problem[] = [];
   for (const err of [...doc.errors, ...doc.warnings]) {
     const where = pos({ file, lines }, err.pos[0]);
-    const message = err.code === 'DUPLICATE_KEY' ? 'duplicate key (each key may appear once in a mapping)' : err.message.split('\n')[0];
+    const message =
+      err.code === 'DUPLICATE_KEY'
+        ? 'duplicate key (each key may appear once in a mapping)'
+        : err.message.split('\n')[0];
     problems.push({ where, path: '', message });
   }
   let data: unknown;
@@ -32,8 +35,17 @@ export function parseYaml(file: string, text: string): { source: YamlSource; pro
     } catch (err) {
       // The yaml library refuses aliases that expand exponentially ("billion laughs").
       let at = 0;
-      visit(doc, { Alias(_, node) { at = node.range?.[0] ?? 0; return visit.BREAK; } });
-      problems.push({ where: pos({ file, lines }, at), path: '', message: `refusing this document: its aliases expand too much (${(err as Error).message}); write the values out` });
+      visit(doc, {
+        Alias(_, node) {
+          at = node.range?.[0] ?? 0;
+          return visit.BREAK;
+        },
+      });
+      problems.push({
+        where: pos({ file, lines }, at),
+        path: '',
+        message: `refusing this document: its aliases expand too much (${(err as Error).message}); write the values out`,
+      });
     }
   }
   const source: YamlSource = { file, doc, lines, data };
@@ -53,7 +65,10 @@ export function locate(src: YamlSource, path: readonly (string | number)[], opts
     if (isMap(node)) {
       const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg));
       if (!pair) break;
-      if (last && opts.key) { best = rangeStart(pair.key) ?? best; break; }
+      if (last && opts.key) {
+        best = rangeStart(pair.key) ?? best;
+        break;
+      }
       node = pair.value;
       best = rangeStart(node) ?? rangeStart(pair.key) ?? best;
     } else if (isSeq(node) && typeof seg === 'number') {

@@ -1,6 +1,7 @@
 // The swept settings: the file's `sweep:` block plus, with -m, every `--set KEY=a,b` (Hydra's
 // multirun). Each axis is a setting path and its values, each value remembering where it was
 // written so that the schema's verdict on it is reported there.
+import { isObject } from '../json.js';
 import type { KindRegistry } from '../stages/registry.js';
 import { parseSets, stageNames, typedValue, type Assignment, type PipelineSource } from './load.js';
 import { parseKeyPath, parseOverride, splitValues } from './overrides.js';
@@ -30,7 +31,10 @@ export function settingName(path: readonly (string | number)[]): string {
  * setting the file sweeps replaces that axis: the command line wins, as in Hydra.
  */
 export function sweepAxes(
-  src: PipelineSource, registry: KindRegistry, sets: readonly string[], multirun: boolean,
+  src: PipelineSource,
+  registry: KindRegistry,
+  sets: readonly string[],
+  multirun: boolean,
 ): { axes: SweepAxis[]; fixed: Assignment[]; problems: Problem[] } {
   const problems: Problem[] = [];
   const axes: SweepAxis[] = [];
@@ -39,13 +43,14 @@ export function sweepAxes(
   const add = (axis: SweepAxis, where: string) => {
     const head = String(axis.path[0]);
     if (NOT_SWEPT[head]) problems.push({ where, path: axis.setting, message: `cannot be swept: ${NOT_SWEPT[head]}` });
-    else if (axes.some((a) => same(a.path, axis.path))) problems.push({ where, path: axis.setting, message: 'swept twice' });
+    else if (axes.some((a) => same(a.path, axis.path)))
+      problems.push({ where, path: axis.setting, message: 'swept twice' });
     else axes.push(axis);
   };
 
   const block = src.root.sweep;
-  if (block && typeof block === 'object' && !Array.isArray(block)) {
-    for (const [key, list] of Object.entries(block as Record<string, unknown>)) {
+  if (isObject(block)) {
+    for (const [key, list] of Object.entries(block)) {
       const path = parseKeyPath(key, names);
       const keyWhere = src.locate(['sweep', key], true);
       if (typeof path === 'string') {
@@ -54,7 +59,14 @@ export function sweepAxes(
       }
       // A list that is not one, or is empty, is reported by the schema check of the block.
       if (!Array.isArray(list) || list.length === 0) continue;
-      add({ path, setting: settingName(path), values: list.map((value, i) => ({ value, where: src.locate(['sweep', key, i]) })) }, keyWhere);
+      add(
+        {
+          path,
+          setting: settingName(path),
+          values: list.map((value, i) => ({ value, where: src.locate(['sweep', key, i]) })),
+        },
+        keyWhere,
+      );
     }
   }
 
@@ -68,11 +80,17 @@ export function sweepAxes(
     }
     const i = axes.findIndex((a) => same(a.path, o.path));
     if (i >= 0) axes.splice(i, 1); // the command line's list replaces the file's
-    add({
-      path: o.path,
-      setting: settingName(o.path),
-      values: raws.map((raw, n) => ({ value: typedValue(src, registry, o.path, raw), where: `--set ${text} (value ${n + 1}: ${raw})` })),
-    }, `--set ${text}`);
+    add(
+      {
+        path: o.path,
+        setting: settingName(o.path),
+        values: raws.map((raw, n) => ({
+          value: typedValue(src, registry, o.path, raw),
+          where: `--set ${text} (value ${n + 1}: ${raw})`,
+        })),
+      },
+      `--set ${text}`,
+    );
   }
   const { assignments: fixed, problems: setProblems } = parseSets(src, registry, plain);
   problems.push(...setProblems);

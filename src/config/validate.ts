@@ -3,7 +3,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { JsonObject } from '../stages/types.js';
 import type { KindRegistry } from '../stages/registry.js';
 import { buildPipelineSchema } from './pipeline-schema.js';
-import { didYouMean, dottedPath, type Problem } from './problems.js';
+import { didYouMean, dottedPath } from './problems.js';
 
 export interface Validator {
   /** Validates in place (applies defaults) and returns problems as path + message. */
@@ -86,7 +86,9 @@ function describeErrors(errors: ErrorObject[], registry: KindRegistry, data: unk
       }
       case 'additionalProperties': {
         const extra = (e.params as { additionalProperty: string }).additionalProperty;
-        const allowed = Object.keys(((e.parentSchema as JsonObject | undefined)?.properties as JsonObject | undefined) ?? {});
+        const allowed = Object.keys(
+          ((e.parentSchema as JsonObject | undefined)?.properties as JsonObject | undefined) ?? {},
+        );
         const hint = didYouMean(extra, allowed);
         path.push(extra);
         keyOnly = true;
@@ -97,7 +99,7 @@ function describeErrors(errors: ErrorObject[], registry: KindRegistry, data: unk
         message = `missing required key "${(e.params as { missingProperty: string }).missingProperty}"`;
         break;
       case 'enum':
-        message = `must be one of: ${((e.params as { allowedValues: unknown[] }).allowedValues).map((v) => JSON.stringify(v)).join(', ')}`;
+        message = `must be one of: ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
         break;
       case 'const':
         message = `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
@@ -120,7 +122,10 @@ function describeErrors(errors: ErrorObject[], registry: KindRegistry, data: unk
       default:
         message = e.message ?? `failed ${e.keyword}`;
     }
-    if (e.keyword !== 'discriminator' && [...badKindPaths].some((p) => e.instancePath.startsWith(p + '/') || e.instancePath === p)) {
+    if (
+      e.keyword !== 'discriminator' &&
+      [...badKindPaths].some((p) => e.instancePath.startsWith(`${p}/`) || e.instancePath === p)
+    ) {
       continue;
     }
     const id = `${dottedPath(path)}|${message}`;
@@ -129,8 +134,4 @@ function describeErrors(errors: ErrorObject[], registry: KindRegistry, data: unk
     out.push({ path, keyOnly, message });
   }
   return out;
-}
-
-export function toProblem(where: string, p: { path: (string | number)[]; message: string }): Problem {
-  return { where, path: dottedPath(p.path), message: p.message };
 }

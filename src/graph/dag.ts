@@ -55,27 +55,42 @@ export interface DrawnNode extends GraphNode {
 }
 
 /** Text drawing of the graph: one line per stage with what it needs. */
-export function renderText(nodes: readonly DrawnNode[]): string {
+function renderText(nodes: readonly DrawnNode[]): string {
   return nodes
-    .map((n) => `${n.name} (${n.kind})${n.needs.length ? `  <- ${n.needs.join(', ')}` : ''}${n.note ? `  [${n.note}]` : ''}`)
+    .map(
+      (n) =>
+        `${n.name} (${n.kind})${n.needs.length ? `  <- ${n.needs.join(', ')}` : ''}${n.note ? `  [${n.note}]` : ''}`,
+    )
     .join('\n');
 }
 
-export function renderMermaid(nodes: readonly DrawnNode[]): string {
+function renderMermaid(nodes: readonly DrawnNode[]): string {
   const id = (s: string) => s.replace(/[^A-Za-z0-9_]/g, '_');
   const lines = ['flowchart TD'];
-  for (const n of nodes) lines.push(`  ${id(n.name)}["${n.name}<br/><i>${n.kind}</i>${n.note ? `<br/>${n.note.replace(/"/g, '#quot;')}` : ''}"]`);
+  for (const n of nodes)
+    lines.push(
+      `  ${id(n.name)}["${n.name}<br/><i>${n.kind}</i>${n.note ? `<br/>${n.note.replace(/"/g, '#quot;')}` : ''}"]`,
+    );
   for (const n of nodes) for (const d of n.needs) lines.push(`  ${id(d)} --> ${id(n.name)}`);
   return lines.join('\n');
 }
 
 /** Graphviz: `tfpipe dag p.yaml --format dot | dot -Tsvg > dag.svg`. */
-export function renderDot(nodes: readonly DrawnNode[]): string {
+function renderDot(nodes: readonly DrawnNode[]): string {
   // Quoted IDs take any name; inside them only " and \ need escaping. \n in a label is a line break.
   const esc = (s: string) => s.replace(/[\\"]/g, (c) => `\\${c}`);
   const lines = ['digraph pipeline {', '  node [shape=box];'];
-  for (const n of nodes) lines.push(`  "${esc(n.name)}" [label="${esc(n.name)}\\n(${esc(n.kind)})${n.note ? `\\n${esc(n.note)}` : ''}"];`);
+  for (const n of nodes)
+    lines.push(`  "${esc(n.name)}" [label="${esc(n.name)}\\n(${esc(n.kind)})${n.note ? `\\n${esc(n.note)}` : ''}"];`);
   for (const n of nodes) for (const d of n.needs) lines.push(`  "${esc(d)}" -> "${esc(n.name)}";`);
   lines.push('}');
   return lines.join('\n');
+}
+
+export const DAG_FORMATS = ['text', 'mermaid', 'dot'] as const;
+export type DagFormat = (typeof DAG_FORMATS)[number];
+
+/** The graph as `tfpipe dag --format` draws it. */
+export function renderGraph(nodes: readonly DrawnNode[], format: DagFormat): string {
+  return { text: renderText, mermaid: renderMermaid, dot: renderDot }[format](nodes);
 }

@@ -25,7 +25,12 @@ export class ProcessExecutor implements StageExecutor {
 
   async run(inst: StageInstance, _needs: Record<string, Manifest>, io: StepIO): Promise<StageResult> {
     try {
-      return await this.pool.run(stageJob(inst), { outputs: this.opts.outputs, threads: threadsPerJob(this.opts.jobs), io, signal: this.opts.signal });
+      return await this.pool.run(stageJob(inst), {
+        outputs: this.opts.outputs,
+        threads: threadsPerJob(this.opts.jobs),
+        io,
+        signal: this.opts.signal,
+      });
     } catch (err) {
       if (err instanceof JobInterrupted) throw new Aborted();
       throw err;

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { documentSource, resolvePipeline } from '../config/load.js';
+import { documentSource, type ResolvedPipeline, resolvePipeline } from '../config/load.js';
 import { ConfigError, formatProblem } from '../config/problems.js';
 import { explainChange, type KeyInputs } from '../cache/keys.js';
 import type { Manifest } from '../cache/store.js';
@@ -42,7 +42,9 @@ export class JobRefused extends Error {
   override readonly name = 'JobRefused';
 }
 
-const tfpipeVersion: string = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+const tfpipeVersion: string = (
+  JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }
+).version;
 
 export function stageJob(inst: StageInstance, store?: StoreIdentity): StageJob {
   const { pipeline } = inst.plan;
@@ -75,33 +77,45 @@ export interface JobContext {
 /** Checks the job against this process's store and code, then runs it under its key's lock. */
 export async function runStageJob(job: StageJob, ctx: JobContext): Promise<StageResult> {
   const here = `${hostname()} (tfpipe ${tfpipeVersion}, outputs ${ctx.outputs})`;
-  if (job.format !== JOB_FORMAT) throw new JobRefused(`job format ${String(job.format)} is not ${JOB_FORMAT}: the coordinator runs tfpipe ${job.tfpipe}, this is ${here}`);
+  if (job.format !== JOB_FORMAT)
+    throw new JobRefused(
+      `job format ${String(job.format)} is not ${JOB_FORMAT}: the coordinator runs tfpipe ${job.tfpipe}, this is ${here}`,
+    );
   if (job.store) {
     const mine = await readStoreId(ctx.outputs);
     if (mine !== job.store.id) {
-      throw new JobRefused(`${describeJob(job)} belongs to the outputs folder ${job.store.root} on ${job.store.host} (store ${job.store.id}), ` +
-        `but ${here} ${mine ? `is store ${mine}` : 'has no store id'}: this worker does not see the coordinator's outputs folder`);
+      throw new JobRefused(
+        `${describeJob(job)} belongs to the outputs folder ${job.store.root} on ${job.store.host} (store ${job.store.id}), ` +
+          `but ${here} ${mine ? `is store ${mine}` : 'has no store id'}: this worker does not see the coordinator's outputs folder`,
+      );
     }
   }
-  let pipeline;
+  let pipeline: ResolvedPipeline;
   try {
     pipeline = resolvePipeline(documentSource(job.pipeline.document, job.pipeline.file, 'job'), ctx.registry, []);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    throw new JobRefused(`${here} cannot read the pipeline of ${describeJob(job)} (tfpipe ${job.tfpipe} wrote it): ${err.problems.map(formatProblem).join('; ')}`);
+    throw new JobRefused(
+      `${here} cannot read the pipeline of ${describeJob(job)} (tfpipe ${job.tfpipe} wrote it): ${err.problems.map(formatProblem).join('; ')}`,
+    );
   }
   const plan = await makePlan(pipeline, ctx.registry, { outputs: ctx.outputs, force: job.force ? [job.stage] : [] });
   const p = plan.stages.find((s) => s.stage.name === job.stage);
   if (!p) throw new JobRefused(`${describeJob(job)}: the pipeline has no stage "${job.stage}"`);
   if (p.key !== job.key) {
     const why = explainChange(job.inputs, p.inputs);
-    throw new JobRefused(`${describeJob(job)}: ${here} computes key ${p.key} for this stage, not ${job.key}` +
-      `${why.length ? ` (${why.join('; ')})` : ''}; the worker's tfpipe or stage kinds differ from the coordinator's (tfpipe ${job.tfpipe}), so it runs nothing`);
+    throw new JobRefused(
+      `${describeJob(job)}: ${here} computes key ${p.key} for this stage, not ${job.key}` +
+        `${why.length ? ` (${why.join('; ')})` : ''}; the worker's tfpipe or stage kinds differ from the coordinator's (tfpipe ${job.tfpipe}), so it runs nothing`,
+    );
   }
   const needs: Record<string, Manifest> = {};
   for (const [name, key] of Object.entries(p.inputs.needs)) {
     const v = await plan.store.verify(name, key);
-    if (!v.ok) throw new Error(`${describeJob(job)} needs the result of stage "${name}" (key ${key}), which ${here} cannot use: ${v.reason}`);
+    if (!v.ok)
+      throw new Error(
+        `${describeJob(job)} needs the result of stage "${name}" (key ${key}), which ${here} cannot use: ${v.reason}`,
+      );
     needs[name] = v.manifest;
   }
   const runner = new StageRunner(ctx.initBackend, ctx.signal);

@@ -52,7 +52,9 @@ class StageProcess {
 
   constructor(env: NodeJS.ProcessEnv) {
     this.child = fork(BIN, ['_stage'], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env });
-    const keep = (d: Buffer) => { this.tail = (this.tail + String(d)).slice(-TAIL); };
+    const keep = (d: Buffer) => {
+      this.tail = (this.tail + String(d)).slice(-TAIL);
+    };
     this.child.stdout?.on('data', keep);
     this.child.stderr?.on('data', keep);
     this.child.on('message', (m: FromChild) => {
@@ -84,11 +86,16 @@ class StageProcess {
           if (m?.type === 'done') resolvePromise({ manifest: m.manifest, reused: m.reused });
           else if (m?.type === 'failed' && m.fresh) reject(new NeedsFreshProcess(m.message));
           else if (m?.type === 'failed' && m.refused) reject(new JobRefused(m.message));
-          else if (opts.signal?.aborted || (m?.type === 'failed' && m.interrupted) || this.child.exitCode === 130) reject(new JobInterrupted());
+          else if (opts.signal?.aborted || (m?.type === 'failed' && m.interrupted) || this.child.exitCode === 130)
+            reject(new JobInterrupted());
           else if (m?.type === 'failed') reject(new Error(m.message));
           else {
             const how = this.child.signalCode ? `signal ${this.child.signalCode}` : `exit code ${this.child.exitCode}`;
-            reject(new Error(`the stage process ended with ${how} before finishing${this.tail.trim() ? `; its last output:\n${this.tail.trim()}` : ''}`));
+            reject(
+              new Error(
+                `the stage process ended with ${how} before finishing${this.tail.trim() ? `; its last output:\n${this.tail.trim()}` : ''}`,
+              ),
+            );
           }
         },
       };

@@ -32,7 +32,9 @@ export async function ensureStoreId(outputs: string): Promise<StoreIdentity> {
   await mkdir(outputs, { recursive: true });
   try {
     const fh = await open(join(outputs, STORE_ID_FILE), 'wx');
-    await fh.writeFile(JSON.stringify({ id: randomUUID(), created: new Date().toISOString(), host: hostname() }) + '\n');
+    await fh.writeFile(
+      `${JSON.stringify({ id: randomUUID(), created: new Date().toISOString(), host: hostname() })}\n`,
+    );
     await fh.close();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;

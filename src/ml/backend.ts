@@ -36,10 +36,16 @@ export function backendThreads(): number {
  * backend that loads (tensorflow, wasm; cpu only when neither does) and leaves the choice between
  * them to measured speed (choose-kernels.ts). The log says why the others were skipped.
  */
-export async function initBackend(requested: BackendRequest, threads: number, loader: BackendLoader = loadBackend): Promise<BackendInfo> {
+export async function initBackend(
+  requested: BackendRequest,
+  threads: number,
+  loader: BackendLoader = loadBackend,
+): Promise<BackendInfo> {
   if (current) {
     if (current.requested === requested || requested === 'auto' || requested === current.info.name) return current.info;
-    throw new Error(`backend already initialised as "${current.info.name}" in this process; cannot switch to "${requested}"`);
+    throw new Error(
+      `backend already initialised as "${current.info.name}" in this process; cannot switch to "${requested}"`,
+    );
   }
   let info: BackendInfo;
   if (requested === 'auto') {
@@ -63,15 +69,26 @@ export async function initBackend(requested: BackendRequest, threads: number, lo
     // The last loader made its own backend current; start on the first that loaded.
     if (tf.getBackend() !== backendRegistryName(chosen)) await setOrThrow(backendRegistryName(chosen));
     const cpuCandidates = chosen === 'tensorflow-gpu' ? undefined : loaded;
-    const also = cpuCandidates && cpuCandidates.length > 1 ? `; also loaded ${cpuCandidates.slice(1).join(', ')} (chosen by measured speed where the ViT runs)` : '';
-    info = { name: chosen, detail: describe(chosen, threads) + also + (skipped.length ? `; skipped ${skipped.join('; ')}` : ''), ...(cpuCandidates ? { cpuCandidates } : {}) };
+    const also =
+      cpuCandidates && cpuCandidates.length > 1
+        ? `; also loaded ${cpuCandidates.slice(1).join(', ')} (chosen by measured speed where the ViT runs)`
+        : '';
+    info = {
+      name: chosen,
+      detail: describe(chosen, threads) + also + (skipped.length ? `; skipped ${skipped.join('; ')}` : ''),
+      ...(cpuCandidates ? { cpuCandidates } : {}),
+    };
   } else {
     try {
       await loader(requested, threads);
     } catch (err) {
       throw new Error(`backend "${requested}" was requested but cannot be used: ${firstLine(err)}`);
     }
-    info = { name: requested, detail: describe(requested, threads), ...(requested === 'tensorflow-gpu' ? {} : { cpuCandidates: [requested] }) };
+    info = {
+      name: requested,
+      detail: describe(requested, threads),
+      ...(requested === 'tensorflow-gpu' ? {} : { cpuCandidates: [requested] }),
+    };
   }
   current = { requested, threads, info };
   return info;
@@ -90,7 +107,9 @@ export function backendRegistryName(name: BackendName): string {
 function describe(name: BackendName, threads: number): string {
   if (name === 'wasm') return `wasm (${threads > 0 ? threads : 'default'} thread(s) requested)`;
   if (name === 'cpu') return 'cpu (pure JavaScript, slow)';
-  return name === 'tensorflow' ? 'tensorflow (libtensorflow CPU via @tensorflow/tfjs-node)' : 'tensorflow-gpu (CUDA via @tensorflow/tfjs-node-gpu)';
+  return name === 'tensorflow'
+    ? 'tensorflow (libtensorflow CPU via @tensorflow/tfjs-node)'
+    : 'tensorflow-gpu (CUDA via @tensorflow/tfjs-node-gpu)';
 }
 
 function firstLine(err: unknown): string {
@@ -105,7 +124,9 @@ async function importOptional(specifier: string): Promise<unknown> {
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
-      throw new Error(`${specifier} is not installed (it is an optional dependency; its native install may have failed)`);
+      throw new Error(
+        `${specifier} is not installed (it is an optional dependency; its native install may have failed)`,
+      );
     }
     throw new Error(`${specifier} failed to load: ${firstLine(err)}`);
   }
@@ -136,7 +157,8 @@ export async function loadBackend(name: BackendName, threads: number): Promise<v
       // tfjs-node-gpu quietly runs on the CPU when CUDA/cuDNN do not match its build.
       const binding = (tf.backend() as unknown as { binding?: NodeBinding }).binding;
       const gpu = binding?.isUsingGpuDevice ? binding.isUsingGpuDevice() : false;
-      if (!gpu) throw new Error('@tensorflow/tfjs-node-gpu loaded but TensorFlow sees no GPU (needs CUDA 11.2 + cuDNN 8.1)');
+      if (!gpu)
+        throw new Error('@tensorflow/tfjs-node-gpu loaded but TensorFlow sees no GPU (needs CUDA 11.2 + cuDNN 8.1)');
       return;
     }
   }

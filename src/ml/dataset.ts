@@ -40,7 +40,7 @@ export async function readDataInfo(dir: string): Promise<DataInfo> {
 }
 
 export async function writeDataInfo(dir: string, info: DataInfo): Promise<void> {
-  await writeFile(join(dir, DATA_INFO_FILE), JSON.stringify(info, null, 2) + '\n');
+  await writeFile(join(dir, DATA_INFO_FILE), `${JSON.stringify(info, null, 2)}\n`);
 }
 
 export async function writeSplit(dir: string, split: SplitName, data: Split): Promise<void> {
@@ -57,7 +57,9 @@ export async function loadSplit(dir: string, split: SplitName): Promise<Split> {
   const count = lab.length;
   const per = info.imageSize * info.imageSize * info.channels;
   if (img.length !== count * per || count !== info.counts[split]) {
-    throw new Error(`${dir}: ${split} split is inconsistent: ${img.length} image bytes, ${count} labels, data.json says ${info.counts[split]} of ${per} bytes`);
+    throw new Error(
+      `${dir}: ${split} split is inconsistent: ${img.length} image bytes, ${count} labels, data.json says ${info.counts[split]} of ${per} bytes`,
+    );
   }
   return {
     images: new Uint8Array(img.buffer, img.byteOffset, img.length),

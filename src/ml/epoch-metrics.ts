@@ -22,11 +22,20 @@ export interface EpochMetrics {
 
 const NULLABLE = new Set<keyof EpochMetrics>(['val_loss', 'val_accuracy']);
 const FIELDS: readonly (keyof EpochMetrics)[] = [
-  'epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy', 'lr', 'images_per_second', 'seconds', 'elapsed_seconds', 'tensors',
+  'epoch',
+  'train_loss',
+  'train_accuracy',
+  'val_loss',
+  'val_accuracy',
+  'lr',
+  'images_per_second',
+  'seconds',
+  'elapsed_seconds',
+  'tensors',
 ];
 
 export function formatMetricsJsonl(rows: readonly EpochMetrics[]): string {
-  return rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+  return `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`;
 }
 
 /**

@@ -22,7 +22,12 @@ export function imageBatch(split: Split, indices: ArrayLike<number>, size: numbe
   return tf.tensor4d(buf, [indices.length, size, size, channels], 'int32');
 }
 
-export function evaluateSplit(model: Vit, augmenter: Augmenter, split: Split, opts: { batchSize: number; imageSize: number; channels: number; kernels: Kernels; onBatch?: (done: number) => void }): SplitEvaluation {
+export function evaluateSplit(
+  model: Vit,
+  augmenter: Augmenter,
+  split: Split,
+  opts: { batchSize: number; imageSize: number; channels: number; kernels: Kernels; onBatch?: (done: number) => void },
+): SplitEvaluation {
   const predictions = new Int32Array(split.count);
   let lossSum = 0;
   let correct = 0;
@@ -33,7 +38,13 @@ export function evaluateSplit(model: Vit, augmenter: Augmenter, split: Split, op
       const x = augmenter.eval(imageBatch(split, idx, opts.imageSize, opts.channels));
       const logits = predict(model, x, opts.batchSize, opts.kernels);
       const labels = tf.tensor1d(Array.from(split.labels.subarray(start, start + n)), 'int32');
-      const ce = tf.losses.softmaxCrossEntropy(tf.oneHot(labels, logits.shape[1]), logits, undefined, 0, tf.Reduction.SUM);
+      const ce = tf.losses.softmaxCrossEntropy(
+        tf.oneHot(labels, logits.shape[1]),
+        logits,
+        undefined,
+        0,
+        tf.Reduction.SUM,
+      );
       return [ce.dataSync()[0], tf.argMax(logits, 1).dataSync() as Int32Array] as const;
     });
     lossSum += loss;

@@ -24,10 +24,16 @@ export class Optimizer {
   private stepCount = 0;
   private readonly slots: tf.Variable[][];
 
-  constructor(readonly settings: OptimizerSettings, private readonly variables: tf.Variable[], private readonly names: string[]) {
+  constructor(
+    readonly settings: OptimizerSettings,
+    private readonly variables: tf.Variable[],
+    private readonly names: string[],
+  ) {
     const perVar = settings.name === 'sgd' ? 1 : 2;
     // tf.variable keeps its own reference to the data: the zeros tensor itself must go.
-    this.slots = variables.map((v) => Array.from({ length: perVar }, () => tf.tidy(() => tf.variable(tf.zerosLike(v), false))));
+    this.slots = variables.map((v) =>
+      Array.from({ length: perVar }, () => tf.tidy(() => tf.variable(tf.zerosLike(v), false))),
+    );
   }
 
   get step(): number {
@@ -61,8 +67,8 @@ export class Optimizer {
         const v1 = tf.add(tf.mul(vv, b2), tf.mul(tf.square(g), 1 - b2));
         m.assign(m1);
         vv.assign(v1);
-        const mHat = tf.div(m1, 1 - Math.pow(b1, t));
-        const vHat = tf.div(v1, 1 - Math.pow(b2, t));
+        const mHat = tf.div(m1, 1 - b1 ** t);
+        const vHat = tf.div(v1, 1 - b2 ** t);
         v.assign(tf.sub(w, tf.mul(tf.div(mHat, tf.add(tf.sqrt(vHat), s.eps)), lr)));
       });
     });
@@ -74,8 +80,13 @@ export class Optimizer {
 
   setState(state: OptimizerState): void {
     const flat = this.slots.flat();
-    if (state.slots.length !== flat.length) throw new Error(`optimizer state has ${state.slots.length} slots, expected ${flat.length}`);
-    tf.tidy(() => flat.forEach((s, i) => s.assign(tf.tensor(state.slots[i], s.shape, 'float32'))));
+    if (state.slots.length !== flat.length)
+      throw new Error(`optimizer state has ${state.slots.length} slots, expected ${flat.length}`);
+    tf.tidy(() =>
+      flat.forEach((s, i) => {
+        s.assign(tf.tensor(state.slots[i], s.shape, 'float32'));
+      }),
+    );
     this.stepCount = state.step;
   }
 

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cache/atomic.js';
+import { RESUME_DIR } from '../cache/store.js';
 import type { EpochMetrics } from './epoch-metrics.js';
 import type { OptimizerState } from './optim.js';
 
@@ -17,17 +18,13 @@ export interface TrainState {
   metrics: EpochMetrics[];
 }
 
-const ROOT = '.resume';
-
-export function resumeDir(workDir: string): string {
-  return join(workDir, ROOT);
-}
-
 /** The newest complete saved state, if an earlier attempt left one. */
-export async function findResume(workDir: string): Promise<{ dir: string; state: TrainState; optimizer: OptimizerState } | undefined> {
-  const cur = join(workDir, ROOT, 'current');
+export async function findResume(
+  workDir: string,
+): Promise<{ dir: string; state: TrainState; optimizer: OptimizerState } | undefined> {
+  const cur = join(workDir, RESUME_DIR, 'current');
   if (!existsSync(cur)) return undefined;
-  const dir = join(workDir, ROOT, (await readFile(cur, 'utf8')).trim());
+  const dir = join(workDir, RESUME_DIR, (await readFile(cur, 'utf8')).trim());
   const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as TrainState;
   const meta = JSON.parse(await readFile(join(dir, 'optimizer.json'), 'utf8')) as { step: number; sizes: number[] };
   const bytes = await readFile(join(dir, 'optimizer.bin'));
@@ -43,14 +40,21 @@ export async function findResume(workDir: string): Promise<{ dir: string; state:
 
 /** The training state an interrupted attempt saved, without loading its weights (for `status`). */
 export async function resumeState(workDir: string): Promise<TrainState | undefined> {
-  const cur = join(workDir, ROOT, 'current');
+  const cur = join(workDir, RESUME_DIR, 'current');
   if (!existsSync(cur)) return undefined;
-  return JSON.parse(await readFile(join(workDir, ROOT, (await readFile(cur, 'utf8')).trim(), 'state.json'), 'utf8')) as TrainState;
+  return JSON.parse(
+    await readFile(join(workDir, RESUME_DIR, (await readFile(cur, 'utf8')).trim(), 'state.json'), 'utf8'),
+  ) as TrainState;
 }
 
 /** Save state after an epoch; `writeModel(dir)` writes the weights into the given folder. */
-export async function saveResume(workDir: string, state: TrainState, optimizer: OptimizerState, writeModel: (dir: string) => Promise<void>): Promise<void> {
-  const root = join(workDir, ROOT);
+export async function saveResume(
+  workDir: string,
+  state: TrainState,
+  optimizer: OptimizerState,
+  writeModel: (dir: string) => Promise<void>,
+): Promise<void> {
+  const root = join(workDir, RESUME_DIR);
   const name = `epoch-${state.epochsDone}`;
   const tmp = join(root, `${name}.tmp`);
   await rm(tmp, { recursive: true, force: true });
@@ -64,12 +68,16 @@ export async function saveResume(workDir: string, state: TrainState, optimizer: 
     off += s.length;
   }
   await writeFile(join(tmp, 'optimizer.bin'), new Uint8Array(flat.buffer));
-  await writeFile(join(tmp, 'optimizer.json'), JSON.stringify({ step: optimizer.step, sizes: optimizer.slots.map((s) => s.length) }));
+  await writeFile(
+    join(tmp, 'optimizer.json'),
+    JSON.stringify({ step: optimizer.step, sizes: optimizer.slots.map((s) => s.length) }),
+  );
   await writeFile(join(tmp, 'state.json'), JSON.stringify(state));
   await rm(join(root, name), { recursive: true, force: true });
   await rename(tmp, join(root, name));
   await writeFileAtomic(join(root, 'current'), name);
-  for (const e of await readdir(root)) if (e !== name && e !== 'current') await rm(join(root, e), { recursive: true, force: true });
+  for (const e of await readdir(root))
+    if (e !== name && e !== 'current') await rm(join(root, e), { recursive: true, force: true });
 }
 
 /** Replace a folder by one written elsewhere, so readers see the old or the new one whole. */

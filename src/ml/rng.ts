@@ -57,7 +57,7 @@ export function createRng(seed: number): Rng {
   };
   // Marsaglia & Tsang; shape < 1 boosted by U^(1/shape).
   const gamma = (shape: number): number => {
-    if (shape < 1) return gamma(shape + 1) * Math.pow(next() || Number.MIN_VALUE, 1 / shape);
+    if (shape < 1) return gamma(shape + 1) * (next() || Number.MIN_VALUE) ** (1 / shape);
     const d = shape - 1 / 3;
     const c = 1 / Math.sqrt(9 * d);
     for (;;) {

@@ -20,8 +20,6 @@ export interface RolloutOptions {
   discardRatio: number;
 }
 
-export const defaultRolloutOptions: RolloutOptions = { method: 'abnar_zuidema', headFusion: 'mean', discardRatio: 0 };
-
 /**
  * Bicubic kernel parameter. PyTorch (`F.interpolate(mode='bicubic')`) and OpenCV (`INTER_CUBIC`)
  * both use a = -0.75; the reference experiment upsampled with one of them, so this is the default.
@@ -53,8 +51,8 @@ export function fuseHeads(
     for (let h = 1; h < heads; h++) {
       const v = attention[offset + h * n + i];
       if (fusion === 'mean') acc += v;
-      else if (fusion === 'max') acc = v > acc ? v : acc;
-      else acc = v < acc ? v : acc;
+      else if (fusion === 'max') acc = Math.max(v, acc);
+      else acc = Math.min(v, acc);
     }
     out[i] = fusion === 'mean' ? acc / heads : acc;
   }

@@ -17,7 +17,7 @@ export function learningRate(s: ScheduleSettings, baseLr: number, epoch: number,
       return baseLr;
     case 'multistep': {
       const done = Math.floor(epoch);
-      return baseLr * Math.pow(s.gamma, s.milestones.filter((m) => m <= done).length);
+      return baseLr * s.gamma ** s.milestones.filter((m) => m <= done).length;
     }
     case 'cosine': {
       const warm = Math.min(s.warmup_epochs, totalEpochs);

@@ -4,7 +4,7 @@
 // and key: the same work is never queued twice, and a coordinator started again after dying finds
 // the jobs it queued and waits for them instead of queueing them again.
 import { hostname } from 'node:os';
-import { Job, Queue, QueueEvents } from 'bullmq';
+import { type Job, Queue, QueueEvents } from 'bullmq';
 import type { Manifest } from '../cache/store.js';
 import { describeJob, stageJob, type StageJob } from '../jobs/stage-job.js';
 import type { StoreIdentity } from '../jobs/store-id.js';
@@ -54,7 +54,9 @@ export class QueueExecutor implements StageExecutor {
       }
     });
     events.on('active', ({ jobId }) => this.watchers.get(jobId)?.log('a worker took the job'));
-    events.on('stalled', ({ jobId }) => this.watchers.get(jobId)?.log('its worker stopped answering; the job went back to the queue for another worker'));
+    events.on('stalled', ({ jobId }) =>
+      this.watchers.get(jobId)?.log('its worker stopped answering; the job went back to the queue for another worker'),
+    );
   }
 
   static async connect(q: QueueUrl, store: StoreIdentity, signal?: AbortSignal): Promise<QueueExecutor> {
@@ -76,8 +78,10 @@ export class QueueExecutor implements StageExecutor {
       // The worker wrote into its view of the shared folder; this must be the same folder.
       const v = await inst.plan.store.verify(data.stage, data.key);
       if (!v.ok) {
-        throw new Error(`worker ${done.worker} finished ${describeJob(data)}, but its result is not usable here (${v.reason}): ` +
-          `do this machine (${hostname()}) and the worker share the outputs folder?`);
+        throw new Error(
+          `worker ${done.worker} finished ${describeJob(data)}, but its result is not usable here (${v.reason}): ` +
+            `do this machine (${hostname()}) and the worker share the outputs folder?`,
+        );
       }
       return { manifest: v.manifest, reused: done.reused };
     } finally {
@@ -91,13 +95,20 @@ export class QueueExecutor implements StageExecutor {
     if (existing) {
       const state = await existing.getState();
       if (state === 'waiting' || state === 'active' || state === 'delayed' || state === 'prioritized') {
-        io.log(`job ${id} is already ${state === 'active' ? 'running' : 'queued'} (queued by an earlier run); waiting for it`);
+        io.log(
+          `job ${id} is already ${state === 'active' ? 'running' : 'queued'} (queued by an earlier run); waiting for it`,
+        );
         return existing;
       }
       // A finished job of an earlier run: this run decided the stage must run again.
       await existing.remove().catch(() => {});
     }
-    const job = await this.queue.add('stage', data, { jobId: id, attempts: 1, removeOnComplete: { age: KEEP_SECONDS }, removeOnFail: { age: KEEP_SECONDS } });
+    const job = await this.queue.add('stage', data, {
+      jobId: id,
+      attempts: 1,
+      removeOnComplete: { age: KEEP_SECONDS },
+      removeOnFail: { age: KEEP_SECONDS },
+    });
     this.queued.add(id);
     io.log(`queued as job ${id}`);
     return job;
@@ -110,7 +121,10 @@ export class QueueExecutor implements StageExecutor {
       const onAbort = () => reject(new Aborted());
       if (signal.aborted) return onAbort();
       signal.addEventListener('abort', onAbort, { once: true });
-      job.waitUntilFinished(this.events).then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+      job
+        .waitUntilFinished(this.events)
+        .then(resolve, reject)
+        .finally(() => signal.removeEventListener('abort', onAbort));
     });
   }
 

@@ -47,8 +47,12 @@ export async function checkRedis(q: QueueUrl, timeoutMs = 3000): Promise<void> {
   });
   // ioredis reports a refused connection as 'Connection is closed'; the socket error says why.
   let cause: Error | undefined;
-  client.on('error', (err: Error) => { cause ??= err; });
-  const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs + 500).unref());
+  client.on('error', (err: Error) => {
+    cause ??= err;
+  });
+  const timer = new Promise<never>((_, reject) =>
+    setTimeout(() => reject(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs + 500).unref(),
+  );
   try {
     await Promise.race([client.connect().then(() => client.ping()), timer]);
   } catch (err) {

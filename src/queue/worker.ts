@@ -8,7 +8,7 @@ import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import { threadsPerJob } from '../jobs/process-executor.js';
 import { describeJob, JobRefused, type StageJob } from '../jobs/stage-job.js';
 import { JobInterrupted, StageProcessPool } from '../jobs/stage-process.js';
-import { formatDuration, formatProgress } from '../runner/format.js';
+import { formatDuration, formatProgress, logIntervalMs, progressThrottle } from '../runner/format.js';
 import type { StepIO } from '../runner/steps.js';
 import type { ProgressUpdate } from '../stages/types.js';
 import type { JobProgressMessage, JobReturn } from './queue-executor.js';
@@ -31,7 +31,6 @@ const PROGRESS_EVERY_MS = 1000;
 export async function runWorker(opts: WorkerOptions): Promise<void> {
   const name = `${hostname()}:${process.pid}`;
   const say = (line: string) => opts.out.write(`${line}\n`);
-  const interval = Number(process.env.TFPIPE_LOG_INTERVAL_MS ?? 10_000);
   const children = new AbortController();
   const pool = new StageProcessPool();
 
@@ -40,11 +39,16 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
     const tag = `[${typeof data?.stage === 'string' ? describeJob(data) : job.id}]`;
     const t0 = Date.now();
     say(`${tag} started (job ${job.id})`);
-    const io = relay(job, (line) => say(`${tag} ${line}`), interval);
+    const io = relay(job, (line) => say(`${tag} ${line}`), logIntervalMs());
     try {
       const outputs = opts.outputs ?? data?.store?.root;
       if (!outputs) throw new JobRefused(`${tag} names no outputs folder; start the worker with --outputs DIR`);
-      const r = await pool.run(data, { outputs, threads: threadsPerJob(opts.concurrency), io, signal: children.signal });
+      const r = await pool.run(data, {
+        outputs,
+        threads: threadsPerJob(opts.concurrency),
+        io,
+        signal: children.signal,
+      });
       say(`${tag} ${r.reused ? 'was already done' : 'done'} in ${formatDuration((Date.now() - t0) / 1000)}`);
       return { manifest: r.manifest, reused: r.reused, worker: name };
     } catch (err) {
@@ -74,7 +78,9 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
   });
   worker.on('error', (err) => say(`worker: ${err.message}`));
   await worker.waitUntilReady();
-  say(`tfpipe worker ${name}: ${opts.concurrency} job(s) at a time from ${opts.queue.shown}, outputs ${opts.outputs ?? 'as each job says'}`);
+  say(
+    `tfpipe worker ${name}: ${opts.concurrency} job(s) at a time from ${opts.queue.shown}, outputs ${opts.outputs ?? 'as each job says'}`,
+  );
   await new Promise<void>((resolve) => {
     if (opts.signal.aborted) return resolve();
     opts.signal.addEventListener('abort', () => resolve(), { once: true });
@@ -87,23 +93,15 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
 
 /** Progress and log lines of a job: printed here (progress throttled) and sent to the coordinator. */
 function relay(job: Job, print: (line: string) => void, printEveryMs: number): StepIO {
-  let lastSent = 0;
-  let lastPrinted = 0;
+  const sendDue = progressThrottle(PROGRESS_EVERY_MS);
+  const printDue = progressThrottle(printEveryMs);
   const send = (m: JobProgressMessage) => {
-    job.updateProgress(m as unknown as object).catch(() => {});
+    job.updateProgress(m).catch(() => {});
   };
   return {
     progress: (u: ProgressUpdate) => {
-      const now = Date.now();
-      const boundary = u.batch !== undefined && u.batch === u.batches;
-      if (boundary || now - lastSent >= PROGRESS_EVERY_MS) {
-        lastSent = now;
-        send({ progress: u });
-      }
-      if (boundary || now - lastPrinted >= printEveryMs) {
-        lastPrinted = now;
-        print(formatProgress(u));
-      }
+      if (sendDue(u)) send({ progress: u });
+      if (printDue(u)) print(formatProgress(u));
     },
     log: (message: string) => {
       send({ log: message });

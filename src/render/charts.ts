@@ -36,7 +36,8 @@ function series(rows: EpochMetrics[], x: (r: EpochMetrics) => number, parts: [ke
     for (const r of rows) {
       const xv = x(r);
       const yv = r[field];
-      if (Number.isFinite(xv) && typeof yv === 'number' && Number.isFinite(yv)) out.push({ x: xv, y: yv, series: label });
+      if (Number.isFinite(xv) && typeof yv === 'number' && Number.isFinite(yv))
+        out.push({ x: xv, y: yv, series: label });
     }
   }
   return out;
@@ -146,7 +147,9 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
 /** Rasterise an SVG; scale 2 gives a picture that stays crisp on high-DPI screens. */
 export async function svgToPng(svg: string, scale: number): Promise<Buffer> {
   const { default: sharp } = await import('sharp');
-  return sharp(Buffer.from(svg), { density: 72 * scale }).png().toBuffer();
+  return sharp(Buffer.from(svg), { density: 72 * scale })
+    .png()
+    .toBuffer();
 }
 
 export type ChartFormat = 'svg' | 'png';
@@ -160,7 +163,7 @@ export async function writeChart(
   scale: number,
 ): Promise<string[]> {
   const files = [`${name}.vl.json`];
-  await writeFile(join(dir, files[0]), JSON.stringify(spec, null, 2) + '\n');
+  await writeFile(join(dir, files[0]), `${JSON.stringify(spec, null, 2)}\n`);
   if (formats.length === 0) return files;
   const svg = await renderSvg(spec);
   if (formats.includes('svg')) {

@@ -3,7 +3,11 @@ import sharp from 'sharp';
 
 const esc = (s: string) => s.replace(/[<>&]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;' })[c] ?? c);
 
-export function confusionSvg(matrix: number[][], classes: string[], title = 'Confusion matrix (rows: true, columns: predicted)'): string {
+export function confusionSvg(
+  matrix: number[][],
+  classes: string[],
+  title = 'Confusion matrix (rows: true, columns: predicted)',
+): string {
   const n = classes.length;
   const cell = 44;
   const left = 90;
@@ -18,18 +22,24 @@ export function confusionSvg(matrix: number[][], classes: string[], title = 'Con
   ];
   for (let j = 0; j < n; j++) {
     const x = left + j * cell + cell / 2;
-    parts.push(`<text x="${x}" y="${top - 8}" font-size="11" text-anchor="start" transform="rotate(-50 ${x} ${top - 8})">${esc(classes[j])}</text>`);
+    parts.push(
+      `<text x="${x}" y="${top - 8}" font-size="11" text-anchor="start" transform="rotate(-50 ${x} ${top - 8})">${esc(classes[j])}</text>`,
+    );
   }
   for (let i = 0; i < n; i++) {
     const y = top + i * cell;
-    parts.push(`<text x="${left - 6}" y="${y + cell / 2 + 4}" font-size="11" text-anchor="end">${esc(classes[i])}</text>`);
+    parts.push(
+      `<text x="${left - 6}" y="${y + cell / 2 + 4}" font-size="11" text-anchor="end">${esc(classes[i])}</text>`,
+    );
     for (let j = 0; j < n; j++) {
       const frac = matrix[i][j] / rowTotals[i];
       // Diagonal in blue, errors in red, shade by the share of the true class.
       const shade = Math.round(255 - frac * 200);
       const fill = i === j ? `rgb(${shade},${shade},255)` : `rgb(255,${shade},${shade})`;
       parts.push(`<rect x="${left + j * cell}" y="${y}" width="${cell - 1}" height="${cell - 1}" fill="${fill}"/>`);
-      parts.push(`<text x="${left + j * cell + cell / 2}" y="${y + cell / 2 + 4}" font-size="11" text-anchor="middle" fill="${frac > 0.6 ? 'white' : 'black'}">${matrix[i][j]}</text>`);
+      parts.push(
+        `<text x="${left + j * cell + cell / 2}" y="${y + cell / 2 + 4}" font-size="11" text-anchor="middle" fill="${frac > 0.6 ? 'white' : 'black'}">${matrix[i][j]}</text>`,
+      );
     }
   }
   parts.push('</svg>');
@@ -37,5 +47,7 @@ export function confusionSvg(matrix: number[][], classes: string[], title = 'Con
 }
 
 export async function confusionPng(matrix: number[][], classes: string[]): Promise<Buffer> {
-  return sharp(Buffer.from(confusionSvg(matrix, classes))).png().toBuffer();
+  return sharp(Buffer.from(confusionSvg(matrix, classes)))
+    .png()
+    .toBuffer();
 }

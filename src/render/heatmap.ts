@@ -19,7 +19,7 @@ const VIRIDIS: readonly [number, number, number][] = [
   [253, 231, 37],
 ];
 
-const clamp01 = (v: number) => (v < 0 ? 0 : v > 1 ? 1 : v);
+const clamp01 = (v: number) => (v < 0 ? 0 : Math.min(v, 1));
 
 /** RGB (0..255) of value v in [0, 1]; values outside are clamped, NaN maps to 0. */
 export function colormap(name: ColormapName, v: number): [number, number, number] {

@@ -35,7 +35,10 @@ const BORDER = 2;
 
 /** Escape text for an SVG text node. */
 function xmlEscape(s: string): string {
-  return s.replace(/[<>&'"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', "'": '&apos;', '"': '&quot;' })[c] ?? c);
+  return s.replace(
+    /[<>&'"]/g,
+    (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', "'": '&apos;', '"': '&quot;' })[c] ?? c,
+  );
 }
 
 /** Nearest-neighbour upscale of an HWC RGB image by an integer factor. */
@@ -59,15 +62,19 @@ export function upscaleNearest(pixels: Uint8Array, width: number, height: number
 /** Render cells row by row into one PNG. Each slot is as large as the largest cell; cells are centred in it. */
 export async function renderGrid(cells: GridCell[], opts: GridOptions): Promise<Buffer> {
   if (cells.length === 0) throw new Error('renderGrid: no cells');
-  if (!Number.isInteger(opts.columns) || opts.columns < 1) throw new Error(`renderGrid: columns must be a positive integer, got ${opts.columns}`);
+  if (!Number.isInteger(opts.columns) || opts.columns < 1)
+    throw new Error(`renderGrid: columns must be a positive integer, got ${opts.columns}`);
   const scale = opts.scale ?? 2;
-  if (!Number.isInteger(scale) || scale < 1) throw new Error(`renderGrid: scale must be a positive integer, got ${scale}`);
+  if (!Number.isInteger(scale) || scale < 1)
+    throw new Error(`renderGrid: scale must be a positive integer, got ${scale}`);
   const gap = opts.gap ?? 4;
   const fontSize = opts.captionSize ?? 11;
   const lineHeight = Math.ceil(fontSize * 1.25);
   for (const [i, c] of cells.entries()) {
     if (c.pixels.length !== c.width * c.height * 3) {
-      throw new Error(`renderGrid: cell ${i} has ${c.pixels.length} bytes, expected ${c.width}x${c.height}x3 = ${c.width * c.height * 3}`);
+      throw new Error(
+        `renderGrid: cell ${i} has ${c.pixels.length} bytes, expected ${c.width}x${c.height}x3 = ${c.width * c.height * 3}`,
+      );
     }
   }
 
@@ -91,7 +98,9 @@ export async function renderGrid(cells: GridCell[], opts: GridOptions): Promise<
   const composites: sharp.OverlayOptions[] = [];
   const svg: string[] = [];
   if (opts.title) {
-    svg.push(`<text x="${width / 2}" y="${gap + fontSize * 1.3}" font-family="${FONT}" font-size="${Math.round(fontSize * 1.3)}" font-weight="bold" text-anchor="middle" fill="#222">${xmlEscape(opts.title)}</text>`);
+    svg.push(
+      `<text x="${width / 2}" y="${gap + fontSize * 1.3}" font-family="${FONT}" font-size="${Math.round(fontSize * 1.3)}" font-weight="bold" text-anchor="middle" fill="#222">${xmlEscape(opts.title)}</text>`,
+    );
   }
   cells.forEach((cell, i) => {
     const col = i % columns;
@@ -102,13 +111,22 @@ export async function renderGrid(cells: GridCell[], opts: GridOptions): Promise<
     const h = cell.height * scale;
     const x = slotX + Math.floor((slotW - w) / 2);
     const y = slotY + frame + Math.floor((imageH - 2 * frame - h) / 2);
-    composites.push({ input: Buffer.from(upscaleNearest(cell.pixels, cell.width, cell.height, scale)), raw: { width: w, height: h, channels: 3 }, left: x, top: y });
+    composites.push({
+      input: Buffer.from(upscaleNearest(cell.pixels, cell.width, cell.height, scale)),
+      raw: { width: w, height: h, channels: 3 },
+      left: x,
+      top: y,
+    });
     if (cell.border !== undefined) {
-      svg.push(`<rect x="${x - frame / 2}" y="${y - frame / 2}" width="${w + frame}" height="${h + frame}" fill="none" stroke="${xmlEscape(cell.border)}" stroke-width="${frame}"/>`);
+      svg.push(
+        `<rect x="${x - frame / 2}" y="${y - frame / 2}" width="${w + frame}" height="${h + frame}" fill="none" stroke="${xmlEscape(cell.border)}" stroke-width="${frame}"/>`,
+      );
     }
     captionLines[i].forEach((line, k) => {
       const ty = slotY + imageH + 1 + (k + 1) * lineHeight - Math.ceil(lineHeight - fontSize);
-      svg.push(`<text x="${slotX + slotW / 2}" y="${ty}" font-family="${FONT}" font-size="${fontSize}" text-anchor="middle" fill="${xmlEscape(cell.captionColor ?? '#333')}">${xmlEscape(line)}</text>`);
+      svg.push(
+        `<text x="${slotX + slotW / 2}" y="${ty}" font-family="${FONT}" font-size="${fontSize}" text-anchor="middle" fill="${xmlEscape(cell.captionColor ?? '#333')}">${xmlEscape(line)}</text>`,
+      );
     });
   });
   if (svg.length > 0) {
@@ -131,8 +149,12 @@ export async function concatImages(
   const metas = await Promise.all(pngs.map((p) => sharp(p).metadata()));
   const sizes = metas.map((m) => ({ w: m.width ?? 0, h: m.height ?? 0 }));
   const horizontal = (opts.direction ?? 'horizontal') === 'horizontal';
-  const width = horizontal ? sizes.reduce((s, z) => s + z.w, 0) + gap * (pngs.length - 1) : Math.max(...sizes.map((z) => z.w));
-  const height = horizontal ? Math.max(...sizes.map((z) => z.h)) : sizes.reduce((s, z) => s + z.h, 0) + gap * (pngs.length - 1);
+  const width = horizontal
+    ? sizes.reduce((s, z) => s + z.w, 0) + gap * (pngs.length - 1)
+    : Math.max(...sizes.map((z) => z.w));
+  const height = horizontal
+    ? Math.max(...sizes.map((z) => z.h))
+    : sizes.reduce((s, z) => s + z.h, 0) + gap * (pngs.length - 1);
   let offset = 0;
   const composites = pngs.map((input, i) => {
     const o = horizontal ? { input, left: offset, top: 0 } : { input, left: 0, top: offset };

@@ -31,7 +31,7 @@ export function encodeNpy(data: NpyArray, shape: readonly number[]): Buffer {
   // the data is aligned for memory mapping.
   const unpadded = 10 + dict.length + 1;
   const total = Math.ceil(unpadded / 64) * 64;
-  const header = dict + ' '.repeat(total - unpadded) + '\n';
+  const header = `${dict + ' '.repeat(total - unpadded)}\n`;
   if (header.length > 0xffff) throw new Error('npy: header too long for format version 1.0');
   const head = Buffer.alloc(10);
   head.write('\x93NUMPY', 0, 'latin1');

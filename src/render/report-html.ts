@@ -63,7 +63,10 @@ export interface RunTable extends Pick<RunSummary, 'startedAt' | 'backend'> {
 }
 
 export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c);
+  return s.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c,
+  );
 }
 
 const pct = (v: number | null) => (v !== null && Number.isFinite(v) ? `${(v * 100).toFixed(2)}%` : '–');
@@ -77,7 +80,8 @@ function formatValue(v: JsonValue): string {
 
 /** Relative file names only: a page that opens from disk must not point elsewhere. */
 function imageSrc(file: string): string {
-  if (/^[a-z]+:|^\/|\\|(^|\/)\.\.(\/|$)/i.test(file)) throw new Error(`report image must be a relative file name, got ${file}`);
+  if (/^[a-z]+:|^\/|\\|(^|\/)\.\.(\/|$)/i.test(file))
+    throw new Error(`report image must be a relative file name, got ${file}`);
   return file.split('/').map(encodeURIComponent).join('/');
 }
 
@@ -90,7 +94,9 @@ function keyValueTable(obj: JsonObject, cls: string): string {
 
 function stagesSection(stages: ReportStage[]): string {
   const blocks = stages.map(
-    (s) => `<details class="stage"><summary><b>${escapeHtml(s.name)}</b> <span class="kind">${escapeHtml(s.kind)}</span> <code class="key">${escapeHtml(s.key.slice(0, 12))}</code></summary>
+    (
+      s,
+    ) => `<details class="stage"><summary><b>${escapeHtml(s.name)}</b> <span class="kind">${escapeHtml(s.kind)}</span> <code class="key">${escapeHtml(s.key.slice(0, 12))}</code></summary>
 <div class="cols"><div><h4>Settings</h4>${keyValueTable(s.settings, 'kv')}</div><div><h4>Result</h4>${keyValueTable(s.result, 'kv')}</div></div></details>`,
   );
   return `<section id="stages"><h2>Stages and settings</h2>${blocks.join('\n')}</section>`;
@@ -99,7 +105,8 @@ function stagesSection(stages: ReportStage[]): string {
 function runSection(run: RunTable): string {
   const rows = run.stages
     .map(
-      (s) => `<tr class="${s.state}"><td>${escapeHtml(s.name)}</td><td>${escapeHtml(s.kind)}</td><td class="state">${s.state}</td><td class="n">${num(s.seconds, 1)}</td><td><code>${escapeHtml(s.key.slice(0, 12))}</code></td><td>${escapeHtml(s.error ?? '')}</td></tr>`,
+      (s) =>
+        `<tr class="${s.state}"><td>${escapeHtml(s.name)}</td><td>${escapeHtml(s.kind)}</td><td class="state">${s.state}</td><td class="n">${num(s.seconds, 1)}</td><td><code>${escapeHtml(s.key.slice(0, 12))}</code></td><td>${escapeHtml(s.error ?? '')}</td></tr>`,
     )
     .join('');
   const backend = run.backend ? ` on backend <code>${escapeHtml(run.backend)}</code>` : '';
@@ -116,13 +123,27 @@ function epochsTable(rows: EpochMetrics[]): string {
     undefined,
   );
   const cells = (r: EpochMetrics) => [
-    r.epoch, num(r.train_loss), pct(r.train_accuracy), num(r.val_loss), pct(r.val_accuracy),
-    Number.isFinite(r.lr) ? r.lr.toExponential(2) : '–', num(r.images_per_second, 0), num(r.seconds, 1), num(r.elapsed_seconds / 60, 1),
+    r.epoch,
+    num(r.train_loss),
+    pct(r.train_accuracy),
+    num(r.val_loss),
+    pct(r.val_accuracy),
+    Number.isFinite(r.lr) ? r.lr.toExponential(2) : '–',
+    num(r.images_per_second, 0),
+    num(r.seconds, 1),
+    num(r.elapsed_seconds / 60, 1),
   ];
   const body = rows
-    .map((r) => `<tr${r === best ? ' class="best"' : ''}>${cells(r).map((c) => `<td class="n">${c}</td>`).join('')}</tr>`)
+    .map(
+      (r) =>
+        `<tr${r === best ? ' class="best"' : ''}>${cells(r)
+          .map((c) => `<td class="n">${c}</td>`)
+          .join('')}</tr>`,
+    )
     .join('');
-  const bestNote = best ? `<p>Best validation accuracy ${pct(best.val_accuracy)} at epoch ${best.epoch} (highlighted).</p>` : '';
+  const bestNote = best
+    ? `<p>Best validation accuracy ${pct(best.val_accuracy)} at epoch ${best.epoch} (highlighted).</p>`
+    : '';
   return `${bestNote}
 <div class="scroll"><table class="grid"><thead><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th><th>lr</th><th>img/s</th><th>s</th><th>elapsed min</th></tr></thead><tbody>${body}</tbody></table></div>`;
 }
@@ -130,7 +151,10 @@ function epochsTable(rows: EpochMetrics[]): string {
 function evaluationBody(e: ReportEvaluation, reference: number | null): string {
   const ref = reference === null ? '' : ` <span class="muted">(reference report: ${pct(reference)})</span>`;
   const perClass = e.perClass
-    .map(([c, a]) => `<tr><td>${escapeHtml(c)}</td><td class="n">${pct(a)}</td><td><span class="bar" style="width:${Math.round(Math.max(0, Math.min(1, a)) * 160)}px"></span></td></tr>`)
+    .map(
+      ([c, a]) =>
+        `<tr><td>${escapeHtml(c)}</td><td class="n">${pct(a)}</td><td><span class="bar" style="width:${Math.round(Math.max(0, Math.min(1, a)) * 160)}px"></span></td></tr>`,
+    )
     .join('');
   let confusion = '';
   if (e.confusion && e.confusion.length === e.perClass.length) {
@@ -140,7 +164,10 @@ function evaluationBody(e: ReportEvaluation, reference: number | null): string {
       .map((row, i) => {
         const total = row.reduce((a, b) => a + b, 0) || 1;
         const cells = row
-          .map((v, j) => `<td class="n${i === j ? ' diag' : ''}" style="background:rgba(49,130,189,${(v / total).toFixed(3)})">${v}</td>`)
+          .map(
+            (v, j) =>
+              `<td class="n${i === j ? ' diag' : ''}" style="background:rgba(49,130,189,${(v / total).toFixed(3)})">${v}</td>`,
+          )
           .join('');
         return `<tr><th>${escapeHtml(names[i])}</th>${cells}</tr>`;
       })
@@ -154,7 +181,8 @@ function evaluationBody(e: ReportEvaluation, reference: number | null): string {
 function figures(images: ReportImage[]): string {
   const figs = images
     .map(
-      (img) => `<figure><img src="${imageSrc(img.file)}" alt="${escapeHtml(img.title)}"${img.width ? ` width="${Math.round(img.width)}"` : ''}><figcaption><b>${escapeHtml(img.title)}</b>${img.caption ? ` – ${escapeHtml(img.caption)}` : ''}</figcaption></figure>`,
+      (img) =>
+        `<figure><img src="${imageSrc(img.file)}" alt="${escapeHtml(img.title)}"${img.width ? ` width="${Math.round(img.width)}"` : ''}><figcaption><b>${escapeHtml(img.title)}</b>${img.caption ? ` – ${escapeHtml(img.caption)}` : ''}</figcaption></figure>`,
     )
     .join('\n');
   return `<div class="figs">${figs}</div>`;
@@ -198,7 +226,8 @@ export function renderReportHtml(data: ReportData, opts: { base?: string; run?: 
   const parts: string[] = [];
   if (opts.run) parts.push(runSection(opts.run));
   for (const s of data.sections) {
-    if (s.images.length > 0 || s.notes.length > 0 || s.epochs || s.evaluation) parts.push(section(s, data.referenceAccuracy));
+    if (s.images.length > 0 || s.notes.length > 0 || s.epochs || s.evaluation)
+      parts.push(section(s, data.referenceAccuracy));
   }
   parts.push(stagesSection(data.stages));
   const base = opts.base === undefined ? '' : `<base href="${escapeHtml(opts.base)}">\n`;

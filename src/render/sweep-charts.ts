@@ -12,7 +12,11 @@ export interface SweepPoint {
   variant: string;
 }
 
-export function sweepChartSpec(setting: string, points: SweepPoint[], size = { width: 360, height: 240 }): TopLevelSpec {
+export function sweepChartSpec(
+  setting: string,
+  points: SweepPoint[],
+  size = { width: 360, height: 240 },
+): TopLevelSpec {
   const xs = points.map((p) => p.x);
   const numeric = xs.every((x) => typeof x === 'number');
   const positive = numeric && xs.every((x) => (x as number) > 0);
@@ -20,7 +24,9 @@ export function sweepChartSpec(setting: string, points: SweepPoint[], size = { w
   const distinct = [...new Set(xs.map(String))];
   const x = numeric
     ? {
-        field: 'x', type: 'quantitative' as const, title: setting,
+        field: 'x',
+        type: 'quantitative' as const,
+        title: setting,
         // Learning rates and the like are tried on a log grid.
         // Padding keeps the first and last values' points off the chart's edges.
         scale: span >= 10 ? { type: 'log' as const, padding: 24 } : { zero: false, nice: false, padding: 24 },
@@ -39,7 +45,10 @@ export function sweepChartSpec(setting: string, points: SweepPoint[], size = { w
       x,
       y: { field: 'y', type: 'quantitative', title: 'accuracy', axis: { format: '~%' }, scale: { zero: false } },
       color: { field: 'series', type: 'nominal', title: null, sort: ['best validation', 'test'] },
-      tooltip: [{ field: 'variant', type: 'nominal' }, { field: 'y', type: 'quantitative', format: '.2%' }],
+      tooltip: [
+        { field: 'variant', type: 'nominal' },
+        { field: 'y', type: 'quantitative', format: '.2%' },
+      ],
     },
   };
 }

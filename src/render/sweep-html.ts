@@ -50,14 +50,23 @@ export function renderSweepHtml(page: SweepPage): string {
   const score = (r: SweepPageRow) => r.testAccuracy ?? r.bestValAccuracy ?? -1;
   const best = finished.reduce<SweepPageRow | undefined>((b, r) => (!b || score(r) > score(b) ? r : b), undefined);
   const head = page.settings.map((s) => `<th title="${escapeHtml(s.setting)}">${escapeHtml(s.short)}</th>`).join('');
-  const rows = page.rows.map((r) => {
-    const cells = page.settings.map((s) => `<td><code>${escapeHtml(r.values[s.short] ?? '')}</code></td>`).join('');
-    const link = r.report ? `<a href="${href(r.report)}">report</a>` : '<span class="muted">no report</span>';
-    const cls = [r === best ? 'best' : '', r.complete ? '' : 'incomplete'].filter(Boolean).join(' ');
-    return `<tr${cls ? ` class="${cls}"` : ''}><td class="n">${r.index}</td>${cells}<td class="n">${pct(r.bestValAccuracy)}</td><td class="n">${pct(r.testAccuracy)}</td>` +
-      `<td class="n">${r.minutes === null ? '–' : r.minutes.toFixed(1)}</td><td>${escapeHtml(r.shared.join(', ') || 'none')}</td><td>${link}${r.complete ? '' : ' <span class="muted">(not finished)</span>'}</td></tr>`;
-  }).join('\n');
-  const charts = page.charts.map((c) => `<figure><img src="${href(c.file)}" alt="${escapeHtml(c.title)}"><figcaption>${escapeHtml(c.title)}</figcaption></figure>`).join('\n');
+  const rows = page.rows
+    .map((r) => {
+      const cells = page.settings.map((s) => `<td><code>${escapeHtml(r.values[s.short] ?? '')}</code></td>`).join('');
+      const link = r.report ? `<a href="${href(r.report)}">report</a>` : '<span class="muted">no report</span>';
+      const cls = [r === best ? 'best' : '', r.complete ? '' : 'incomplete'].filter(Boolean).join(' ');
+      return (
+        `<tr${cls ? ` class="${cls}"` : ''}><td class="n">${r.index}</td>${cells}<td class="n">${pct(r.bestValAccuracy)}</td><td class="n">${pct(r.testAccuracy)}</td>` +
+        `<td class="n">${r.minutes === null ? '–' : r.minutes.toFixed(1)}</td><td>${escapeHtml(r.shared.join(', ') || 'none')}</td><td>${link}${r.complete ? '' : ' <span class="muted">(not finished)</span>'}</td></tr>`
+      );
+    })
+    .join('\n');
+  const charts = page.charts
+    .map(
+      (c) =>
+        `<figure><img src="${href(c.file)}" alt="${escapeHtml(c.title)}"><figcaption>${escapeHtml(c.title)}</figcaption></figure>`,
+    )
+    .join('\n');
   const saved = page.stageRuns.withoutSharing - page.stageRuns.instances;
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

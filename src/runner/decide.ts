@@ -19,7 +19,8 @@ export function decide(p: PlannedStage, outcomes: ReadonlyMap<string, Outcome>, 
   const upstream: Record<string, Produced> = {};
   for (const n of p.stage.needs) {
     const o = outcomes.get(n);
-    if (!o || (o.state !== 'ran' && o.state !== 'cached')) return { action: 'skip', reason: `upstream stage "${n}" did not finish` };
+    if (!o || (o.state !== 'ran' && o.state !== 'cached'))
+      return { action: 'skip', reason: `upstream stage "${n}" did not finish` };
     upstream[n] = produced(o.manifest);
   }
   if (p.forced) return { action: 'run', reasons: ['forced with --force'] };

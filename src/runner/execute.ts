@@ -52,7 +52,11 @@ export interface UnionRun {
   summaries: RunSummary[];
 }
 
-export async function runPipeline(pipeline: ResolvedPipeline, registry: KindRegistry, opts: RunOptions): Promise<RunSummary> {
+export async function runPipeline(
+  pipeline: ResolvedPipeline,
+  registry: KindRegistry,
+  opts: RunOptions,
+): Promise<RunSummary> {
   const outputs = opts.outputs ?? outputsRoot(pipeline);
   const plan = async (): Promise<RunUnit[]> => {
     const p = await makePlan(pipeline, registry, { outputs, force: opts.force, rememberHashes: true });
@@ -67,11 +71,13 @@ export async function runPipeline(pipeline: ResolvedPipeline, registry: KindRegi
  * produced what we need), runs the union and records each unit's run.
  */
 export async function runUnits(
-  pipelineDir: string, plan: () => Promise<RunUnit[]>, opts: RunOptions & { rowTitle?: (inst: StageInstance) => string },
+  pipelineDir: string,
+  plan: () => Promise<RunUnit[]>,
+  opts: RunOptions & { rowTitle?: (inst: StageInstance) => string },
 ): Promise<UnionRun> {
   const startedAt = new Date().toISOString();
   await ensureWritable(pipelineDir);
-  let release;
+  let release: Awaited<ReturnType<typeof acquireRunLock>>;
   try {
     release = await acquireRunLock(pipelineDir, { onWait: (m) => opts.reporter.info(m), signal: opts.signal });
   } catch (err) {
@@ -83,15 +89,26 @@ export async function runUnits(
     const units = await plan();
     // One after another, so runs.jsonl lists a sweep's variants in their order.
     const entries: RunEntry[] = [];
-    for (const { plan: { pipeline }, sweep } of units) {
-      entries.push(await RunEntry.start(pipelineDir, {
-        started_at: startedAt, seed: pipeline.seed, settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])), ...(sweep ? { sweep } : {}),
-      }));
+    for (const u of units) {
+      const { pipeline } = u.plan;
+      entries.push(
+        await RunEntry.start(pipelineDir, {
+          started_at: startedAt,
+          seed: pipeline.seed,
+          settings: Object.fromEntries(pipeline.stages.map((s) => [s.name, s.settings])),
+          ...(u.sweep ? { sweep: u.sweep } : {}),
+        }),
+      );
     }
     const records = units.map((u) => new RunRecord(u.plan, startedAt));
     try {
-      const selected = units.map((u) => (opts.until ? ancestorsAndSelf(u.plan.pipeline.stages, opts.until) : undefined));
-      const instances = unionOf(units.map((u) => u.plan), (i) => selected[i]);
+      const selected = units.map((u) =>
+        opts.until ? ancestorsAndSelf(u.plan.pipeline.stages, opts.until) : undefined,
+      );
+      const instances = unionOf(
+        units.map((u) => u.plan),
+        (i) => selected[i],
+      );
       const jobs = opts.jobs ?? 1;
       const view = opts.reporter.begin(
         instances.map((inst) => ({ name: inst.id, kind: inst.planned.stage.kind, title: opts.rowTitle?.(inst) })),
@@ -115,14 +132,24 @@ export async function runUnits(
         r.backend = executor.backendName ?? r.backendOfResults();
         await r.save();
         if (!interrupted) await publish(units[i], r.summary);
-        await entries[i].finish({ ...outcomeOf(r.summary.stages, interrupted), stages: r.summary.stages, metrics: headlineMetrics(r.results()) });
+        await entries[i].finish({
+          ...outcomeOf(r.summary.stages, interrupted),
+          stages: r.summary.stages,
+          metrics: headlineMetrics(r.results()),
+        });
       }
       if (interrupted) throw new Aborted('interrupted; finished stages are kept, the interrupted one will run again');
       return { units, instances, outcomes, summaries: records.map((r) => r.summary) };
     } catch (err) {
       if (!(err instanceof Aborted)) {
         for (const [i, e] of entries.entries()) {
-          await e.finish({ outcome: 'failed', stages: records[i].summary.stages, metrics: {}, stopped_at: [], error: (err as Error).message });
+          await e.finish({
+            outcome: 'failed',
+            stages: records[i].summary.stages,
+            metrics: {},
+            stopped_at: [],
+            error: (err as Error).message,
+          });
         }
       }
       throw err;

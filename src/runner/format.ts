@@ -31,3 +31,23 @@ export function formatProgress(u: ProgressUpdate, opts: { bar?: boolean } = {}):
   if (u.message) parts.push(u.message);
   return parts.join(' · ');
 }
+
+/** TFPIPE_LOG_INTERVAL_MS: how often plain progress lines are printed; 10 s unless set. */
+export function logIntervalMs(env: NodeJS.ProcessEnv = process.env): number {
+  return Number(env.TFPIPE_LOG_INTERVAL_MS ?? 10_000);
+}
+
+/**
+ * Whether an update is due to be passed on: the last batch of a loop always (every epoch's end is
+ * seen), otherwise at most one per `intervalMs`.
+ */
+export function progressThrottle(intervalMs: number): (u: ProgressUpdate) => boolean {
+  let last = 0;
+  return (u) => {
+    const now = Date.now();
+    const boundary = u.batch !== undefined && u.batch === u.batches;
+    if (!boundary && now - last < intervalMs) return false;
+    last = now;
+    return true;
+  };
+}

@@ -7,6 +7,7 @@ import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { processAlive } from '../cache/run-lock.js';
+import { isObject } from '../json.js';
 import type { JsonObject, JsonValue, RunSummary } from '../stages/types.js';
 
 /** Marks the runs of one `tfpipe run` of a sweep, one per variant, so `tfpipe runs` groups them. */
@@ -24,7 +25,8 @@ export interface SweepTag {
 /** How a run ended; killed and running are read off an unclosed "started" line. */
 export type RunOutcome = 'ok' | 'failed' | 'interrupted' | 'killed' | 'running';
 
-export interface RunRecord {
+/** A run as `tfpipe runs` reads it back from runs.jsonl. */
+export interface PastRun {
   started_at: string;
   /** Null while running or when killed. */
   seconds: number | null;
@@ -77,54 +79,73 @@ export function headlineMetrics(results: JsonObject[]): Record<string, number> {
 async function append(pipelineDir: string, line: StartedLine | FinishedLine): Promise<void> {
   await mkdir(pipelineDir, { recursive: true });
   // One short line per append: concurrent appends of whole lines do not interleave on POSIX.
-  await appendFile(join(pipelineDir, FILE), JSON.stringify(line) + '\n');
+  await appendFile(join(pipelineDir, FILE), `${JSON.stringify(line)}\n`);
 }
 
 /** The outcome a run's stages add up to. */
-export function outcomeOf(stages: RunSummary['stages'], interrupted: boolean): Pick<FinishedLine, 'outcome' | 'stopped_at'> {
+export function outcomeOf(
+  stages: RunSummary['stages'],
+  interrupted: boolean,
+): Pick<FinishedLine, 'outcome' | 'stopped_at'> {
   const failed = stages.filter((s) => s.state === 'failed');
-  if (interrupted) return { outcome: 'interrupted', stopped_at: failed.filter((s) => s.error === 'interrupted').map((s) => s.name) };
-  return failed.length ? { outcome: 'failed', stopped_at: failed.map((s) => s.name) } : { outcome: 'ok', stopped_at: [] };
+  if (interrupted)
+    return { outcome: 'interrupted', stopped_at: failed.filter((s) => s.error === 'interrupted').map((s) => s.name) };
+  return failed.length
+    ? { outcome: 'failed', stopped_at: failed.map((s) => s.name) }
+    : { outcome: 'ok', stopped_at: [] };
 }
 
 /** A run on record: started now, finished by finish(). */
 export class RunEntry {
   private readonly t0 = Date.now();
-  private constructor(private readonly pipelineDir: string, private readonly id: string) {}
+  private constructor(
+    private readonly pipelineDir: string,
+    private readonly id: string,
+  ) {}
 
-  static async start(pipelineDir: string, run: { started_at: string; seed: number; settings: Record<string, JsonObject>; sweep?: SweepTag }): Promise<RunEntry> {
+  static async start(
+    pipelineDir: string,
+    run: { started_at: string; seed: number; settings: Record<string, JsonObject>; sweep?: SweepTag },
+  ): Promise<RunEntry> {
     const entry = new RunEntry(pipelineDir, `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`);
     await append(pipelineDir, { run: entry.id, event: 'started', pid: process.pid, host: hostname(), ...run });
     return entry;
   }
 
   finish(end: Omit<FinishedLine, 'run' | 'event' | 'seconds'>): Promise<void> {
-    return append(this.pipelineDir, { run: this.id, event: 'finished', seconds: (Date.now() - this.t0) / 1000, ...end });
+    return append(this.pipelineDir, {
+      run: this.id,
+      event: 'finished',
+      seconds: (Date.now() - this.t0) / 1000,
+      ...end,
+    });
   }
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
-
 /** A line written before runs had ids: one whole record per run, written at its end. */
-function legacy(l: Record<string, unknown>): RunRecord | undefined {
+function legacy(l: Record<string, unknown>): PastRun | undefined {
   if (typeof l.started_at !== 'string' || !Array.isArray(l.stages) || !isObject(l.settings)) return undefined;
   const stages = l.stages as RunSummary['stages'];
   return {
-    started_at: l.started_at, seconds: typeof l.seconds === 'number' ? l.seconds : null, seed: Number(l.seed ?? 0),
-    settings: l.settings as RunRecord['settings'], stages, metrics: isObject(l.metrics) ? (l.metrics as Record<string, number>) : {},
+    started_at: l.started_at,
+    seconds: typeof l.seconds === 'number' ? l.seconds : null,
+    seed: Number(l.seed ?? 0),
+    settings: l.settings as PastRun['settings'],
+    stages,
+    metrics: isObject(l.metrics) ? (l.metrics as Record<string, number>) : {},
     ...outcomeOf(stages, false),
   };
 }
 
-export async function readRuns(pipelineDir: string): Promise<RunRecord[]> {
+export async function readRuns(pipelineDir: string): Promise<PastRun[]> {
   let text: string;
   try {
     text = await readFile(join(pipelineDir, FILE), 'utf8');
   } catch {
     return [];
   }
-  const runs: RunRecord[] = [];
-  const open = new Map<string, { record: RunRecord; host: string }>();
+  const runs: PastRun[] = [];
+  const open = new Map<string, { record: PastRun; host: string }>();
   for (const raw of text.split('\n')) {
     if (!raw.trim()) continue;
     let l: unknown;
@@ -136,9 +157,17 @@ export async function readRuns(pipelineDir: string): Promise<RunRecord[]> {
     if (!isObject(l)) continue;
     if (l.event === 'started' && typeof l.run === 'string' && typeof l.started_at === 'string') {
       const s = l as unknown as StartedLine;
-      const record: RunRecord = {
-        started_at: s.started_at, seconds: null, seed: s.seed, settings: isObject(s.settings) ? s.settings : {},
-        stages: [], metrics: {}, outcome: 'running', stopped_at: [], pid: s.pid, ...(isObject(s.sweep) ? { sweep: s.sweep } : {}),
+      const record: PastRun = {
+        started_at: s.started_at,
+        seconds: null,
+        seed: s.seed,
+        settings: isObject(s.settings) ? s.settings : {},
+        stages: [],
+        metrics: {},
+        outcome: 'running',
+        stopped_at: [],
+        pid: s.pid,
+        ...(isObject(s.sweep) ? { sweep: s.sweep } : {}),
       };
       open.set(s.run, { record, host: String(s.host) });
       runs.push(record);
@@ -148,8 +177,12 @@ export async function readRuns(pipelineDir: string): Promise<RunRecord[]> {
       if (!o) continue;
       open.delete(f.run);
       Object.assign(o.record, {
-        seconds: f.seconds, stages: Array.isArray(f.stages) ? f.stages : [], metrics: isObject(f.metrics) ? f.metrics : {},
-        outcome: f.outcome, stopped_at: Array.isArray(f.stopped_at) ? f.stopped_at : [], ...(f.error ? { error: f.error } : {}),
+        seconds: f.seconds,
+        stages: Array.isArray(f.stages) ? f.stages : [],
+        metrics: isObject(f.metrics) ? f.metrics : {},
+        outcome: f.outcome,
+        stopped_at: Array.isArray(f.stopped_at) ? f.stopped_at : [],
+        ...(f.error ? { error: f.error } : {}),
       });
     } else {
       const r = legacy(l);

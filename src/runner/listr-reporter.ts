@@ -19,7 +19,10 @@ export class ListrReporter implements StepReporter {
     const list = new Listr(
       stages.map((s) => ({
         title: `${s.title ?? s.name} (${s.kind})`,
-        task: async (_ctx: unknown, task: { output: string; title: string; skip(message?: string): void; task: { state$: ListrTaskState } }) => {
+        task: async (
+          _ctx: unknown,
+          task: { output: string; title: string; skip(message?: string): void; task: { state$: ListrTaskState } },
+        ) => {
           const waiting = turns.get(s.name) as Deferred<Turn>;
           if (opts.concurrent && !waiting.settled) task.task.state$ = ListrTaskState.WAITING;
           const turn = await waiting.promise;
@@ -31,14 +34,22 @@ export class ListrReporter implements StepReporter {
           const t0 = Date.now();
           task.output = turn.reasons.join('; ');
           await turn.work({
-            progress: (u) => { task.output = formatProgress(u, { bar: true }); },
-            log: (m) => { task.output = m; },
+            progress: (u) => {
+              task.output = formatProgress(u, { bar: true });
+            },
+            log: (m) => {
+              task.output = m;
+            },
           });
           task.title = `${s.title ?? s.name} (${s.kind}) — ${formatDuration((Date.now() - t0) / 1000)}`;
         },
         rendererOptions: { outputBar: 1, persistentOutput: false },
       })),
-      { concurrent: opts.concurrent === true, exitOnError: false, rendererOptions: { collapseErrors: false, collapseSkips: false } },
+      {
+        concurrent: opts.concurrent === true,
+        exitOnError: false,
+        rendererOptions: { collapseErrors: false, collapseSkips: false },
+      },
     );
     const finished = list.run().catch(() => {
       // failures are the runner's to record; the task list only shows them
@@ -49,19 +60,20 @@ export class ListrReporter implements StepReporter {
     return {
       cached: (stage) => turn(stage, { skip: `${shown(stage)} (cached)` }),
       skipped: (stage, reason) => turn(stage, { skip: `${shown(stage)} skipped: ${reason}` }),
-      running: (stage, reasons, work) => new Promise((resolve, reject) => {
-        turn(stage, {
-          reasons,
-          work: async (io) => {
-            try {
-              resolve(await work(io));
-            } catch (err) {
-              reject(err);
-              throw err;
-            }
-          },
-        });
-      }),
+      running: (stage, reasons, work) =>
+        new Promise((resolve, reject) => {
+          turn(stage, {
+            reasons,
+            work: async (io) => {
+              try {
+                resolve(await work(io));
+              } catch (err) {
+                reject(err);
+                throw err;
+              }
+            },
+          });
+        }),
       end: async () => {
         for (const [stage, d] of turns) if (!d.settled) turn(stage, { skip: `${shown(stage)} not reached` });
         await finished;
@@ -78,7 +90,16 @@ interface Deferred<T> {
 
 function deferred<T>(): Deferred<T> {
   let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => { resolve = r; });
-  const d: Deferred<T> = { promise, settled: false, resolve: (v) => { d.settled = true; resolve(v); } };
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  const d: Deferred<T> = {
+    promise,
+    settled: false,
+    resolve: (v) => {
+      d.settled = true;
+      resolve(v);
+    },
+  };
   return d;
 }

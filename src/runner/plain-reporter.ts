@@ -1,10 +1,13 @@
 // Line-based progress for CI, pipes and NO_COLOR: one line per event, progress throttled.
 import type { Writable } from 'node:stream';
-import { formatDuration, formatProgress } from './format.js';
+import { formatDuration, formatProgress, logIntervalMs, progressThrottle } from './format.js';
 import type { RunView, StageRow, StepIO, StepReporter } from './steps.js';
 
 export class PlainReporter implements StepReporter {
-  constructor(private readonly out: Writable, private readonly intervalMs = Number(process.env.TFPIPE_LOG_INTERVAL_MS ?? 10_000)) {}
+  constructor(
+    private readonly out: Writable,
+    private readonly intervalMs = logIntervalMs(),
+  ) {}
 
   info(message: string): void {
     this.out.write(`${message}\n`);
@@ -35,16 +38,10 @@ export class PlainReporter implements StepReporter {
   }
 
   private io(tag: string): StepIO {
-    let last = 0;
+    const due = progressThrottle(this.intervalMs);
     return {
       progress: (u) => {
-        const now = Date.now();
-        // Always print the end of an epoch/batch loop; otherwise at most one line per interval.
-        const boundary = u.batch !== undefined && u.batches !== undefined && u.batch === u.batches;
-        if (boundary || now - last >= this.intervalMs) {
-          last = now;
-          this.out.write(`${tag} ${formatProgress(u)}\n`);
-        }
+        if (due(u)) this.out.write(`${tag} ${formatProgress(u)}\n`);
       },
       log: (m) => this.out.write(`${tag} ${m}\n`),
     };

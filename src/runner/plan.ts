@@ -61,7 +61,11 @@ export function resolveInput(pipeline: ResolvedPipeline, p: string): string {
   return isAbsolute(p) ? p : resolve(pipeline.dir, p);
 }
 
-export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistry, opts: PlanOptions = {}): Promise<Plan> {
+export async function makePlan(
+  pipeline: ResolvedPipeline,
+  registry: KindRegistry,
+  opts: PlanOptions = {},
+): Promise<Plan> {
   const root = opts.outputs ?? outputsRoot(pipeline);
   const store = new ArtefactStore(root, pipeline.name);
   const lockDir = opts.lockDir ?? store.pipelineDir;
@@ -73,7 +77,10 @@ export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistr
     if (!impl) throw new Error(`unknown stage kind ${stage.kind}`); // validation already rejects this
     const { inputs, spelled } = await keyInputs(pipeline, stage, impl, planned, hasher);
     const key = stageKey(inputs);
-    const unrecorded = damaged.includes(stage.name) || damaged.includes('*') ? 'no usable record of an earlier run (its tfpipe.lock entry is damaged)' : 'never ran';
+    const unrecorded =
+      damaged.includes(stage.name) || damaged.includes('*')
+        ? 'no usable record of an earlier run (its tfpipe.lock entry is damaged)'
+        : 'never ran';
     const judged = await judge(store, lock, stage, key, inputs, spelled, planned, unrecorded);
     if (judged.state !== 'cached') {
       const partial = await partialWork(store, stage.name, key, impl);
@@ -87,7 +94,13 @@ export async function makePlan(pipeline: ResolvedPipeline, registry: KindRegistr
 }
 
 /** What the key hashes. A local path setting enters by its content hash, not its spelling. */
-async function keyInputs(pipeline: ResolvedPipeline, stage: ResolvedStage, impl: AnyKind, planned: Map<string, PlannedStage>, hasher: InputHasher) {
+async function keyInputs(
+  pipeline: ResolvedPipeline,
+  stage: ResolvedStage,
+  impl: AnyKind,
+  planned: Map<string, PlannedStage>,
+  hasher: InputHasher,
+) {
   const paths = localPathSettings(impl.schema, stage.settings);
   const inputs: Record<string, string> = {};
   const spelled: Record<string, string> = {};
@@ -99,7 +112,10 @@ async function keyInputs(pipeline: ResolvedPipeline, stage: ResolvedStage, impl:
   const key: KeyInputs = {
     kind: stage.kind,
     version: impl.version,
-    settings: withoutSettings(stage.settings, paths.map((p) => p.path)),
+    settings: withoutSettings(
+      stage.settings,
+      paths.map((p) => p.path),
+    ),
     needs: Object.fromEntries(stage.needs.map((n) => [n, (planned.get(n) as PlannedStage).key])),
     inputs,
     seed: pipeline.seed,
@@ -122,8 +138,14 @@ async function partialWork(store: ArtefactStore, stage: string, key: string, imp
 type Judged = Pick<PlannedStage, 'state' | 'reasons' | 'manifest' | 'pendingUpstream'>;
 
 async function judge(
-  store: ArtefactStore, lock: LockFile, stage: ResolvedStage, key: string, inputs: KeyInputs,
-  spelled: Record<string, string>, planned: Map<string, PlannedStage>, unrecorded: string,
+  store: ArtefactStore,
+  lock: LockFile,
+  stage: ResolvedStage,
+  key: string,
+  inputs: KeyInputs,
+  spelled: Record<string, string>,
+  planned: Map<string, PlannedStage>,
+  unrecorded: string,
 ): Promise<Judged> {
   const last = lock.stages[stage.name];
   const verified = await store.verify(stage.name, key);
@@ -138,15 +160,24 @@ async function judge(
     }
     const changed = upstreamChanges(verified.manifest, upstream);
     if (changed.length) return { state: 'stale', reasons: changed, pendingUpstream: [] };
-    const reasons = last && last.key !== key
-      ? [`reusing the earlier result of key ${key} (run cache); since the last run: ${explainChange(last, inputs, spelled).join('; ')}`]
-      : [];
-    for (const n of pendingUpstream) reasons.push(`upstream stage "${n}" runs first; kept if its outputs come out unchanged`);
+    const reasons =
+      last && last.key !== key
+        ? [
+            `reusing the earlier result of key ${key} (run cache); since the last run: ${explainChange(last, inputs, spelled).join('; ')}`,
+          ]
+        : [];
+    for (const n of pendingUpstream)
+      reasons.push(`upstream stage "${n}" runs first; kept if its outputs come out unchanged`);
     return { state: 'cached', reasons, manifest: verified.manifest, pendingUpstream };
   }
   if (verified.existed) return { state: 'missing', reasons: [verified.reason], pendingUpstream: [] };
   if (!last) return { state: 'missing', reasons: [unrecorded], pendingUpstream: [] };
-  if (last.key === key) return { state: 'missing', reasons: [`the artefacts of key ${key} were deleted`], pendingUpstream: [] };
+  if (last.key === key)
+    return { state: 'missing', reasons: [`the artefacts of key ${key} were deleted`], pendingUpstream: [] };
   const reasons = explainChange(last, inputs, spelled);
-  return { state: 'stale', reasons: reasons.length ? reasons : [`key changed: ${last.key} → ${key}`], pendingUpstream: [] };
+  return {
+    state: 'stale',
+    reasons: reasons.length ? reasons : [`key changed: ${last.key} → ${key}`],
+    pendingUpstream: [],
+  };
 }

@@ -10,7 +10,10 @@ export class RunRecord {
   private readonly lock: LockFile;
   backend: string | undefined;
 
-  constructor(private readonly plan: Plan, private readonly startedAt: string) {
+  constructor(
+    private readonly plan: Plan,
+    private readonly startedAt: string,
+  ) {
     this.lock = { ...plan.lock, stages: { ...plan.lock.stages } };
   }
 
@@ -18,15 +21,25 @@ export class RunRecord {
   get summary(): RunSummary {
     const order = this.plan.stages.map((p) => p.stage.name);
     const stages = [...this.stages].sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
-    return { pipeline: this.plan.pipeline.name, startedAt: this.startedAt, ...(this.backend ? { backend: this.backend } : {}), stages };
+    return {
+      pipeline: this.plan.pipeline.name,
+      startedAt: this.startedAt,
+      ...(this.backend ? { backend: this.backend } : {}),
+      stages,
+    };
   }
 
   async add(p: PlannedStage, o: Outcome): Promise<void> {
     const name = p.stage.name;
     this.outcomes.set(name, o);
     this.stages.push({
-      name, kind: p.stage.kind, state: o.state, key: p.key, seconds: o.seconds,
-      dir: this.plan.store.stageDir(name, p.key), ...('error' in o ? { error: o.error } : {}),
+      name,
+      kind: p.stage.kind,
+      state: o.state,
+      key: p.key,
+      seconds: o.seconds,
+      dir: this.plan.store.stageDir(name, p.key),
+      ...('error' in o ? { error: o.error } : {}),
     });
     if (o.state === 'ran' || o.state === 'cached') this.lock.stages[name] = lockEntry(o.manifest);
     // A finished stage is on record at once, even if a later one takes the process down.

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import type { ArtefactStore, Manifest } from '../cache/store.js';
 import { produced, upstreamChanges } from '../cache/upstream.js';
-import type { StageContext, UpstreamArtefacts } from '../stages/types.js';
+import type { JsonObject, StageContext, UpstreamArtefacts } from '../stages/types.js';
 import type { Plan, PlannedStage } from './plan.js';
 import { resolveInput } from './plan.js';
 import { acquireLock } from '../cache/run-lock.js';
@@ -38,7 +38,10 @@ export class StageRunner {
   private backend: { name: string; detail: string } | undefined;
   private readonly controller = new AbortController();
 
-  constructor(private readonly initBackend?: InitBackend, signal?: AbortSignal) {
+  constructor(
+    private readonly initBackend?: InitBackend,
+    signal?: AbortSignal,
+  ) {
     if (signal?.aborted) this.controller.abort();
     signal?.addEventListener('abort', () => this.controller.abort(), { once: true });
   }
@@ -56,20 +59,32 @@ export class StageRunner {
    * Runs `p` of `plan` on the finished results of its needs. `requestedAt` (ms): a result of this key
    * finished after it, by another process while this one waited, satisfies even a forced run.
    */
-  async run(plan: Plan, p: PlannedStage, needs: Record<string, Manifest>, io: StepIO, requestedAt = Date.now()): Promise<StageResult> {
+  async run(
+    plan: Plan,
+    p: PlannedStage,
+    needs: Record<string, Manifest>,
+    io: StepIO,
+    requestedAt = Date.now(),
+  ): Promise<StageResult> {
     const { store } = plan;
     // One process at a time works on a key: whoever runs the instance (this process, a -j child, a
     // worker's child on another machine) holds it while it touches <key>.partial/. It is per key,
     // not per pipeline, so a sweep's jobs run side by side and a duplicate of one job waits.
     const release = await acquireLock(stageLockPath(store, p.stage.name, p.key), {
-      onWait: (m) => io.log(m), signal: this.controller.signal, remoteStaleMs: STAGE_LOCK_REMOTE_STALE_MS,
+      onWait: (m) => io.log(m),
+      signal: this.controller.signal,
+      remoteStaleMs: STAGE_LOCK_REMOTE_STALE_MS,
     }).catch((err: unknown) => {
       throw this.interrupted ? new Aborted() : err;
     });
     try {
       const done = await store.verify(p.stage.name, p.key);
       const upstream = Object.fromEntries(Object.entries(needs).map(([n, m]) => [n, produced(m)]));
-      if (done.ok && upstreamChanges(done.manifest, upstream).length === 0 && (!p.forced || Date.parse(done.manifest.finishedAt) >= requestedAt)) {
+      if (
+        done.ok &&
+        upstreamChanges(done.manifest, upstream).length === 0 &&
+        (!p.forced || Date.parse(done.manifest.finishedAt) >= requestedAt)
+      ) {
         io.log(`another process finished key ${p.key} meanwhile; using its result`);
         return { manifest: done.manifest, reused: true };
       }
@@ -104,7 +119,7 @@ export class StageRunner {
       log: (m) => io.log(m),
       signal: this.controller.signal,
     };
-    let result;
+    let result: JsonObject;
     try {
       result = await p.impl.run(ctx);
       if (this.interrupted) throw new Aborted();
@@ -132,5 +147,13 @@ export class StageRunner {
 
 function upstreamOf(plan: Plan, name: string, m: Manifest): UpstreamArtefacts {
   const u = plan.stages.find((s) => s.stage.name === name) as PlannedStage;
-  return { name, kind: u.stage.kind, key: m.key, dir: plan.store.stageDir(name, m.key), settings: u.stage.settings, result: m.result, writes: u.impl.writes };
+  return {
+    name,
+    kind: u.stage.kind,
+    key: m.key,
+    dir: plan.store.stageDir(name, m.key),
+    settings: u.stage.settings,
+    result: m.result,
+    writes: u.impl.writes,
+  };
 }

@@ -1,6 +1,7 @@
 // What a reporter shows: the runner walks the stages (stage instances, for a sweep) and tells the
-// reporter about each one exactly once, as cached, skipped or running; with -j several run at once. The plain and listr reporters both implement
-// this, so the runner's logic exists once and neither reporter decides anything.
+// reporter about each one exactly once, as cached, skipped or running; with -j several run at
+// once. The plain and listr reporters both implement this, so the runner's logic exists once and
+// neither reporter decides anything.
 import type { ProgressUpdate } from '../stages/types.js';
 
 export interface StepIO {

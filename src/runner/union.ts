@@ -19,7 +19,10 @@ export interface StageInstance {
  * The union of the plans, in an order where every instance comes after the ones it needs.
  * `select(i)` limits plan i to some of its stages (--until).
  */
-export function unionOf(plans: readonly Plan[], select: (i: number) => ReadonlySet<string> | undefined = () => undefined): StageInstance[] {
+export function unionOf(
+  plans: readonly Plan[],
+  select: (i: number) => ReadonlySet<string> | undefined = () => undefined,
+): StageInstance[] {
   const byKey = new Map<string, StageInstance>();
   const out: StageInstance[] = [];
   const shortLen = shortestUniqueKeyLength(plans);
@@ -32,7 +35,13 @@ export function unionOf(plans: readonly Plan[], select: (i: number) => ReadonlyS
       let inst = byKey.get(k);
       if (!inst) {
         const id = plans.length === 1 ? p.stage.name : `${p.stage.name}@${p.key.slice(0, shortLen)}`;
-        inst = { id, planned: p, plan, users: [], needs: Object.fromEntries(p.stage.needs.map((n) => [n, idOf.get(n) as string])) };
+        inst = {
+          id,
+          planned: p,
+          plan,
+          users: [],
+          needs: Object.fromEntries(p.stage.needs.map((n) => [n, idOf.get(n) as string])),
+        };
         byKey.set(k, inst);
         out.push(inst);
       }

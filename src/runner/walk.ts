@@ -42,10 +42,19 @@ export async function walk(instances: readonly StageInstance[], opts: WalkOption
   const start = (inst: StageInstance, needs: Map<string, Outcome>, reasons: string[]) => {
     const manifests = Object.fromEntries([...needs].map(([n, o]) => [n, (o as { manifest: Manifest }).manifest]));
     const t = Date.now();
-    const job = opts.view.running(inst.id, reasons, (io) => opts.executor.run(inst, manifests, io))
+    const job = opts.view
+      .running(inst.id, reasons, (io) => opts.executor.run(inst, manifests, io))
       .then(
-        (r): Outcome => ({ state: r.reused ? 'cached' : 'ran', manifest: r.manifest, seconds: r.reused ? 0 : r.manifest.seconds }),
-        (err: unknown): Outcome => ({ state: 'failed', error: (err as Error).message, seconds: (Date.now() - t) / 1000 }),
+        (r): Outcome => ({
+          state: r.reused ? 'cached' : 'ran',
+          manifest: r.manifest,
+          seconds: r.reused ? 0 : r.manifest.seconds,
+        }),
+        (err: unknown): Outcome => ({
+          state: 'failed',
+          error: (err as Error).message,
+          seconds: (Date.now() - t) / 1000,
+        }),
       )
       .then((o) => {
         running.delete(inst.id);
@@ -84,7 +93,10 @@ export async function walk(instances: readonly StageInstance[], opts: WalkOption
       }
     }
     if (!running.size) {
-      if (pending.length) throw new Error(`internal: ${pending.map((p) => p.id).join(', ')} wait for instances that are not in the graph`);
+      if (pending.length)
+        throw new Error(
+          `internal: ${pending.map((p) => p.id).join(', ')} wait for instances that are not in the graph`,
+        );
       break;
     }
     await Promise.race(running.values());
@@ -101,5 +113,8 @@ function byChainBelow(instances: readonly StageInstance[]): StageInstance[] {
     below.set(inst.id, own);
     for (const up of Object.values(inst.needs)) below.set(up, Math.max(below.get(up) ?? 1, own + 1));
   }
-  return instances.map((inst, i) => ({ inst, i })).sort((a, b) => (below.get(b.inst.id)! - below.get(a.inst.id)!) || a.i - b.i).map((x) => x.inst);
+  return instances
+    .map((inst, i) => ({ inst, i }))
+    .sort((a, b) => below.get(b.inst.id)! - below.get(a.inst.id)! || a.i - b.i)
+    .map((x) => x.inst);
 }

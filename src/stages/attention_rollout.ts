@@ -16,9 +16,21 @@ import type { AttentionRolloutSettings } from './settings.js';
 import { stageKernels } from './kernels.js';
 import { checkpointDir } from './train.js';
 import { upstreamData } from './upstream-data.js';
-import { upstreamOfKind, type JsonObject, type Picture, type SectionContent, type StageContext, type StageKind, type UpstreamArtefacts } from './types.js';
+import {
+  upstreamOfKind,
+  type JsonObject,
+  type Picture,
+  type SectionContent,
+  type StageContext,
+  type StageKind,
+  type UpstreamArtefacts,
+} from './types.js';
 
-const rolloutPicture: Picture = { file: 'rollout.png', title: 'Attention rollout', caption: 'image, rollout heatmap, image × mask' };
+const rolloutPicture: Picture = {
+  file: 'rollout.png',
+  title: 'Attention rollout',
+  caption: 'image, rollout heatmap, image × mask',
+};
 const META_FILE = 'meta.json';
 const ATTENTION_FILE = 'attention.npy';
 const ROLLOUT_FILE = 'rollout.npy';
@@ -79,7 +91,9 @@ export async function pickImages(o: {
 /** Gather the images at `indices` into one NHWC uint8 buffer. */
 function gather(images: Uint8Array, indices: number[], per: number): Uint8Array {
   const out = new Uint8Array(indices.length * per);
-  indices.forEach((idx, k) => out.set(images.subarray(idx * per, (idx + 1) * per), k * per));
+  indices.forEach((idx, k) => {
+    out.set(images.subarray(idx * per, (idx + 1) * per), k * per);
+  });
   return out;
 }
 
@@ -108,7 +122,11 @@ function inputTensor(m: ModelInputs, indices: number[]): Tensor4D {
   const { tf } = m.libs;
   const per = m.imageSize * m.imageSize * m.channels;
   return tf.tidy(() => {
-    const raw = tf.tensor4d(gather(m.images, indices, per), [indices.length, m.imageSize, m.imageSize, m.channels], 'int32');
+    const raw = tf.tensor4d(
+      gather(m.images, indices, per),
+      [indices.length, m.imageSize, m.imageSize, m.channels],
+      'int32',
+    );
     return m.augmenter.eval(raw);
   });
 }
@@ -123,7 +141,10 @@ async function classify(m: ModelInputs, indices: number[], batchSize: number): P
 }
 
 /** Eval-mode logits and post-softmax attention [B, layers, heads, T, T] for a few images. */
-async function attentionOf(m: ModelInputs, indices: number[]): Promise<{ predicted: number[]; attention: Float32Array; layers: number; heads: number; tokens: number }> {
+async function attentionOf(
+  m: ModelInputs,
+  indices: number[],
+): Promise<{ predicted: number[]; attention: Float32Array; layers: number; heads: number; tokens: number }> {
   const { tf, vit } = m.libs;
   const x = inputTensor(m, indices);
   const { logits, attention } = vit.forward(m.model, x, { training: false, returnAttention: true }, m.kernels);
@@ -152,7 +173,11 @@ export async function writeRollout(
   outDir: string,
   ctx: Pick<StageContext, 'progress' | 'signal'>,
 ): Promise<JsonObject> {
-  const [tf, vit, { renderGrid }] = await Promise.all([import('@tensorflow/tfjs'), import('../ml/vit/index.js'), import('../render/image-grid.js')]);
+  const [tf, vit, { renderGrid }] = await Promise.all([
+    import('@tensorflow/tfjs'),
+    import('../ml/vit/index.js'),
+    import('../render/image-grid.js'),
+  ]);
   const { info, test } = src;
   const m: ModelInputs = {
     libs: { tf, vit },
@@ -216,7 +241,13 @@ export async function writeRollout(
     const colour = wrong ? '#c62828' : '#2e7d32';
     const size = { width: info.imageSize, height: info.imageSize };
     cells.push(
-      { pixels, ...size, caption: `pred ${info.classes[predicted[k]]}\ntrue ${info.classes[label]}`, captionColor: colour, border: colour },
+      {
+        pixels,
+        ...size,
+        caption: `pred ${info.classes[predicted[k]]}\ntrue ${info.classes[label]}`,
+        captionColor: colour,
+        border: colour,
+      },
       { pixels: heatmapPixels(r.mask, s.colormap), ...size, caption: 'rollout' },
       { pixels: maskedPixels(pixels, r.mask), ...size, caption: 'image × mask' },
     );
@@ -229,7 +260,13 @@ export async function writeRollout(
     title: `Attention rollout (${s.method}, heads ${s.head_fusion}, discard ${s.discard_ratio})`,
   });
   await writeFile(join(outDir, rolloutPicture.file), png);
-  await writeNpy(join(outDir, ATTENTION_FILE), attention, [indices.length, dims.layers, dims.heads, dims.tokens, dims.tokens]);
+  await writeNpy(join(outDir, ATTENTION_FILE), attention, [
+    indices.length,
+    dims.layers,
+    dims.heads,
+    dims.tokens,
+    dims.tokens,
+  ]);
   await writeNpy(join(outDir, ROLLOUT_FILE), rollout, [indices.length, patches]);
   const meta = {
     method: s.method,
@@ -245,7 +282,7 @@ export async function writeRollout(
     attention_shape: [indices.length, dims.layers, dims.heads, dims.tokens, dims.tokens],
     rollout_shape: [indices.length, patches],
   };
-  await writeFile(join(outDir, META_FILE), JSON.stringify(meta, null, 2) + '\n');
+  await writeFile(join(outDir, META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
   return { images: indices.length, misclassified: misclassified.filter(Boolean).length };
 }
 
@@ -259,24 +296,30 @@ async function rolloutNotes(u: UpstreamArtefacts): Promise<SectionContent> {
   const notes = [
     `Method ${String(meta.method)}, head fusion ${String(meta.head_fusion)}, discard ratio ${String(meta.discard_ratio)}, upsampling ${String(meta.upsample)}.`,
   ];
-  if (n !== undefined && wrong !== undefined) notes.push(`${n} test images, ${wrong} misclassified (red captions and borders).`);
+  if (n !== undefined && wrong !== undefined)
+    notes.push(`${n} test images, ${wrong} misclassified (red captions and borders).`);
   return { notes };
 }
 
 export const stage: StageKind<AttentionRolloutSettings> = {
   kind: 'attention_rollout',
   version: 1,
-  description: 'Attention rollout of the trained ViT on test images: picture grid plus raw attention/rollout .npy dumps',
+  description:
+    'Attention rollout of the trained ViT on test images: picture grid plus raw attention/rollout .npy dumps',
   schema: readSchema('attention_rollout'),
   requires: ['train', 'cifar10', 'augmentation'],
   usesTensorflow: true,
   writes: {
     files: {
-      [ATTENTION_FILE]: 'float32 [images, layers, heads, tokens, tokens]: every block\'s post-softmax attention (NumPy .npy)',
-      [ROLLOUT_FILE]: 'float32 [images, patches]: the class token\'s rollout over the patches, before upsampling (NumPy .npy)',
+      [ATTENTION_FILE]:
+        "float32 [images, layers, heads, tokens, tokens]: every block's post-softmax attention (NumPy .npy)",
+      [ROLLOUT_FILE]:
+        "float32 [images, patches]: the class token's rollout over the patches, before upsampling (NumPy .npy)",
       [META_FILE]: 'method and settings, test image indices, true and predicted labels, class names, array shapes',
     },
-    report: [{ section: 'rollout', title: 'Attention rollout', order: 60, pictures: [rolloutPicture], content: rolloutNotes }],
+    report: [
+      { section: 'rollout', title: 'Attention rollout', order: 60, pictures: [rolloutPicture], content: rolloutNotes },
+    ],
   },
   async run(ctx): Promise<JsonObject> {
     const { loadCheckpoint } = await import('../ml/vit/checkpoint.js');

@@ -8,13 +8,22 @@ import { loadSplit, readDataInfo } from '../ml/dataset.js';
 import type { AugmentationSettings } from './settings.js';
 import { upstreamOfKind, type Picture, type StageKind } from './types.js';
 
-const preview: Picture = { file: 'preview.png', title: 'Augmentation preview', caption: 'training-time augmentation applied to a batch' };
-const patches: Picture = { file: 'patches.png', title: 'Patches', caption: 'the same images cut into the patch grid the ViT sees' };
+const preview: Picture = {
+  file: 'preview.png',
+  title: 'Augmentation preview',
+  caption: 'training-time augmentation applied to a batch',
+};
+const patches: Picture = {
+  file: 'patches.png',
+  title: 'Patches',
+  caption: 'the same images cut into the patch grid the ViT sees',
+};
 
 export const stage: StageKind<AugmentationSettings> = {
   kind: 'augmentation',
   version: 1,
-  description: 'Training-time augmentation ops (flip, crops, RandAugment, erasing, mixup/cutmix, normalize); preview.png, patches.png',
+  description:
+    'Training-time augmentation ops (flip, crops, RandAugment, erasing, mixup/cutmix, normalize); preview.png, patches.png',
   schema: readSchema('augmentation'),
   requires: ['cifar10'],
   usesTensorflow: true,
@@ -25,7 +34,9 @@ export const stage: StageKind<AugmentationSettings> = {
   },
   async run(ctx) {
     const [tf, { createAugmenter }, { renderPatches, renderPreview }] = await Promise.all([
-      import('@tensorflow/tfjs'), import('../ml/augment/index.js'), import('../ml/augment/preview.js'),
+      import('@tensorflow/tfjs'),
+      import('../ml/augment/index.js'),
+      import('../ml/augment/preview.js'),
     ]);
     const s = ctx.settings;
     const data = upstreamOfKind(ctx, 'cifar10');
@@ -40,10 +51,17 @@ export const stage: StageKind<AugmentationSettings> = {
     ctx.progress({ message: `rendering ${preview.file}` });
     await writeFile(
       join(ctx.outDir, preview.file),
-      await renderPreview(aug, batch, info.classes, { images: s.preview_images, versions: s.preview_versions, seed: ctx.seed }),
+      await renderPreview(aug, batch, info.classes, {
+        images: s.preview_images,
+        versions: s.preview_versions,
+        seed: ctx.seed,
+      }),
     );
     ctx.progress({ message: `rendering ${patches.file}` });
-    await writeFile(join(ctx.outDir, patches.file), await renderPatches(aug, batch, info.classes, { patch: s.preview_patch_size, seed: ctx.seed }));
+    await writeFile(
+      join(ctx.outDir, patches.file),
+      await renderPatches(aug, batch, info.classes, { patch: s.preview_patch_size, seed: ctx.seed }),
+    );
     ctx.log(`augmentation: ${aug.ops.map((o) => o.op).join(' -> ')} (backend ${tf.getBackend()})`);
     return {
       ops: aug.ops.map((o) => o.op),

@@ -1,6 +1,7 @@
 // What `tfpipe kinds` shows about a kind, read from its StageKind and its JSON Schema: the
 // description, the upstream kinds it requires, every setting (dotted path, type, default, doc)
 // and what it writes (StageKind.writes).
+import { isObject } from '../json.js';
 import type { AnyKind } from './registry.js';
 import type { JsonObject, JsonValue } from './types.js';
 
@@ -37,12 +38,21 @@ export interface KindDoc {
   };
 }
 
-const isObject = (v: JsonValue | undefined): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
 const str = (v: JsonValue | undefined): string => (typeof v === 'string' ? v : '');
 
 function range(s: JsonObject): string {
-  const lo = typeof s.minimum === 'number' ? ['[', s.minimum] : typeof s.exclusiveMinimum === 'number' ? ['(', s.exclusiveMinimum] : undefined;
-  const hi = typeof s.maximum === 'number' ? [s.maximum, ']'] : typeof s.exclusiveMaximum === 'number' ? [s.exclusiveMaximum, ')'] : undefined;
+  const lo =
+    typeof s.minimum === 'number'
+      ? ['[', s.minimum]
+      : typeof s.exclusiveMinimum === 'number'
+        ? ['(', s.exclusiveMinimum]
+        : undefined;
+  const hi =
+    typeof s.maximum === 'number'
+      ? [s.maximum, ']']
+      : typeof s.exclusiveMaximum === 'number'
+        ? [s.exclusiveMaximum, ')']
+        : undefined;
   if (lo && hi) return ` in ${lo[0]}${lo[1]}, ${hi[0]}${hi[1]}`;
   if (lo) return ` ${lo[0] === '[' ? '≥' : '>'} ${lo[1]}`;
   if (hi) return ` ${hi[1] === ']' ? '≤' : '<'} ${hi[0]}`;
@@ -76,7 +86,8 @@ export function describeType(s: JsonValue | undefined): string {
     case 'boolean':
       return 'boolean';
     case 'array': {
-      if (isObject(s.items) && Array.isArray(s.items.oneOf)) return `list of ${str(s.items.discriminator && (s.items.discriminator as JsonObject).propertyName) || 'tagged'} objects`;
+      if (isObject(s.items) && Array.isArray(s.items.oneOf))
+        return `list of ${str(s.items.discriminator && (s.items.discriminator as JsonObject).propertyName) || 'tagged'} objects`;
       const item = describeType(s.items);
       const unique = s.uniqueItems === true ? ', no repeats' : '';
       if (typeof s.minItems === 'number' && s.minItems === s.maxItems) return `${s.minItems} ${plural(item)}`;
@@ -106,14 +117,16 @@ function settingsOf(schema: JsonObject, prefix = '', skip: readonly string[] = [
     const items = sub.items;
     if (isObject(items) && Array.isArray(items.oneOf) && isObject(items.discriminator)) {
       const tag = str(items.discriminator.propertyName);
-      doc.variants = items.oneOf.filter(isObject).map((v) => {
-        const tagSchema = isObject(v.properties) ? v.properties[tag] : undefined;
-        return {
-          tag: isObject(tagSchema) ? String(tagSchema.const) : '?',
-          description: str(v.description),
-          settings: settingsOf(v, '', [tag]),
-        };
-      });
+      doc.variants = items.oneOf
+        .filter((v) => isObject(v))
+        .map((v) => {
+          const tagSchema = isObject(v.properties) ? v.properties[tag] : undefined;
+          return {
+            tag: isObject(tagSchema) ? String(tagSchema.const) : '?',
+            description: str(v.description),
+            settings: settingsOf(v, '', [tag]),
+          };
+        });
     }
     // Nested settings objects are listed by dotted path, as --set takes them.
     if (sub.type === 'object' && isObject(sub.properties)) out.push(doc, ...settingsOf(sub, `${name}.`));

@@ -9,7 +9,15 @@ import type { EvaluateSettings } from './settings.js';
 import { stageKernels } from './kernels.js';
 import { checkpointDir } from './train.js';
 import { upstreamData } from './upstream-data.js';
-import { upstreamOfKind, type JsonObject, type Picture, type SectionContent, type StageContext, type StageKind, type UpstreamArtefacts } from './types.js';
+import {
+  upstreamOfKind,
+  type JsonObject,
+  type Picture,
+  type SectionContent,
+  type StageContext,
+  type StageKind,
+  type UpstreamArtefacts,
+} from './types.js';
 
 const METRICS_FILE = 'metrics.json';
 const predictionsPicture: Picture = { file: 'predictions.png', title: 'Predictions on test images' };
@@ -27,7 +35,11 @@ interface TestMetrics {
 }
 
 /** Accuracy per class and the confusion matrix (rows: true class, columns: predicted). */
-export function confusion(labels: ArrayLike<number>, predictions: ArrayLike<number>, classes: number): { matrix: number[][]; perClass: number[] } {
+export function confusion(
+  labels: ArrayLike<number>,
+  predictions: ArrayLike<number>,
+  classes: number,
+): { matrix: number[][]; perClass: number[] } {
   const matrix = Array.from({ length: classes }, () => new Array<number>(classes).fill(0));
   for (let i = 0; i < labels.length; i++) matrix[labels[i]][predictions[i]] += 1;
   const perClass = matrix.map((row, c) => {
@@ -39,18 +51,24 @@ export function confusion(labels: ArrayLike<number>, predictions: ArrayLike<numb
 
 async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject> {
   const [{ evaluateSplit }, { loadCheckpoint }, { confusionPng }, { renderGrid }] = await Promise.all([
-    import('../ml/evaluation.js'), import('../ml/vit/checkpoint.js'), import('../render/confusion.js'), import('../render/image-grid.js'),
+    import('../ml/evaluation.js'),
+    import('../ml/vit/checkpoint.js'),
+    import('../render/confusion.js'),
+    import('../render/image-grid.js'),
   ]);
   const s = ctx.settings;
   const trained = upstreamOfKind(ctx, 'train');
   const { dir, info, augmenter } = await upstreamData(ctx);
   const test = await loadSplit(dir, 'test');
   const model = await loadCheckpoint(checkpointDir(trained.dir, s.checkpoint));
-  let result;
+  let result: ReturnType<typeof evaluateSplit>;
   try {
     const { kernels } = await stageKernels(ctx, model.config, s.batch_size, 'infer');
     result = evaluateSplit(model, augmenter, test, {
-      batchSize: s.batch_size, imageSize: info.imageSize, channels: info.channels, kernels,
+      batchSize: s.batch_size,
+      imageSize: info.imageSize,
+      channels: info.channels,
+      kernels,
       onBatch: (done) => ctx.progress({ message: `test images ${done}/${test.count}`, fraction: done / test.count }),
     });
   } finally {
@@ -65,10 +83,12 @@ async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject
     per_class_accuracy: Object.fromEntries(info.classes.map((c, i) => [c, perClass[i]])),
     confusion: matrix,
   };
-  await writeFile(join(ctx.outDir, METRICS_FILE), JSON.stringify(metrics, null, 2) + '\n');
+  await writeFile(join(ctx.outDir, METRICS_FILE), `${JSON.stringify(metrics, null, 2)}\n`);
   await writeFile(join(ctx.outDir, confusionPicture.file), await confusionPng(matrix, info.classes));
 
-  const pick = createRng(deriveSeed(ctx.seed, 'evaluate-grid')).permutation(test.count).slice(0, Math.min(s.grid_images, test.count));
+  const pick = createRng(deriveSeed(ctx.seed, 'evaluate-grid'))
+    .permutation(test.count)
+    .slice(0, Math.min(s.grid_images, test.count));
   const per = info.imageSize * info.imageSize * info.channels;
   const cells = Array.from(pick, (i) => {
     const ok = result.predictions[i] === test.labels[i];
@@ -82,7 +102,10 @@ async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject
     };
   });
   const title = `Predictions on test images (${(result.accuracy * 100).toFixed(2)}% test accuracy; red = wrong)`;
-  await writeFile(join(ctx.outDir, predictionsPicture.file), await renderGrid(cells, { columns: s.grid_columns, scale: 3, title }));
+  await writeFile(
+    join(ctx.outDir, predictionsPicture.file),
+    await renderGrid(cells, { columns: s.grid_columns, scale: 3, title }),
+  );
   ctx.log(`test accuracy ${(result.accuracy * 100).toFixed(2)}% on ${test.count} images (${s.checkpoint} checkpoint)`);
   return { test_accuracy: result.accuracy, test_loss: result.loss, test_images: test.count };
 }
@@ -94,7 +117,9 @@ async function evaluationOf(u: UpstreamArtefacts): Promise<SectionContent> {
   const m = JSON.parse(await readFile(file, 'utf8')) as Partial<TestMetrics>;
   if (typeof m.test_accuracy !== 'number') return {};
   const confusion = Array.isArray(m.confusion) ? m.confusion : undefined;
-  return { evaluation: { testAccuracy: m.test_accuracy, perClass: Object.entries(m.per_class_accuracy ?? {}), confusion } };
+  return {
+    evaluation: { testAccuracy: m.test_accuracy, perClass: Object.entries(m.per_class_accuracy ?? {}), confusion },
+  };
 }
 
 export const stage: StageKind<EvaluateSettings> = {
@@ -105,7 +130,10 @@ export const stage: StageKind<EvaluateSettings> = {
   usesTensorflow: true,
   requires: ['train', 'cifar10', 'augmentation'],
   writes: {
-    files: { [METRICS_FILE]: 'checkpoint, test images, test accuracy and loss, accuracy per class, confusion matrix (rows: true class)' },
+    files: {
+      [METRICS_FILE]:
+        'checkpoint, test images, test accuracy and loss, accuracy per class, confusion matrix (rows: true class)',
+    },
     report: [
       { section: 'evaluation', title: 'Evaluation', order: 5, content: evaluationOf },
       { section: 'predictions', title: 'Predictions', order: 50, pictures: [predictionsPicture, confusionPicture] },

@@ -5,10 +5,21 @@ import type { KernelDecision } from '../ml/vit/choose-kernels.js';
 import type { VitConfig } from '../ml/vit/config.js';
 import type { StageContext } from './types.js';
 
-export async function stageKernels(ctx: StageContext<unknown>, cfg: VitConfig, batch: number, purpose: 'train' | 'infer'): Promise<KernelDecision> {
+export async function stageKernels(
+  ctx: StageContext<unknown>,
+  cfg: VitConfig,
+  batch: number,
+  purpose: 'train' | 'infer',
+): Promise<KernelDecision> {
   // Loaded here, not at start-up: it brings tfjs, which commands that run no model never need.
   const { chooseKernels } = await import('../ml/vit/choose-kernels.js');
-  const decision = await chooseKernels({ request: ctx.runtime.kernels ?? 'auto', cfg, batch, purpose, cacheDir: join(ctx.cacheDir, 'kernels') });
+  const decision = await chooseKernels({
+    request: ctx.runtime.kernels ?? 'auto',
+    cfg,
+    batch,
+    purpose,
+    cacheDir: join(ctx.cacheDir, 'kernels'),
+  });
   ctx.log(`kernels: ${decision.detail}`);
   return decision;
 }

@@ -12,15 +12,26 @@ export const stage: StageKind<PlotsSettings> = {
   schema: readSchema('plots'),
   requires: ['train'],
   writes: {
-    files: Object.fromEntries(chartNames.map((name) => [`${name}.vl.json`, `${chartTitles[name]}: the Vega-Lite spec with its data inline (re-renders anywhere)`])),
-    report: [{
-      section: 'plots',
-      title: 'Training curves',
-      order: 40,
-      // An .svg stands in where formats has no png.
-      pictures: chartNames.map((name) => ({ file: `${name}.png`, title: chartTitles[name], ...(name === 'accuracy' ? { caption: 'train and validation' } : {}) })),
-      pictureScale: (s) => s.scale,
-    }],
+    files: Object.fromEntries(
+      chartNames.map((name) => [
+        `${name}.vl.json`,
+        `${chartTitles[name]}: the Vega-Lite spec with its data inline (re-renders anywhere)`,
+      ]),
+    ),
+    report: [
+      {
+        section: 'plots',
+        title: 'Training curves',
+        order: 40,
+        // An .svg stands in where formats has no png.
+        pictures: chartNames.map((name) => ({
+          file: `${name}.png`,
+          title: chartTitles[name],
+          ...(name === 'accuracy' ? { caption: 'train and validation' } : {}),
+        })),
+        pictureScale: (s) => s.scale,
+      },
+    ],
   },
   async run(ctx): Promise<JsonObject> {
     const train = upstreamOfKind(ctx, 'train');

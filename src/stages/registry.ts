@@ -42,7 +42,10 @@ export class KindRegistry {
  */
 export async function loadRegistry(env: NodeJS.ProcessEnv = process.env): Promise<KindRegistry> {
   const registry = new KindRegistry(builtins);
-  for (const spec of (env.TFPIPE_PLUGINS ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const spec of (env.TFPIPE_PLUGINS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const { pathToFileURL } = await import('node:url');
     const { resolve } = await import('node:path');
     const mod = (await import(pathToFileURL(resolve(spec)).href)) as { stageKinds?: AnyKind[] };

@@ -33,7 +33,12 @@ async function displayWidth(path: string, scale: number): Promise<{ width?: numb
 }
 
 /** Copy one stage's pictures for a part next to the page; the images as the page shows them. */
-async function copyPictures(u: UpstreamArtefacts, part: ReportPart, outDir: string, sameKind: number): Promise<ReportSection['images']> {
+async function copyPictures(
+  u: UpstreamArtefacts,
+  part: ReportPart,
+  outDir: string,
+  sameKind: number,
+): Promise<ReportSection['images']> {
   const images: ReportSection['images'] = [];
   for (const p of part.pictures ?? ([] as Picture[])) {
     const found = findPicture(u.dir, p.file);
@@ -92,7 +97,8 @@ export const stage: StageKind<ReportSettings> = {
   writes: {
     files: {
       [PAGE_FILE]: 'the report page; its pictures are copied next to it, so the folder opens from disk',
-      [REPORT_DATA_FILE]: 'the data the page shows, to re-render it (outputs/<pipeline>/report.html adds the run table)',
+      [REPORT_DATA_FILE]:
+        'the data the page shows, to re-render it (outputs/<pipeline>/report.html adds the run table)',
     },
   },
   // The runner calls this after every run in which the report is up to date, cached or not.
@@ -101,7 +107,7 @@ export const stage: StageKind<ReportSettings> = {
   },
   async run(ctx): Promise<JsonObject> {
     const data = await gatherReport(ctx);
-    await writeFile(join(ctx.outDir, REPORT_DATA_FILE), JSON.stringify(data, null, 2) + '\n');
+    await writeFile(join(ctx.outDir, REPORT_DATA_FILE), `${JSON.stringify(data, null, 2)}\n`);
     await writeFile(join(ctx.outDir, PAGE_FILE), renderReportHtml(data));
     const evaluation = data.sections.find((s) => s.evaluation)?.evaluation;
     return {
@@ -116,16 +122,13 @@ export const stage: StageKind<ReportSettings> = {
  * Write pipelineDir/report.html: the report stage's page plus a "this run" table, with a relative
  * <base href> into the report stage's folder so its pictures resolve. Returns the file's path.
  */
-export async function writePipelineReport(
-  pipelineDir: string,
-  reportStageDir: string,
-  run: RunTable,
-): Promise<string> {
+export async function writePipelineReport(pipelineDir: string, reportStageDir: string, run: RunTable): Promise<string> {
   const dataFile = join(reportStageDir, REPORT_DATA_FILE);
-  if (!existsSync(dataFile)) throw new Error(`${reportStageDir} has no ${REPORT_DATA_FILE}: is it a report stage's folder?`);
+  if (!existsSync(dataFile))
+    throw new Error(`${reportStageDir} has no ${REPORT_DATA_FILE}: is it a report stage's folder?`);
   const data = JSON.parse(await readFile(dataFile, 'utf8')) as ReportData;
   const rel = relative(pipelineDir, reportStageDir);
-  const base = rel === '' ? './' : rel.split(sep).map(encodeURIComponent).join('/') + '/';
+  const base = rel === '' ? './' : `${rel.split(sep).map(encodeURIComponent).join('/')}/`;
   const out = join(pipelineDir, 'report.html');
   await writeFileAtomic(out, renderReportHtml(data, { base, run }));
   return out;

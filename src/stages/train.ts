@@ -42,9 +42,20 @@ export function plannedEpochs(maxEpochs: number, state: TrainState, budgetSecond
 }
 
 async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
-  const [tf, { evaluateSplit, imageBatch }, { createTrainer }, { describeKernels }, { loadCheckpoint, readCheckpointMetadata, saveCheckpoint }, { cpuModel }] = await Promise.all([
-    import('@tensorflow/tfjs'), import('../ml/evaluation.js'), import('../ml/vit/trainer.js'), import('../ml/vit/index.js'),
-    import('../ml/vit/checkpoint.js'), import('../ml/vit/native.js'),
+  const [
+    tf,
+    { evaluateSplit, imageBatch },
+    { createTrainer },
+    { describeKernels },
+    { loadCheckpoint, readCheckpointMetadata, saveCheckpoint },
+    { cpuModel },
+  ] = await Promise.all([
+    import('@tensorflow/tfjs'),
+    import('../ml/evaluation.js'),
+    import('../ml/vit/trainer.js'),
+    import('../ml/vit/index.js'),
+    import('../ml/vit/checkpoint.js'),
+    import('../ml/vit/native.js'),
   ]);
   const s = ctx.settings;
   const vit = upstreamOfKind(ctx, 'vit');
@@ -54,10 +65,22 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
   const resume = await findResume(ctx.outDir);
   const modelDir = resume ? join(resume.dir, 'model') : join(vit.dir, MODEL_DIR);
   // Chosen before the weights load, so they load onto the backend the chosen path runs on.
-  const { kernels, backend } = await stageKernels(ctx, (await readCheckpointMetadata(modelDir)).vit as VitConfig, s.batch_size, 'train');
+  const { kernels, backend } = await stageKernels(
+    ctx,
+    (await readCheckpointMetadata(modelDir)).vit as VitConfig,
+    s.batch_size,
+    'train',
+  );
   const model = await loadCheckpoint(modelDir);
   const trainer = createTrainer(model, kernels, s.optimizer);
-  const state: TrainState = resume?.state ?? { epochsDone: 0, plannedEpochs: s.epochs, bestEpoch: 0, bestValAccuracy: -1, elapsedSeconds: 0, metrics: [] };
+  const state: TrainState = resume?.state ?? {
+    epochsDone: 0,
+    plannedEpochs: s.epochs,
+    bestEpoch: 0,
+    bestValAccuracy: -1,
+    elapsedSeconds: 0,
+    metrics: [],
+  };
   if (resume) {
     trainer.setState(resume.optimizer);
     ctx.log(`resuming after epoch ${state.epochsDone} of ${state.plannedEpochs}`);
@@ -92,13 +115,19 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
         const { x, y } = timed('batches', () =>
           tf.tidy(() => {
             const images = imageBatch(trainSplit, idx, info.imageSize, info.channels);
-            const labels = tf.tensor1d(Array.from(idx, (i) => trainSplit.labels[i]), 'int32');
+            const labels = tf.tensor1d(
+              Array.from(idx, (i) => trainSplit.labels[i]),
+              'int32',
+            );
             const out = augmenter.train(images, labels, deriveSeed(ctx.seed, 'augment', epoch, b));
-            const smooth = s.label_smoothing > 0 ? tf.add(tf.mul(out.y, 1 - s.label_smoothing), s.label_smoothing / classes) : out.y;
+            const smooth =
+              s.label_smoothing > 0 ? tf.add(tf.mul(out.y, 1 - s.label_smoothing), s.label_smoothing / classes) : out.y;
             return { x: out.x, y: smooth as Tensor2D };
           }),
         );
-        const r = timed('model', () => trainer.gradients(x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm }));
+        const r = timed('model', () =>
+          trainer.gradients(x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm }),
+        );
         timed('optimizer', () => trainer.update(lr));
         tf.dispose([x, y]);
         lossSum += r.loss * idx.length;
@@ -106,13 +135,31 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
         seen += idx.length;
         const elapsed = (Date.now() - t0) / 1000;
         const ips = seen / Math.max(elapsed, 1e-9);
-        const remaining = (trainSplit.count - seen) / ips + (state.plannedEpochs - epoch - 1) * (trainSplit.count / ips);
-        ctx.progress({ epoch: epoch + 1, epochs: state.plannedEpochs, batch: b + 1, batches, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: ips, etaSeconds: remaining });
+        const remaining =
+          (trainSplit.count - seen) / ips + (state.plannedEpochs - epoch - 1) * (trainSplit.count / ips);
+        ctx.progress({
+          epoch: epoch + 1,
+          epochs: state.plannedEpochs,
+          batch: b + 1,
+          batches,
+          loss: lossSum / seen,
+          accuracy: correct / seen,
+          imagesPerSecond: ips,
+          etaSeconds: remaining,
+        });
         await yieldToEventLoop();
       }
       const trainSeconds = (Date.now() - t0) / 1000;
       const valStart = performance.now();
-      const val = valSplit.count > 0 ? evaluateSplit(model, augmenter, valSplit, { batchSize: s.eval_batch_size, imageSize: info.imageSize, channels: info.channels, kernels }) : undefined;
+      const val =
+        valSplit.count > 0
+          ? evaluateSplit(model, augmenter, valSplit, {
+              batchSize: s.eval_batch_size,
+              imageSize: info.imageSize,
+              channels: info.channels,
+              kernels,
+            })
+          : undefined;
       const seconds = (Date.now() - t0) / 1000;
       const valSeconds = (performance.now() - valStart) / 1000;
       state.elapsedSeconds += seconds;
@@ -130,19 +177,26 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       };
       state.metrics.push(m);
       state.epochsDone = epoch + 1;
-      ctx.log(`epoch ${m.epoch}/${state.plannedEpochs}: train loss ${m.train_loss.toFixed(4)} acc ${(m.train_accuracy * 100).toFixed(2)}%` +
-        (val ? `, val loss ${val.loss.toFixed(4)} acc ${(val.accuracy * 100).toFixed(2)}%` : '') + `, ${m.images_per_second.toFixed(0)} img/s, ${seconds.toFixed(1)} s` +
-        ` (batches ${(time.batches / 1000).toFixed(1)} s, model steps ${(time.model / 1000).toFixed(1)} s, optimizer ${(time.optimizer / 1000).toFixed(1)} s, validation ${valSeconds.toFixed(1)} s)`);
+      ctx.log(
+        `epoch ${m.epoch}/${state.plannedEpochs}: train loss ${m.train_loss.toFixed(4)} acc ${(m.train_accuracy * 100).toFixed(2)}%` +
+          (val ? `, val loss ${val.loss.toFixed(4)} acc ${(val.accuracy * 100).toFixed(2)}%` : '') +
+          `, ${m.images_per_second.toFixed(0)} img/s, ${seconds.toFixed(1)} s` +
+          ` (batches ${(time.batches / 1000).toFixed(1)} s, model steps ${(time.model / 1000).toFixed(1)} s, optimizer ${(time.optimizer / 1000).toFixed(1)} s, validation ${valSeconds.toFixed(1)} s)`,
+      );
       const score = val ? val.accuracy : m.train_accuracy;
       if (score > state.bestValAccuracy) {
         state.bestValAccuracy = score;
         state.bestEpoch = m.epoch;
-        await replaceDir(checkpointDir(ctx.outDir, 'best'), (d) => saveCheckpoint(model, d, { epoch: m.epoch, val_accuracy: score }));
+        await replaceDir(checkpointDir(ctx.outDir, 'best'), (d) =>
+          saveCheckpoint(model, d, { epoch: m.epoch, val_accuracy: score }),
+        );
       }
       if (s.max_minutes > 0) {
         const planned = plannedEpochs(s.epochs, state, s.max_minutes * 60);
         if (planned !== state.plannedEpochs) {
-          ctx.log(`max_minutes ${s.max_minutes}: ${(state.elapsedSeconds / 60).toFixed(1)} min used, epochs take ~${recentEpochSeconds(state).toFixed(0)} s, so ${planned} epochs fit; the schedule now spans ${planned}`);
+          ctx.log(
+            `max_minutes ${s.max_minutes}: ${(state.elapsedSeconds / 60).toFixed(1)} min used, epochs take ~${recentEpochSeconds(state).toFixed(0)} s, so ${planned} epochs fit; the schedule now spans ${planned}`,
+          );
           state.plannedEpochs = planned;
         }
       }
@@ -188,16 +242,19 @@ export const stage: StageKind<TrainSettings> = {
   requires: ['cifar10', 'augmentation', 'vit'],
   writes: {
     files: {
-      [METRICS_FILE]: 'one JSON object per epoch: train/val loss and accuracy, lr, img/s, seconds, elapsed seconds, live tensors (src/ml/epoch-metrics.ts)',
+      [METRICS_FILE]:
+        'one JSON object per epoch: train/val loss and accuracy, lr, img/s, seconds, elapsed seconds, live tensors (src/ml/epoch-metrics.ts)',
       'best/': 'checkpoint of the epoch with the best validation accuracy, a tf.io Layers model',
       'last/': 'checkpoint after the last epoch, a tf.io Layers model',
     },
-    report: [{
-      section: 'metrics',
-      title: 'Training metrics',
-      order: 35,
-      content: async (u) => (existsSync(join(u.dir, METRICS_FILE)) ? { epochs: await readMetrics(u.dir) } : {}),
-    }],
+    report: [
+      {
+        section: 'metrics',
+        title: 'Training metrics',
+        order: 35,
+        content: async (u) => (existsSync(join(u.dir, METRICS_FILE)) ? { epochs: await readMetrics(u.dir) } : {}),
+      },
+    ],
   },
   run: train,
 };

@@ -11,7 +11,7 @@ export type JsonObject = { [k: string]: JsonValue };
 /** Pipeline-wide execution settings. Not part of any stage key: they change how, not what. */
 export interface RuntimeSettings {
   backend: 'auto' | 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
-  /** wasm threads; 0 = let tfpipe choose. */
+  /** Threads of the wasm backend and the native kernels; 0 = let tfpipe choose (every core, or cores / jobs). */
   threads: number;
   /** Who runs the ViT: the native kernels, the tfjs ops, or the faster of the two here (auto). */
   kernels?: 'auto' | 'native' | 'tfjs';

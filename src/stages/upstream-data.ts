@@ -17,5 +17,9 @@ export async function upstreamData(ctx: StageContext<unknown>): Promise<Upstream
   const data = upstreamOfKind(ctx, 'cifar10');
   const aug = upstreamOfKind(ctx, 'augmentation');
   const info = await readDataInfo(data.dir);
-  return { dir: data.dir, info, augmenter: createAugmenter((aug.settings as unknown as AugmentationSettings).ops, info) };
+  return {
+    dir: data.dir,
+    info,
+    augmenter: createAugmenter((aug.settings as unknown as AugmentationSettings).ops, info),
+  };
 }

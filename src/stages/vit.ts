@@ -55,14 +55,19 @@ export const stage: StageKind<VitSettings> = {
   async run(ctx) {
     const cfg = vitConfigFor(ctx.settings, await readDataInfo(upstreamOfKind(ctx, 'cifar10').dir));
     const [{ default: sharp }, { saveCheckpoint }, { createVit, parameterTable }] = await Promise.all([
-      import('sharp'), import('../ml/vit/checkpoint.js'), import('../ml/vit/model.js'),
+      import('sharp'),
+      import('../ml/vit/checkpoint.js'),
+      import('../ml/vit/model.js'),
     ]);
     const model = createVit(cfg, ctx.seed);
     try {
       await saveCheckpoint(model, join(ctx.outDir, MODEL_DIR), { stage: ctx.name, seed: ctx.seed });
       const table = parameterTable(model);
       const total = table.reduce((sum, row) => sum + row.count, 0);
-      await writeFile(join(ctx.outDir, PARAMS_FILE), JSON.stringify({ total, config: cfg, parameters: table }, null, 2) + '\n');
+      await writeFile(
+        join(ctx.outDir, PARAMS_FILE),
+        `${JSON.stringify({ total, config: cfg, parameters: table }, null, 2)}\n`,
+      );
       const svg = modelGraphSvg(cfg);
       await writeFile(join(ctx.outDir, GRAPH_SVG), svg);
       await writeFile(join(ctx.outDir, graph.file), await sharp(Buffer.from(svg), { density: 144 }).png().toBuffer());

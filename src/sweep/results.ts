@@ -55,24 +55,30 @@ async function sweepResults(def: SweepDefinition, registry: KindRegistry, output
 export async function writeSweepPage(def: SweepDefinition, registry: KindRegistry, outputs: string): Promise<string> {
   // vega and the page renderer are only needed here, at the end of a sweep.
   const [{ renderSvg }, { sweepChartSpec }, { renderSweepHtml }] = await Promise.all([
-    import('../render/charts.js'), import('../render/sweep-charts.js'), import('../render/sweep-html.js'),
+    import('../render/charts.js'),
+    import('../render/sweep-charts.js'),
+    import('../render/sweep-html.js'),
   ]);
   const res = await sweepResults(def, registry, outputs);
   const dir = pipelineDirOf(def, outputs);
   const rel = (p: string) => relative(dir, p).split(sep).join('/');
   const charts: { title: string; file: string }[] = [];
   for (const axis of def.axes) {
-    const points = res.variants.flatMap((r) => [
-      ...(r.metrics.best_val_accuracy !== undefined ? [{ series: 'best validation', y: r.metrics.best_val_accuracy }] : []),
-      ...(r.metrics.test_accuracy !== undefined ? [{ series: 'test', y: r.metrics.test_accuracy }] : []),
-    ].map((p) => {
-      const v = r.variant.values[axis.short];
-      return { ...p, x: typeof v === 'number' ? v : formatValue(v), variant: r.variant.name };
-    }));
+    const points = res.variants.flatMap((r) =>
+      [
+        ...(r.metrics.best_val_accuracy !== undefined
+          ? [{ series: 'best validation', y: r.metrics.best_val_accuracy }]
+          : []),
+        ...(r.metrics.test_accuracy !== undefined ? [{ series: 'test', y: r.metrics.test_accuracy }] : []),
+      ].map((p) => {
+        const v = r.variant.values[axis.short];
+        return { ...p, x: typeof v === 'number' ? v : formatValue(v), variant: r.variant.name };
+      }),
+    );
     if (!points.length) continue;
     const spec = sweepChartSpec(axis.setting, points);
     const base = `sweep/accuracy-${axis.short.replace(/[^A-Za-z0-9._-]/g, '_')}`;
-    await writeFileAtomic(join(dir, `${base}.vl.json`), JSON.stringify(spec, null, 2) + '\n');
+    await writeFileAtomic(join(dir, `${base}.vl.json`), `${JSON.stringify(spec, null, 2)}\n`);
     await writeFileAtomic(join(dir, `${base}.svg`), await renderSvg(spec));
     charts.push({ title: `Accuracy against ${axis.setting}`, file: `${base}.svg` });
   }

@@ -27,45 +27,67 @@ export function variantDir(def: SweepDefinition, outputs: string, v: Variant): s
 
 /** One plan per variant; `run` (for a run, not status) remembers input hashes and tags the runs. */
 export async function planVariants(
-  def: SweepDefinition, registry: KindRegistry, opts: { outputs: string; force?: readonly string[]; run?: { sweepId: string } },
+  def: SweepDefinition,
+  registry: KindRegistry,
+  opts: { outputs: string; force?: readonly string[]; run?: { sweepId: string } },
   variants: readonly Variant[] = def.selected,
 ): Promise<RunUnit[]> {
   const units: RunUnit[] = [];
   // One after another: they share the input-hash memo, so the data archive is hashed once.
   for (const v of variants) {
     const dir = variantDir(def, opts.outputs, v);
-    const plan = await makePlan(v.pipeline, registry, { outputs: opts.outputs, force: opts.force, lockDir: dir, rememberHashes: opts.run !== undefined });
-    const sweep = isSweep(def) && opts.run
-      ? { id: opts.run.sweepId, variant: v.name, index: v.index, values: v.values, of: def.variants.length }
-      : undefined;
+    const plan = await makePlan(v.pipeline, registry, {
+      outputs: opts.outputs,
+      force: opts.force,
+      lockDir: dir,
+      rememberHashes: opts.run !== undefined,
+    });
+    const sweep =
+      isSweep(def) && opts.run
+        ? { id: opts.run.sweepId, variant: v.name, index: v.index, values: v.values, of: def.variants.length }
+        : undefined;
     units.push({ plan, publishDir: dir, ...(sweep ? { sweep } : {}) });
   }
   return units;
 }
 
-/** How an instance is shown: the swept values its variants agree on, or that all share it. */
-export function instanceLabel(def: SweepDefinition, variants: readonly Variant[], users: readonly number[]): string {
-  if (!isSweep(def)) return '';
+/** Which variants use an instance: the swept values they agree on, and how many when more than one. */
+function instanceUse(
+  def: SweepDefinition,
+  variants: readonly Variant[],
+  users: readonly number[],
+): { values: string; count?: string } {
+  if (!isSweep(def)) return { values: '' };
   const vs = users.map((i) => variants[i]);
-  if (vs.length === variants.length && vs.length > 1) return `all ${vs.length} variants`;
-  const common = def.axes.filter((a) => vs.every((v) => formatValue(v.values[a.short]) === formatValue(vs[0].values[a.short])));
+  if (vs.length === variants.length && vs.length > 1) return { values: '', count: `all ${vs.length} variants` };
+  const common = def.axes.filter((a) =>
+    vs.every((v) => formatValue(v.values[a.short]) === formatValue(vs[0].values[a.short])),
+  );
   const values = common.map((a) => `${a.short}=${formatValue(vs[0].values[a.short])}`).join(',');
-  return vs.length > 1 ? `${values}${values ? ', ' : ''}${vs.length} variants` : values;
+  return vs.length > 1 ? { values, count: `${vs.length} variants` } : { values };
+}
+
+/** How an instance is shown in status, dag and --dry-run: "depth=4, 3 variants", "all 4 variants". */
+export function instanceLabel(def: SweepDefinition, variants: readonly Variant[], users: readonly number[]): string {
+  const { values, count } = instanceUse(def, variants, users);
+  return [values, count].filter(Boolean).join(', ');
 }
 
 /** A progress row's title: "train lr=0.002,depth=4", "model depth=4 (3 variants)", "data (all 4 variants)". */
-export function instanceTitle(def: SweepDefinition, variants: readonly Variant[], inst: StageInstance): string {
-  const label = instanceLabel(def, variants, inst.users);
-  const m = /^(.*?)(?:, )?(\d+ variants|all \d+ variants)$/.exec(label);
-  const title = m ? [m[1], `(${m[2]})`].filter(Boolean).join(' ') : label;
-  return title ? `${inst.planned.stage.name} ${title}` : inst.planned.stage.name;
+function instanceTitle(def: SweepDefinition, variants: readonly Variant[], inst: StageInstance): string {
+  const { values, count } = instanceUse(def, variants, inst.users);
+  return [inst.planned.stage.name, values, count && `(${count})`].filter(Boolean).join(' ');
 }
 
 export interface SweepRun extends UnionRun {
   variants: readonly Variant[];
 }
 
-export async function runSweep(def: SweepDefinition, registry: KindRegistry, opts: RunOptions & { outputs: string }): Promise<SweepRun> {
+export async function runSweep(
+  def: SweepDefinition,
+  registry: KindRegistry,
+  opts: RunOptions & { outputs: string },
+): Promise<SweepRun> {
   const sweepId = new Date().toISOString();
   const run = await runUnits(
     pipelineDirOf(def, opts.outputs),

@@ -1,7 +1,14 @@
 // A sweep's variants: the Cartesian product of its axes, each one a fully resolved pipeline, with
 // short names (`lr=0.002,depth=4`) that also name its folder under outputs/<pipeline>/variants/.
 import { canonicalJson, sha256 } from '../cache/hash.js';
-import { readPipelineSource, resolvePipeline, typedValue, type Assignment, type PipelineSource, type ResolvedPipeline } from '../config/load.js';
+import {
+  readPipelineSource,
+  resolvePipeline,
+  typedValue,
+  type Assignment,
+  type PipelineSource,
+  type ResolvedPipeline,
+} from '../config/load.js';
 import { splitValues } from '../config/overrides.js';
 import { ConfigError, type Problem } from '../config/problems.js';
 import { sweepAxes, type SweepAxis } from '../config/sweep.js';
@@ -64,7 +71,10 @@ export function shortNames(settings: readonly string[]): string[] {
 
 function variantName(axes: readonly Axis[], combo: readonly unknown[]): string {
   if (!axes.length) return '';
-  const name = axes.map((a, i) => `${a.short}=${formatValue(combo[i])}`).join(',').replace(/[^A-Za-z0-9._=,+-]/g, '_');
+  const name = axes
+    .map((a, i) => `${a.short}=${formatValue(combo[i])}`)
+    .join(',')
+    .replace(/[^A-Za-z0-9._=,+-]/g, '_');
   return name.length <= MAX_NAME ? name : `${name.slice(0, MAX_NAME - 13)}~${sha256(name).slice(0, 12)}`;
 }
 
@@ -85,7 +95,15 @@ export function loadSweep(file: string, registry: KindRegistry, opts: SweepOptio
     try {
       const pipeline = resolvePipeline(source, registry, [...assigned, ...found.fixed]);
       const values = Object.fromEntries(axes.map((a, i) => [a.short, combo[i].value as JsonValue]));
-      variants.push({ index, name: variantName(axes, combo.map((c) => c.value)), values, pipeline });
+      variants.push({
+        index,
+        name: variantName(
+          axes,
+          combo.map((c) => c.value),
+        ),
+        values,
+        pipeline,
+      });
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       // A bad value fails every variant that has it; say it once.
@@ -95,7 +113,14 @@ export function loadSweep(file: string, registry: KindRegistry, opts: SweepOptio
   if (problems.size) throw new ConfigError([...problems.values()]);
   const names = new Set<string>();
   for (const v of variants) {
-    if (names.has(v.name)) throw new ConfigError([{ where: source.shown, path: 'sweep', message: `two variants would share the folder name "${v.name}"; give the values distinct spellings` }]);
+    if (names.has(v.name))
+      throw new ConfigError([
+        {
+          where: source.shown,
+          path: 'sweep',
+          message: `two variants would share the folder name "${v.name}"; give the values distinct spellings`,
+        },
+      ]);
     names.add(v.name);
   }
   const selected = opts.pick?.length ? pick(source, registry, axes, variants, opts.pick) : variants;
@@ -103,16 +128,28 @@ export function loadSweep(file: string, registry: KindRegistry, opts: SweepOptio
 }
 
 /** The variants that --variant names: by index, or by the values of some or all axes. */
-function pick(src: PipelineSource, registry: KindRegistry, axes: readonly Axis[], variants: readonly Variant[], texts: readonly string[]): Variant[] {
+function pick(
+  src: PipelineSource,
+  registry: KindRegistry,
+  axes: readonly Axis[],
+  variants: readonly Variant[],
+  texts: readonly string[],
+): Variant[] {
   const problems: Problem[] = [];
   const chosen = new Set<number>();
-  const listing = () => axes.map((a) => `${a.short} in {${a.values.map((v) => formatValue(v.value)).join(', ')}}`).join('; ');
+  const listing = () =>
+    axes.map((a) => `${a.short} in {${a.values.map((v) => formatValue(v.value)).join(', ')}}`).join('; ');
   for (const text of texts) {
     const where = `--variant ${text}`;
     if (/^\d+$/.test(text.trim())) {
       const i = Number(text);
       if (i < variants.length) chosen.add(i);
-      else problems.push({ where, path: '', message: `there are ${variants.length} variants, numbered 0 to ${variants.length - 1}` });
+      else
+        problems.push({
+          where,
+          path: '',
+          message: `there are ${variants.length} variants, numbered 0 to ${variants.length - 1}`,
+        });
       continue;
     }
     if (!axes.length) {
@@ -124,9 +161,18 @@ function pick(src: PipelineSource, registry: KindRegistry, axes: readonly Axis[]
     for (const part of parts) {
       const eq = part.indexOf('=');
       const name = part.slice(0, eq).trim();
-      const matches = axes.flatMap((a, i) => (eq > 0 && (a.setting === name || `stages.${a.setting}` === name || a.setting.endsWith(`.${name}`) || a.short === name) ? [i] : []));
+      const matches = axes.flatMap((a, i) =>
+        eq > 0 &&
+        (a.setting === name || `stages.${a.setting}` === name || a.setting.endsWith(`.${name}`) || a.short === name)
+          ? [i]
+          : [],
+      );
       if (matches.length !== 1) {
-        problems.push({ where, path: name, message: `${eq <= 0 ? 'expected NAME=VALUE' : matches.length ? 'names more than one swept setting' : 'is not a swept setting'}; the sweep has ${listing()}` });
+        problems.push({
+          where,
+          path: name,
+          message: `${eq <= 0 ? 'expected NAME=VALUE' : matches.length ? 'names more than one swept setting' : 'is not a swept setting'}; the sweep has ${listing()}`,
+        });
         continue;
       }
       const axis = axes[matches[0]];
@@ -134,7 +180,8 @@ function pick(src: PipelineSource, registry: KindRegistry, axes: readonly Axis[]
     }
     if (wanted.length < parts.length) continue;
     const hits = variants.filter((v) => wanted.every((w) => canonicalJson(v.values[axes[w.axis].short]) === w.value));
-    if (!hits.length) problems.push({ where, path: '', message: `no variant has these values; the sweep has ${listing()}` });
+    if (!hits.length)
+      problems.push({ where, path: '', message: `no variant has these values; the sweep has ${listing()}` });
     for (const v of hits) chosen.add(v.index);
   }
   if (problems.length) throw new ConfigError(problems);

@@ -5,10 +5,16 @@ import type { Rng } from '../rng.js';
 import { sampleErase, type PixelBox } from './sampling.js';
 import type { Range } from './types.js';
 
-export function eraseBoxes(x: tf.Tensor4D, boxes: (PixelBox | undefined)[], value: number | number[] | 'random', noiseSeed: number): tf.Tensor4D {
+export function eraseBoxes(
+  x: tf.Tensor4D,
+  boxes: (PixelBox | undefined)[],
+  value: number | number[] | 'random',
+  noiseSeed: number,
+): tf.Tensor4D {
   const [n, h, w, c] = x.shape;
   if (boxes.every((b) => b === undefined)) return x.clone();
-  if (Array.isArray(value) && value.length !== c) throw new Error(`random_erasing: value has ${value.length} entries for ${c} channels`);
+  if (Array.isArray(value) && value.length !== c)
+    throw new Error(`random_erasing: value has ${value.length} entries for ${c} channels`);
   // Full-size mask and fill built in JS: broadcasting over the channel axis is slow on wasm.
   const mask = new Float32Array(n * h * w * c);
   const fill = value === 'random' ? undefined : new Float32Array(n * h * w * c);
@@ -31,7 +37,14 @@ export function eraseBoxes(x: tf.Tensor4D, boxes: (PixelBox | undefined)[], valu
   });
 }
 
-export function randomErasing(x: tf.Tensor4D, rng: Rng, p: number, scale: Range, ratio: Range, value: number | number[] | 'random'): tf.Tensor4D {
+export function randomErasing(
+  x: tf.Tensor4D,
+  rng: Rng,
+  p: number,
+  scale: Range,
+  ratio: Range,
+  value: number | number[] | 'random',
+): tf.Tensor4D {
   const [n, h, w] = x.shape;
   const boxes = Array.from({ length: n }, () => (rng.next() < p ? sampleErase(rng, h, w, scale, ratio) : undefined));
   return eraseBoxes(x, boxes, value, rng.int(0, 2 ** 31));

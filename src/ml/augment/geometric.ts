@@ -30,7 +30,14 @@ const reversed = (b: Box): Box => [b[0], b[3], b[2], b[1]];
  * column 0. Stretch such boxes by 1e-4 pixel so the exact kernel runs. The whole-image box
  * [0, 0, 1, 1] is left alone: the shortcut is right (and fast) there.
  */
-export function avoidWasmCropShortcut(b: Box, imageHeight: number, imageWidth: number, cropHeight: number, cropWidth: number, method: 'bilinear' | 'nearest'): Box {
+export function avoidWasmCropShortcut(
+  b: Box,
+  imageHeight: number,
+  imageWidth: number,
+  cropHeight: number,
+  cropWidth: number,
+  method: 'bilinear' | 'nearest',
+): Box {
   const [y1, x1, y2, x2] = b;
   if (!(x2 > x1) || (x1 === 0 && y1 === 0 && x2 === 1 && y2 === 1)) return b;
   const m1 = imageWidth - 1;
@@ -51,10 +58,29 @@ function runCrop(x: tf.Tensor4D, c: PendingCrop): tf.Tensor4D {
   const n = x.shape[0];
   return tf.tidy(() => {
     let src: tf.Tensor4D = x;
-    if (c.pad === 'edge') src = tf.mirrorPad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], 'symmetric');
-    else if (c.pad > 0) src = tf.pad(x, [[0, 0], [c.pad, c.pad], [c.pad, c.pad], [0, 0]]);
+    if (c.pad === 'edge')
+      src = tf.mirrorPad(
+        x,
+        [
+          [0, 0],
+          [1, 1],
+          [1, 1],
+          [0, 0],
+        ],
+        'symmetric',
+      );
+    else if (c.pad > 0)
+      src = tf.pad(x, [
+        [0, 0],
+        [c.pad, c.pad],
+        [c.pad, c.pad],
+        [0, 0],
+      ]);
     const [, height, width] = src.shape;
-    const coords = tf.tensor2d(c.boxes.flatMap((b) => avoidWasmCropShortcut(b, height, width, c.size, c.size, c.method)), [n, 4]);
+    const coords = tf.tensor2d(
+      c.boxes.flatMap((b) => avoidWasmCropShortcut(b, height, width, c.size, c.size, c.method)),
+      [n, 4],
+    );
     const ind = tf.range(0, n, 1, 'int32') as tf.Tensor1D;
     return tf.image.cropAndResize(src, coords, ind, [c.size, c.size], c.method);
   });
@@ -68,7 +94,11 @@ export class GeometryQueue {
   private flips: boolean[] | null = null;
   private crop: PendingCrop | null = null;
 
-  constructor(private readonly n: number, private height: number, private width: number) {}
+  constructor(
+    private readonly n: number,
+    private height: number,
+    private width: number,
+  ) {}
 
   /** Spatial size of the batch once the queue is flushed. */
   get size(): { height: number; width: number } {
@@ -103,7 +133,9 @@ export class GeometryQueue {
     const hp = this.height + 2 * padding - 1;
     const wp = this.width + 2 * padding - 1;
     // Corners on pixel centres with nearest sampling: exact copies of the padded pixels.
-    const coords = offsets.map((o): Box => [o.top / hp, o.left / wp, (o.top + size - 1) / hp, (o.left + size - 1) / wp]);
+    const coords = offsets.map(
+      (o): Box => [o.top / hp, o.left / wp, (o.top + size - 1) / hp, (o.left + size - 1) / wp],
+    );
     this.setCrop({ boxes: coords, size, method: 'nearest', pad: padding });
     return out;
   }
@@ -124,8 +156,13 @@ export class GeometryQueue {
   flush(x: tf.Tensor4D): tf.Tensor4D {
     let out = x;
     if (this.crop !== null) out = runCrop(x, this.crop);
-    else if (this.flips !== null && this.flips.some(Boolean)) {
-      out = runCrop(x, { boxes: this.flips.map((f): Box => (f ? [0, 1, 1, 0] : [0, 0, 1, 1])), size: x.shape[1], method: 'nearest', pad: 0 });
+    else if (this.flips?.some(Boolean)) {
+      out = runCrop(x, {
+        boxes: this.flips.map((f): Box => (f ? [0, 1, 1, 0] : [0, 0, 1, 1])),
+        size: x.shape[1],
+        method: 'nearest',
+        pad: 0,
+      });
     }
     this.crop = null;
     this.flips = null;
@@ -142,7 +179,14 @@ export function sampleResizedCrops(rng: Rng, n: number, h: number, w: number, sc
   return Array.from({ length: n }, () => sampleResizedCrop(rng, h, w, scale, ratio));
 }
 
-export function sampleCropOffsets(rng: Rng, n: number, h: number, w: number, size: number, padding: number): { top: number; left: number }[] {
+export function sampleCropOffsets(
+  rng: Rng,
+  n: number,
+  h: number,
+  w: number,
+  size: number,
+  padding: number,
+): { top: number; left: number }[] {
   const hp = h + 2 * padding;
   const wp = w + 2 * padding;
   if (size > hp || size > wp) throw new Error(`random_crop: size ${size} exceeds the padded image ${hp}x${wp}`);
@@ -164,7 +208,12 @@ export function resizedCrops(x: tf.Tensor4D, boxes: PixelBox[], size: number): t
   return q.flush(x);
 }
 
-export function cropsAt(x: tf.Tensor4D, padding: number, offsets: { top: number; left: number }[], size: number): tf.Tensor4D {
+export function cropsAt(
+  x: tf.Tensor4D,
+  padding: number,
+  offsets: { top: number; left: number }[],
+  size: number,
+): tf.Tensor4D {
   const q = new GeometryQueue(x.shape[0], x.shape[1], x.shape[2]);
   q.paddedCrop(x, offsets, padding, size);
   return q.flush(x);
@@ -190,7 +239,10 @@ export function selectImages(x: tf.Tensor4D, idx: ArrayLike<number>): tf.Tensor4
   const [, h, w] = x.shape;
   const m = idx.length;
   return tf.tidy(() => {
-    const boxes = tf.tensor2d(new Float32Array(m * 4).map((_, k) => (k % 4 >= 2 ? 1 : 0)), [m, 4]);
+    const boxes = tf.tensor2d(
+      new Float32Array(m * 4).map((_, k) => (k % 4 >= 2 ? 1 : 0)),
+      [m, 4],
+    );
     const ind = tf.tensor1d(Int32Array.from(idx), 'int32');
     return tf.image.cropAndResize(x, boxes, ind, [h, w], 'nearest');
   });

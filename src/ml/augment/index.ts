@@ -47,12 +47,16 @@ function resolveNormalize(op: NormalizeOp, data: DatasetStats): { mean: number[]
 /** (x - mean) / std per channel, as a fused 1x1 depthwise convolution with bias (fast on wasm). */
 export function normalizeTensor(x: tf.Tensor4D, n: { mean: number[]; std: number[] }): tf.Tensor4D {
   const c = x.shape[3];
-  if (n.mean.length !== c || n.std.length !== c) throw new Error(`normalize: mean/std have ${n.mean.length}/${n.std.length} entries for ${c} channels`);
+  if (n.mean.length !== c || n.std.length !== c)
+    throw new Error(`normalize: mean/std have ${n.mean.length}/${n.std.length} entries for ${c} channels`);
   if (n.std.some((s) => !(s > 0))) throw new Error(`normalize: std must be positive, got ${n.std}`);
   return tf.tidy(() =>
     tf.fused.depthwiseConv2d({
       x,
-      filter: tf.tensor4d(n.std.map((s) => 1 / s), [1, 1, c, 1]),
+      filter: tf.tensor4d(
+        n.std.map((s) => 1 / s),
+        [1, 1, c, 1],
+      ),
       strides: 1,
       pad: 'valid',
       bias: tf.tensor1d(n.mean.map((m, i) => -m / n.std[i])),
@@ -80,7 +84,8 @@ export function createAugmenter(ops: AugmentOp[], data: DatasetStats): Augmenter
   // mixup and cutmix share one draw per batch so a batch gets at most one of them: their p's are
   // consecutive slices of [0, 1) (e.g. p 0.5 each = always one, chosen 50/50).
   const pMix = mixOps.reduce((s, o) => s + o.p, 0);
-  if (pMix > 1 + 1e-9) throw new Error(`augmentation: mixup p + cutmix p = ${pMix} exceeds 1 (a batch gets at most one of them)`);
+  if (pMix > 1 + 1e-9)
+    throw new Error(`augmentation: mixup p + cutmix p = ${pMix} exceeds 1 (a batch gets at most one of them)`);
   const outSize = resolved.reduce<number | undefined>(
     (s, o) => (o.op === 'random_resized_crop' || o.op === 'random_crop' ? o.size : s),
     undefined,
@@ -89,7 +94,13 @@ export function createAugmenter(ops: AugmentOp[], data: DatasetStats): Augmenter
   const toUnit = (images: tf.Tensor4D): tf.Tensor4D => tf.tidy(() => tf.cast(images, 'float32').div(255));
 
   /** Non-geometric ops; geometric ones are queued in train(). */
-  function applyOp(op: ResolvedOp, x: tf.Tensor4D, y: tf.Tensor2D, rng: Rng, mixChoice: () => string): { x: tf.Tensor4D; y: tf.Tensor2D } {
+  function applyOp(
+    op: ResolvedOp,
+    x: tf.Tensor4D,
+    y: tf.Tensor2D,
+    rng: Rng,
+    mixChoice: () => string,
+  ): { x: tf.Tensor4D; y: tf.Tensor2D } {
     const [, h, w] = x.shape;
     switch (op.op) {
       case 'normalize':
@@ -120,7 +131,8 @@ export function createAugmenter(ops: AugmentOp[], data: DatasetStats): Augmenter
     ops: resolved,
     normalization,
     train(images, labels, seed) {
-      if (images.shape[0] !== labels.shape[0]) throw new Error(`augment: ${images.shape[0]} images but ${labels.shape[0]} labels`);
+      if (images.shape[0] !== labels.shape[0])
+        throw new Error(`augment: ${images.shape[0]} images but ${labels.shape[0]} labels`);
       const rng = createRng(seed);
       let choice: string | undefined;
       const mixChoice = (): string => {
@@ -154,7 +166,9 @@ export function createAugmenter(ops: AugmentOp[], data: DatasetStats): Augmenter
         else if (op.op === 'random_resized_crop') {
           replaceX(queue.resizedCrop(x, sampleResizedCrops(rng, n, height, width, op.scale, op.ratio), op.size));
         } else if (op.op === 'random_crop') {
-          replaceX(queue.paddedCrop(x, sampleCropOffsets(rng, n, height, width, op.size, op.padding), op.padding, op.size));
+          replaceX(
+            queue.paddedCrop(x, sampleCropOffsets(rng, n, height, width, op.size, op.padding), op.padding, op.size),
+          );
         } else {
           replaceX(queue.flush(x));
           const next = applyOp(op, x, y, rng, mixChoice);

@@ -4,7 +4,12 @@ import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../rng.js';
 import { sampleCutmixBox, type PixelBox } from './sampling.js';
 
-export interface Mixed { x: tf.Tensor4D; y: tf.Tensor2D; lam: number; box?: PixelBox }
+export interface Mixed {
+  x: tf.Tensor4D;
+  y: tf.Tensor2D;
+  lam: number;
+  box?: PixelBox;
+}
 
 /** Sample b paired with sample b-1 (b = 0 with the last), like torch's roll(1, 0). */
 function rolled<T extends tf.Tensor>(t: T): T {
@@ -29,7 +34,8 @@ export function cutmixWithBox(x: tf.Tensor4D, y: tf.Tensor2D, box: PixelBox): Mi
   // Full-size mask: broadcasting over batch and channel axes is slow on wasm.
   const mask = new Float32Array(n * h * w * c);
   for (let s = 0; s < n; s++) {
-    for (let r = box.i; r < box.i + box.h; r++) mask.fill(1, ((s * h + r) * w + box.j) * c, ((s * h + r) * w + box.j + box.w) * c);
+    for (let r = box.i; r < box.i + box.h; r++)
+      mask.fill(1, ((s * h + r) * w + box.j) * c, ((s * h + r) * w + box.j + box.w) * c);
   }
   const out = tf.tidy(() => {
     const m = tf.tensor4d(mask, x.shape);

@@ -12,12 +12,25 @@ import type { Rng } from '../rng.js';
 import { selectImages } from './geometric.js';
 
 export const POLICY_OPS = [
-  'identity', 'shear_x', 'shear_y', 'translate_x', 'translate_y', 'rotate',
-  'brightness', 'color', 'contrast', 'sharpness', 'posterize', 'solarize', 'auto_contrast', 'equalize',
+  'identity',
+  'shear_x',
+  'shear_y',
+  'translate_x',
+  'translate_y',
+  'rotate',
+  'brightness',
+  'color',
+  'contrast',
+  'sharpness',
+  'posterize',
+  'solarize',
+  'auto_contrast',
+  'equalize',
 ] as const;
 export type PolicyOp = (typeof POLICY_OPS)[number];
 
-const linspace = (a: number, b: number, n: number): number[] => Array.from({ length: n }, (_, i) => (n === 1 ? a : a + ((b - a) * i) / (n - 1)));
+const linspace = (a: number, b: number, n: number): number[] =>
+  Array.from({ length: n }, (_, i) => (n === 1 ? a : a + ((b - a) * i) / (n - 1)));
 
 /** torch.round: halves go to the even neighbour. */
 const roundHalfEven = (v: number): number => {
@@ -25,7 +38,10 @@ const roundHalfEven = (v: number): number => {
   return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 };
 
-interface OpMeta { magnitudes: number[] | null; signed: boolean }
+interface OpMeta {
+  magnitudes: number[] | null;
+  signed: boolean;
+}
 
 /** torchvision's magnitude tables: RandAugment (wide = false) or TrivialAugmentWide (wide = true). */
 export function magnitudeTable(bins: number, height: number, width: number, wide: boolean): Record<PolicyOp, OpMeta> {
@@ -41,18 +57,33 @@ export function magnitudeTable(bins: number, height: number, width: number, wide
     color: { magnitudes: amount, signed: true },
     contrast: { magnitudes: amount, signed: true },
     sharpness: { magnitudes: amount, signed: true },
-    posterize: { magnitudes: Array.from({ length: bins }, (_, i) => 8 - roundHalfEven(i / ((bins - 1) / (wide ? 6 : 4)))), signed: false },
+    posterize: {
+      magnitudes: Array.from({ length: bins }, (_, i) => 8 - roundHalfEven(i / ((bins - 1) / (wide ? 6 : 4)))),
+      signed: false,
+    },
     solarize: { magnitudes: linspace(1, 0, bins), signed: false },
     auto_contrast: { magnitudes: null, signed: false },
     equalize: { magnitudes: null, signed: false },
   };
 }
 
-export interface PolicyChoice { op: PolicyOp; magnitude: number }
+export interface PolicyChoice {
+  op: PolicyOp;
+  magnitude: number;
+}
 
 /** RandAugment: `numOps` rounds, each image drawing a uniform op at the fixed magnitude bin. */
-export function sampleRandAugment(rng: Rng, n: number, numOps: number, magnitude: number, bins: number, h: number, w: number): PolicyChoice[][] {
-  if (!(magnitude >= 0 && magnitude < bins)) throw new Error(`rand_augment: magnitude ${magnitude} must be in [0, ${bins - 1}]`);
+export function sampleRandAugment(
+  rng: Rng,
+  n: number,
+  numOps: number,
+  magnitude: number,
+  bins: number,
+  h: number,
+  w: number,
+): PolicyChoice[][] {
+  if (!(magnitude >= 0 && magnitude < bins))
+    throw new Error(`rand_augment: magnitude ${magnitude} must be in [0, ${bins - 1}]`);
   const table = magnitudeTable(bins, h, w, false);
   return Array.from({ length: numOps }, () =>
     Array.from({ length: n }, () => {
@@ -165,16 +196,28 @@ function applyColorOp(op: PolicyOp, x: tf.Tensor4D, mags: number[]): tf.Tensor4D
     case 'sharpness': {
       // torchvision: 3x3 smoothing kernel [[1,1,1],[1,5,1],[1,1,1]]/13 on the interior, borders kept.
       const [, h, w, c] = x.shape;
-      const k = tf.tensor2d([1, 1, 1, 1, 5, 1, 1, 1, 1], [3, 3]).div(13).reshape([3, 3, 1, 1]).tile([1, 1, c, 1]) as tf.Tensor4D;
+      const k = tf
+        .tensor2d([1, 1, 1, 1, 5, 1, 1, 1, 1], [3, 3])
+        .div(13)
+        .reshape([3, 3, 1, 1])
+        .tile([1, 1, c, 1]) as tf.Tensor4D;
       const smooth = tf.depthwiseConv2d(x, k, 1, 'same');
-      const interior = tf.pad(tf.ones([1, h - 2, w - 2, 1]), [[0, 0], [1, 1], [1, 1], [0, 0]]);
+      const interior = tf.pad(tf.ones([1, h - 2, w - 2, 1]), [
+        [0, 0],
+        [1, 1],
+        [1, 1],
+        [0, 0],
+      ]);
       const degenerate = smooth.mul(interior).add(x.mul(tf.scalar(1).sub(interior)));
       return blend(x, degenerate, per(mags.map((m) => 1 + m)));
     }
     case 'posterize': {
       // Keep the top `bits` bits of the uint8 value.
       const q = per(mags.map((b) => 2 ** (8 - b)));
-      return tf.floor(tf.round(x.mul(255)).div(q)).mul(q).div(255) as tf.Tensor4D;
+      return tf
+        .floor(tf.round(x.mul(255)).div(q))
+        .mul(q)
+        .div(255) as tf.Tensor4D;
     }
     case 'solarize': {
       const over = tf.cast(tf.greaterEqual(x, per(mags)), 'float32');
@@ -216,14 +259,24 @@ export function applyPolicyRound(x: tf.Tensor4D, choices: PolicyChoice[]): tf.Te
       let out: tf.Tensor4D;
       if (key === 'identity') out = sub;
       else if (key === 'geometric') {
-        const mats = tf.tensor2d(idx.flatMap((i) => affineFor(choices[i].op, choices[i].magnitude, h, w)), [idx.length, 8]);
+        const mats = tf.tensor2d(
+          idx.flatMap((i) => affineFor(choices[i].op, choices[i].magnitude, h, w)),
+          [idx.length, 8],
+        );
         out = tf.image.transform(sub, mats, 'nearest', 'constant', 0);
-      } else out = applyColorOp(key as PolicyOp, sub, idx.map((i) => choices[i].magnitude));
+      } else
+        out = applyColorOp(
+          key as PolicyOp,
+          sub,
+          idx.map((i) => choices[i].magnitude),
+        );
       pieces.push(out);
       order.push(...idx);
     }
     const inverse = new Int32Array(n);
-    order.forEach((src, pos) => (inverse[src] = pos));
+    order.forEach((src, pos) => {
+      inverse[src] = pos;
+    });
     const all = pieces.length === 1 ? pieces[0] : tf.concat(pieces, 0);
     return selectImages(all, inverse);
   });

@@ -20,14 +20,22 @@ function toDisplay(aug: Augmenter, x: tf.Tensor4D): { pixels: Uint8Array[]; size
   if (h !== w || c !== 3) throw new Error(`preview: expected square RGB images, got ${h}x${w}x${c}`);
   const data = tf.tidy(() => aug.denormalize(x).mul(255).round()).dataSync();
   const per = h * w * c;
-  return { pixels: Array.from({ length: n }, (_, i) => Uint8Array.from(data.subarray(i * per, (i + 1) * per))), size: h };
+  return {
+    pixels: Array.from({ length: n }, (_, i) => Uint8Array.from(data.subarray(i * per, (i + 1) * per))),
+    size: h,
+  };
 }
 
 /** "cat" for a one-hot target, else the classes with weight, e.g. "cat .62\ndog .38". */
 export function targetCaption(target: ArrayLike<number>, classes: string[]): string {
-  const parts = Array.from(target, (v, k) => ({ v, k })).filter((e) => e.v > 0.005).sort((a, b) => b.v - a.v);
+  const parts = Array.from(target, (v, k) => ({ v, k }))
+    .filter((e) => e.v > 0.005)
+    .sort((a, b) => b.v - a.v);
   if (parts.length === 1) return classes[parts[0].k];
-  return parts.slice(0, 2).map((e) => `${classes[e.k]} ${e.v.toFixed(2).replace(/^0/, '')}`).join('\n');
+  return parts
+    .slice(0, 2)
+    .map((e) => `${classes[e.k]} ${e.v.toFixed(2).replace(/^0/, '')}`)
+    .join('\n');
 }
 
 function batchTensors(b: PreviewBatch, count: number): { x: tf.Tensor4D; y: tf.Tensor1D } {
@@ -39,7 +47,12 @@ function batchTensors(b: PreviewBatch, count: number): { x: tf.Tensor4D; y: tf.T
   };
 }
 
-export async function renderPreview(aug: Augmenter, batch: PreviewBatch, classes: string[], opts: { images: number; versions: number; seed: number }): Promise<Buffer> {
+export async function renderPreview(
+  aug: Augmenter,
+  batch: PreviewBatch,
+  classes: string[],
+  opts: { images: number; versions: number; seed: number },
+): Promise<Buffer> {
   const { x, y } = batchTensors(batch, opts.images);
   const n = x.shape[0];
   const per = batch.imageSize * batch.imageSize * batch.channels;
@@ -55,8 +68,15 @@ export async function renderPreview(aug: Augmenter, batch: PreviewBatch, classes
   y.dispose();
   const cells: GridCell[] = [];
   for (let i = 0; i < n; i++) {
-    cells.push({ pixels: batch.images.subarray(i * per, (i + 1) * per), width: batch.imageSize, height: batch.imageSize, caption: classes[batch.labels[i]], border: '#444444' });
-    for (const v of versions) cells.push({ pixels: v.pixels[i], width: v.size, height: v.size, caption: v.captions[i] });
+    cells.push({
+      pixels: batch.images.subarray(i * per, (i + 1) * per),
+      width: batch.imageSize,
+      height: batch.imageSize,
+      caption: classes[batch.labels[i]],
+      border: '#444444',
+    });
+    for (const v of versions)
+      cells.push({ pixels: v.pixels[i], width: v.size, height: v.size, caption: v.captions[i] });
   }
   return renderGrid(cells, { columns: 1 + opts.versions, scale: 2, title: 'original (framed) and augmented versions' });
 }
@@ -65,7 +85,13 @@ export async function renderPreview(aug: Augmenter, batch: PreviewBatch, classes
  * One image cut into patch x patch tiles with `gap` background pixels between them, e.g. 32x32
  * with patch 4 -> an 8x8 grid, 39x39 pixels.
  */
-export function patchGridPixels(pixels: Uint8Array, size: number, patch: number, gap: number, background = 255): { pixels: Uint8Array; size: number } {
+export function patchGridPixels(
+  pixels: Uint8Array,
+  size: number,
+  patch: number,
+  gap: number,
+  background = 255,
+): { pixels: Uint8Array; size: number } {
   if (size % patch !== 0) throw new Error(`patch size ${patch} does not divide the image size ${size}`);
   const k = size / patch;
   const out = size + (k - 1) * gap;
@@ -80,20 +106,37 @@ export function patchGridPixels(pixels: Uint8Array, size: number, patch: number,
   return { pixels: dst, size: out };
 }
 
-export async function renderPatches(aug: Augmenter, batch: PreviewBatch, classes: string[], opts: { patch: number; seed: number }): Promise<Buffer> {
+export async function renderPatches(
+  aug: Augmenter,
+  batch: PreviewBatch,
+  classes: string[],
+  opts: { patch: number; seed: number },
+): Promise<Buffer> {
   const { x, y } = batchTensors(batch, 9);
   const out = aug.train(x, y, deriveSeed(opts.seed, 'augmentation-patches'));
   const targets = out.y.arraySync();
   const shown = toDisplay(aug, out.x);
-  [x, y, out.x, out.y].forEach((t) => t.dispose());
+  [x, y, out.x, out.y].forEach((t) => {
+    t.dispose();
+  });
   const captions = targets.map((t) => targetCaption(t, classes));
-  const images: GridCell[] = shown.pixels.map((p, i) => ({ pixels: p, width: shown.size, height: shown.size, caption: captions[i] }));
+  const images: GridCell[] = shown.pixels.map((p, i) => ({
+    pixels: p,
+    width: shown.size,
+    height: shown.size,
+    caption: captions[i],
+  }));
   const cut: GridCell[] = shown.pixels.map((p, i) => {
     const g = patchGridPixels(p, shown.size, opts.patch, 1);
     return { pixels: g.pixels, width: g.size, height: g.size, caption: captions[i] };
   });
   const k = shown.size / opts.patch;
   const left = await renderGrid(images, { columns: 3, scale: 3, gap: 6, title: 'a training batch' });
-  const right = await renderGrid(cut, { columns: 3, scale: 3, gap: 6, title: `${k}x${k} patches of ${opts.patch}x${opts.patch}` });
+  const right = await renderGrid(cut, {
+    columns: 3,
+    scale: 3,
+    gap: 6,
+    title: `${k}x${k} patches of ${opts.patch}x${opts.patch}`,
+  });
   return concatImages([left, right], { gap: 24 });
 }

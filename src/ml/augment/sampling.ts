@@ -4,7 +4,12 @@ import type { Rng } from '../rng.js';
 import type { Range } from './types.js';
 
 /** A pixel rectangle: top row i, left column j, height h, width w. */
-export interface PixelBox { i: number; j: number; h: number; w: number }
+export interface PixelBox {
+  i: number;
+  j: number;
+  h: number;
+  w: number;
+}
 
 /**
  * torchvision RandomResizedCrop.get_params: up to 10 tries of an area fraction uniform in `scale`
@@ -82,7 +87,13 @@ export function sampleCutmixBox(rng: Rng, height: number, width: number, lam: nu
  * edge (torch clamps to the crop's own edge); crops touching the image border match exactly.
  * With the reference's scale [0.8, 1] (sides >= 27 px) that weight is at most 0.08, on the outer row/column.
  */
-export function resizeBoxInPadded(b: PixelBox, height: number, width: number, outH: number, outW: number): [number, number, number, number] {
+export function resizeBoxInPadded(
+  b: PixelBox,
+  height: number,
+  width: number,
+  outH: number,
+  outW: number,
+): [number, number, number, number] {
   const sy = b.h / outH;
   const sx = b.w / outW;
   // +1: the one-pixel edge padding; -0.5 + 0.5*s: first half-pixel sample centre.

@@ -5,17 +5,56 @@
 
 export type Range = [number, number];
 
-export interface FlipOp { op: 'random_horizontal_flip'; p?: number }
-export interface ResizedCropOp { op: 'random_resized_crop'; size?: number; scale?: Range; ratio?: Range }
-export interface RandomCropOp { op: 'random_crop'; size?: number; padding?: number }
+export interface FlipOp {
+  op: 'random_horizontal_flip';
+  p?: number;
+}
+export interface ResizedCropOp {
+  op: 'random_resized_crop';
+  size?: number;
+  scale?: Range;
+  ratio?: Range;
+}
+export interface RandomCropOp {
+  op: 'random_crop';
+  size?: number;
+  padding?: number;
+}
 /** mean/std given: those; otherwise (or from: 'data') the cifar10 stage's data.json statistics. */
-export interface NormalizeOp { op: 'normalize'; from?: 'data'; mean?: number[]; std?: number[] }
-export interface RandAugmentOp { op: 'rand_augment'; num_ops?: number; magnitude?: number; num_magnitude_bins?: number }
-export interface TrivialAugmentOp { op: 'trivial_augment'; num_magnitude_bins?: number }
-export interface RandomErasingOp { op: 'random_erasing'; p?: number; scale?: Range; ratio?: Range; value?: number | number[] | 'random' }
+export interface NormalizeOp {
+  op: 'normalize';
+  from?: 'data';
+  mean?: number[];
+  std?: number[];
+}
+export interface RandAugmentOp {
+  op: 'rand_augment';
+  num_ops?: number;
+  magnitude?: number;
+  num_magnitude_bins?: number;
+}
+export interface TrivialAugmentOp {
+  op: 'trivial_augment';
+  num_magnitude_bins?: number;
+}
+export interface RandomErasingOp {
+  op: 'random_erasing';
+  p?: number;
+  scale?: Range;
+  ratio?: Range;
+  value?: number | number[] | 'random';
+}
 /** Batch-level: with probability p the batch is mixed with itself rolled by one (see mix.ts). */
-export interface MixupOp { op: 'mixup'; alpha?: number; p?: number }
-export interface CutmixOp { op: 'cutmix'; alpha?: number; p?: number }
+export interface MixupOp {
+  op: 'mixup';
+  alpha?: number;
+  p?: number;
+}
+export interface CutmixOp {
+  op: 'cutmix';
+  alpha?: number;
+  p?: number;
+}
 
 export type AugmentOp =
   | FlipOp
@@ -38,7 +77,12 @@ export const OP_DEFAULTS = {
   normalize: {},
   rand_augment: { num_ops: 2, magnitude: 9, num_magnitude_bins: 31 },
   trivial_augment: { num_magnitude_bins: 31 },
-  random_erasing: { p: 0.5, scale: [0.02, 0.33] as Range, ratio: [0.3, 3.3] as Range, value: 0 as number | number[] | 'random' },
+  random_erasing: {
+    p: 0.5,
+    scale: [0.02, 0.33] as Range,
+    ratio: [0.3, 3.3] as Range,
+    value: 0 as number | number[] | 'random',
+  },
   mixup: { alpha: 0.8, p: 0.5 },
   cutmix: { alpha: 1.0, p: 0.5 },
 } as const satisfies Record<OpName, object>;

@@ -3,7 +3,13 @@
 export const OFFICIAL_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz';
 export const OFFICIAL_ARCHIVE_MD5 = 'c32a1d4ab5d03f1284b67883e8d87530';
 
-export const TRAIN_FILES = ['data_batch_1.bin', 'data_batch_2.bin', 'data_batch_3.bin', 'data_batch_4.bin', 'data_batch_5.bin'] as const;
+export const TRAIN_FILES = [
+  'data_batch_1.bin',
+  'data_batch_2.bin',
+  'data_batch_3.bin',
+  'data_batch_4.bin',
+  'data_batch_5.bin',
+] as const;
 export const TEST_FILE = 'test_batch.bin';
 export type BinFile = (typeof TRAIN_FILES)[number] | typeof TEST_FILE;
 export const BIN_FILES: readonly BinFile[] = [...TRAIN_FILES, TEST_FILE];
@@ -25,4 +31,15 @@ export const PIXELS = IMAGE_SIZE * IMAGE_SIZE;
 export const RECORD_BYTES = 1 + CHANNELS * PIXELS;
 export const RECORDS_PER_FILE = 10000;
 
-export const CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'] as const;
+export const CLASSES = [
+  'airplane',
+  'automobile',
+  'bird',
+  'cat',
+  'deer',
+  'dog',
+  'frog',
+  'horse',
+  'ship',
+  'truck',
+] as const;

@@ -32,7 +32,10 @@ export function cachedName(url: string): string {
 
 /** The file could not be fetched (offline, a wrong URL, the server): says which URL and why. */
 export class DownloadError extends Error {
-  constructor(readonly url: string, why: string) {
+  constructor(
+    readonly url: string,
+    why: string,
+  ) {
     super(`cannot download ${url}: ${why}`);
   }
 }
@@ -78,7 +81,8 @@ export async function downloadCached(url: string, dir: string, opts: DownloadOpt
     } finally {
       await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     }
-    if (total !== undefined && bytes !== total) throw new Error(`download of ${url} truncated: ${bytes} of ${total} bytes`);
+    if (total !== undefined && bytes !== total)
+      throw new Error(`download of ${url} truncated: ${bytes} of ${total} bytes`);
     const sum = hash.digest('hex');
     if (opts.md5 !== undefined && sum !== opts.md5) {
       throw new Error(`download of ${url} has md5 ${sum}, expected ${opts.md5}; nothing was kept`);

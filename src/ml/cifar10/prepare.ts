@@ -51,24 +51,33 @@ export async function prepareCifar10(o: PrepareOptions): Promise<Prepared> {
       onProgress: (fraction, bytes) => progress(`downloading ${(bytes / 1e6).toFixed(1)} MB`, fraction),
     });
   }
-  progress('reading ' + path, 0);
+  progress(`reading ${path}`, 0);
   const files = await readCifarSource(path, (fraction, name) => progress(`reading ${name}`, fraction));
   o.signal?.throwIfAborted();
   return prepareFromFiles(files, o);
 }
 
 /** Everything after reading: split, subset, statistics, write. Exposed so tests read the archive once. */
-export async function prepareFromFiles(files: CifarFiles, o: Omit<PrepareOptions, 'source' | 'md5' | 'cacheDir'>): Promise<Prepared> {
+export async function prepareFromFiles(
+  files: CifarFiles,
+  o: Omit<PrepareOptions, 'source' | 'md5' | 'cacheDir'>,
+): Promise<Prepared> {
   const progress = o.progress ?? (() => {});
   const allTrain = decodeRecords(TRAIN_FILES.map((f) => files.bins[f]));
   const test = decodeRecords([files.bins[TEST_FILE]]);
 
   const splitRng = createRng(deriveSeed(o.seed, 'cifar10', 'split'));
-  const { train: trainIdx, val: valIdx } = splitIndices(allTrain.count, validationCount(allTrain.count, o.validationFraction), splitRng);
+  const { train: trainIdx, val: valIdx } = splitIndices(
+    allTrain.count,
+    validationCount(allTrain.count, o.validationFraction),
+    splitRng,
+  );
   // limit_val defaults to the limit_train share so a quick run keeps the split's proportions.
-  const limitVal = o.limitVal ?? (o.limitTrain !== undefined && o.validationFraction < 1
-    ? Math.round((o.limitTrain * o.validationFraction) / (1 - o.validationFraction))
-    : undefined);
+  const limitVal =
+    o.limitVal ??
+    (o.limitTrain !== undefined && o.validationFraction < 1
+      ? Math.round((o.limitTrain * o.validationFraction) / (1 - o.validationFraction))
+      : undefined);
   const subsetRng = createRng(deriveSeed(o.seed, 'cifar10', 'limit'));
   const pick = (idx: Int32Array, labels: Uint8Array, limit: number | undefined): Int32Array =>
     limit === undefined ? idx : balancedSubset(idx, labels, limit, subsetRng);

@@ -12,7 +12,8 @@ export interface Images {
 /** Decode concatenated record files into NHWC images and labels. */
 export function decodeRecords(files: Uint8Array[]): Images {
   const count = files.reduce((n, f) => {
-    if (f.length % RECORD_BYTES !== 0) throw new Error(`CIFAR-10 record data of ${f.length} bytes is not a multiple of ${RECORD_BYTES}`);
+    if (f.length % RECORD_BYTES !== 0)
+      throw new Error(`CIFAR-10 record data of ${f.length} bytes is not a multiple of ${RECORD_BYTES}`);
     return n + f.length / RECORD_BYTES;
   }, 0);
   const images = new Uint8Array(count * PIXELS * CHANNELS);
@@ -45,7 +46,8 @@ export interface ChannelStats {
  * accumulation order (float32 running sums over 51M values would drift around the 6th digit).
  */
 export function channelStats(images: Uint8Array, channels = CHANNELS): ChannelStats {
-  if (images.length === 0 || images.length % channels !== 0) throw new Error(`channelStats: ${images.length} bytes is not a positive multiple of ${channels}`);
+  if (images.length === 0 || images.length % channels !== 0)
+    throw new Error(`channelStats: ${images.length} bytes is not a positive multiple of ${channels}`);
   const hist = new Float64Array(256 * channels);
   for (let i = 0; i < images.length; i += channels) {
     for (let c = 0; c < channels; c++) hist[c * 256 + images[i + c]]++;

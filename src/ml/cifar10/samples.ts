@@ -17,7 +17,12 @@ export async function renderSamples(split: Split, classes: string[], perClass: n
       cells.push(
         i === undefined
           ? { pixels: new Uint8Array(size).fill(255), width: IMAGE_SIZE, height: IMAGE_SIZE }
-          : { pixels: split.images.subarray(i * size, (i + 1) * size), width: IMAGE_SIZE, height: IMAGE_SIZE, caption: classes[c] },
+          : {
+              pixels: split.images.subarray(i * size, (i + 1) * size),
+              width: IMAGE_SIZE,
+              height: IMAGE_SIZE,
+              caption: classes[c],
+            },
       );
     });
   }

@@ -22,7 +22,10 @@ function isBinFile(name: string): name is BinFile {
 
 /** batches.meta.txt: class names one a line, then blank lines. */
 function parseMeta(text: string): string[] | undefined {
-  const names = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '');
+  const names = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
   return names.length === CLASSES.length ? names : undefined;
 }
 
@@ -83,7 +86,8 @@ async function readFolder(dir: string): Promise<CifarFiles> {
   return { bins: verifyBins(found, base), classes: meta ?? [...CLASSES] };
 }
 
-export const EXPECTED_SOURCE = 'expected the binary version of CIFAR-10 (cifar-10-binary.tar.gz) or the folder it unpacks to (cifar-10-batches-bin/)';
+export const EXPECTED_SOURCE =
+  'expected the binary version of CIFAR-10 (cifar-10-binary.tar.gz) or the folder it unpacks to (cifar-10-batches-bin/)';
 
 /** A gzip stream (1f 8b) or a plain ustar archive ("ustar" at byte 257). */
 async function looksLikeArchive(path: string): Promise<boolean> {
@@ -91,17 +95,24 @@ async function looksLikeArchive(path: string): Promise<boolean> {
   try {
     const head = Buffer.alloc(262);
     const { bytesRead } = await fh.read(head, 0, head.length, 0);
-    return (bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b) || (bytesRead >= 262 && head.toString('latin1', 257, 262) === 'ustar');
+    return (
+      (bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b) ||
+      (bytesRead >= 262 && head.toString('latin1', 257, 262) === 'ustar')
+    );
   } finally {
     await fh.close();
   }
 }
 
 /** Read and verify CIFAR-10 from a local .tar.gz / .tgz file or an extracted folder. */
-export async function readCifarSource(path: string, onProgress?: (fraction: number, name: string) => void): Promise<CifarFiles> {
+export async function readCifarSource(
+  path: string,
+  onProgress?: (fraction: number, name: string) => void,
+): Promise<CifarFiles> {
   if (!existsSync(path)) throw new Error(`CIFAR-10 source ${path} does not exist`);
   if (statSync(path).isDirectory()) return readFolder(path);
-  if (!(await looksLikeArchive(path))) throw new Error(`CIFAR-10 source ${path} is not a .tar.gz archive: ${EXPECTED_SOURCE}`);
+  if (!(await looksLikeArchive(path)))
+    throw new Error(`CIFAR-10 source ${path} is not a .tar.gz archive: ${EXPECTED_SOURCE}`);
   try {
     return await readArchive(path, onProgress);
   } catch (err) {

@@ -5,7 +5,8 @@ import type { Images } from './records.js';
 
 /** Random split of 0..n-1: `valCount` indices for validation, the rest for training, each sorted. */
 export function splitIndices(n: number, valCount: number, rng: Rng): { train: Int32Array; val: Int32Array } {
-  if (!Number.isInteger(valCount) || valCount < 0 || valCount > n) throw new Error(`split: cannot take ${valCount} of ${n} for validation`);
+  if (!Number.isInteger(valCount) || valCount < 0 || valCount > n)
+    throw new Error(`split: cannot take ${valCount} of ${n} for validation`);
   const perm = rng.permutation(n);
   const val = perm.slice(0, valCount).sort();
   const train = perm.slice(valCount).sort();

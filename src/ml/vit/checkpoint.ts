@@ -24,7 +24,9 @@ const WEIGHTS_BIN = 'weights.bin';
 export function fileSystemHandler(dir: string): Required<Pick<tf.io.IOHandler, 'save' | 'load'>> {
   return {
     async save(artifacts: tf.io.ModelArtifacts): Promise<tf.io.SaveResult> {
-      const weightData = artifacts.weightData ? tf.io.CompositeArrayBuffer.join(artifacts.weightData) : new ArrayBuffer(0);
+      const weightData = artifacts.weightData
+        ? tf.io.CompositeArrayBuffer.join(artifacts.weightData)
+        : new ArrayBuffer(0);
       const modelJson: tf.io.ModelJSON = {
         modelTopology: artifacts.modelTopology as object,
         format: artifacts.format,
@@ -98,7 +100,10 @@ export async function saveCheckpoint(model: Vit, dir: string, extra?: object): P
     await rm(tmp, { recursive: true, force: true });
     await layers.save(
       tf.io.withSaveHandler(async (artifacts) =>
-        fileSystemHandler(tmp).save({ ...artifacts, userDefinedMetadata: { vit: { ...model.config }, ...(extra ?? {}) } }),
+        fileSystemHandler(tmp).save({
+          ...artifacts,
+          userDefinedMetadata: { vit: { ...model.config }, ...(extra ?? {}) },
+        }),
       ),
     );
     // Swap directories so a reader never sees a half-written checkpoint.
@@ -115,7 +120,8 @@ export async function saveCheckpoint(model: Vit, dir: string, extra?: object): P
 export async function loadCheckpoint(dir: string): Promise<Vit> {
   const artifacts = await fileSystemHandler(dir).load();
   const meta = artifacts.userDefinedMetadata as { vit?: VitConfig } | undefined;
-  if (!meta?.vit) throw new Error(`${join(dir, MODEL_JSON)} is not a tfpipe ViT checkpoint (no "vit" config in userDefinedMetadata)`);
+  if (!meta?.vit)
+    throw new Error(`${join(dir, MODEL_JSON)} is not a tfpipe ViT checkpoint (no "vit" config in userDefinedMetadata)`);
   validateConfig(meta.vit);
   if (!artifacts.weightSpecs || !artifacts.weightData) throw new Error(`${dir}: checkpoint has no weights`);
   const tensors = tf.io.decodeWeights(artifacts.weightData, artifacts.weightSpecs);

@@ -5,9 +5,10 @@
 // outputs/.cache/kernels/, so a machine makes the same choice every time. A GPU backend that
 // really runs on a GPU is taken without timing.
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { writeFileAtomic } from '../../cache/atomic.js';
 import { backendInfo, backendRegistryName, type BackendName } from '../backend.js';
 import { activationOf, tokenCount, type VitConfig } from './config.js';
 import { describeKernels, predict, tfjsKernels, type Kernels } from './kernels.js';
@@ -16,7 +17,6 @@ import { cpuModel, nativeAvailability, nativeThreads } from './native.js';
 import { ADAM, createTrainer } from './trainer.js';
 
 export type KernelsRequest = 'auto' | 'native' | 'tfjs';
-export const KERNEL_REQUESTS: readonly KernelsRequest[] = ['auto', 'native', 'tfjs'];
 
 /** One way to run the model: kernels on a backend. */
 export interface Candidate {
@@ -58,7 +58,11 @@ export function tfjsStepBytes(cfg: VitConfig, batch: number): number {
 }
 
 /** The paths that can run here, best guess first, and why others cannot. */
-export function candidates(cfg: VitConfig, batch: number, purpose: 'train' | 'infer'): { list: Candidate[]; excluded: string[] } {
+export function candidates(
+  cfg: VitConfig,
+  batch: number,
+  purpose: 'train' | 'infer',
+): { list: Candidate[]; excluded: string[] } {
   const info = backendInfo();
   const current = (info?.name ?? (tf.getBackend() as BackendName)) as BackendName;
   const backends = info?.cpuCandidates ?? [current];
@@ -83,12 +87,18 @@ export async function chooseKernels(opts: ChooseOptions): Promise<KernelDecision
   if (native.forcedError && opts.request !== 'tfjs') throw new Error(native.forcedError);
   const info = backendInfo();
   const current = (info?.name ?? (tf.getBackend() as BackendName)) as BackendName;
-  if (opts.request === 'tfjs') return { backend: current, kernels: tfjsKernels, detail: `tfjs ops on ${current} (runtime.kernels: tfjs)` };
+  if (opts.request === 'tfjs')
+    return { backend: current, kernels: tfjsKernels, detail: `tfjs ops on ${current} (runtime.kernels: tfjs)` };
   if (opts.request === 'native') {
     if (!native.isa) throw new Error(`runtime.kernels is "native" but ${native.detail}`);
-    return { backend: current, kernels: { path: 'native', isa: native.isa }, detail: `${native.detail} (runtime.kernels: native)` };
+    return {
+      backend: current,
+      kernels: { path: 'native', isa: native.isa },
+      detail: `${native.detail} (runtime.kernels: native)`,
+    };
   }
-  if (current === 'tensorflow-gpu') return { backend: current, kernels: tfjsKernels, detail: 'tfjs ops on the GPU (tensorflow-gpu)' };
+  if (current === 'tensorflow-gpu')
+    return { backend: current, kernels: tfjsKernels, detail: 'tfjs ops on the GPU (tensorflow-gpu)' };
 
   const { list, excluded } = candidates(opts.cfg, opts.batch, opts.purpose);
   const notes = excluded.length ? `; not considered: ${excluded.join('; ')}` : '';
@@ -120,7 +130,11 @@ export async function chooseKernels(opts: ChooseOptions): Promise<KernelDecision
   await switchBackend(best.backend);
   const figures = list.map((c) => `${candidateLabel(c)} ${measured[candidateLabel(c)].toFixed(1)} img/s`).join(', ');
   const what = best.kernels.path === 'native' ? native.detail : `tfjs ops on ${best.backend}`;
-  return { ...best, measured, detail: `${what}: the fastest ${opts.purpose === 'train' ? 'training' : 'inference'} path here (${figures}; ${source})${notes}` };
+  return {
+    ...best,
+    measured,
+    detail: `${what}: the fastest ${opts.purpose === 'train' ? 'training' : 'inference'} path here (${figures}; ${source})${notes}`,
+  };
 }
 
 async function switchBackend(b: BackendName): Promise<void> {
@@ -136,7 +150,19 @@ function decisionKey(opts: ChooseOptions, list: Candidate[]): string {
     version: DECISION_VERSION,
     cpu: cpuModel(),
     candidates: list.map(candidateLabel),
-    model: [c.imageSize, c.channels, c.classes, c.patchSize, c.dim, c.depth, c.heads, c.dimHead, c.mlpDim, activationOf(c), c.dropout > 0],
+    model: [
+      c.imageSize,
+      c.channels,
+      c.classes,
+      c.patchSize,
+      c.dim,
+      c.depth,
+      c.heads,
+      c.dimHead,
+      c.mlpDim,
+      activationOf(c),
+      c.dropout > 0,
+    ],
     batch: opts.batch,
     threads: nativeThreads(),
     purpose: opts.purpose,
@@ -153,23 +179,27 @@ async function readDecision(file: string, list: Candidate[]): Promise<Record<str
   }
 }
 
-async function writeDecision(file: string, measured: Record<string, number>): Promise<void> {
-  const dir = join(file, '..');
-  await mkdir(dir, { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify({ measured, cpu: cpuModel(), at: new Date().toISOString() }, null, 2) + '\n');
-  await rename(tmp, file);
+function writeDecision(file: string, measured: Record<string, number>): Promise<void> {
+  return writeFileAtomic(
+    file,
+    `${JSON.stringify({ measured, cpu: cpuModel(), at: new Date().toISOString() }, null, 2)}\n`,
+  );
 }
 
 /**
  * Images per second of real steps of a throwaway model with random inputs: one untimed warm-up
  * step, then timed steps until about a second has passed (at least one).
  */
-export async function timeCandidate(c: Candidate, opts: Pick<ChooseOptions, 'cfg' | 'batch' | 'purpose'>): Promise<number> {
+export async function timeCandidate(
+  c: Candidate,
+  opts: Pick<ChooseOptions, 'cfg' | 'batch' | 'purpose'>,
+): Promise<number> {
   const { cfg, batch } = opts;
   const model = createVit(cfg, 7);
   const x = tf.randomNormal([batch, cfg.imageSize, cfg.imageSize, cfg.channels], 0, 1, 'float32', 1) as tf.Tensor4D;
-  const y = tf.tidy(() => tf.oneHot(tf.randomUniform([batch], 0, cfg.classes, 'int32', 2) as tf.Tensor1D, cfg.classes).toFloat()) as tf.Tensor2D;
+  const y = tf.tidy(() =>
+    tf.oneHot(tf.randomUniform([batch], 0, cfg.classes, 'int32', 2) as tf.Tensor1D, cfg.classes).toFloat(),
+  ) as tf.Tensor2D;
   const trainer = createTrainer(model, c.kernels, ADAM);
   const step = (i: number) => {
     if (opts.purpose === 'train') {

@@ -31,10 +31,21 @@ export function tokenCount(cfg: VitConfig): { patches: number; tokens: number; p
 
 /** Throws a readable error for a configuration that cannot build a model. */
 export function validateConfig(cfg: VitConfig): void {
-  const positive: (keyof VitConfig)[] = ['imageSize', 'channels', 'classes', 'patchSize', 'dim', 'depth', 'heads', 'dimHead', 'mlpDim'];
+  const positive: (keyof VitConfig)[] = [
+    'imageSize',
+    'channels',
+    'classes',
+    'patchSize',
+    'dim',
+    'depth',
+    'heads',
+    'dimHead',
+    'mlpDim',
+  ];
   for (const key of positive) {
     const v = cfg[key];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`ViT ${key} must be a positive integer, got ${v}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
+      throw new Error(`ViT ${key} must be a positive integer, got ${v}`);
   }
   if (cfg.imageSize % cfg.patchSize !== 0) {
     throw new Error(`ViT patch size ${cfg.patchSize} must divide the image size ${cfg.imageSize}`);

@@ -18,10 +18,30 @@ export function modelGraphSvg(cfg: VitConfig): string {
   const p = cfg.patchSize;
   const inner = cfg.heads * cfg.dimHead;
   const boxes: Box[] = [
-    { title: 'Input images', detail: [`${cfg.imageSize}×${cfg.imageSize} pixels, ${cfg.channels} channels, normalised`], shape: `B×${cfg.imageSize}×${cfg.imageSize}×${cfg.channels}`, fill: '#eef2f7' },
-    { title: 'Patchify', detail: [`${p}×${p} patches, flattened in (channel, row, column) order`], shape: `B×${n}×${patchDim}`, fill: '#eef2f7' },
-    { title: 'Patch embedding', detail: [`Linear ${patchDim} → ${cfg.dim}`], shape: `B×${n}×${cfg.dim}`, fill: '#dbe9f6' },
-    { title: 'Class token + position embedding', detail: [`prepend a learned token, add learned positions (${t}×${cfg.dim}), dropout ${cfg.dropout}`], shape: `B×${t}×${cfg.dim}`, fill: '#dbe9f6' },
+    {
+      title: 'Input images',
+      detail: [`${cfg.imageSize}×${cfg.imageSize} pixels, ${cfg.channels} channels, normalised`],
+      shape: `B×${cfg.imageSize}×${cfg.imageSize}×${cfg.channels}`,
+      fill: '#eef2f7',
+    },
+    {
+      title: 'Patchify',
+      detail: [`${p}×${p} patches, flattened in (channel, row, column) order`],
+      shape: `B×${n}×${patchDim}`,
+      fill: '#eef2f7',
+    },
+    {
+      title: 'Patch embedding',
+      detail: [`Linear ${patchDim} → ${cfg.dim}`],
+      shape: `B×${n}×${cfg.dim}`,
+      fill: '#dbe9f6',
+    },
+    {
+      title: 'Class token + position embedding',
+      detail: [`prepend a learned token, add learned positions (${t}×${cfg.dim}), dropout ${cfg.dropout}`],
+      shape: `B×${t}×${cfg.dim}`,
+      fill: '#dbe9f6',
+    },
     {
       title: `Transformer encoder block ×${cfg.depth}`,
       detail: [
@@ -31,8 +51,18 @@ export function modelGraphSvg(cfg: VitConfig): string {
       shape: `B×${t}×${cfg.dim}`,
       fill: '#fde9c9',
     },
-    { title: 'LayerNorm on the class token', detail: ['token 0 of the last block'], shape: `B×${cfg.dim}`, fill: '#e2f0d9' },
-    { title: 'Classifier head', detail: [`Linear ${cfg.dim} → ${cfg.classes}`], shape: `B×${cfg.classes} logits`, fill: '#e2f0d9' },
+    {
+      title: 'LayerNorm on the class token',
+      detail: ['token 0 of the last block'],
+      shape: `B×${cfg.dim}`,
+      fill: '#e2f0d9',
+    },
+    {
+      title: 'Classifier head',
+      detail: [`Linear ${cfg.dim} → ${cfg.classes}`],
+      shape: `B×${cfg.classes} logits`,
+      fill: '#e2f0d9',
+    },
   ];
   const width = 720;
   const boxW = 560;
@@ -53,11 +83,15 @@ export function modelGraphSvg(cfg: VitConfig): string {
       `<rect x="${x0}" y="${y}" width="${boxW}" height="${boxH}" rx="8" fill="${b.fill}" stroke="#445" stroke-width="1.2"/>`,
       `<text x="${x0 + 12}" y="${y + 22}" font-size="14" font-weight="bold">${esc(b.title)}</text>`,
       `<text x="${x0 + boxW - 12}" y="${y + 22}" font-size="13" text-anchor="end" fill="#225">${esc(b.shape)}</text>`,
-      ...b.detail.map((line, k) => `<text x="${x0 + 12}" y="${y + 44 + 18 * k}" font-size="11" fill="#333">${esc(line)}</text>`),
+      ...b.detail.map(
+        (line, k) => `<text x="${x0 + 12}" y="${y + 44 + 18 * k}" font-size="11" fill="#333">${esc(line)}</text>`,
+      ),
     );
     y += boxH + gap;
     if (i < boxes.length - 1) {
-      parts.push(`<line x1="${width / 2}" y1="${y - gap}" x2="${width / 2}" y2="${y - 4}" stroke="#555" stroke-width="1.5" marker-end="url(#arrow)"/>`);
+      parts.push(
+        `<line x1="${width / 2}" y1="${y - gap}" x2="${width / 2}" y2="${y - 4}" stroke="#555" stroke-width="1.5" marker-end="url(#arrow)"/>`,
+      );
     }
   });
   parts.push('</svg>');

@@ -14,5 +14,11 @@ export {
   referenceKernels,
 } from './kernels.js';
 export type { ForwardOptions, GradientResult, Kernels } from './kernels.js';
-export { saveCheckpoint, loadCheckpoint, registerVitLayers, fileSystemHandler, readCheckpointMetadata } from './checkpoint.js';
+export {
+  saveCheckpoint,
+  loadCheckpoint,
+  registerVitLayers,
+  fileSystemHandler,
+  readCheckpointMetadata,
+} from './checkpoint.js';
 export { modelGraphSvg } from './graph.js';

@@ -33,9 +33,21 @@ export interface ForwardOptions {
   returnAttention?: boolean;
 }
 
-function logitsOf(model: Vit, img: tf.Tensor4D, ops: VitOps, opts: ForwardOptions, attention?: tf.Tensor4D[]): tf.Tensor2D {
+function logitsOf(
+  model: Vit,
+  img: tf.Tensor4D,
+  ops: VitOps,
+  opts: ForwardOptions,
+  attention?: tf.Tensor4D[],
+): tf.Tensor2D {
   const cfg = model.config;
-  const ctx: Ctx = { ops, cfg, batch: img.shape[0], drop: new Dropout(opts.training ? cfg.dropout : 0, opts.seed), attention };
+  const ctx: Ctx = {
+    ops,
+    cfg,
+    batch: img.shape[0],
+    drop: new Dropout(opts.training ? cfg.dropout : 0, opts.seed),
+    attention,
+  };
   return vit(ctx, img, model.params);
 }
 
@@ -43,10 +55,18 @@ function logitsOf(model: Vit, img: tf.Tensor4D, ops: VitOps, opts: ForwardOption
  * Forward pass. `attention` holds, per block, the post-softmax weights [B, heads, T, T] (T = 1 + N).
  * Dropout runs only when training and a seed is given; the same seed gives the same masks.
  */
-export function forward(model: Vit, x: tf.Tensor4D, opts: ForwardOptions, kernels: Kernels): { logits: tf.Tensor2D; attention?: tf.Tensor4D[] } {
+export function forward(
+  model: Vit,
+  x: tf.Tensor4D,
+  opts: ForwardOptions,
+  kernels: Kernels,
+): { logits: tf.Tensor2D; attention?: tf.Tensor4D[] } {
   if (kernels.path === 'native') {
-    if (opts.training) throw new Error('forward: training-mode forward passes run through computeGradients on the native kernels');
-    const r = nativeRun(kernels.isa, model.config, weightsOf(model), float32(x), x.shape[0], null, undefined, { attention: !!opts.returnAttention });
+    if (opts.training)
+      throw new Error('forward: training-mode forward passes run through computeGradients on the native kernels');
+    const r = nativeRun(kernels.isa, model.config, weightsOf(model), float32(x), x.shape[0], null, undefined, {
+      attention: !!opts.returnAttention,
+    });
     const logits = tf.tensor2d(r.logits, [x.shape[0], model.config.classes]);
     return opts.returnAttention ? { logits, attention: splitAttention(model.config, x.shape[0], r) } : { logits };
   }
@@ -60,7 +80,9 @@ function splitAttention(cfg: VitConfig, batch: number, r: NativeRunResult): tf.T
   const all = r.attention as Float32Array;
   const per = all.length / cfg.depth;
   const t = Math.round(Math.sqrt(per / (batch * cfg.heads)));
-  return Array.from({ length: cfg.depth }, (_, l) => tf.tensor4d(all.subarray(l * per, (l + 1) * per), [batch, cfg.heads, t, t]));
+  return Array.from({ length: cfg.depth }, (_, l) =>
+    tf.tensor4d(all.subarray(l * per, (l + 1) * per), [batch, cfg.heads, t, t]),
+  );
 }
 
 /** Mean softmax cross-entropy against soft targets [B, classes] whose rows sum to 1. */
@@ -81,11 +103,22 @@ export interface GradientOptions {
 }
 
 /** Loss, number of correct argmax predictions and (optionally clipped) gradients for one batch. */
-export function computeGradients(model: Vit, x: tf.Tensor4D, targets: tf.Tensor2D, opts: GradientOptions, kernels: Kernels): GradientResult {
+export function computeGradients(
+  model: Vit,
+  x: tf.Tensor4D,
+  targets: tf.Tensor2D,
+  opts: GradientOptions,
+  kernels: Kernels,
+): GradientResult {
   if (kernels.path === 'native') {
     // The addon clips (the same rule as clipByGlobalNorm) before it hands the gradients over.
     const clipNorm = opts.gradClipNorm ?? 0;
-    return nativeGradients(model, nativeRun(kernels.isa, model.config, weightsOf(model), float32(x), x.shape[0], float32(targets), opts.seed, { clipNorm }));
+    return nativeGradients(
+      model,
+      nativeRun(kernels.isa, model.config, weightsOf(model), float32(x), x.shape[0], float32(targets), opts.seed, {
+        clipNorm,
+      }),
+    );
   }
   const result = tfjsGradients(model, x, targets, opts.seed, opsOf(kernels));
   if (opts.gradClipNorm && opts.gradClipNorm > 0) clipByGlobalNorm(result.grads, opts.gradClipNorm);
@@ -138,7 +171,11 @@ export function predict(model: Vit, x: tf.Tensor4D, batchSize: number, kernels: 
   const parts: tf.Tensor2D[] = [];
   for (let i = 0; i < n; i += batchSize) {
     const size = Math.min(batchSize, n - i);
-    parts.push(tf.tidy(() => logitsOf(model, tf.slice(x, [i, 0, 0, 0], [size, -1, -1, -1]), opsOf(kernels), { training: false })));
+    parts.push(
+      tf.tidy(() =>
+        logitsOf(model, tf.slice(x, [i, 0, 0, 0], [size, -1, -1, -1]), opsOf(kernels), { training: false }),
+      ),
+    );
   }
   if (parts.length === 1) return parts[0];
   const all = tf.concat(parts, 0);

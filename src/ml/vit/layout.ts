@@ -15,7 +15,12 @@ interface ParamDef<K extends string> {
   init: (c: VitConfig) => Init;
 }
 
-const def = <K extends string>(key: K, name: string, shape: ParamDef<K>['shape'], init: ParamDef<K>['init']): ParamDef<K> => ({
+const def = <K extends string>(
+  key: K,
+  name: string,
+  shape: ParamDef<K>['shape'],
+  init: ParamDef<K>['init'],
+): ParamDef<K> => ({
   key,
   name,
   shape,
@@ -24,7 +29,9 @@ const def = <K extends string>(key: K, name: string, shape: ParamDef<K>['shape']
 const patchDim = (c: VitConfig) => tokenCount(c).patchDim;
 const inner = (c: VitConfig) => c.heads * c.dimHead;
 // PyTorch's nn.Linear default: weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-const fanIn = (f: (c: VitConfig) => number) => (c: VitConfig): Init => ({ kind: 'uniform', bound: 1 / Math.sqrt(f(c)) });
+const fanIn =
+  (f: (c: VitConfig) => number) =>
+  (c: VitConfig): Init => ({ kind: 'uniform', bound: 1 / Math.sqrt(f(c)) });
 const normal = (): Init => ({ kind: 'normal' });
 const ones = (): Init => ({ kind: 'ones' });
 const zeros = (): Init => ({ kind: 'zeros' });
@@ -85,7 +92,9 @@ export interface ParamSpec {
 
 /** Every parameter in model order (stem, blocks, head), with its stable name, shape and initialiser. */
 export function parameterSpecs(cfg: VitConfig): ParamSpec[] {
-  const spec = (layer: string) => (p: ParamDef<string>): ParamSpec => ({ name: `${layer}/${p.name}`, shape: p.shape(cfg), init: p.init(cfg) });
+  const spec =
+    (layer: string) =>
+    (p: ParamDef<string>): ParamSpec => ({ name: `${layer}/${p.name}`, shape: p.shape(cfg), init: p.init(cfg) });
   return [
     ...STEM_PARAMS.map(spec(STEM_LAYER)),
     ...Array.from({ length: cfg.depth }, (_, i) => BLOCK_PARAMS.map(spec(blockLayer(i)))).flat(),
@@ -105,14 +114,11 @@ export function groupParams<T>(values: T[], depth: number): VitParams<T> {
   const headStart = STEM_PARAMS.length + depth * nb;
   return {
     ...byKey(STEM_PARAMS, values.slice(0, STEM_PARAMS.length)),
-    blocks: Array.from({ length: depth }, (_, i) => byKey(BLOCK_PARAMS, values.slice(STEM_PARAMS.length + i * nb, STEM_PARAMS.length + (i + 1) * nb))),
+    blocks: Array.from({ length: depth }, (_, i) =>
+      byKey(BLOCK_PARAMS, values.slice(STEM_PARAMS.length + i * nb, STEM_PARAMS.length + (i + 1) * nb)),
+    ),
     ...byKey(HEAD_PARAMS, values.slice(headStart)),
   };
-}
-
-/** A layer's values in the order of its definition list (the Layers model's weight order). */
-export function blockValues<T>(p: BlockParams<T>): T[] {
-  return BLOCK_PARAMS.map((d) => p[d.key]);
 }
 
 // Dropout sites. Each draws its own mask from (seed, site, element); the native kernels use the

@@ -57,7 +57,6 @@ interface RunOptions {
   clipNorm?: number;
 }
 
-
 /** An optimizer step's settings as the addon reads them (src/ml/optim.ts semantics). */
 export interface NativeOptimizerSettings {
   name: 'adam' | 'adamw' | 'sgd';
@@ -74,31 +73,52 @@ export interface NativeOptimizerSettings {
 interface NativeAddon {
   info(): NativeInfo;
   profile(): Record<string, number>;
-  run(config: NativeConfig, weights: Float32Array[], images: Float32Array, targets: Float32Array | null, seed: number, threads: number, opts: RunOptions): NativeRunResult;
-  optimize(settings: NativeOptimizerSettings, weights: Float32Array[], grads: Float32Array[], slots: Float32Array[], decays: Uint8Array): void;
+  run(
+    config: NativeConfig,
+    weights: Float32Array[],
+    images: Float32Array,
+    targets: Float32Array | null,
+    seed: number,
+    threads: number,
+    opts: RunOptions,
+  ): NativeRunResult;
+  optimize(
+    settings: NativeOptimizerSettings,
+    weights: Float32Array[],
+    grads: Float32Array[],
+    slots: Float32Array[],
+    decays: Uint8Array,
+  ): void;
 }
 
 // TFPIPE_NATIVE_ADDON points at another build (tests of a rebuilt or a fake addon).
-export const nativeAddonPath = process.env.TFPIPE_NATIVE_ADDON || join(packageRoot, 'native', 'build', 'vit_kernels.node');
+export const nativeAddonPath =
+  process.env.TFPIPE_NATIVE_ADDON || join(packageRoot, 'native', 'build', 'vit_kernels.node');
 
 let loaded: { addon: NativeAddon; info: NativeInfo } | { error: string } | undefined;
 
 function load(): { addon: NativeAddon; info: NativeInfo } | { error: string } {
-  if (loaded) return loaded;
-  if (process.env.TFPIPE_NATIVE === '0') return (loaded = { error: 'disabled (TFPIPE_NATIVE=0)' });
-  if (!existsSync(nativeAddonPath)) return (loaded = { error: `not built (${nativeAddonPath} missing; run "node native/build.mjs")` });
+  loaded ??= open();
+  return loaded;
+}
+
+function open(): { addon: NativeAddon; info: NativeInfo } | { error: string } {
+  if (process.env.TFPIPE_NATIVE === '0') return { error: 'disabled (TFPIPE_NATIVE=0)' };
+  if (!existsSync(nativeAddonPath))
+    return { error: `not built (${nativeAddonPath} missing; run "node native/build.mjs")` };
   try {
     const addon = createRequire(import.meta.url)(nativeAddonPath) as NativeAddon;
     const info = typeof addon.info === 'function' ? addon.info() : undefined;
     const mismatch = layoutMismatch(info?.layout);
     if (!info || mismatch) {
-      return (loaded = { error: `refused: ${nativeAddonPath} expects another parameter layout (${mismatch}); rebuild it with "node native/build.mjs"` });
+      return {
+        error: `refused: ${nativeAddonPath} expects another parameter layout (${mismatch}); rebuild it with "node native/build.mjs"`,
+      };
     }
-    loaded = { addon, info };
+    return { addon, info };
   } catch (err) {
-    loaded = { error: `failed to load: ${(err as Error).message.split('\n')[0]}` };
+    return { error: `failed to load: ${(err as Error).message.split('\n')[0]}` };
   }
-  return loaded;
 }
 
 export interface NativeAvailability {
@@ -119,7 +139,10 @@ export function nativeAvailability(): NativeAvailability {
     return process.env.TFPIPE_NATIVE_ISA ? { detail, forcedError: l.info.error ?? detail } : { detail };
   }
   const forced = process.env.TFPIPE_NATIVE_ISA ? `, forced by TFPIPE_NATIVE_ISA` : '';
-  return { isa: l.info.isa, detail: `native kernels, ${l.info.isa} variant${forced} (${nativeThreads()} thread(s)) on ${l.info.cpu}` };
+  return {
+    isa: l.info.isa,
+    detail: `native kernels, ${l.info.isa} variant${forced} (${nativeThreads()} thread(s)) on ${l.info.cpu}`,
+  };
 }
 
 /** The addon's description of itself and this CPU, or null without an addon. */
@@ -130,7 +153,11 @@ export function nativeInfo(): NativeInfo | null {
 
 /** The variants this CPU can run, best first (empty without the addon). */
 export function runnableVariants(): string[] {
-  return nativeInfo()?.variants.filter((v) => v.supported).map((v) => v.name) ?? [];
+  return (
+    nativeInfo()
+      ?.variants.filter((v) => v.supported)
+      .map((v) => v.name) ?? []
+  );
 }
 
 /** The CPU's model name, from the addon (cpuid) or else from Node. */
@@ -172,7 +199,13 @@ export function nativeRun(
  * One optimizer update in place: `weights` and `slots` (per weight [m, v] for Adam/AdamW, [momentum]
  * for SGD) change; decays[i] says whether weight decay applies to weight i.
  */
-export function nativeOptimize(settings: NativeOptimizerSettings, weights: Float32Array[], grads: Float32Array[], slots: Float32Array[], decays: Uint8Array): void {
+export function nativeOptimize(
+  settings: NativeOptimizerSettings,
+  weights: Float32Array[],
+  grads: Float32Array[],
+  slots: Float32Array[],
+  decays: Uint8Array,
+): void {
   addon().optimize(settings, weights, grads, slots, decays);
 }
 

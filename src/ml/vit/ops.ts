@@ -24,17 +24,17 @@ function custom(body: OpBody): (...inputs: tf.Tensor[]) => tf.Tensor {
 
 /** y = x @ w + b   x: [R, I], w: [I, O], b: [O]  ->  [R, O] */
 const linearOp = custom(([x, w, b], save) => {
-    save([x, w]);
-    const value = tf.add(tf.matMul(x as T2, w as T2), b) as T2;
-    return {
-      value,
-      gradFunc: (dy: tf.Tensor, [xs, ws]: tf.Tensor[]) =>
-        tf.tidy(() => [
-          tf.matMul(dy as T2, tf.transpose(ws as T2)), // dx = dy @ w^T  [R, I]
-          tf.matMul(tf.transpose(xs as T2), dy as T2), // dw = x^T @ dy  [I, O]
-          tf.sum(dy, 0), // db [O]
-        ]),
-    };
+  save([x, w]);
+  const value = tf.add(tf.matMul(x as T2, w as T2), b) as T2;
+  return {
+    value,
+    gradFunc: (dy: tf.Tensor, [xs, ws]: tf.Tensor[]) =>
+      tf.tidy(() => [
+        tf.matMul(dy as T2, tf.transpose(ws as T2)), // dx = dy @ w^T  [R, I]
+        tf.matMul(tf.transpose(xs as T2), dy as T2), // dw = x^T @ dy  [I, O]
+        tf.sum(dy, 0), // db [O]
+      ]),
+  };
 });
 export const linear = (x: T2, w: T2, b: tf.Tensor1D): T2 => linearOp(x, w, b) as T2;
 
@@ -51,23 +51,23 @@ export const linearNoBias = (x: T2, w: T2): T2 => linearNoBiasOp(x, w) as T2;
 
 /** Layer norm over the last axis.   x: [R, D], gamma/beta: [D] -> [R, D] */
 const layerNormOp = custom(([x, gamma, beta, eps], save) => {
-    const mu = tf.mean(x, -1, true);
-    const xc = tf.sub(x, mu);
-    const rstd = tf.rsqrt(tf.add(tf.mean(tf.mul(xc, xc), -1, true), eps)); // [R, 1]
-    const xhat = tf.mul(xc, rstd);
-    save([xhat, rstd, gamma]);
-    return {
-      value: tf.add(tf.mul(xhat, gamma), beta),
-      gradFunc: (dy: tf.Tensor, [xh, rs, g]: tf.Tensor[]) =>
-        tf.tidy(() => {
-          // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), per row
-          const dxhat = tf.mul(dy, g);
-          const m1 = tf.mean(dxhat, -1, true);
-          const m2 = tf.mean(tf.mul(dxhat, xh), -1, true);
-          const dx = tf.mul(tf.sub(tf.sub(dxhat, m1), tf.mul(xh, m2)), rs);
-          return [dx, tf.sum(tf.mul(dy, xh), 0), tf.sum(dy, 0), tf.zerosLike(eps)];
-        }),
-    };
+  const mu = tf.mean(x, -1, true);
+  const xc = tf.sub(x, mu);
+  const rstd = tf.rsqrt(tf.add(tf.mean(tf.mul(xc, xc), -1, true), eps)); // [R, 1]
+  const xhat = tf.mul(xc, rstd);
+  save([xhat, rstd, gamma]);
+  return {
+    value: tf.add(tf.mul(xhat, gamma), beta),
+    gradFunc: (dy: tf.Tensor, [xh, rs, g]: tf.Tensor[]) =>
+      tf.tidy(() => {
+        // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), per row
+        const dxhat = tf.mul(dy, g);
+        const m1 = tf.mean(dxhat, -1, true);
+        const m2 = tf.mean(tf.mul(dxhat, xh), -1, true);
+        const dx = tf.mul(tf.sub(tf.sub(dxhat, m1), tf.mul(xh, m2)), rs);
+        return [dx, tf.sum(tf.mul(dy, xh), 0), tf.sum(dy, 0), tf.zerosLike(eps)];
+      }),
+  };
 });
 export const layerNorm = (x: T2, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): T2 =>
   tf.tidy(() => layerNormOp(x, gamma, beta, tf.scalar(eps)) as T2);
@@ -178,7 +178,8 @@ export const referenceOps: VitOps = {
     const { mean, variance } = tf.moments(x, -1, true);
     return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))), gamma), beta) as T2;
   },
-  gelu: <R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2)))),
+  gelu: <R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> =>
+    tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2)))),
   geluTanh: <R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> =>
     tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(GELU_C, tf.add(x, tf.mul(GELU_A, tf.pow(x, 3))))))),
   bmm: (a: T3, b: T3): T3 => tf.matMul(a, b),

@@ -11,7 +11,14 @@ import type { Vit } from './model.js';
 import { nativeOptimize, nativeRun } from './native.js';
 
 /** Plain Adam at 1e-3 (torch defaults), for timing steps. */
-export const ADAM: OptimizerSettings = { name: 'adam', lr: 1e-3, weight_decay: 0, momentum: 0, betas: [0.9, 0.999], eps: 1e-8 };
+export const ADAM: OptimizerSettings = {
+  name: 'adam',
+  lr: 1e-3,
+  weight_decay: 0,
+  momentum: 0,
+  betas: [0.9, 0.999],
+  eps: 1e-8,
+};
 
 export interface Trainer {
   /** Loss and correct count of one batch; keeps its gradients for update(). */
@@ -24,7 +31,9 @@ export interface Trainer {
 }
 
 export function createTrainer(model: Vit, kernels: Kernels, settings: OptimizerSettings): Trainer {
-  return kernels.path === 'native' ? new NativeTrainer(model, kernels.isa, settings) : new TfjsTrainer(model, kernels, settings);
+  return kernels.path === 'native'
+    ? new NativeTrainer(model, kernels.isa, settings)
+    : new TfjsTrainer(model, kernels, settings);
 }
 
 class TfjsTrainer implements Trainer {
@@ -90,7 +99,9 @@ class NativeTrainer implements Trainer {
   gradients(x: tf.Tensor4D, targets: tf.Tensor2D, opts: GradientOptions): { loss: number; correct: number } {
     // Copies: the update writes into them before they go back to the variables.
     const weights = this.model.variables.map((v) => Float32Array.from(v.dataSync() as Float32Array));
-    const r = nativeRun(this.isa, this.model.config, weights, float32(x), x.shape[0], float32(targets), opts.seed, { clipNorm: opts.gradClipNorm ?? 0 });
+    const r = nativeRun(this.isa, this.model.config, weights, float32(x), x.shape[0], float32(targets), opts.seed, {
+      clipNorm: opts.gradClipNorm ?? 0,
+    });
     this.pending = { weights, grads: r.grads as Float32Array[] };
     return { loss: r.loss as number, correct: r.correct as number };
   }
@@ -101,13 +112,26 @@ class NativeTrainer implements Trainer {
     this.step += 1;
     const { weights, grads } = this.pending;
     nativeOptimize(
-      { name: s.name, lr, beta1: s.betas[0], beta2: s.betas[1], eps: s.eps, weightDecay: s.weight_decay, momentum: s.momentum, step: this.step },
+      {
+        name: s.name,
+        lr,
+        beta1: s.betas[0],
+        beta2: s.betas[1],
+        eps: s.eps,
+        weightDecay: s.weight_decay,
+        momentum: s.momentum,
+        step: this.step,
+      },
       weights,
       grads,
       this.slots,
       this.decays,
     );
-    tf.tidy(() => this.model.variables.forEach((v, i) => v.assign(tf.tensor(weights[i], v.shape, 'float32'))));
+    tf.tidy(() =>
+      this.model.variables.forEach((v, i) => {
+        v.assign(tf.tensor(weights[i], v.shape, 'float32'));
+      }),
+    );
     this.pending = undefined;
   }
 
@@ -116,9 +140,11 @@ class NativeTrainer implements Trainer {
   }
 
   setState(state: OptimizerState): void {
-    if (state.slots.length !== this.slots.length) throw new Error(`optimizer state has ${state.slots.length} slots, expected ${this.slots.length}`);
+    if (state.slots.length !== this.slots.length)
+      throw new Error(`optimizer state has ${state.slots.length} slots, expected ${this.slots.length}`);
     state.slots.forEach((s, i) => {
-      if (s.length !== this.slots[i].length) throw new Error(`optimizer slot ${i} has ${s.length} values, expected ${this.slots[i].length}`);
+      if (s.length !== this.slots[i].length)
+        throw new Error(`optimizer slot ${i} has ${s.length} values, expected ${this.slots[i].length}`);
     });
     this.slots = state.slots.map((s) => Float32Array.from(s));
     this.step = state.step;

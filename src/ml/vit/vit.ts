@@ -5,7 +5,7 @@
 // kernels.ts; native/src/model.cc is the same model in C++.
 import * as tf from '@tensorflow/tfjs';
 import { activationOf, tokenCount, type VitConfig } from './config.js';
-import { Dropout } from './dropout.js';
+import type { Dropout } from './dropout.js';
 import { dropoutSite, EMBEDDING_DROPOUT_SITE, type BlockParams, type HeadParams, type StemParams } from './layout.js';
 import type { VitOps } from './ops.js';
 
@@ -59,7 +59,8 @@ export function attention(ctx: Ctx, l: number, x: tf.Tensor2D, p: BlockWeights):
   const t = x.shape[0] / b;
   const { heads: h, dimHead: d } = cfg;
   // [B*T, h*d] -> [B*h, T, d]
-  const splitHeads = (y: tf.Tensor2D): tf.Tensor3D => tf.reshape(tf.transpose(tf.reshape(y, [b, t, h, d]), [0, 2, 1, 3]), [b * h, t, d]);
+  const splitHeads = (y: tf.Tensor2D): tf.Tensor3D =>
+    tf.reshape(tf.transpose(tf.reshape(y, [b, t, h, d]), [0, 2, 1, 3]), [b * h, t, d]);
   const q = splitHeads(tf.mul(ops.linearNoBias(x, p.toQ as tf.Tensor2D), 1 / Math.sqrt(d)));
   const kT = tf.transpose(splitHeads(ops.linearNoBias(x, p.toK as tf.Tensor2D)), [0, 2, 1]); // [B*h, d, T]
   const v = splitHeads(ops.linearNoBias(x, p.toV as tf.Tensor2D));
@@ -75,28 +76,45 @@ export function feedForward(ctx: Ctx, l: number, x: tf.Tensor2D, p: BlockWeights
   const { ops, drop } = ctx;
   const act = activationOf(ctx.cfg) === 'gelu' ? ops.gelu : ops.geluTanh;
   const hidden = act(ops.linear(x, p.fc1W as tf.Tensor2D, p.fc1B as tf.Tensor1D)); // [B*T, mlpDim]
-  const out = ops.linear(drop.apply(hidden, dropoutSite(l, 'mlp/hidden')), p.fc2W as tf.Tensor2D, p.fc2B as tf.Tensor1D); // [B*T, dim]
+  const out = ops.linear(
+    drop.apply(hidden, dropoutSite(l, 'mlp/hidden')),
+    p.fc2W as tf.Tensor2D,
+    p.fc2B as tf.Tensor1D,
+  ); // [B*T, dim]
   return drop.apply(out, dropoutSite(l, 'mlp/out'));
 }
 
 /** Pre-LN transformer block l: x + MHSA(LN(x)), then x + MLP(LN(x)). */
 export function block(ctx: Ctx, l: number, x: tf.Tensor2D, p: BlockWeights): tf.Tensor2D {
   const { ops } = ctx;
-  const x1 = tf.add(x, attention(ctx, l, ops.layerNorm(x, p.attnNormGamma as tf.Tensor1D, p.attnNormBeta as tf.Tensor1D), p)) as tf.Tensor2D;
-  return tf.add(x1, feedForward(ctx, l, ops.layerNorm(x1, p.mlpNormGamma as tf.Tensor1D, p.mlpNormBeta as tf.Tensor1D), p)) as tf.Tensor2D;
+  const x1 = tf.add(
+    x,
+    attention(ctx, l, ops.layerNorm(x, p.attnNormGamma as tf.Tensor1D, p.attnNormBeta as tf.Tensor1D), p),
+  ) as tf.Tensor2D;
+  return tf.add(
+    x1,
+    feedForward(ctx, l, ops.layerNorm(x1, p.mlpNormGamma as tf.Tensor1D, p.mlpNormBeta as tf.Tensor1D), p),
+  ) as tf.Tensor2D;
 }
 
 /** Tokens [B*T, dim] -> logits [B, classes] from the class token. */
 export function head(ctx: Ctx, x: tf.Tensor2D, P: HeadWeights): tf.Tensor2D {
   const { cfg, ops, batch: b } = ctx;
   const t = x.shape[0] / b;
-  const clsOut = tf.reshape(tf.slice(tf.reshape(x, [b, t, cfg.dim]), [0, 0, 0], [b, 1, cfg.dim]), [b, cfg.dim]) as tf.Tensor2D; // class token
+  const clsOut = tf.reshape(tf.slice(tf.reshape(x, [b, t, cfg.dim]), [0, 0, 0], [b, 1, cfg.dim]), [
+    b,
+    cfg.dim,
+  ]) as tf.Tensor2D; // class token
   const normed = ops.layerNorm(clsOut, P.headNormGamma as tf.Tensor1D, P.headNormBeta as tf.Tensor1D);
   return ops.linear(normed, P.headW as tf.Tensor2D, P.headB as tf.Tensor1D); // [B, classes]
 }
 
 /** Images [B, H, W, C] -> logits [B, classes]. Call inside tf.tidy or variableGrads. */
-export function vit(ctx: Ctx, img: tf.Tensor4D, P: StemWeights & HeadWeights & { blocks: BlockWeights[] }): tf.Tensor2D {
+export function vit(
+  ctx: Ctx,
+  img: tf.Tensor4D,
+  P: StemWeights & HeadWeights & { blocks: BlockWeights[] },
+): tf.Tensor2D {
   let x = embed(ctx, img, P);
   P.blocks.forEach((p, l) => {
     x = block(ctx, l, x, p);
