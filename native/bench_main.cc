@@ -156,7 +156,10 @@ int main(int argc, char** argv) {
     else if (a == "--isa") isas = next();
     else if (a == "--activation") activation = next() == "gelu_tanh" ? kGeluTanh : kGeluErf;
     else if (a == "--no-check") check = false;
-    else if (a == "--profile") profile = true;
+    else if (a == "--profile") {
+      profile = true;
+      profile_enable(true);
+    }
     else if (a == "--dump") dump = next();
     else if (a == "--compare") compare = next();
     else if (a == "--no-peak") peak = false;

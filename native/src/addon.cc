@@ -126,6 +126,10 @@ bool read_config(napi_env env, napi_value obj, Config* c) {
     napi_throw_range_error(env, nullptr, "vit_kernels: patchSize must divide imageSize");
     return false;
   }
+  if (c->depth > kMaxDepth) {
+    napi_throw_range_error(env, nullptr, ("vit_kernels: depth must be at most " + std::to_string(kMaxDepth)).c_str());
+    return false;
+  }
   return true;
 }
 
@@ -419,9 +423,11 @@ napi_value Optimize(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// profile() -> { section: milliseconds } summed since the last call, then reset.
+// profile() -> { section: milliseconds } summed since the last call, then reset. The first call
+// turns the per-section timing on (it costs a few thousand clock reads per step).
 napi_value Profile(napi_env env, napi_callback_info) {
   std::lock_guard<std::mutex> serial(g_run_mutex);
+  profile_enable(true);
   napi_value out;
   CHECK(napi_create_object(env, &out));
   for (auto& kv : profile_take()) CHECK(napi_set_named_property(env, out, kv.first.c_str(), num(env, kv.second)));

@@ -13,6 +13,9 @@ namespace tfpipe {
 
 enum Activation : int32_t { kGeluTanh = 0, kGeluErf = 1 };
 
+// The kernels keep per-block pointers in fixed arrays; deeper models are refused at the boundary.
+constexpr int kMaxDepth = 64;
+
 // Model hyper-parameters of one call, read by name from the JS config object.
 struct Config {
   int32_t batch, image, channels, classes, patch, dim, depth, heads, dimHead, mlp;
@@ -55,14 +58,22 @@ float* workspace_take(Workspace*, int slot, size_t n);
 
 // The worker pool (pool.cc). parallel_chunks runs fn(ctx, chunk, begin, end) over [0, n) split
 // into contiguous non-empty chunks aligned to `align`, at most one per thread; chunk is in
-// [0, parallel_chunk_count(n, align)). Inside a running chunk a nested call runs serially.
+// [0, parallel_chunk_count(n, align)). Inside a running chunk a nested call runs serially. Which
+// items a chunk gets depends on the thread count, so no result may depend on the chunking: every
+// sum over items is taken in a fixed order of fixed pieces (see model.cc).
 typedef void (*ChunkFn)(void* ctx, int chunk, int begin, int end);
 void parallel_chunks(int n, int align, ChunkFn fn, void* ctx);
 int parallel_chunk_count(int n, int align);
 void set_threads(int threads);
 int get_threads();
 
-// Per-section CPU milliseconds of the calling thread (profile.cc), for the bench's profile.
+// Per-section milliseconds of the calling thread (profile.cc), for the bench's profile: CPU time,
+// or wall time with TFPIPE_PROFILE_CLOCK=wall. Off until profile_enable(true) (a step makes a few
+// thousand section records; the clock reads would cost ~1% when nobody looks). Worker threads of
+// the pool never record: profile_enabled() is false there.
+void profile_enable(bool on);
+bool profile_enabled();
+void profile_mark_worker();  // called once by each pool worker
 double profile_now_ms();
 double wall_seconds();  // monotonic clock
 void profile_add(const char* section, double ms);

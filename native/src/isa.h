@@ -11,6 +11,12 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#elif defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include "api.h"
 
 #ifndef TFPIPE_ISA
@@ -62,24 +68,70 @@ inline int imin(int a, int b) { return a < b ? a : b; }
 inline int imax(int a, int b) { return a > b ? a : b; }
 inline float fmax2(float a, float b) { return a > b ? a : b; }
 
-// exp(x): Cephes' expf (range reduction by ln 2, degree-6 polynomial), ~1 ulp.
-inline vf vexp(vf x) {
-  x = x > 88.3762626647949f ? splat(88.3762626647949f) : x;
-  x = x < -87.3365447504019f ? splat(-87.3365447504019f) : x;
-  vf fx = x * 1.44269504088896341f;
-  fx = fx + (fx >= 0 ? splat(0.5f) : splat(-0.5f));
-  vi n = __builtin_convertvector(fx, vi);  // round half away from zero
-  vf nf = __builtin_convertvector(n, vf);
-  vf r = x - nf * 0.693359375f - nf * -2.12194440e-4f;
-  vf p = splat(1.9875691500E-4f);
-  p = p * r + 1.3981999507E-3f;
-  p = p * r + 8.3334519073E-3f;
-  p = p * r + 4.1665795894E-2f;
-  p = p * r + 1.6666665459E-1f;
-  p = p * r + 5.0000001201E-1f;
-  p = p * r * r + r + 1.f;
-  return p * as_float((n + 127) << 23);
+// The first n (< kLanes) floats of p, zeros after; and the store of the first n lanes. Only for
+// the tails of odd sizes: the common paths use whole vectors.
+inline vf load_n(const float* p, int n) {
+  if (n >= kLanes) return load(p);
+  float buf[kLanes] = {0};
+  if (n > 0) std::memcpy(buf, p, (size_t)n * sizeof(float));
+  return load(buf);
 }
+inline void store_n(float* p, vf v, int n) {
+  if (n >= kLanes)
+    store(p, v);
+  else if (n > 0)
+    std::memcpy(p, &v, (size_t)n * sizeof(float));
+}
+// All ones in the lanes below n, zeros above.
+inline vi lanes_below(int n) {
+  vi r;
+  for (int i = 0; i < kLanes; i++) r[i] = i < n ? -1 : 0;
+  return r;
+}
+
+// max / min of vectors (one instruction; GCC does not turn a ?: into one because of NaN order).
+inline vf vmax(vf a, vf b) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX2__)
+  return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#elif defined(__aarch64__)
+  return vmaxq_f32(a, b);
+#else
+  return (vf)_mm_max_ps((__m128)a, (__m128)b);
+#endif
+}
+inline vf vmin(vf a, vf b) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_min_ps((__m512)a, (__m512)b);
+#elif defined(__AVX2__)
+  return (vf)_mm256_min_ps((__m256)a, (__m256)b);
+#elif defined(__aarch64__)
+  return vminq_f32(a, b);
+#else
+  return (vf)_mm_min_ps((__m128)a, (__m128)b);
+#endif
+}
+
+// exp(x) for x <= 88.37: Cephes' expf (range reduction by ln 2, then 1 + r + r^2 P(r) with P of
+// degree 5), ~1 ulp. n = round(x / ln 2) comes from adding 1.5 * 2^23 (the float's low bits then
+// hold n), and P is evaluated by Estrin's scheme: the dependency chain is half Horner's, which is
+// what limits a loop of exps (the polynomial's multiply-adds wait on each other).
+inline vf vexp_le88(vf x) {
+  x = vmax(x, splat(-87.3365447504019f));
+  const vf magic = splat(12582912.f);
+  const vf t = x * 1.44269504088896341f + magic;
+  const vf nf = t - magic;
+  const vi n = as_int(t) - as_int(magic);
+  const vf r = x - nf * 0.693359375f - nf * -2.12194440e-4f;
+  const vf r2 = r * r, r4 = r2 * r2;
+  const vf p01 = r * 1.6666665459E-1f + 5.0000001201E-1f;
+  const vf p23 = r * 8.3334519073E-3f + 4.1665795894E-2f;
+  const vf p45 = r * 1.9875691500E-4f + 1.3981999507E-3f;
+  const vf P = p45 * r4 + (p23 * r2 + p01);
+  return (P * r2 + (r + 1.f)) * as_float((n + 127) << 23);
+}
+inline vf vexp(vf x) { return vexp_le88(vmin(x, splat(88.3762626647949f))); }
 
 inline float hmax(vf v) {
   float m = v[0];
@@ -157,12 +209,16 @@ void parallel_for_chunk(int n, G g, int align = 1) {
   parallel_chunks(n, align, [](void* ctx, int c, int b, int e) { (*static_cast<G*>(ctx))(c, b, e); }, &g);
 }
 
-// CPU time of the calling thread per named section, summed over calls (the bench's profile).
+// Time of the calling thread per named section, summed over calls (the bench's profile). Only
+// while profiling is on (profile_enabled(), api.h), and only on the thread that called the
+// kernels: inside a parallel region that thread's share stands for the region's wall time.
 struct Section {
   const char* name;
   double t0;
-  explicit Section(const char* n) : name(n), t0(profile_now_ms()) {}
-  ~Section() { profile_add(name, profile_now_ms() - t0); }
+  explicit Section(const char* n) : name(n), t0(profile_enabled() ? profile_now_ms() : -1) {}
+  ~Section() {
+    if (t0 >= 0) profile_add(name, profile_now_ms() - t0);
+  }
 };
 #define TFPIPE_STR2(x) #x
 #define TFPIPE_STR(x) TFPIPE_STR2(x)

@@ -1,458 +1,600 @@
 // The ViT's forward pass and backward pass for one ISA variant (compiled once per variant, see
 // isa.h). It mirrors src/ml/vit/vit.ts op for op (same layouts, same dropout sites and hash) so
 // both give the same numbers within float tolerance; tests compare them.
+//
+// How the work is shared among threads, and why results do not depend on the thread count:
+// - Everything but the weight gradients is per sample: the whole forward pass of a sample, and the
+//   backward chain from one block's output gradient to its input gradient. Those run as one
+//   parallel region over samples (the forward: one region for all blocks; the backward: one per
+//   block), each thread walking its samples a micro-batch at a time so that a micro-batch's
+//   activations stay in L2 from one op to the next. A sample's numbers are computed the same way
+//   whichever thread holds it, so the split does not matter.
+// - A weight gradient sums over all rows of the batch. Those sums run in a second region per block
+//   (dw_jobs): each output element belongs to exactly one work unit, which sums over the rows in
+//   order 0..R-1, so neither the number of threads nor the split of units changes the rounding.
+// A step thus has about 2 regions per block, not ~40 (one per op) with serial code between them.
 #include <math.h>
 
+#include "attention.h"
 #include "gemm.h"
 #include "isa.h"
+#include "layers.h"
 
 namespace tfpipe {
 namespace TFPIPE_ISA {
+
+// Samples per micro-batch of the per-sample regions: 4 x 65 rows keep a micro-batch's widest
+// activation (65 x 4 x 384 floats) within L2.
+constexpr int kMicro = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Workspace slots: one buffer per activation kept for the backward, per scratch use.
 
 enum Slot {
-  W_PATCHES, W_X, W_EMB, W_TMP, W_CLS, W_HEAD_XHAT, W_HEAD_RSTD, W_HEAD_Y, W_TMPW, W_TN, W_ATTN_SCRATCH, W_LN_SCRATCH,
-  W_DX, W_DRES, W_DHID, W_DY, W_DO, W_DQ, W_DK, W_DV, W_DEMB, W_DCLS, W_DYH, W_BLOCKS
+  W_PATCHES, W_X, W_HEAD_XHAT, W_HEAD_RSTD, W_HEAD_Y, W_COLSCALE, W_SCRATCH, W_PACK_PATCH, W_PACK_HEAD, W_DW_PACK,
+  W_DX, W_DRES2, W_DHID, W_DY2, W_DRES1, W_DQKV, W_DY1, W_DQKV_W, W_DEMB, W_DYH, W_DCLS, W_BLOCKS
 };
-enum BlockSlot { K_XHAT1, K_RSTD1, K_Y1, K_Q, K_K, K_V, K_ATTN, K_O, K_XHAT2, K_RSTD2, K_Y2, K_H, K_G, K_COUNT };
+enum BlockSlot {
+  K_XHAT1, K_RSTD1, K_Y1, K_QKV, K_P, K_O, K_XHAT2, K_RSTD2, K_Y2, K_H, K_G,
+  K_PACK_QKV, K_PACK_OUT, K_PACK_FC1, K_PACK_FC2, K_PACKT_QKV, K_PACKT_OUT, K_PACKT_FC1, K_PACKT_FC2, K_COUNT
+};
 
 struct Shape {
-  int B, N, T, D, PD, R, IN, grid;
+  int B, N, T, Tp, D, PD, R, IN, M, H, dh, grid;
   explicit Shape(const Config& c)
-      : B(c.batch), N((c.image / c.patch) * (c.image / c.patch)), T(N + 1), D(c.dim), PD(c.channels * c.patch * c.patch),
-        R(c.batch * T), IN(c.heads * c.dimHead), grid(c.image / c.patch) {}
+      : B(c.batch), N((c.image / c.patch) * (c.image / c.patch)), T(N + 1), Tp(padded(T)), D(c.dim), PD(c.channels * c.patch * c.patch),
+        R(c.batch * T), IN(c.heads * c.dimHead), M(c.mlp), H(c.heads), dh(c.dimHead), grid(c.image / c.patch) {}
 };
 
-struct BlockCache {
-  float *xhat1, *rstd1, *y1, *q, *k, *v, *attn, *o, *xhat2, *rstd2, *y2, *h, *g;
+// What a block keeps for its backward, and its packed weights.
+struct Block {
+  float *xhat1, *rstd1, *y1, *qkv, *P, *o, *xhat2, *rstd2, *y2, *h, *g;  // h: fc1's output, then gelu'(it)
+  float *wqkv, *wout, *w1, *w2;      // packed W (forward)
+  float *wqkvT, *woutT, *w1T, *w2T;  // packed W^T (backward)
 };
 
-BlockCache block_cache(Workspace* ws, const Config& c, const Shape& s, int l) {
+Block block(Workspace* ws, const Shape& s, int l) {
   const int base = W_BLOCKS + K_COUNT * l;
-  const size_t R = s.R, D = s.D, IN = s.IN, M = c.mlp;
+  const size_t R = s.R, D = s.D, IN = s.IN, M = s.M;
   auto t = [&](int slot, size_t n) { return workspace_take(ws, base + slot, n); };
-  return {t(K_XHAT1, R * D), t(K_RSTD1, R), t(K_Y1, R * D), t(K_Q, R * IN), t(K_K, R * IN), t(K_V, R * IN),
-          t(K_ATTN, (size_t)s.B * c.heads * s.T * s.T), t(K_O, R * IN), t(K_XHAT2, R * D), t(K_RSTD2, R), t(K_Y2, R * D),
-          t(K_H, R * M), t(K_G, R * M)};
+  return {t(K_XHAT1, R * D), t(K_RSTD1, R), t(K_Y1, R * D), t(K_QKV, R * 3 * IN), t(K_P, (size_t)s.B * s.H * s.T * s.Tp), t(K_O, R * IN),
+          t(K_XHAT2, R * D), t(K_RSTD2, R), t(K_Y2, R * D), t(K_H, R * M), t(K_G, R * M),
+          t(K_PACK_QKV, packed_floats(s.D, 3 * s.IN)), t(K_PACK_OUT, packed_floats(s.IN, s.D)), t(K_PACK_FC1, packed_floats(s.D, s.M)),
+          t(K_PACK_FC2, packed_floats(s.M, s.D)), t(K_PACKT_QKV, packed_floats(3 * s.IN, s.D)), t(K_PACKT_OUT, packed_floats(s.D, s.IN)),
+          t(K_PACKT_FC1, packed_floats(s.M, s.D)), t(K_PACKT_FC2, packed_floats(s.D, s.M))};
+}
+
+// Per-thread scratch of the per-sample regions: one head's attention scratch and the attention
+// output gradient of a micro-batch.
+inline size_t thread_scratch_floats(const Shape& s) { return head_scratch_floats(s.T, s.dh) + (size_t)kMicro * s.T * s.IN + 64; }
+
+// Runs f(b0, b1, scratch) over every micro-batch [b0, b1) of the batch, the samples shared out
+// among the threads.
+template <class F>
+void for_each_micro_batch(const Shape& s, Workspace* ws, F f) {
+  const size_t per = thread_scratch_floats(s);
+  float* scratch = workspace_take(ws, W_SCRATCH, per * parallel_chunk_count(s.B, 1));
+  parallel_for_chunk(s.B, [&](int chunk, int b0, int b1) {
+    for (int b = b0; b < b1; b += kMicro) f(b, imin(b1, b + kMicro), scratch + per * chunk);
+  });
+}
+
+// Runs f(i) for i in [0, n) across the threads (a few large independent items, e.g. packing).
+template <class F>
+void for_each_item(int n, F f) {
+  parallel_for(n, [&](int b, int e) {
+    for (int i = b; i < e; i++) f(i);
+  });
+}
+
+// Activations kept for the backward (layer norm outputs, GELU outputs) are written once per step
+// into buffers of several MB a block: without a hint, each line is first read from DRAM (for
+// ownership) while the loop waits. Row loops ask for the lines this many floats ahead.
+constexpr size_t kWriteAhead = 1024;
+inline void prefetch_for_write(const float* p, size_t n) {
+  for (size_t e = 0; e < n; e += 64 / sizeof(float)) __builtin_prefetch(p + e, 1);
+}
+
+// Layer norm of rows [r0, r1) of x into xhat, y, rstd.
+void ln_fwd_rows(int D, size_t r0, size_t r1, const float* x, const float* g, const float* b, float* xhat, float* y, float* rstd) {
+  const size_t ahead = kWriteAhead / D + 1;
+  for (size_t r = r0; r < r1; r++) {
+    if (r + ahead < r1) {
+      prefetch_for_write(xhat + (r + ahead) * D, D);
+      prefetch_for_write(y + (r + ahead) * D, D);
+    }
+    rstd[r] = ln_fwd_row(D, x + r * D, g, b, xhat + r * D, y + r * D);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Linear layers.
+// GEMM epilogues of the forward and backward chains (e(row, col, lanes, value), rows counted from
+// the micro-batch's first row r0).
 
-// y[R,O] = x[R,I] w[I,O] + b
-void linear_fwd(int R, int I, int O, const float* x, const float* w, const float* b, float* y) {
-  SECTION("linear_fwd");
-  if (b) {
-    parallel_for(R, [&](int s, int e) {
-      for (int r = s; r < e; r++) std::memcpy(y + (size_t)r * O, b, O * sizeof(float));
-      gemm_rows(s, e, O, I, x, I, w, O, y, O, true);
-    }, 4);
-  } else {
-    gemm(R, O, I, x, I, w, O, y, O, false);
+// x += dropout(acc + bias): the attention output and MLP output projections onto the residual.
+struct ResidualAdd {
+  float* x;
+  int ld;
+  size_t r0;
+  const float* bias;
+  const Dropout& drop;
+  uint32_t dbase;
+  void operator()(int r, int c, int n, vf acc) const {
+    const size_t e = (r0 + r) * ld + c;
+    vf y = acc + load_n(bias + c, n);
+    if (drop.active()) y *= drop.mask(dbase, e);
+    store_n(x + e, load_n(x + e, n) + y, n);
+  }
+  void prefetch(int r, int c) const { __builtin_prefetch(x + (r0 + r) * ld + c, 1); }
+};
+
+// y = acc + bias.
+struct BiasStore {
+  float* y;
+  int ld;
+  size_t r0;
+  const float* bias;
+  void operator()(int r, int c, int n, vf acc) const { store_n(y + (r0 + r) * ld + c, acc + load_n(bias + c, n), n); }
+  void prefetch(int r, int c) const { __builtin_prefetch(y + (r0 + r) * ld + c, 1); }
+};
+
+// GELU runs as a pass over a micro-batch's rows after the GEMM, not in its epilogue: its ~40
+// operations per vector on top of 12 live accumulators made the fused tile spill (measured 1.7x
+// slower than GEMM + pass, avx2 on Zen 4), and the rows are still in L2 for the pass.
+// g = dropout(gelu(h)) over elements [e0, e0 + n); h is overwritten with gelu'(h), the only use
+// the backward has for it (one evaluation of the CDF instead of two: ~10% of the avx2 step).
+void gelu_fwd(int activation, const Dropout& drop, uint32_t dbase, size_t e0, size_t n, float* h, float* g) {
+  for (size_t i = 0; i < n; i += kLanes) {
+    const int m = (int)imin(kLanes, (int)(n - i));
+    if (i % (64 / sizeof(float)) == 0) __builtin_prefetch(g + e0 + i + kWriteAhead, 1);
+    vf grad;
+    vf y = gelu_and_grad(activation, load_n(h + e0 + i, m), &grad);
+    if (drop.active()) y *= drop.mask(dbase, e0 + i);
+    store_n(g + e0 + i, y, m);
+    store_n(h + e0 + i, grad, m);
   }
 }
 
-// Given dy[R,O]: dw += x^T dy, db += sum(dy), dx (=/+=) dy w^T.
-void linear_bwd(Workspace* ws, int R, int I, int O, const float* x, const float* w, const float* dy, float* dw, float* db, float* dx,
-                bool dx_acc) {
-  {
-    SECTION("linear_bwd_dw");
-    gemm_tn_acc(R, I, O, x, dy, dw, workspace_take(ws, W_TN, tn_scratch_floats(R, I, O)));
+// dh = dh * mask * gelu'(h) over elements [e0, e0 + n): back through the hidden layer's dropout
+// and GELU, with gelu'(h) as the forward left it (gelu_fwd).
+void gelu_bwd(const Dropout& drop, uint32_t dbase, size_t e0, size_t n, const float* grad, float* dh) {
+  for (size_t i = 0; i < n; i += kLanes) {
+    const int m = (int)imin(kLanes, (int)(n - i));
+    vf d = load_n(dh + e0 + i, m);
+    if (drop.active()) d *= drop.mask(dbase, e0 + i);
+    store_n(dh + e0 + i, d * load_n(grad + e0 + i, m), m);
   }
-  SECTION("linear_bwd_dx_db");
-  if (db) {
-    for (int r = 0; r < R; r++) {
-      const float* d = dy + (size_t)r * O;
-      for (int o = 0; o < O; o++) db[o] += d[o];
+}
+
+// qkv = acc * colscale (1 / sqrt(dimHead) on q's columns, 1 on k's and v's).
+struct ScaledStore {
+  float* y;
+  int ld;
+  const float* colscale;
+  void operator()(int r, int c, int n, vf acc) const { store_n(y + (size_t)r * ld + c, acc * load_n(colscale + c, n), n); }
+  void prefetch(int r, int c) const { __builtin_prefetch(y + (size_t)r * ld + c, 1); }
+};
+
+// The patch embedding: x[b, 1 + p] = dropout(patches W + b + pos[1 + p]).
+struct Embed {
+  float* x;
+  int D, N, T;
+  int firstSample;
+  const float *bias, *pos;
+  const Dropout& drop;
+  uint32_t dbase;
+  void operator()(int r, int c, int n, vf acc) const {
+    const int b = firstSample + r / N, t = 1 + r % N;
+    const size_t e = ((size_t)b * T + t) * D + c;
+    vf y = acc + load_n(bias + c, n) + load_n(pos + (size_t)t * D + c, n);
+    if (drop.active()) y *= drop.mask(dbase, e);
+    store_n(x + e, y, n);
+  }
+  void prefetch(int r, int c) const { __builtin_prefetch(x + ((size_t)(firstSample + r / N) * T + 1 + r % N) * D + c, 1); }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradients: units of work that each own some output elements (see the top of the file).
+
+struct DwJob {
+  enum Kind { kGemm, kNorm, kPos } kind;
+  int R;
+  // kGemm: dW[I, O] (ldw) += X[R, I]^T DY[R, O]; db[O] += column sums of DY (optional).
+  // kNorm: dW = gain gradient sum(DY * X), db = bias gradient sum(DY), over columns [0, O).
+  // kPos:  DY = [B, T, O] input gradient of the tokens; dW[T, O] += sum over B; db (cls) += t = 0's.
+  int I, O;
+  const float *X, *DY;
+  int ldx, ldy;
+  float* dW;
+  int ldw;
+  float* db;
+  int T;
+
+  // Columns per kNorm unit: a cache line.
+  static constexpr int kNormCols = 16;
+  int units() const {
+    if (kind == kGemm) return dw_strip_count(I);
+    if (kind == kNorm) return (O + kNormCols - 1) / kNormCols;
+    return T;
+  }
+  // Multiply-adds per unit (a kNorm unit reads two floats per multiply-add: weigh it double).
+  double unit_cost() const {
+    if (kind == kGemm) return (double)R * kMR * O;
+    if (kind == kNorm) return 4.0 * R * kNormCols;
+    return (double)R / T * O;
+  }
+
+  void run(int u0, int u1, float* pack) const {
+    if (kind == kGemm) {
+      dw_strips(R, I, O, X, ldx, DY, ldy, dW, ldw, u0 == 0 ? db : nullptr, u0, u1, pack);
+    } else if (kind == kNorm) {
+      for (int c0 = u0 * kNormCols; c0 < imin(O, u1 * kNormCols); c0 += kLanes) {
+        const int n = imin(kLanes, O - c0);
+        vf g = load_n(dW + c0, n), b = load_n(db + c0, n);
+        for (int r = 0; r < R; r++) {
+          const vf dy = load_n(DY + (size_t)r * ldy + c0, n);
+          g += dy * load_n(X + (size_t)r * ldx + c0, n);
+          b += dy;
+        }
+        store_n(dW + c0, g, n);
+        store_n(db + c0, b, n);
+      }
+    } else {
+      const int B = R / T;
+      for (int t = u0; t < u1; t++)
+        for (int c0 = 0; c0 < O; c0 += kLanes) {
+          const int n = imin(kLanes, O - c0);
+          vf s{};
+          for (int b = 0; b < B; b++) s += load_n(DY + ((size_t)b * T + t) * ldy + c0, n);
+          store_n(dW + (size_t)t * ldw + c0, load_n(dW + (size_t)t * ldw + c0, n) + s, n);
+          if (t == 0) store_n(db + c0, load_n(db + c0, n) + s, n);
+        }
     }
   }
-  if (dx) {
-    float* wt = workspace_take(ws, W_TMPW, (size_t)O * I);
-    transpose(I, O, w, wt);
-    gemm(R, I, O, dy, O, wt, I, dx, I, dx_acc);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Dropout masks: the same counter-based hash as src/ml/vit/dropout.ts.
-
-// One body for scalars and vectors (GCC vector types take the same operators).
-template <typename T>
-inline T fmix32(T h) {
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  return h;
-}
-
-struct Dropout {
-  const DropoutSpec& spec;
-  bool active() const { return spec.active; }
-  uint32_t base(int site) const { return fmix32<uint32_t>(spec.seed * 0x9e3779b1u ^ (uint32_t)(site + 1) * 0x85ebca77u); }
-
-  // y[i] = x[i] * mask(site, start + i) for i in [0, n).
-  void mul(int site, size_t start, size_t n, const float* x, float* y) const {
-    const uint32_t b = base(site);
-    const vu lane = lane_index_plus_one();
-    const uint32_t thr = spec.threshold;
-    const vf kv = splat(spec.keep);
-    map_vec(n, x, y, [&](vf v, size_t i) {
-      vu h = fmix32<vu>(b ^ (((uint32_t)(start + i) + lane) * 0xcc9e2d51u));
-      vi kept = (vi)((h >> 8) >= thr);  // all ones where kept
-      return v * as_float(kept & as_int(kv));
-    });
-  }
-
-  // x[i] *= mask(site, i) for i in [0, n)
-  void apply(int site, size_t n, float* x) const {
-    if (!spec.active) return;
-    SECTION("dropout");
-    parallel_for((int)n, [&](int b, int e) { mul(site, b, e - b, x + b, x + b); }, kLanes);
-  }
 };
 
-inline int site_of(int block, BlockSite s) { return 1 + kSitesPerBlock * block + s; }
+DwJob gemm_job(int R, int I, int O, const float* X, const float* DY, int ldy, float* dW, float* db) {
+  return {DwJob::kGemm, R, I, O, X, DY, I, ldy, dW, O, db, 0};
+}
+DwJob norm_job(int R, int D, const float* xhat, const float* dy, float* dg, float* db) {
+  return {DwJob::kNorm, R, 0, D, xhat, dy, D, D, dg, D, db, 0};
+}
 
-// ---------------------------------------------------------------------------------------------
-// Layer norm over rows of [R, D]: y = xhat * g + b; keeps xhat and rstd for the backward.
-
-void layernorm_fwd(int R, int D, const float* x, const float* g, const float* b, float* xhat, float* rstd, float* y) {
-  SECTION("layernorm_fwd");
-  parallel_for(R, [&](int s, int e) {
-    for (int r = s; r < e; r++) {
-      const float* xr = x + (size_t)r * D;
-      float mu = rowsum(D, xr) / D;
-      float var = rowsqdev(D, xr, mu) / D;
-      float rs = 1.f / sqrtf(var + 1e-5f);
-      rstd[r] = rs;
-      for (int d = 0; d < D; d++) {
-        float h = (xr[d] - mu) * rs;
-        xhat[(size_t)r * D + d] = h;
-        y[(size_t)r * D + d] = h * g[d] + b[d];
+// Runs the jobs' units across the threads: the units, in job order, are cut into one contiguous
+// share per thread of about equal cost. A unit's result does not depend on the share it lands in.
+void run_dw_jobs(Workspace* ws, const DwJob* jobs, int n) {
+  double total = 0;
+  for (int j = 0; j < n; j++) total += jobs[j].units() * jobs[j].unit_cost();
+  const int shares = imax(1, get_threads());
+  size_t per = 0;
+  for (int j = 0; j < n; j++) per = per > dw_pack_floats(jobs[j].I, jobs[j].O) ? per : dw_pack_floats(jobs[j].I, jobs[j].O);
+  float* pack = workspace_take(ws, W_DW_PACK, per * parallel_chunk_count(shares, 1));
+  parallel_for_chunk(shares, [&](int chunk, int c0, int c1) {
+    for (int c = c0; c < c1; c++) {
+      const double lo = total * c / shares, hi = total * (c + 1) / shares;
+      double start = 0;
+      for (int j = 0; j < n; j++) {
+        const DwJob& job = jobs[j];
+        const double w = job.unit_cost();
+        const int units = job.units();
+        // Unit u belongs to the share holding its midpoint start + (u + 0.5) w.
+        const int u0 = imax(0, imin(units, (int)ceil((lo - start) / w - 0.5)));
+        const int u1 = imax(0, imin(units, (int)ceil((hi - start) / w - 0.5)));
+        if (u0 < u1) job.run(u0, u1, pack + per * chunk);
+        start += units * w;
       }
     }
-  });
-}
-
-// dx += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)); dg += sum(dy*xhat); db += sum(dy)
-void layernorm_bwd(Workspace* ws, int R, int D, const float* xhat, const float* rstd, const float* g, const float* dy, float* dg,
-                   float* db, float* dx) {
-  SECTION("layernorm_bwd");
-  float* scratch = workspace_take(ws, W_LN_SCRATCH, (size_t)parallel_chunk_count(R, 1) * D);
-  parallel_for_chunk(R, [&](int chunk, int s, int e) {
-    float* dxh = scratch + (size_t)chunk * D;
-    for (int r = s; r < e; r++) {
-      const float* xr = xhat + (size_t)r * D;
-      const float* dr = dy + (size_t)r * D;
-      for (int d = 0; d < D; d++) dxh[d] = dr[d] * g[d];
-      float m1 = rowsum(D, dxh) / D;
-      float m2 = rowdot(D, dxh, xr) / D;
-      for (int d = 0; d < D; d++) dx[(size_t)r * D + d] += rstd[r] * (dxh[d] - m1 - xr[d] * m2);
-    }
-  });
-  for (int r = 0; r < R; r++)
-    for (int d = 0; d < D; d++) {
-      dg[d] += dy[(size_t)r * D + d] * xhat[(size_t)r * D + d];
-      db[d] += dy[(size_t)r * D + d];
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// GELU: exact (x Phi(x), as PyTorch's nn.GELU()) or the tanh approximation.
-
-const float GELU_C = 0.7978845608028654f;  // sqrt(2 / pi)
-const float GELU_A = 0.044715f;
-
-// tanh form: 0.5 x (1 + tanh z) = x sigmoid(2z), z = c (x + a x^3).
-inline vf sigmoid2z(vf v) { return 1.f / (1.f + vexp(v * (v * v * (-2.f * GELU_C * GELU_A) - 2.f * GELU_C))); }
-
-// Phi(x), the standard normal CDF, and its density phi(x). With z = |x| / sqrt 2, erfc(z) =
-// poly(t) exp(-z^2), t = 1 / (1 + p z) (Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7); then
-// Phi = erfc(z) / 2 for x < 0 and 1 - erfc(z) / 2 otherwise, which keeps the left tail precise.
-inline vf vphi(vf x, vf* pdf) {
-  const vf ax = x < 0 ? -x : x;
-  const vf z = ax * 0.7071067811865476f;
-  const vf t = 1.f / (1.f + 0.3275911f * z);
-  vf poly = splat(1.061405429f);
-  poly = poly * t - 1.453152027f;
-  poly = poly * t + 1.421413741f;
-  poly = poly * t - 0.284496736f;
-  poly = poly * t + 0.254829592f;
-  poly = poly * t;
-  const vf e = vexp(-(z * z));  // = exp(-x^2 / 2)
-  *pdf = e * 0.3989422804014327f;
-  const vf half_erfc = 0.5f * poly * e;
-  return x < 0 ? half_erfc : 1.f - half_erfc;
-}
-
-void gelu_fwd(int activation, size_t n, const float* x, float* y) {
-  SECTION("gelu_fwd");
-  if (activation == kGeluErf)
-    parallel_for((int)n, [&](int b, int e) {
-      map_vec(e - b, x + b, y + b, [](vf v, size_t) {
-        vf pdf;
-        return v * vphi(v, &pdf);
-      });
-    }, kLanes);
-  else
-    parallel_for((int)n, [&](int b, int e) { map_vec(e - b, x + b, y + b, [](vf v, size_t) { return v * sigmoid2z(v); }); }, kLanes);
-}
-
-// dy *= gelu'(x), in place. tanh form: s + x s (1 - s) 2 c (1 + 3 a x^2) with s = sigmoid(2z);
-// exact: Phi(x) + x phi(x).
-void gelu_bwd(int activation, size_t n, const float* x, float* dy) {
-  SECTION("gelu_bwd");
-  parallel_for((int)n, [&](int b, int e) {
-    float tmp[256];
-    for (int c0 = b; c0 < e; c0 += 256) {
-      int len = imin(256, e - c0);
-      if (activation == kGeluErf)
-        map_vec(len, x + c0, tmp, [](vf v, size_t) {
-          vf pdf;
-          vf cdf = vphi(v, &pdf);
-          return cdf + v * pdf;
-        });
-      else
-        map_vec(len, x + c0, tmp, [](vf v, size_t) {
-          vf s = sigmoid2z(v);
-          return s + v * s * (1.f - s) * (2.f * GELU_C) * (1.f + (3.f * GELU_A) * v * v);
-        });
-      for (int i = 0; i < len; i++) dy[c0 + i] *= tmp[i];
-    }
-  }, kLanes);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Attention.
-
-// Scratch floats per thread for attention_head / attention_head_bwd.
-inline size_t attn_scratch_floats(int T, int d) { return 3 * (size_t)T * T + 2 * (size_t)d * T + T; }
-
-// One (batch, head): q,k,v rows of stride `ld` at the head's column offset.
-// attn[T,T] = softmax(q k^T) (q already scaled); out = dropout(attn) v.
-void attention_head(int T, int d, int ld, const float* q, const float* k, const float* v, float* attn, float* out, const Dropout& drop,
-                    int site, size_t maskBase, float* scratch) {
-  float* kt = scratch;               // [d, T]
-  float* pd = kt + (size_t)d * T;    // [T, T]
-  float* maxes = pd + (size_t)T * T;  // [T]
-  for (int j = 0; j < T; j++)
-    for (int c = 0; c < d; c++) kt[(size_t)c * T + j] = k[(size_t)j * ld + c];
-  gemm_rows(0, T, T, d, q, ld, kt, T, attn, T, false);
-  for (int i = 0; i < T; i++) maxes[i] = rowmax(T, attn + (size_t)i * T);
-  for (int i = 0; i < T; i++)
-    for (int j = 0; j < T; j++) attn[(size_t)i * T + j] -= maxes[i];
-  map_vec((size_t)T * T, attn, attn, [](vf x, size_t) { return vexp(x); });
-  for (int i = 0; i < T; i++) {
-    float* row = attn + (size_t)i * T;
-    float inv = 1.f / rowsum(T, row);
-    for (int j = 0; j < T; j++) row[j] *= inv;
-  }
-  const float* p = attn;
-  if (drop.active()) {
-    drop.mul(site, maskBase, (size_t)T * T, attn, pd);
-    p = pd;
-  }
-  gemm_rows(0, T, d, T, p, T, v, ld, out, ld, false);
-}
-
-// Backward of one (batch, head) given dout; writes dq (unscaled), dk, dv at the head's columns.
-void attention_head_bwd(int T, int d, int ld, const float* P, const float* q, const float* k, const float* v, const float* dout,
-                        float* gq, float* gk, float* gv, const Dropout& drop, int site, size_t maskBase, float* scratch) {
-  float* dp = scratch;                 // [T, T]
-  float* pd = dp + (size_t)T * T;      // [T, T]
-  float* mask = pd + (size_t)T * T;    // [T, T]
-  float* vt = mask + (size_t)T * T;    // [d, T]
-  // The head's dropout mask m (regenerated from the hash); pd = P * m.
-  const float* pdp = P;
-  if (drop.active()) {
-    for (size_t i = 0; i < (size_t)T * T; i++) mask[i] = 1.f;
-    drop.mul(site, maskBase, (size_t)T * T, mask, mask);
-    for (size_t i = 0; i < (size_t)T * T; i++) pd[i] = P[i] * mask[i];
-    pdp = pd;
-  }
-  gemm_rows(0, T, d, T, pdp, 1, dout, ld, gv, ld, false, T);  // dv = pd^T dout (pd read transposed)
-  for (int j = 0; j < T; j++)
-    for (int c = 0; c < d; c++) vt[(size_t)c * T + j] = v[(size_t)j * ld + c];
-  gemm_rows(0, T, T, d, dout, ld, vt, T, dp, T, false);  // dpd = dout v^T
-  // Through the mask and the softmax: ds = P (dp - sum(dp P)), dp = dpd * m.
-  for (int i = 0; i < T; i++) {
-    float* row = dp + (size_t)i * T;
-    const float* pr = P + (size_t)i * T;
-    if (drop.active())
-      for (int j = 0; j < T; j++) row[j] *= mask[(size_t)i * T + j];
-    float dot = rowdot(T, row, pr);
-    for (int j = 0; j < T; j++) row[j] = pr[j] * (row[j] - dot);
-  }
-  gemm_rows(0, T, d, T, dp, T, k, ld, gq, ld, false);     // dq = ds k
-  gemm_rows(0, T, d, T, dp, 1, q, ld, gk, ld, false, T);  // dk = ds^T q (ds read transposed)
-}
-
-// Runs f(bh, off, scratch) for every (batch, head) pair bh across the threads: off is the head's
-// column offset in the [B*T, heads*dimHead] activations, scratch the chunk's own scratch.
-template <class F>
-void for_each_head(const Config& c, int T, float* scratch, F f) {
-  const size_t per = attn_scratch_floats(T, c.dimHead);
-  const size_t IN = (size_t)c.heads * c.dimHead;
-  parallel_for_chunk(c.batch * c.heads, [&](int chunk, int s0, int e0) {
-    for (int bh = s0; bh < e0; bh++) f(bh, (size_t)(bh / c.heads) * T * IN + (size_t)(bh % c.heads) * c.dimHead, scratch + chunk * per);
   });
 }
 
 // ---------------------------------------------------------------------------------------------
 // The model.
 
-// Forward pass (keeping what the backward needs). Weights in layout order.
-void forward(const Config& c, const float* const* W, const float* images, const DropoutSpec& spec, Workspace* ws, float* logits,
-             float* attention) {
-  SECTION("total_forward");
-  const Shape s(c);
-  const int B = s.B, N = s.N, T = s.T, D = s.D, PD = s.PD, R = s.R, IN = s.IN, p = c.patch;
-  const Dropout drop{spec};
-  // Patches in (channel, row, col) order from NHWC images.
-  float* patches = workspace_take(ws, W_PATCHES, (size_t)B * N * PD);
-  for (int b = 0; b < B; b++)
+// Patches of samples [b0, b1) in (channel, row, col) order from NHWC images.
+void extract_patches(const Config& c, const Shape& s, int b0, int b1, const float* images, float* patches) {
+  const int p = c.patch;
+  for (int b = b0; b < b1; b++)
     for (int gy = 0; gy < s.grid; gy++)
       for (int gx = 0; gx < s.grid; gx++) {
-        float* dst = patches + ((size_t)b * N + gy * s.grid + gx) * PD;
+        float* dst = patches + ((size_t)b * s.N + gy * s.grid + gx) * s.PD;
         for (int ch = 0; ch < c.channels; ch++)
           for (int r = 0; r < p; r++)
             for (int col = 0; col < p; col++)
               *dst++ = images[(((size_t)b * c.image + gy * p + r) * c.image + gx * p + col) * c.channels + ch];
       }
-  // Tokens: [cls; patches W + b] + pos, as [B*T, D].
-  float* x = workspace_take(ws, W_X, (size_t)R * D);
-  float* emb = workspace_take(ws, W_EMB, (size_t)B * N * D);
-  linear_fwd(B * N, PD, D, patches, W[P_PATCH_W], W[P_PATCH_B], emb);
-  for (int b = 0; b < B; b++)
-    for (int t = 0; t < T; t++) {
-      const float* src = t == 0 ? W[P_CLS] : emb + ((size_t)b * N + t - 1) * D;
-      const float* pos = W[P_POS] + (size_t)t * D;
-      float* dst = x + ((size_t)b * T + t) * D;
-      for (int d = 0; d < D; d++) dst[d] = src[d] + pos[d];
-    }
-  drop.apply(kSiteEmbedding, (size_t)R * D, x);
+}
 
-  const float scale = 1.f / sqrtf((float)c.dimHead);
-  float* tmp = workspace_take(ws, W_TMP, (size_t)R * imax(D, c.mlp));
-  float* attn_scratch = workspace_take(ws, W_ATTN_SCRATCH, (size_t)parallel_chunk_count(B * c.heads, 1) * attn_scratch_floats(T, c.dimHead));
-  for (int l = 0; l < c.depth; l++) {
-    const BlockCache k = block_cache(ws, c, s, l);
-    const float* const* w = &W[P_STEM_COUNT + B_COUNT * l];
-
-    layernorm_fwd(R, D, x, w[B_LN1_G], w[B_LN1_B], k.xhat1, k.rstd1, k.y1);
-    linear_fwd(R, D, IN, k.y1, w[B_Q], nullptr, k.q);
-    for (size_t i = 0; i < (size_t)R * IN; i++) k.q[i] *= scale;
-    linear_fwd(R, D, IN, k.y1, w[B_K], nullptr, k.k);
-    linear_fwd(R, D, IN, k.y1, w[B_V], nullptr, k.v);
-    {
-      SECTION("attention_fwd");
-      const int site = site_of(l, S_ATTN_WEIGHTS);
-      for_each_head(c, T, attn_scratch, [&](int bh, size_t off, float* scratch) {
-        attention_head(T, c.dimHead, IN, k.q + off, k.k + off, k.v + off, k.attn + (size_t)bh * T * T, k.o + off, drop, site,
-                       (size_t)bh * T * T, scratch);
-      });
-    }
-    if (attention) std::memcpy(attention + (size_t)l * B * c.heads * T * T, k.attn, (size_t)B * c.heads * T * T * sizeof(float));
-    linear_fwd(R, IN, D, k.o, w[B_OUT_W], w[B_OUT_B], tmp);
-    drop.apply(site_of(l, S_ATTN_OUT), (size_t)R * D, tmp);
-    for (size_t i = 0; i < (size_t)R * D; i++) x[i] += tmp[i];
-
-    layernorm_fwd(R, D, x, w[B_LN2_G], w[B_LN2_B], k.xhat2, k.rstd2, k.y2);
-    linear_fwd(R, D, c.mlp, k.y2, w[B_FC1_W], w[B_FC1_B], k.h);
-    gelu_fwd(c.activation, (size_t)R * c.mlp, k.h, k.g);
-    drop.apply(site_of(l, S_MLP_HIDDEN), (size_t)R * c.mlp, k.g);
-    linear_fwd(R, c.mlp, D, k.g, w[B_FC2_W], w[B_FC2_B], tmp);
-    drop.apply(site_of(l, S_MLP_OUT), (size_t)R * D, tmp);
-    for (size_t i = 0; i < (size_t)R * D; i++) x[i] += tmp[i];
-  }
-  // Head on the class token.
-  const float* const* H = &W[P_STEM_COUNT + B_COUNT * c.depth];
-  float* cls = workspace_take(ws, W_CLS, (size_t)B * D);
-  for (int b = 0; b < B; b++) std::memcpy(cls + (size_t)b * D, x + (size_t)b * T * D, D * sizeof(float));
+// Forward pass (keeping what the backward needs). Weights in layout order.
+void forward(const Config& c, const float* const* W, const float* images, const DropoutSpec& spec, Workspace* ws, float* logits,
+             float* attention) {
+  SECTION("total_forward");
+  const Shape s(c);
+  const int B = s.B, N = s.N, T = s.T, Tp = s.Tp, D = s.D, PD = s.PD, IN = s.IN, M = s.M, H = s.H, dh = s.dh;
+  const Dropout drop{spec};
+  const float* const* Hw = &W[P_STEM_COUNT + B_COUNT * c.depth];
+  float* patches = workspace_take(ws, W_PATCHES, (size_t)B * N * PD);
+  float* x = workspace_take(ws, W_X, (size_t)s.R * D);
   float* hx = workspace_take(ws, W_HEAD_XHAT, (size_t)B * D);
   float* hr = workspace_take(ws, W_HEAD_RSTD, B);
   float* hy = workspace_take(ws, W_HEAD_Y, (size_t)B * D);
-  layernorm_fwd(B, D, cls, H[H_LN_G], H[H_LN_B], hx, hr, hy);
-  linear_fwd(B, D, c.classes, hy, H[H_W], H[H_B], logits);
+  float* colscale = workspace_take(ws, W_COLSCALE, 3 * (size_t)IN);
+  const float scale = 1.f / sqrtf((float)dh);
+  for (int i = 0; i < 3 * IN; i++) colscale[i] = i < IN ? scale : 1.f;
+  float* packPatch = workspace_take(ws, W_PACK_PATCH, packed_floats(PD, D));
+  Block blocks[kMaxDepth];
+  for (int l = 0; l < c.depth; l++) blocks[l] = block(ws, s, l);
+
+  {
+    SECTION("pack_weights");
+    for_each_item(1 + c.depth, [&](int i) {
+      if (i == 0) return pack_w(PD, D, W[P_PATCH_W], packPatch);
+      const float* const* w = &W[P_STEM_COUNT + B_COUNT * (i - 1)];
+      const Block& k = blocks[i - 1];
+      pack_b(D, 3 * IN, k.wqkv, [&](int r, int col) { return w[B_Q + col / IN][(size_t)r * IN + col % IN]; });
+      pack_w(IN, D, w[B_OUT_W], k.wout);
+      pack_w(D, M, w[B_FC1_W], k.w1);
+      pack_w(M, D, w[B_FC2_W], k.w2);
+    });
+  }
+
+  for_each_micro_batch(s, ws, [&](int b0, int b1, float* scratch) {
+    const int rows = (b1 - b0) * T;
+    const size_t r0 = (size_t)b0 * T;
+    {
+      SECTION("embedding");
+      extract_patches(c, s, b0, b1, images, patches);
+      Embed e{x, D, N, T, b0, W[P_PATCH_B], W[P_POS], drop, drop.base(kSiteEmbedding)};
+      gemm_packed((b1 - b0) * N, PD, D, patches + (size_t)b0 * N * PD, PD, packPatch, e);
+      for (int b = b0; b < b1; b++) {
+        float* row = x + (size_t)b * T * D;
+        for (int d = 0; d < D; d++) row[d] = W[P_CLS][d] + W[P_POS][d];
+        drop.mul(drop.base(kSiteEmbedding), (size_t)b * T * D, D, row, row);
+      }
+    }
+    for (int l = 0; l < c.depth; l++) {
+      const Block& k = blocks[l];
+      const float* const* w = &W[P_STEM_COUNT + B_COUNT * l];
+      {
+        SECTION("layernorm_fwd");
+        ln_fwd_rows(D, r0, r0 + rows, x, w[B_LN1_G], w[B_LN1_B], k.xhat1, k.y1, k.rstd1);
+      }
+      {
+        SECTION("linear_fwd_qkv");
+        ScaledStore e{k.qkv + r0 * 3 * IN, 3 * IN, colscale};
+        gemm_packed(rows, D, 3 * IN, k.y1 + r0 * D, D, k.wqkv, e);
+      }
+      {
+        SECTION("attention_fwd");
+        const uint32_t dbase = drop.base(site_of(l, S_ATTN_WEIGHTS));
+        for (int b = b0; b < b1; b++)
+          for (int hh = 0; hh < H; hh++) {
+            const size_t bh = (size_t)b * H + hh;
+            const float* q = k.qkv + (size_t)b * T * 3 * IN + (size_t)hh * dh;
+            float* P = k.P + bh * T * Tp;
+            attention_fwd_head(T, dh, 3 * IN, q, q + IN, q + 2 * IN, P, k.o + (size_t)b * T * IN + (size_t)hh * dh, IN, drop, dbase, bh * T * T,
+                               scratch);
+            if (attention)
+              for (int i = 0; i < T; i++)
+                std::memcpy(attention + (((size_t)l * B * H + bh) * T + i) * T, P + (size_t)i * Tp, T * sizeof(float));
+          }
+      }
+      {
+        SECTION("linear_fwd_out");
+        ResidualAdd e{x, D, r0, w[B_OUT_B], drop, drop.base(site_of(l, S_ATTN_OUT))};
+        gemm_packed(rows, IN, D, k.o + r0 * IN, IN, k.wout, e);
+      }
+      {
+        SECTION("layernorm_fwd");
+        ln_fwd_rows(D, r0, r0 + rows, x, w[B_LN2_G], w[B_LN2_B], k.xhat2, k.y2, k.rstd2);
+      }
+      {
+        SECTION("linear_fwd_fc1");
+        BiasStore e{k.h, M, r0, w[B_FC1_B]};
+        gemm_packed(rows, D, M, k.y2 + r0 * D, D, k.w1, e);
+      }
+      {
+        SECTION("gelu_fwd");
+        gelu_fwd(c.activation, drop, drop.base(site_of(l, S_MLP_HIDDEN)), r0 * M, (size_t)rows * M, k.h, k.g);
+      }
+      {
+        SECTION("linear_fwd_fc2");
+        ResidualAdd e{x, D, r0, w[B_FC2_B], drop, drop.base(site_of(l, S_MLP_OUT))};
+        gemm_packed(rows, M, D, k.g + r0 * M, M, k.w2, e);
+      }
+    }
+    // Head on the class token.
+    SECTION("head");
+    for (int b = b0; b < b1; b++) {
+      hr[b] = ln_fwd_row(D, x + (size_t)b * T * D, Hw[H_LN_G], Hw[H_LN_B], hx + (size_t)b * D, hy + (size_t)b * D);
+      for (int o = 0; o < c.classes; o++) {
+        float acc = Hw[H_B][o];
+        for (int d = 0; d < D; d++) acc += hy[(size_t)b * D + d] * Hw[H_W][(size_t)d * c.classes + o];
+        logits[(size_t)b * c.classes + o] = acc;
+      }
+    }
+  });
 }
 
 // Backward from dlogits; grads (zeroed, layout order) are filled.
 void backward(const Config& c, const float* const* W, float* const* G, const float* dlogits, const DropoutSpec& spec, Workspace* ws) {
   SECTION("total_backward");
   const Shape s(c);
-  const int B = s.B, N = s.N, T = s.T, D = s.D, PD = s.PD, R = s.R, IN = s.IN;
+  const int B = s.B, N = s.N, T = s.T, Tp = s.Tp, D = s.D, PD = s.PD, R = s.R, IN = s.IN, M = s.M, H = s.H, dh = s.dh, C = c.classes;
   const Dropout drop{spec};
-  const float* const* H = &W[P_STEM_COUNT + B_COUNT * c.depth];
+  const float* const* Hw = &W[P_STEM_COUNT + B_COUNT * c.depth];
   float* const* GH = &G[P_STEM_COUNT + B_COUNT * c.depth];
-  float* dcls = workspace_take(ws, W_DCLS, (size_t)B * D);
+  const float* hx = workspace_take(ws, W_HEAD_XHAT, (size_t)B * D);
+  const float* hr = workspace_take(ws, W_HEAD_RSTD, B);
+  const float* hy = workspace_take(ws, W_HEAD_Y, (size_t)B * D);
   float* dyh = workspace_take(ws, W_DYH, (size_t)B * D);
-  std::memset(dcls, 0, (size_t)B * D * sizeof(float));
-  linear_bwd(ws, B, D, c.classes, workspace_take(ws, W_HEAD_Y, (size_t)B * D), H[H_W], dlogits, GH[H_W], GH[H_B], dyh, false);
-  layernorm_bwd(ws, B, D, workspace_take(ws, W_HEAD_XHAT, (size_t)B * D), workspace_take(ws, W_HEAD_RSTD, B), H[H_LN_G], dyh, GH[H_LN_G],
-                GH[H_LN_B], dcls);
+  float* dcls = workspace_take(ws, W_DCLS, (size_t)B * D);
   float* dx = workspace_take(ws, W_DX, (size_t)R * D);
-  std::memset(dx, 0, (size_t)R * D * sizeof(float));
-  for (int b = 0; b < B; b++) std::memcpy(dx + (size_t)b * T * D, dcls + (size_t)b * D, D * sizeof(float));
+  float* dres2 = workspace_take(ws, W_DRES2, (size_t)R * D);
+  float* dhid = workspace_take(ws, W_DHID, (size_t)R * M);
+  float* dy2 = workspace_take(ws, W_DY2, (size_t)R * D);
+  float* dres1 = workspace_take(ws, W_DRES1, (size_t)R * D);
+  float* dqkv = workspace_take(ws, W_DQKV, (size_t)R * 3 * IN);
+  float* dy1 = workspace_take(ws, W_DY1, (size_t)R * D);
+  float* dwqkv = workspace_take(ws, W_DQKV_W, (size_t)D * 3 * IN);
+  const float scale = 1.f / sqrtf((float)dh);
+  Block blocks[kMaxDepth];
+  for (int l = 0; l < c.depth; l++) blocks[l] = block(ws, s, l);
 
-  const float scale = 1.f / sqrtf((float)c.dimHead);
-  // Every element of these is written before it is read, so stale contents do not matter.
-  float* dres = workspace_take(ws, W_DRES, (size_t)R * D);
-  float* dhid = workspace_take(ws, W_DHID, (size_t)R * c.mlp);
-  float* dy = workspace_take(ws, W_DY, (size_t)R * D);
-  float* dO = workspace_take(ws, W_DO, (size_t)R * IN);
-  float* dq = workspace_take(ws, W_DQ, (size_t)R * IN);
-  float* dk = workspace_take(ws, W_DK, (size_t)R * IN);
-  float* dv = workspace_take(ws, W_DV, (size_t)R * IN);
-  float* attn_scratch = workspace_take(ws, W_ATTN_SCRATCH, (size_t)parallel_chunk_count(B * c.heads, 1) * attn_scratch_floats(T, c.dimHead));
+  {
+    SECTION("pack_weights");
+    for_each_item(c.depth, [&](int l) {
+      const float* const* w = &W[P_STEM_COUNT + B_COUNT * l];
+      const Block& k = blocks[l];
+      pack_b(3 * IN, D, k.wqkvT, [&](int r, int col) { return w[B_Q + r / IN][(size_t)col * IN + r % IN]; });
+      pack_wt(D, IN, w[B_OUT_W], k.woutT);
+      pack_wt(M, D, w[B_FC1_W], k.w1T);
+      pack_wt(D, M, w[B_FC2_W], k.w2T);
+    });
+  }
+
+  {
+    // The head: a few hundred thousand multiply-adds, serial (sums over the batch in order).
+    SECTION("head");
+    for (int b = 0; b < B; b++) {
+      const float* dl = dlogits + (size_t)b * C;
+      for (int d = 0; d < D; d++) {
+        float acc = 0.f;
+        for (int o = 0; o < C; o++) acc += dl[o] * Hw[H_W][(size_t)d * C + o];
+        dyh[(size_t)b * D + d] = acc;
+        for (int o = 0; o < C; o++) GH[H_W][(size_t)d * C + o] += hy[(size_t)b * D + d] * dl[o];
+      }
+      for (int o = 0; o < C; o++) GH[H_B][o] += dl[o];
+      std::memset(dcls + (size_t)b * D, 0, D * sizeof(float));
+      ln_bwd_row(D, hx + (size_t)b * D, hr[b], Hw[H_LN_G], dyh + (size_t)b * D, dcls + (size_t)b * D);
+      for (int d = 0; d < D; d++) {
+        GH[H_LN_G][d] += dyh[(size_t)b * D + d] * hx[(size_t)b * D + d];
+        GH[H_LN_B][d] += dyh[(size_t)b * D + d];
+      }
+    }
+  }
+
   for (int l = c.depth - 1; l >= 0; l--) {
-    const BlockCache k = block_cache(ws, c, s, l);
+    const Block& k = blocks[l];
     const float* const* w = &W[P_STEM_COUNT + B_COUNT * l];
     float* const* g = &G[P_STEM_COUNT + B_COUNT * l];
-    // x2 = x1 + drop(fc2(drop(gelu(fc1(ln2(x1))))))
-    std::memcpy(dres, dx, (size_t)R * D * sizeof(float));
-    drop.apply(site_of(l, S_MLP_OUT), (size_t)R * D, dres);
-    linear_bwd(ws, R, c.mlp, D, k.g, w[B_FC2_W], dres, g[B_FC2_W], g[B_FC2_B], dhid, false);
-    drop.apply(site_of(l, S_MLP_HIDDEN), (size_t)R * c.mlp, dhid);
-    gelu_bwd(c.activation, (size_t)R * c.mlp, k.h, dhid);
-    linear_bwd(ws, R, D, c.mlp, k.y2, w[B_FC1_W], dhid, g[B_FC1_W], g[B_FC1_B], dy, false);
-    layernorm_bwd(ws, R, D, k.xhat2, k.rstd2, w[B_LN2_G], dy, g[B_LN2_G], g[B_LN2_B], dx);
-    // x1 = x + drop(to_out(attention(ln1(x))))
-    std::memcpy(dres, dx, (size_t)R * D * sizeof(float));
-    drop.apply(site_of(l, S_ATTN_OUT), (size_t)R * D, dres);
-    linear_bwd(ws, R, IN, D, k.o, w[B_OUT_W], dres, g[B_OUT_W], g[B_OUT_B], dO, false);
+    // From the gradient of the block's output (dx) to that of its input, per sample.
+    for_each_micro_batch(s, ws, [&](int b0, int b1, float* scratch) {
+      const int rows = (b1 - b0) * T;
+      const size_t r0 = (size_t)b0 * T;
+      if (l == c.depth - 1) {
+        // Only the class tokens reach the head.
+        std::memset(dx + r0 * D, 0, (size_t)rows * D * sizeof(float));
+        for (int b = b0; b < b1; b++) std::memcpy(dx + (size_t)b * T * D, dcls + (size_t)b * D, D * sizeof(float));
+      }
+      // x2 = x1 + drop(fc2(drop(gelu(fc1(ln2(x1))))))
+      {
+        SECTION("dropout_bwd");
+        drop.mul(drop.base(site_of(l, S_MLP_OUT)), r0 * D, (size_t)rows * D, dx + r0 * D, dres2 + r0 * D);
+      }
+      {
+        SECTION("linear_bwd_dx_fc2");
+        StoreTo e{dhid + r0 * M, M};
+        gemm_packed(rows, D, M, dres2 + r0 * D, D, k.w2T, e);
+      }
+      {
+        SECTION("gelu_bwd");
+        gelu_bwd(drop, drop.base(site_of(l, S_MLP_HIDDEN)), r0 * M, (size_t)rows * M, k.h, dhid);
+      }
+      {
+        SECTION("linear_bwd_dx_fc1");
+        StoreTo e{dy2 + r0 * D, D};
+        gemm_packed(rows, M, D, dhid + r0 * M, M, k.w1T, e);
+      }
+      {
+        SECTION("layernorm_bwd");
+        for (size_t r = r0; r < r0 + rows; r++) ln_bwd_row(D, k.xhat2 + r * D, k.rstd2[r], w[B_LN2_G], dy2 + r * D, dx + r * D);
+      }
+      // x1 = x + drop(to_out(attention(ln1(x))))
+      {
+        SECTION("dropout_bwd");
+        drop.mul(drop.base(site_of(l, S_ATTN_OUT)), r0 * D, (size_t)rows * D, dx + r0 * D, dres1 + r0 * D);
+      }
+      float* dO = scratch + head_scratch_floats(T, dh);
+      {
+        SECTION("linear_bwd_dx_out");
+        StoreTo e{dO, IN};
+        gemm_packed(rows, D, IN, dres1 + r0 * D, D, k.woutT, e);
+      }
+      {
+        SECTION("attention_bwd");
+        const uint32_t dbase = drop.base(site_of(l, S_ATTN_WEIGHTS));
+        for (int b = b0; b < b1; b++)
+          for (int hh = 0; hh < H; hh++) {
+            const size_t bh = (size_t)b * H + hh, off = (size_t)b * T * 3 * IN + (size_t)hh * dh;
+            const float* q = k.qkv + off;
+            float* dq = dqkv + off;
+            // The next head's q, k, v rows (written in the forward, out of cache by now) and its
+            // dq, dk, dv rows (written once: each line would be read for ownership while the
+            // tile waits), a strip of rows at a time while this head computes. One line per row
+            // each when dimHead is 16; wider heads prefetch their first line, the hardware the rest.
+            const bool last = b + 1 == b1 && hh + 1 == H;
+            const size_t next = hh + 1 < H ? off + dh : (size_t)(b + 1) * T * 3 * IN;
+            auto ahead = [&](int i0, int rows) {
+              if (last) return;
+              for (int i = i0; i < i0 + rows; i++)
+                for (int part = 0; part < 3; part++) {
+                  const size_t e = next + (size_t)i * 3 * IN + (size_t)part * IN;
+                  __builtin_prefetch(k.qkv + e);
+                  __builtin_prefetch(dqkv + e, 1);
+                }
+            };
+            attention_bwd_head(T, dh, 3 * IN, k.P + bh * T * Tp, q, q + IN, q + 2 * IN, dO + (size_t)(b - b0) * T * IN + (size_t)hh * dh, IN, dq,
+                               dq + IN, dq + 2 * IN, scale, drop, dbase, bh * T * T, scratch, ahead);
+          }
+      }
+      {
+        SECTION("linear_bwd_dx_qkv");
+        StoreTo e{dy1 + r0 * D, D};
+        gemm_packed(rows, 3 * IN, D, dqkv + r0 * 3 * IN, 3 * IN, k.wqkvT, e);
+      }
+      {
+        SECTION("layernorm_bwd");
+        for (size_t r = r0; r < r0 + rows; r++) ln_bwd_row(D, k.xhat1 + r * D, k.rstd1[r], w[B_LN1_G], dy1 + r * D, dx + r * D);
+      }
+    });
+    // The block's weight gradients, summed over all rows.
     {
-      SECTION("attention_bwd");
-      const int site = site_of(l, S_ATTN_WEIGHTS);
-      for_each_head(c, T, attn_scratch, [&](int bh, size_t off, float* scratch) {
-        attention_head_bwd(T, c.dimHead, IN, k.attn + (size_t)bh * T * T, k.q + off, k.k + off, k.v + off, dO + off, dq + off, dk + off,
-                           dv + off, drop, site, (size_t)bh * T * T, scratch);
-      });
+      SECTION("weight_grads");
+      std::memset(dwqkv, 0, (size_t)D * 3 * IN * sizeof(float));
+      const DwJob jobs[] = {
+          gemm_job(R, M, D, k.g, dres2, D, g[B_FC2_W], g[B_FC2_B]),
+          gemm_job(R, D, M, k.y2, dhid, M, g[B_FC1_W], g[B_FC1_B]),
+          gemm_job(R, IN, D, k.o, dres1, D, g[B_OUT_W], g[B_OUT_B]),
+          gemm_job(R, D, 3 * IN, k.y1, dqkv, 3 * IN, dwqkv, nullptr),
+          norm_job(R, D, k.xhat2, dy2, g[B_LN2_G], g[B_LN2_B]),
+          norm_job(R, D, k.xhat1, dy1, g[B_LN1_G], g[B_LN1_B]),
+      };
+      run_dw_jobs(ws, jobs, sizeof jobs / sizeof jobs[0]);
+      for (int d = 0; d < D; d++)
+        for (int j = 0; j < 3 * IN; j++) g[B_Q + j / IN][(size_t)d * IN + j % IN] += dwqkv[(size_t)d * 3 * IN + j];
     }
-    for (size_t i = 0; i < (size_t)R * IN; i++) dq[i] *= scale;
-    linear_bwd(ws, R, D, IN, k.y1, w[B_Q], dq, g[B_Q], nullptr, dy, false);
-    linear_bwd(ws, R, D, IN, k.y1, w[B_K], dk, g[B_K], nullptr, dy, true);
-    linear_bwd(ws, R, D, IN, k.y1, w[B_V], dv, g[B_V], nullptr, dy, true);
-    layernorm_bwd(ws, R, D, k.xhat1, k.rstd1, w[B_LN1_G], dy, g[B_LN1_G], g[B_LN1_B], dx);
   }
   // Embedding: x0 = drop([cls; patches W + b] + pos)
-  drop.apply(kSiteEmbedding, (size_t)R * D, dx);
   float* demb = workspace_take(ws, W_DEMB, (size_t)B * N * D);
-  for (int b = 0; b < B; b++)
-    for (int t = 0; t < T; t++) {
-      const float* src = dx + ((size_t)b * T + t) * D;
-      float* gp = G[P_POS] + (size_t)t * D;
-      for (int d = 0; d < D; d++) gp[d] += src[d];
-      if (t == 0)
-        for (int d = 0; d < D; d++) G[P_CLS][d] += src[d];
-      else
-        std::memcpy(demb + ((size_t)b * N + t - 1) * D, src, D * sizeof(float));
-    }
-  linear_bwd(ws, B * N, PD, D, workspace_take(ws, W_PATCHES, (size_t)B * N * PD), W[P_PATCH_W], demb, G[P_PATCH_W], G[P_PATCH_B],
-             nullptr, false);
+  {
+    SECTION("embedding_bwd");
+    const uint32_t dbase = drop.base(kSiteEmbedding);
+    for_each_micro_batch(s, ws, [&](int b0, int b1, float*) {
+      for (int b = b0; b < b1; b++) {
+        float* rows = dx + (size_t)b * T * D;
+        drop.mul(dbase, (size_t)b * T * D, (size_t)T * D, rows, rows);
+        std::memcpy(demb + (size_t)b * N * D, rows + D, (size_t)N * D * sizeof(float));
+      }
+    });
+  }
+  {
+    SECTION("weight_grads");
+    const DwJob jobs[] = {
+        gemm_job(B * N, PD, D, workspace_take(ws, W_PATCHES, (size_t)B * N * PD), demb, D, G[P_PATCH_W], G[P_PATCH_B]),
+        {DwJob::kPos, R, 0, D, nullptr, dx, 0, D, G[P_POS], D, G[P_CLS], T},
+    };
+    run_dw_jobs(ws, jobs, 2);
+  }
 }
 
 // Independent multiply-add chains in registers, enough to cover the FMA latency on every ISA here.

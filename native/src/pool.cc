@@ -42,7 +42,8 @@ class Pool {
   }
 
   // Runs region.run(i) for i in [0, t): i = 0 on the calling thread, the rest on workers.
-  void run(int t, const Region& region) {
+  // own_end (optional) receives the time the caller finished its own chunk.
+  void run(int t, const Region& region, double* own_end = nullptr) {
     grow(t - 1);
     {
       std::lock_guard<std::mutex> lk(m_);
@@ -58,6 +59,7 @@ class Pool {
     in_job = true;
     region.run(0);
     in_job = false;
+    if (own_end) *own_end = wall_seconds();
     auto finished = [&] { return pending_.load() == 0; };
     // The caller spins longer than the workers: its peers started later (woken from sleep) and
     // it holds its own core anyway.
@@ -101,6 +103,7 @@ class Pool {
   }
   void work(int index, unsigned seen) {
     in_job = true;
+    profile_mark_worker();
     int spin_us = 0;
     for (;;) {
       spin([&] { return generation_.load() != seen; }, spin_us);
@@ -178,7 +181,19 @@ void parallel_chunks(int n, int align, ChunkFn fn, void* ctx) {
     return;
   }
   Region region{fn, ctx, n, align, per};
-  pool().run(t, region);
+  if (!profile_enabled()) {
+    pool().run(t, region);
+    return;
+  }
+  // For the profile: how many regions, how long they took, and how long the caller waited for
+  // the others after its own chunk (imbalance and hand-over); the rest of a step is serial.
+  const double t0 = wall_seconds();
+  double own_end = t0;
+  pool().run(t, region, &own_end);
+  const double t1 = wall_seconds();
+  profile_add("pool_regions", 1);
+  profile_add("pool_region_wall", (t1 - t0) * 1e3);
+  profile_add("pool_wait_wall", (t1 - own_end) * 1e3);
 }
 
 }  // namespace tfpipe

@@ -1,4 +1,4 @@
-// CPU milliseconds per named section (api.h), summed until read; compiled once.
+// Milliseconds per named section (api.h), summed until read; compiled once.
 #include <cstdlib>
 #include <ctime>
 #include <map>
@@ -10,7 +10,13 @@
 namespace tfpipe {
 namespace {
 std::map<std::string, double> g_profile;
-}
+bool g_enabled = false;
+thread_local bool t_worker = false;
+}  // namespace
+
+void profile_enable(bool on) { g_enabled = on; }
+bool profile_enabled() { return g_enabled && !t_worker; }
+void profile_mark_worker() { t_worker = true; }
 
 // CPU time of the calling thread, so that other load on a shared machine does not inflate it;
 // with several threads it undercounts the work done by the helpers. TFPIPE_PROFILE_CLOCK=wall

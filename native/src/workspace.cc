@@ -27,8 +27,9 @@ float* workspace_take(Workspace* ws, int slot, size_t n) {
   Workspace::Buffer& b = ws->slots[slot];
   if (b.size < n) {
     std::free(b.data);
-    // 64-byte alignment: whole cache lines, aligned vector loads on every ISA.
-    size_t bytes = ((n * sizeof(float)) + 63) / 64 * 64;
+    // 64-byte alignment: whole cache lines, aligned vector loads on every ISA. 64 floats of slack
+    // after the end: a kernel may read (never use) one vector past the last element of a row.
+    size_t bytes = (((n + 64) * sizeof(float)) + 63) / 64 * 64;
     b.data = static_cast<float*>(std::aligned_alloc(64, bytes));
     if (!b.data) std::abort();
     b.size = n;

@@ -176,7 +176,10 @@ function addon(): NativeAddon {
   return l.addon;
 }
 
-/** Runs the whole model on variant `isa`; with targets also loss, correct count and gradients (model order). */
+/**
+ * Runs the whole model on variant `isa`; with targets also loss, correct count and gradients (model
+ * order). `threads` overrides the backend's thread count (tests of thread invariance).
+ */
 export function nativeRun(
   isa: string,
   cfg: VitConfig,
@@ -185,10 +188,11 @@ export function nativeRun(
   batch: number,
   targets: Float32Array | null,
   seed: number | undefined,
-  opts: { attention?: boolean; clipNorm?: number } = {},
+  opts: { attention?: boolean; clipNorm?: number; threads?: number } = {},
 ): NativeRunResult {
   const config: NativeConfig = { ...cfg, activation: activationOf(cfg), batch };
-  return addon().run(config, weights, images, targets, seed ?? -1, nativeThreads(), { isa, ...opts });
+  const { threads = nativeThreads(), ...rest } = opts;
+  return addon().run(config, weights, images, targets, seed ?? -1, threads, { isa, ...rest });
 }
 
 /**
