@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { initBackend } from '../src/ml/backend.js';
 import { createVit, type VitConfig } from '../src/ml/vit/index.js';
 import { nativeAddonPath, nativeOptimize, nativeRun, runnableVariants } from '../src/ml/vit/native.js';
+import { ODD_VIT } from './fixtures/vit-configs.js';
 
 const skip = existsSync(nativeAddonPath) ? false : 'native addon not built (node native/build.mjs)';
 
@@ -21,18 +22,7 @@ const configs: { name: string; cfg: VitConfig; batch: number }[] = [
   // Sizes off every vector width and tile, 26 tokens.
   {
     name: 'odd sizes',
-    cfg: {
-      imageSize: 20,
-      channels: 3,
-      classes: 5,
-      patchSize: 4,
-      dim: 40,
-      depth: 2,
-      heads: 3,
-      dimHead: 12,
-      mlpDim: 72,
-      dropout: 0.2,
-    },
+    cfg: ODD_VIT,
     batch: 37,
   },
   // CIFAR's shape (65 tokens) with the small model's widths.

@@ -11,18 +11,11 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
-import {
-  createVit,
-  computeGradients,
-  forward,
-  predict,
-  tfjsKernels,
-  type Kernels,
-  type VitConfig,
-} from '../src/ml/vit/index.js';
+import { createVit, computeGradients, forward, predict, tfjsKernels, type Kernels } from '../src/ml/vit/index.js';
 import { nativeAddonPath, nativeAvailability, nativeInfo, nativeRun, runnableVariants } from '../src/ml/vit/native.js';
 import { createTrainer } from '../src/ml/vit/trainer.js';
 import type { OptimizerSettings, OptimizerState } from '../src/ml/optim.js';
+import { ODD_VIT } from './fixtures/vit-configs.js';
 
 const built = existsSync(nativeAddonPath);
 const skip = built ? false : 'native addon not built (node native/build.mjs)';
@@ -32,20 +25,7 @@ before(async () => {
   await initBackend('wasm', 2);
 });
 
-// Odd sizes on purpose: dims that are not multiples of any ISA's vector width or tile, row tails,
-// and 26 tokens so attention rows take both the vector and the scalar-tail paths.
-const cfg: VitConfig = {
-  imageSize: 20,
-  channels: 3,
-  classes: 5,
-  patchSize: 4,
-  dim: 40,
-  depth: 2,
-  heads: 3,
-  dimHead: 12,
-  mlpDim: 72,
-  dropout: 0.2,
-};
+const cfg = ODD_VIT;
 
 function data(n: number): { x: tf.Tensor4D; t: tf.Tensor2D } {
   const x = tf.randomNormal([n, 20, 20, 3], 0, 1, 'float32', 3) as tf.Tensor4D;
