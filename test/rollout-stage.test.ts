@@ -14,23 +14,13 @@ import { createVit, forward, saveCheckpoint, tfjsKernels, type VitConfig } from 
 import { stage, writeRollout } from '../src/stages/attention_rollout.js';
 import type { AttentionRolloutSettings } from '../src/stages/settings.js';
 import type { StageContext, UpstreamArtefacts } from '../src/stages/types.js';
+import { TINY_VIT } from './fixtures/vit-configs.js';
 
 before(async () => {
   await initBackend('wasm', 1);
 });
 
-const cfg: VitConfig = {
-  imageSize: 32,
-  channels: 3,
-  classes: 10,
-  patchSize: 8,
-  dim: 16,
-  depth: 2,
-  heads: 2,
-  dimHead: 8,
-  mlpDim: 32,
-  dropout: 0.1,
-};
+const cfg: VitConfig = { ...TINY_VIT, imageSize: 32, classes: 10, patchSize: 8 };
 const classes = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 const info: DataInfo = {
   classes,
