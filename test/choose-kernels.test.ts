@@ -12,7 +12,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, loadBackend, type BackendLoader } from '../src/ml/backend.js';
-import { candidateLabel, candidates, chooseKernels, type KernelDecision } from '../src/ml/vit/choose-kernels.js';
+import {
+  type Candidate,
+  candidateLabel,
+  candidates,
+  chooseKernels,
+  type KernelDecision,
+} from '../src/ml/vit/choose-kernels.js';
 import type { VitConfig } from '../src/ml/vit/index.js';
 import { nativeAvailability } from '../src/ml/vit/native.js';
 import { TINY_VIT } from './fixtures/vit-configs.js';
@@ -44,42 +50,24 @@ const summary = (d: KernelDecision) => ({ label: candidateLabel(d), detail: d.de
 
 async function scenario(name: string): Promise<unknown> {
   const cacheDir = mkdtempSync(join(tmpdir(), 'tfpipe-kernels-'));
+  // runtime.kernels: auto for training, with invented timings in place of real ones.
+  const auto = (measure: (c: Candidate) => Promise<number>, batch = 8) =>
+    chooseKernels({ request: 'auto', cfg, batch, purpose: 'train', cacheDir, measure });
   if (name === 'cpu') {
     const info = await initBackend('auto', 1, stubLoader(false));
     const list = candidates(cfg, 8, 'train').list.map(candidateLabel);
     // Invented speeds: tfjs on "tensorflow" fastest, so auto must leave wasm + native.
     const speed = (label: string) => ({ 'tfjs@tensorflow': 500, 'tfjs@wasm': 100 })[label] ?? 300;
     const calls: string[] = [];
-    const first = await chooseKernels({
-      request: 'auto',
-      cfg,
-      batch: 8,
-      purpose: 'train',
-      cacheDir,
-      measure: async (c) => {
-        calls.push(candidateLabel(c));
-        return speed(candidateLabel(c));
-      },
+    const first = await auto(async (c) => {
+      calls.push(candidateLabel(c));
+      return speed(candidateLabel(c));
     });
     const backendAfter = tf.getBackend();
-    const again = await chooseKernels({
-      request: 'auto',
-      cfg,
-      batch: 8,
-      purpose: 'train',
-      cacheDir,
-      measure: async () => {
-        throw new Error('measured again');
-      },
+    const again = await auto(async () => {
+      throw new Error('measured again');
     });
-    const otherBatch = await chooseKernels({
-      request: 'auto',
-      cfg,
-      batch: 16,
-      purpose: 'train',
-      cacheDir,
-      measure: async (c) => (candidateLabel(c) === 'tfjs@wasm' ? 900 : 1),
-    });
+    const otherBatch = await auto(async (c) => (candidateLabel(c) === 'tfjs@wasm' ? 900 : 1), 16);
     return {
       info,
       list,
@@ -95,16 +83,9 @@ async function scenario(name: string): Promise<unknown> {
   if (name === 'gpu') {
     const info = await initBackend('auto', 1, stubLoader(true));
     const calls: string[] = [];
-    const d = await chooseKernels({
-      request: 'auto',
-      cfg,
-      batch: 8,
-      purpose: 'train',
-      cacheDir,
-      measure: async (c) => {
-        calls.push(candidateLabel(c));
-        return 1;
-      },
+    const d = await auto(async (c) => {
+      calls.push(candidateLabel(c));
+      return 1;
     });
     return { info, calls, decision: summary(d) };
   }
