@@ -12,8 +12,6 @@ import { exitQuietlyOnClosedPipe, positiveInt, reportError, UsageError } from '.
 import { commandKinds } from './kinds.js';
 import { sweepDag, sweepStatus } from './sweep-views.js';
 
-export { UsageError } from './errors.js';
-
 const USAGE = `Usage:
   tfpipe run FILE [--set key=value]... [-m] [--variant V]... [-j N | --queue URL]
                   [--force STAGE]... [--until STAGE] [--dry-run] [--json]

@@ -18,14 +18,24 @@ export interface TrainState {
   metrics: EpochMetrics[];
 }
 
+/** The folder .resume/current names, if an earlier attempt completed one. */
+async function currentDir(workDir: string): Promise<string | undefined> {
+  const cur = join(workDir, RESUME_DIR, 'current');
+  if (!existsSync(cur)) return undefined;
+  return join(workDir, RESUME_DIR, (await readFile(cur, 'utf8')).trim());
+}
+
+async function readState(dir: string): Promise<TrainState> {
+  return JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as TrainState;
+}
+
 /** The newest complete saved state, if an earlier attempt left one. */
 export async function findResume(
   workDir: string,
 ): Promise<{ dir: string; state: TrainState; optimizer: OptimizerState } | undefined> {
-  const cur = join(workDir, RESUME_DIR, 'current');
-  if (!existsSync(cur)) return undefined;
-  const dir = join(workDir, RESUME_DIR, (await readFile(cur, 'utf8')).trim());
-  const state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as TrainState;
+  const dir = await currentDir(workDir);
+  if (!dir) return undefined;
+  const state = await readState(dir);
   const meta = JSON.parse(await readFile(join(dir, 'optimizer.json'), 'utf8')) as { step: number; sizes: number[] };
   const bytes = await readFile(join(dir, 'optimizer.bin'));
   const all = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
@@ -40,11 +50,8 @@ export async function findResume(
 
 /** The training state an interrupted attempt saved, without loading its weights (for `status`). */
 export async function resumeState(workDir: string): Promise<TrainState | undefined> {
-  const cur = join(workDir, RESUME_DIR, 'current');
-  if (!existsSync(cur)) return undefined;
-  return JSON.parse(
-    await readFile(join(workDir, RESUME_DIR, (await readFile(cur, 'utf8')).trim(), 'state.json'), 'utf8'),
-  ) as TrainState;
+  const dir = await currentDir(workDir);
+  return dir ? readState(dir) : undefined;
 }
 
 /** Save state after an epoch; `writeModel(dir)` writes the weights into the given folder. */

@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import type { Tensor4D } from '@tensorflow/tfjs';
 import { readSchema } from '../paths.js';
 import type { Augmenter } from '../ml/augment/index.js';
-import { loadSplit, type DataInfo, type Split } from '../ml/dataset.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { rolloutMask } from '../ml/rollout.js';
 import type { Kernels, Vit } from '../ml/vit/index.js';
@@ -13,18 +12,8 @@ import { heatmapPixels, maskedPixels } from '../render/heatmap.js';
 import type { GridCell } from '../render/image-grid.js';
 import { writeNpy } from '../render/npy.js';
 import type { AttentionRolloutSettings } from './settings.js';
-import { stageKernels } from './kernels.js';
-import { checkpointDir } from './train.js';
-import { upstreamData } from './upstream-data.js';
-import {
-  upstreamOfKind,
-  type JsonObject,
-  type Picture,
-  type SectionContent,
-  type StageContext,
-  type StageKind,
-  type UpstreamArtefacts,
-} from './types.js';
+import { type TrainedModel, withTrainedModel } from './trained-model.js';
+import type { JsonObject, Picture, SectionContent, StageContext, StageKind, UpstreamArtefacts } from './types.js';
 
 const rolloutPicture: Picture = {
   file: 'rollout.png',
@@ -157,17 +146,9 @@ async function attentionOf(
   return { predicted, attention: data, layers, heads, tokens };
 }
 
-export interface RolloutSources {
-  model: Vit;
-  kernels: Kernels;
-  augmenter: Augmenter;
-  test: Split;
-  info: DataInfo;
-}
-
 /** Everything after loading: pick images, run the model, write rollout.png, the .npy dumps and meta.json. */
 export async function writeRollout(
-  src: RolloutSources,
+  src: TrainedModel,
   s: AttentionRolloutSettings,
   seed: number,
   outDir: string,
@@ -321,17 +302,8 @@ export const stage: StageKind<AttentionRolloutSettings> = {
       { section: 'rollout', title: 'Attention rollout', order: 60, pictures: [rolloutPicture], content: rolloutNotes },
     ],
   },
-  async run(ctx): Promise<JsonObject> {
-    const { loadCheckpoint } = await import('../ml/vit/checkpoint.js');
-    const train = upstreamOfKind(ctx, 'train');
-    const { dir, info, augmenter } = await upstreamData(ctx);
-    const test = await loadSplit(dir, 'test');
-    const model = await loadCheckpoint(checkpointDir(train.dir, ctx.settings.checkpoint));
-    try {
-      const { kernels } = await stageKernels(ctx, model.config, ctx.settings.batch_size, 'infer');
-      return await writeRollout({ model, kernels, augmenter, test, info }, ctx.settings, ctx.seed, ctx.outDir, ctx);
-    } finally {
-      model.dispose();
-    }
-  },
+  run: (ctx) =>
+    withTrainedModel(ctx, ctx.settings.checkpoint, ctx.settings.batch_size, (m) =>
+      writeRollout(m, ctx.settings, ctx.seed, ctx.outDir, ctx),
+    ),
 };

@@ -2,22 +2,11 @@
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadSplit } from '../ml/dataset.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { readSchema } from '../paths.js';
 import type { EvaluateSettings } from './settings.js';
-import { stageKernels } from './kernels.js';
-import { checkpointDir } from './train.js';
-import { upstreamData } from './upstream-data.js';
-import {
-  upstreamOfKind,
-  type JsonObject,
-  type Picture,
-  type SectionContent,
-  type StageContext,
-  type StageKind,
-  type UpstreamArtefacts,
-} from './types.js';
+import { withTrainedModel } from './trained-model.js';
+import type { JsonObject, Picture, SectionContent, StageContext, StageKind, UpstreamArtefacts } from './types.js';
 
 const METRICS_FILE = 'metrics.json';
 const predictionsPicture: Picture = { file: 'predictions.png', title: 'Predictions on test images' };
@@ -50,30 +39,24 @@ export function confusion(
 }
 
 async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject> {
-  const [{ evaluateSplit }, { loadCheckpoint }, { confusionPng }, { renderGrid }] = await Promise.all([
+  const [{ evaluateSplit }, { confusionPng }, { renderGrid }] = await Promise.all([
     import('../ml/evaluation.js'),
-    import('../ml/vit/checkpoint.js'),
     import('../render/confusion.js'),
     import('../render/image-grid.js'),
   ]);
   const s = ctx.settings;
-  const trained = upstreamOfKind(ctx, 'train');
-  const { dir, info, augmenter } = await upstreamData(ctx);
-  const test = await loadSplit(dir, 'test');
-  const model = await loadCheckpoint(checkpointDir(trained.dir, s.checkpoint));
-  let result: ReturnType<typeof evaluateSplit>;
-  try {
-    const { kernels } = await stageKernels(ctx, model.config, s.batch_size, 'infer');
-    result = evaluateSplit(model, augmenter, test, {
+  const { test, info, result } = await withTrainedModel(ctx, s.checkpoint, s.batch_size, (m) => ({
+    test: m.test,
+    info: m.info,
+    result: evaluateSplit(m.model, m.augmenter, m.test, {
       batchSize: s.batch_size,
-      imageSize: info.imageSize,
-      channels: info.channels,
-      kernels,
-      onBatch: (done) => ctx.progress({ message: `test images ${done}/${test.count}`, fraction: done / test.count }),
-    });
-  } finally {
-    model.dispose();
-  }
+      imageSize: m.info.imageSize,
+      channels: m.info.channels,
+      kernels: m.kernels,
+      onBatch: (done) =>
+        ctx.progress({ message: `test images ${done}/${m.test.count}`, fraction: done / m.test.count }),
+    }),
+  }));
   const { matrix, perClass } = confusion(test.labels, result.predictions, info.classes.length);
   const metrics: TestMetrics = {
     checkpoint: s.checkpoint,
