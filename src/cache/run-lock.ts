@@ -14,7 +14,7 @@ import { link, mkdir, open, readFile, rename, rm, stat, unlink, utimes, writeFil
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 
-export const RUN_LOCK = '.run.lock';
+const RUN_LOCK = '.run.lock';
 
 interface Holder {
   pid: number;
@@ -40,7 +40,7 @@ export interface LockOptions {
   remoteStaleMs?: number;
 }
 
-export const UNREADABLE_GRACE_MS = 2000;
+const UNREADABLE_GRACE_MS = 2000;
 
 /** Whether process `pid` on `host` still runs; a process on another host is assumed to. */
 export function processAlive(pid: number, host: string = hostname()): boolean {

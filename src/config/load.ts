@@ -94,7 +94,7 @@ export function stageNames(root: Record<string, unknown>): string[] {
 
 // Compiling the composed schema is the slow part of validation; a sweep validates many variants.
 const validators = new WeakMap<KindRegistry, Validator>();
-export function validatorFor(registry: KindRegistry): Validator {
+function validatorFor(registry: KindRegistry): Validator {
   let v = validators.get(registry);
   if (!v) {
     v = createValidator(registry);
@@ -144,7 +144,7 @@ export function loadPipeline(file: string, registry: KindRegistry, sets: readonl
 }
 
 /** `resolve()`'s result, unless it or the problems found before it have something to say: all at once. */
-export function withProblems<T>(found: readonly Problem[], resolve: () => T): T {
+function withProblems<T>(found: readonly Problem[], resolve: () => T): T {
   let value: T;
   try {
     value = resolve();
