@@ -13,8 +13,9 @@ import { readFileSync, type Stats, unlinkSync } from 'node:fs';
 import { link, mkdir, open, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-export const RUN_LOCK = '.run.lock';
+const RUN_LOCK = '.run.lock';
 
 interface Holder {
   pid: number;
@@ -40,7 +41,7 @@ export interface LockOptions {
   remoteStaleMs?: number;
 }
 
-export const UNREADABLE_GRACE_MS = 2000;
+const UNREADABLE_GRACE_MS = 2000;
 
 /** Whether process `pid` on `host` still runs; a process on another host is assumed to. */
 export function processAlive(pid: number, host: string = hostname()): boolean {
@@ -175,21 +176,6 @@ function releaseAllOnExit(): void {
   });
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal?.reason);
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
 /** Takes the lock file at `path`, waiting while a live process holds it; resolves with release(). */
 export async function acquireLock(path: string, opts: LockOptions = {}): Promise<() => Promise<void>> {
   const { onWait = () => {}, signal, graceMs = UNREADABLE_GRACE_MS, pollMs = 250, remoteStaleMs } = opts;
@@ -216,7 +202,10 @@ export async function acquireLock(path: string, opts: LockOptions = {}): Promise
       onWait(l.message);
       told = l.message;
     }
-    await sleep(pollMs, signal);
+    // Rejects with the signal's reason, as throwIfAborted above does, not timers' AbortError.
+    await sleep(pollMs, undefined, { signal }).catch((err: unknown) => {
+      throw signal?.aborted ? signal.reason : err;
+    });
   }
   held.set(path, holder.token);
   releaseAllOnExit();

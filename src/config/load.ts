@@ -94,7 +94,7 @@ export function stageNames(root: Record<string, unknown>): string[] {
 
 // Compiling the composed schema is the slow part of validation; a sweep validates many variants.
 const validators = new WeakMap<KindRegistry, Validator>();
-export function validatorFor(registry: KindRegistry): Validator {
+function validatorFor(registry: KindRegistry): Validator {
   let v = validators.get(registry);
   if (!v) {
     v = createValidator(registry);
@@ -144,7 +144,7 @@ export function loadPipeline(file: string, registry: KindRegistry, sets: readonl
 }
 
 /** `resolve()`'s result, unless it or the problems found before it have something to say: all at once. */
-export function withProblems<T>(found: readonly Problem[], resolve: () => T): T {
+function withProblems<T>(found: readonly Problem[], resolve: () => T): T {
   let value: T;
   try {
     value = resolve();
@@ -240,23 +240,22 @@ export function resolvePipeline(
       });
     }
   }
-  const cycle = topoOrder(graph);
-  if ('cycle' in cycle) {
-    const first = cycle.cycle[0];
+  const sorted = topoOrder(graph);
+  if ('cycle' in sorted) {
+    const first = sorted.cycle[0];
     all.push({
       where: where(['stages', first, 'needs']),
       path: `stages.${first}.needs`,
-      message: `dependency cycle: ${cycle.cycle.join(' -> ')}`,
+      message: `dependency cycle: ${sorted.cycle.join(' -> ')}`,
     });
   }
-  if (all.length) throw new ConfigError(all);
+  if (all.length || 'cycle' in sorted) throw new ConfigError(all);
 
-  const stages: ResolvedStage[] = names.map((name) => {
+  // Valid now, so the graph above has exactly the stages' needs: its order is the run order.
+  const stages: ResolvedStage[] = sorted.order.map(({ name }) => {
     const { kind, needs, ...settings } = stagesRaw[name] as JsonObject & { kind: string; needs?: string[] };
     return { name, kind, needs: needs ?? [], settings };
   });
-  const sorted = topoOrder(stages);
-  if ('cycle' in sorted) throw new Error('unreachable: cycles are reported above');
   return {
     name: root.name as string,
     description: root.description as string | undefined,
@@ -264,7 +263,7 @@ export function resolvePipeline(
     runtime: root.runtime as RuntimeSettings,
     file: src.file,
     dir: dirname(src.file),
-    stages: sorted.order,
+    stages,
     document,
   };
 }

@@ -22,7 +22,7 @@ const NOT_SWEPT: Record<string, string> = {
   runtime: 'runtime settings change how stages run, not what they compute, so they are not part of stage keys',
 };
 
-export function settingName(path: readonly (string | number)[]): string {
+function settingName(path: readonly (string | number)[]): string {
   return dottedPath(path[0] === 'stages' ? path.slice(1) : path);
 }
 

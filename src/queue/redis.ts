@@ -8,7 +8,7 @@ import { InputError } from '../config/problems.js';
 export const QUEUE_NAME = 'tfpipe-stages';
 
 /** An unusable --queue: bad URL or no Redis there. Input like any other: one line, exit 2. */
-export class QueueUnavailable extends InputError {}
+class QueueUnavailable extends InputError {}
 
 export interface QueueUrl {
   url: string;

@@ -5,7 +5,7 @@ import type { Outcome } from './decide.js';
 import type { Plan, PlannedStage } from './plan.js';
 
 export class RunRecord {
-  readonly outcomes = new Map<string, Outcome>();
+  private readonly outcomes = new Map<string, Outcome>();
   private readonly stages: RunSummary['stages'] = [];
   private readonly lock: LockFile;
   backend: string | undefined;
