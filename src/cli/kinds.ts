@@ -1,5 +1,5 @@
 // tfpipe kinds [KIND] [--json]: the stage kinds, their settings and what they write.
-import { didYouMean } from '../config/problems.js';
+import { didYouMean, InputError } from '../config/problems.js';
 import { describeKind, type KindDoc, type SettingDoc } from '../stages/describe.js';
 import type { KindRegistry } from '../stages/registry.js';
 
@@ -59,10 +59,10 @@ export function commandKinds(registry: KindRegistry, name: string | undefined, j
   const kinds = name === undefined ? registry.all() : [registry.get(name)].filter((k) => k !== undefined);
   if (kinds.length === 0) {
     const hint = didYouMean(name ?? '', registry.names());
-    process.stderr.write(
-      `tfpipe: no stage kind "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}; kinds: ${registry.names().join(', ')}\n`,
+    // Thrown, not printed here: main's reportError gives it the exit code and, with --json, the document.
+    throw new InputError(
+      `no stage kind "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}; kinds: ${registry.names().join(', ')}`,
     );
-    return 2;
   }
   const docs = kinds.map(describeKind);
   process.stdout.write(

@@ -1,6 +1,6 @@
 // `tfpipe worker --queue URL [--concurrency N] [--outputs DIR]`: serve stage jobs until Ctrl-C.
 import { resolve } from 'node:path';
-import { onInterrupt, positiveInt, UsageError } from './errors.js';
+import { EXIT, onInterrupt, positiveInt, UsageError } from './errors.js';
 
 export interface WorkerCommandOptions {
   queue?: string;
@@ -30,7 +30,7 @@ export async function commandWorker(opts: WorkerCommandOptions): Promise<number>
       out: process.stdout,
       signal: interrupt.signal,
     });
-    return 130;
+    return EXIT.interrupted;
   } finally {
     interrupt.release();
   }
