@@ -19,8 +19,6 @@ import type { StepReporter } from './steps.js';
 import { unionOf, type StageInstance } from './union.js';
 import { walk, type StageExecutor } from './walk.js';
 
-export { Aborted } from './stage-runner.js';
-
 export interface RunOptions {
   force?: string[];
   until?: string;
