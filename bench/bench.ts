@@ -281,16 +281,19 @@ async function runBackend(backend: BackendName): Promise<void> {
         }
         // tfjs kernels on the larger models take seconds per step: fewer steps keep the run short.
         const s = k !== 'native' && label !== 'small' ? Math.max(1, Math.floor(steps / 3)) : steps;
-        nativeProfile();
+        // The first nativeProfile() call switches the addon's section clocks on (a few thousand
+        // clock reads a step, ~1-2%), so only a --profile run pays for them.
+        const profiling = process.argv.includes('--profile') && k === 'native';
+        if (profiling) nativeProfile();
         const train = trainRate(cfg, batch, s, kernels);
-        const profile = Object.fromEntries(
-          Object.entries(nativeProfile()).map(([name, ms]) => [name, round(ms / (s + 1))]),
-        );
+        const profile = profiling
+          ? Object.fromEntries(Object.entries(nativeProfile()).map(([name, ms]) => [name, round(ms / (s + 1))]))
+          : undefined;
         rows.push({
           ...base,
           train_img_s: round(train),
           infer_img_s: round(inferRate(cfg, batch, s * 2, kernels)),
-          ...(process.argv.includes('--profile') && k === 'native' ? { profile_cpu_ms_per_step: profile } : {}),
+          ...(profile ? { profile_cpu_ms_per_step: profile } : {}),
         });
       }
     }
@@ -329,13 +332,16 @@ function runAll(): void {
   writeFileSync(outFile, '');
   const rows: Row[] = [];
   const self = fileURLToPath(import.meta.url);
-  const passOn = ['models', 'steps', 'batch', 'kernels', 'isa'].flatMap((n) =>
-    process.argv.includes(`--${n}`) ? [`--${n}`, arg(n, '')] : [],
-  );
+  const passOn = [
+    ...['models', 'steps', 'batch', 'kernels', 'isa'].flatMap((n) =>
+      process.argv.includes(`--${n}`) ? [`--${n}`, arg(n, '')] : [],
+    ),
+    ...(process.argv.includes('--profile') ? ['--profile'] : []),
+  ];
   for (const threads of arg('thread-counts', '1,2').split(',').map(Number)) {
     const r = spawnSync(
       process.execPath,
-      [self, '--backend', 'wasm', '--threads', String(threads), '--peer', '--profile', ...passOn],
+      [self, '--backend', 'wasm', '--threads', String(threads), '--peer', ...passOn],
       {
         encoding: 'utf8',
         stdio: ['ignore', 'pipe', 'inherit'],
