@@ -153,9 +153,6 @@ struct Job {
   double clipNorm = 0;
   double gradNorm = 0;
   std::vector<size_t> gradSizes;
-  // The JS values a run reads and returns, referenced until it ends.
-  napi_ref out = nullptr;
-  std::vector<napi_ref> keep;
 
   void execute() {
     std::lock_guard<std::mutex> serial(g_run_mutex);
@@ -180,9 +177,10 @@ struct Job {
 
 // run(config, weights: Float32Array[], images, targets | null, seed, threads, options?)
 //   options: { isa?: string, attention?: boolean, clipNorm?: number }
-// -> { isa, logits, attention?, loss?, correct?, gradNorm?, grads?: Float32Array[] } (loss etc. filled by
-//    finish); with clipNorm > 0 the gradients come scaled so that their global L2 norm <= clipNorm.
-// Returns the output object, or null with a JS exception pending.
+// -> { isa, logits, attention?, loss?, correct?, gradNorm?, grads?: Float32Array[] } (loss etc. added
+//    after the run); with clipNorm > 0 the gradients come scaled so that their global L2 norm <= clipNorm.
+// Returns the output object, or null with a JS exception pending. The run is synchronous: the
+// arguments' and the output's arrays stay alive in the call's handle scope, no references needed.
 napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
   size_t argc = 7;
   napi_value argv[7];
@@ -245,8 +243,6 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
       return nullptr;
     }
     job->W[i] = p;
-    job->keep.push_back(nullptr);
-    CHECK(napi_create_reference(env, e, 1, &job->keep.back()));
   }
   // The sizes the kernels will read: a wrong one would read out of bounds.
   {
@@ -265,7 +261,7 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
       }
     }
   }
-  // An input array of n floats, kept referenced for the run.
+  // An input array of n floats.
   auto input = [&](napi_value v, size_t n, const char* what, const float** out) {
     float* p;
     size_t len;
@@ -274,8 +270,7 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
       return false;
     }
     *out = p;
-    job->keep.push_back(nullptr);
-    return napi_create_reference(env, v, 1, &job->keep.back()) == napi_ok;
+    return true;
   };
   if (!input(argv[2], (size_t)c.batch * c.image * c.image * c.channels, "images must be a Float32Array [B, H, W, C]", &job->images))
     return nullptr;
@@ -319,34 +314,20 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
     }
     CHECK(napi_set_named_property(env, out, "grads", grads));
   }
-  CHECK(napi_create_reference(env, out, 1, &job->out));
-  return out;
-}
-
-// Adds loss/correct to the output object and releases the references; returns the object.
-napi_value finish(napi_env env, Job* job) {
-  napi_value out;
-  napi_get_reference_value(env, job->out, &out);
-  if (job->targets) {
-    napi_set_named_property(env, out, "loss", num(env, job->loss));
-    napi_set_named_property(env, out, "correct", num(env, job->correct));
-    napi_set_named_property(env, out, "gradNorm", num(env, job->gradNorm));
-  }
-  napi_delete_reference(env, job->out);
-  for (napi_ref r : job->keep) napi_delete_reference(env, r);
   return out;
 }
 
 napi_value Run(napi_env env, napi_callback_info info) {
   Job job;
   napi_value out = prepare(env, info, &job);
-  if (!out) {
-    for (napi_ref r : job.keep) napi_delete_reference(env, r);
-    if (job.out) napi_delete_reference(env, job.out);
-    return nullptr;
-  }
+  if (!out) return nullptr;
   job.execute();
-  return finish(env, &job);
+  if (job.targets) {
+    napi_set_named_property(env, out, "loss", num(env, job.loss));
+    napi_set_named_property(env, out, "correct", num(env, job.correct));
+    napi_set_named_property(env, out, "gradNorm", num(env, job.gradNorm));
+  }
+  return out;
 }
 
 // Reads an array of Float32Arrays; false with a JS TypeError thrown otherwise.
