@@ -73,6 +73,21 @@ napi_value newFloat32(napi_env env, size_t n, float** data) {
   return arr;
 }
 
+// The call's first n arguments into argv (undefined past those passed); false with a JS TypeError
+// giving the signature when fewer than `required` were passed.
+bool arguments(napi_env env, napi_callback_info info, size_t n, size_t required, napi_value* argv, const char* signature) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) {
+    napi_throw_error(env, nullptr, "vit_kernels: N-API call failed: napi_get_cb_info");
+    return false;
+  }
+  if (argc < required) {
+    napi_throw_type_error(env, nullptr, signature);
+    return false;
+  }
+  return true;
+}
+
 // Reads config.<key> as a number; false (with a JS TypeError thrown) when missing or not a number.
 bool field(napi_env env, napi_value obj, const char* key, double* out) {
   bool has = false;
@@ -182,21 +197,17 @@ struct Job {
 // Returns the output object, or null with a JS exception pending. The run is synchronous: the
 // arguments' and the output's arrays stay alive in the call's handle scope, no references needed.
 napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
-  size_t argc = 7;
   napi_value argv[7];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  if (argc < 6) {
-    napi_throw_type_error(env, nullptr, "vit_kernels.run expects (config, weights, images, targets, seed, threads, options?)");
+  if (!arguments(env, info, 7, 6, argv, "vit_kernels.run expects (config, weights, images, targets, seed, threads, options?)"))
     return nullptr;
-  }
   Config& c = job->c;
   if (!read_config(env, argv[0], &c)) return nullptr;
 
   job->kernels = g_default;
   std::string error = g_default_error;
   bool wantAttention = false;
-  napi_valuetype ot = napi_undefined;
-  if (argc >= 7) CHECK(napi_typeof(env, argv[6], &ot));
+  napi_valuetype ot;
+  CHECK(napi_typeof(env, argv[6], &ot));
   if (ot == napi_object) {
     bool has;
     napi_value v;
@@ -354,13 +365,8 @@ bool float32s(napi_env env, napi_value arr, const char* what, std::vector<float*
 // slots in place. settings: { name: 'adam' | 'adamw' | 'sgd', lr, beta1, beta2, eps, weightDecay,
 // momentum, step } with step counting from 1, as src/ml/optim.ts.
 napi_value Optimize(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  if (argc < 5) {
-    napi_throw_type_error(env, nullptr, "vit_kernels.optimize expects (settings, weights, grads, slots, decays)");
-    return nullptr;
-  }
+  if (!arguments(env, info, 5, 5, argv, "vit_kernels.optimize expects (settings, weights, grads, slots, decays)")) return nullptr;
   OptimizerParams p{};
   char name[16] = {0};
   size_t len;
