@@ -73,6 +73,21 @@ napi_value newFloat32(napi_env env, size_t n, float** data) {
   return arr;
 }
 
+// The call's first n arguments into argv (undefined past those passed); false with a JS TypeError
+// giving the signature when fewer than `required` were passed.
+bool arguments(napi_env env, napi_callback_info info, size_t n, size_t required, napi_value* argv, const char* signature) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) {
+    napi_throw_error(env, nullptr, "vit_kernels: N-API call failed: napi_get_cb_info");
+    return false;
+  }
+  if (argc < required) {
+    napi_throw_type_error(env, nullptr, signature);
+    return false;
+  }
+  return true;
+}
+
 // Reads config.<key> as a number; false (with a JS TypeError thrown) when missing or not a number.
 bool field(napi_env env, napi_value obj, const char* key, double* out) {
   bool has = false;
@@ -153,9 +168,6 @@ struct Job {
   double clipNorm = 0;
   double gradNorm = 0;
   std::vector<size_t> gradSizes;
-  // The JS values a run reads and returns, referenced until it ends.
-  napi_ref out = nullptr;
-  std::vector<napi_ref> keep;
 
   void execute() {
     std::lock_guard<std::mutex> serial(g_run_mutex);
@@ -180,25 +192,22 @@ struct Job {
 
 // run(config, weights: Float32Array[], images, targets | null, seed, threads, options?)
 //   options: { isa?: string, attention?: boolean, clipNorm?: number }
-// -> { isa, logits, attention?, loss?, correct?, gradNorm?, grads?: Float32Array[] } (loss etc. filled by
-//    finish); with clipNorm > 0 the gradients come scaled so that their global L2 norm <= clipNorm.
-// Returns the output object, or null with a JS exception pending.
+// -> { isa, logits, attention?, loss?, correct?, gradNorm?, grads?: Float32Array[] } (loss etc. added
+//    after the run); with clipNorm > 0 the gradients come scaled so that their global L2 norm <= clipNorm.
+// Returns the output object, or null with a JS exception pending. The run is synchronous: the
+// arguments' and the output's arrays stay alive in the call's handle scope, no references needed.
 napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
-  size_t argc = 7;
   napi_value argv[7];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  if (argc < 6) {
-    napi_throw_type_error(env, nullptr, "vit_kernels.run expects (config, weights, images, targets, seed, threads, options?)");
+  if (!arguments(env, info, 7, 6, argv, "vit_kernels.run expects (config, weights, images, targets, seed, threads, options?)"))
     return nullptr;
-  }
   Config& c = job->c;
   if (!read_config(env, argv[0], &c)) return nullptr;
 
   job->kernels = g_default;
   std::string error = g_default_error;
   bool wantAttention = false;
-  napi_valuetype ot = napi_undefined;
-  if (argc >= 7) CHECK(napi_typeof(env, argv[6], &ot));
+  napi_valuetype ot;
+  CHECK(napi_typeof(env, argv[6], &ot));
   if (ot == napi_object) {
     bool has;
     napi_value v;
@@ -245,8 +254,6 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
       return nullptr;
     }
     job->W[i] = p;
-    job->keep.push_back(nullptr);
-    CHECK(napi_create_reference(env, e, 1, &job->keep.back()));
   }
   // The sizes the kernels will read: a wrong one would read out of bounds.
   {
@@ -265,7 +272,7 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
       }
     }
   }
-  // An input array of n floats, kept referenced for the run.
+  // An input array of n floats.
   auto input = [&](napi_value v, size_t n, const char* what, const float** out) {
     float* p;
     size_t len;
@@ -274,8 +281,7 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
       return false;
     }
     *out = p;
-    job->keep.push_back(nullptr);
-    return napi_create_reference(env, v, 1, &job->keep.back()) == napi_ok;
+    return true;
   };
   if (!input(argv[2], (size_t)c.batch * c.image * c.image * c.channels, "images must be a Float32Array [B, H, W, C]", &job->images))
     return nullptr;
@@ -319,34 +325,20 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
     }
     CHECK(napi_set_named_property(env, out, "grads", grads));
   }
-  CHECK(napi_create_reference(env, out, 1, &job->out));
-  return out;
-}
-
-// Adds loss/correct to the output object and releases the references; returns the object.
-napi_value finish(napi_env env, Job* job) {
-  napi_value out;
-  napi_get_reference_value(env, job->out, &out);
-  if (job->targets) {
-    napi_set_named_property(env, out, "loss", num(env, job->loss));
-    napi_set_named_property(env, out, "correct", num(env, job->correct));
-    napi_set_named_property(env, out, "gradNorm", num(env, job->gradNorm));
-  }
-  napi_delete_reference(env, job->out);
-  for (napi_ref r : job->keep) napi_delete_reference(env, r);
   return out;
 }
 
 napi_value Run(napi_env env, napi_callback_info info) {
   Job job;
   napi_value out = prepare(env, info, &job);
-  if (!out) {
-    for (napi_ref r : job.keep) napi_delete_reference(env, r);
-    if (job.out) napi_delete_reference(env, job.out);
-    return nullptr;
-  }
+  if (!out) return nullptr;
   job.execute();
-  return finish(env, &job);
+  if (job.targets) {
+    napi_set_named_property(env, out, "loss", num(env, job.loss));
+    napi_set_named_property(env, out, "correct", num(env, job.correct));
+    napi_set_named_property(env, out, "gradNorm", num(env, job.gradNorm));
+  }
+  return out;
 }
 
 // Reads an array of Float32Arrays; false with a JS TypeError thrown otherwise.
@@ -373,13 +365,8 @@ bool float32s(napi_env env, napi_value arr, const char* what, std::vector<float*
 // slots in place. settings: { name: 'adam' | 'adamw' | 'sgd', lr, beta1, beta2, eps, weightDecay,
 // momentum, step } with step counting from 1, as src/ml/optim.ts.
 napi_value Optimize(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  if (argc < 5) {
-    napi_throw_type_error(env, nullptr, "vit_kernels.optimize expects (settings, weights, grads, slots, decays)");
-    return nullptr;
-  }
+  if (!arguments(env, info, 5, 5, argv, "vit_kernels.optimize expects (settings, weights, grads, slots, decays)")) return nullptr;
   OptimizerParams p{};
   char name[16] = {0};
   size_t len;

@@ -126,16 +126,15 @@ inline void pack_b(int K, int N, float* out, Get get) {
     }
   }
 }
-// B = W (row-major K x N) and B = W^T (W row-major N x K).
-inline void pack_w(int K, int N, const float* w, float* out) {
-  for (int p = 0; p < panel_count(N); p++) {
-    const int j0 = p * kPanel, wd = imin(kPanel, N - j0);
-    float* dst = out + (size_t)p * K * kPanel;
-    for (int k = 0; k < K; k++) {
-      std::memcpy(dst + (size_t)k * kPanel, w + (size_t)k * N + j0, (size_t)wd * sizeof(float));
-      for (int c = wd; c < kPanel; c++) dst[(size_t)k * kPanel + c] = 0.f;
+// B = W (K rows of N, stride ldw; rows read in order) and B = W^T (W row-major N x K).
+inline void pack_w(int K, int N, const float* w, int ldw, float* out) {
+  for (int k = 0; k < K; k++)
+    for (int p = 0; p < panel_count(N); p++) {
+      const int j0 = p * kPanel, wd = imin(kPanel, N - j0);
+      float* dst = out + ((size_t)p * K + k) * kPanel;
+      std::memcpy(dst, w + (size_t)k * ldw + j0, (size_t)wd * sizeof(float));
+      for (int c = wd; c < kPanel; c++) dst[c] = 0.f;
     }
-  }
 }
 inline void pack_wt(int K, int N, const float* w, float* out) {
   pack_b(K, N, out, [&](int k, int n) { return w[(size_t)n * K + k]; });
@@ -196,15 +195,7 @@ inline void dw_strips(int R, int I, int O, const float* X, int ldx, const float*
   float* pb = pack + (size_t)kTnChunk * kMR * S + kLanes;  // [P][kc][kPanel]
   for (int k0 = 0; k0 < R; k0 += kTnChunk) {
     const int kc = imin(kTnChunk, R - k0);
-    for (int k = 0; k < kc; k++) {
-      const float* src = DY + (size_t)(k0 + k) * ldy;
-      for (int p = 0; p < P; p++) {
-        const int j0 = p * kPanel, w = imin(kPanel, O - j0);
-        float* dst = pb + ((size_t)p * kc + k) * kPanel;
-        std::memcpy(dst, src + j0, (size_t)w * sizeof(float));
-        for (int c = w; c < kPanel; c++) dst[c] = 0.f;
-      }
-    }
+    pack_w(kc, O, DY + (size_t)k0 * ldy, ldy, pb);
     if (db)
       for (int p = 0; p < P; p++)
         for (int v = 0; v < kNV; v++) {

@@ -327,13 +327,13 @@ void forward(const Config& c, const float* const* W, const float* images, const 
   {
     SECTION("pack_weights");
     for_each_item(1 + c.depth, [&](int i) {
-      if (i == 0) return pack_w(PD, D, W[P_PATCH_W], packPatch);
+      if (i == 0) return pack_w(PD, D, W[P_PATCH_W], D, packPatch);
       const float* const* w = &W[P_STEM_COUNT + B_COUNT * (i - 1)];
       const Block& k = blocks[i - 1];
       pack_b(D, 3 * IN, k.wqkv, [&](int r, int col) { return w[B_Q + col / IN][(size_t)r * IN + col % IN]; });
-      pack_w(IN, D, w[B_OUT_W], k.wout);
-      pack_w(D, M, w[B_FC1_W], k.w1);
-      pack_w(M, D, w[B_FC2_W], k.w2);
+      pack_w(IN, D, w[B_OUT_W], D, k.wout);
+      pack_w(D, M, w[B_FC1_W], M, k.w1);
+      pack_w(M, D, w[B_FC2_W], D, k.w2);
     });
   }
 
