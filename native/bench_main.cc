@@ -6,6 +6,7 @@
 //
 //   vit_bench [--models small,default,cpu_hour] [--threads 1,2] [--steps 5] [--batch 128]
 //             [--isa avx2,baseline] [--activation gelu|gelu_tanh] [--no-check] [--no-peak] [--profile]
+//   vit_bench --device cuda|host ...   the GPU model's checks and bench (gpu_bench.cc, --help)
 // --profile adds milliseconds per training step by section (TFPIPE_PROFILE_CLOCK=wall for wall time).
 // --dump FILE writes the check problem's logits and gradients (first variant run, float32);
 // --compare FILE compares this machine's with such a dump from another one (another ISA or CPU).
@@ -22,8 +23,10 @@
 #include "src/api.h"
 #include "src/dispatch.h"
 #include "src/profile.h"
+#include "bench_problem.h"
 
 using namespace tfpipe;
+using namespace tfpipe::bench;
 
 namespace {
 
@@ -45,98 +48,15 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-std::string json_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '"' || c == '\\') o += '\\';
-    o += c;
-  }
-  return o;
-}
-
-// Parameter sizes in layout order (api.h).
-std::vector<size_t> param_sizes(const Config& c) {
-  const size_t T = (size_t)(c.image / c.patch) * (c.image / c.patch) + 1, D = c.dim, IN = (size_t)c.heads * c.dimHead,
-               PD = (size_t)c.channels * c.patch * c.patch, M = c.mlp;
-  std::vector<size_t> s = {PD * D, D, D, T * D};
-  for (int l = 0; l < c.depth; l++) {
-    const size_t b[B_COUNT] = {D, D, D * IN, D * IN, D * IN, IN * D, D, D, D, D * M, M, M * D, D};
-    s.insert(s.end(), b, b + B_COUNT);
-  }
-  const size_t h[H_COUNT] = {D, D, D * c.classes, (size_t)c.classes};
-  s.insert(s.end(), h, h + H_COUNT);
-  return s;
-}
-
-struct Problem {
-  Config c;
-  std::vector<std::vector<float>> w, g;
-  std::vector<float> images, targets, logits, dlogits;
-  std::vector<const float*> W;
-  std::vector<float*> G;
-  Problem(const Config& cfg, unsigned seed) : c(cfg) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> u(-0.1f, 0.1f);
-    std::normal_distribution<float> n(0.f, 1.f);
-    for (size_t size : param_sizes(c)) {
-      std::vector<float> v(size);
-      for (auto& x : v) x = u(rng);
-      w.push_back(v);
-      g.emplace_back(size);
-    }
-    // LayerNorm gains near 1, as trained ones are.
-    auto gains = [&](size_t i) {
-      for (auto& x : w[i]) x += 1.f;
-    };
-    gains(P_STEM_COUNT + B_LN1_G);
-    for (int l = 0; l < c.depth; l++) {
-      gains(P_STEM_COUNT + B_COUNT * l + B_LN1_G);
-      gains(P_STEM_COUNT + B_COUNT * l + B_LN2_G);
-    }
-    gains(P_STEM_COUNT + B_COUNT * c.depth + H_LN_G);
-    images.resize((size_t)c.batch * c.image * c.image * c.channels);
-    for (auto& x : images) x = n(rng);
-    targets.assign((size_t)c.batch * c.classes, 0.02f / (c.classes - 1));
-    for (int b = 0; b < c.batch; b++) targets[(size_t)b * c.classes + (b * 7) % c.classes] = 0.98f;
-    logits.resize((size_t)c.batch * c.classes);
-    dlogits.resize(logits.size());
-    for (auto& v : w) W.push_back(v.data());
-    for (auto& v : g) G.push_back(v.data());
-  }
-  double train_step(const Kernels* k, Workspace* ws, const DropoutSpec& d) {
-    for (auto& v : g) std::fill(v.begin(), v.end(), 0.f);
-    k->forward(c, W.data(), images.data(), d, ws, logits.data(), nullptr);
-    double loss;
-    int correct;
-    softmax_cross_entropy(c.batch, c.classes, logits.data(), targets.data(), &loss, &correct, dlogits.data());
-    k->backward(c, W.data(), G.data(), dlogits.data(), d, ws);
-    return loss;
-  }
-};
-
-DropoutSpec dropout(float rate, uint32_t seed) {
-  DropoutSpec d{};
-  d.active = rate > 0;
-  d.seed = seed;
-  d.threshold = (uint32_t)std::floor(rate * 16777216.0);
-  d.keep = (float)(1.0 / (1.0 - rate));
-  return d;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double scale = 1e-3, m = 0;
-  for (float v : b) scale = std::max(scale, (double)std::fabs(v));
-  for (size_t i = 0; i < a.size(); i++) m = std::max(m, (double)std::fabs(a[i] - b[i]));
-  return m / scale;
-}
 
 }  // namespace
 
+// vit_bench --device cuda|host: the GPU model's checks and bench (gpu_bench.cc).
+int gpu_main(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; i++)
+    if (!std::strcmp(argv[i], "--device")) return gpu_main(argc, argv);
   std::string models = "small,default,cpu_hour", threads = "1,2", isas, dump, compare;
   int steps = 5, batch = 128, activation = kGeluErf;
   bool check = true, peak = true, profile = false;

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Builds native/build/vit_bench, the standalone kernel benchmark (no Node needed): the same
-# per-variant objects as the addon (native/variants.conf), plus bench_main.cc.
+# per-variant objects as the addon (native/variants.conf), plus bench_main.cc, and the GPU model
+# (native/cuda/) with its CUDA kernels where nvcc is found (TFPIPE_CUDA_BUILD=0 leaves them out).
 #   sh native/build-bench.sh && native/build/vit_bench --threads 1,2
+#   native/build/vit_bench --device cuda --parity --bench
 # CXX picks the compiler; TFPIPE_NATIVE_CFLAGS replaces -O3 -ffp-contract=fast. For a cross
 # build, TFPIPE_ARCH names the target (as uname -m) and TFPIPE_BENCH_OUT the binary, e.g.
 #   CXX=aarch64-linux-gnu-g++ TFPIPE_ARCH=aarch64 TFPIPE_BENCH_OUT=native/build/vit_bench-arm64 sh native/build-bench.sh
@@ -29,15 +31,37 @@ for v in $variants; do
   fi
 done
 [ -n "$objects" ] || { echo "vit_bench: no variant compiled" >&2; exit 1; }
-for u in dispatch pool workspace profile layout loss; do
+for u in dispatch pool workspace profile layout loss optimizer; do
   extra=""
   [ "$u" = dispatch ] && extra="$have"
   # shellcheck disable=SC2086
   $cxx $opt -std=c++17 -pthread $extra -I"$here/src" -c "$here/src/$u.cc" -o "$obj/$u.o"
   objects="$objects $obj/$u.o"
 done
+for u in bench_main gpu_bench; do
+  # shellcheck disable=SC2086
+  $cxx $opt -std=c++17 -pthread -I"$here" -c "$here/$u.cc" -o "$obj/$u.o"
+  objects="$objects $obj/$u.o"
+done
+# The GPU model: the host executor always, the device executor where nvcc builds it.
+nvcc=${NVCC:-nvcc}
+gpu="host only"
 # shellcheck disable=SC2086
-$cxx $opt -std=c++17 -pthread -I"$here" -c "$here/bench_main.cc" -o "$obj/bench_main.o"
-# shellcheck disable=SC2086
-$cxx $opt -pthread $objects "$obj/bench_main.o" -o "$out"
-echo "built $out (variants:$(echo "$have" | sed 's/-DTFPIPE_HAVE_/ /g' | tr '[:upper:]' '[:lower:]'))"
+$cxx $opt -std=c++17 -pthread -c "$here/cuda/host_exec.cc" -o "$obj/host_exec.o"
+objects="$objects $obj/host_exec.o"
+if [ "${TFPIPE_CUDA_BUILD:-1}" != 0 ] && command -v "$nvcc" >/dev/null 2>&1; then
+  arch=${TFPIPE_CUDA_ARCH:-$(grep -v '^#' "$here/cuda/targets.conf" | tr '\n' ' ')}
+  # shellcheck disable=SC2086
+  "$nvcc" -O3 -std=c++17 $arch -c "$here/cuda/device_exec.cu" -o "$obj/device_exec.o"
+  # shellcheck disable=SC2086
+  $cxx $opt -std=c++17 -pthread -c "$here/cuda/cublaslt.cc" -o "$obj/cublaslt.o"
+  # shellcheck disable=SC2086
+  "$nvcc" -O3 -cudart static -Xcompiler -pthread $objects "$obj/device_exec.o" "$obj/cublaslt.o" -ldl -o "$out"
+  gpu="cuda ($arch)"
+else
+  # shellcheck disable=SC2086
+  $cxx $opt -std=c++17 -pthread -c "$here/cuda/no_device.cc" -o "$obj/no_device.o"
+  # shellcheck disable=SC2086
+  $cxx $opt -pthread $objects "$obj/no_device.o" -o "$out"
+fi
+echo "built $out (variants:$(echo "$have" | sed 's/-DTFPIPE_HAVE_/ /g' | tr '[:upper:]' '[:lower:]'); gpu: $gpu)"

@@ -148,8 +148,6 @@ bool read_config(napi_env env, napi_value obj, Config* c) {
   return true;
 }
 
-int param_count(const Config& c) { return P_STEM_COUNT + B_COUNT * c.depth + H_COUNT; }
-
 // Everything a run needs, gathered from the JS arguments.
 struct Job {
   const Kernels* kernels = nullptr;
@@ -256,20 +254,12 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
     job->W[i] = p;
   }
   // The sizes the kernels will read: a wrong one would read out of bounds.
-  {
-    const size_t D = c.dim, IN = (size_t)c.heads * c.dimHead, PD = (size_t)c.channels * c.patch * c.patch, M = c.mlp;
-    const size_t stem[P_STEM_COUNT] = {PD * D, D, D, (size_t)T * D};
-    const size_t block[B_COUNT] = {D, D, D * IN, D * IN, D * IN, IN * D, D, D, D, D * M, M, M * D, D};
-    const size_t head[H_COUNT] = {D, D, D * c.classes, (size_t)c.classes};
-    for (uint32_t i = 0; i < nw; i++) {
-      size_t want = i < P_STEM_COUNT ? stem[i]
-                    : i < (uint32_t)(P_STEM_COUNT + B_COUNT * c.depth) ? block[(i - P_STEM_COUNT) % B_COUNT]
-                                                                        : head[i - P_STEM_COUNT - B_COUNT * c.depth];
-      if (sizes[i] != want) {
-        napi_throw_range_error(env, nullptr, ("vit_kernels: weight " + std::to_string(i) + " has " + std::to_string(sizes[i]) +
-                                              " values, expected " + std::to_string(want)).c_str());
-        return nullptr;
-      }
+  for (uint32_t i = 0; i < nw; i++) {
+    const size_t want = param_size(c, (int)i);
+    if (sizes[i] != want) {
+      napi_throw_range_error(env, nullptr, ("vit_kernels: weight " + std::to_string(i) + " has " + std::to_string(sizes[i]) +
+                                            " values, expected " + std::to_string(want)).c_str());
+      return nullptr;
     }
   }
   // An input array of n floats.

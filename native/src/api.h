@@ -32,6 +32,10 @@ enum HeadParam { H_LN_G, H_LN_B, H_W, H_B, H_COUNT };
 extern const char* const kStemNames[P_STEM_COUNT];
 extern const char* const kBlockNames[B_COUNT];
 extern const char* const kHeadNames[H_COUNT];
+// Number of weight arrays of a model, and the floats of array i (layout order): the one place the
+// C++ side derives the shapes (layout.cc), as src/ml/vit/layout.ts does for TypeScript.
+int param_count(const Config& c);
+size_t param_size(const Config& c, int i);
 
 // Dropout sites: 0 is the embedding; block l owns 1 + kSitesPerBlock * l + BlockSite.
 enum BlockSite { S_ATTN_WEIGHTS, S_ATTN_OUT, S_MLP_HIDDEN, S_MLP_OUT, kSitesPerBlock };

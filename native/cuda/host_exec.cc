@@ -1,0 +1,96 @@
+// The host executor of the GPU model (model.h): the same model code as the GPU runs, with plain
+// loops for the kernels and a reference GEMM for cuBLASLt. It lets CI check the GPU path's
+// formulas, layouts and transposes against the CPU kernels on machines without a GPU (and without
+// nvcc: this file is plain C++). Single-threaded and slow: for small test models only.
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+
+#include "model.h"
+
+namespace tfpipe {
+namespace gpu {
+
+const char* precision_name(Precision p) { return p == kTf32 ? "tf32" : p == kBf16 ? "bf16" : "fp32"; }
+
+bool parse_precision(const char* name, Precision* out) {
+  for (Precision p : {kFp32, kTf32, kBf16})
+    if (name && !std::strcmp(name, precision_name(p))) {
+      *out = p;
+      return true;
+    }
+  return false;
+}
+
+float round_to_precision(float x, Precision p) {
+  if (p == kFp32) return x;
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7f800000u) == 0x7f800000u) return x;  // NaN, infinity
+  const int drop = p == kBf16 ? 16 : 13;          // bf16 keeps 7 mantissa bits, TF32 10
+  const uint32_t half = 1u << (drop - 1), lsb = (u >> drop) & 1u;
+  u = (u + half - 1 + lsb) & ~((1u << drop) - 1);  // round to nearest, ties to even
+  float r;
+  std::memcpy(&r, &u, sizeof r);
+  return r;
+}
+
+void host_gemm(const Gemm& g, Precision p) {
+  for (int bi = 0; bi < g.batch; bi++) {
+    const float* A = g.A + bi * g.sa;
+    const float* B = g.B + bi * g.sb;
+    float* C = g.C + bi * g.sc;
+    for (int m = 0; m < g.M; m++)
+      for (int n = 0; n < g.N; n++) {
+        float acc = 0.f;
+        for (int k = 0; k < g.K; k++) {
+          const float a = g.ta ? A[(size_t)k * g.lda + m] : A[(size_t)m * g.lda + k];
+          const float b = g.tb ? B[(size_t)n * g.ldb + k] : B[(size_t)k * g.ldb + n];
+          acc += round_to_precision(a, p) * round_to_precision(b, p);
+        }
+        float& c = C[(size_t)m * g.ldc + n];
+        c = g.beta == 0.f ? g.alpha * acc : g.alpha * acc + g.beta * c;
+      }
+  }
+}
+
+namespace {
+
+struct HostExec {
+  Precision precision;
+  std::vector<std::unique_ptr<double[]>> blocks;
+
+  explicit HostExec(Precision p) : precision(p) {}
+  void* alloc(size_t bytes) {
+    blocks.emplace_back(new double[bytes / sizeof(double) + 1]());
+    return blocks.back().get();
+  }
+  void upload(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+  void zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
+  void sync() {}
+  template <class F>
+  void each(const char*, size_t n, const F& f) {
+    for (size_t i = 0; i < n; i++) f(i);
+  }
+  template <class F>
+  void rows(const char*, size_t n, const F& f) {
+    for (size_t r = 0; r < n; r++) f(r, 0, 1);
+  }
+  void gemm(const char*, const Gemm& g) { host_gemm(g, precision); }
+  void sumsq(const char*, const float* x, size_t n, double* out) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    *out = s;
+  }
+};
+
+}  // namespace
+
+Trainer* new_host_trainer(const Config& c, Precision p) { return new Model<HostExec>(c, p); }
+
+Trainer* new_trainer(const Config& c, Precision p, bool host) { return host ? new_host_trainer(c, p) : new_device_trainer(c, p); }
+
+}  // namespace gpu
+}  // namespace tfpipe

@@ -1,0 +1,172 @@
+// The training-only arithmetic of the GPU model: loss, deterministic column sums (bias, norm and
+// position gradients), gradient clipping and the optimizers. Functors as in ops.h; every sum is
+// taken in a fixed order of fixed pieces, so a step gives the same bits every time it runs.
+#pragma once
+#include "ops.h"
+
+namespace tfpipe {
+namespace gpu {
+
+// Mean softmax cross-entropy against soft targets, one sample per call, in double as
+// native/src/loss.cc: loss[b], right[b] (argmax of logits == argmax of targets) and dlogits =
+// (softmax - t) / B.
+struct CrossEntropy {
+  const float *logits, *targets;
+  float* dlogits;
+  double* loss;
+  int* right;
+  int C, B;
+  TFP_HD void operator()(size_t b) const {
+    const float* l = logits + b * C;
+    const float* t = targets + b * C;
+    float m = l[0];
+    int am = 0, at = 0;
+    for (int i = 1; i < C; i++) {
+      if (l[i] > m) {
+        m = l[i];
+        am = i;
+      }
+      if (t[i] > t[at]) at = i;
+    }
+    double s = 0;
+    for (int i = 0; i < C; i++) s += exp((double)(l[i] - m));
+    const double lse = m + log(s);
+    double total = 0;
+    for (int i = 0; i < C; i++) {
+      total -= t[i] * (l[i] - lse);
+      dlogits[b * C + i] = (float)((exp(l[i] - lse) - t[i]) / B);
+    }
+    loss[b] = total;
+    right[b] = am == at;
+  }
+};
+
+// One thread: the batch's mean loss and correct count, summed in sample order.
+struct LossTotal {
+  const double* loss;
+  const int* right;
+  Scalars* s;
+  int B;
+  TFP_HD void operator()(size_t) const {
+    double total = 0;
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+      total += loss[b];
+      n += right[b];
+    }
+    s->loss = total / B;
+    s->correct = n;
+  }
+};
+
+// Column sums out[c] = sum over rows r of a[r][c] (times b[r][c] when b is given), in two passes
+// so that thousands of threads share the rows: partial sums over fixed chunks of kColChunk rows,
+// then the chunks' sums in order.
+constexpr int kColChunk = 64;
+
+inline size_t col_chunks(size_t rows) { return (rows + kColChunk - 1) / kColChunk; }
+
+struct ColPartial {
+  const float *a, *b;
+  float* part;
+  size_t rows;
+  int cols, ld;
+  TFP_HD void operator()(size_t i) const {
+    const size_t k = i / cols;
+    const int c = (int)(i % cols);
+    const size_t r0 = k * kColChunk, r1 = r0 + kColChunk < rows ? r0 + kColChunk : rows;
+    float s = 0.f;
+    if (b)
+      for (size_t r = r0; r < r1; r++) s += a[r * ld + c] * b[r * ld + c];
+    else
+      for (size_t r = r0; r < r1; r++) s += a[r * ld + c];
+    part[i] = s;
+  }
+};
+
+struct ColFinal {
+  const float* part;
+  float* out;
+  size_t chunks;
+  int cols;
+  TFP_HD void operator()(size_t c) const {
+    float s = 0.f;
+    for (size_t k = 0; k < chunks; k++) s += part[k * cols + c];
+    out[c] = s;
+  }
+};
+
+// dst[i] = src[i].
+struct Copy {
+  const float* src;
+  float* dst;
+  TFP_HD void operator()(size_t i) const { dst[i] = src[i]; }
+};
+
+// The patch tokens' rows of x [B, T, D] as one matrix [B N, D].
+struct GatherPatches {
+  const float* x;
+  float* out;
+  int N, T, D;
+  TFP_HD void operator()(size_t i) const {
+    const size_t bp = i / D;
+    const int d = (int)(i % D);
+    const size_t b = bp / N, p = bp % N;
+    out[i] = x[(b * T + 1 + p) * D + d];
+  }
+};
+
+// Scales every gradient so that their global L2 norm is at most clipNorm (api.h's rule).
+struct Clip {
+  float* g;
+  const Scalars* s;
+  TFP_HD void operator()(size_t i) const {
+    const double norm = sqrt(s->gradSq);
+    if (s->clipNorm > 0 && norm > s->clipNorm) g[i] *= (float)(s->clipNorm / (norm + 1e-6));
+  }
+};
+
+// Adam and AdamW (native/src/optimizer.cc, torch semantics): Adam adds wd w to g, AdamW shrinks w
+// by 1 - lr wd; both only for weights whose decay flag is set.
+struct AdamStep {
+  float *w, *m, *v;
+  const float* g;
+  const uint8_t* decay;
+  const Scalars* s;
+  float b1, b2, ob1, ob2, eps, wd;
+  bool coupled;  // Adam (true) or AdamW (false)
+  TFP_HD void operator()(size_t i) const {
+    const bool dec = decay[i] && wd > 0;
+    const float shrink = dec ? s->shrink : 1.f;
+    const float gi = dec && coupled ? g[i] + w[i] * wd : g[i];
+    const float m1 = m[i] * b1 + gi * ob1;
+    const float v1 = v[i] * b2 + gi * gi * ob2;
+    m[i] = m1;
+    v[i] = v1;
+    const float mhat = m1 / s->bc1, vhat = v1 / s->bc2;
+    w[i] = w[i] * shrink - mhat / (sqrtf(vhat) + eps) * s->lr;
+  }
+};
+
+// SGD with momentum (coupled weight decay), torch semantics: the buffer starts as the first
+// gradient.
+struct SgdStep {
+  float *w, *buf;
+  const float* g;
+  const uint8_t* decay;
+  const Scalars* s;
+  float momentum, wd;
+  TFP_HD void operator()(size_t i) const {
+    const bool dec = decay[i] && wd > 0;
+    const float gi = dec ? g[i] + w[i] * wd : g[i];
+    float next = gi;
+    if (momentum > 0) {
+      next = s->step == 1 ? gi : buf[i] * momentum + gi;
+      buf[i] = next;
+    }
+    w[i] = w[i] - next * s->lr;
+  }
+};
+
+}  // namespace gpu
+}  // namespace tfpipe
