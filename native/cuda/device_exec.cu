@@ -4,6 +4,7 @@
 // synchronises after each launch, so an asynchronous fault is pinned to the launch that made it.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -44,6 +45,17 @@ __global__ void rows_kernel(F f, size_t n) {
   const size_t warps = (size_t)gridDim.x * blockDim.x / 32;
   const int lane = threadIdx.x & 31;
   for (size_t r = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / 32; r < n; r += warps) f(r, lane, 32);
+}
+
+// One item per block (grid-stride over items), the block's threads and shared memory shared.
+template <class F>
+__global__ void blocks_kernel(F f, size_t n) {
+  extern __shared__ float smem[];
+  const BlockCtx c{(int)threadIdx.x, (int)blockDim.x, (int)threadIdx.x / 32, (int)blockDim.x / 32, (int)threadIdx.x & 31, 32, smem};
+  for (size_t b = blockIdx.x; b < n; b += gridDim.x) {
+    f(b, c);
+    __syncthreads();
+  }
 }
 
 // Sum of squares in two fixed-shape passes (kSumBlocks partial sums, then one block), in double:
@@ -167,6 +179,8 @@ struct DeviceExec {
   bool syncEach = false;
   std::vector<void*> allocs;
   std::map<std::string, Plan> plans;
+  int smemOptin = 48 << 10;  // shared memory a block may have, bytes
+  std::vector<const void*> wideKernels;  // kernels already allowed more than 48 KB
   bool profiling = false;
   struct Mark {
     const char* what;
@@ -185,6 +199,7 @@ struct DeviceExec {
     const char* prof = std::getenv("TFPIPE_CUDA_PROFILE");
     profiling = prof && *prof && std::strcmp(prof, "0") != 0;
     CK("setup", cudaSetDevice(device_index()));
+    CK("setup", cudaDeviceGetAttribute(&smemOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_index()));
     CK("setup", cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     const lt::Status st = api->create(&handle);
     if (st != 0) throw std::runtime_error(std::string("cublasLtCreate: ") + lt::status_name(st));
@@ -278,6 +293,21 @@ struct DeviceExec {
     if (!n) return;
     const size_t blocks = (n + kThreads / 32 - 1) / (kThreads / 32);
     timed(what, [&] { rows_kernel<<<(unsigned)(blocks < kMaxBlocks ? blocks : kMaxBlocks), kThreads, 0, stream>>>(f, n); });
+  }
+  template <class F>
+  void blocks(const char* what, size_t n, int warps, size_t smemFloats, const F& f) {
+    if (!n) return;
+    const size_t bytes = smemFloats * sizeof(float);
+    if (bytes > (size_t)smemOptin)
+      throw std::runtime_error(std::string(what) + " needs " + std::to_string(bytes >> 10) + " KB of shared memory per block; this GPU offers " +
+                               std::to_string(smemOptin >> 10) + " KB");
+    const void* k = (const void*)blocks_kernel<F>;
+    if (bytes > (48u << 10) && std::find(wideKernels.begin(), wideKernels.end(), k) == wideKernels.end()) {
+      CK(what, cudaFuncSetAttribute(blocks_kernel<F>, cudaFuncAttributeMaxDynamicSharedMemorySize, smemOptin));
+      wideKernels.push_back(k);
+    }
+    const unsigned grid = (unsigned)(n < (1u << 20) ? n : (1u << 20));
+    timed(what, [&] { blocks_kernel<<<grid, warps * 32, bytes, stream>>>(f, n); });
   }
   void sumsq(const char* what, const float* x, size_t n, double* out) {
     timed(what, [&] { sumsq_partial<<<kSumBlocks, kThreads, 0, stream>>>(x, n, sumParts); });

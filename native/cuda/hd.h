@@ -36,5 +36,43 @@ TFP_HD float lane_max(float v) {
   return v;
 }
 
+// Rounded multiply and add that the compiler may not fuse into one FMA: where the CPU code (built
+// without FMA for its baseline) and the GPU must round alike, e.g. the optimizer, whose g / (|g| +
+// eps) turns a last-bit difference of a near-zero gradient into a difference of a whole step.
+TFP_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+TFP_HD float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+// What a block functor sees: its thread among the block's, its warp and lane, the block's shared
+// memory, and barriers. On the GPU a block of `threads` threads runs the functor for one item;
+// on the host one call does (one thread, one warp of width 1, barriers that do nothing), so loops
+// written as "for (e = tid; e < n; e += threads)" and "for (row = warp; ...; row += warps)" cover
+// everything either way.
+struct BlockCtx {
+  int tid, threads, warp, warps, lane, width;
+  float* smem;
+  TFP_HD void sync() const {
+#if defined(__CUDA_ARCH__)
+    __syncthreads();
+#endif
+  }
+  TFP_HD void warp_sync() const {
+#if defined(__CUDA_ARCH__)
+    __syncwarp();
+#endif
+  }
+};
+
 }  // namespace gpu
 }  // namespace tfpipe

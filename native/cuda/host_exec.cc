@@ -59,12 +59,12 @@ namespace {
 
 struct HostExec {
   Precision precision;
-  std::vector<std::unique_ptr<double[]>> blocks;
+  std::vector<std::unique_ptr<double[]>> storage;
 
   explicit HostExec(Precision p) : precision(p) {}
   void* alloc(size_t bytes) {
-    blocks.emplace_back(new double[bytes / sizeof(double) + 1]());
-    return blocks.back().get();
+    storage.emplace_back(new double[bytes / sizeof(double) + 1]());
+    return storage.back().get();
   }
   void upload(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
@@ -77,6 +77,12 @@ struct HostExec {
   template <class F>
   void rows(const char*, size_t n, const F& f) {
     for (size_t r = 0; r < n; r++) f(r, 0, 1);
+  }
+  template <class F>
+  void blocks(const char*, size_t n, int, size_t smemFloats, const F& f) {
+    std::vector<float> smem(smemFloats);
+    const BlockCtx c{0, 1, 0, 1, 0, 1, smem.data()};
+    for (size_t b = 0; b < n; b++) f(b, c);
   }
   void gemm(const char*, const Gemm& g) { host_gemm(g, precision); }
   void sumsq(const char*, const float* x, size_t n, double* out) {

@@ -6,6 +6,7 @@
 // Layout on the executor: every weight in one flat buffer (each array at a 256-byte boundary),
 // gradients and optimizer slots in buffers of the same layout, so clipping and the update are one
 // pass each. Each block keeps what its backward reads; the rest is scratch shared by all blocks.
+// Attention runs one (sample, head) per GPU block (ops_attention.h), kAttentionWarps warps each.
 #pragma once
 #include <cmath>
 #include <cstring>
@@ -15,10 +16,13 @@
 
 #include "api.h"
 #include "gemm.h"
+#include "ops_attention.h"
 #include "ops_train.h"
 
 namespace tfpipe {
 namespace gpu {
+
+constexpr int kAttentionWarps = 8;
 
 template <class X>
 class Model final : public Trainer {
@@ -58,12 +62,10 @@ class Model final : public Trainer {
     x_ = f(R * D_);
     tmp_ = f(R * D_);
     qkv_ = f(3 * RI);
-    oh_ = f(RI);
     hid_ = f(R * M_);
     for (int l = 0; l < c.depth; l++) {
       Blk k;
-      k.xhat1 = f(R * D_), k.rstd1 = f(R), k.y1 = f(R * D_), k.qkvh = f(3 * RI), k.P = f(BHT);
-      k.Pd = c.dropout > 0 ? f(BHT) : nullptr;
+      k.xhat1 = f(R * D_), k.rstd1 = f(R), k.y1 = f(R * D_), k.qkv = f(3 * RI), k.P = f(BHT);
       k.o = f(RI), k.xhat2 = f(R * D_), k.rstd2 = f(R), k.y2 = f(R * D_), k.hgrad = f(R * M_), k.g = f(R * M_);
       blk_.push_back(k);
     }
@@ -71,8 +73,9 @@ class Model final : public Trainer {
     dlogits_ = f((size_t)B_ * C_), dhy_ = f((size_t)B_ * D_);
     lossRow_ = (double*)ex_.alloc(sizeof(double) * B_);
     right_ = (int*)ex_.alloc(sizeof(int) * B_);
-    dx_ = f(R * D_), dr_ = f(R * D_), dy_ = f(R * D_), dO_ = f(RI), dqkvh_ = f(3 * RI), dP_ = f(BHT), demb_ = f((size_t)B_ * N_ * D_);
-    const size_t widest = (size_t)(D_ > M_ ? D_ : M_);
+    dx_ = f(R * D_), dr_ = f(R * D_), dy_ = f(R * D_), dO_ = f(RI), dS_ = f(BHT), demb_ = f((size_t)B_ * N_ * D_);
+    dPd_ = c.dropout > 0 ? f(BHT) : nullptr;
+    const size_t widest = (size_t)(2 * D_ > M_ ? 2 * D_ : M_);
     size_t part = col_chunks(R) * widest;
     if (col_chunks(B_) * T_ * D_ > part) part = col_chunks(B_) * T_ * D_;
     if (col_chunks(B_) * C_ > part) part = col_chunks(B_) * C_;
@@ -172,7 +175,7 @@ class Model final : public Trainer {
 
  private:
   struct Blk {
-    float *xhat1, *rstd1, *y1, *qkvh, *P, *Pd, *o, *xhat2, *rstd2, *y2, *hgrad, *g;
+    float *xhat1, *rstd1, *y1, *qkv, *P, *o, *xhat2, *rstd2, *y2, *hgrad, *g;
   };
 
   float* f(size_t n) { return (float*)ex_.alloc(n * sizeof(float)); }
@@ -192,11 +195,28 @@ class Model final : public Trainer {
     for (size_t i = 0; i < off_.size(); i++) ex_.download(out[i], flat + off_[i], len_[i] * sizeof(float));
   }
 
-  // out[c] = column sums of a (times b) over `rows` rows of `cols` (row stride ld).
-  void colsum(const char* what, const float* a, const float* b, size_t rows, int cols, int ld, float* out) {
+  // Column sums, partial pass p over (chunk, column) items, then the chunks in order (ops_train.h).
+  template <class Partial>
+  void colsum(const char* what, size_t rows, int cols, const Partial& p, float* out, float* out2 = nullptr) {
     const size_t chunks = col_chunks(rows);
-    ex_.each(what, chunks * cols, ColPartial{a, b, part_, rows, cols, ld});
-    ex_.each(what, cols, ColFinal{part_, out, chunks, cols});
+    ex_.each(what, chunks * cols, p);
+    ex_.each(what, out2 ? 2 * cols : cols, ColFinal{part_, out, out2, chunks, cols});
+  }
+  void colsum(const char* what, const float* a, size_t rows, int cols, int ld, float* out) {
+    colsum(what, rows, cols, ColPartial{a, part_, rows, cols, ld}, out);
+  }
+  // A layer norm's gain and bias gradients from its output gradient dy and xhat [rows, D].
+  void norm_grads(const char* what, const float* dy, const float* xhat, size_t rows, float* dg, float* db) {
+    colsum(what, rows, D_, NormPartial{dy, xhat, part_, rows, D_}, dg, db);
+  }
+  // dr = dx x mask of `site` with its column sums into db; without dropout dr is dx itself.
+  const float* dropout_bwd(const char* what, int site, size_t rows, float* db) {
+    if (!host_.dropout) {
+      colsum(what, dx_, rows, D_, D_, db);
+      return dx_;
+    }
+    colsum(what, rows, D_, DropPartial{dx_, dr_, drop(site), part_, rows, D_}, db);
+    return dr_;
   }
 
   void forward_pass(int b) {
@@ -214,19 +234,10 @@ class Model final : public Trainer {
     const Blk& k = blk_[l];
     const int R = b * T_, BH = b * H_;
     const size_t RI = (size_t)R * IN_;
-    const float *qh = k.qkvh, *kh = qh + RI, *vh = kh + RI;
     ex_.rows("ln1", R, LnFwd{x_, w(l, B_LN1_G), w(l, B_LN1_B), k.xhat1, k.y1, k.rstd1, D_, 1});
-    for (int j = 0; j < 3; j++) ex_.gemm("qkv", mm(false, false, R, IN_, D_, k.y1, D_, w(l, B_Q + j), IN_, qkv_ + j * RI, IN_));
-    ex_.each("split_heads", 3 * RI, SplitHeads{qkv_, k.qkvh, RI, T_, H_, dh_, IN_});
-    Gemm s = batched(mm(false, true, T_, T_, dh_, qh, dh_, kh, dh_, k.P, Tp_), BH, (long long)T_ * dh_, (long long)T_ * dh_,
-                     (long long)T_ * Tp_);
-    s.alpha = 1.f / std::sqrt((float)dh_);
-    ex_.gemm("attention_scores", s);
-    ex_.rows("softmax", (size_t)BH * T_, Softmax{k.P, k.Pd, drop(site(l, S_ATTN_WEIGHTS)), T_, Tp_});
-    const float* A = host_.dropout ? k.Pd : k.P;
-    ex_.gemm("attention_values", batched(mm(false, false, T_, dh_, T_, A, Tp_, vh, dh_, oh_, dh_), BH, (long long)T_ * Tp_,
-                                         (long long)T_ * dh_, (long long)T_ * dh_));
-    ex_.each("merge_heads", RI, MergeHeads{oh_, k.o, RI, T_, H_, dh_, IN_});
+    for (int j = 0; j < 3; j++) ex_.gemm("qkv", mm(false, false, R, IN_, D_, k.y1, D_, w(l, B_Q + j), IN_, k.qkv + j * RI, IN_));
+    ex_.blocks("attention", BH, kAttentionWarps, AttentionFwd::smem_floats(T_, dh_, kAttentionWarps),
+               AttentionFwd{k.qkv, k.P, k.o, drop(site(l, S_ATTN_WEIGHTS)), RI, T_, H_, dh_, IN_, Tp_, 1.f / std::sqrt((float)dh_)});
     ex_.gemm("attention_out", mm(false, false, R, D_, IN_, k.o, IN_, w(l, B_OUT_W), D_, tmp_, D_));
     ex_.each("attention_residual", (size_t)R * D_, BiasDropAdd{tmp_, w(l, B_OUT_B), x_, drop(site(l, S_ATTN_OUT)), D_});
     ex_.rows("ln2", R, LnFwd{x_, w(l, B_LN2_G), w(l, B_LN2_B), k.xhat2, k.y2, k.rstd2, D_, 1});
@@ -240,20 +251,19 @@ class Model final : public Trainer {
     const size_t R = (size_t)b * T_;
     // Head: logits = LN(x[:, 0]) W + bias.
     ex_.gemm("head_dw", mm(true, false, D_, C_, b, hy_, D_, dlogits_, C_, HG(H_W), C_));
-    colsum("head_db", dlogits_, nullptr, b, C_, C_, HG(H_B));
+    colsum("head_db", dlogits_, b, C_, C_, HG(H_B));
     ex_.gemm("head_dx", mm(false, true, b, D_, C_, dlogits_, C_, HW(H_W), C_, dhy_, D_));
     ex_.zero(dx_, R * D_ * sizeof(float));
     ex_.rows("head_norm_bwd", b, LnBwd{hxhat_, hrstd_, HW(H_LN_G), dhy_, dx_, D_, T_});
-    colsum("head_norm_dg", dhy_, hxhat_, b, D_, D_, HG(H_LN_G));
-    colsum("head_norm_db", dhy_, nullptr, b, D_, D_, HG(H_LN_B));
+    norm_grads("head_norm_grads", dhy_, hxhat_, b, HG(H_LN_G), HG(H_LN_B));
     for (int l = c_.depth - 1; l >= 0; l--) block_backward(l, b);
     // Embedding: x0 = dropout([cls; patches W + bias] + pos).
-    ex_.each("embed_dropout_bwd", R * D_, DropMul{dx_, dx_, drop(kSiteEmbedding)});
-    colsum("pos_grad", dx_, nullptr, b, T_ * D_, T_ * D_, G(P_POS));
+    if (host_.dropout) ex_.each("embed_dropout_bwd", R * D_, DropMul{dx_, dx_, drop(kSiteEmbedding)});
+    colsum("pos_grad", dx_, b, T_ * D_, T_ * D_, G(P_POS));
     ex_.each("cls_grad", D_, Copy{G(P_POS), G(P_CLS)});
     ex_.each("gather_patches", (size_t)b * N_ * D_, GatherPatches{dx_, demb_, N_, T_, D_});
     ex_.gemm("patch_dw", mm(true, false, PD_, D_, b * N_, patches_, PD_, demb_, D_, G(P_PATCH_W), D_));
-    colsum("patch_db", demb_, nullptr, (size_t)b * N_, D_, D_, G(P_PATCH_B));
+    colsum("patch_db", demb_, (size_t)b * N_, D_, D_, G(P_PATCH_B));
   }
 
   // dx_ holds the gradient of block l's output; leaves that of its input.
@@ -261,38 +271,22 @@ class Model final : public Trainer {
     const Blk& k = blk_[l];
     const int R = b * T_, BH = b * H_;
     const size_t RI = (size_t)R * IN_;
-    const float *qh = k.qkvh, *kh = qh + RI, *vh = kh + RI;
-    float *dqh = dqkvh_, *dkh = dqh + RI, *dvh = dkh + RI;
-    const long long tq = (long long)T_ * dh_, tp = (long long)T_ * Tp_;
     // x2 = x1 + dropout(fc2(dropout(gelu(fc1(ln2(x1)))))).
-    ex_.each("mlp_dropout_bwd", (size_t)R * D_, DropMul{dx_, dr_, drop(site(l, S_MLP_OUT))});
-    colsum("fc2_db", dr_, nullptr, R, D_, D_, g(l, B_FC2_B));
-    ex_.gemm("fc2_dw", mm(true, false, M_, D_, R, k.g, M_, dr_, D_, g(l, B_FC2_W), D_));
-    ex_.gemm("fc2_dx", mm(false, true, R, M_, D_, dr_, D_, w(l, B_FC2_W), D_, hid_, M_));
-    ex_.each("gelu_bwd", (size_t)R * M_, GeluBwd{hid_, k.hgrad, drop(site(l, S_MLP_HIDDEN))});
-    colsum("fc1_db", hid_, nullptr, R, M_, M_, g(l, B_FC1_B));
+    const float* dr = dropout_bwd("mlp_dropout_bwd", site(l, S_MLP_OUT), R, g(l, B_FC2_B));
+    ex_.gemm("fc2_dw", mm(true, false, M_, D_, R, k.g, M_, dr, D_, g(l, B_FC2_W), D_));
+    ex_.gemm("fc2_dx", mm(false, true, R, M_, D_, dr, D_, w(l, B_FC2_W), D_, hid_, M_));
+    colsum("gelu_bwd", R, M_, GeluBwdPartial{hid_, k.hgrad, drop(site(l, S_MLP_HIDDEN)), part_, (size_t)R, M_}, g(l, B_FC1_B));
     ex_.gemm("fc1_dw", mm(true, false, D_, M_, R, k.y2, D_, hid_, M_, g(l, B_FC1_W), M_));
     ex_.gemm("fc1_dx", mm(false, true, R, D_, M_, hid_, M_, w(l, B_FC1_W), M_, dy_, D_));
     ex_.rows("ln2_bwd", R, LnBwd{k.xhat2, k.rstd2, w(l, B_LN2_G), dy_, dx_, D_, 1});
-    colsum("ln2_dg", dy_, k.xhat2, R, D_, D_, g(l, B_LN2_G));
-    colsum("ln2_db", dy_, nullptr, R, D_, D_, g(l, B_LN2_B));
+    norm_grads("ln2_grads", dy_, k.xhat2, R, g(l, B_LN2_G), g(l, B_LN2_B));
     // x1 = x + dropout(out(attention(ln1(x)))).
-    ex_.each("attention_dropout_bwd", (size_t)R * D_, DropMul{dx_, dr_, drop(site(l, S_ATTN_OUT))});
-    colsum("out_db", dr_, nullptr, R, D_, D_, g(l, B_OUT_B));
-    ex_.gemm("out_dw", mm(true, false, IN_, D_, R, k.o, IN_, dr_, D_, g(l, B_OUT_W), D_));
-    ex_.gemm("out_dx", mm(false, true, R, IN_, D_, dr_, D_, w(l, B_OUT_W), D_, dO_, IN_));
-    ex_.each("split_heads_bwd", RI, SplitHeads{dO_, oh_, RI, T_, H_, dh_, IN_});
-    const float* A = host_.dropout ? k.Pd : k.P;
-    ex_.gemm("attention_dp", batched(mm(false, true, T_, T_, dh_, oh_, dh_, vh, dh_, dP_, Tp_), BH, tq, tq, tp));
-    ex_.gemm("attention_dv", batched(mm(true, false, T_, dh_, T_, A, Tp_, oh_, dh_, dvh, dh_), BH, tp, tq, tq));
-    ex_.rows("softmax_bwd", (size_t)BH * T_, SoftmaxBwd{k.P, dP_, drop(site(l, S_ATTN_WEIGHTS)), T_, Tp_});
-    const float scale = 1.f / std::sqrt((float)dh_);
-    Gemm dq = batched(mm(false, false, T_, dh_, T_, dP_, Tp_, kh, dh_, dqh, dh_), BH, tp, tq, tq);
-    Gemm dk = batched(mm(true, false, T_, dh_, T_, dP_, Tp_, qh, dh_, dkh, dh_), BH, tp, tq, tq);
-    dq.alpha = dk.alpha = scale;
-    ex_.gemm("attention_dq", dq);
-    ex_.gemm("attention_dk", dk);
-    ex_.each("merge_heads_bwd", 3 * RI, MergeHeads{dqkvh_, qkv_, RI, T_, H_, dh_, IN_});
+    dr = dropout_bwd("attention_dropout_bwd", site(l, S_ATTN_OUT), R, g(l, B_OUT_B));
+    ex_.gemm("out_dw", mm(true, false, IN_, D_, R, k.o, IN_, dr, D_, g(l, B_OUT_W), D_));
+    ex_.gemm("out_dx", mm(false, true, R, IN_, D_, dr, D_, w(l, B_OUT_W), D_, dO_, IN_));
+    ex_.blocks("attention_bwd", BH, kAttentionWarps, AttentionBwd::smem_floats(T_, dh_),
+               AttentionBwd{k.qkv, k.P, dO_, dS_, dPd_, qkv_, drop(site(l, S_ATTN_WEIGHTS)), RI, T_, H_, dh_, IN_, Tp_,
+                            1.f / std::sqrt((float)dh_)});
     for (int j = 0; j < 3; j++) {
       ex_.gemm("qkv_dw", mm(true, false, D_, IN_, R, k.y1, D_, qkv_ + j * RI, IN_, g(l, B_Q + j), IN_));
       Gemm dx = mm(false, true, R, D_, IN_, qkv_ + j * RI, IN_, w(l, B_Q + j), IN_, dy_, D_);
@@ -300,8 +294,7 @@ class Model final : public Trainer {
       ex_.gemm("qkv_dx", dx);
     }
     ex_.rows("ln1_bwd", R, LnBwd{k.xhat1, k.rstd1, w(l, B_LN1_G), dy_, dx_, D_, 1});
-    colsum("ln1_dg", dy_, k.xhat1, R, D_, D_, g(l, B_LN1_G));
-    colsum("ln1_db", dy_, nullptr, R, D_, D_, g(l, B_LN1_B));
+    norm_grads("ln1_grads", dy_, k.xhat1, R, g(l, B_LN1_G), g(l, B_LN1_B));
   }
 
   X ex_;
@@ -316,11 +309,11 @@ class Model final : public Trainer {
   OptimizerParams opt_{};
   bool haveOpt_ = false;
   std::vector<Blk> blk_;
-  float *img_, *tgt_, *patches_, *x_, *tmp_, *qkv_, *oh_, *hid_;
+  float *img_, *tgt_, *patches_, *x_, *tmp_, *qkv_, *hid_;
   float *hxhat_, *hrstd_, *hy_, *logits_, *dlogits_, *dhy_;
   double* lossRow_;
   int* right_;
-  float *dx_, *dr_, *dy_, *dO_, *dqkvh_, *dP_, *demb_, *part_;
+  float *dx_, *dr_, *dy_, *dO_, *dS_, *dPd_, *demb_, *part_;
 };
 
 }  // namespace gpu

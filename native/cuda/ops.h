@@ -133,88 +133,6 @@ struct LnBwd {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Attention. The projections are row-major [R, IN] (R = B T rows, IN = heads x dimHead); the
-// per-head products want head-major [B heads, T, dimHead]. P and its gradient are [B heads, T,
-// ld] with ld >= T (padded so that every row starts 16-byte aligned for the tensor cores).
-
-// dst (head-major) <- src (row-major), `parts` matrices of RI = R x IN floats one after another.
-struct SplitHeads {
-  const float* src;
-  float* dst;
-  size_t RI;
-  int T, H, dh, IN;
-  TFP_HD void operator()(size_t i) const {
-    const size_t part = i / RI, j = i % RI, r = j / IN;
-    const int c = (int)(j % IN);
-    const size_t b = r / T;
-    const int t = (int)(r % T), h = c / dh, d = c % dh;
-    dst[part * RI + ((b * H + h) * T + t) * dh + d] = src[i];
-  }
-};
-
-// dst (row-major) <- src (head-major): the inverse of SplitHeads.
-struct MergeHeads {
-  const float* src;
-  float* dst;
-  size_t RI;
-  int T, H, dh, IN;
-  TFP_HD void operator()(size_t i) const {
-    const size_t part = i / RI, j = i % RI, r = j / IN;
-    const int c = (int)(j % IN);
-    const size_t b = r / T;
-    const int t = (int)(r % T), h = c / dh, d = c % dh;
-    dst[i] = src[part * RI + ((b * H + h) * T + t) * dh + d];
-  }
-};
-
-// Row `row` (= (b heads + h) T + i) of P: the scaled scores in, softmax out; with dropout also
-// Pd = P x mask, whose element (row, j) is element row T + j of the site (the CPU numbering).
-struct Softmax {
-  float* P;
-  float* Pd;
-  Drop drop;
-  int T, ld;
-  TFP_HD void operator()(size_t row, int lane, int width) const {
-    float* p = P + row * ld;
-    float m = -3.0e38f;
-    for (int j = lane; j < T; j += width) m = fmaxf(m, p[j]);
-    m = lane_max(m);
-    float s = 0.f;
-    for (int j = lane; j < T; j += width) {
-      const float e = expf(p[j] - m);
-      p[j] = e;
-      s += e;
-    }
-    const float inv = 1.f / lane_sum(s);
-    for (int j = lane; j < T; j += width) {
-      const float v = p[j] * inv;
-      p[j] = v;
-      if (drop.s->dropout) Pd[row * ld + j] = v * drop(row * T + j);
-    }
-  }
-};
-
-// Through the mask and the softmax, in place: dp = dPd x mask, dS = P (dp - sum(dp P)).
-struct SoftmaxBwd {
-  const float* P;
-  float* dP;
-  Drop drop;
-  int T, ld;
-  TFP_HD void operator()(size_t row, int lane, int width) const {
-    const float* p = P + row * ld;
-    float* g = dP + row * ld;
-    float dot = 0.f;
-    for (int j = lane; j < T; j += width) {
-      const float v = g[j] * drop(row * T + j);
-      g[j] = v;
-      dot += v * p[j];
-    }
-    const float t = lane_sum(dot);
-    for (int j = lane; j < T; j += width) g[j] = p[j] * (g[j] - t);
-  }
-};
-
-// ---------------------------------------------------------------------------------------------
 // Bias, residual, GELU, dropout.
 
 // x += dropout(y + bias): an output projection onto the residual stream; y is [rows, D].
@@ -271,14 +189,6 @@ struct BiasGelu {
     g[e] = v * drop(e);
     hgrad[e] = d;
   }
-};
-
-// dh = dh x mask x gelu'(h).
-struct GeluBwd {
-  float* dh;
-  const float* hgrad;
-  Drop drop;
-  TFP_HD void operator()(size_t e) const { dh[e] = dh[e] * drop(e) * hgrad[e]; }
 };
 
 }  // namespace gpu

@@ -59,40 +59,117 @@ struct LossTotal {
   }
 };
 
-// Column sums out[c] = sum over rows r of a[r][c] (times b[r][c] when b is given), in two passes
-// so that thousands of threads share the rows: partial sums over fixed chunks of kColChunk rows,
-// then the chunks' sums in order.
+// Column sums over rows (bias, norm and position gradients) in two passes, so that thousands of
+// threads share the rows: partial sums over fixed chunks of kColChunk rows (one thread per chunk
+// and column: a warp reads consecutive columns of a row), then the chunks' sums in order. The
+// partial pass is also where an elementwise step that feeds the sum runs (dropout, GELU), so the
+// data is read once.
 constexpr int kColChunk = 64;
 
 inline size_t col_chunks(size_t rows) { return (rows + kColChunk - 1) / kColChunk; }
 
+TFP_HD void chunk_rows(size_t k, size_t rows, size_t* r0, size_t* r1) {
+  *r0 = k * kColChunk;
+  *r1 = *r0 + kColChunk < rows ? *r0 + kColChunk : rows;
+}
+
+// part[k][c] = sum of a[r][c] over chunk k (row stride ld).
 struct ColPartial {
-  const float *a, *b;
+  const float* a;
   float* part;
   size_t rows;
   int cols, ld;
   TFP_HD void operator()(size_t i) const {
-    const size_t k = i / cols;
     const int c = (int)(i % cols);
-    const size_t r0 = k * kColChunk, r1 = r0 + kColChunk < rows ? r0 + kColChunk : rows;
+    size_t r0, r1;
+    chunk_rows(i / cols, rows, &r0, &r1);
     float s = 0.f;
-    if (b)
-      for (size_t r = r0; r < r1; r++) s += a[r * ld + c] * b[r * ld + c];
-    else
-      for (size_t r = r0; r < r1; r++) s += a[r * ld + c];
+    for (size_t r = r0; r < r1; r++) s += a[r * ld + c];
     part[i] = s;
   }
 };
 
+// A layer norm's gain and bias gradients: part[k][c] = sum dy xhat, part[k][cols + c] = sum dy.
+struct NormPartial {
+  const float *dy, *xhat;
+  float* part;
+  size_t rows;
+  int cols;
+  TFP_HD void operator()(size_t i) const {
+    const size_t k = i / cols;
+    const int c = (int)(i % cols);
+    size_t r0, r1;
+    chunk_rows(k, rows, &r0, &r1);
+    float g = 0.f, b = 0.f;
+    for (size_t r = r0; r < r1; r++) {
+      const float d = dy[r * cols + c];
+      g += d * xhat[r * cols + c];
+      b += d;
+    }
+    part[k * 2 * cols + c] = g;
+    part[k * 2 * cols + cols + c] = b;
+  }
+};
+
+// out = in x mask, and its column sums (a bias gradient behind dropout).
+struct DropPartial {
+  const float* in;
+  float* out;
+  Drop drop;
+  float* part;
+  size_t rows;
+  int cols;
+  TFP_HD void operator()(size_t i) const {
+    const int c = (int)(i % cols);
+    size_t r0, r1;
+    chunk_rows(i / cols, rows, &r0, &r1);
+    float s = 0.f;
+    for (size_t r = r0; r < r1; r++) {
+      const size_t e = r * cols + c;
+      const float v = in[e] * drop(e);
+      out[e] = v;
+      s += v;
+    }
+    part[i] = s;
+  }
+};
+
+// dh = dh x mask x gelu'(h) (ops.h GeluBwd), and its column sums (fc1's bias gradient).
+struct GeluBwdPartial {
+  float* dh;
+  const float* hgrad;
+  Drop drop;
+  float* part;
+  size_t rows;
+  int cols;
+  TFP_HD void operator()(size_t i) const {
+    const int c = (int)(i % cols);
+    size_t r0, r1;
+    chunk_rows(i / cols, rows, &r0, &r1);
+    float s = 0.f;
+    for (size_t r = r0; r < r1; r++) {
+      const size_t e = r * cols + c;
+      const float v = dh[e] * drop(e) * hgrad[e];
+      dh[e] = v;
+      s += v;
+    }
+    part[i] = s;
+  }
+};
+
+// out[c] (c < cols) = sum over chunks of part[k][c]; with out2, part rows are 2 cols wide and
+// out2[c] gets the second half's sums.
 struct ColFinal {
   const float* part;
-  float* out;
+  float *out, *out2;
   size_t chunks;
   int cols;
   TFP_HD void operator()(size_t c) const {
+    const int width = out2 ? 2 * cols : cols;
+    const size_t col = c % cols;
     float s = 0.f;
-    for (size_t k = 0; k < chunks; k++) s += part[k * cols + c];
-    out[c] = s;
+    for (size_t k = 0; k < chunks; k++) s += part[k * width + c];
+    (c < (size_t)cols ? out : out2)[col] = s;
   }
 };
 
@@ -127,7 +204,8 @@ struct Clip {
 };
 
 // Adam and AdamW (native/src/optimizer.cc, torch semantics): Adam adds wd w to g, AdamW shrinks w
-// by 1 - lr wd; both only for weights whose decay flag is set.
+// by 1 - lr wd; both only for weights whose decay flag is set. Rounded step by step as the CPU
+// rounds (mul_rn, add_rn): the same gradients give the same weights, bit for bit.
 struct AdamStep {
   float *w, *m, *v;
   const float* g;
@@ -138,13 +216,13 @@ struct AdamStep {
   TFP_HD void operator()(size_t i) const {
     const bool dec = decay[i] && wd > 0;
     const float shrink = dec ? s->shrink : 1.f;
-    const float gi = dec && coupled ? g[i] + w[i] * wd : g[i];
-    const float m1 = m[i] * b1 + gi * ob1;
-    const float v1 = v[i] * b2 + gi * gi * ob2;
+    const float gi = dec && coupled ? add_rn(g[i], mul_rn(w[i], wd)) : g[i];
+    const float m1 = add_rn(mul_rn(m[i], b1), mul_rn(gi, ob1));
+    const float v1 = add_rn(mul_rn(v[i], b2), mul_rn(mul_rn(gi, gi), ob2));
     m[i] = m1;
     v[i] = v1;
     const float mhat = m1 / s->bc1, vhat = v1 / s->bc2;
-    w[i] = w[i] * shrink - mhat / (sqrtf(vhat) + eps) * s->lr;
+    w[i] = add_rn(mul_rn(w[i], shrink), -mul_rn(mhat / add_rn(sqrtf(vhat), eps), s->lr));
   }
 };
 
@@ -158,13 +236,13 @@ struct SgdStep {
   float momentum, wd;
   TFP_HD void operator()(size_t i) const {
     const bool dec = decay[i] && wd > 0;
-    const float gi = dec ? g[i] + w[i] * wd : g[i];
+    const float gi = dec ? add_rn(g[i], mul_rn(w[i], wd)) : g[i];
     float next = gi;
     if (momentum > 0) {
-      next = s->step == 1 ? gi : buf[i] * momentum + gi;
+      next = s->step == 1 ? gi : add_rn(mul_rn(buf[i], momentum), gi);
       buf[i] = next;
     }
-    w[i] = w[i] - next * s->lr;
+    w[i] = add_rn(w[i], -mul_rn(next, s->lr));
   }
 };
 
