@@ -12,6 +12,8 @@
 # Uses native/build/vit_bench when it runs here (build it anywhere with nvcc: sh
 # native/build-bench.sh), else builds it for this GPU. TFPIPE_GPU_CHECK_BUDGET (seconds, default
 # 330) bounds the whole run: each step has its own timeout, and the PyTorch peer gets what is left.
+# TFPIPE_GPU_CHECK_STEPS names the steps to run (default: all of "info parity memcheck racecheck
+# bench profile peer").
 set -u
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-outputs/gpu-check}}
@@ -26,9 +28,11 @@ bench=native/build/vit_bench
 
 # step NAME SECONDS COMMAND...: runs COMMAND with a timeout, its stdout to $parts/NAME.out, both
 # streams to the log; the exit status goes to $parts/NAME.rc.
+steps=" ${TFPIPE_GPU_CHECK_STEPS:-info parity memcheck racecheck bench profile peer} "
 step() {
   local name=$1 secs=$2
   shift 2
+  case "$steps" in *" $name "*) ;; *) return ;; esac
   echo "== $name (at $(elapsed) s, timeout ${secs} s): $*" | tee -a "$log"
   timeout -k 5 "$secs" "$@" > "$parts/$name.out" 2>> "$log"
   local rc=$?

@@ -18,8 +18,8 @@ typedef void* Layout;
 typedef void* Preference;
 
 enum : int { kOpN = 0, kOpT = 1 };                                           // cublasOperation_t
-enum : int { kCompute32F = 68, kCompute32FFast16BF = 75, kCompute32FFastTF32 = 77 };  // cublasComputeType_t
-enum : int { kR32F = 0 };                                                     // cudaDataType_t CUDA_R_32F
+enum : int { kCompute32F = 68, kCompute32FFastTF32 = 77 };                     // cublasComputeType_t
+enum : int { kR32F = 0, kR16BF = 14 };                                        // cudaDataType_t CUDA_R_32F, CUDA_R_16BF
 enum : int { kDescTransA = 3, kDescTransB = 4 };                              // cublasLtMatmulDescAttributes_t (int32)
 enum : int { kLayoutBatchCount = 5, kLayoutBatchStride = 6 };                 // cublasLtMatrixLayoutAttribute_t (int32, int64)
 enum : int { kPrefMaxWorkspace = 1, kPrefAlignA = 5, kPrefAlignB = 6, kPrefAlignC = 7, kPrefAlignD = 8 };  // (uint64, uint32 x4)

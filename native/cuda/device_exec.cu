@@ -160,9 +160,9 @@ struct Plan {
 };
 
 // The largest power of two up to 256 that divides the address of every matrix of the batch.
-unsigned alignment(const void* p, long long stride, int batch) {
+unsigned alignment(const void* p, long long stride, int batch, size_t elem) {
   uintptr_t a = (uintptr_t)p;
-  if (batch > 1) a |= (uintptr_t)(stride * (long long)sizeof(float));
+  if (batch > 1) a |= (uintptr_t)(stride * (long long)elem);
   unsigned al = 256;
   while (al > 4 && a % al) al >>= 1;
   return al;
@@ -317,8 +317,8 @@ struct DeviceExec {
   void lt_check(const char* what, const char* call, lt::Status s, const Gemm& g) {
     if (s == 0) return;
     char shape[256];
-    std::snprintf(shape, sizeof shape, "M=%d N=%d K=%d ta=%d tb=%d lda=%d ldb=%d ldc=%d batch=%d", g.M, g.N, g.K, g.ta, g.tb, g.lda, g.ldb,
-                  g.ldc, g.batch);
+    std::snprintf(shape, sizeof shape, "M=%d N=%d K=%d ta=%d tb=%d lda=%d ldb=%d ldc=%d batch=%d bf16=%d", g.M, g.N, g.K, g.ta, g.tb, g.lda,
+                  g.ldb, g.ldc, g.batch, g.half);
     throw std::runtime_error(std::string("cuBLASLt error in ") + what + " (" + call + ", " + shape + "): " + lt::status_name(s));
   }
 
@@ -326,20 +326,25 @@ struct DeviceExec {
   // row-major C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: cuBLASLt's
   // first operand is our B, its second our A, each with its own transpose flag.
   const Plan& plan(const char* what, const Gemm& g) {
-    const unsigned alA = alignment(g.A, g.sa, g.batch), alB = alignment(g.B, g.sb, g.batch), alC = alignment(g.C, g.sc, g.batch);
+    const size_t in = g.half ? 2 : 4;
+    const unsigned alA = alignment(g.A, g.sa, g.batch, in), alB = alignment(g.B, g.sb, g.batch, in), alC = alignment(g.C, g.sc, g.batch, 4);
     char key[320];
-    std::snprintf(key, sizeof key, "%d%d %d %d %d %d %d %d %d %lld %lld %lld %u %u %u %d", g.ta, g.tb, g.M, g.N, g.K, g.lda, g.ldb, g.ldc,
-                  g.batch, g.sa, g.sb, g.sc, alA, alB, alC, g.beta != 0.f);
+    std::snprintf(key, sizeof key, "%d%d %d %d %d %d %d %d %d %lld %lld %lld %u %u %u %d %d", g.ta, g.tb, g.M, g.N, g.K, g.lda, g.ldb, g.ldc,
+                  g.batch, g.sa, g.sb, g.sc, alA, alB, alC, g.beta != 0.f, g.half);
     auto found = plans.find(key);
     if (found != plans.end()) return found->second;
     Plan p;
-    const int compute = precision == kBf16 ? lt::kCompute32FFast16BF : precision == kTf32 ? lt::kCompute32FFastTF32 : lt::kCompute32F;
+    // bf16 operands accumulate in fp32; fp32 operands use TF32 tensor cores unless the precision is
+    // fp32 (cuBLASLt's FAST_16BF on fp32 data chose TF32 kernels: the bf16 precision's fp32
+    // products, the head's, say so plainly).
+    const int compute = g.half || precision == kFp32 ? lt::kCompute32F : lt::kCompute32FFastTF32;
+    const int type = g.half ? lt::kR16BF : lt::kR32F;
     lt_check(what, "cublasLtMatmulDescCreate", api->descCreate(&p.desc, compute, lt::kR32F), g);
     const int32_t opA = g.tb ? lt::kOpT : lt::kOpN, opB = g.ta ? lt::kOpT : lt::kOpN;
     lt_check(what, "TRANSA", api->descSet(p.desc, lt::kDescTransA, &opA, sizeof opA), g);
     lt_check(what, "TRANSB", api->descSet(p.desc, lt::kDescTransB, &opB, sizeof opB), g);
-    lt_check(what, "layout A", api->layoutCreate(&p.a, lt::kR32F, g.tb ? g.K : g.N, g.tb ? g.N : g.K, g.ldb), g);
-    lt_check(what, "layout B", api->layoutCreate(&p.b, lt::kR32F, g.ta ? g.M : g.K, g.ta ? g.K : g.M, g.lda), g);
+    lt_check(what, "layout A", api->layoutCreate(&p.a, type, g.tb ? g.K : g.N, g.tb ? g.N : g.K, g.ldb), g);
+    lt_check(what, "layout B", api->layoutCreate(&p.b, type, g.ta ? g.M : g.K, g.ta ? g.K : g.M, g.lda), g);
     lt_check(what, "layout C", api->layoutCreate(&p.c, lt::kR32F, g.N, g.M, g.ldc), g);
     if (g.batch > 1) {
       const int32_t n = g.batch;
@@ -404,10 +409,12 @@ std::vector<GemmCheck> device_gemm_checks(Precision p) {
     bool ta, tb;
     int M, N, K, batch;
     float beta;
+    bool half;
   };
-  const Case cases[] = {{false, false, 37, 29, 23, 1, 0.f}, {false, true, 37, 29, 23, 1, 1.f}, {true, false, 37, 29, 23, 1, 0.f},
-                        {true, true, 37, 29, 23, 1, 0.f},   {false, true, 65, 65, 32, 12, 0.f}, {true, false, 65, 32, 65, 12, 0.f},
-                        {false, false, 640, 384, 384, 1, 0.f}};
+  const Case cases[] = {{false, false, 37, 29, 23, 1, 0.f, false}, {false, true, 37, 29, 23, 1, 1.f, false},
+                        {true, false, 37, 29, 23, 1, 0.f, false},  {true, true, 37, 29, 23, 1, 0.f, false},
+                        {false, true, 65, 65, 32, 12, 0.f, false}, {false, false, 640, 384, 384, 1, 0.f, false},
+                        {false, true, 37, 29, 23, 1, 1.f, true},   {true, false, 640, 384, 384, 1, 0.f, true}};
   std::vector<GemmCheck> out;
   uint32_t seed = 12345;
   auto rnd = [&] {
@@ -415,29 +422,36 @@ std::vector<GemmCheck> device_gemm_checks(Precision p) {
     return (float)((seed >> 8) & 0xffff) / 32768.f - 1.f;
   };
   for (const Case& k : cases) {
+    if (k.half && p != kBf16) continue;
     const int rowsA = k.ta ? k.K : k.M, colsA = k.ta ? k.M : k.K, rowsB = k.tb ? k.N : k.K, colsB = k.tb ? k.K : k.N;
-    const int lda = colsA + 3, ldb = colsB + 1, ldc = k.N + 2;  // padded strides, odd alignments
-    const size_t sa = (size_t)rowsA * lda, sb = (size_t)rowsB * ldb, sc = (size_t)k.M * ldc;
+    const int lda = colsA + 8, ldb = colsB + 8, ldc = k.N + 2;  // padded strides
+    const size_t sa = (size_t)rowsA * lda, sb = (size_t)rowsB * ldb, sc = (size_t)k.M * ldc, in = k.half ? 2 : 4;
     std::vector<float> A(sa * k.batch), B(sb * k.batch), C(sc * k.batch), ref;
     for (auto& v : A) v = rnd();
     for (auto& v : B) v = rnd();
     for (auto& v : C) v = rnd();
     ref = C;
-    float* dA = (float*)ex.alloc(A.size() * 4);
-    float* dB = (float*)ex.alloc(B.size() * 4);
+    std::vector<bf16> A16(A.size()), B16(B.size());
+    for (size_t i = 0; i < A.size(); i++) A16[i] = to_bf16(A[i]);
+    for (size_t i = 0; i < B.size(); i++) B16[i] = to_bf16(B[i]);
+    void* dA = ex.alloc(A.size() * in);
+    void* dB = ex.alloc(B.size() * in);
     float* dC = (float*)ex.alloc(C.size() * 4);
-    ex.upload(dA, A.data(), A.size() * 4);
-    ex.upload(dB, B.data(), B.size() * 4);
+    ex.upload(dA, k.half ? (const void*)A16.data() : A.data(), A.size() * in);
+    ex.upload(dB, k.half ? (const void*)B16.data() : B.data(), B.size() * in);
     ex.upload(dC, C.data(), C.size() * 4);
-    Gemm g = batched(mm(k.ta, k.tb, k.M, k.N, k.K, dA, lda, dB, ldb, dC, ldc), k.batch, (long long)sa, (long long)sb, (long long)sc);
+    Gemm g = batched(mm(k.ta, k.tb, k.M, k.N, k.K, In(), lda, In(), ldb, dC, ldc), k.batch, (long long)sa, (long long)sb, (long long)sc);
+    g.A = dA;
+    g.B = dB;
+    g.half = k.half;
     g.alpha = 0.75f;
     g.beta = k.beta;
     ex.gemm("gemm_check", g);
     std::vector<float> got(C.size());
     ex.download(got.data(), dC, got.size() * 4);
     Gemm h = g;
-    h.A = A.data();
-    h.B = B.data();
+    h.A = k.half ? (const void*)A16.data() : A.data();
+    h.B = k.half ? (const void*)B16.data() : B.data();
     h.C = ref.data();
     host_gemm(h, kFp32);
     double err = 0, scale = 1e-3;
@@ -446,7 +460,8 @@ std::vector<GemmCheck> device_gemm_checks(Precision p) {
       scale = std::max(scale, (double)std::fabs(ref[i]));
     }
     char label[128];
-    std::snprintf(label, sizeof label, "%s%s M=%d N=%d K=%d batch=%d beta=%g", k.ta ? "T" : "N", k.tb ? "T" : "N", k.M, k.N, k.K, k.batch, k.beta);
+    std::snprintf(label, sizeof label, "%s%s M=%d N=%d K=%d batch=%d beta=%g%s", k.ta ? "T" : "N", k.tb ? "T" : "N", k.M, k.N, k.K, k.batch,
+                  k.beta, k.half ? " bf16 operands" : "");
     out.push_back({label, err / scale});
   }
   return out;

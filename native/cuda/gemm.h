@@ -4,31 +4,48 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 
 #include "api.h"
+#include "hd.h"
 
 namespace tfpipe {
 namespace gpu {
 
-// C = alpha op(A) op(B) + beta C for `batch` products at strides sa, sb, sc (floats). A is stored
-// [M, K] row-major with row stride lda, or [K, M] when ta (op = transpose); B is [K, N] or [N, K]
-// when tb. beta = 0 overwrites C whatever it held.
+// C = alpha op(A) op(B) + beta C for `batch` products at strides sa, sb, sc (elements). A is
+// stored [M, K] row-major with row stride lda, or [K, M] when ta (op = transpose); B is [K, N] or
+// [N, K] when tb. beta = 0 overwrites C whatever it held. A and B are fp32, or bf16 when half (the
+// bf16 precision's operands); C is fp32, accumulated in fp32.
 struct Gemm {
   bool ta, tb;
   int M, N, K;
-  const float* A;
+  const void* A;
   int lda;
-  const float* B;
+  const void* B;
   int ldb;
   float* C;
   int ldc;
   float alpha = 1.f, beta = 0.f;
   int batch = 1;
   long long sa = 0, sb = 0, sc = 0;
+  bool half = false;
 };
 
-inline Gemm mm(bool ta, bool tb, int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
-  Gemm g{ta, tb, M, N, K, A, lda, B, ldb, C, ldc};
+// An operand as the model holds it: fp32, bf16, or both (the bf16 precision keeps a bf16 copy of
+// what feeds products). A product takes bf16 when both its operands have it.
+struct In {
+  const float* f;
+  const bf16* h;
+  In(const float* f32 = nullptr, const bf16* b16 = nullptr) : f(f32), h(b16) {}
+  In(const Out& o) : f(o.f), h(o.h) {}
+  In at(size_t off) const { return In(f ? f + off : nullptr, h ? h + off : nullptr); }
+};
+
+inline Gemm mm(bool ta, bool tb, int M, int N, int K, In A, int lda, In B, int ldb, float* C, int ldc) {
+  const bool half = A.h && B.h;
+  if (!half && (!A.f || !B.f) && (A.f || A.h) && (B.f || B.h)) throw std::logic_error("a product of a bf16-only and an fp32-only operand");
+  Gemm g{ta, tb, M, N, K, half ? (const void*)A.h : (const void*)A.f, lda, half ? (const void*)B.h : (const void*)B.f, ldb, C, ldc};
+  g.half = half;
   return g;
 }
 
@@ -44,8 +61,8 @@ inline Gemm batched(Gemm g, int batch, long long sa, long long sb, long long sc)
 // bf16 7 (round to nearest even; NaN and infinity are left as they are).
 float round_to_precision(float x, Precision p);
 
-// The reference product on the host, with the inputs rounded as the precision's tensor cores
-// round them and float accumulation in k order.
+// The reference product on the host, with fp32 inputs rounded as the precision's tensor cores
+// round them (TF32 for tf32 and for bf16's fp32 products) and float accumulation in k order.
 void host_gemm(const Gemm& g, Precision p);
 
 }  // namespace gpu

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define TFP_HD __host__ __device__ __forceinline__
@@ -35,6 +36,45 @@ TFP_HD float lane_max(float v) {
 #endif
   return v;
 }
+
+// bfloat16 as its bits: the upper half of a float, rounded to nearest even (NaN stays NaN).
+typedef uint16_t bf16;
+
+TFP_HD uint32_t bits_of(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+#endif
+}
+TFP_HD float float_of(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+#endif
+}
+TFP_HD bf16 to_bf16(float x) {
+  const uint32_t u = bits_of(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40u);
+  return (bf16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+TFP_HD float from_bf16(bf16 h) { return float_of((uint32_t)h << 16); }
+
+// Where a functor writes a value that feeds matrix products: in fp32 (f), in bfloat16 (h, the bf16
+// precision), or both when something else also reads it; a null pointer is not written.
+struct Out {
+  float* f;
+  bf16* h;
+  TFP_HD void put(size_t i, float v) const {
+    if (f) f[i] = v;
+    if (h) h[i] = to_bf16(v);
+  }
+};
 
 // Rounded multiply and add that the compiler may not fuse into one FMA: where the CPU code (built
 // without FMA for its baseline) and the GPU must round alike, e.g. the optimizer, whose g / (|g| +

@@ -37,17 +37,19 @@ float round_to_precision(float x, Precision p) {
 }
 
 void host_gemm(const Gemm& g, Precision p) {
+  const Precision round = g.half || p == kFp32 ? kFp32 : kTf32;
+  auto load = [&](const void* base, size_t i) {
+    return g.half ? from_bf16(static_cast<const bf16*>(base)[i]) : round_to_precision(static_cast<const float*>(base)[i], round);
+  };
   for (int bi = 0; bi < g.batch; bi++) {
-    const float* A = g.A + bi * g.sa;
-    const float* B = g.B + bi * g.sb;
     float* C = g.C + bi * g.sc;
     for (int m = 0; m < g.M; m++)
       for (int n = 0; n < g.N; n++) {
         float acc = 0.f;
         for (int k = 0; k < g.K; k++) {
-          const float a = g.ta ? A[(size_t)k * g.lda + m] : A[(size_t)m * g.lda + k];
-          const float b = g.tb ? B[(size_t)n * g.ldb + k] : B[(size_t)k * g.ldb + n];
-          acc += round_to_precision(a, p) * round_to_precision(b, p);
+          const size_t a = bi * g.sa + (g.ta ? (size_t)k * g.lda + m : (size_t)m * g.lda + k);
+          const size_t b = bi * g.sb + (g.tb ? (size_t)n * g.ldb + k : (size_t)k * g.ldb + n);
+          acc += load(g.A, a) * load(g.B, b);
         }
         float& c = C[(size_t)m * g.ldc + n];
         c = g.beta == 0.f ? g.alpha * acc : g.alpha * acc + g.beta * c;

@@ -27,7 +27,7 @@ constexpr int kAttentionWarps = 8;
 template <class X>
 class Model final : public Trainer {
  public:
-  Model(const Config& c, Precision p) : ex_(p), c_(c) {
+  Model(const Config& c, Precision p) : ex_(p), c_(c), half_(p == kBf16) {
     if (c.image % c.patch) throw std::runtime_error("patch must divide image");
     grid_ = c.image / c.patch;
     N_ = grid_ * grid_;
@@ -52,28 +52,29 @@ class Model final : public Trainer {
     G_ = f(P_);
     S1_ = f(P_);
     S2_ = f(P_);
+    W16_ = half_ ? h(P_) : nullptr;
     decay_ = (uint8_t*)ex_.alloc(P_);
     sc_ = (Scalars*)ex_.alloc(sizeof(Scalars));
     std::memset(&host_, 0, sizeof host_);
     const size_t R = (size_t)B_ * T_, RI = R * IN_, BHT = (size_t)B_ * H_ * T_ * Tp_;
     img_ = f((size_t)B_ * c.image * c.image * c.channels);
     tgt_ = f((size_t)B_ * C_);
-    patches_ = f((size_t)B_ * N_ * PD_);
+    patches_ = act((size_t)B_ * N_ * PD_);
     x_ = f(R * D_);
     tmp_ = f(R * D_);
-    qkv_ = f(3 * RI);
     hid_ = f(R * M_);
     for (int l = 0; l < c.depth; l++) {
       Blk k;
-      k.xhat1 = f(R * D_), k.rstd1 = f(R), k.y1 = f(R * D_), k.qkv = f(3 * RI), k.P = f(BHT);
-      k.o = f(RI), k.xhat2 = f(R * D_), k.rstd2 = f(R), k.y2 = f(R * D_), k.hgrad = f(R * M_), k.g = f(R * M_);
+      k.xhat1 = f(R * D_), k.rstd1 = f(R), k.y1 = act(R * D_), k.qkv = f(3 * RI), k.P = f(BHT);
+      k.o = act(RI), k.xhat2 = f(R * D_), k.rstd2 = f(R), k.y2 = act(R * D_), k.hgrad = f(R * M_), k.g = act(R * M_);
       blk_.push_back(k);
     }
     hxhat_ = f((size_t)B_ * D_), hrstd_ = f(B_), hy_ = f((size_t)B_ * D_), logits_ = f((size_t)B_ * C_);
     dlogits_ = f((size_t)B_ * C_), dhy_ = f((size_t)B_ * D_);
     lossRow_ = (double*)ex_.alloc(sizeof(double) * B_);
     right_ = (int*)ex_.alloc(sizeof(int) * B_);
-    dx_ = f(R * D_), dr_ = f(R * D_), dy_ = f(R * D_), dO_ = f(RI), dS_ = f(BHT), demb_ = f((size_t)B_ * N_ * D_);
+    dx_ = f(R * D_), dx16_ = half_ ? h(R * D_) : nullptr, dr_ = act(R * D_), dy_ = f(R * D_), dO_ = f(RI), dS_ = f(BHT);
+    dhid_ = act(R * M_), dqkv_ = act(3 * RI), demb_ = act((size_t)B_ * N_ * D_, true);
     dPd_ = c.dropout > 0 ? f(BHT) : nullptr;
     const size_t widest = (size_t)(2 * D_ > M_ ? 2 * D_ : M_);
     size_t part = col_chunks(R) * widest;
@@ -87,6 +88,7 @@ class Model final : public Trainer {
 
   void set_weights(const float* const* W) override {
     for (size_t i = 0; i < off_.size(); i++) ex_.upload(W_ + off_[i], W[i], len_[i] * sizeof(float));
+    if (half_) ex_.each("weights_bf16", P_, ToBf16{W_, W16_});
   }
   void get_weights(float* const* W) override { download_arrays(W_, W); }
   void get_grads(float* const* G) override { download_arrays(G_, G); }
@@ -144,10 +146,10 @@ class Model final : public Trainer {
     host_.shrink = p.kind == kAdamW && wd > 0 ? (float)(1.0 - lr * wd) : 1.f;
     ex_.upload(sc_, &host_, sizeof host_);
     if (p.kind == kSgd) {
-      ex_.each("sgd", P_, SgdStep{W_, S1_, G_, decay_, sc_, (float)p.momentum, wd});
+      ex_.each("sgd", P_, SgdStep{W_, S1_, W16_, G_, decay_, sc_, (float)p.momentum, wd});
     } else {
       ex_.each("adam", P_,
-               AdamStep{W_, S1_, S2_, G_, decay_, sc_, (float)p.beta1, (float)p.beta2, (float)(1.0 - p.beta1), (float)(1.0 - p.beta2),
+               AdamStep{W_, S1_, S2_, W16_, G_, decay_, sc_, (float)p.beta1, (float)p.beta2, (float)(1.0 - p.beta1), (float)(1.0 - p.beta2),
                         (float)p.eps, wd, p.kind == kAdam});
     }
   }
@@ -175,10 +177,18 @@ class Model final : public Trainer {
 
  private:
   struct Blk {
-    float *xhat1, *rstd1, *y1, *qkv, *P, *o, *xhat2, *rstd2, *y2, *hgrad, *g;
+    float *xhat1, *rstd1, *qkv, *P, *xhat2, *rstd2, *hgrad;
+    Out y1, o, y2, g;  // what feeds products (bf16 in the bf16 precision)
   };
 
   float* f(size_t n) { return (float*)ex_.alloc(n * sizeof(float)); }
+  bf16* h(size_t n) { return (bf16*)ex_.alloc(n * sizeof(bf16)); }
+  // An activation that feeds products: fp32, or bf16 in the bf16 precision (and fp32 too when
+  // something else reads it).
+  Out act(size_t n, bool alsoFp32 = false) { return half_ ? Out{alsoFp32 ? f(n) : nullptr, h(n)} : Out{f(n), nullptr}; }
+  // Weight i as a product's operand.
+  In Wop(int i) const { return In(W_ + off_[i], W16_ ? W16_ + off_[i] : nullptr); }
+  In wop(int l, int i) const { return Wop(P_STEM_COUNT + B_COUNT * l + i); }
   float* W(int i) const { return W_ + off_[i]; }
   float* G(int i) const { return G_ + off_[i]; }
   float* w(int l, int i) const { return W(P_STEM_COUNT + B_COUNT * l + i); }
@@ -202,18 +212,19 @@ class Model final : public Trainer {
     ex_.each(what, chunks * cols, p);
     ex_.each(what, out2 ? 2 * cols : cols, ColFinal{part_, out, out2, chunks, cols});
   }
-  void colsum(const char* what, const float* a, size_t rows, int cols, int ld, float* out) {
-    colsum(what, rows, cols, ColPartial{a, part_, rows, cols, ld}, out);
+  void colsum(const char* what, const float* a, size_t rows, int cols, int ld, float* out, bf16* copy = nullptr) {
+    colsum(what, rows, cols, ColPartial{a, copy, part_, rows, cols, ld}, out);
   }
   // A layer norm's gain and bias gradients from its output gradient dy and xhat [rows, D].
   void norm_grads(const char* what, const float* dy, const float* xhat, size_t rows, float* dg, float* db) {
     colsum(what, rows, D_, NormPartial{dy, xhat, part_, rows, D_}, dg, db);
   }
-  // dr = dx x mask of `site` with its column sums into db; without dropout dr is dx itself.
-  const float* dropout_bwd(const char* what, int site, size_t rows, float* db) {
+  // dr = dx x mask of `site` with its column sums into db; without dropout dr is dx itself (and
+  // its bf16 copy for the products, in the bf16 precision).
+  In dropout_bwd(const char* what, int site, size_t rows, float* db) {
     if (!host_.dropout) {
-      colsum(what, dx_, rows, D_, D_, db);
-      return dx_;
+      colsum(what, dx_, rows, D_, D_, db, dx16_);
+      return In(dx_, dx16_);
     }
     colsum(what, rows, D_, DropPartial{dx_, dr_, drop(site), part_, rows, D_}, db);
     return dr_;
@@ -222,10 +233,10 @@ class Model final : public Trainer {
   void forward_pass(int b) {
     const size_t R = (size_t)b * T_;
     ex_.each("patchify", (size_t)b * N_ * PD_, Patchify{img_, patches_, N_, PD_, grid_, c_.patch, c_.image, c_.channels});
-    ex_.gemm("patch_embedding", mm(false, false, b * N_, D_, PD_, patches_, PD_, W(P_PATCH_W), D_, tmp_, D_));
+    ex_.gemm("patch_embedding", mm(false, false, b * N_, D_, PD_, patches_, PD_, Wop(P_PATCH_W), D_, tmp_, D_));
     ex_.each("embed", R * D_, Embed{tmp_, W(P_PATCH_B), W(P_CLS), W(P_POS), x_, drop(kSiteEmbedding), T_, N_, D_});
     for (int l = 0; l < c_.depth; l++) block_forward(l, b);
-    ex_.rows("head_norm", b, LnFwd{x_, HW(H_LN_G), HW(H_LN_B), hxhat_, hy_, hrstd_, D_, T_});
+    ex_.rows("head_norm", b, LnFwd{x_, HW(H_LN_G), HW(H_LN_B), hxhat_, Out{hy_, nullptr}, hrstd_, D_, T_});
     ex_.gemm("head", mm(false, false, b, C_, D_, hy_, D_, HW(H_W), C_, logits_, C_));
     ex_.each("head_bias", (size_t)b * C_, AddBias{logits_, HW(H_B), C_});
   }
@@ -235,15 +246,15 @@ class Model final : public Trainer {
     const int R = b * T_, BH = b * H_;
     const size_t RI = (size_t)R * IN_;
     ex_.rows("ln1", R, LnFwd{x_, w(l, B_LN1_G), w(l, B_LN1_B), k.xhat1, k.y1, k.rstd1, D_, 1});
-    for (int j = 0; j < 3; j++) ex_.gemm("qkv", mm(false, false, R, IN_, D_, k.y1, D_, w(l, B_Q + j), IN_, k.qkv + j * RI, IN_));
+    for (int j = 0; j < 3; j++) ex_.gemm("qkv", mm(false, false, R, IN_, D_, k.y1, D_, wop(l, B_Q + j), IN_, k.qkv + j * RI, IN_));
     ex_.blocks("attention", BH, kAttentionWarps, AttentionFwd::smem_floats(T_, dh_, kAttentionWarps),
                AttentionFwd{k.qkv, k.P, k.o, drop(site(l, S_ATTN_WEIGHTS)), RI, T_, H_, dh_, IN_, Tp_, 1.f / std::sqrt((float)dh_)});
-    ex_.gemm("attention_out", mm(false, false, R, D_, IN_, k.o, IN_, w(l, B_OUT_W), D_, tmp_, D_));
+    ex_.gemm("attention_out", mm(false, false, R, D_, IN_, k.o, IN_, wop(l, B_OUT_W), D_, tmp_, D_));
     ex_.each("attention_residual", (size_t)R * D_, BiasDropAdd{tmp_, w(l, B_OUT_B), x_, drop(site(l, S_ATTN_OUT)), D_});
     ex_.rows("ln2", R, LnFwd{x_, w(l, B_LN2_G), w(l, B_LN2_B), k.xhat2, k.y2, k.rstd2, D_, 1});
-    ex_.gemm("fc1", mm(false, false, R, M_, D_, k.y2, D_, w(l, B_FC1_W), M_, hid_, M_));
+    ex_.gemm("fc1", mm(false, false, R, M_, D_, k.y2, D_, wop(l, B_FC1_W), M_, hid_, M_));
     ex_.each("gelu", (size_t)R * M_, BiasGelu{hid_, w(l, B_FC1_B), k.g, k.hgrad, drop(site(l, S_MLP_HIDDEN)), M_, c_.activation});
-    ex_.gemm("fc2", mm(false, false, R, D_, M_, k.g, M_, w(l, B_FC2_W), D_, tmp_, D_));
+    ex_.gemm("fc2", mm(false, false, R, D_, M_, k.g, M_, wop(l, B_FC2_W), D_, tmp_, D_));
     ex_.each("mlp_residual", (size_t)R * D_, BiasDropAdd{tmp_, w(l, B_FC2_B), x_, drop(site(l, S_MLP_OUT)), D_});
   }
 
@@ -263,7 +274,7 @@ class Model final : public Trainer {
     ex_.each("cls_grad", D_, Copy{G(P_POS), G(P_CLS)});
     ex_.each("gather_patches", (size_t)b * N_ * D_, GatherPatches{dx_, demb_, N_, T_, D_});
     ex_.gemm("patch_dw", mm(true, false, PD_, D_, b * N_, patches_, PD_, demb_, D_, G(P_PATCH_W), D_));
-    colsum("patch_db", demb_, (size_t)b * N_, D_, D_, G(P_PATCH_B));
+    colsum("patch_db", demb_.f, (size_t)b * N_, D_, D_, G(P_PATCH_B));
   }
 
   // dx_ holds the gradient of block l's output; leaves that of its input.
@@ -272,24 +283,25 @@ class Model final : public Trainer {
     const int R = b * T_, BH = b * H_;
     const size_t RI = (size_t)R * IN_;
     // x2 = x1 + dropout(fc2(dropout(gelu(fc1(ln2(x1)))))).
-    const float* dr = dropout_bwd("mlp_dropout_bwd", site(l, S_MLP_OUT), R, g(l, B_FC2_B));
+    In dr = dropout_bwd("mlp_dropout_bwd", site(l, S_MLP_OUT), R, g(l, B_FC2_B));
     ex_.gemm("fc2_dw", mm(true, false, M_, D_, R, k.g, M_, dr, D_, g(l, B_FC2_W), D_));
-    ex_.gemm("fc2_dx", mm(false, true, R, M_, D_, dr, D_, w(l, B_FC2_W), D_, hid_, M_));
-    colsum("gelu_bwd", R, M_, GeluBwdPartial{hid_, k.hgrad, drop(site(l, S_MLP_HIDDEN)), part_, (size_t)R, M_}, g(l, B_FC1_B));
-    ex_.gemm("fc1_dw", mm(true, false, D_, M_, R, k.y2, D_, hid_, M_, g(l, B_FC1_W), M_));
-    ex_.gemm("fc1_dx", mm(false, true, R, D_, M_, hid_, M_, w(l, B_FC1_W), M_, dy_, D_));
+    ex_.gemm("fc2_dx", mm(false, true, R, M_, D_, dr, D_, wop(l, B_FC2_W), D_, hid_, M_));
+    colsum("gelu_bwd", R, M_, GeluBwdPartial{hid_, dhid_, k.hgrad, drop(site(l, S_MLP_HIDDEN)), part_, (size_t)R, M_}, g(l, B_FC1_B));
+    ex_.gemm("fc1_dw", mm(true, false, D_, M_, R, k.y2, D_, dhid_, M_, g(l, B_FC1_W), M_));
+    ex_.gemm("fc1_dx", mm(false, true, R, D_, M_, dhid_, M_, wop(l, B_FC1_W), M_, dy_, D_));
     ex_.rows("ln2_bwd", R, LnBwd{k.xhat2, k.rstd2, w(l, B_LN2_G), dy_, dx_, D_, 1});
     norm_grads("ln2_grads", dy_, k.xhat2, R, g(l, B_LN2_G), g(l, B_LN2_B));
     // x1 = x + dropout(out(attention(ln1(x)))).
     dr = dropout_bwd("attention_dropout_bwd", site(l, S_ATTN_OUT), R, g(l, B_OUT_B));
     ex_.gemm("out_dw", mm(true, false, IN_, D_, R, k.o, IN_, dr, D_, g(l, B_OUT_W), D_));
-    ex_.gemm("out_dx", mm(false, true, R, IN_, D_, dr, D_, w(l, B_OUT_W), D_, dO_, IN_));
+    ex_.gemm("out_dx", mm(false, true, R, IN_, D_, dr, D_, wop(l, B_OUT_W), D_, dO_, IN_));
     ex_.blocks("attention_bwd", BH, kAttentionWarps, AttentionBwd::smem_floats(T_, dh_),
-               AttentionBwd{k.qkv, k.P, dO_, dS_, dPd_, qkv_, drop(site(l, S_ATTN_WEIGHTS)), RI, T_, H_, dh_, IN_, Tp_,
+               AttentionBwd{k.qkv, k.P, dO_, dS_, dPd_, dqkv_, drop(site(l, S_ATTN_WEIGHTS)), RI, T_, H_, dh_, IN_, Tp_,
                             1.f / std::sqrt((float)dh_)});
     for (int j = 0; j < 3; j++) {
-      ex_.gemm("qkv_dw", mm(true, false, D_, IN_, R, k.y1, D_, qkv_ + j * RI, IN_, g(l, B_Q + j), IN_));
-      Gemm dx = mm(false, true, R, D_, IN_, qkv_ + j * RI, IN_, w(l, B_Q + j), IN_, dy_, D_);
+      const In dq = In(dqkv_).at(j * RI);
+      ex_.gemm("qkv_dw", mm(true, false, D_, IN_, R, k.y1, D_, dq, IN_, g(l, B_Q + j), IN_));
+      Gemm dx = mm(false, true, R, D_, IN_, dq, IN_, wop(l, B_Q + j), IN_, dy_, D_);
       dx.beta = j ? 1.f : 0.f;
       ex_.gemm("qkv_dx", dx);
     }
@@ -299,21 +311,26 @@ class Model final : public Trainer {
 
   X ex_;
   Config c_;
+  bool half_;  // bf16 operands for the products
   int grid_, N_, T_, Tp_, B_, D_, PD_, H_, dh_, IN_, M_, C_;
   std::vector<size_t> off_, len_;
   size_t P_;
   float *W_, *G_, *S1_, *S2_;
+  bf16* W16_;
   uint8_t* decay_;
   Scalars* sc_;
   Scalars host_;
   OptimizerParams opt_{};
   bool haveOpt_ = false;
   std::vector<Blk> blk_;
-  float *img_, *tgt_, *patches_, *x_, *tmp_, *qkv_, *hid_;
+  float *img_, *tgt_, *x_, *tmp_, *hid_;
+  Out patches_;
   float *hxhat_, *hrstd_, *hy_, *logits_, *dlogits_, *dhy_;
   double* lossRow_;
   int* right_;
-  float *dx_, *dr_, *dy_, *dO_, *dS_, *dPd_, *demb_, *part_;
+  float *dx_, *dy_, *dO_, *dS_, *dPd_, *part_;
+  bf16* dx16_;
+  Out dr_, dhid_, dqkv_, demb_;
 };
 
 }  // namespace gpu

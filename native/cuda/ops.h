@@ -58,7 +58,7 @@ struct Drop {
 // Patches of NHWC images in (channel, row, col) order: out[b * N + p][k], k < PD.
 struct Patchify {
   const float* img;
-  float* out;
+  Out out;
   int N, PD, grid, patch, image, channels;
   TFP_HD void operator()(size_t i) const {
     const size_t bp = i / PD;
@@ -66,7 +66,7 @@ struct Patchify {
     const int b = (int)(bp / N), p = (int)(bp % N);
     const int gy = p / grid, gx = p % grid, pp = patch * patch;
     const int ch = k / pp, r = (k / patch) % patch, col = k % patch;
-    out[i] = img[(((size_t)b * image + gy * patch + r) * image + gx * patch + col) * channels + ch];
+    out.put(i, img[(((size_t)b * image + gy * patch + r) * image + gx * patch + col) * channels + ch]);
   }
 };
 
@@ -90,7 +90,9 @@ struct Embed {
 
 struct LnFwd {
   const float *x, *g, *b;
-  float *xhat, *y, *rstd;
+  float* xhat;
+  Out y;
+  float* rstd;
   int D, rowMul;
   TFP_HD void operator()(size_t r, int lane, int width) const {
     const float* xr = x + r * rowMul * D;
@@ -106,7 +108,7 @@ struct LnFwd {
     for (int d = lane; d < D; d += width) {
       const float h = (xr[d] - mu) * rs;
       xhat[r * D + d] = h;
-      y[r * D + d] = h * g[d] + b[d];
+      y.put(r * D + d, h * g[d] + b[d]);
     }
     if (lane == 0) rstd[r] = rs;
   }
@@ -180,15 +182,23 @@ TFP_HD float gelu_and_grad(int activation, float x, float* grad) {
 // h = y + bias; g = dropout(gelu(h)); hgrad = gelu'(h), all the backward needs of h.
 struct BiasGelu {
   const float *y, *bias;
-  float *g, *hgrad;
+  Out g;
+  float* hgrad;
   Drop drop;
   int M, activation;
   TFP_HD void operator()(size_t e) const {
     float d;
     const float v = gelu_and_grad(activation, y[e] + bias[e % M], &d);
-    g[e] = v * drop(e);
+    g.put(e, v * drop(e));
     hgrad[e] = d;
   }
+};
+
+// The bfloat16 copy of an fp32 array (the weights, for the bf16 products).
+struct ToBf16 {
+  const float* in;
+  bf16* out;
+  TFP_HD void operator()(size_t i) const { out[i] = to_bf16(in[i]); }
 };
 
 }  // namespace gpu

@@ -28,7 +28,7 @@ TFP_HD void load_head(const BlockCtx& c, const float* src, size_t RI, int parts,
 struct AttentionFwd {
   const float* qkv;  // [3][R][IN], q not yet scaled
   float* P;          // [B heads][T][ld]: the softmax (kept for the backward and the maps)
-  float* O;          // [R][IN]
+  Out O;             // [R][IN]
   Drop drop;
   size_t RI;
   int T, H, dh, IN, ld;
@@ -71,7 +71,7 @@ struct AttentionFwd {
       for (int d = c.lane; d < dh; d += c.width) {
         float o = 0.f;
         for (int j = 0; j < T; j++) o += row[j] * V[j * dp + d];
-        O[base + (size_t)i * IN + d] = o;
+        O.put(base + (size_t)i * IN + d, o);
       }
       c.warp_sync();
     }
@@ -84,7 +84,7 @@ struct AttentionBwd {
   const float* dO;   // [R][IN]
   float* dS;         // [B heads][T][ld] scratch: the scores' gradient
   float* Pd;         // [B heads][T][ld] scratch: P after dropout (only when dropout is on)
-  float* dqkv;       // [3][R][IN] out
+  Out dqkv;          // [3][R][IN]
   Drop drop;
   size_t RI;
   int T, H, dh, IN, ld;
@@ -122,7 +122,7 @@ struct AttentionBwd {
       for (int d = c.lane; d < dh; d += c.width) {
         float a = 0.f;
         for (int j = 0; j < T; j++) a += s[j] * K[j * dp + d];
-        dqkv[base + (size_t)i * IN + d] = a * scale;
+        dqkv.put(base + (size_t)i * IN + d, a * scale);
       }
     }
     c.sync();
@@ -136,8 +136,8 @@ struct AttentionBwd {
           ak += dS[at] * Q[i * dp + d];
           av += A[at] * G[i * dp + d];
         }
-        dqkv[RI + base + (size_t)j * IN + d] = ak * scale;
-        dqkv[2 * RI + base + (size_t)j * IN + d] = av;
+        dqkv.put(RI + base + (size_t)j * IN + d, ak * scale);
+        dqkv.put(2 * RI + base + (size_t)j * IN + d, av);
       }
   }
 };

@@ -73,9 +73,10 @@ TFP_HD void chunk_rows(size_t k, size_t rows, size_t* r0, size_t* r1) {
   *r1 = *r0 + kColChunk < rows ? *r0 + kColChunk : rows;
 }
 
-// part[k][c] = sum of a[r][c] over chunk k (row stride ld).
+// part[k][c] = sum of a[r][c] over chunk k (row stride ld); with copy, also a's bf16 copy.
 struct ColPartial {
   const float* a;
+  bf16* copy;
   float* part;
   size_t rows;
   int cols, ld;
@@ -84,7 +85,11 @@ struct ColPartial {
     size_t r0, r1;
     chunk_rows(i / cols, rows, &r0, &r1);
     float s = 0.f;
-    for (size_t r = r0; r < r1; r++) s += a[r * ld + c];
+    for (size_t r = r0; r < r1; r++) {
+      const float v = a[r * ld + c];
+      if (copy) copy[r * ld + c] = to_bf16(v);
+      s += v;
+    }
     part[i] = s;
   }
 };
@@ -114,7 +119,7 @@ struct NormPartial {
 // out = in x mask, and its column sums (a bias gradient behind dropout).
 struct DropPartial {
   const float* in;
-  float* out;
+  Out out;
   Drop drop;
   float* part;
   size_t rows;
@@ -127,16 +132,17 @@ struct DropPartial {
     for (size_t r = r0; r < r1; r++) {
       const size_t e = r * cols + c;
       const float v = in[e] * drop(e);
-      out[e] = v;
+      out.put(e, v);
       s += v;
     }
     part[i] = s;
   }
 };
 
-// dh = dh x mask x gelu'(h) (ops.h GeluBwd), and its column sums (fc1's bias gradient).
+// out = dh x mask x gelu'(h), and its column sums (fc1's bias gradient).
 struct GeluBwdPartial {
-  float* dh;
+  const float* dh;
+  Out out;
   const float* hgrad;
   Drop drop;
   float* part;
@@ -150,7 +156,7 @@ struct GeluBwdPartial {
     for (size_t r = r0; r < r1; r++) {
       const size_t e = r * cols + c;
       const float v = dh[e] * drop(e) * hgrad[e];
-      dh[e] = v;
+      out.put(e, v);
       s += v;
     }
     part[i] = s;
@@ -183,13 +189,13 @@ struct Copy {
 // The patch tokens' rows of x [B, T, D] as one matrix [B N, D].
 struct GatherPatches {
   const float* x;
-  float* out;
+  Out out;
   int N, T, D;
   TFP_HD void operator()(size_t i) const {
     const size_t bp = i / D;
     const int d = (int)(i % D);
     const size_t b = bp / N, p = bp % N;
-    out[i] = x[(b * T + 1 + p) * D + d];
+    out.put(i, x[(b * T + 1 + p) * D + d]);
   }
 };
 
@@ -208,6 +214,7 @@ struct Clip {
 // rounds (mul_rn, add_rn): the same gradients give the same weights, bit for bit.
 struct AdamStep {
   float *w, *m, *v;
+  bf16* w16;  // the weights' bf16 copy, when the products take bf16
   const float* g;
   const uint8_t* decay;
   const Scalars* s;
@@ -222,7 +229,9 @@ struct AdamStep {
     m[i] = m1;
     v[i] = v1;
     const float mhat = m1 / s->bc1, vhat = v1 / s->bc2;
-    w[i] = add_rn(mul_rn(w[i], shrink), -mul_rn(mhat / add_rn(sqrtf(vhat), eps), s->lr));
+    const float next = add_rn(mul_rn(w[i], shrink), -mul_rn(mhat / add_rn(sqrtf(vhat), eps), s->lr));
+    w[i] = next;
+    if (w16) w16[i] = to_bf16(next);
   }
 };
 
@@ -230,6 +239,7 @@ struct AdamStep {
 // gradient.
 struct SgdStep {
   float *w, *buf;
+  bf16* w16;
   const float* g;
   const uint8_t* decay;
   const Scalars* s;
@@ -242,7 +252,9 @@ struct SgdStep {
       next = s->step == 1 ? gi : add_rn(mul_rn(buf[i], momentum), gi);
       buf[i] = next;
     }
-    w[i] = add_rn(w[i], -mul_rn(next, s->lr));
+    const float updated = add_rn(w[i], -mul_rn(next, s->lr));
+    w[i] = updated;
+    if (w16) w16[i] = to_bf16(updated);
   }
 };
 
