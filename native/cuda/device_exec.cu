@@ -50,7 +50,7 @@ __global__ void rows_kernel(F f, size_t n) {
 // One item per block (grid-stride over items), the block's threads and shared memory shared.
 template <class F>
 __global__ void blocks_kernel(F f, size_t n) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   const BlockCtx c{(int)threadIdx.x, (int)blockDim.x, (int)threadIdx.x / 32, (int)blockDim.x / 32, (int)threadIdx.x & 31, 32, smem};
   for (size_t b = blockIdx.x; b < n; b += gridDim.x) {
     f(b, c);
@@ -294,6 +294,7 @@ struct DeviceExec {
     const size_t blocks = (n + kThreads / 32 - 1) / (kThreads / 32);
     timed(what, [&] { rows_kernel<<<(unsigned)(blocks < kMaxBlocks ? blocks : kMaxBlocks), kThreads, 0, stream>>>(f, n); });
   }
+  size_t max_smem() const { return (size_t)smemOptin; }
   template <class F>
   void blocks(const char* what, size_t n, int warps, size_t smemFloats, const F& f) {
     if (!n) return;

@@ -18,6 +18,14 @@
 #define TFP_HD inline
 #endif
 
+// Unrolls a loop of independent loads on the GPU, so that a thread has several in flight (a
+// column-sum thread reads 64 rows; one load at a time left DRAM idle).
+#if defined(__CUDA_ARCH__)
+#define TFP_UNROLL _Pragma("unroll 8")
+#else
+#define TFP_UNROLL
+#endif
+
 namespace tfpipe {
 namespace gpu {
 

@@ -72,6 +72,12 @@ struct HostExec {
   void download(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
   void zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
   void sync() {}
+  // Shared memory a block may have: unlimited, unless TFPIPE_GPU_HOST_SMEM (bytes) sets a limit
+  // (tests of the paths that large problems take on a GPU).
+  size_t max_smem() const {
+    const char* e = std::getenv("TFPIPE_GPU_HOST_SMEM");
+    return e && *e ? (size_t)std::strtoull(e, nullptr, 10) : (size_t)-1;
+  }
   template <class F>
   void each(const char*, size_t n, const F& f) {
     for (size_t i = 0; i < n; i++) f(i);

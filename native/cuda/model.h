@@ -73,9 +73,11 @@ class Model final : public Trainer {
     dlogits_ = f((size_t)B_ * C_), dhy_ = f((size_t)B_ * D_);
     lossRow_ = (double*)ex_.alloc(sizeof(double) * B_);
     right_ = (int*)ex_.alloc(sizeof(int) * B_);
-    dx_ = f(R * D_), dx16_ = half_ ? h(R * D_) : nullptr, dr_ = act(R * D_), dy_ = f(R * D_), dO_ = f(RI), dS_ = f(BHT);
+    dx_ = f(R * D_), dx16_ = half_ ? h(R * D_) : nullptr, dr_ = act(R * D_), dy_ = f(R * D_), dO_ = f(RI);
+    // The attention backward keeps dS and the dropped P in shared memory when they fit, else here.
+    staged_ = AttentionBwd::smem_floats(T_, dh_, Tp_, true) * sizeof(float) <= ex_.max_smem();
+    attnScratch_ = staged_ ? nullptr : f(2 * BHT);
     dhid_ = act(R * M_), dqkv_ = act(3 * RI), demb_ = act((size_t)B_ * N_ * D_, true);
-    dPd_ = c.dropout > 0 ? f(BHT) : nullptr;
     const size_t widest = (size_t)(2 * D_ > M_ ? 2 * D_ : M_);
     size_t part = col_chunks(R) * widest;
     if (col_chunks(B_) * T_ * D_ > part) part = col_chunks(B_) * T_ * D_;
@@ -295,9 +297,9 @@ class Model final : public Trainer {
     dr = dropout_bwd("attention_dropout_bwd", site(l, S_ATTN_OUT), R, g(l, B_OUT_B));
     ex_.gemm("out_dw", mm(true, false, IN_, D_, R, k.o, IN_, dr, D_, g(l, B_OUT_W), D_));
     ex_.gemm("out_dx", mm(false, true, R, IN_, D_, dr, D_, wop(l, B_OUT_W), D_, dO_, IN_));
-    ex_.blocks("attention_bwd", BH, kAttentionWarps, AttentionBwd::smem_floats(T_, dh_),
-               AttentionBwd{k.qkv, k.P, dO_, dS_, dPd_, dqkv_, drop(site(l, S_ATTN_WEIGHTS)), RI, T_, H_, dh_, IN_, Tp_,
-                            1.f / std::sqrt((float)dh_)});
+    ex_.blocks("attention_bwd", BH, kAttentionWarps, AttentionBwd::smem_floats(T_, dh_, Tp_, staged_),
+               AttentionBwd{k.qkv, k.P, dO_, attnScratch_, dqkv_, drop(site(l, S_ATTN_WEIGHTS)), RI, T_, H_, dh_, IN_, Tp_,
+                            1.f / std::sqrt((float)dh_), staged_});
     for (int j = 0; j < 3; j++) {
       const In dq = In(dqkv_).at(j * RI);
       ex_.gemm("qkv_dw", mm(true, false, D_, IN_, R, k.y1, D_, dq, IN_, g(l, B_Q + j), IN_));
@@ -328,7 +330,8 @@ class Model final : public Trainer {
   float *hxhat_, *hrstd_, *hy_, *logits_, *dlogits_, *dhy_;
   double* lossRow_;
   int* right_;
-  float *dx_, *dy_, *dO_, *dS_, *dPd_, *part_;
+  float *dx_, *dy_, *dO_, *attnScratch_, *part_;
+  bool staged_;
   bf16* dx16_;
   Out dr_, dhid_, dqkv_, demb_;
 };

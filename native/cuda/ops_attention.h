@@ -5,23 +5,92 @@
 // straight into row-major [R, IN] for the projections' products. One warp takes one query row
 // (softmax's sums are warp sums), then in the backward one key row (dk, dv sum over queries).
 //
-// Shared memory rows are dimHead + 1 floats: lane j reading row j's element d hits bank
-// (j (dh + 1) + d) mod 32, a different bank per lane. Same numbering of dropout elements as the
-// CPU: element (row, j) of head bh is element (bh T + row) T + j of the site.
+// Shared tiles are [T][dp] with dp = dimHead rounded up to 4 and then to 4 mod 8, zero-padded:
+// rows are read 4 floats at a time, and 8 lanes reading 8 consecutive rows then hit 8 different
+// groups of 4 banks. Same numbering of dropout elements as the CPU: element (row, j) of head bh
+// is element (bh T + row) T + j of the site.
 #pragma once
 #include "ops.h"
 
 namespace tfpipe {
 namespace gpu {
 
+#if defined(__CUDACC__)
+typedef float4 f4;
+#else
+struct alignas(16) f4 {
+  float x, y, z, w;
+};
+#endif
+
+TFP_HD int round4(int n) { return (n + 3) / 4 * 4; }
+TFP_HD int tile_stride(int dh) { return round4(dh) % 8 ? round4(dh) : round4(dh) + 4; }
+
+// Sum over lanes that are `from`, 2 from, ... apart up to `to` (the lanes of a row split into
+// parts); all 32 lanes call it on the GPU. One lane on the host: nothing to add.
+TFP_HD float part_sum(float v, int from, int to) {
+#if defined(__CUDA_ARCH__)
+  for (int o = from; o < to; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+#else
+  (void)from;
+  (void)to;
+#endif
+  return v;
+}
+
 // Loads the head's columns [h dh, (h + 1) dh) of `parts` consecutive row-major [R, IN] matrices
-// (RI floats apart) for the sample's T rows into shared tiles [T][dh + 1], one after another.
+// (RI floats apart) for the sample's T rows into shared tiles [T][dp], one after another,
+// zeroing the padding.
 TFP_HD void load_head(const BlockCtx& c, const float* src, size_t RI, int parts, int T, int dh, int IN, float* tiles) {
-  const int dp = dh + 1;
-  for (int e = c.tid; e < T * dh; e += c.threads) {
-    const int i = e / dh, d = e % dh;
+  const int dp = tile_stride(dh);
+  for (int e = c.tid; e < T * dp; e += c.threads) {
+    const int i = e / dp, d = e % dp;
     const size_t at = (size_t)i * IN + d;
-    for (int k = 0; k < parts; k++) tiles[(size_t)k * T * dp + i * dp + d] = src[k * RI + at];
+    for (int k = 0; k < parts; k++) tiles[(size_t)k * T * dp + e] = d < dh ? src[k * RI + at] : 0.f;
+  }
+}
+
+// a . b over a tile row (dp floats, 4 at a time; the padding is zero).
+TFP_HD float dot_row(const float* a, const float* b, int dp) {
+  const f4* x = reinterpret_cast<const f4*>(a);
+  const f4* y = reinterpret_cast<const f4*>(b);
+  float s = 0.f;
+  for (int k = 0; k < dp / 4; k++) s += x[k].x * y[k].x + x[k].y * y[k].y + x[k].z * y[k].z + x[k].w * y[k].w;
+  return s;
+}
+
+// out[d] = scale sum_t coef[t * stride] tile[t][d] for d < dh, t < n, by the lanes of a warp:
+// lane = part * G + g takes the 4 floats g of a row (G = the groups of 4 that hold the dh
+// values) for the rows t of its part, then the parts' sums are added across lanes. Written to
+// out at base + d.
+TFP_HD void combine_rows(const float* coef, size_t stride, int n, const float* tile, int dp, int dh, float scale, int lane, int width,
+                         const Out& out, size_t base) {
+  const int G = round4(dh) / 4;
+  int parts = 1;
+  while (parts * 2 * G <= width) parts *= 2;
+  const int part = lane / G;
+  const bool active = part < parts;
+  for (int g0 = 0; g0 < G; g0 += width) {  // the host's one lane takes every group
+    const int g = width >= G ? lane % G : g0 + lane;
+    float sx = 0.f, sy = 0.f, sz = 0.f, sw = 0.f;
+    if (active && g < G)
+      for (int t = width >= G ? part : 0; t < n; t += width >= G ? parts : 1) {
+        const float a = coef[t * stride];
+        const f4 v = reinterpret_cast<const f4*>(tile + (size_t)t * dp)[g];
+        sx += a * v.x;
+        sy += a * v.y;
+        sz += a * v.z;
+        sw += a * v.w;
+      }
+    sx = part_sum(sx, G, G * parts);
+    sy = part_sum(sy, G, G * parts);
+    sz = part_sum(sz, G, G * parts);
+    sw = part_sum(sw, G, G * parts);
+    if (active && part == 0 && g < G) {
+      const float s[4] = {sx, sy, sz, sw};
+      for (int k = 0; k < 4 && 4 * g + k < dh; k++) out.put(base + 4 * g + k, s[k] * scale);
+    }
+    if (width >= G) break;
   }
 }
 
@@ -34,22 +103,18 @@ struct AttentionFwd {
   int T, H, dh, IN, ld;
   float scale;
 
-  static size_t smem_floats(int T, int dh, int warps) { return 3 * (size_t)T * (dh + 1) + (size_t)warps * T; }
+  static size_t smem_floats(int T, int dh, int warps) { return 3 * (size_t)T * tile_stride(dh) + (size_t)warps * round4(T); }
 
   TFP_HD void operator()(size_t bh, const BlockCtx& c) const {
     const size_t b = bh / H, base = b * T * IN + (bh % H) * dh;
-    const int dp = dh + 1;
-    float *Q = c.smem, *K = Q + T * dp, *V = K + T * dp, *row = V + T * dp + c.warp * T;
+    const int dp = tile_stride(dh);
+    float *Q = c.smem, *K = Q + T * dp, *V = K + T * dp, *row = V + T * dp + c.warp * round4(T);
     load_head(c, qkv + base, RI, 3, T, dh, IN, Q);
     c.sync();
     for (int i = c.warp; i < T; i += c.warps) {
-      const float* q = Q + i * dp;
       float m = -3.0e38f;
       for (int j = c.lane; j < T; j += c.width) {
-        const float* k = K + j * dp;
-        float s = 0.f;
-        for (int d = 0; d < dh; d++) s += q[d] * k[d];
-        s *= scale;
+        const float s = dot_row(Q + i * dp, K + j * dp, dp) * scale;
         row[j] = s;
         m = fmaxf(m, s);
       }
@@ -68,11 +133,7 @@ struct AttentionFwd {
         row[j] = v * drop((bh * T + i) * T + j);
       }
       c.warp_sync();
-      for (int d = c.lane; d < dh; d += c.width) {
-        float o = 0.f;
-        for (int j = 0; j < T; j++) o += row[j] * V[j * dp + d];
-        O.put(base + (size_t)i * IN + d, o);
-      }
+      combine_rows(row, 1, T, V, dp, dh, 1.f, c.lane, c.width, O, base + (size_t)i * IN);
       c.warp_sync();
     }
   }
@@ -82,63 +143,52 @@ struct AttentionBwd {
   const float* qkv;  // [3][R][IN] as the forward read it
   const float* P;    // [B heads][T][ld]
   const float* dO;   // [R][IN]
-  float* dS;         // [B heads][T][ld] scratch: the scores' gradient
-  float* Pd;         // [B heads][T][ld] scratch: P after dropout (only when dropout is on)
+  float* scratch;    // [B heads][2][T][ld] for dS and dropped P when they do not fit in shared memory
   Out dqkv;          // [3][R][IN]
   Drop drop;
   size_t RI;
   int T, H, dh, IN, ld;
   float scale;
+  bool staged;  // dS and dropped P in shared memory (after the tiles), else in scratch
 
-  static size_t smem_floats(int T, int dh) { return 4 * (size_t)T * (dh + 1); }
+  static size_t tiles_floats(int T, int dh) { return 4 * (size_t)T * tile_stride(dh); }
+  static size_t smem_floats(int T, int dh, int ld, bool staged) { return tiles_floats(T, dh) + (staged ? 2 * (size_t)T * ld : 0); }
 
   TFP_HD void operator()(size_t bh, const BlockCtx& c) const {
     const size_t b = bh / H, base = b * T * IN + (bh % H) * dh;
-    const int dp = dh + 1;
+    const int dp = tile_stride(dh);
     float *Q = c.smem, *K = Q + T * dp, *V = K + T * dp, *G = V + T * dp;
+    float* S = staged ? c.smem + tiles_floats(T, dh) : scratch + bh * 2 * T * ld;  // dS [T][ld]
+    float* A = S + (size_t)T * ld;                                                  // dropped P [T][ld]
     load_head(c, qkv + base, RI, 3, T, dh, IN, Q);
     load_head(c, dO + base, RI, 1, T, dh, IN, G);
     c.sync();
+    // Without dropout the dropped P is P itself.
     const bool dropping = drop.s->dropout;
+    const float* dropped = dropping ? A : P + bh * T * ld;
     // Query rows: d(dropped P) = dO V^T; dp = that x mask; dS = P (dp - sum(dp P)); dq = scale dS K.
     for (int i = c.warp; i < T; i += c.warps) {
-      const float* g = G + i * dp;
       const float* p = P + (bh * T + i) * ld;
-      float* s = dS + (bh * T + i) * ld;
+      float* s = S + (size_t)i * ld;
       float dot = 0.f;
       for (int j = c.lane; j < T; j += c.width) {
-        const float* v = V + j * dp;
-        float x = 0.f;
-        for (int d = 0; d < dh; d++) x += g[d] * v[d];
         const float mask = drop((bh * T + i) * T + j);
-        x *= mask;
-        if (dropping) Pd[(bh * T + i) * ld + j] = p[j] * mask;
+        const float x = dot_row(G + i * dp, V + j * dp, dp) * mask;
+        if (dropping) A[(size_t)i * ld + j] = p[j] * mask;
         s[j] = x;
         dot += x * p[j];
       }
       const float t = lane_sum(dot);
       for (int j = c.lane; j < T; j += c.width) s[j] = p[j] * (s[j] - t);
       c.warp_sync();
-      for (int d = c.lane; d < dh; d += c.width) {
-        float a = 0.f;
-        for (int j = 0; j < T; j++) a += s[j] * K[j * dp + d];
-        dqkv.put(base + (size_t)i * IN + d, a * scale);
-      }
+      combine_rows(s, 1, T, K, dp, dh, scale, c.lane, c.width, dqkv, base + (size_t)i * IN);
     }
     c.sync();
     // Key rows: dk = scale dS^T q, dv = (dropped P)^T dO.
-    const float* A = dropping ? Pd : P;
-    for (int j = c.warp; j < T; j += c.warps)
-      for (int d = c.lane; d < dh; d += c.width) {
-        float ak = 0.f, av = 0.f;
-        for (int i = 0; i < T; i++) {
-          const size_t at = (bh * T + i) * ld + j;
-          ak += dS[at] * Q[i * dp + d];
-          av += A[at] * G[i * dp + d];
-        }
-        dqkv.put(RI + base + (size_t)j * IN + d, ak * scale);
-        dqkv.put(2 * RI + base + (size_t)j * IN + d, av);
-      }
+    for (int j = c.warp; j < T; j += c.warps) {
+      combine_rows(S + j, ld, T, Q, dp, dh, scale, c.lane, c.width, dqkv, RI + base + (size_t)j * IN);
+      combine_rows(dropped + j, ld, T, G, dp, dh, 1.f, c.lane, c.width, dqkv, 2 * RI + base + (size_t)j * IN);
+    }
   }
 };
 

@@ -85,6 +85,7 @@ struct ColPartial {
     size_t r0, r1;
     chunk_rows(i / cols, rows, &r0, &r1);
     float s = 0.f;
+    TFP_UNROLL
     for (size_t r = r0; r < r1; r++) {
       const float v = a[r * ld + c];
       if (copy) copy[r * ld + c] = to_bf16(v);
@@ -106,6 +107,7 @@ struct NormPartial {
     size_t r0, r1;
     chunk_rows(k, rows, &r0, &r1);
     float g = 0.f, b = 0.f;
+    TFP_UNROLL
     for (size_t r = r0; r < r1; r++) {
       const float d = dy[r * cols + c];
       g += d * xhat[r * cols + c];
@@ -129,6 +131,7 @@ struct DropPartial {
     size_t r0, r1;
     chunk_rows(i / cols, rows, &r0, &r1);
     float s = 0.f;
+    TFP_UNROLL
     for (size_t r = r0; r < r1; r++) {
       const size_t e = r * cols + c;
       const float v = in[e] * drop(e);
@@ -153,6 +156,7 @@ struct GeluBwdPartial {
     size_t r0, r1;
     chunk_rows(i / cols, rows, &r0, &r1);
     float s = 0.f;
+    TFP_UNROLL
     for (size_t r = r0; r < r1; r++) {
       const size_t e = r * cols + c;
       const float v = dh[e] * drop(e) * hgrad[e];
