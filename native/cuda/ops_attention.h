@@ -151,7 +151,7 @@ struct AttentionBwd {
   float scale;
   bool staged;  // dS and dropped P in shared memory (after the tiles), else in scratch
 
-  static size_t tiles_floats(int T, int dh) { return 4 * (size_t)T * tile_stride(dh); }
+  static TFP_HD size_t tiles_floats(int T, int dh) { return 4 * (size_t)T * tile_stride(dh); }
   static size_t smem_floats(int T, int dh, int ld, bool staged) { return tiles_floats(T, dh) + (staged ? 2 * (size_t)T * ld : 0); }
 
   TFP_HD void operator()(size_t bh, const BlockCtx& c) const {
