@@ -70,13 +70,19 @@ class Trainer {
   virtual void sync() = 0;
 };
 
-// A trainer for c (c.batch = the largest batch a step takes) on the GPU, or with host = true on
-// this CPU's host executor: the same model code with plain loops instead of kernels and a
-// reference GEMM instead of cuBLASLt (tests of the formulas without a GPU; slow).
-Trainer* new_trainer(const Config& c, Precision p, bool host);
+// Where a trainer runs: on the GPU; on this CPU's host executor, the same model code with plain
+// loops instead of kernels and a reference GEMM instead of cuBLASLt (one lane per warp); or on
+// the host with the GPU's lanes emulated, one OS thread per lane (32 per warp, their shuffles and
+// barriers too), so that the lane arithmetic the GPU runs is checked without a GPU. The host
+// executors are slow: for small test models only.
+enum Executor : int32_t { kDevice = 0, kHost = 1, kHostSimt = 2 };
+const char* executor_name(Executor e);
+
+// A trainer for c (c.batch = the largest batch a step takes).
+Trainer* new_trainer(const Config& c, Precision p, Executor e);
 
 // The executors' factories (host_exec.cc; device_exec.cu or, without nvcc, no_device.cc).
-Trainer* new_host_trainer(const Config& c, Precision p);
+Trainer* new_host_trainer(const Config& c, Precision p, bool simt);
 Trainer* new_device_trainer(const Config& c, Precision p);
 
 }  // namespace gpu

@@ -11,6 +11,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#if !defined(__CUDA_ARCH__)
+#include <condition_variable>
+#include <mutex>
+#endif
 
 #if defined(__CUDACC__)
 #define TFP_HD __host__ __device__ __forceinline__
@@ -29,11 +33,59 @@
 namespace tfpipe {
 namespace gpu {
 
+#if !defined(__CUDA_ARCH__)
+// The host's SIMT emulation (host_exec.cc, executor kHostSimt): one OS thread per lane, so that
+// the GPU's lane arithmetic (shuffles, warp and block barriers) runs on the host as written and
+// CI checks it without a GPU. A thread that is not an emulated lane has current == nullptr, and
+// the functions below then see a warp of one lane.
+namespace sim {
+struct Barrier {
+  std::mutex m;
+  std::condition_variable cv;
+  int n = 0, waiting = 0;
+  unsigned generation = 0;
+  void wait() {
+    std::unique_lock<std::mutex> lock(m);
+    const unsigned g = generation;
+    if (++waiting == n) {
+      waiting = 0;
+      generation++;
+      cv.notify_all();
+    } else {
+      cv.wait(lock, [&] { return generation != g; });
+    }
+  }
+};
+struct Warp {
+  Barrier barrier;
+  float values[32];
+};
+struct Lane {
+  Warp* warp;
+  Barrier* block;
+  int lane;
+};
+inline thread_local Lane* current = nullptr;
+// This lane's v out, lane ^ mask's in: every lane of the warp must call it.
+inline float shfl_xor(float v, int mask) {
+  Lane* l = current;
+  l->warp->values[l->lane] = v;
+  l->warp->barrier.wait();
+  const float r = l->warp->values[l->lane ^ mask];
+  l->warp->barrier.wait();
+  return r;
+}
+}  // namespace sim
+#endif
+
 // The total over the warp, the same bits in every lane: with xor butterflies each level adds the
 // same two partial sums in both lanes of a pair (a + b and b + a), so all lanes end equal.
 TFP_HD float lane_sum(float v) {
 #if defined(__CUDA_ARCH__)
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+#else
+  if (sim::current)
+    for (int o = 16; o > 0; o >>= 1) v += sim::shfl_xor(v, o);
 #endif
   return v;
 }
@@ -41,6 +93,9 @@ TFP_HD float lane_sum(float v) {
 TFP_HD float lane_max(float v) {
 #if defined(__CUDA_ARCH__)
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+#else
+  if (sim::current)
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, sim::shfl_xor(v, o));
 #endif
   return v;
 }
@@ -113,11 +168,15 @@ struct BlockCtx {
   TFP_HD void sync() const {
 #if defined(__CUDA_ARCH__)
     __syncthreads();
+#else
+    if (sim::current) sim::current->block->wait();
 #endif
   }
   TFP_HD void warp_sync() const {
 #if defined(__CUDA_ARCH__)
     __syncwarp();
+#else
+    if (sim::current) sim::current->warp->barrier.wait();
 #endif
   }
 };

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <thread>
 
 #include "model.h"
 
@@ -100,11 +101,59 @@ struct HostExec {
   }
 };
 
+// Runs body(tid) for tid in [0, threads) on as many OS threads, grouped into warps of 32 lanes
+// whose shuffles and barriers (hd.h sim) work as the GPU's, with one block barrier for all.
+template <class Body>
+void run_lanes(int threads, const Body& body) {
+  std::vector<sim::Warp> warps((threads + 31) / 32);
+  for (auto& w : warps) w.barrier.n = 32;
+  sim::Barrier block;
+  block.n = threads;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; t++)
+    pool.emplace_back([&, t] {
+      sim::Lane lane{&warps[t / 32], &block, t % 32};
+      sim::current = &lane;
+      body(t);
+      sim::current = nullptr;
+    });
+  for (auto& th : pool) th.join();
+}
+
+// The host executor with the GPU's lanes: rows take a warp of 32 lanes, blocks their warps.
+struct SimtExec : HostExec {
+  explicit SimtExec(Precision p) : HostExec(p) {}
+  template <class F>
+  void rows(const char*, size_t n, const F& f) {
+    run_lanes(32, [&](int lane) {
+      for (size_t r = 0; r < n; r++) f(r, lane, 32);
+    });
+  }
+  template <class F>
+  void blocks(const char*, size_t n, int warps, size_t smemFloats, const F& f) {
+    std::vector<float> smem(smemFloats);
+    run_lanes(warps * 32, [&](int t) {
+      const BlockCtx c{t, warps * 32, t / 32, warps, t % 32, 32, smem.data()};
+      for (size_t b = 0; b < n; b++) {
+        f(b, c);
+        c.sync();
+      }
+    });
+  }
+};
+
 }  // namespace
 
-Trainer* new_host_trainer(const Config& c, Precision p) { return new Model<HostExec>(c, p); }
+const char* executor_name(Executor e) { return e == kHost ? "host" : e == kHostSimt ? "simt" : "cuda"; }
 
-Trainer* new_trainer(const Config& c, Precision p, bool host) { return host ? new_host_trainer(c, p) : new_device_trainer(c, p); }
+Trainer* new_host_trainer(const Config& c, Precision p, bool simt) {
+  if (simt) return new Model<SimtExec>(c, p);
+  return new Model<HostExec>(c, p);
+}
+
+Trainer* new_trainer(const Config& c, Precision p, Executor e) {
+  return e == kDevice ? new_device_trainer(c, p) : new_host_trainer(c, p, e == kHostSimt);
+}
 
 }  // namespace gpu
 }  // namespace tfpipe

@@ -27,13 +27,13 @@ TFP_HD int round4(int n) { return (n + 3) / 4 * 4; }
 TFP_HD int tile_stride(int dh) { return round4(dh) % 8 ? round4(dh) : round4(dh) + 4; }
 
 // Sum over lanes that are `from`, 2 from, ... apart up to `to` (the lanes of a row split into
-// parts); all 32 lanes call it on the GPU. One lane on the host: nothing to add.
+// parts); all 32 lanes call it. A warp of one lane (the plain host executor) has nothing to add.
 TFP_HD float part_sum(float v, int from, int to) {
 #if defined(__CUDA_ARCH__)
   for (int o = from; o < to; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
 #else
-  (void)from;
-  (void)to;
+  if (sim::current)
+    for (int o = from; o < to; o <<= 1) v += sim::shfl_xor(v, o);
 #endif
   return v;
 }
@@ -60,21 +60,22 @@ TFP_HD float dot_row(const float* a, const float* b, int dp) {
 }
 
 // out[d] = scale sum_t coef[t * stride] tile[t][d] for d < dh, t < n, by the lanes of a warp:
-// lane = part * G + g takes the 4 floats g of a row (G = the groups of 4 that hold the dh
-// values) for the rows t of its part, then the parts' sums are added across lanes. Written to
-// out at base + d.
+// the dh values are G groups of 4; lane = part * G2 + g (G2 = G rounded up to a power of two, so
+// that lanes of one group differ only in their part bits) takes group g of the rows t of its
+// part, then the parts' sums are added by xor shuffles. Written to out at base + d. Where a warp
+// is narrower than G2 (the host's one lane), each lane walks the groups with every row.
 TFP_HD void combine_rows(const float* coef, size_t stride, int n, const float* tile, int dp, int dh, float scale, int lane, int width,
                          const Out& out, size_t base) {
   const int G = round4(dh) / 4;
-  int parts = 1;
-  while (parts * 2 * G <= width) parts *= 2;
-  const int part = lane / G;
-  const bool active = part < parts;
-  for (int g0 = 0; g0 < G; g0 += width) {  // the host's one lane takes every group
-    const int g = width >= G ? lane % G : g0 + lane;
+  int G2 = 1;
+  while (G2 < G) G2 *= 2;
+  const bool split = width >= G2;
+  const int parts = split ? width / G2 : 1;
+  for (int g0 = 0; g0 < G; g0 += width) {
+    const int g = split ? lane % G2 : g0 + lane, part = split ? lane / G2 : 0;
     float sx = 0.f, sy = 0.f, sz = 0.f, sw = 0.f;
-    if (active && g < G)
-      for (int t = width >= G ? part : 0; t < n; t += width >= G ? parts : 1) {
+    if (g < G)
+      for (int t = part; t < n; t += parts) {
         const float a = coef[t * stride];
         const f4 v = reinterpret_cast<const f4*>(tile + (size_t)t * dp)[g];
         sx += a * v.x;
@@ -82,15 +83,15 @@ TFP_HD void combine_rows(const float* coef, size_t stride, int n, const float* t
         sz += a * v.z;
         sw += a * v.w;
       }
-    sx = part_sum(sx, G, G * parts);
-    sy = part_sum(sy, G, G * parts);
-    sz = part_sum(sz, G, G * parts);
-    sw = part_sum(sw, G, G * parts);
-    if (active && part == 0 && g < G) {
-      const float s[4] = {sx, sy, sz, sw};
-      for (int k = 0; k < 4 && 4 * g + k < dh; k++) out.put(base + 4 * g + k, s[k] * scale);
+    sx = part_sum(sx, G2, G2 * parts);
+    sy = part_sum(sy, G2, G2 * parts);
+    sz = part_sum(sz, G2, G2 * parts);
+    sw = part_sum(sw, G2, G2 * parts);
+    if (part == 0 && g < G) {
+      const float r[4] = {sx, sy, sz, sw};
+      for (int k = 0; k < 4 && 4 * g + k < dh; k++) out.put(base + 4 * g + k, r[k] * scale);
     }
-    if (width >= G) break;
+    if (split) break;
   }
 }
 
