@@ -455,9 +455,7 @@ test('with a working GPU, auto takes it without timing, names it, and runs the a
 });
 
 test('no cuBLASLt (TFPIPE_CUBLASLT=/nonexistent): the GPU is refused with where it looked, and the CPU runs', {
-  skip:
-    noAddon ||
-    (cudaBuild ? false : 'this addon was built without the CUDA kernels (nvcc not found): it never loads cuBLASLt'),
+  skip: noAddon || (cudaBuild ? false : `this addon never loads cuBLASLt: ${addon?.gpuInfo().error}`),
 }, () => {
   const r = choose({ TFPIPE_CUBLASLT: '/nonexistent/libcublasLt.so.13' }, ['auto', 'cuda']);
   assert.equal(r.status, 0, r.stderr);
