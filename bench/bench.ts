@@ -1,17 +1,21 @@
 // Training and inference throughput of the ViT on random CIFAR-shaped batches, through the same
 // code path the train stage uses (the trainer: gradients + Adam update; predict), for every
-// native kernel variant this CPU runs, the tfjs ops, and the PyTorch peer.
+// native kernel variant this CPU runs, the tfjs ops, the CUDA kernels per precision where a GPU
+// works (else one row says why not), and the PyTorch peer (on the CPU, and on the GPU where torch
+// sees one).
 //
 //   npm run bench                 every case below, then a side-by-side table
 //   node dist/bench/bench.js --backend wasm --threads 1 [--models small,default,cpu_hour]
-//        [--kernels native,tfjs,plain] [--isa avx2,baseline] [--steps 6] [--batch 128] [--peer] [--profile]
+//        [--kernels native,tfjs,plain,cuda] [--isa avx2,baseline] [--steps 6] [--batch 128] [--peer] [--profile]
 //                                 one process, one backend
 //
 // The full run (no --backend) starts one child process per thread count (a process initialises
 // its tfjs backend once) and runs the PyTorch peer for the same models and threads when torch
-// imports. The peer script is $TFPIPE_TORCH_PEER, or shared/peers/torch_vit_bench.py in the
-// package root or a folder above it; it runs with $TFPIPE_PYTHON (default /usr/bin/python3, the
-// Debian python with python3-torch). Every case is one JSON line in outputs/bench/bench.jsonl and
+// imports. The peer script is $TFPIPE_TORCH_PEER, else the project's own
+// bench/peers/torch_vit_bench.py, else shared/peers/torch_vit_bench.py in the package root or a
+// folder above it; it runs with $TFPIPE_PYTHON (default /usr/bin/python3, the Debian python with
+// python3-torch). The GPU rows run in one more process, and the GPU peer is
+// bench/peers/torch_gpu_cases.py (eager and torch.compile, the same models, batch and precisions). Every case is one JSON line in outputs/bench/bench.jsonl and
 // on stdout (outputs/ is $TFPIPE_OUTPUTS when set), with the CPU model and the ISA variant; `auto_choice: true` marks the path that
 // `tfpipe run` (runtime.kernels: auto) takes given these figures.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -30,6 +34,7 @@ import {
   type VitConfig,
 } from '../src/ml/vit/index.js';
 import { ADAM, createTrainer } from '../src/ml/vit/trainer.js';
+import { gpuAvailability, PRECISIONS } from '../src/ml/vit/gpu.js';
 import { cpuModel, nativeAvailability, nativeProfile, runnableVariants } from '../src/ml/vit/native.js';
 import { packageRoot } from '../src/paths.js';
 
@@ -59,6 +64,9 @@ interface Row {
   isa: string | null;
   backend: string;
   kernels?: string;
+  /** GPU rows: the GPU, and the matrix products' precision. */
+  gpu?: string | null;
+  precision?: string;
   model: ModelSize;
   model_label: string;
   batch: number;
@@ -109,9 +117,9 @@ function vitConfig(m: ModelSize): VitConfig {
 }
 
 /** Images per second over `steps` timed training steps after one untimed step. */
-function trainRate(cfg: VitConfig, batch: number, steps: number, kernels: Kernels): number {
+function trainRate(cfg: VitConfig, batch: number, steps: number, kernels: Kernels, settings = ADAM): number {
   const model = createVit(cfg, 0);
-  const trainer = createTrainer(model, kernels, ADAM);
+  const trainer = createTrainer(model, kernels, settings, { batch });
   const x = tf.randomNormal([batch, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
   const labels = tf.randomUniform([batch], 0, 10, 'int32', 2) as tf.Tensor1D;
   const y = tf.oneHot(labels, 10).toFloat() as tf.Tensor2D;
@@ -144,9 +152,14 @@ function inferRate(cfg: VitConfig, batch: number, steps: number, kernels: Kernel
   return rate;
 }
 
-/** The peer script: $TFPIPE_TORCH_PEER, or shared/peers/torch_vit_bench.py in the package root or above. */
+/**
+ * The peer script: $TFPIPE_TORCH_PEER, else the project's own bench/peers/torch_vit_bench.py, else
+ * shared/peers/torch_vit_bench.py in the package root or above.
+ */
 function peerScript(): string | null {
   if (process.env.TFPIPE_TORCH_PEER) return process.env.TFPIPE_TORCH_PEER;
+  const own = join(packageRoot, 'bench', 'peers', 'torch_vit_bench.py');
+  if (existsSync(own)) return own;
   for (let dir = packageRoot; ; dir = dirname(dir)) {
     const candidate = join(dir, 'shared', 'peers', 'torch_vit_bench.py');
     if (existsSync(candidate)) return candidate;
@@ -226,6 +239,69 @@ function runPeer(label: string, m: ModelSize, threads: number, batch: number, st
   }
 }
 
+/** The GPU peer's cases (bench/peers/torch_gpu_cases.py) for these models at `batch`, or one row saying why not. */
+function runGpuPeer(labels: string[], batch: number): Row[] {
+  const script = join(packageRoot, 'bench', 'peers', 'torch_gpu_cases.py');
+  const first = MODELS[labels[0]];
+  const base: Row = {
+    cpu: cpuModel(),
+    isa: null,
+    backend: 'pytorch-cuda',
+    model: first,
+    model_label: labels[0],
+    batch,
+    threads: 0,
+  };
+  const probe = spawnSync(python(), ['-c', 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)'], {
+    encoding: 'utf8',
+  });
+  if (probe.status !== 0)
+    return [
+      {
+        ...base,
+        note: `no PyTorch peer on the GPU: ${probe.status === 3 ? 'torch sees no CUDA device' : `${python()} cannot import torch`}`,
+      },
+    ];
+  // The cases the peer knows (it has no "default" model).
+  const known = labels.filter((l) => ['cifar_vit', 'cpu_hour', 'small'].includes(l));
+  if (!known.length) return [{ ...base, note: `no PyTorch GPU case for ${labels.join(', ')}` }];
+  const r = spawnSync(
+    python(),
+    [
+      script,
+      '--models',
+      known.join(','),
+      '--batches',
+      String(batch),
+      '--precisions',
+      PRECISIONS.join(','),
+      '--attn',
+      'sdpa',
+      '--compile',
+      `tf32:${batch},bf16:${batch}`,
+    ],
+    { encoding: 'utf8', timeout: 900_000 },
+  );
+  const rows: Row[] = [];
+  for (const line of (r.stdout ?? '').split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const c = JSON.parse(line) as Record<string, string | number | boolean | undefined>;
+    const label = String(c.model);
+    rows.push({
+      ...base,
+      model: MODELS[label] ?? first,
+      model_label: label,
+      kernels: c.compile ? 'torch.compile' : 'eager',
+      precision: String(c.precision),
+      ...(typeof c.train_img_s === 'number' ? { train_img_s: c.train_img_s, infer_img_s: Number(c.infer_img_s) } : {}),
+      ...(c.error || c.skipped ? { note: String(c.error ?? c.skipped) } : {}),
+    });
+  }
+  if (r.status !== 0)
+    rows.push({ ...base, note: `GPU peer failed: ${(r.stderr || String(r.error ?? '')).split('\n')[0]}` });
+  return rows;
+}
+
 function models(): [string, ModelSize][] {
   return arg('models', 'small,default,cpu_hour')
     .split(',')
@@ -249,11 +325,18 @@ async function runBackend(backend: BackendName): Promise<void> {
     const rows: Row[] = [];
     for (const k of arg('kernels', 'native,tfjs').split(',')) {
       // native: whole model in the optional addon, once per variant; tfjs: the fast custom-gradient
-      // ops on the backend; plain: stock tfjs ops and autodiff (what the tfjs ops are checked against).
+      // ops on the backend; plain: stock tfjs ops and autodiff (what the tfjs ops are checked
+      // against); cuda: the GPU model through its trainer, once per precision.
       const runs: [Kernels, string | null][] =
         k === 'native'
           ? isas.map((isa) => [{ path: 'native', isa }, isa])
-          : [[k === 'plain' ? referenceKernels : tfjsKernels, null]];
+          : k === 'cuda'
+            ? PRECISIONS.map((precision) => [{ path: 'cuda', precision }, null])
+            : [[k === 'plain' ? referenceKernels : tfjsKernels, null]];
+      if (k === 'cuda' && !gpuAvailability().ok) {
+        emit(gpuNote(label, model, batch));
+        continue;
+      }
       if (k === 'native' && !isas.length) {
         emit({
           cpu,
@@ -270,6 +353,10 @@ async function runBackend(backend: BackendName): Promise<void> {
       }
       for (const [kernels, isa] of runs) {
         const base: Row = { cpu, isa, backend: info.name, kernels: k, model, model_label: label, batch, threads };
+        if (kernels.path === 'cuda') {
+          rows.push({ ...base, ...gpuRow(kernels.precision), ...gpuRates(cfg, batch, steps, kernels) });
+          continue;
+        }
         // Measured: the tfjs ops' backward of the cifar-vit.yaml model at batch 128 exceeds wasm's
         // 4 GB heap and aborts the process, so that case is reported, not run.
         if (k !== 'native' && model.dim >= 384 && batch >= 128 && info.name === 'wasm') {
@@ -306,10 +393,57 @@ async function runBackend(backend: BackendName): Promise<void> {
   }
 }
 
+/** The GPU's part of a row. */
+function gpuRow(precision: string): Pick<Row, 'gpu' | 'precision'> {
+  return { gpu: gpuAvailability().info?.name ?? null, precision };
+}
+
+/**
+ * Training and inference img/s on the GPU, through its trainer as the train stage runs it, for
+ * the GPU peer's case (bench/peers/torch_gpu_cases.py): dropout 0, AdamW. Steps are milliseconds
+ * there, so at least 20 are timed.
+ */
+function gpuRates(
+  cfg: VitConfig,
+  batch: number,
+  steps: number,
+  kernels: Kernels,
+): Pick<Row, 'train_img_s' | 'infer_img_s' | 'note'> {
+  const c = { ...cfg, dropout: 0 };
+  const s = Math.max(20, steps);
+  const adamw = { ...ADAM, name: 'adamw' as const, weight_decay: 0.05 };
+  return {
+    train_img_s: round(trainRate(c, batch, s, kernels, adamw)),
+    infer_img_s: round(inferRate(c, batch, s, kernels)),
+    note: 'trainer step + AdamW update, dropout 0, batches from the tfjs backend each step',
+  };
+}
+
+/** The one row that says why there are no GPU rows. */
+function gpuNote(label: string, model: ModelSize, batch: number): Row {
+  return {
+    cpu: cpuModel(),
+    isa: null,
+    backend: 'cuda',
+    kernels: 'cuda',
+    model,
+    model_label: label,
+    batch,
+    threads: 0,
+    gpu: null,
+    note: `no GPU rows: ${gpuAvailability().detail}`,
+  };
+}
+
+/** The row's path as candidateLabel() names it ("native/avx2@wasm", "cuda/bf16@wasm"). */
+function rowLabel(r: Row): string {
+  const path = r.kernels === 'native' ? `native/${r.isa}` : r.kernels === 'cuda' ? `cuda/${r.precision}` : r.kernels;
+  return `${path}@${r.backend}`;
+}
+
 /** Marks the row runtime.kernels: auto would take: the same decision code, fed these figures. */
 async function markAutoChoice(rows: Row[], cfg: VitConfig, batch: number): Promise<void> {
-  const rate = (label: string) =>
-    rows.find((r) => `${r.kernels === 'native' ? `native/${r.isa}` : r.kernels}@${r.backend}` === label)?.train_img_s;
+  const rate = (label: string) => rows.find((r) => rowLabel(r) === label)?.train_img_s;
   try {
     const decision = await chooseKernels({
       request: 'auto',
@@ -319,37 +453,61 @@ async function markAutoChoice(rows: Row[], cfg: VitConfig, batch: number): Promi
       measure: async (c) => rate(candidateLabel(c)) ?? Number.NaN,
     });
     const chosen = candidateLabel(decision);
-    for (const r of rows)
-      r.auto_choice = `${r.kernels === 'native' ? `native/${r.isa}` : r.kernels}@${r.backend}` === chosen;
+    for (const r of rows) r.auto_choice = rowLabel(r) === chosen;
   } catch (err) {
     for (const r of rows) r.note = [r.note, `auto: ${(err as Error).message}`].filter(Boolean).join('; ');
   }
 }
 
-/** Every case, each thread count in its own process, then a table. */
+/** Runs this script with `args` in a child process; its rows. */
+function child(args: string[], what: string): Row[] {
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  process.stdout.write(r.stdout);
+  const rows = r.stdout
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as Row);
+  if (r.status !== 0) throw new Error(`bench ${what} failed with status ${r.status}`);
+  return rows;
+}
+
+/** Every case, each thread count in its own process, the GPU in one more, then a table. */
 function runAll(): void {
   mkdirSync(outDir, { recursive: true });
   writeFileSync(outFile, '');
   const rows: Row[] = [];
-  const self = fileURLToPath(import.meta.url);
   const passOn = [
-    ...['models', 'steps', 'batch', 'kernels', 'isa'].flatMap((n) =>
+    ...['models', 'steps', 'batch', 'isa'].flatMap((n) =>
       process.argv.includes(`--${n}`) ? [`--${n}`, arg(n, '')] : [],
     ),
     ...(process.argv.includes('--profile') ? ['--profile'] : []),
   ];
-  for (const threads of arg('thread-counts', '1,2').split(',').map(Number)) {
-    const r = spawnSync(
-      process.execPath,
-      [self, '--backend', 'wasm', '--threads', String(threads), '--peer', ...passOn],
-      {
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'inherit'],
-      },
-    );
-    process.stdout.write(r.stdout);
-    for (const line of r.stdout.split('\n')) if (line.startsWith('{')) rows.push(JSON.parse(line) as Row);
-    if (r.status !== 0) throw new Error(`bench for ${threads} thread(s) failed with status ${r.status}`);
+  const kernels = arg('kernels', 'native,tfjs,cuda').split(',');
+  const cpuKernels = kernels.filter((k) => k !== 'cuda');
+  if (cpuKernels.length)
+    for (const threads of arg('thread-counts', '1,2').split(',').map(Number))
+      rows.push(
+        ...child(
+          ['--backend', 'wasm', '--threads', String(threads), '--peer', '--kernels', cpuKernels.join(','), ...passOn],
+          `for ${threads} thread(s)`,
+        ),
+      );
+  if (kernels.includes('cuda')) {
+    const labels = models().map(([label]) => label);
+    if (gpuAvailability().ok)
+      rows.push(...child(['--backend', 'wasm', '--threads', '1', '--kernels', 'cuda', ...passOn], 'on the GPU'));
+    else {
+      const note = gpuNote(labels[0], MODELS[labels[0]], Number(arg('batch', '128')));
+      emit(note);
+      rows.push(note);
+    }
+    for (const row of runGpuPeer(labels, Number(arg('batch', '128')))) {
+      emit(row);
+      rows.push(row);
+    }
   }
   // The pure-JS cpu backend trains at ~1-3 img/s (findings note) and, with native kernels present,
   // would run the very same native code as the wasm rows.
@@ -396,6 +554,33 @@ function printTable(rows: Row[]): void {
         if (p) lines.push(`${cells(p, label)}   ${p.note ?? ''}`);
       }
     }
+  }
+  const gpuRows = rows.filter((r) => r.kernels === 'cuda' && r.train_img_s !== undefined);
+  if (gpuRows.length) {
+    lines.push(
+      '',
+      `GPU: ${gpuRows[0].gpu}    (batch from the tfjs backend each step; pytorch = bench/peers/torch_gpu_cases.py)`,
+      'model     precision  path              train img/s  infer img/s   vs pytorch eager   vs torch.compile',
+    );
+    for (const r of gpuRows) {
+      const peer = (k: string) =>
+        rows.find(
+          (p) =>
+            p.backend === 'pytorch-cuda' &&
+            p.kernels === k &&
+            p.model_label === r.model_label &&
+            p.precision === r.precision &&
+            p.batch === r.batch,
+        );
+      lines.push(
+        `${r.model_label.padEnd(10)}${String(r.precision).padEnd(11)}${`${r.auto_choice ? '*' : ' '}cuda`.padEnd(16)}` +
+          `${String(r.train_img_s).padStart(13)}${String(r.infer_img_s ?? '-').padStart(13)}   ` +
+          `${ratio(r, peer('eager')).padEnd(19)}${ratio(r, peer('torch.compile'))}`,
+      );
+    }
+  } else {
+    const note = rows.find((r) => r.kernels === 'cuda' && r.note);
+    if (note) lines.push('', `GPU: ${note.note}`);
   }
   console.log(lines.join('\n'));
 }

@@ -9,17 +9,28 @@
 //
 // Environment: TFPIPE_NATIVE_BUILD=0 skips; CXX picks the compiler; TFPIPE_NATIVE_CFLAGS replaces
 // the optimisation flags (default "-O3 -ffp-contract=fast") of every unit, e.g. for a compiler
-// that needs others; TFPIPE_NODE_INCLUDE points at node_api.h's folder.
+// that needs others; TFPIPE_NODE_INCLUDE points at node_api.h's folder; TFPIPE_NATIVE_BUILD_DIR
+// builds elsewhere than native/build (e.g. a second build to test, named by TFPIPE_NATIVE_ADDON).
+//
+// The GPU model (native/cuda/): its host executor (host_exec.cc) is always built. Where nvcc is
+// found (NVCC, else PATH) and TFPIPE_CUDA_BUILD is not 0, the CUDA executor (device_exec.cu, for
+// the GPUs of cuda/targets.conf or the -gencode flags of TFPIPE_CUDA_ARCH) compiles alongside the
+// CPU variants and nvcc links the addon with the CUDA runtime built in (cuBLASLt is loaded at run
+// time, cublaslt.cc); otherwise, or when nvcc fails, cuda/no_device.cc stands in, one line says
+// why, and the addon reports it (gpuInfo()).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { dirname, join } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { foreignSymbols } from './check-symbols.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const src = join(here, 'src');
-const buildDir = join(here, 'build');
+const cudaDir = join(here, 'cuda');
+const buildDir = process.env.TFPIPE_NATIVE_BUILD_DIR
+  ? resolve(process.env.TFPIPE_NATIVE_BUILD_DIR)
+  : join(here, 'build');
 const objDir = join(buildDir, 'obj');
 const out = join(buildDir, 'vit_kernels.node');
 // Units compiled once, without ISA flags (they must run on every CPU of the architecture).
@@ -52,14 +63,65 @@ export function variantsFor(
   return mine.length ? mine : rows.filter((r) => r.arch === 'other');
 }
 
+// Compilers still running; main() stops them when it gives up early.
+const running = new Set();
+
 function run(cmd, args) {
   return new Promise((resolve) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'pipe'] });
+    running.add(child);
     let err = '';
     child.stderr.on('data', (d) => (err += d));
     child.on('error', (e) => resolve({ ok: false, err: e.message }));
-    child.on('close', (code) => resolve({ ok: code === 0, err }));
+    child.on('close', (code) => {
+      running.delete(child);
+      resolve({ ok: code === 0, err });
+    });
   });
+}
+
+/**
+ * nvcc's path, or why the CUDA kernels are not built (`why` for the build's log, `note` for the
+ * addon's own messages).
+ */
+function findNvcc() {
+  if (process.env.TFPIPE_CUDA_BUILD === '0')
+    return { why: 'TFPIPE_CUDA_BUILD=0', note: 'native/ was built with TFPIPE_CUDA_BUILD=0' };
+  const note = 'nvcc was not found when native/ was built';
+  const name = process.env.NVCC || 'nvcc';
+  if (name.includes('/')) return existsSync(name) ? { nvcc: name } : { why: `NVCC=${name} not found`, note };
+  const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
+  const dir = dirs.find((d) => existsSync(join(d, name)));
+  return dir ? { nvcc: join(dir, name) } : { why: `${name} not found on PATH; set NVCC to build them`, note };
+}
+
+/** The -gencode flags: TFPIPE_CUDA_ARCH, else native/cuda/targets.conf. */
+function cudaArch() {
+  const text =
+    process.env.TFPIPE_CUDA_ARCH ??
+    readFileSync(join(cudaDir, 'targets.conf'), 'utf8')
+      .split('\n')
+      .filter((l) => !l.trim().startsWith('#'))
+      .join(' ');
+  return text.split(/\s+/).filter(Boolean);
+}
+
+/** Starts compiling the CUDA executor; resolves to { obj, targets } or { why }. */
+async function compileCuda(objDir) {
+  const found = findNvcc();
+  if (!found.nvcc) return found;
+  const arch = cudaArch();
+  const obj = join(objDir, 'device_exec.o');
+  const args = ['-O3', '-std=c++17', '-Xcompiler', '-fPIC', ...arch, '-c', join(cudaDir, 'device_exec.cu'), '-o', obj];
+  const r = await run(found.nvcc, args);
+  if (!r.ok) {
+    console.log(
+      `tfpipe: CUDA kernels not built (nvcc, device_exec.cu: ${firstLine(r.err)}); the addon is built without them`,
+    );
+    return { failed: true, note: 'nvcc failed on device_exec.cu when native/ was built' };
+  }
+  const targets = arch.filter((a) => a.startsWith('arch=')).map((a) => a.replace(/.*code=/, ''));
+  return { nvcc: found.nvcc, obj, targets };
 }
 
 /** Runs jobs (functions returning promises) with at most `limit` in flight. */
@@ -91,6 +153,8 @@ async function main() {
 
   const variants = variantsFor();
   const started = Date.now();
+  // nvcc, the slowest unit, runs alongside the CPU variants.
+  const cudaBuild = compileCuda(objDir);
   // The variants first (the slow units), then the small shared ones.
   const jobs = [
     ...variants.map((v) => async () => {
@@ -127,45 +191,84 @@ async function main() {
   }
   if (!linked.length) return console.log('tfpipe: native kernels not built (no variant compiled); using tfjs kernels');
   const have = linked.map((v) => `-DTFPIPE_HAVE_${v.name.toUpperCase()}`);
-  const shared = await pooled(
-    SHARED.map((name) => async () => {
+  let cuda = await cudaBuild;
+  if (!cuda.obj && !cuda.failed) console.log(`tfpipe: CUDA kernels skipped (${cuda.why})`);
+  const napi = [`-I${include}`, '-DNODE_GYP_MODULE_NAME=vit_kernels', '-DNAPI_VERSION=8'];
+  const unit =
+    (name, extra = [], dir = src) =>
+    async () => {
       const obj = join(objDir, `${name}.o`);
-      const extra =
-        name === 'addon'
-          ? [`-I${include}`, '-DNODE_GYP_MODULE_NAME=vit_kernels', '-DNAPI_VERSION=8']
-          : name === 'dispatch'
-            ? have
-            : [];
-      return { name, obj, ...(await run(cxx, [...common, ...extra, '-c', join(src, `${name}.cc`), '-o', obj])) };
-    }),
-    availableParallelism(),
-  );
+      return { name, obj, ...(await run(cxx, [...common, ...extra, '-c', join(dir, `${name}.cc`), '-o', obj])) };
+    };
+  // What depends on whether the CUDA executor is linked: the GPU glue (told so, or why not, for
+  // gpuInfo()) and cuBLASLt's loader or the executor's stand-in.
+  const gpuUnits = (c) => [
+    unit('addon_gpu', [...napi, ...(c.obj ? ['-DTFPIPE_CUDA_KERNELS'] : [`-DTFPIPE_CUDA_SKIPPED="${c.note}"`])]),
+    unit(c.obj ? 'cublaslt' : 'no_device', [], cudaDir),
+  ];
+  const cpuUnits = [
+    ...SHARED.map((name) => unit(name, [...(name === 'addon' ? napi : []), ...(name === 'dispatch' ? have : [])])),
+    unit('napi_util', napi),
+    unit('host_exec', [], cudaDir), // the GPU model on host loops: plain C++, always built
+  ];
+  const shared = await pooled([...cpuUnits, ...gpuUnits(cuda)], availableParallelism());
   const failed = shared.find((s) => !s.ok);
   if (failed)
     return console.log(
       `tfpipe: native kernels not built (${failed.name}.cc: ${firstLine(failed.err)}); using tfjs kernels`,
     );
   const tmp = `${out}.${process.pid}.tmp`;
-  const link = await run(cxx, [
-    ...opt,
-    '-shared',
-    '-pthread',
-    ...shared.map((s) => s.obj),
-    ...linked.map((v) => v.obj),
-    '-o',
-    tmp,
-  ]);
+  const cpuObjects = [...shared.slice(0, cpuUnits.length), ...linked].map((u) => u.obj);
+  let link;
+  if (cuda.obj) {
+    const gpuObjects = [...shared.slice(cpuUnits.length).map((u) => u.obj), cuda.obj];
+    const args = [
+      '-shared',
+      '-cudart',
+      'static',
+      '-Xcompiler',
+      '-pthread',
+      ...cpuObjects,
+      ...gpuObjects,
+      '-ldl',
+      '-o',
+      tmp,
+    ];
+    link = await run(cuda.nvcc, args);
+    if (!link.ok) {
+      console.log(
+        `tfpipe: CUDA kernels not built (nvcc link: ${firstLine(link.err)}); the addon is built without them`,
+      );
+      cuda = { note: 'the nvcc link failed when native/ was built' };
+    }
+  }
+  if (!cuda.obj) {
+    const gpu = link ? await pooled(gpuUnits(cuda), availableParallelism()) : shared.slice(cpuUnits.length);
+    const bad = gpu.find((s) => !s.ok);
+    if (bad)
+      return console.log(
+        `tfpipe: native kernels not built (${bad.name}.cc: ${firstLine(bad.err)}); using tfjs kernels`,
+      );
+    link = await run(cxx, [...opt, '-shared', '-pthread', ...cpuObjects, ...gpu.map((u) => u.obj), '-o', tmp]);
+  }
   if (!link.ok) {
     rmSync(tmp, { force: true });
     return console.log(`tfpipe: native kernels not built (link: ${firstLine(link.err)}); using tfjs kernels`);
   }
   renameSync(tmp, out);
   const secs = ((Date.now() - started) / 1000).toFixed(1);
-  console.log(`tfpipe: built native kernels ${out} (variants: ${linked.map((v) => v.name).join(', ')}; ${secs} s)`);
+  const gpu = cuda.obj ? `CUDA kernels for ${cuda.targets.join(', ')}` : 'no CUDA kernels';
+  console.log(
+    `tfpipe: built native kernels ${out} (variants: ${linked.map((v) => v.name).join(', ')}; ${gpu}; ${secs} s)`,
+  );
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  main().catch((err) =>
-    console.log(`tfpipe: native kernels not built (${firstLine(String(err?.message ?? err))}); using tfjs kernels`),
-  );
+  main()
+    .catch((err) =>
+      console.log(`tfpipe: native kernels not built (${firstLine(String(err?.message ?? err))}); using tfjs kernels`),
+    )
+    .finally(() => {
+      for (const child of running) child.kill();
+    });
 }

@@ -1,5 +1,6 @@
 // `npm run bench` on a fresh checkout: no outputs/ yet, every row says which CPU and which native
-// variant ran, one row per variant this CPU runs, and the path auto would take is marked.
+// variant ran, one row per variant this CPU runs, and the path auto would take is marked; the GPU
+// rows, or one row saying why there are none.
 // Tiny batch and one step: this checks what the bench reports, never how fast anything is.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../src/ml/backend.js';
+import { gpuAvailability } from '../src/ml/vit/gpu.js';
 import { cpuModel, runnableVariants } from '../src/ml/vit/native.js';
 
 const bench = fileURLToPath(new URL('../bench/bench.js', import.meta.url));
@@ -43,5 +45,23 @@ test('the full bench runs with no outputs folder and writes rows with CPU, ISA a
   assert.equal(model.filter((row) => row.auto_choice === true).length, 1, 'exactly one row is the auto choice');
   const peer = rows.find((row) => row.backend === 'pytorch');
   assert.match(String(peer?.note), /peer script not found at .*no-such-peer\.py/);
+  // The GPU: rows per precision where it works, else one row saying why not; the same for its peer.
+  const gpu = gpuAvailability();
+  const cuda = rows.filter((row) => row.kernels === 'cuda');
+  if (gpu.ok) {
+    assert.deepEqual(
+      cuda.map((row) => row.precision),
+      ['fp32', 'tf32', 'bf16'],
+    );
+    for (const row of cuda) assert.ok((row.train_img_s as number) > 0 && row.gpu === gpu.info?.name);
+  } else {
+    assert.equal(cuda.length, 1);
+    assert.equal(cuda[0].note, `no GPU rows: ${gpu.detail}`);
+    assert.match(r.stdout, /GPU: no GPU rows: /);
+  }
+  assert.ok(
+    rows.some((row) => row.backend === 'pytorch-cuda'),
+    'a GPU peer row (or why there is none)',
+  );
   assert.match(r.stdout, /CPU: .*\(\* = the path runtime\.kernels: auto takes;/);
 });

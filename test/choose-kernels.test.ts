@@ -113,7 +113,9 @@ if (process.env[SCENARIO]) {
 function run(name: string, env: Record<string, string> = {}): Record<string, unknown> {
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], {
     encoding: 'utf8',
-    env: { ...process.env, NODE_TEST_CONTEXT: undefined, [SCENARIO]: name, ...env },
+    // The CPU paths and tfjs's GPU backend: a CUDA GPU, which auto would take first, is hidden
+    // (its choice is tested in gpu.test.ts).
+    env: { ...process.env, NODE_TEST_CONTEXT: undefined, TFPIPE_CUDA: '0', [SCENARIO]: name, ...env },
     timeout: 120_000,
   });
   assert.equal(r.status, 0, r.stderr);

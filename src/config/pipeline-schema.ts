@@ -43,10 +43,10 @@ export function buildPipelineSchema(registry: KindRegistry): JsonObject {
             description: 'CPU threads for the wasm backend and the native kernels; 0 chooses.',
           },
           kernels: {
-            enum: ['auto', 'native', 'tfjs'],
+            enum: ['auto', 'cuda', 'native', 'tfjs'],
             default: 'auto',
             description:
-              'Who runs the ViT: native (the C++ kernels, one variant per CPU ISA), tfjs (the tfjs ops on the backend), or auto: where both can run, a few timed steps of each (remembered per machine in outputs/.cache/kernels/) pick the faster.',
+              'Who runs the ViT: cuda (the CUDA kernels on an NVIDIA GPU; an error where none works), native (the C++ CPU kernels, one variant per CPU ISA), tfjs (the tfjs ops on the backend), or auto: a working CUDA GPU first (TFPIPE_CUDA=0 hides it), else where several CPU paths can run, a few timed steps of each (remembered per machine in outputs/.cache/kernels/) pick the fastest.',
           },
         },
       },

@@ -341,6 +341,10 @@ export interface TrainSettings {
    * Images per forward pass during validation.
    */
   eval_batch_size: number;
+  /**
+   * The matrix products' precision on the GPU (runtime.kernels cuda or auto with a GPU): fp32; tf32 (TF32 tensor cores); bf16 (inputs rounded to bf16, fp32 sums; weights, optimizer state, norms, softmax and loss stay fp32). Part of the stage key. The CPU paths compute in fp32 whatever this says; the log and result.json then say so.
+   */
+  precision: 'fp32' | 'tf32' | 'bf16';
 }
 
 /**

@@ -49,6 +49,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     { describeKernels },
     { loadCheckpoint, readCheckpointMetadata, saveCheckpoint },
     { cpuModel },
+    { gpuRecord },
   ] = await Promise.all([
     import('@tensorflow/tfjs'),
     import('../ml/evaluation.js'),
@@ -56,8 +57,10 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     import('../ml/vit/index.js'),
     import('../ml/vit/checkpoint.js'),
     import('../ml/vit/native.js'),
+    import('../ml/vit/gpu.js'),
   ]);
   const s = ctx.settings;
+  const bs = s.batch_size;
   const vit = upstreamOfKind(ctx, 'vit');
   const { dir, info, augmenter } = await upstreamData(ctx);
   const [trainSplit, valSplit] = await Promise.all([loadSplit(dir, 'train'), loadSplit(dir, 'val')]);
@@ -70,9 +73,14 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     (await readCheckpointMetadata(modelDir)).vit as VitConfig,
     s.batch_size,
     'train',
+    s.precision,
   );
+  // Only the GPU has lower precisions; the CPU paths compute in fp32 whatever the setting says.
+  const precision = kernels.path === 'cuda' ? kernels.precision : 'fp32';
+  if (precision !== s.precision)
+    ctx.log(`precision: ${s.precision} asked, but ${describeKernels(kernels)} computes in fp32, so this run is fp32`);
   const model = await loadCheckpoint(modelDir);
-  const trainer = createTrainer(model, kernels, s.optimizer);
+  const trainer = createTrainer(model, kernels, s.optimizer, { batch: bs });
   const state: TrainState = resume?.state ?? {
     epochsDone: 0,
     plannedEpochs: s.epochs,
@@ -86,7 +94,6 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     ctx.log(`resuming after epoch ${state.epochsDone} of ${state.plannedEpochs}`);
   }
 
-  const bs = s.batch_size;
   const batches = Math.ceil(trainSplit.count / bs);
   const classes = info.classes.length;
   try {
@@ -150,6 +157,9 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
         await yieldToEventLoop();
       }
       const trainSeconds = (Date.now() - t0) / 1000;
+      // The model's variables are read from here on (validation, checkpoints): bring them up to
+      // date where the trainer keeps the weights elsewhere (the GPU).
+      trainer.syncModel();
       const valStart = performance.now();
       const val =
         valSplit.count > 0
@@ -221,6 +231,11 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     kernels: describeKernels(kernels),
     isa: kernels.path === 'native' ? kernels.isa : null,
     cpu: cpuModel(),
+    gpu: kernels.path === 'cuda' ? gpuRecord() : null,
+    precision,
+    ...(precision !== s.precision
+      ? { precision_note: `${s.precision} asked; ${describeKernels(kernels)} computes in fp32` }
+      : {}),
   };
 }
 

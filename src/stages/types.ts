@@ -13,8 +13,8 @@ export interface RuntimeSettings {
   backend: 'auto' | 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
   /** Threads of the wasm backend and the native kernels; 0 = let tfpipe choose (every core, or cores / jobs). */
   threads: number;
-  /** Who runs the ViT: the native kernels, the tfjs ops, or the faster of the two here (auto). */
-  kernels?: 'auto' | 'native' | 'tfjs';
+  /** Who runs the ViT: the CUDA kernels on the GPU, the native CPU kernels, the tfjs ops, or auto (a working GPU, else the fastest here). */
+  kernels?: 'auto' | 'cuda' | 'native' | 'tfjs';
 }
 
 /** What the runner hands a stage about one stage it needs. Read-only: never write here. */

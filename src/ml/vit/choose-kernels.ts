@@ -1,9 +1,11 @@
-// runtime.kernels -> the kernels (and CPU backend) that run the ViT. `native` and `tfjs` are taken
-// as asked. `auto` must never pick a slower path: where more than one can run, it times a few steps
-// of each on throwaway models (so trained weights never depend on the timing), keeps the fastest,
-// logs every figure, and remembers the decision per CPU, ISA, model shape, batch and threads under
-// outputs/.cache/kernels/, so a machine makes the same choice every time. A GPU backend that
-// really runs on a GPU is taken without timing.
+// runtime.kernels -> the kernels (and CPU backend) that run the ViT. `cuda`, `native` and `tfjs`
+// are taken as asked (`cuda` is an error where the GPU cannot run, `native` forces the CPU
+// kernels). `auto` takes a working CUDA GPU first, without timing; otherwise it must never pick a
+// slower path: where more than one can run, it times a few steps of each on throwaway models (so
+// trained weights never depend on the timing), keeps the fastest, logs every figure, and
+// remembers the decision per CPU, ISA, model shape, batch and threads under outputs/.cache/kernels/,
+// so a machine makes the same choice every time; the log says why the GPU was not taken. A tfjs
+// GPU backend that really runs on a GPU is taken without timing too.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,11 +14,12 @@ import { writeFileAtomic } from '../../cache/atomic.js';
 import { backendInfo, backendRegistryName, type BackendName } from '../backend.js';
 import { activationOf, tokenCount, type VitConfig } from './config.js';
 import { describeKernels, predict, tfjsKernels, type Kernels } from './kernels.js';
+import { gpuAvailability, type Precision } from './gpu.js';
 import { createVit } from './model.js';
 import { cpuModel, nativeAvailability, nativeThreads } from './native.js';
 import { ADAM, createTrainer } from './trainer.js';
 
-export type KernelsRequest = 'auto' | 'native' | 'tfjs';
+export type KernelsRequest = 'auto' | 'cuda' | 'native' | 'tfjs';
 
 /** One way to run the model: kernels on a backend. */
 export interface Candidate {
@@ -37,6 +40,8 @@ export interface ChooseOptions {
   batch: number;
   /** What will run: training steps (gradients + optimizer) or inference. */
   purpose: 'train' | 'infer';
+  /** The matrix products' precision on the GPU (default fp32); the CPU paths compute in fp32. */
+  precision?: Precision;
   /** Where decisions are remembered (outputs/.cache/kernels); omit to measure every time. */
   cacheDir?: string;
   /** Images per second of a candidate; defaults to timing real steps. Injectable for tests. */
@@ -83,10 +88,17 @@ export function candidates(
 
 /** Resolves runtime.kernels for a model; switches the tfjs backend to the chosen one. */
 export async function chooseKernels(opts: ChooseOptions): Promise<KernelDecision> {
-  const native = nativeAvailability();
-  if (native.forcedError && opts.request !== 'tfjs') throw new Error(native.forcedError);
   const info = backendInfo();
   const current = (info?.name ?? (tf.getBackend() as BackendName)) as BackendName;
+  const gpu = gpuAvailability();
+  const cuda: Kernels = { path: 'cuda', precision: opts.precision ?? 'fp32' };
+  // On the GPU the tfjs backend only prepares batches (augmentation): it stays where it is.
+  if (opts.request === 'cuda') {
+    if (!gpu.ok) throw new Error(`runtime.kernels is "cuda" but ${gpu.detail}`);
+    return { backend: current, kernels: cuda, detail: `${gpu.detail}, ${cuda.precision} (runtime.kernels: cuda)` };
+  }
+  const native = nativeAvailability();
+  if (native.forcedError && opts.request !== 'tfjs') throw new Error(native.forcedError);
   if (opts.request === 'tfjs')
     return { backend: current, kernels: tfjsKernels, detail: `tfjs ops on ${current} (runtime.kernels: tfjs)` };
   if (opts.request === 'native') {
@@ -97,11 +109,22 @@ export async function chooseKernels(opts: ChooseOptions): Promise<KernelDecision
       detail: `${native.detail} (runtime.kernels: native)`,
     };
   }
+  if (gpu.ok)
+    return {
+      backend: current,
+      kernels: cuda,
+      detail: `${gpu.detail}, ${cuda.precision} (a working CUDA GPU comes first, without timing)`,
+    };
   if (current === 'tensorflow-gpu')
-    return { backend: current, kernels: tfjsKernels, detail: 'tfjs ops on the GPU (tensorflow-gpu)' };
+    return {
+      backend: current,
+      kernels: tfjsKernels,
+      detail: `tfjs ops on the GPU (tensorflow-gpu); not considered: ${gpu.detail}`,
+    };
 
   const { list, excluded } = candidates(opts.cfg, opts.batch, opts.purpose);
-  const notes = excluded.length ? `; not considered: ${excluded.join('; ')}` : '';
+  // Why the GPU was not taken, last.
+  const notes = `; not considered: ${[...excluded, gpu.detail].join('; ')}`;
   if (list.length === 1) {
     const only = list[0];
     await switchBackend(only.backend);
@@ -200,7 +223,7 @@ export async function timeCandidate(
   const y = tf.tidy(() =>
     tf.oneHot(tf.randomUniform([batch], 0, cfg.classes, 'int32', 2) as tf.Tensor1D, cfg.classes).toFloat(),
   ) as tf.Tensor2D;
-  const trainer = createTrainer(model, c.kernels, ADAM);
+  const trainer = createTrainer(model, c.kernels, ADAM, { batch });
   const step = (i: number) => {
     if (opts.purpose === 'train') {
       trainer.gradients(x, y, { seed: i });

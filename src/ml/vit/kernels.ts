@@ -3,6 +3,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { VitConfig } from './config.js';
 import { Dropout } from './dropout.js';
+import { gpuCopy, type Precision } from './gpu.js';
 import type { Vit } from './model.js';
 import { nativeRun, type NativeRunResult } from './native.js';
 import { referenceOps, tfjsOps, type VitOps } from './ops.js';
@@ -10,17 +11,27 @@ import { block, embed, head, vit, type BlockWeights, type Ctx, type HeadWeights,
 
 /**
  * Which implementation runs the model: `native` the C++ kernels (one call per batch; `isa` names
- * the variant), `tfjs` the fast tfjs ops on the current backend, `reference` plain tfjs ops with
- * autodiff (tests and the bench's baseline).
+ * the variant), `cuda` the CUDA kernels on the GPU (gpu.ts; `precision` of the matrix products;
+ * `host`: the same model code on the host executor instead, slow, for tests without a GPU),
+ * `tfjs` the fast tfjs ops on the current backend, `reference` plain tfjs ops with autodiff (tests
+ * and the bench's baseline).
  */
-export type Kernels = { path: 'native'; isa: string } | { path: 'tfjs' } | { path: 'reference' };
+export type Kernels =
+  | { path: 'native'; isa: string }
+  | { path: 'cuda'; precision: Precision; host?: boolean }
+  | { path: 'tfjs' }
+  | { path: 'reference' };
 export const tfjsKernels: Kernels = { path: 'tfjs' };
 export const referenceKernels: Kernels = { path: 'reference' };
 
-/** "native/avx2", "tfjs", "reference". */
+/** "native/avx2", "cuda/bf16", "tfjs", "reference" ("cuda-host/fp32": the GPU model on the host executor). */
 export function describeKernels(k: Kernels): string {
+  if (k.path === 'cuda') return `${k.host ? 'cuda-host' : 'cuda'}/${k.precision}`;
   return k.path === 'native' ? `native/${k.isa}` : k.path;
 }
+
+// Images per GPU call when inference makes its own copy of a model (gpu.ts runs larger n in pieces).
+const GPU_INFER_BATCH = 512;
 
 function opsOf(k: Kernels): VitOps {
   return k.path === 'reference' ? referenceOps : tfjsOps;
@@ -70,13 +81,21 @@ export function forward(
     const logits = tf.tensor2d(r.logits, [x.shape[0], model.config.classes]);
     return opts.returnAttention ? { logits, attention: splitAttention(model.config, x.shape[0], r) } : { logits };
   }
+  if (kernels.path === 'cuda') {
+    if (opts.training) throw new Error('forward: training steps on the GPU run through its trainer (createTrainer)');
+    const n = x.shape[0];
+    const gpu = gpuCopy(model, Math.min(n, GPU_INFER_BATCH), kernels);
+    const r = gpu.forward(float32(x), n, !!opts.returnAttention);
+    const logits = tf.tensor2d(r.logits, [n, model.config.classes]);
+    return opts.returnAttention ? { logits, attention: splitAttention(model.config, n, r) } : { logits };
+  }
   const attention: tf.Tensor4D[] | undefined = opts.returnAttention ? [] : undefined;
   const logits = tf.tidy(() => logitsOf(model, x, opsOf(kernels), opts, attention));
   return attention ? { logits, attention } : { logits };
 }
 
 /** The addon's [depth, B, heads, T, T] attention as one [B, heads, T, T] tensor per block. */
-function splitAttention(cfg: VitConfig, batch: number, r: NativeRunResult): tf.Tensor4D[] {
+function splitAttention(cfg: VitConfig, batch: number, r: Pick<NativeRunResult, 'attention'>): tf.Tensor4D[] {
   const all = r.attention as Float32Array;
   const per = all.length / cfg.depth;
   const t = Math.round(Math.sqrt(per / (batch * cfg.heads)));
@@ -110,6 +129,8 @@ export function computeGradients(
   opts: GradientOptions,
   kernels: Kernels,
 ): GradientResult {
+  if (kernels.path === 'cuda')
+    throw new Error('computeGradients: training steps on the GPU run through its trainer (createTrainer)');
   if (kernels.path === 'native') {
     // The addon clips (the same rule as clipByGlobalNorm) before it hands the gradients over.
     const clipNorm = opts.gradClipNorm ?? 0;
@@ -167,6 +188,11 @@ export function clipByGlobalNorm(grads: tf.NamedTensorMap, maxNorm: number): num
 /** Logits in eval mode, computed in batches to keep the wasm heap small. */
 export function predict(model: Vit, x: tf.Tensor4D, batchSize: number, kernels: Kernels): tf.Tensor2D {
   if (kernels.path === 'native') return nativePredict(model, x, batchSize, kernels.isa);
+  if (kernels.path === 'cuda') {
+    const n = x.shape[0];
+    const gpu = gpuCopy(model, Math.min(n, batchSize, GPU_INFER_BATCH), kernels);
+    return tf.tensor2d(gpu.forward(float32(x), n).logits, [n, model.config.classes]);
+  }
   const n = x.shape[0];
   const parts: tf.Tensor2D[] = [];
   for (let i = 0; i < n; i += batchSize) {

@@ -14,6 +14,7 @@ export class Vit {
   readonly names: string[];
   readonly params: VitParams<tf.Variable>;
   private disposed = false;
+  private readonly disposers: (() => void)[] = [];
 
   constructor(config: VitConfig, values: Map<string, tf.Tensor>) {
     validateConfig(config);
@@ -39,9 +40,15 @@ export class Vit {
     return this.names[i];
   }
 
+  /** Runs `fn` when the model is disposed (e.g. to free a copy of its weights on the GPU). */
+  onDispose(fn: () => void): void {
+    this.disposers.push(fn);
+  }
+
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    for (const fn of this.disposers.splice(0)) fn();
     for (const v of this.variables) v.dispose();
   }
 }

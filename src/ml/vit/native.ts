@@ -48,7 +48,7 @@ export interface NativeInfo {
 }
 
 /** The config as the addon reads it: the ViT's settings by name (activation spelled out), plus the batch. */
-type NativeConfig = Required<VitConfig> & { batch: number };
+export type NativeConfig = Required<VitConfig> & { batch: number };
 
 interface RunOptions {
   isa?: string;
@@ -145,6 +145,17 @@ export function nativeAvailability(): NativeAvailability {
   };
 }
 
+/** The loaded addon as a plain module (gpu.ts types its GPU functions), or why there is none. */
+export function nativeModule(): { addon: object } | { error: string } {
+  const l = load();
+  return 'error' in l ? { error: l.error } : { addon: l.addon };
+}
+
+/** The config object the addon reads for a model at `batch`. */
+export function nativeConfig(cfg: VitConfig, batch: number): NativeConfig {
+  return { ...cfg, activation: activationOf(cfg), batch };
+}
+
 /** The addon's description of itself and this CPU, or null without an addon. */
 export function nativeInfo(): NativeInfo | null {
   const l = load();
@@ -190,7 +201,7 @@ export function nativeRun(
   seed: number | undefined,
   opts: { attention?: boolean; clipNorm?: number; threads?: number } = {},
 ): NativeRunResult {
-  const config: NativeConfig = { ...cfg, activation: activationOf(cfg), batch };
+  const config = nativeConfig(cfg, batch);
   const { threads = nativeThreads(), ...rest } = opts;
   return addon().run(config, weights, images, targets, seed ?? -1, threads, { isa, ...rest });
 }

@@ -2,10 +2,13 @@
 // update. On the tfjs kernels that is computeGradients plus the tfjs Optimizer (src/ml/optim.ts).
 // On the native kernels both run in the addon on plain arrays: the gradients never become
 // tensors and the update needs no tfjs op per parameter (~1,000 per step otherwise), only the new
-// weights are written back to the model's variables. Both keep the same OptimizerState, so a run
-// can resume on either.
+// weights are written back to the model's variables. On the GPU (CudaTrainer) weights, gradients
+// and optimizer state stay there: a step sends the batch and gets the metrics, and the weights
+// come back to the model's variables only when syncModel() asks (validation, checkpoints). All
+// keep the same OptimizerState, so a run can resume on any of them.
 import * as tf from '@tensorflow/tfjs';
 import { decays, Optimizer, type OptimizerSettings, type OptimizerState } from '../optim.js';
+import { GpuModel, gpuOptimizerSettings, setTrainedCopy, type Precision } from './gpu.js';
 import { computeGradients, float32, type GradientOptions, type Kernels } from './kernels.js';
 import type { Vit } from './model.js';
 import { nativeOptimize, nativeRun } from './native.js';
@@ -25,15 +28,46 @@ export interface Trainer {
   gradients(x: tf.Tensor4D, targets: tf.Tensor2D, opts: GradientOptions): { loss: number; correct: number };
   /** Applies the kept gradients with learning rate lr. */
   update(lr: number): void;
+  /**
+   * Brings the model's variables up to date with the trainer's weights, where it keeps them
+   * elsewhere (the GPU); call before reading the model (validation, checkpoints). A no-op for the
+   * trainers that update the variables themselves.
+   */
+  syncModel(): void;
   getState(): OptimizerState;
   setState(state: OptimizerState): void;
   dispose(): void;
 }
 
-export function createTrainer(model: Vit, kernels: Kernels, settings: OptimizerSettings): Trainer {
+/**
+ * A trainer for `model` on `kernels`. `batch` is the largest batch a step will take (the GPU
+ * allocates for it; a larger one later moves the model to a larger allocation).
+ */
+export function createTrainer(
+  model: Vit,
+  kernels: Kernels,
+  settings: OptimizerSettings,
+  opts: { batch?: number } = {},
+): Trainer {
+  if (kernels.path === 'cuda') return new CudaTrainer(model, kernels, settings, opts.batch ?? 1);
   return kernels.path === 'native'
     ? new NativeTrainer(model, kernels.isa, settings)
     : new TfjsTrainer(model, kernels, settings);
+}
+
+/** Weight decay per weight (decays() of optim.ts), as the addon takes it. */
+function decayFlags(model: Vit): Uint8Array {
+  return Uint8Array.from(model.variables, (v, i) => (decays(model.names[i], v.shape) ? 1 : 0));
+}
+
+/** Throws unless `state` has the slots (count and sizes) of `expected`. */
+function checkState(state: OptimizerState, expected: { length: number }[]): void {
+  if (state.slots.length !== expected.length)
+    throw new Error(`optimizer state has ${state.slots.length} slots, expected ${expected.length}`);
+  state.slots.forEach((s, i) => {
+    if (s.length !== expected[i].length)
+      throw new Error(`optimizer slot ${i} has ${s.length} values, expected ${expected[i].length}`);
+  });
 }
 
 class TfjsTrainer implements Trainer {
@@ -60,6 +94,8 @@ class TfjsTrainer implements Trainer {
     this.optimizer.apply(this.grads, lr);
     this.dropGrads();
   }
+
+  syncModel(): void {}
 
   getState(): OptimizerState {
     return this.optimizer.getState();
@@ -93,7 +129,7 @@ class NativeTrainer implements Trainer {
   ) {
     const per = settings.name === 'sgd' ? 1 : 2;
     this.slots = model.variables.flatMap((v) => Array.from({ length: per }, () => new Float32Array(v.size)));
-    this.decays = Uint8Array.from(model.variables, (v, i) => (decays(model.names[i], v.shape) ? 1 : 0));
+    this.decays = decayFlags(model);
   }
 
   gradients(x: tf.Tensor4D, targets: tf.Tensor2D, opts: GradientOptions): { loss: number; correct: number } {
@@ -135,22 +171,110 @@ class NativeTrainer implements Trainer {
     this.pending = undefined;
   }
 
+  syncModel(): void {}
+
   getState(): OptimizerState {
     return { step: this.step, slots: this.slots.map((s) => s.slice()) };
   }
 
   setState(state: OptimizerState): void {
-    if (state.slots.length !== this.slots.length)
-      throw new Error(`optimizer state has ${state.slots.length} slots, expected ${this.slots.length}`);
-    state.slots.forEach((s, i) => {
-      if (s.length !== this.slots[i].length)
-        throw new Error(`optimizer slot ${i} has ${s.length} values, expected ${this.slots[i].length}`);
-    });
+    checkState(state, this.slots);
     this.slots = state.slots.map((s) => Float32Array.from(s));
     this.step = state.step;
   }
 
   dispose(): void {
     this.pending = undefined;
+  }
+}
+
+/**
+ * Training on the GPU: the model's weights, gradients and optimizer state live on the GPU
+ * (GpuModel); a step uploads the batch and returns loss and correct count, an update runs there,
+ * and the model's variables are written only by syncModel(). While it lives, inference on the GPU
+ * (predict, forward) uses its copy of the weights.
+ */
+class CudaTrainer implements Trainer {
+  private gpu: GpuModel;
+  private step = 0;
+  private pending = false;
+  /** The GPU's weights are newer than the model's variables. */
+  private ahead = false;
+  private readonly decays: Uint8Array;
+
+  constructor(
+    private readonly model: Vit,
+    private readonly on: { precision: Precision; host?: boolean },
+    private readonly settings: OptimizerSettings,
+    batch: number,
+  ) {
+    this.decays = decayFlags(model);
+    this.gpu = this.open(batch);
+  }
+
+  /** A GPU copy for batches up to `batch`: the model's weights and fresh state, or `from`'s. */
+  private open(batch: number, from?: GpuModel): GpuModel {
+    const gpu = new GpuModel(this.model.config, { batch, precision: this.on.precision, host: this.on.host });
+    try {
+      gpu.setWeights(from ? from.getWeights() : this.model.variables.map((v) => v.dataSync() as Float32Array));
+      gpu.setOptimizer(gpuOptimizerSettings(this.settings), this.decays);
+      if (from) gpu.setSlots(from.getSlots());
+    } catch (err) {
+      gpu.release();
+      throw err;
+    }
+    setTrainedCopy(this.model, gpu);
+    return gpu;
+  }
+
+  gradients(x: tf.Tensor4D, targets: tf.Tensor2D, opts: GradientOptions): { loss: number; correct: number } {
+    const batch = x.shape[0];
+    if (batch > this.gpu.maxBatch) {
+      const old = this.gpu;
+      this.gpu = this.open(batch, old);
+      old.release();
+    }
+    const r = this.gpu.step(float32(x), float32(targets), batch, opts.seed, opts.gradClipNorm ?? 0);
+    this.pending = true;
+    return { loss: r.loss, correct: r.correct };
+  }
+
+  update(lr: number): void {
+    if (!this.pending) throw new Error('update() before gradients()');
+    this.step += 1;
+    this.gpu.update(lr, this.step);
+    this.pending = false;
+    this.ahead = true;
+  }
+
+  syncModel(): void {
+    if (!this.ahead) return;
+    const weights = this.gpu.getWeights();
+    tf.tidy(() =>
+      this.model.variables.forEach((v, i) => {
+        v.assign(tf.tensor(weights[i], v.shape, 'float32'));
+      }),
+    );
+    this.ahead = false;
+  }
+
+  getState(): OptimizerState {
+    return { step: this.step, slots: this.gpu.getSlots() };
+  }
+
+  setState(state: OptimizerState): void {
+    const per = this.settings.name === 'sgd' ? 1 : 2;
+    checkState(
+      state,
+      this.model.variables.flatMap((v) => Array.from({ length: per }, () => ({ length: v.size }))),
+    );
+    this.gpu.setSlots(state.slots);
+    this.step = state.step;
+  }
+
+  dispose(): void {
+    setTrainedCopy(this.model, undefined);
+    this.gpu.release();
+    this.pending = false;
   }
 }

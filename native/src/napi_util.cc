@@ -1,0 +1,146 @@
+// N-API helpers shared by addon.cc and addon_gpu.cc (napi_util.h).
+#include "napi_util.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace tfpipe {
+namespace napi {
+
+napi_value str(napi_env env, const std::string& s) {
+  napi_value v;
+  napi_create_string_utf8(env, s.c_str(), s.size(), &v);
+  return v;
+}
+napi_value num(napi_env env, double x) {
+  napi_value v;
+  napi_create_double(env, x, &v);
+  return v;
+}
+napi_value strings(napi_env env, const char* const* names, int n) {
+  napi_value arr;
+  napi_create_array_with_length(env, n, &arr);
+  for (int i = 0; i < n; i++) napi_set_element(env, arr, i, str(env, names[i]));
+  return arr;
+}
+
+bool float32(napi_env env, napi_value v, float** data, size_t* len) {
+  bool is;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  void* p;
+  if (napi_get_typedarray_info(env, v, &type, len, &p, &ab, &off) != napi_ok || type != napi_float32_array) return false;
+  *data = static_cast<float*>(p);
+  return true;
+}
+
+napi_value newFloat32(napi_env env, size_t n, float** data) {
+  napi_value ab, arr;
+  void* p;
+  if (napi_create_arraybuffer(env, n * sizeof(float), &p, &ab) != napi_ok) return nullptr;
+  if (napi_create_typedarray(env, napi_float32_array, n, ab, 0, &arr) != napi_ok) return nullptr;
+  std::memset(p, 0, n * sizeof(float));
+  *data = static_cast<float*>(p);
+  return arr;
+}
+
+// The call's first n arguments into argv (undefined past those passed); false with a JS TypeError
+// giving the signature when fewer than `required` were passed.
+bool arguments(napi_env env, napi_callback_info info, size_t n, size_t required, napi_value* argv, const char* signature) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) {
+    napi_throw_error(env, nullptr, "vit_kernels: N-API call failed: napi_get_cb_info");
+    return false;
+  }
+  if (argc < required) {
+    napi_throw_type_error(env, nullptr, signature);
+    return false;
+  }
+  return true;
+}
+
+// Reads config.<key> as a number; false (with a JS TypeError thrown) when missing or not a number.
+bool field(napi_env env, napi_value obj, const char* key, double* out) {
+  bool has = false;
+  napi_value v;
+  napi_valuetype t;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has || napi_get_named_property(env, obj, key, &v) != napi_ok ||
+      napi_typeof(env, v, &t) != napi_ok || t != napi_number) {
+    napi_throw_type_error(env, nullptr, (std::string("vit_kernels: config.") + key + " must be a number").c_str());
+    return false;
+  }
+  napi_get_value_double(env, v, out);
+  return true;
+}
+
+bool read_config(napi_env env, napi_value obj, Config* c) {
+  struct {
+    const char* key;
+    int32_t* dst;
+  } ints[] = {{"batch", &c->batch},   {"imageSize", &c->image}, {"channels", &c->channels}, {"classes", &c->classes},
+              {"patchSize", &c->patch}, {"dim", &c->dim},       {"depth", &c->depth},       {"heads", &c->heads},
+              {"dimHead", &c->dimHead}, {"mlpDim", &c->mlp}};
+  for (auto& f : ints) {
+    double v;
+    if (!field(env, obj, f.key, &v)) return false;
+    if (!(v >= 1 && v == std::floor(v) && v < 1e9)) {
+      napi_throw_range_error(env, nullptr, (std::string("vit_kernels: config.") + f.key + " must be a positive integer").c_str());
+      return false;
+    }
+    *f.dst = (int32_t)v;
+  }
+  double dropout;
+  if (!field(env, obj, "dropout", &dropout)) return false;
+  c->dropout = (float)dropout;
+  napi_value act;
+  char buf[16] = {0};
+  size_t len = 0;
+  if (napi_get_named_property(env, obj, "activation", &act) != napi_ok ||
+      napi_get_value_string_utf8(env, act, buf, sizeof buf, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "vit_kernels: config.activation must be \"gelu\" or \"gelu_tanh\"");
+    return false;
+  }
+  if (!strcmp(buf, "gelu")) {
+    c->activation = kGeluErf;
+  } else if (!strcmp(buf, "gelu_tanh")) {
+    c->activation = kGeluTanh;
+  } else {
+    napi_throw_range_error(env, nullptr, (std::string("vit_kernels: unknown activation \"") + buf + "\"").c_str());
+    return false;
+  }
+  if (c->image % c->patch != 0) {
+    napi_throw_range_error(env, nullptr, "vit_kernels: patchSize must divide imageSize");
+    return false;
+  }
+  if (c->depth > kMaxDepth) {
+    napi_throw_range_error(env, nullptr, ("vit_kernels: depth must be at most " + std::to_string(kMaxDepth)).c_str());
+    return false;
+  }
+  return true;
+}
+
+
+// Reads an array of Float32Arrays; false with a JS TypeError thrown otherwise.
+bool float32s(napi_env env, napi_value arr, const char* what, std::vector<float*>* data, std::vector<size_t>* sizes) {
+  uint32_t n;
+  bool is;
+  if (napi_is_array(env, arr, &is) != napi_ok || !is || napi_get_array_length(env, arr, &n) != napi_ok) {
+    napi_throw_type_error(env, nullptr, (std::string("vit_kernels: ") + what + " must be an array of Float32Arrays").c_str());
+    return false;
+  }
+  data->resize(n);
+  sizes->resize(n);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    if (napi_get_element(env, arr, i, &e) != napi_ok || !float32(env, e, &(*data)[i], &(*sizes)[i])) {
+      napi_throw_type_error(env, nullptr, (std::string("vit_kernels: ") + what + " must be an array of Float32Arrays").c_str());
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace napi
+}  // namespace tfpipe
