@@ -28,13 +28,22 @@ import {
   gpuOptimizerSettings,
   type GpuAddon,
   type GpuHandle,
+  type HostExecutor,
   type Precision,
 } from '../src/ml/vit/gpu.js';
-import { computeGradients, createVit, forward, predict, type Kernels, type Vit } from '../src/ml/vit/index.js';
+import {
+  computeGradients,
+  createVit,
+  forward,
+  predict,
+  type Kernels,
+  type Vit,
+  type VitConfig,
+} from '../src/ml/vit/index.js';
 import { nativeAddonPath, nativeAvailability, nativeOptimize, nativeRun } from '../src/ml/vit/native.js';
 import { createTrainer } from '../src/ml/vit/trainer.js';
 import { packageRoot } from '../src/paths.js';
-import { ODD_VIT } from './fixtures/vit-configs.js';
+import { ODD_VIT, TINY_VIT } from './fixtures/vit-configs.js';
 import { tempProject } from './helpers.js';
 import { noArchive, tinyPipeline } from './ml-helpers.js';
 
@@ -63,16 +72,22 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 const TOLERANCE: Record<Precision, number> = { fp32: 1e-5, tf32: 1e-2, bf16: 5e-2 };
-const tolerance = (p: Precision, host: boolean) => (p === 'fp32' && !host ? 1e-4 : TOLERANCE[p]);
+const tolerance = (p: Precision, host: HostExecutor) => (p === 'fp32' && !host ? 1e-4 : TOLERANCE[p]);
 
 const cfg = { ...ODD_VIT, activation: 'gelu' as const };
-const N = 7;
+/**
+ * For the emulated lanes (one OS thread per GPU lane: slow): 8x8 images, 5 tokens, and 12 floats
+ * per head, which the attention's row sums split into 3 groups of 4 lanes, not a power of two.
+ */
+const SIMT_VIT: VitConfig = { ...TINY_VIT, classes: 5, depth: 1, dimHead: 12, dropout: 0.2, activation: 'gelu' };
 
-/** Images [n, 20, 20, 3] and soft targets [n, 5] (label smoothing-like rows). */
-function problem(n: number, seed = 3): { images: Float32Array; targets: Float32Array } {
-  const images = tf.tidy(() => tf.randomNormal([n, 20, 20, 3], 0, 1, 'float32', seed).dataSync() as Float32Array);
-  const targets = new Float32Array(n * 5).fill(0.02);
-  for (let i = 0; i < n; i++) targets[i * 5 + ((i * 3) % 5)] = 0.92;
+/** Images [n, size, size, 3] and soft targets [n, classes] (label smoothing-like rows). */
+function problem(n: number, c: VitConfig, seed = 3): { images: Float32Array; targets: Float32Array } {
+  const images = tf.tidy(
+    () => tf.randomNormal([n, c.imageSize, c.imageSize, 3], 0, 1, 'float32', seed).dataSync() as Float32Array,
+  );
+  const targets = new Float32Array(n * c.classes).fill(0.02);
+  for (let i = 0; i < n; i++) targets[i * c.classes + ((i * 3) % c.classes)] = 1 - 0.02 * (c.classes - 1);
   return { images, targets };
 }
 
@@ -90,14 +105,14 @@ const OPTIMIZERS: OptimizerSettings[] = [
  * that a step, two updates of each optimizer and an eval forward produce. Returns the worst
  * relative difference per array name.
  */
-function parity(precision: Precision, host: boolean): Record<string, number> {
-  const model = createVit(cfg, 5);
+function parity(precision: Precision, host: HostExecutor, c: VitConfig = cfg, N = 7): Record<string, number> {
+  const model = createVit(c, 5);
   const W = weightsOf(model);
-  const { images, targets } = problem(N);
+  const { images, targets } = problem(N, c);
   const clip = 0.5;
   const seed = 42; // dropout 0.2 at every site
-  const cpu = nativeRun(isa as string, cfg, W, images, N, targets, seed, { clipNorm: clip, threads: 1 });
-  const gm = new GpuModel(cfg, { batch: N, precision, host });
+  const cpu = nativeRun(isa as string, c, W, images, N, targets, seed, { clipNorm: clip, threads: 1 });
+  const gm = new GpuModel(c, { batch: N, precision, host });
   const errors: Record<string, number> = {};
   const note = (name: string, e: number) => {
     errors[name] = Math.max(errors[name] ?? 0, e);
@@ -113,7 +128,7 @@ function parity(precision: Precision, host: boolean): Record<string, number> {
     G.forEach((gr, i) => {
       note(`grad/${model.names[i].replace(/^block_\d+\//, 'block/')}`, relDiff(gr, (cpu.grads as Float32Array[])[i]));
     });
-    const ev = nativeRun(isa as string, cfg, W, images, N, null, undefined, { attention: true, threads: 1 });
+    const ev = nativeRun(isa as string, c, W, images, N, null, undefined, { attention: true, threads: 1 });
     const f = gm.forward(images, N, true);
     note('eval_logits', relDiff(f.logits, ev.logits));
     note('attention', relDiff(f.attention as Float32Array, ev.attention as Float32Array));
@@ -145,7 +160,7 @@ function parity(precision: Precision, host: boolean): Record<string, number> {
   return errors;
 }
 
-function assertParity(errors: Record<string, number>, precision: Precision, host: boolean): void {
+function assertParity(errors: Record<string, number>, precision: Precision, host: HostExecutor): void {
   const tol = tolerance(precision, host);
   const { correct_difference: dc, ...arrays } = errors;
   assert.ok(dc <= (precision === 'fp32' ? 0 : 1), `correct count differs by ${dc}`);
@@ -162,6 +177,16 @@ for (const precision of ['fp32', 'tf32', 'bf16'] as const) {
   });
 }
 
+test("the GPU's lane arithmetic (warp shuffles, lane splits, barriers), emulated one thread per lane, = CPU kernels (fp32 1e-5, bf16 5e-2)", {
+  skip: noAddon,
+}, () => {
+  // The plain host executor gives a warp one lane, so only this runs the GPU kernels' lane logic
+  // as the GPU does: with the attention's old lane split (3 groups of 4 taken as a power of two)
+  // the gradients were off by 100%.
+  for (const precision of ['fp32', 'bf16'] as const)
+    assertParity(parity(precision, 'simt', SIMT_VIT, 3), precision, 'simt');
+});
+
 test('GPU (CUDA executor) = CPU kernels through Node, fp32 (1e-4), tf32, bf16: step, gradients, optimizers, eval', {
   skip: noAddon || noDevice,
 }, () => {
@@ -174,7 +199,7 @@ test('the GPU trainer (host executor) follows the native one: Adam, AdamW, SGD; 
   skip: noAddon,
 }, () => {
   const x = tf.randomNormal([6, 20, 20, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
-  const t = tf.tensor2d(problem(6).targets, [6, 5]);
+  const t = tf.tensor2d(problem(6, cfg).targets, [6, 5]);
   for (const settings of OPTIMIZERS) {
     const runs = ([{ path: 'native', isa: isa as string }, hostKernels()] as Kernels[]).map((kernels) => {
       const model = createVit(cfg, 2);
@@ -265,7 +290,7 @@ test('predict and forward on the cuda kernels (host executor) equal the native o
   });
   // Training moves the weights on the GPU; inference on the GPU sees them before any sync.
   const trainer = createTrainer(model, cuda, OPTIMIZERS[1], { batch: 9 });
-  const t = tf.tensor2d(problem(9).targets, [9, 5]);
+  const t = tf.tensor2d(problem(9, cfg).targets, [9, 5]);
   trainer.gradients(x, t, { seed: 1 });
   trainer.update(0.05);
   const during = predict(model, x, 9, cuda);
@@ -302,7 +327,7 @@ test('the API checks every argument, and its errors name the call', { skip: noAd
   const h = a.gpuCreate(nc, { host: true });
   const model = createVit(cfg, 1);
   const W = weightsOf(model);
-  const { images, targets } = problem(3);
+  const { images, targets } = problem(3, cfg);
   // Not a handle, or one of another kind.
   assert.throws(
     () => a.gpuGetWeights({} as GpuHandle),
@@ -359,7 +384,7 @@ test('the API checks every argument, and its errors name the call', { skip: noAd
   a.gpuUpdate(h, 0.1, 1);
   // Forward: any n, images of that n.
   assert.throws(() => a.gpuForward(h, images, 2, false), /gpuForward: images has 3600 values, expected 2400/);
-  assert.equal(a.gpuForward(h, problem(8).images, 8, false).logits.length, 40);
+  assert.equal(a.gpuForward(h, problem(8, cfg).images, 8, false).logits.length, 40);
   // Released: every call says so; releasing again is harmless.
   a.gpuRelease(h);
   a.gpuRelease(h);

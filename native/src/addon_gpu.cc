@@ -220,8 +220,9 @@ napi_value GpuInfo(napi_env env, napi_callback_info) {
   });
 }
 
-// gpuCreate(config, { precision?: 'fp32' | 'tf32' | 'bf16', host?: boolean }) -> handle. config
-// as run() reads it; config.batch is the largest batch a step takes.
+// gpuCreate(config, { precision?: 'fp32' | 'tf32' | 'bf16', host?: boolean | 'simt' }) -> handle.
+// config as run() reads it; config.batch is the largest batch a step takes. host: true runs on the
+// host executor, 'simt' on the host with the GPU's lanes emulated (api.h Executor).
 napi_value GpuCreate(napi_env env, napi_callback_info info) {
   const char* op = "gpuCreate";
   napi_value argv[2];
@@ -229,7 +230,7 @@ napi_value GpuCreate(napi_env env, napi_callback_info info) {
   Config c;
   if (!read_config(env, argv[0], &c)) return nullptr;
   gpu::Precision precision = gpu::kFp32;
-  bool host = false;
+  gpu::Executor executor = gpu::kDevice;
   napi_valuetype t;
   CHECK(napi_typeof(env, argv[1], &t));
   if (t == napi_object) {
@@ -248,8 +249,15 @@ napi_value GpuCreate(napi_env env, napi_callback_info info) {
     CHECK(napi_has_named_property(env, argv[1], "host", &has));
     if (has) {
       CHECK(napi_get_named_property(env, argv[1], "host", &v));
-      if (napi_get_value_bool(env, v, &host) != napi_ok) {
-        type_error(env, op, "host must be a boolean");
+      bool host = false;
+      char buf[8] = {0};
+      size_t len;
+      if (napi_get_value_bool(env, v, &host) == napi_ok) {
+        executor = host ? gpu::kHost : gpu::kDevice;
+      } else if (napi_get_value_string_utf8(env, v, buf, sizeof buf, &len) == napi_ok && !std::strcmp(buf, "simt")) {
+        executor = gpu::kHostSimt;
+      } else {
+        type_error(env, op, "host must be a boolean or \"simt\"");
         return nullptr;
       }
     }
@@ -257,14 +265,14 @@ napi_value GpuCreate(napi_env env, napi_callback_info info) {
     type_error(env, op, "options must be an object");
     return nullptr;
   }
-  if (!host && !kCudaBuild) {
+  if (executor == gpu::kDevice && !kCudaBuild) {
     fail(env, op, kNoCuda);
     return nullptr;
   }
   return guarded(env, op, [&]() -> napi_value {
     std::unique_ptr<Handle> h(new Handle);
     h->c = c;
-    h->trainer.reset(gpu::new_trainer(c, precision, host));
+    h->trainer.reset(gpu::new_trainer(c, precision, executor));
     napi_value ext;
     CHECK(napi_create_external(env, h.get(), finalize, nullptr, &ext));
     h.release();  // the external's finalizer deletes it from here on

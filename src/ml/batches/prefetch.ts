@@ -64,7 +64,12 @@ export class BatchPrefetcher {
     private readonly ahead = 2 * count,
   ) {
     const { split, ...rest } = init;
-    const data: WorkerInit = { ...rest, images: shared(split.images), labels: shared(split.labels), count: split.count };
+    const data: WorkerInit = {
+      ...rest,
+      images: shared(split.images),
+      labels: shared(split.labels),
+      count: split.count,
+    };
     for (let i = 0; i < count; i++) {
       const w = new Worker(new URL('./batch-worker.js', import.meta.url), { workerData: data });
       w.on('message', (m: { id: number; x?: Float32Array; y?: Float32Array; n?: number; error?: string }) => {

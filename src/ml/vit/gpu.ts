@@ -53,7 +53,7 @@ export interface GpuStepResult {
 /** The addon's GPU functions (native/src/addon_gpu.cc). */
 export interface GpuAddon {
   gpuInfo(): GpuInfo;
-  gpuCreate(config: NativeConfig, opts?: { precision?: Precision; host?: boolean }): GpuHandle;
+  gpuCreate(config: NativeConfig, opts?: { precision?: Precision; host?: HostExecutor }): GpuHandle;
   gpuRelease(h: GpuHandle): void;
   gpuSetWeights(h: GpuHandle, weights: Float32Array[]): void;
   gpuGetWeights(h: GpuHandle): Float32Array[];
@@ -155,19 +155,25 @@ export function gpuOptimizerSettings(s: OptimizerSettings): GpuOptimizerSettings
 }
 
 /**
- * A ViT on the GPU, or with `host` on the host executor (the same model code on plain loops,
- * slow: what tests check against the CPU kernels where there is no GPU). Arrays in and out are
+ * Where a GpuModel runs instead of the GPU: true = the host executor (the same model code on plain
+ * loops), 'simt' = the host with the GPU's lanes emulated, one thread per lane (native/cuda/api.h
+ * Executor). Both slow: what tests check against the CPU kernels where there is no GPU.
+ */
+export type HostExecutor = boolean | 'simt';
+
+/**
+ * A ViT on the GPU, or with `host` on a host executor (HostExecutor). Arrays in and out are
  * in layout order (layout.ts). `batch` is the largest batch a step takes; forward() takes any n.
  */
 export class GpuModel {
   readonly config: VitConfig;
   readonly maxBatch: number;
   readonly precision: Precision;
-  readonly host: boolean;
+  readonly host: HostExecutor;
   private readonly addon: GpuAddon;
   private handle: GpuHandle | undefined;
 
-  constructor(cfg: VitConfig, opts: { batch: number; precision?: Precision; host?: boolean }) {
+  constructor(cfg: VitConfig, opts: { batch: number; precision?: Precision; host?: HostExecutor }) {
     const g = gpuAddon();
     if ('error' in g) throw new Error(`the GPU model cannot run: ${g.error}`);
     if (!opts.host) {
@@ -180,8 +186,8 @@ export class GpuModel {
     this.config = { ...cfg };
     this.maxBatch = opts.batch;
     this.precision = opts.precision ?? 'fp32';
-    this.host = !!opts.host;
-    this.handle = g.addon.gpuCreate(nativeConfig(cfg, opts.batch), { precision: this.precision, host: !!opts.host });
+    this.host = opts.host ?? false;
+    this.handle = g.addon.gpuCreate(nativeConfig(cfg, opts.batch), { precision: this.precision, host: this.host });
   }
 
   private get h(): GpuHandle {
