@@ -91,3 +91,39 @@ test('training: learns, no tensor leak, deterministic, and resumes after kill -9
     [],
   );
 });
+
+test('batches made ahead by worker threads train exactly as batches made on the main thread (RandAugment, erasing, label smoothing)', {
+  skip: noArchive,
+}, () => {
+  const p = tempProject();
+  // The flagship's augmentation, so that every random op runs in the workers.
+  const yaml = tinyPipeline('tiny-prefetch')
+    .replace(
+      /ops:\n(\s+- .*\n)+/,
+      `ops:
+      - { op: random_crop, size: 32, padding: 4 }
+      - { op: random_horizontal_flip, p: 0.5 }
+      - { op: rand_augment, num_ops: 2, magnitude: 9 }
+      - { op: normalize, from: data }
+      - { op: random_erasing, p: 0.25 }
+`,
+    )
+    .replace('epochs: 3', 'epochs: 2');
+  assert.match(yaml, /rand_augment/);
+  const file = p.write('tiny.yaml', yaml);
+  const run = (workers: string, outputs: string) => {
+    const r = spawnSync(process.execPath, [BIN, 'run', file, '--until', 'train', '--json'], {
+      env: { ...process.env, TFPIPE_OUTPUTS: outputs, NO_COLOR: '1', TFPIPE_BATCH_WORKERS: workers },
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    const doc = JSON.parse(r.stdout);
+    return { dir: resolve(doc.stages.find((s: { name: string }) => s.name === 'train').dir), log: r.stderr + r.stdout };
+  };
+  const main = run('0', join(p.dir, 'main'));
+  const ahead = run('2', join(p.dir, 'ahead'));
+  assert.match(main.log, /batches: made on the main thread/);
+  assert.match(ahead.log, /batches: made ahead by 2 worker thread\(s\)/);
+  assert.deepEqual(numbers(metricsOf(ahead.dir)), numbers(metricsOf(main.dir)));
+  assert.ok(weights(join(ahead.dir, 'last')).equals(weights(join(main.dir, 'last'))), 'bit-identical final weights');
+});

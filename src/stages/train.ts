@@ -1,17 +1,16 @@
 // kind: train — minibatch training with checkpoints every epoch and exact resume.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Tensor2D } from '@tensorflow/tfjs';
 import { writeFileAtomic } from '../cache/atomic.js';
 import { loadSplit } from '../ml/dataset.js';
 import { formatMetricsJsonl, METRICS_FILE, readMetrics, type EpochMetrics } from '../ml/epoch-metrics.js';
 import { findResume, replaceDir, resumeState, saveResume, type TrainState } from '../ml/resume.js';
-import { createRng, deriveSeed } from '../ml/rng.js';
+import { deriveSeed } from '../ml/rng.js';
 import { learningRate } from '../ml/schedule.js';
 import { readSchema } from '../paths.js';
 import type { VitConfig } from '../ml/vit/config.js';
 import { stageKernels } from './kernels.js';
-import type { TrainSettings } from './settings.js';
+import type { AugmentationSettings, TrainSettings } from './settings.js';
 import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
 import { MODEL_DIR } from './vit.js';
@@ -44,7 +43,7 @@ export function plannedEpochs(maxEpochs: number, state: TrainState, budgetSecond
 async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
   const [
     tf,
-    { evaluateSplit, imageBatch },
+    { evaluateSplit },
     { createTrainer },
     { describeKernels },
     { loadCheckpoint, readCheckpointMetadata, saveCheckpoint },
@@ -95,11 +94,41 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
   }
 
   const batches = Math.ceil(trainSplit.count / bs);
-  const classes = info.classes.length;
+  // A GPU step would wait for augmentation done between steps on this thread: make batches ahead
+  // on the other cores instead (TFPIPE_BATCH_WORKERS=N sets how many; 0 = this thread).
+  const { batchSource } = await import('../ml/batches/source.js');
+  const { prefetchWorkers } = await import('../ml/batches/prefetch.js');
+  const forced = process.env.TFPIPE_BATCH_WORKERS;
+  const workers =
+    forced !== undefined && forced !== ''
+      ? Number(forced)
+      : kernels.path === 'cuda' && !kernels.host
+        ? prefetchWorkers()
+        : 0;
+  if (!Number.isInteger(workers) || workers < 0)
+    throw new Error(`TFPIPE_BATCH_WORKERS must be a whole number, got "${forced}"`);
+  const augmentation = upstreamOfKind(ctx, 'augmentation').settings as unknown as AugmentationSettings;
+  const source = batchSource({
+    split: trainSplit,
+    seed: ctx.seed,
+    batchSize: bs,
+    shape: {
+      imageSize: info.imageSize,
+      channels: info.channels,
+      classes: info.classes.length,
+      labelSmoothing: s.label_smoothing,
+    },
+    augmenter,
+    ops: augmentation.ops,
+    stats: info,
+    firstEpoch: state.epochsDone,
+    epochs: () => state.plannedEpochs,
+    workers,
+  });
+  ctx.log(workers > 0 ? `batches: made ahead by ${workers} worker thread(s)` : 'batches: made on the main thread');
   try {
     for (let epoch = state.epochsDone; epoch < state.plannedEpochs; epoch++) {
       const t0 = Date.now();
-      const order = createRng(deriveSeed(ctx.seed, 'shuffle', epoch)).permutation(trainSplit.count);
       let lossSum = 0;
       let correct = 0;
       let seen = 0;
@@ -117,29 +146,18 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       };
       for (let b = 0; b < batches; b++) {
         if (ctx.signal.aborted) throw new Error('interrupted');
-        const idx = order.subarray(b * bs, Math.min((b + 1) * bs, trainSplit.count));
         lr = learningRate(s.schedule, s.optimizer.lr, epoch + b / batches, state.plannedEpochs);
-        const { x, y } = timed('batches', () =>
-          tf.tidy(() => {
-            const images = imageBatch(trainSplit, idx, info.imageSize, info.channels);
-            const labels = tf.tensor1d(
-              Array.from(idx, (i) => trainSplit.labels[i]),
-              'int32',
-            );
-            const out = augmenter.train(images, labels, deriveSeed(ctx.seed, 'augment', epoch, b));
-            const smooth =
-              s.label_smoothing > 0 ? tf.add(tf.mul(out.y, 1 - s.label_smoothing), s.label_smoothing / classes) : out.y;
-            return { x: out.x, y: smooth as Tensor2D };
-          }),
-        );
+        const start = performance.now();
+        const { x, y, n } = await source.next(epoch, b);
+        time.batches += performance.now() - start;
         const r = timed('model', () =>
           trainer.gradients(x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm }),
         );
         timed('optimizer', () => trainer.update(lr));
         tf.dispose([x, y]);
-        lossSum += r.loss * idx.length;
+        lossSum += r.loss * n;
         correct += r.correct;
-        seen += idx.length;
+        seen += n;
         const elapsed = (Date.now() - t0) / 1000;
         const ips = seen / Math.max(elapsed, 1e-9);
         const remaining =
@@ -215,6 +233,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       await saveResume(ctx.outDir, state, trainer.getState(), (d) => saveCheckpoint(model, d));
     }
   } finally {
+    await source.close();
     trainer.dispose();
     model.dispose();
   }
