@@ -118,12 +118,21 @@ export async function saveCheckpoint(model: Vit, dir: string, extra?: object): P
 
 /** Reads a checkpoint written by saveCheckpoint back into a trainable Vit. */
 export async function loadCheckpoint(dir: string): Promise<Vit> {
-  const artifacts = await fileSystemHandler(dir).load();
+  const artifacts = await fileSystemHandler(dir)
+    .load()
+    .catch((err: unknown) => {
+      throw new Error(`${dir} holds no readable ViT checkpoint: ${(err as Error).message}`);
+    });
   const meta = artifacts.userDefinedMetadata as { vit?: VitConfig } | undefined;
   if (!meta?.vit)
     throw new Error(`${join(dir, MODEL_JSON)} is not a tfpipe ViT checkpoint (no "vit" config in userDefinedMetadata)`);
   validateConfig(meta.vit);
   if (!artifacts.weightSpecs || !artifacts.weightData) throw new Error(`${dir}: checkpoint has no weights`);
+  // A truncated weights.bin would otherwise fail deep in tfjs with a shape message naming no file.
+  const bytes = tf.io.CompositeArrayBuffer.join(artifacts.weightData).byteLength;
+  const expected = artifacts.weightSpecs.reduce((n, w) => n + 4 * tf.util.sizeFromShape(w.shape), 0);
+  if (bytes !== expected && artifacts.weightSpecs.every((w) => w.dtype === 'float32' && !w.quantization))
+    throw new Error(`${join(dir, WEIGHTS_BIN)} has ${bytes} bytes where ${join(dir, MODEL_JSON)} lists ${expected}`);
   const tensors = tf.io.decodeWeights(artifacts.weightData, artifacts.weightSpecs);
   try {
     return new Vit(meta.vit, new Map(Object.entries(tensors)));
