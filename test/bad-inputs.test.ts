@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import * as tar from 'tar';
 import { BIN, cliEnv, tfpipe, type CliResult as Result } from './cli-helpers.js';
 import { CHAIN, tempProject } from './helpers.js';
+import { CHILD_TIMEOUT_MS } from './system.js';
 import { packageRoot } from '../src/paths.js';
 
 const CORPUS = resolve(packageRoot, 'test/fixtures/bad-inputs');
@@ -135,7 +136,8 @@ test('an offline download names the URL and suggests --set data.source=…', () 
   assertNoStack(r);
   assert.match(
     r.stdout,
-    /data: cannot download http:\/\/cifar-10\.invalid\/cifar-10-binary\.tar\.gz: fetch failed \(ENOTFOUND\)\. Offline\? .*--set data\.source=PATH\/cifar-10-binary\.tar\.gz/,
+    // A resolver that answers says ENOTFOUND; an offline one (no DNS server reachable) EAI_AGAIN.
+    /data: cannot download http:\/\/cifar-10\.invalid\/cifar-10-binary\.tar\.gz: fetch failed \((ENOTFOUND|EAI_AGAIN)\)\. Offline\? .*--set data\.source=PATH\/cifar-10-binary\.tar\.gz/,
   );
 });
 
@@ -162,6 +164,8 @@ test('an unknown --force stage and a plugin that does not load: exit 2, one line
   const plugin = spawnSync(process.execPath, [BIN, 'status', file], {
     env: { ...cliEnv(p.outputs), TFPIPE_PLUGINS: join(p.dir, 'missing.js') },
     encoding: 'utf8',
+    timeout: CHILD_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
   });
   assert.equal(plugin.status, 2);
   assertNoStack({ code: plugin.status, stdout: plugin.stdout, stderr: plugin.stderr });
@@ -215,7 +219,7 @@ test('status on a damaged tfpipe.lock warns, naming the entry, and exits 0', () 
   assert.match(r.stdout, /^ {2}a {2}emit {2}cached /m, 'the manifest still says a is up to date');
 });
 
-test('status | head: a closed pipe ends the command quietly', async () => {
+test('status | head: a closed pipe ends the command quietly', { timeout: 120_000 }, async () => {
   const p = tempProject();
   // Enough stages that status writes after the reader is gone.
   const file = p.write(

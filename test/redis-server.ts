@@ -1,10 +1,10 @@
 // A throwaway Debian redis-server for the queue tests: a free loopback port, no persistence,
 // stopped when the test ends. Tests skip with a reason where the binary is absent.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect } from 'node:net';
+import { commandPath } from './system.js';
 
-const which = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
-export const REDIS_SERVER = which.status === 0 ? which.stdout.trim() : '';
+export const REDIS_SERVER = commandPath('redis-server');
 export const noRedis: string | false = REDIS_SERVER
   ? false
   : 'redis-server is not installed (apt-get install redis-server; .ci/run does)';

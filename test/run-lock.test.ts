@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { acquireLock } from '../src/cache/run-lock.js';
 import { tempProject } from './helpers.js';
+import { CHILD_TIMEOUT_MS } from './system.js';
 
 const past = (path: string, seconds: number) => {
   const t = new Date(Date.now() - seconds * 1000);
@@ -15,7 +16,10 @@ const past = (path: string, seconds: number) => {
 
 /** The pid of a process that has exited. */
 function deadPid(): number {
-  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], {
+    encoding: 'utf8',
+    timeout: CHILD_TIMEOUT_MS,
+  });
   return Number(r.stdout);
 }
 
