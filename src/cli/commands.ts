@@ -137,11 +137,18 @@ export async function commandRun(
   try {
     let executor: StageExecutor | undefined;
     if (queue) {
-      const [{ QueueExecutor }, { ensureStoreId }] = await Promise.all([
+      const [{ QueueExecutor }, { ensureStoreId }, { queueSecret }] = await Promise.all([
         import('../queue/queue-executor.js'),
         import('../jobs/store-id.js'),
+        import('../queue/signing.js'),
       ]);
-      executor = await QueueExecutor.connect(queue, await ensureStoreId(outputs), interrupt.signal);
+      const store = await ensureStoreId(outputs);
+      executor = await QueueExecutor.connect(queue, {
+        store,
+        secret: await queueSecret(outputs, true),
+        notify: (line) => reporter.info(line),
+        signal: interrupt.signal,
+      });
     } else if (opts.jobs > 1) {
       const { ProcessExecutor } = await import('../jobs/process-executor.js');
       executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: interrupt.signal });
