@@ -38,11 +38,15 @@ function pong(port: number): Promise<boolean> {
 
 export interface RedisHandle {
   url: string;
+  port: number;
   stop(): Promise<void>;
+  /** kill -9: gone at once, with everything it held (no persistence). */
+  kill(): Promise<void>;
 }
 
-export async function startRedis(): Promise<RedisHandle> {
-  const port = await freePort();
+/** A redis-server on a free loopback port, or on `port` (to bring one back where another died). */
+export async function startRedis(port?: number): Promise<RedisHandle> {
+  port ??= await freePort();
   const child: ChildProcess = spawn(
     REDIS_SERVER,
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
@@ -53,13 +57,11 @@ export async function startRedis(): Promise<RedisHandle> {
     child.kill('SIGKILL');
     throw new Error(`redis-server did not answer on port ${port}`);
   }
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  };
+  const end = (signal: NodeJS.Signals) =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill(signal);
+    });
+  return { url: `redis://127.0.0.1:${port}`, port, stop: () => end('SIGTERM'), kill: () => end('SIGKILL') };
 }
