@@ -69,9 +69,8 @@ test('training: learns, no tensor leak, deterministic, and resumes after kill -9
     0.0015 * (1 + Math.cos(Math.PI * 0.4)),
     0.0015 * (1 + Math.cos(Math.PI * 0.9)),
   ];
-  m.forEach((r, i) =>
-    assert.ok(Math.abs(r.lr - expectedLr[i]) < 1e-9, `epoch ${i + 1} lr ${r.lr}, expected ${expectedLr[i]}`),
-  );
+  for (const [i, r] of m.entries())
+    assert.ok(Math.abs(r.lr - expectedLr[i]) < 1e-9, `epoch ${i + 1} lr ${r.lr}, expected ${expectedLr[i]}`);
   const reference = join(p.dir, 'reference-last');
   cpSync(join(trainDir, 'last'), reference, { recursive: true });
   const lock = readFileSync(join(p.outputs, 'tiny-train', 'tfpipe.lock'), 'utf8');

@@ -8,7 +8,7 @@
 //   const m = await tf.loadLayersModel('file:///abs/path/model.json');
 //   m.predict(images /* [B, 32, 32, 3], normalised */);
 // Loading for training/evaluation inside tfpipe: loadCheckpoint(dir) -> Vit.
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +16,7 @@ import * as tf from '@tensorflow/tfjs';
 import { validateConfig, type VitConfig } from './config.js';
 import { buildVitLayersModel, registerVitLayers as registerLayerClasses } from './layers.js';
 import { Vit } from './model.js';
+import { writeFile } from '../../cache/atomic.js';
 
 const MODEL_JSON = 'model.json';
 const WEIGHTS_BIN = 'weights.bin';
@@ -98,14 +99,20 @@ export async function saveCheckpoint(model: Vit, dir: string, extra?: object): P
     );
     const tmp = `${dir}.tmp-${process.pid}`;
     await rm(tmp, { recursive: true, force: true });
-    await layers.save(
-      tf.io.withSaveHandler(async (artifacts) =>
-        fileSystemHandler(tmp).save({
-          ...artifacts,
-          userDefinedMetadata: { vit: { ...model.config }, ...(extra ?? {}) },
-        }),
-      ),
-    );
+    try {
+      await layers.save(
+        tf.io.withSaveHandler(async (artifacts) =>
+          fileSystemHandler(tmp).save({
+            ...artifacts,
+            userDefinedMetadata: { vit: { ...model.config }, ...(extra ?? {}) },
+          }),
+        ),
+      );
+    } catch (err) {
+      // A full disk leaves a half-written weights.bin: never keep it.
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
     // Swap directories so a reader never sees a half-written checkpoint.
     const old = `${dir}.old-${process.pid}`;
     if (existsSync(dir)) await rename(dir, old);
