@@ -45,6 +45,25 @@ test('a data.source that does not exist: exit 2, positioned, one line (and as JS
   assertJsonError(['status', file], o, 2, /no such file or folder/);
 });
 
+test('data.limit_train below the number of classes is a config error saying why, before anything runs', () => {
+  const p = tempProject();
+  const quick = resolve(packageRoot, 'pipelines/cifar-vit-quick.yaml');
+  for (const limit of ['5', '9']) {
+    const r = tfpipe(['run', quick, '--set', `data.limit_train=${limit}`], p.outputs);
+    assert.equal(r.code, 2);
+    assertNoStack(r);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `--set data\\.limit_train=${limit}\\s+stages\\.data\\.limit_train: must be >= 10 \\(at least one training image for each of CIFAR-10's 10 classes\\)`,
+      ),
+    );
+  }
+  assert.equal(existsSync(p.outputs), false, 'nothing was written');
+  // Ten, one per class, is enough.
+  assert.equal(tfpipe(['status', quick, '--set', 'data.limit_train=10'], p.outputs).code, 0);
+});
+
 test('a YAML bomb is refused with its position, not a stack trace', () => {
   const o = tempProject().outputs;
   const r = tfpipe(['status', join(CORPUS, 'yaml-bomb.yaml')], o);
