@@ -74,7 +74,7 @@ test('kinds --json lists every registered kind with every schema setting and its
   );
   const data = docs.find((d) => d.kind === 'cifar10')!;
   assert.deepEqual(data.writes.pictures, [{ file: 'samples.png', title: 'CIFAR-10 samples', section: 'Data' }]);
-  assert.equal(setting(data, 'limit_train').type, 'integer ≥ 1 or null');
+  assert.equal(setting(data, 'limit_train').type, 'integer ≥ 10 or null');
   // A list of tagged ops: each op with its own settings.
   const ops = setting(docs.find((d) => d.kind === 'augmentation')!, 'ops');
   assert.deepEqual(

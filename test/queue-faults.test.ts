@@ -139,7 +139,7 @@ test('Ctrl-C on a --queue coordinator withdraws the jobs no worker took; a runni
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
   const counter = join(p.dir, 'count.txt');
-  const w = worker(redis!.url, p.outputs, { TFPIPE_TEST_SLEEP: 'a:3000', TFPIPE_TEST_COUNTER: counter });
+  const w = worker(redis!.url, p.outputs, { TFPIPE_TEST_SLEEP: 'a:6000', TFPIPE_TEST_COUNTER: counter });
   const queue = new Queue(QUEUE_NAME, { connection: { url: redis!.url } });
   try {
     await w.waitFor(/1 job\(s\) at a time/);

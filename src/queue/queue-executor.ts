@@ -61,6 +61,8 @@ export class QueueExecutor implements StageExecutor {
   private readonly queued = new Set<string>();
   /** Set while the connection to Redis is lost: the first error's message. */
   private lost: string | undefined;
+  /** When Redis last answered again after a loss (ms). */
+  private regained = 0;
   private closing = false;
 
   private constructor(
@@ -85,7 +87,8 @@ export class QueueExecutor implements StageExecutor {
     events.on('failed', ({ jobId }) => this.wakers.get(jobId)?.());
     // Without a listener BullMQ prints every failed reconnection as a stack trace.
     const lost = (err: Error) => {
-      if (this.lost !== undefined || this.closing) return;
+      // One line per outage: the second connection may still report the first one's failure.
+      if (this.lost !== undefined || this.closing || Date.now() - this.regained < 5000) return;
       this.lost = err.message;
       opts.notify(
         `tfpipe: lost the connection to Redis at ${q.shown} (${err.message}); waiting for it to come back, then checking every job`,
@@ -142,6 +145,7 @@ export class QueueExecutor implements StageExecutor {
   private answered(): void {
     if (this.lost === undefined) return;
     this.lost = undefined;
+    this.regained = Date.now();
     this.opts.notify(`tfpipe: Redis at ${this.q.shown} answers again; checking every job`);
   }
 
