@@ -79,9 +79,11 @@ test('worker --concurrency 2 runs two jobs at once, in two stage processes, each
   timeout: 120_000,
 }, async () => {
   const p = tempProject();
+  // Each job sleeps 5 s once its backend is up, so the two overlap even if one child's TensorFlow.js
+  // starts seconds after the other's.
   const file = p.write(
     'p.yaml',
-    'name: pair\nruntime: { backend: wasm }\nstages:\n  t1: { kind: threads, sleep_ms: 1500 }\n  t2: { kind: threads, sleep_ms: 1500 }\n',
+    'name: pair\nruntime: { backend: wasm }\nstages:\n  t1: { kind: threads, sleep_ms: 5000 }\n  t2: { kind: threads, sleep_ms: 5000 }\n',
   );
   const w = worker(redis!.url, p.outputs, {}, ['--concurrency', '2']);
   try {
