@@ -1,6 +1,6 @@
 // Builds the optional native ViT kernels into native/build/vit_kernels.node with the system C++
-// compiler and Node's own headers. Meant for package.json "install": it never fails the install;
-// without a compiler or headers tfpipe simply runs on its tfjs kernels.
+// compiler and Node's own headers. Meant for package.json "install": it does not fail the install
+// (unless TFPIPE_NATIVE_REQUIRED=1, below); without a compiler or headers tfpipe runs on its tfjs kernels.
 //
 // One build runs on every CPU of its architecture: the model code (src/model.cc) is compiled once
 // per variant of native/variants.conf with that variant's flags into its own namespace, and the
@@ -11,6 +11,9 @@
 // the optimisation flags (default "-O3 -ffp-contract=fast") of every unit, e.g. for a compiler
 // that needs others; TFPIPE_NODE_INCLUDE points at node_api.h's folder; TFPIPE_NATIVE_BUILD_DIR
 // builds elsewhere than native/build (e.g. a second build to test, named by TFPIPE_NATIVE_ADDON).
+// TFPIPE_NATIVE_REQUIRED=1 (CI, where a compiler is installed) turns every "not built" and every
+// variant left out into a failure (exit 1), so a broken build cannot pass unnoticed while the
+// tests skip the addon.
 //
 // The GPU model (native/cuda/): its host executor (host_exec.cc) is always built. Where nvcc is
 // found (NVCC, else PATH) and TFPIPE_CUDA_BUILD is not 0, the CUDA executor (device_exec.cu, for
@@ -140,12 +143,20 @@ async function pooled(jobs, limit) {
 
 const firstLine = (s) => (s.split('\n').find((l) => l.trim()) ?? '').trim();
 
+const required = process.env.TFPIPE_NATIVE_REQUIRED === '1';
+
+/** The addon (or one variant of it) was not built: a note for npm install, a failure where it is required. */
+function notBuilt(why) {
+  if (!required) return console.log(`tfpipe: ${why}`);
+  console.error(`tfpipe: ${why}\ntfpipe: TFPIPE_NATIVE_REQUIRED=1, so this is an error`);
+  process.exitCode = 1;
+}
+
 async function main() {
-  if (process.env.TFPIPE_NATIVE_BUILD === '0')
-    return console.log('tfpipe: native kernels skipped (TFPIPE_NATIVE_BUILD=0)');
+  if (process.env.TFPIPE_NATIVE_BUILD === '0') return notBuilt('native kernels skipped (TFPIPE_NATIVE_BUILD=0)');
   const include = nodeIncludeDir();
   if (!include)
-    return console.log('tfpipe: native kernels not built (Node headers with node_api.h not found); using tfjs kernels');
+    return notBuilt('native kernels not built (Node headers with node_api.h not found); using tfjs kernels');
   const cxx = process.env.CXX || 'g++';
   const opt = (process.env.TFPIPE_NATIVE_CFLAGS || '-O3 -ffp-contract=fast').split(/\s+/).filter(Boolean);
   const common = [...opt, '-std=c++17', '-fPIC', '-pthread', `-I${src}`];
@@ -176,20 +187,18 @@ async function main() {
   const linked = [];
   for (const v of compiled) {
     if (!v.ok) {
-      console.log(`tfpipe: native ${v.name} kernels not built (${firstLine(v.err)})`);
+      notBuilt(`native ${v.name} kernels not built (${firstLine(v.err)})`);
       continue;
     }
     const foreign = foreignSymbols(v.obj, v.name);
     if (foreign === null) console.log(`tfpipe: nm not found; cannot check the ${v.name} object's symbols`);
     else if (foreign.length) {
-      console.log(
-        `tfpipe: native ${v.name} kernels left out: they define shared symbols (${foreign.slice(0, 3).join('; ')})`,
-      );
+      notBuilt(`native ${v.name} kernels left out: they define shared symbols (${foreign.slice(0, 3).join('; ')})`);
       continue;
     }
     linked.push(v);
   }
-  if (!linked.length) return console.log('tfpipe: native kernels not built (no variant compiled); using tfjs kernels');
+  if (!linked.length) return notBuilt('native kernels not built (no variant compiled); using tfjs kernels');
   const have = linked.map((v) => `-DTFPIPE_HAVE_${v.name.toUpperCase()}`);
   let cuda = await cudaBuild;
   if (!cuda.obj && !cuda.failed) console.log(`tfpipe: CUDA kernels skipped (${cuda.why})`);
@@ -214,9 +223,7 @@ async function main() {
   const shared = await pooled([...cpuUnits, ...gpuUnits(cuda)], availableParallelism());
   const failed = shared.find((s) => !s.ok);
   if (failed)
-    return console.log(
-      `tfpipe: native kernels not built (${failed.name}.cc: ${firstLine(failed.err)}); using tfjs kernels`,
-    );
+    return notBuilt(`native kernels not built (${failed.name}.cc: ${firstLine(failed.err)}); using tfjs kernels`);
   const tmp = `${out}.${process.pid}.tmp`;
   const cpuObjects = [...shared.slice(0, cpuUnits.length), ...linked].map((u) => u.obj);
   let link;
@@ -245,15 +252,12 @@ async function main() {
   if (!cuda.obj) {
     const gpu = link ? await pooled(gpuUnits(cuda), availableParallelism()) : shared.slice(cpuUnits.length);
     const bad = gpu.find((s) => !s.ok);
-    if (bad)
-      return console.log(
-        `tfpipe: native kernels not built (${bad.name}.cc: ${firstLine(bad.err)}); using tfjs kernels`,
-      );
+    if (bad) return notBuilt(`native kernels not built (${bad.name}.cc: ${firstLine(bad.err)}); using tfjs kernels`);
     link = await run(cxx, [...opt, '-shared', '-pthread', ...cpuObjects, ...gpu.map((u) => u.obj), '-o', tmp]);
   }
   if (!link.ok) {
     rmSync(tmp, { force: true });
-    return console.log(`tfpipe: native kernels not built (link: ${firstLine(link.err)}); using tfjs kernels`);
+    return notBuilt(`native kernels not built (link: ${firstLine(link.err)}); using tfjs kernels`);
   }
   renameSync(tmp, out);
   const secs = ((Date.now() - started) / 1000).toFixed(1);
@@ -266,7 +270,7 @@ async function main() {
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   main()
     .catch((err) =>
-      console.log(`tfpipe: native kernels not built (${firstLine(String(err?.message ?? err))}); using tfjs kernels`),
+      notBuilt(`native kernels not built (${firstLine(String(err?.message ?? err))}); using tfjs kernels`),
     )
     .finally(() => {
       for (const child of running) child.kill();

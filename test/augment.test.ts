@@ -320,9 +320,18 @@ test('mixup/cutmix through the augmenter: at most one per batch, soft targets su
     const { x, y } = always.train(t, labels, seed);
     const rows = y.arraySync();
     for (const r of rows) assert.ok(Math.abs(r.reduce((s, v) => s + v, 0) - 1) < 1e-5);
-    // With all labels distinct, every row mixes two classes: each batch was mixed one way or the other.
-    assert.ok(rows.every((r) => r.filter((v) => v > 0).length === 2 || r.some((v) => v > 1 - 1e-6)));
-    const lam = rows[1][1];
+    // p 0.5 + 0.5 = 1: every batch is mixed one way or the other. With all labels distinct (label s
+    // in row s), row s holds its own class with the batch's lam and its partner's (the batch rolled
+    // by one) with 1 - lam, nothing else; an unmixed (one-hot) row fails this.
+    const lam = rows[0][0];
+    assert.ok(lam > 1e-6 && lam < 1 - 1e-6, `seed ${seed}: batch mixed (lam ${lam})`);
+    rows.forEach((r, s) => {
+      const partner = (s + 7) % 8;
+      r.forEach((v, c) => {
+        const want = c === s ? lam : c === partner ? 1 - lam : 0;
+        assert.ok(Math.abs(v - want) < 1e-5, `seed ${seed} row ${s} class ${c}: ${v}, expected ${want}`);
+      });
+    });
     // CutMix keeps every pixel of either image exactly; mixup blends them.
     const xv = x.dataSync();
     const orig = t.dataSync();

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
+import { CHILD_TIMEOUT_MS } from './system.js';
 
 const hasTfjsNode = existsSync(
   fileURLToPath(new URL('../../node_modules/@tensorflow/tfjs-node/package.json', import.meta.url)),
@@ -16,7 +17,11 @@ const backendModule = pathToFileURL(fileURLToPath(new URL('../src/ml/backend.js'
 function initInChild(requested: string): { name: string; detail: string } {
   const code = `import(${JSON.stringify(backendModule)}).then((m) => m.initBackend(${JSON.stringify(requested)}, 1)).then((i) => console.log(JSON.stringify(i)))`;
   return JSON.parse(
-    execFileSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8' })
+    execFileSync(process.execPath, ['--input-type=module', '-e', code], {
+      encoding: 'utf8',
+      timeout: CHILD_TIMEOUT_MS,
+      killSignal: 'SIGKILL',
+    })
       .trim()
       .split('\n')
       .pop() as string,

@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import * as tar from 'tar';
 import { BIN, cliEnv, tfpipe, type CliResult as Result } from './cli-helpers.js';
 import { CHAIN, tempProject } from './helpers.js';
+import { CHILD_TIMEOUT_MS } from './system.js';
 import { packageRoot } from '../src/paths.js';
 
 const CORPUS = resolve(packageRoot, 'test/fixtures/bad-inputs');
@@ -42,6 +43,25 @@ test('a data.source that does not exist: exit 2, positioned, one line (and as JS
   assert.equal(existsSync(o), false, 'nothing written');
   assertJsonError(['run', file], o, 2, /no such file or folder/);
   assertJsonError(['status', file], o, 2, /no such file or folder/);
+});
+
+test('data.limit_train below the number of classes is a config error saying why, before anything runs', () => {
+  const p = tempProject();
+  const quick = resolve(packageRoot, 'pipelines/cifar-vit-quick.yaml');
+  for (const limit of ['5', '9']) {
+    const r = tfpipe(['run', quick, '--set', `data.limit_train=${limit}`], p.outputs);
+    assert.equal(r.code, 2);
+    assertNoStack(r);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `--set data\\.limit_train=${limit}\\s+stages\\.data\\.limit_train: must be >= 10 \\(at least one training image for each of CIFAR-10's 10 classes\\)`,
+      ),
+    );
+  }
+  assert.equal(existsSync(p.outputs), false, 'nothing was written');
+  // Ten, one per class, is enough.
+  assert.equal(tfpipe(['status', quick, '--set', 'data.limit_train=10'], p.outputs).code, 0);
 });
 
 test('a YAML bomb is refused with its position, not a stack trace', () => {
@@ -135,7 +155,8 @@ test('an offline download names the URL and suggests --set data.source=…', () 
   assertNoStack(r);
   assert.match(
     r.stdout,
-    /data: cannot download http:\/\/cifar-10\.invalid\/cifar-10-binary\.tar\.gz: fetch failed \(ENOTFOUND\)\. Offline\? .*--set data\.source=PATH\/cifar-10-binary\.tar\.gz/,
+    // A resolver that answers says ENOTFOUND; an offline one (no DNS server reachable) EAI_AGAIN.
+    /data: cannot download http:\/\/cifar-10\.invalid\/cifar-10-binary\.tar\.gz: fetch failed \((ENOTFOUND|EAI_AGAIN)\)\. Offline\? .*--set data\.source=PATH\/cifar-10-binary\.tar\.gz/,
   );
 });
 
@@ -162,6 +183,8 @@ test('an unknown --force stage and a plugin that does not load: exit 2, one line
   const plugin = spawnSync(process.execPath, [BIN, 'status', file], {
     env: { ...cliEnv(p.outputs), TFPIPE_PLUGINS: join(p.dir, 'missing.js') },
     encoding: 'utf8',
+    timeout: CHILD_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
   });
   assert.equal(plugin.status, 2);
   assertNoStack({ code: plugin.status, stdout: plugin.stdout, stderr: plugin.stderr });
@@ -215,7 +238,7 @@ test('status on a damaged tfpipe.lock warns, naming the entry, and exits 0', () 
   assert.match(r.stdout, /^ {2}a {2}emit {2}cached /m, 'the manifest still says a is up to date');
 });
 
-test('status | head: a closed pipe ends the command quietly', async () => {
+test('status | head: a closed pipe ends the command quietly', { timeout: 120_000 }, async () => {
   const p = tempProject();
   // Enough stages that status writes after the reader is gone.
   const file = p.write(

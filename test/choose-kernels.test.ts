@@ -1,8 +1,10 @@
 // runtime.kernels / runtime.backend auto: a real GPU first; otherwise every CPU path that loads
 // is timed and the fastest kept, the decision remembered per machine. tfjs-node cannot be
-// installed here, so "tensorflow" is a stub backend (the cpu backend's kernels under that name)
-// and the timings are injected; one scenario times real steps on wasm. Each scenario runs in a
-// fresh process because a process initialises its backend once.
+// installed here, so "tensorflow" is a stand-in backend (the cpu backend's kernels under that
+// name, with a binding that says whether TensorFlow sees a GPU) loaded through the real
+// loadBackend, and the timings are injected; the assertions compare with the injected speeds,
+// never with what the code under test reports back. One scenario times real steps on wasm. Each
+// scenario runs in a fresh process because a process initialises its backend once.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -11,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, loadBackend, type BackendLoader } from '../src/ml/backend.js';
+import { initBackend, loadBackend, type BackendLoader, type OptionalImport } from '../src/ml/backend.js';
 import {
   type Candidate,
   candidateLabel,
@@ -26,25 +28,48 @@ import { TINY_VIT } from './fixtures/vit-configs.js';
 const SCENARIO = 'TFPIPE_CHOOSE_SCENARIO';
 const cfg: VitConfig = { ...TINY_VIT, depth: 1 };
 
-/** A stand-in for tfjs-node: the cpu backend's kernels registered as "tensorflow". */
-function registerFakeTensorflow(): void {
-  if (tf.findBackendFactory('tensorflow')) return;
-  const cpu = tf.findBackendFactory('cpu');
-  tf.registerBackend('tensorflow', () => cpu() as tf.KernelBackend, 1);
-  tf.copyRegisteredKernels('cpu', 'tensorflow');
+/** Invented training speeds (img/s) by candidate label: tfjs on "tensorflow" fastest, so auto must leave wasm + native. */
+const SPEEDS: Record<string, number> = { 'tfjs@tensorflow': 500, 'tfjs@wasm': 100 };
+const speedOf = (label: string) => SPEEDS[label] ?? 300;
+/** For the second batch size: tfjs on wasm fastest. */
+const otherSpeedOf = (label: string) => (label === 'tfjs@wasm' ? 900 : 1);
+
+/**
+ * A stand-in for importing tfjs-node(-gpu): registers the cpu backend's kernels as "tensorflow",
+ * with a native binding whose isUsingGpuDevice() answers `gpu` (and counts its calls); tfjs-node-gpu
+ * is "not installed" when `gpu` is undefined.
+ */
+function fakeTfjsNode(gpu: boolean | undefined, calls: { gpuChecks: number }): OptionalImport {
+  return async (specifier) => {
+    if (specifier === '@tensorflow/tfjs-node-gpu' && gpu === undefined)
+      throw new Error('@tensorflow/tfjs-node-gpu is not installed (stub)');
+    if (!tf.findBackendFactory('tensorflow')) {
+      const cpu = tf.findBackendFactory('cpu');
+      tf.registerBackend(
+        'tensorflow',
+        () => {
+          const backend = cpu() as tf.KernelBackend & { binding?: unknown };
+          backend.binding = {
+            isUsingGpuDevice: () => {
+              calls.gpuChecks += 1;
+              return gpu === true;
+            },
+          };
+          return backend;
+        },
+        1,
+      );
+      tf.copyRegisteredKernels('cpu', 'tensorflow');
+    }
+    return {};
+  };
 }
 
-const stubLoader =
-  (gpu: boolean): BackendLoader =>
-  async (name, threads) => {
-    if (name === 'tensorflow-gpu' && !gpu) throw new Error('@tensorflow/tfjs-node-gpu: no GPU here (stub)');
-    if (name === 'tensorflow' || name === 'tensorflow-gpu') {
-      registerFakeTensorflow();
-      if (!(await tf.setBackend('tensorflow'))) throw new Error('stub backend failed');
-      return;
-    }
-    return loadBackend(name, threads);
-  };
+/** The real loadBackend, with the tfjs-node packages replaced by the stand-in. */
+const loaderWith =
+  (importModule: OptionalImport): BackendLoader =>
+  (name, threads) =>
+    loadBackend(name, threads, importModule);
 
 const summary = (d: KernelDecision) => ({ label: candidateLabel(d), detail: d.detail, measured: d.measured ?? null });
 
@@ -53,25 +78,24 @@ async function scenario(name: string): Promise<unknown> {
   // runtime.kernels: auto for training, with invented timings in place of real ones.
   const auto = (measure: (c: Candidate) => Promise<number>, batch = 8) =>
     chooseKernels({ request: 'auto', cfg, batch, purpose: 'train', cacheDir, measure });
+  const calls = { gpuChecks: 0 };
   if (name === 'cpu') {
-    const info = await initBackend('auto', 1, stubLoader(false));
+    const info = await initBackend('auto', 1, loaderWith(fakeTfjsNode(undefined, calls)));
     const list = candidates(cfg, 8, 'train').list.map(candidateLabel);
-    // Invented speeds: tfjs on "tensorflow" fastest, so auto must leave wasm + native.
-    const speed = (label: string) => ({ 'tfjs@tensorflow': 500, 'tfjs@wasm': 100 })[label] ?? 300;
-    const calls: string[] = [];
+    const timed: string[] = [];
     const first = await auto(async (c) => {
-      calls.push(candidateLabel(c));
-      return speed(candidateLabel(c));
+      timed.push(candidateLabel(c));
+      return speedOf(candidateLabel(c));
     });
     const backendAfter = tf.getBackend();
     const again = await auto(async () => {
       throw new Error('measured again');
     });
-    const otherBatch = await auto(async (c) => (candidateLabel(c) === 'tfjs@wasm' ? 900 : 1), 16);
+    const otherBatch = await auto(async (c) => otherSpeedOf(candidateLabel(c)), 16);
     return {
       info,
       list,
-      calls,
+      calls: timed,
       first: summary(first),
       backendAfter,
       again: summary(again),
@@ -80,14 +104,15 @@ async function scenario(name: string): Promise<unknown> {
       files: readdirSync(cacheDir).length,
     };
   }
-  if (name === 'gpu') {
-    const info = await initBackend('auto', 1, stubLoader(true));
-    const calls: string[] = [];
+  if (name === 'gpu' || name === 'gpu-package-without-gpu') {
+    const gpu = name === 'gpu';
+    const info = await initBackend('auto', 1, loaderWith(fakeTfjsNode(gpu, calls)));
+    const timed: string[] = [];
     const d = await auto(async (c) => {
-      calls.push(candidateLabel(c));
-      return 1;
+      timed.push(candidateLabel(c));
+      return speedOf(candidateLabel(c));
     });
-    return { info, calls, decision: summary(d) };
+    return { info, calls: timed, gpuChecks: calls.gpuChecks, decision: summary(d) };
   }
   // Real timing on wasm: both paths measured on throwaway models, nothing left behind.
   await initBackend('wasm', 1);
@@ -133,47 +158,66 @@ test('auto on CPUs: every CPU backend that loads is a candidate; the fastest pat
     backendAfter: string;
   };
   assert.deepEqual(r.info.cpuCandidates, ['tensorflow', 'wasm']);
-  assert.match(r.info.detail, /skipped tensorflow-gpu: .*no GPU here/);
+  assert.match(r.info.detail, /skipped tensorflow-gpu: @tensorflow\/tfjs-node-gpu is not installed/);
   const expected = nativeIsa
     ? [`native/${nativeIsa}@tensorflow`, 'tfjs@tensorflow', `native/${nativeIsa}@wasm`, 'tfjs@wasm']
     : ['tfjs@tensorflow', 'tfjs@wasm'];
   assert.deepEqual(r.list, expected);
   assert.deepEqual(r.calls, expected, 'each candidate timed once');
-  assert.equal(r.first.label, 'tfjs@tensorflow');
+  // The winner and every figure are the injected ones.
+  const fastest = expected.reduce((a, b) => (speedOf(b) > speedOf(a) ? b : a));
+  assert.equal(fastest, 'tfjs@tensorflow');
+  assert.equal(r.first.label, fastest);
   assert.equal(r.backendAfter, 'tensorflow');
+  assert.deepEqual(r.first.measured, Object.fromEntries(expected.map((l) => [l, speedOf(l)])));
   for (const label of expected)
-    assert.ok(
-      r.first.detail.includes(`${label} ${r.first.measured[label].toFixed(1)} img/s`),
-      `${label} in: ${r.first.detail}`,
-    );
+    assert.ok(r.first.detail.includes(`${label} ${speedOf(label).toFixed(1)} img/s`), `${label} in: ${r.first.detail}`);
   assert.match(r.first.detail, /measured now/);
 });
 
 test('auto remembers its decision per machine and shape: the same run does not time again; another batch does', () => {
   const r = run('cpu') as {
     again: { label: string; detail: string };
-    otherBatch: { label: string };
+    otherBatch: { label: string; detail: string };
     backendAtEnd: string;
     files: number;
   };
   assert.equal(r.again.label, 'tfjs@tensorflow');
   assert.match(r.again.detail, /measured earlier on this machine, remembered in .*\.json/);
+  assert.ok(r.again.detail.includes(`tfjs@tensorflow ${speedOf('tfjs@tensorflow').toFixed(1)} img/s`), r.again.detail);
   assert.equal(r.otherBatch.label, 'tfjs@wasm');
+  assert.ok(r.otherBatch.detail.includes(`tfjs@wasm ${otherSpeedOf('tfjs@wasm').toFixed(1)} img/s`));
   assert.equal(r.backendAtEnd, 'wasm');
   assert.equal(r.files, 2);
 });
 
-test('a backend that really runs on a GPU comes first, without timing', () => {
+test('a backend that really runs on a GPU (isUsingGpuDevice) comes first, without timing', () => {
   const r = run('gpu') as {
     info: { name: string; cpuCandidates?: string[] };
     calls: string[];
+    gpuChecks: number;
     decision: { label: string; detail: string };
   };
+  assert.ok(r.gpuChecks >= 1, 'loadBackend asked TensorFlow whether it runs on a GPU');
   assert.equal(r.info.name, 'tensorflow-gpu');
   assert.equal(r.info.cpuCandidates, undefined);
   assert.deepEqual(r.calls, []);
   assert.equal(r.decision.label, 'tfjs@tensorflow-gpu');
   assert.match(r.decision.detail, /GPU/);
+});
+
+test('tfjs-node-gpu that loads but sees no GPU is skipped with the reason; the CPU paths are timed', () => {
+  const r = run('gpu-package-without-gpu') as {
+    info: { name: string; cpuCandidates?: string[]; detail: string };
+    calls: string[];
+    gpuChecks: number;
+    decision: { label: string };
+  };
+  assert.ok(r.gpuChecks >= 1);
+  assert.match(r.info.detail, /skipped tensorflow-gpu: @tensorflow\/tfjs-node-gpu loaded but TensorFlow sees no GPU/);
+  assert.deepEqual(r.info.cpuCandidates, ['tensorflow', 'wasm']);
+  assert.ok(r.calls.length >= 2, 'CPU paths timed');
+  assert.equal(r.decision.label, 'tfjs@tensorflow');
 });
 
 test('real timing on wasm: both paths measured on throwaway models, no tensors left, decision cached; too-big tfjs runs excluded', () => {

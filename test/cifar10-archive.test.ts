@@ -171,6 +171,7 @@ test('the cifar10 stage: resolves a local source, writes data.json, splits and s
   };
   const ajv = new Ajv({ strict: true, useDefaults: true, allErrors: true });
   ajv.addKeyword({ keyword: 'x-path' }); // the runner's marker for path settings
+  ajv.addKeyword({ keyword: 'x-why' }); // and for why a bound is what it is
   assert.ok(ajv.compile(stage.schema)(settings));
   // source is the stage's one local input (its content enters the key); a URL is not.
   assert.deepEqual(localPathSettings(stage.schema, settings as never), [

@@ -2,6 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { packageRoot } from '../src/paths.js';
+import { CHILD_TIMEOUT_MS } from './system.js';
 
 export const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 export const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');
@@ -30,6 +31,8 @@ export function tfpipe(
     env: cliEnv(outputs, opts.env),
     encoding: 'utf8',
     cwd: opts.cwd,
+    timeout: CHILD_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
     ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}),
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, pid: r.pid };

@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { CHAIN, tempProject } from './helpers.js';
 import { packageRoot } from '../src/paths.js';
+import { CHILD_TIMEOUT_MS } from './system.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');
@@ -15,7 +16,12 @@ function env(outputs: string, extra: Record<string, string> = {}) {
 }
 
 function tfpipe(args: string[], outputs: string, extra: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { env: env(outputs, extra), encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    env: env(outputs, extra),
+    encoding: 'utf8',
+    timeout: CHILD_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -115,7 +121,9 @@ test('dag prints text and mermaid', () => {
   assert.match(tfpipe(['dag', file, '--format', 'mermaid'], p.outputs).stdout, /^ {2}b --> c$/m);
 });
 
-test('a run killed with SIGKILL mid-stage leaves nothing trusted; the next run redoes that stage', async () => {
+test('a run killed with SIGKILL mid-stage leaves nothing trusted; the next run redoes that stage', {
+  timeout: 120_000,
+}, async () => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
   const child = spawn(process.execPath, [BIN, 'run', file], { env: env(p.outputs, { TFPIPE_TEST_SLEEP: 'b:60000' }) });
@@ -152,7 +160,7 @@ test('a run killed with SIGKILL mid-stage leaves nothing trusted; the next run r
   assert.equal(JSON.parse(readFileSync(join(bDir, doc.stages[1].key, 'out.json'), 'utf8')).total, 11);
 });
 
-test('SIGINT stops after the current step, keeps finished stages, exits 130', async () => {
+test('SIGINT stops after the current step, keeps finished stages, exits 130', { timeout: 120_000 }, async () => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
   const child = spawn(process.execPath, [BIN, 'run', file], { env: env(p.outputs, { TFPIPE_TEST_SLEEP: 'b:60000' }) });
@@ -174,7 +182,7 @@ test('SIGINT stops after the current step, keeps finished stages, exits 130', as
   );
 });
 
-test('two concurrent runs of one pipeline do not corrupt anything', async () => {
+test('two concurrent runs of one pipeline do not corrupt anything', { timeout: 120_000 }, async () => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
   const start = () =>

@@ -10,6 +10,7 @@ import { decide, type Outcome } from '../src/runner/decide.js';
 import type { PlannedStage } from '../src/runner/plan.js';
 import { packageRoot } from '../src/paths.js';
 import { CHAIN, tempProject } from './helpers.js';
+import { CHILD_TIMEOUT_MS } from './system.js';
 
 function manifest(key: string, files: Record<string, string>, upstreamOutputs?: Record<string, string>): Manifest {
   return {
@@ -88,6 +89,8 @@ test('the listr reporter shows what the runner decided, failures and skips inclu
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, file, p.outputs, until, ...sets], {
       encoding: 'utf8',
       env: { ...process.env, NO_COLOR: '1' },
+      timeout: CHILD_TIMEOUT_MS,
+      killSignal: 'SIGKILL',
     });
     assert.equal(r.status, 0, r.stderr);
     const states = JSON.parse(/^STATES (.*)$/m.exec(r.stdout)?.[1] ?? 'null');

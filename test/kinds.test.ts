@@ -8,6 +8,7 @@ import { packageRoot } from '../src/paths.js';
 import { describeType, type KindDoc, type SettingDoc } from '../src/stages/describe.js';
 import { loadRegistry } from '../src/stages/registry.js';
 import type { JsonObject } from '../src/stages/types.js';
+import { CHILD_TIMEOUT_MS } from './system.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const PICTURE_PLUGIN = resolve(packageRoot, 'dist/test/fixtures/picture-kind.js');
@@ -16,6 +17,8 @@ function tfpipe(args: string[], extraEnv: Record<string, string> = {}) {
   const r = spawnSync(process.execPath, [BIN, ...args], {
     env: { ...process.env, NO_COLOR: '1', ...extraEnv },
     encoding: 'utf8',
+    timeout: CHILD_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -71,7 +74,7 @@ test('kinds --json lists every registered kind with every schema setting and its
   );
   const data = docs.find((d) => d.kind === 'cifar10')!;
   assert.deepEqual(data.writes.pictures, [{ file: 'samples.png', title: 'CIFAR-10 samples', section: 'Data' }]);
-  assert.equal(setting(data, 'limit_train').type, 'integer ≥ 1 or null');
+  assert.equal(setting(data, 'limit_train').type, 'integer ≥ 10 or null');
   // A list of tagged ops: each op with its own settings.
   const ops = setting(docs.find((d) => d.kind === 'augmentation')!, 'ops');
   assert.deepEqual(

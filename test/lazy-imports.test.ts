@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { packageRoot } from '../src/paths.js';
 import { tempProject } from './helpers.js';
 import { ARCHIVE, noArchive } from './ml-helpers.js';
+import { CHILD_TIMEOUT_MS } from './system.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const HOOK = resolve(packageRoot, 'dist/test/fixtures/import-log.js');
@@ -23,6 +24,8 @@ function tfpipe(args: string[], outputs: string, env: Record<string, string> = {
   const r = spawnSync(process.execPath, ['--import', HOOK, BIN, ...args], {
     env: { ...process.env, TFPIPE_OUTPUTS: outputs, TFPIPE_IMPORT_LOG: log, NO_COLOR: '1', ...env },
     encoding: 'utf8',
+    timeout: CHILD_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
   });
   const imports = existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter(Boolean) : [];
   rmSync(log, { force: true });
@@ -41,6 +44,8 @@ test('the import log sees TensorFlow.js when it is loaded (the check below can f
       cwd: packageRoot,
       env: { ...process.env, TFPIPE_IMPORT_LOG: log },
       encoding: 'utf8',
+      timeout: CHILD_TIMEOUT_MS,
+      killSignal: 'SIGKILL',
     },
   );
   assert.equal(r.status, 0, r.stderr);

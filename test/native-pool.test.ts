@@ -3,10 +3,9 @@
 // threads, with batch sizes 1..7 so that many parallel regions have fewer rows than threads (or a
 // last chunk of a single row), and checks every result against tfjs. A hang blocks the JS thread
 // inside the native call, where no in-process timer can fire, so the runs happen in a child
-// process that a watchdog kills. Skipped when the optional addon is not built.
+// process that a watchdog kills. Without the addon it reports itself skipped with the reason.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
@@ -19,11 +18,12 @@ import {
   type Kernels,
   type VitConfig,
 } from '../src/ml/vit/index.js';
-import { nativeAddonPath, nativeAvailability, nativeThreads } from '../src/ml/vit/native.js';
+import { nativeAvailability, nativeThreads } from '../src/ml/vit/native.js';
+import { noAddon } from './native-helpers.js';
 
 const CHILD = 'TFPIPE_POOL_HAMMER_THREADS';
 const RUNS = 350;
-const skip = existsSync(nativeAddonPath) ? false : 'native addon not built (node native/build.mjs)';
+const skip = noAddon;
 
 // The shape of the pipeline that hung: dim 32, depth 1, dim_head 16, mlp 64; a small image keeps
 // each run well under a millisecond so that the pool sees thousands of regions.

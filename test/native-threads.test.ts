@@ -3,16 +3,15 @@
 // the eval logits and attention maps. The kernels share work out by thread count, so this holds
 // only if every sum over the batch runs in pieces and an order that do not depend on it (see
 // native/src/model.cc). Batches and sizes are odd so that 1..4 threads cut the samples, rows and
-// weight-gradient units at different places. Skipped when the optional addon is not built.
+// weight-gradient units at different places. Without the addon, or for a variant this CPU cannot
+// run, each test reports itself skipped with the reason (native-helpers.ts).
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { initBackend } from '../src/ml/backend.js';
 import { createVit, type VitConfig } from '../src/ml/vit/index.js';
-import { nativeAddonPath, nativeOptimize, nativeRun, runnableVariants } from '../src/ml/vit/native.js';
+import { nativeOptimize, nativeRun } from '../src/ml/vit/native.js';
 import { ODD_VIT } from './fixtures/vit-configs.js';
-
-const skip = existsSync(nativeAddonPath) ? false : 'native addon not built (node native/build.mjs)';
+import { isaCases } from './native-helpers.js';
 
 before(async () => {
   await initBackend('wasm', 1);
@@ -100,7 +99,7 @@ function step(
   return out;
 }
 
-for (const isa of skip ? [] : runnableVariants()) {
+for (const { isa, skip } of isaCases()) {
   for (const { name, cfg, batch } of configs) {
     test(`native ${isa}, ${name}: a training step and an eval pass give the same bits on 1, 2, 3 and 4 threads`, {
       skip,

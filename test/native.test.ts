@@ -1,24 +1,26 @@
 // The native kernels must give what the tfjs implementation gives, on every ISA variant this CPU
 // runs: loss, correct count, every gradient (with dropout), eval logits and attention maps, for
 // both activations. Also: the addon's load-time checks (variant forcing, parameter layout, config
-// by name, no shared symbols between variants). Skipped when the optional addon is not built.
+// by name, no shared symbols between variants), and what it says about the CPU against
+// /proc/cpuinfo. Without the addon (or on a CPU that cannot run a variant) each test reports
+// itself skipped with the reason; under TFPIPE_NATIVE_REQUIRED=1 (CI) a missing addon fails.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
 import { createVit, computeGradients, forward, predict, tfjsKernels, type Kernels } from '../src/ml/vit/index.js';
-import { nativeAddonPath, nativeAvailability, nativeInfo, nativeRun, runnableVariants } from '../src/ml/vit/native.js';
+import { nativeAvailability, nativeInfo, nativeRun, runnableVariants } from '../src/ml/vit/native.js';
 import { createTrainer } from '../src/ml/vit/trainer.js';
 import type { OptimizerSettings, OptimizerState } from '../src/ml/optim.js';
 import { ODD_VIT } from './fixtures/vit-configs.js';
+import { expectedVariants, isaCases, nativeRequired, noAddon } from './native-helpers.js';
 
-const built = existsSync(nativeAddonPath);
-const skip = built ? false : 'native addon not built (node native/build.mjs)';
+const skip = noAddon;
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
 before(async () => {
@@ -52,40 +54,72 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m / scale;
 }
 
-const variants = built ? runnableVariants() : [];
+const variants = runnableVariants();
 
-test('the addon reports every variant it holds, runs the best this CPU supports, and this CPU runs at least one', {
-  skip,
+test('the addon is built, with every variant native/variants.conf lists for this architecture', {
+  skip: !nativeRequired && noAddon ? `${noAddon} (set TFPIPE_NATIVE_REQUIRED=1 to make this a failure)` : false,
 }, () => {
   const info = nativeInfo();
-  assert.ok(info, nativeAvailability().detail);
+  assert.ok(info, `TFPIPE_NATIVE_REQUIRED=1 but the ${noAddon}`);
+  assert.deepEqual(
+    info.variants.map((v) => v.name),
+    expectedVariants,
+  );
+  const lanes = Object.fromEntries(info.variants.map((v) => [v.name, v.lanes]));
+  if (process.arch === 'x64') assert.deepEqual(lanes, { avx512: 16, avx2: 8, baseline: 4 });
+  if (process.arch === 'arm64') assert.deepEqual(lanes, { neon: 4 });
+  // It runs the best variant this CPU supports, and every x86-64 CPU runs the baseline.
   assert.ok(variants.length >= 1);
   assert.equal(info.isa, variants[0]);
   assert.equal(nativeAvailability().isa, variants[0]);
-  assert.ok(info.cpu.length > 0);
-  // What this build holds on this architecture (native/variants.conf).
-  const names = info.variants.map((v) => v.name);
-  if (process.arch === 'x64') assert.deepEqual(names, ['avx512', 'avx2', 'baseline']);
-  if (process.arch === 'arm64') assert.deepEqual(names, ['neon']);
-  // Every x86-64 CPU runs the baseline; the wider variants only where the CPU has the features.
   if (process.arch === 'x64') assert.ok(variants.includes('baseline'));
+});
+
+/** The CPU flags the Linux kernel reports (it leaves out AVX-512 when the OS does not save its registers). */
+function cpuinfo(): { family: string; model: string; flags: Set<string> } | undefined {
+  if (!existsSync('/proc/cpuinfo')) return undefined;
+  const text = readFileSync('/proc/cpuinfo', 'utf8');
+  const field = (name: string) => new RegExp(`^${name}\\s*:\\s*(.*)$`, 'm').exec(text)?.[1].trim();
+  const flags = field('flags');
+  return flags === undefined
+    ? undefined
+    : { family: field('cpu family') ?? '?', model: field('model') ?? '?', flags: new Set(flags.split(/\s+/)) };
+}
+const cpu = cpuinfo();
+
+test("the addon's CPU model, features and runnable variants agree with /proc/cpuinfo, not with themselves", {
+  skip:
+    noAddon ||
+    (process.arch !== 'x64' || !cpu ? 'needs an x86-64 Linux CPU (flags in /proc/cpuinfo) to compare against' : false),
+}, () => {
+  const info = nativeInfo();
+  assert.ok(info && cpu);
+  // The features the dispatch looks at (native/src/dispatch.cc), as the kernel names them.
+  const looked = ['avx512f', 'avx512bw', 'avx512dq', 'avx512vl', 'avx2', 'fma'];
+  const has = looked.filter((f) => cpu.flags.has(f));
+  assert.equal(info.features, has.length ? has.join(' ') : 'sse2');
+  const needs: Record<string, string[]> = {
+    avx512: ['avx512f', 'avx512bw', 'avx512dq', 'avx512vl', 'avx2', 'fma'],
+    avx2: ['avx2', 'fma'],
+    baseline: [],
+  };
   for (const v of info.variants)
     assert.equal(
       v.supported,
-      v.requires
-        .split(' ')
-        .filter(Boolean)
-        .every((f) => info.features.split(' ').includes(f)),
-      v.name,
+      needs[v.name].every((f) => cpu.flags.has(f)),
+      `${v.name} runnable here`,
     );
-  const lanes = Object.fromEntries(info.variants.map((v) => [v.name, v.lanes]));
-  if (process.arch === 'x64') assert.deepEqual(lanes, { avx512: 16, avx2: 8, baseline: 4 });
+  // The brand string may be a hypervisor's invention; family and model come from cpuid leaf 1 as
+  // the kernel's do.
+  assert.match(info.cpu, new RegExp(`\\(family ${cpu.family}, model ${cpu.model}\\)$`));
 });
 
-for (const isa of variants) {
+for (const { isa, skip } of isaCases()) {
   const native: Kernels = { path: 'native', isa };
   for (const activation of ['gelu_tanh', 'gelu'] as const) {
-    test(`native ${isa} training step equals the tfjs one (${activation}): loss, correct, all gradients, dropout`, () => {
+    test(`native ${isa} training step equals the tfjs one (${activation}): loss, correct, all gradients, dropout`, {
+      skip,
+    }, () => {
       const model = createVit({ ...cfg, activation }, 5);
       const { x, t } = data(7);
       const n = computeGradients(model, x, t, { seed: 42 }, native);
@@ -101,7 +135,7 @@ for (const isa of variants) {
     });
   }
 
-  test(`native ${isa} predict and attention equal the tfjs ones, also across batch boundaries`, () => {
+  test(`native ${isa} predict and attention equal the tfjs ones, also across batch boundaries`, { skip }, () => {
     const model = createVit({ ...cfg, activation: 'gelu' }, 8);
     const { x, t } = data(9);
     const n = predict(model, x, 4, native);
@@ -255,6 +289,7 @@ function inChild(env: Record<string, string>, code: string): { status: number | 
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
     encoding: 'utf8',
     env: { ...process.env, ...env },
+    timeout: 60_000,
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -278,6 +313,43 @@ test('TFPIPE_NATIVE_ISA forces a variant; one this build lacks is a clear error,
   assert.match(bogus.stdout, /ERR TFPIPE_NATIVE_ISA=avx1024: no such kernel variant/);
 });
 
+// A variant this CPU cannot run: one that really cannot run here, or else avx512 with the CPU's
+// AVX-512 hidden from the dispatch (TFPIPE_NATIVE_HIDE_FEATURES, native/src/dispatch.cc).
+const unrunnable = nativeInfo()?.variants.find((v) => !v.supported);
+const hideable = nativeInfo()?.variants.find((v) => v.name === 'avx512');
+test('TFPIPE_NATIVE_ISA naming a variant this CPU cannot run is an error naming what it lacks; unforced, the next best runs', {
+  skip:
+    noAddon ||
+    (!unrunnable && !hideable
+      ? 'every variant of this build runs here and none needs a feature the dispatch can hide (no avx512 variant)'
+      : false),
+}, () => {
+  const target = unrunnable ?? hideable;
+  assert.ok(target);
+  const env: Record<string, string> = unrunnable ? {} : { TFPIPE_NATIVE_HIDE_FEATURES: 'avx512f' };
+  const forced = inChild(
+    { ...env, TFPIPE_NATIVE_ISA: target.name },
+    `console.log(JSON.stringify(n.nativeAvailability()));
+     await c.chooseKernels({ request: 'auto', cfg: ${JSON.stringify(cfg)}, batch: 4, purpose: 'train' }).catch((e) => { console.log('ERR ' + e.message); });
+     await c.chooseKernels({ request: 'native', cfg: ${JSON.stringify(cfg)}, batch: 4, purpose: 'train' }).catch((e) => { console.log('ERR ' + e.message); });`,
+  );
+  assert.equal(forced.status, 0, forced.stderr);
+  const a = JSON.parse(forced.stdout.split('\n')[0]);
+  assert.equal(a.isa, undefined, 'no silent fallback');
+  const why = new RegExp(
+    `TFPIPE_NATIVE_ISA=${target.name}: this CPU \\(.+\\) cannot run the ${target.name} kernels \\(they need ${target.requires}; it has: [^)]*\\)`,
+  );
+  assert.match(a.forcedError, why);
+  if (!unrunnable) assert.doesNotMatch(a.forcedError, /it has: [^)]*avx512f/, 'the hidden feature is not claimed');
+  const errors = forced.stdout.split('\n').filter((l) => l.startsWith('ERR '));
+  assert.equal(errors.length, 2, forced.stdout);
+  for (const e of errors) assert.match(e, why);
+  // Not forced: the best variant the (masked) CPU runs.
+  const unforced = inChild(env, 'console.log(JSON.stringify(n.nativeAvailability()))');
+  const best = nativeInfo()?.variants.find((v) => v.name !== target.name && (unrunnable ? v.supported : true));
+  assert.equal(JSON.parse(unforced.stdout.trim()).isa, best?.name);
+});
+
 test('an addon that expects another parameter layout is refused with a clear message', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tfpipe-fake-addon-'));
   const fake = join(dir, 'fake.cjs');
@@ -291,7 +363,10 @@ test('an addon that expects another parameter layout is refused with a clear mes
        blockDropoutSites: ['attn/weights','attn/out','mlp/hidden','mlp/out'], embeddingDropoutSite: 0 } }),
        run: () => { throw new Error('must not run'); } };`,
   );
-  const r = inChild({ TFPIPE_NATIVE_ADDON: fake }, 'console.log(JSON.stringify(n.nativeAvailability()))');
+  const r = inChild(
+    { TFPIPE_NATIVE_ADDON: fake, TFPIPE_NATIVE: '1' },
+    'console.log(JSON.stringify(n.nativeAvailability()))',
+  );
   assert.equal(r.status, 0, r.stderr);
   const a = JSON.parse(r.stdout.trim());
   assert.equal(a.isa, undefined);
@@ -321,12 +396,22 @@ test('the variant objects define no symbols another variant could share (no SIGI
   assert.deepEqual(foreignSymbols(join(dir, 'x.o'), 'avx2'), ['_Z6sharedi']);
 });
 
-test('a failing native build exits 0 with a note, so npm install goes on without the addon', () => {
+test('a failing native build exits 0 with a note for npm install, and 1 with TFPIPE_NATIVE_REQUIRED=1 (CI)', () => {
   const script = join(root, 'native/build.mjs');
-  const r = spawnSync(process.execPath, [script], {
-    encoding: 'utf8',
-    env: { ...process.env, CXX: '/nonexistent/c++' },
-  });
-  assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /native kernels not built .*using tfjs kernels/);
+  const build = (required: boolean) => {
+    const env: NodeJS.ProcessEnv = { ...process.env, CXX: '/nonexistent/c++' };
+    if (required) env.TFPIPE_NATIVE_REQUIRED = '1';
+    else delete env.TFPIPE_NATIVE_REQUIRED;
+    return spawnSync(process.execPath, [script], { encoding: 'utf8', env, timeout: 60_000 });
+  };
+  const addon = join(root, 'native/build/vit_kernels.node');
+  const before = existsSync(addon) ? statSync(addon).mtimeMs : undefined;
+  const optional = build(false);
+  assert.equal(optional.status, 0, optional.stderr);
+  assert.match(optional.stdout, /native kernels not built .*using tfjs kernels/);
+  const required = build(true);
+  assert.equal(required.status, 1, required.stdout);
+  assert.match(required.stderr, /native \w+ kernels not built \(.*\/nonexistent\/c\+\+/);
+  assert.match(required.stderr, /TFPIPE_NATIVE_REQUIRED=1, so this is an error/);
+  assert.equal(existsSync(addon) ? statSync(addon).mtimeMs : undefined, before, 'the built addon was left alone');
 });

@@ -2,7 +2,8 @@
 // --dry-run never write.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { outputsRoot, projectRoot } from '../src/cache/outputs.js';
 import { tfpipe as cli } from './cli-helpers.js';
@@ -20,16 +21,29 @@ test("the project root is the nearest folder with package.json or .git, else the
   mkdirSync(join(p.dir, 'repo', '.git'), { recursive: true });
   mkdirSync(join(p.dir, 'repo', 'exp'));
   assert.equal(projectRoot(join(p.dir, 'repo', 'exp', 'x.yaml')), join(p.dir, 'repo'));
-  mkdirSync(join(p.dir, 'loose'));
-  // tmpdir has no package.json above it (checked, so the case is real).
-  if (projectRoot(join(p.dir, 'x.yaml')) === p.dir) {
-    assert.equal(projectRoot(join(p.dir, 'loose', 'x.yaml')), join(p.dir, 'loose'));
-  }
   assert.equal(outputsRoot({ file: join(p.dir, 'proj', 'pipelines', 'x.yaml') }, {}), join(p.dir, 'proj', 'outputs'));
   assert.equal(
     outputsRoot({ file: join(p.dir, 'proj', 'pipelines', 'x.yaml') }, { TFPIPE_OUTPUTS: '/elsewhere/out' }),
     '/elsewhere/out',
   );
+});
+
+/** The nearest folder at or above `dir` with a package.json or .git, found without projectRoot. */
+function projectMarkerAbove(dir: string): string | undefined {
+  for (let d = dir; ; d = dirname(d)) {
+    if (existsSync(join(d, 'package.json')) || existsSync(join(d, '.git'))) return d;
+    if (dirname(d) === d) return undefined;
+  }
+}
+const markerAboveTmp = projectMarkerAbove(tmpdir());
+
+test("with no package.json or .git above it, a pipeline file's project is its own folder", {
+  skip: markerAboveTmp ? `${markerAboveTmp} (above the temporary folder) holds a package.json or .git` : false,
+}, () => {
+  const p = tempProject();
+  mkdirSync(join(p.dir, 'loose'));
+  assert.equal(projectRoot(join(p.dir, 'loose', 'x.yaml')), join(p.dir, 'loose'));
+  assert.equal(outputsRoot({ file: join(p.dir, 'loose', 'x.yaml') }, {}), join(p.dir, 'loose', 'outputs'));
 });
 
 test('running from pipelines/ or from the project root uses one outputs/ at the project root', () => {

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { localPathSettings, withoutSettings } from '../src/config/path-settings.js';
 import { packageRoot } from '../src/paths.js';
 import { run, status, tempProject } from './helpers.js';
+import { CHILD_TIMEOUT_MS } from './system.js';
 
 const pipeline = (path: string) =>
   `name: inp\nstages:\n  r:\n    kind: read_input\n    path: ${path}\n  e:\n    kind: emit\n    needs: [r]\n    value: 1\n`;
@@ -67,6 +68,8 @@ test("runs from different directories reuse each other's work", () => {
       {
         cwd,
         encoding: 'utf8',
+        timeout: CHILD_TIMEOUT_MS,
+        killSignal: 'SIGKILL',
         env: {
           ...process.env,
           TFPIPE_OUTPUTS: p.outputs,

@@ -143,32 +143,46 @@ test('a worker whose kind versions differ refuses every job and writes nothing',
   assert.equal(a.state, 'failed');
   assert.match(
     a.error,
-    /^refused by worker \S+: chain\/a@[0-9a-f]{16}: .* computes key [0-9a-f]{16} for this stage, not [0-9a-f]{16} \(implementation of kind "emit" changed: version 1 → 2\)/,
+    /^refused by worker \S+: chain\/a@([0-9a-f]{16}): .* computes another key for this stage \(implementation of kind "emit" changed: version 1 → 2\)/,
   );
+  // The refusal names no key but the job's own: what the worker computed stays with it.
+  const keys = new Set(a.error.match(/[0-9a-f]{16}/g));
+  assert.deepEqual([...keys], [a.key]);
   assert.match(r.worker, /REFUSED/);
   assert.deepEqual(lines(counter), [], 'no stage code ran');
   const stageDirs = readdirSync(join(p.outputs, 'chain')).filter((e) => ['a', 'b', 'c', 'd'].includes(e));
   assert.deepEqual(stageDirs, [], 'no artefact and no work dir was written');
 });
 
-test('a worker that sees another outputs folder refuses the job', { skip: noRedis }, async () => {
+test('a worker that sees another outputs folder refuses the job: without its secret, or by the store id', {
+  skip: noRedis,
+}, async () => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
   const elsewhere = join(p.dir, 'other-outputs');
   mkdirSync(elsewhere);
   writeFileSync(join(elsewhere, '.tfpipe-store'), JSON.stringify({ id: 'not-the-same-store' }));
-  const worker = startTfpipe(['worker', '--queue', redis!.url, '--outputs', elsewhere], env(p.outputs));
-  try {
-    await worker.waitFor(/1 job\(s\) at a time/);
-    const r = tfpipe(['run', file, '--queue', redis!.url, '--json'], p.outputs);
-    assert.equal(r.code, 1);
-    const a = JSON.parse(r.stdout).stages.find((s: { name: string }) => s.name === 'a');
-    assert.match(
-      a.error,
-      /belongs to the outputs folder .* \(store [0-9a-f-]{36}\), but .* is store not-the-same-store: this worker does not see the coordinator's outputs folder/,
-    );
-    assert.deepEqual(readdirSync(elsewhere), ['.tfpipe-store']);
-  } finally {
-    await worker.stop();
-  }
+  // Another folder holds neither the coordinator's secret file nor its store id.
+  const stageA = async (extra: Record<string, string>) => {
+    const worker = startTfpipe(['worker', '--queue', redis!.url, '--outputs', elsewhere], env(p.outputs, extra));
+    try {
+      await worker.waitFor(/1 job\(s\) at a time/);
+      const r = tfpipe(['run', file, '--queue', redis!.url, '--json'], p.outputs, extra);
+      assert.equal(r.code, 1);
+      await worker.waitFor(/REFUSED/);
+      return { a: JSON.parse(r.stdout).stages.find((s: { name: string }) => s.name === 'a'), log: worker.output() };
+    } finally {
+      await worker.stop();
+    }
+  };
+  const noSecret = await stageA({});
+  assert.match(noSecret.a.error, /refused by worker \S+: this worker has no queue secret/);
+  assert.match(noSecret.log, /\[job \S+\] REFUSED, nothing ran: this worker has no queue secret/);
+  // With a secret both share through the environment, the store id tells the folders apart.
+  const shared = await stageA({ TFPIPE_QUEUE_SECRET: 'a secret both machines were given, 32+ chars' });
+  assert.match(
+    shared.a.error,
+    /belongs to the outputs folder .* \(store [0-9a-f-]{36}\), but .* is store not-the-same-store: this worker does not see the coordinator's outputs folder/,
+  );
+  assert.deepEqual(readdirSync(elsewhere), ['.tfpipe-store']);
 });

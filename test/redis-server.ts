@@ -1,10 +1,10 @@
 // A throwaway Debian redis-server for the queue tests: a free loopback port, no persistence,
 // stopped when the test ends. Tests skip with a reason where the binary is absent.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect } from 'node:net';
+import { commandPath } from './system.js';
 
-const which = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
-export const REDIS_SERVER = which.status === 0 ? which.stdout.trim() : '';
+export const REDIS_SERVER = commandPath('redis-server');
 export const noRedis: string | false = REDIS_SERVER
   ? false
   : 'redis-server is not installed (apt-get install redis-server; .ci/run does)';
@@ -38,11 +38,15 @@ function pong(port: number): Promise<boolean> {
 
 export interface RedisHandle {
   url: string;
+  port: number;
   stop(): Promise<void>;
+  /** kill -9: gone at once, with everything it held (no persistence). */
+  kill(): Promise<void>;
 }
 
-export async function startRedis(): Promise<RedisHandle> {
-  const port = await freePort();
+/** A redis-server on a free loopback port, or on `port` (to bring one back where another died). */
+export async function startRedis(port?: number): Promise<RedisHandle> {
+  port ??= await freePort();
   const child: ChildProcess = spawn(
     REDIS_SERVER,
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
@@ -53,13 +57,11 @@ export async function startRedis(): Promise<RedisHandle> {
     child.kill('SIGKILL');
     throw new Error(`redis-server did not answer on port ${port}`);
   }
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  };
+  const end = (signal: NodeJS.Signals) =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill(signal);
+    });
+  return { url: `redis://127.0.0.1:${port}`, port, stop: () => end('SIGTERM'), kill: () => end('SIGKILL') };
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -13,10 +13,12 @@ import type { JsonObject, StageContext, UpstreamArtefacts } from '../src/stages/
 import { picture } from './fixtures/picture-kind.js';
 import { stageKinds as testKinds } from './fixtures/kinds.js';
 import { silentReporter, tempProject } from './helpers.js';
+import { commandPath } from './system.js';
 import { loadPipeline } from '../src/config/load.js';
 import { runPipeline } from '../src/runner/execute.js';
 
-const CHROMIUM = '/usr/bin/chromium';
+// Debian's chromium wherever the PATH has it, as .ci/run looks for it.
+const CHROMIUM = commandPath('chromium');
 const classes = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 
 async function png(path: string, w: number, h: number, rgb: [number, number, number]): Promise<void> {
@@ -367,7 +369,7 @@ test('writePipelineReport points into the report stage folder and lists the run'
 });
 
 test('both pages open from disk in headless Chromium: every image decodes, no errors, no network', {
-  skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed`,
+  skip: CHROMIUM ? false : 'chromium is not on the PATH (apt-get install chromium; .ci/run does)',
   timeout: 120_000,
 }, async () => {
   const root = mkdtempSync(join(tmpdir(), 'tfpipe-report-'));

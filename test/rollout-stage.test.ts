@@ -225,7 +225,10 @@ test('the stage loads the chosen checkpoint and the test split from its upstream
     assert.deepEqual(meta.rollout_shape, [4, 16]);
     assert.deepEqual(readNpy(join(dirs.out, 'attention.npy')).shape, [4, 2, 2, 17, 17]);
     // 'best' was never written: the stage must say so rather than fall back silently.
-    await assert.rejects(stage.run({ ...ctx, settings: { ...ctx.settings, checkpoint: 'best' } }));
+    await assert.rejects(
+      stage.run({ ...ctx, settings: { ...ctx.settings, checkpoint: 'best' } }),
+      /\/best holds no readable ViT checkpoint: ENOENT: .*best\/model\.json/,
+    );
   } finally {
     model.dispose();
     rmSync(root, { recursive: true, force: true });

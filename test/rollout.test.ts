@@ -226,7 +226,7 @@ test('discard zeroes the lowest patch-to-patch entries, never the class token ro
   const n = Float64Array.from(A1.flat());
   discardLowest(n, 3, 0);
   assert.deepEqual(Array.from(n), A1.flat());
-  assert.throws(() => discardLowest(Float64Array.from(A1.flat()), 3, 1));
+  assert.throws(() => discardLowest(Float64Array.from(A1.flat()), 3, 1), /discard_ratio must be in \[0, 1\), got 1$/);
 });
 
 test('abnar_zuidema rows of R sum to 1, with and without discard', () => {

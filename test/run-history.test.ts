@@ -52,7 +52,7 @@ test('a failed run is recorded as failed at its stage, not "ran: nothing"', () =
   assert.match(text[2], /ok +ran: b, c$/);
 });
 
-test('interrupted and killed runs are on record; a live one shows as running', async () => {
+test('interrupted and killed runs are on record; a live one shows as running', { timeout: 120_000 }, async () => {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
   const a = await startStalled(file, p.outputs);

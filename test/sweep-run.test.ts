@@ -1,13 +1,16 @@
 // Issue 10: one DAG for all variants (equal keys run once), per-variant records, the union in
 // status/dag/--dry-run, -j N in separate processes, and the per-key lock.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { makePlan } from '../src/runner/plan.js';
 import { acquireLock } from '../src/cache/run-lock.js';
+import { InProcessExecutor } from '../src/runner/in-process.js';
 import { StageRunner, stageLockPath } from '../src/runner/stage-runner.js';
+import type { StageExecutor } from '../src/runner/walk.js';
 import { runSweep } from '../src/sweep/run.js';
 import { loadSweep, type SweepOptions } from '../src/sweep/variants.js';
 import { tfpipe } from './cli-helpers.js';
@@ -172,6 +175,66 @@ test('-j 2 runs instances side by side in their own processes, with the same res
     const out = (root: string) => readFileSync(join(root, 'chain', i.name, i.key, 'out.json'), 'utf8');
     assert.equal(out(q.outputs), out(p.outputs));
   }
+});
+
+test('-j: the instance with the longest chain of stages below it starts first, whatever the file order', async () => {
+  const p = tempProject();
+  // Two lone stages first in the file, then a chain of three.
+  const file = p.write(
+    'p.yaml',
+    `name: order\nstages:\n  lone1: { kind: emit, value: 1 }\n  lone2: { kind: emit, value: 2 }\n` +
+      `  a: { kind: emit, value: 3 }\n  b: { kind: emit, value: 4, needs: [a] }\n  c: { kind: emit, value: 5, needs: [b] }\n`,
+  );
+  const registry = testRegistry();
+  const started: string[] = [];
+  const inner = new InProcessExecutor();
+  const executor: StageExecutor = {
+    run: (inst, needs, io) => {
+      started.push(inst.planned.stage.name);
+      return inner.run(inst, needs, io);
+    },
+    close: () => inner.close(),
+  };
+  const { loadPipeline } = await import('../src/config/load.js');
+  const { runPipeline } = await import('../src/runner/execute.js');
+  const pipeline = loadPipeline(file, registry);
+  assert.deepEqual(
+    pipeline.stages.map((x) => x.name),
+    ['lone1', 'lone2', 'a', 'b', 'c'],
+    'graph order puts the lone stages first',
+  );
+  await runPipeline(pipeline, registry, { reporter: silentReporter(), outputs: p.outputs, jobs: 2, executor });
+  // a (3 stages in its chain) before lone1 and lone2 (1 each), which keep their file order.
+  assert.deepEqual(started.slice(0, 2), ['a', 'lone1']);
+  assert.equal(started.length, 5);
+});
+
+test('-j N gives each job cores / N backend threads unless runtime.threads says; -j 1 leaves it to the backend', () => {
+  const p = tempProject();
+  const pipeline = (threads?: number) =>
+    `name: threads\nruntime: { backend: wasm${threads ? `, threads: ${threads}` : ''} }\nstages:\n` +
+    '  t1: { kind: threads, sleep_ms: 300 }\n  t2: { kind: threads, sleep_ms: 300 }\n';
+  const read = (outputs: string, name: string) => {
+    const dir = join(outputs, 'threads', name);
+    const key = readdirSync(dir).find((k) => !k.includes('.'));
+    return JSON.parse(readFileSync(join(dir, key as string, 'out.json'), 'utf8')) as { threads: number; pid: number };
+  };
+  const cores = availableParallelism();
+  const file = p.write('p.yaml', pipeline());
+  const two = tfpipe(['run', file, '-j', '2'], p.outputs);
+  assert.equal(two.code, 0, two.stderr + two.stdout);
+  for (const t of ['t1', 't2']) assert.equal(read(p.outputs, t).threads, Math.max(1, Math.floor(cores / 2)), t);
+  assert.notEqual(read(p.outputs, 't1').pid, read(p.outputs, 't2').pid, 'in two stage processes');
+  // runtime.threads wins over the share.
+  const q = tempProject();
+  const pinned = q.write('p.yaml', pipeline(3));
+  assert.equal(tfpipe(['run', pinned, '-j', '2'], q.outputs).code, 0);
+  for (const t of ['t1', 't2']) assert.equal(read(q.outputs, t).threads, 3, t);
+  // One at a time, in the coordinating process: 0, the backend's own choice (every core).
+  const r = tempProject();
+  const one = r.write('p.yaml', pipeline());
+  assert.equal(tfpipe(['run', one], r.outputs).code, 0);
+  for (const t of ['t1', 't2']) assert.equal(read(r.outputs, t).threads, 0, t);
 });
 
 test('runs groups the variants of a sweep run', () => {

@@ -1,7 +1,16 @@
 // Checkpoints: round trip into a Vit, and loadable by stock tf.loadLayersModel with equal logits.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -83,6 +92,46 @@ test('saving over an existing checkpoint replaces it and leaves no temporary fol
   });
 });
 
-test('loading something that is not a ViT checkpoint is a clear error', async () => {
-  await assert.rejects(loadCheckpoint(join(root, 'missing')), /ENOENT|no such file/);
+test('loading something that is not a ViT checkpoint is a clear error naming the file', async () => {
+  const missing = join(root, 'missing');
+  await assert.rejects(
+    loadCheckpoint(missing),
+    new RegExp(`^Error: ${missing} holds no readable ViT checkpoint: ENOENT: .*model\\.json`),
+  );
+  // A folder that exists but holds no model.json.
+  const empty = join(root, 'empty');
+  mkdirSync(empty);
+  await assert.rejects(loadCheckpoint(empty), new RegExp(`${empty} holds no readable ViT checkpoint: ENOENT`));
+  // A model.json that is not JSON.
+  const garbage = join(root, 'garbage');
+  mkdirSync(garbage);
+  writeFileSync(join(garbage, 'model.json'), '{"modelTopology": ');
+  await assert.rejects(loadCheckpoint(garbage), new RegExp(`${garbage} holds no readable ViT checkpoint: .*JSON`));
+  // A valid tf.io Layers model that is not a ViT: a plain dense layer, saved by stock tfjs.
+  const dense = join(root, 'dense');
+  const plain = tf.sequential({ layers: [tf.layers.dense({ units: 2, inputShape: [3] })] });
+  await plain.save(tf.io.withSaveHandler((a) => fileSystemHandler(dense).save(a)));
+  plain.dispose();
+  await assert.rejects(
+    loadCheckpoint(dense),
+    /dense\/model\.json is not a tfpipe ViT checkpoint \(no "vit" config in userDefinedMetadata\)/,
+  );
+  // A ViT checkpoint whose config is not a valid ViT.
+  const m = createVit(cfg, 4);
+  const bad = join(root, 'bad-config');
+  await saveCheckpoint(m, bad);
+  const json = JSON.parse(readFileSync(join(bad, 'model.json'), 'utf8'));
+  json.userDefinedMetadata.vit.patchSize = 3;
+  writeFileSync(join(bad, 'model.json'), JSON.stringify(json));
+  await assert.rejects(loadCheckpoint(bad), /ViT patch size 3 must divide the image size 8/);
+  // A ViT checkpoint whose weights.bin was cut short (a full disk, a copy that stopped).
+  const cut = join(root, 'truncated');
+  await saveCheckpoint(m, cut);
+  const size = statSync(join(cut, 'weights.bin')).size;
+  truncateSync(join(cut, 'weights.bin'), size - 4);
+  await assert.rejects(
+    loadCheckpoint(cut),
+    new RegExp(`truncated/weights\\.bin has ${size - 4} bytes where .*truncated/model\\.json lists ${size}`),
+  );
+  m.dispose();
 });

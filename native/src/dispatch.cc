@@ -4,6 +4,7 @@
 #include "dispatch.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -31,9 +32,21 @@ DECLARE_VARIANT(baseline)
 
 namespace {
 
+// TFPIPE_NATIVE_HIDE_FEATURES="avx512f ..." makes the dispatch act as if the CPU lacked those
+// features (tests of the fallback and of a forced variant the CPU cannot run, on any machine).
+[[maybe_unused]] bool hidden(const char* f) {
+  const char* env = std::getenv("TFPIPE_NATIVE_HIDE_FEATURES");
+  if (!env) return false;
+  std::string list = std::string(" ") + env + " ";
+  for (auto& c : list)
+    if (c == ',') c = ' ';
+  return list.find(std::string(" ") + f + " ") != std::string::npos;
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 // __builtin_cpu_supports also checks that the OS saves the wide registers (XCR0).
 bool x86_has(const char* f) {
+  if (hidden(f)) return false;
   __builtin_cpu_init();
   if (!strcmp(f, "avx512f")) return __builtin_cpu_supports("avx512f");
   if (!strcmp(f, "avx512bw")) return __builtin_cpu_supports("avx512bw");

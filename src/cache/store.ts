@@ -2,11 +2,11 @@
 // manifest whose files still match. Work happens in <key>.partial and is renamed into place.
 import { randomBytes } from 'node:crypto';
 import { existsSync, type Stats } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { isObject } from '../json.js';
 import type { JsonObject } from '../stages/types.js';
-import { writeFileAtomic } from './atomic.js';
+import { TEMPORARY_NAME, writeFileAtomic } from './atomic.js';
 import { hashFile, listFiles } from './hash.js';
 import type { KeyInputs } from './keys.js';
 
@@ -131,17 +131,23 @@ export class ArtefactStore {
     return { ok: true, manifest };
   }
 
-  /** A clean work dir, or, for resumable kinds, the one an interrupted attempt left. */
+  /**
+   * A clean work dir, or, for resumable kinds, the one an interrupted attempt left, less the
+   * temporary files its writers were killed in (or stopped by a full disk) before their rename.
+   */
   async prepareWorkDir(stage: string, key: string, keepPrevious: boolean): Promise<string> {
     const dir = this.workDir(stage, key);
     if (!keepPrevious) await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
+    await removeTemporaries(dir);
     return dir;
   }
 
   /** Seal the work dir with a manifest and move it into place, replacing any older copy. */
   async commit(stage: string, key: string, m: Omit<Manifest, 'files' | 'format'>): Promise<Manifest> {
     const work = this.workDir(stage, key);
+    // Whatever is still under a temporary name was never finished: not part of the result.
+    await removeTemporaries(work);
     await writeFileAtomic(join(work, RESULT), `${JSON.stringify(m.result, null, 2)}\n`);
     const files: Record<string, FileRecord> = {};
     for (const rel of await listFiles(work)) {
@@ -163,5 +169,15 @@ export class ArtefactStore {
       await rename(work, final);
     }
     return manifest;
+  }
+}
+
+/** Removes every file or folder under `dir` with a temporary name (atomic.ts), outside .resume/. */
+async function removeTemporaries(dir: string): Promise<void> {
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.name === RESUME_DIR) continue;
+    const p = join(dir, e.name);
+    if (TEMPORARY_NAME.test(e.name)) await rm(p, { recursive: true, force: true });
+    else if (e.isDirectory()) await removeTemporaries(p);
   }
 }

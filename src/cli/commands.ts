@@ -10,6 +10,7 @@ import { readRuns, type PastRun } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
 import { makePlan, type Plan } from '../runner/plan.js';
+import { estimateField, estimateLines } from '../stages/train-estimate.js';
 import { outputsRoot } from '../cache/outputs.js';
 import { ArtefactStore } from '../cache/store.js';
 import type { StepReporter } from '../runner/steps.js';
@@ -45,13 +46,16 @@ export async function commandStatus(
 ): Promise<number> {
   const plan = await makePlan(pipeline, registry);
   warn(plan);
-  const stages = plan.stages.map((s) => ({
-    name: s.stage.name,
-    kind: s.stage.kind,
-    state: s.state,
-    key: s.key,
-    reasons: s.reasons,
-  }));
+  const stages = await Promise.all(
+    plan.stages.map(async (s) => ({
+      name: s.stage.name,
+      kind: s.stage.kind,
+      state: s.state,
+      key: s.key,
+      reasons: s.reasons,
+      ...(await estimateField(plan, s)),
+    })),
+  );
   if (json) {
     out(
       JSON.stringify(
@@ -68,6 +72,7 @@ export async function commandStatus(
   for (const s of stages) {
     out(`  ${s.name.padEnd(w)}  ${s.kind.padEnd(k)}  ${s.state.padEnd(7)}  ${s.key}`);
     for (const r of s.reasons) out(`  ${' '.repeat(w)}    - ${r}`);
+    for (const l of estimateLines(s)) out(`  ${' '.repeat(w)}    ~ ${l}`);
   }
   return 0;
 }
@@ -110,17 +115,24 @@ export async function commandRun(
     const plan = await makePlan(pipeline, registry, { force: opts.force });
     warn(plan);
     const selected = opts.until ? ancestorsAndSelf(pipeline.stages, opts.until) : undefined;
-    const stages = plan.stages
-      .filter((s) => !selected || selected.has(s.stage.name))
-      .map((s) => ({
-        name: s.stage.name,
-        kind: s.stage.kind,
-        state: dryRunState(s),
-        key: s.key,
-        reasons: s.forced ? ['forced with --force'] : s.reasons,
-      }));
+    const stages = await Promise.all(
+      plan.stages
+        .filter((s) => !selected || selected.has(s.stage.name))
+        .map(async (s) => ({
+          name: s.stage.name,
+          kind: s.stage.kind,
+          state: dryRunState(s),
+          key: s.key,
+          reasons: s.forced ? ['forced with --force'] : s.reasons,
+          ...(await estimateField(plan, s)),
+        })),
+    );
     if (opts.json) out(JSON.stringify({ pipeline: pipeline.name, dry_run: true, stages }, null, 2));
-    else for (const s of stages) out(`${s.name}: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
+    else
+      for (const s of stages) {
+        out(`${s.name}: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
+        for (const l of estimateLines(s)) out(`  ~ ${l}`);
+      }
     return 0;
   }
   // The queue is checked before anything is written: a wrong URL leaves no trace.
@@ -137,11 +149,18 @@ export async function commandRun(
   try {
     let executor: StageExecutor | undefined;
     if (queue) {
-      const [{ QueueExecutor }, { ensureStoreId }] = await Promise.all([
+      const [{ QueueExecutor }, { ensureStoreId }, { queueSecret }] = await Promise.all([
         import('../queue/queue-executor.js'),
         import('../jobs/store-id.js'),
+        import('../queue/signing.js'),
       ]);
-      executor = await QueueExecutor.connect(queue, await ensureStoreId(outputs), interrupt.signal);
+      const store = await ensureStoreId(outputs);
+      executor = await QueueExecutor.connect(queue, {
+        store,
+        secret: await queueSecret(outputs, true),
+        notify: (line) => reporter.info(line),
+        signal: interrupt.signal,
+      });
     } else if (opts.jobs > 1) {
       const { ProcessExecutor } = await import('../jobs/process-executor.js');
       executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: interrupt.signal });

@@ -8,6 +8,7 @@ import { unionOf } from '../runner/union.js';
 import { instanceLabel, pipelineDirOf, planVariants, variantDir, type SweepRun } from '../sweep/run.js';
 import type { SweepDefinition } from '../sweep/variants.js';
 import type { KindRegistry } from '../stages/registry.js';
+import { estimateField, estimateLines } from '../stages/train-estimate.js';
 
 const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 const shown = (p: string) => relative(process.cwd(), p) || '.';
@@ -64,16 +65,19 @@ export async function sweepStatus(
   json: boolean,
 ): Promise<number> {
   const { instances, withoutSharing } = await union(def, registry, outputs);
-  const stages = instances.map((i) => ({
-    id: i.id,
-    name: i.planned.stage.name,
-    kind: i.planned.stage.kind,
-    state: i.planned.state,
-    key: i.planned.key,
-    reasons: i.planned.reasons,
-    needs: Object.values(i.needs),
-    variants: variantNames(def, i),
-  }));
+  const stages = await Promise.all(
+    instances.map(async (i) => ({
+      id: i.id,
+      name: i.planned.stage.name,
+      kind: i.planned.stage.kind,
+      state: i.planned.state,
+      key: i.planned.key,
+      reasons: i.planned.reasons,
+      needs: Object.values(i.needs),
+      variants: variantNames(def, i),
+      ...(await estimateField(i.plan, i.planned)),
+    })),
+  );
   if (json) {
     out(
       JSON.stringify(
@@ -97,6 +101,7 @@ export async function sweepStatus(
       `  ${s.id.padEnd(w)}  ${s.kind.padEnd(k)}  ${s.state.padEnd(7)}  ${instanceLabel(def, def.selected, instances[n].users)}`,
     );
     for (const r of s.reasons) out(`  ${' '.repeat(w)}    - ${r}`);
+    for (const l of estimateLines(s)) out(`  ${' '.repeat(w)}    ~ ${l}`);
   }
   out(`${instances.length} stage instances for ${def.selected.length} variants (${withoutSharing} without sharing)`);
   return 0;
@@ -126,15 +131,18 @@ export async function sweepDryRun(
   opts: { force: string[]; until?: string; json: boolean },
 ): Promise<number> {
   const { instances, withoutSharing } = await union(def, registry, outputs, opts.force, opts.until);
-  const stages = instances.map((i) => ({
-    id: i.id,
-    name: i.planned.stage.name,
-    kind: i.planned.stage.kind,
-    state: dryRunState(i.planned),
-    key: i.planned.key,
-    reasons: i.planned.forced ? ['forced with --force'] : i.planned.reasons,
-    variants: variantNames(def, i),
-  }));
+  const stages = await Promise.all(
+    instances.map(async (i) => ({
+      id: i.id,
+      name: i.planned.stage.name,
+      kind: i.planned.stage.kind,
+      state: dryRunState(i.planned),
+      key: i.planned.key,
+      reasons: i.planned.forced ? ['forced with --force'] : i.planned.reasons,
+      variants: variantNames(def, i),
+      ...(await estimateField(i.plan, i.planned)),
+    })),
+  );
   const toRun = stages.filter((s) => s.state !== 'cached').length;
   const runs = { instances: instances.length, would_run: toRun, without_sharing: withoutSharing };
   if (opts.json) {
@@ -145,6 +153,7 @@ export async function sweepDryRun(
     out(
       `${s.id} [${instanceLabel(def, def.selected, instances[n].users)}]: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`,
     );
+    for (const l of estimateLines(s)) out(`  ~ ${l}`);
   }
   const of =
     def.selected.length < def.variants.length

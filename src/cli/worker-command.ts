@@ -30,6 +30,8 @@ export async function commandWorker(opts: WorkerCommandOptions): Promise<number>
       out: process.stdout,
       signal: interrupt.signal,
     });
+    // Connections to a Redis that is gone may still hold timers; the worker is done all the same.
+    setTimeout(() => process.exit(), 2000).unref();
     return EXIT.interrupted;
   } finally {
     interrupt.release();

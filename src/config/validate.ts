@@ -14,8 +14,10 @@ export interface Validator {
 
 export function createValidator(registry: KindRegistry): Validator {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, discriminator: true, verbose: true });
-  // x-path marks settings that name local files (see path-settings.ts).
+  // x-path marks settings that name local files (see path-settings.ts); x-why says why a bound is
+  // what it is, for the message when a value breaks it.
   ajv.addKeyword({ keyword: 'x-path' });
+  ajv.addKeyword({ keyword: 'x-why' });
   for (const k of registry.all()) ajv.addSchema(k.schema);
   const pipelineSchema = buildPipelineSchema(registry);
   const validateFn: ValidateFunction = ajv.compile(pipelineSchema);
@@ -119,8 +121,15 @@ function describeErrors(errors: ErrorObject[], registry: KindRegistry, data: unk
         if (e.schemaPath.includes('/stages/') && badKindPaths.has(e.instancePath)) continue;
         message = 'must match exactly one of the allowed forms';
         break;
-      default:
+      default: {
         message = e.message ?? `failed ${e.keyword}`;
+        const why = (e.parentSchema as JsonObject | undefined)?.['x-why'];
+        if (
+          typeof why === 'string' &&
+          ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'].includes(e.keyword)
+        )
+          message += ` (${why})`;
+      }
     }
     if (
       e.keyword !== 'discriminator' &&

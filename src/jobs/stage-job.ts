@@ -103,9 +103,15 @@ export async function runStageJob(job: StageJob, ctx: JobContext): Promise<Stage
   const p = plan.stages.find((s) => s.stage.name === job.stage);
   if (!p) throw new JobRefused(`${describeJob(job)}: the pipeline has no stage "${job.stage}"`);
   if (p.key !== job.key) {
-    const why = explainChange(job.inputs, p.inputs);
+    // What differs, but never a key or content hash this runner computed: a refusal is read by
+    // whoever reads the queue.
+    const why = explainChange(job.inputs, { ...p.inputs, needs: job.inputs.needs, inputs: job.inputs.inputs });
+    for (const n of Object.keys(job.inputs.needs))
+      if (p.inputs.needs[n] !== job.inputs.needs[n]) why.push(`upstream stage "${n}" has another key here`);
+    for (const i of Object.keys(job.inputs.inputs))
+      if (p.inputs.inputs[i] !== job.inputs.inputs[i]) why.push(`the file of setting ${i} has other content here`);
     throw new JobRefused(
-      `${describeJob(job)}: ${here} computes key ${p.key} for this stage, not ${job.key}` +
+      `${describeJob(job)}: ${here} computes another key for this stage` +
         `${why.length ? ` (${why.join('; ')})` : ''}; the worker's tfpipe or stage kinds differ from the coordinator's (tfpipe ${job.tfpipe}), so it runs nothing`,
     );
   }

@@ -18,6 +18,9 @@ export interface BackendInfo {
 /** Loads one backend and makes it current; rejects when it cannot run here. Injectable for tests. */
 export type BackendLoader = (name: BackendName, threads: number) => Promise<void>;
 
+/** Imports an optional package (tfjs-node, tfjs-node-gpu) by name. Injectable for tests. */
+export type OptionalImport = (specifier: string) => Promise<unknown>;
+
 // A GPU that really runs comes first; among CPU backends the order only sets where stages start,
 // since the kernel choice then picks by measured speed.
 const GPU_ORDER: BackendName[] = ['tensorflow-gpu'];
@@ -136,7 +139,11 @@ interface NodeBinding {
   isUsingGpuDevice?: () => boolean;
 }
 
-export async function loadBackend(name: BackendName, threads: number): Promise<void> {
+export async function loadBackend(
+  name: BackendName,
+  threads: number,
+  importModule: OptionalImport = importOptional,
+): Promise<void> {
   switch (name) {
     case 'cpu':
       await setOrThrow('cpu');
@@ -148,11 +155,11 @@ export async function loadBackend(name: BackendName, threads: number): Promise<v
       return;
     }
     case 'tensorflow':
-      await importOptional('@tensorflow/tfjs-node');
+      await importModule('@tensorflow/tfjs-node');
       await setOrThrow('tensorflow');
       return;
     case 'tensorflow-gpu': {
-      await importOptional('@tensorflow/tfjs-node-gpu');
+      await importModule('@tensorflow/tfjs-node-gpu');
       await setOrThrow('tensorflow');
       // tfjs-node-gpu quietly runs on the CPU when CUDA/cuDNN do not match its build.
       const binding = (tf.backend() as unknown as { binding?: NodeBinding }).binding;

@@ -2,9 +2,9 @@
 // to continue after epoch N; .resume/current names the newest complete one (written last, by
 // rename), so a kill at any instant leaves either the old or the new state, never a mix.
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../cache/atomic.js';
+import { writeFile, writeFileAtomic } from '../cache/atomic.js';
 import { RESUME_DIR } from '../cache/store.js';
 import type { EpochMetrics } from './epoch-metrics.js';
 import type { OptimizerState } from './optim.js';
@@ -65,21 +65,26 @@ export async function saveResume(
   const name = `epoch-${state.epochsDone}`;
   const tmp = join(root, `${name}.tmp`);
   await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp, { recursive: true });
-  await writeModel(join(tmp, 'model'));
-  const total = optimizer.slots.reduce((s, a) => s + a.length, 0);
-  const flat = new Float32Array(total);
-  let off = 0;
-  for (const s of optimizer.slots) {
-    flat.set(s, off);
-    off += s.length;
+  try {
+    await mkdir(tmp, { recursive: true });
+    await writeModel(join(tmp, 'model'));
+    const total = optimizer.slots.reduce((s, a) => s + a.length, 0);
+    const flat = new Float32Array(total);
+    let off = 0;
+    for (const s of optimizer.slots) {
+      flat.set(s, off);
+      off += s.length;
+    }
+    await writeFile(join(tmp, 'optimizer.bin'), new Uint8Array(flat.buffer));
+    await writeFile(
+      join(tmp, 'optimizer.json'),
+      JSON.stringify({ step: optimizer.step, sizes: optimizer.slots.map((s) => s.length) }),
+    );
+    await writeFile(join(tmp, 'state.json'), JSON.stringify(state));
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
   }
-  await writeFile(join(tmp, 'optimizer.bin'), new Uint8Array(flat.buffer));
-  await writeFile(
-    join(tmp, 'optimizer.json'),
-    JSON.stringify({ step: optimizer.step, sizes: optimizer.slots.map((s) => s.length) }),
-  );
-  await writeFile(join(tmp, 'state.json'), JSON.stringify(state));
   await rm(join(root, name), { recursive: true, force: true });
   await rename(tmp, join(root, name));
   await writeFileAtomic(join(root, 'current'), name);
@@ -91,7 +96,12 @@ export async function saveResume(
 export async function replaceDir(target: string, write: (dir: string) => Promise<void>): Promise<void> {
   const tmp = `${target}.tmp`;
   await rm(tmp, { recursive: true, force: true });
-  await write(tmp);
+  try {
+    await write(tmp);
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
   const old = `${target}.old`;
   await rm(old, { recursive: true, force: true });
   if (existsSync(target)) await rename(target, old);

@@ -2,6 +2,8 @@
 // (`tfpipe _stage`, one per slot, reused), so that this process's event loop stays free to renew
 // the jobs' locks while a training step blocks the child's. A worker killed with -9 stops renewing; BullMQ's stalled-job
 // check hands the job to another worker, whose child takes over the key's work dir and resumes.
+// It runs only jobs signed with its queue secret (signing.ts), and it stops on the first SIGINT or
+// SIGTERM even when Redis is gone (then without handing its jobs back: their locks expire).
 import { hostname } from 'node:os';
 import type { Writable } from 'node:stream';
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
@@ -12,7 +14,8 @@ import { formatDuration, formatProgress, logIntervalMs, progressThrottle } from 
 import type { StepIO } from '../runner/steps.js';
 import type { ProgressUpdate } from '../stages/types.js';
 import type { JobProgressMessage, JobReturn } from './queue-executor.js';
-import { connectionOf, QUEUE_NAME, type QueueUrl } from './redis.js';
+import { checkRedis, connectionOf, QUEUE_NAME, type QueueUrl } from './redis.js';
+import { queueSecret, verifyJob } from './signing.js';
 
 export interface WorkerOptions {
   queue: QueueUrl;
@@ -36,12 +39,20 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
 
   const processor = async (job: Job, token?: string): Promise<JobReturn> => {
     const data = job.data as StageJob;
-    const tag = `[${typeof data?.stage === 'string' ? describeJob(data) : job.id}]`;
+    // Nothing of an unverified job is trusted, not even its name for the log.
+    const outputs = opts.outputs ?? (typeof data?.store?.root === 'string' ? data.store.root : undefined);
+    const refusal = outputs
+      ? verifyJob(data, await queueSecret(outputs, false))
+      : 'the job names no outputs folder and the worker has none (--outputs DIR or $TFPIPE_OUTPUTS)';
+    if (refusal) {
+      say(`[job ${job.id}] REFUSED, nothing ran: ${refusal}`);
+      throw new UnrecoverableError(`refused by worker ${name}: ${refusal}`);
+    }
+    const tag = `[${describeJob(data)}]`;
     const t0 = Date.now();
     say(`${tag} started (job ${job.id})`);
     const io = relay(job, (line) => say(`${tag} ${line}`), logIntervalMs());
     try {
-      const outputs = opts.outputs ?? data?.store?.root;
       if (!outputs) throw new JobRefused(`${tag} names no outputs folder; start the worker with --outputs DIR`);
       const r = await pool.run(data, {
         outputs,
@@ -76,7 +87,15 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
     // A worker killed twice on the same job is bad luck, not a bad job.
     maxStalledCount: 2,
   });
-  worker.on('error', (err) => say(`worker: ${err.message}`));
+  // One line per new error, not one per reconnection attempt while Redis is away.
+  let lastError = '';
+  worker.on('error', (err) => {
+    if (err.message !== lastError) say(`worker: ${err.message}`);
+    lastError = err.message;
+  });
+  worker.on('ready', () => {
+    lastError = '';
+  });
   await worker.waitUntilReady();
   say(
     `tfpipe worker ${name}: ${opts.concurrency} job(s) at a time from ${opts.queue.shown}, outputs ${opts.outputs ?? 'as each job says'}`,
@@ -87,8 +106,35 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
   });
   say('tfpipe worker: stopping; running jobs go back to the queue');
   children.abort();
-  await worker.close();
+  await closeWorker(worker, opts.queue, say);
   pool.close();
+}
+
+/**
+ * Closes the BullMQ worker: it waits for the running jobs to stop and go back to the queue, which
+ * needs Redis. While Redis answers that is what happens; once it does not, the worker lets go of
+ * it rather than wait forever (SIGTERM from systemd, Docker or Kubernetes must stop it).
+ */
+async function closeWorker(worker: Worker, q: QueueUrl, say: (line: string) => void): Promise<void> {
+  const closed = worker.close().then(
+    () => true,
+    () => true,
+  );
+  for (;;) {
+    if (await Promise.race([closed, new Promise<false>((r) => setTimeout(() => r(false), 1000).unref())])) return;
+    const up = await checkRedis(q, 1000).then(
+      () => true,
+      () => false,
+    );
+    if (!up) {
+      say(
+        `tfpipe worker: Redis at ${q.shown} does not answer; stopping without it (jobs it lists as running here go back to the queue when their locks expire)`,
+      );
+      // Disconnecting may itself wait for Redis; it is not awaited.
+      worker.disconnect().catch(() => {});
+      return;
+    }
+  }
 }
 
 /** Progress and log lines of a job: printed here (progress throttled) and sent to the coordinator. */

@@ -3,7 +3,7 @@
 // anywhere (vega editor, vl2svg) without the metrics file. vega, vega-lite and sharp load only
 // when a chart is rendered: the plots kind imports this module for the chart names at start-up.
 
-import { writeFile } from 'node:fs/promises';
+import { writeFile } from '../cache/atomic.js';
 import { join } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import type { EpochMetrics } from '../ml/epoch-metrics.js';

@@ -1,7 +1,7 @@
 // NumPy .npy (format version 1.0) writer, so raw arrays can be opened with np.load() and compared
 // with the reference's PyTorch tensors. Format: https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html
 
-import { writeFile } from 'node:fs/promises';
+import { writeFile } from '../cache/atomic.js';
 
 export type NpyArray = Float32Array | Int32Array | Uint8Array;
 

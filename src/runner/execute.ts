@@ -79,6 +79,9 @@ export async function runUnits(
   try {
     release = await acquireRunLock(pipelineDir, { onWait: (m) => opts.reporter.info(m), signal: opts.signal });
   } catch (err) {
+    // An executor handed in (a queue connection, stage processes) is let go on this path too, or
+    // its sockets would keep the process alive after an interrupted wait.
+    await opts.executor?.close();
     if (opts.signal?.aborted) throw new Aborted('interrupted while waiting for the run lock; nothing ran');
     throw err;
   }

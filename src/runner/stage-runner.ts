@@ -129,6 +129,11 @@ export class StageRunner {
         await rm(ctx.outDir, { recursive: true, force: true });
         await rmdir(dirname(ctx.outDir)).catch(() => {}); // the stage's folder, if nothing else is in it
       }
+      // A system error that names no file (a write by a library: "ENOSPC: no space left on
+      // device, write") at least names the folder the stage was writing in.
+      const e = err as NodeJS.ErrnoException;
+      if (e instanceof Error && typeof e.code === 'string' && typeof e.syscall === 'string' && !e.path)
+        e.message = `${e.message} (${p.stage.name} was writing in ${ctx.outDir})`;
       throw err;
     }
     return store.commit(p.stage.name, p.key, {

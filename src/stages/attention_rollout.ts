@@ -1,6 +1,7 @@
 // kind: attention_rollout — which image patches the trained ViT attends to (src/ml/rollout.ts).
+import { writeFile } from '../cache/atomic.js';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Tensor4D } from '@tensorflow/tfjs';
 import { readSchema } from '../paths.js';

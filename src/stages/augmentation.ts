@@ -1,7 +1,7 @@
 // kind: augmentation — the training-time augmentation ops. Training builds its augmenter from this
 // stage's resolved `ops` (createAugmenter); this stage checks them against the data and draws
 // preview.png and patches.png.
-import { writeFile } from 'node:fs/promises';
+import { writeFile } from '../cache/atomic.js';
 import { join } from 'node:path';
 import { readSchema } from '../paths.js';
 import { loadSplit, readDataInfo } from '../ml/dataset.js';

@@ -1,6 +1,6 @@
 // kind: cifar10 — the data stage: CIFAR-10 downloaded or read locally, verified, split into
 // train/val/test, normalisation statistics, compact uint8 splits (see src/ml/dataset.ts).
-import { writeFile } from 'node:fs/promises';
+import { writeFile } from '../cache/atomic.js';
 import { join } from 'node:path';
 import { readSchema } from '../paths.js';
 import { DownloadError, isUrl } from '../ml/cifar10/download.js';

@@ -1,6 +1,7 @@
 // kind: evaluate — test accuracy of the chosen checkpoint, per class, confusion matrix, prediction grid.
+import { writeFile } from '../cache/atomic.js';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { readSchema } from '../paths.js';

@@ -1,9 +1,9 @@
 // kind: report — a static HTML page of the run, composed from what the upstream stages' kinds
 // declare they write (StageKind.writes.report): this module knows no other kind by name.
 import { existsSync } from 'node:fs';
-import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
-import { writeFileAtomic } from '../cache/atomic.js';
+import { writeFile, writeFileAtomic } from '../cache/atomic.js';
 import { readSchema } from '../paths.js';
 import { renderReportHtml, type ReportData, type ReportSection, type RunTable } from '../render/report-html.js';
 import type { ReportSettings } from './settings.js';

@@ -18,7 +18,7 @@ export interface Cifar10Settings {
    */
   validation_fraction: number;
   /**
-   * Keep only this many training images (class-balanced, random with the pipeline seed), taken from the training part after the validation split. null: all.
+   * Keep only this many training images (class-balanced, random with the pipeline seed), taken from the training part after the validation split; at least 10, one per class. null: all.
    */
   limit_train: number | null;
   /**

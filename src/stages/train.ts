@@ -10,7 +10,8 @@ import { learningRate } from '../ml/schedule.js';
 import { readSchema } from '../paths.js';
 import type { VitConfig } from '../ml/vit/config.js';
 import { stageKernels } from './kernels.js';
-import type { AugmentationSettings, TrainSettings } from './settings.js';
+import type { AugmentationSettings, TrainSettings, VitSettings } from './settings.js';
+import { estimateTraining, onGpu, readSpeed, rememberSpeed, speedFile } from './train-estimate.js';
 import { upstreamData } from './upstream-data.js';
 import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
 import { MODEL_DIR } from './vit.js';
@@ -47,8 +48,9 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     { createTrainer },
     { describeKernels },
     { loadCheckpoint, readCheckpointMetadata, saveCheckpoint },
-    { cpuModel },
+    { cpuModel, nativeThreads },
     { gpuRecord },
+    { candidateLabel, timeCandidate },
   ] = await Promise.all([
     import('@tensorflow/tfjs'),
     import('../ml/evaluation.js'),
@@ -57,6 +59,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     import('../ml/vit/checkpoint.js'),
     import('../ml/vit/native.js'),
     import('../ml/vit/gpu.js'),
+    import('../ml/vit/choose-kernels.js'),
   ]);
   const s = ctx.settings;
   const bs = s.batch_size;
@@ -67,17 +70,30 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
   const resume = await findResume(ctx.outDir);
   const modelDir = resume ? join(resume.dir, 'model') : join(vit.dir, MODEL_DIR);
   // Chosen before the weights load, so they load onto the backend the chosen path runs on.
-  const { kernels, backend } = await stageKernels(
-    ctx,
-    (await readCheckpointMetadata(modelDir)).vit as VitConfig,
-    s.batch_size,
-    'train',
-    s.precision,
-  );
+  const cfg = (await readCheckpointMetadata(modelDir)).vit as VitConfig;
+  const decision = await stageKernels(ctx, cfg, s.batch_size, 'train', s.precision);
+  const { kernels, backend } = decision;
   // Only the GPU has lower precisions; the CPU paths compute in fp32 whatever the setting says.
   const precision = kernels.path === 'cuda' ? kernels.precision : 'fp32';
   if (precision !== s.precision)
     ctx.log(`precision: ${s.precision} asked, but ${describeKernels(kernels)} computes in fp32, so this run is fp32`);
+
+  // Before the long work: how long it will take here, from the kernel timing (a lone path, which
+  // auto did not need to time, is timed the same way once and remembered).
+  const label = candidateLabel(decision);
+  const speedAt = speedFile(ctx.cacheDir, {
+    model: vit.settings as unknown as VitSettings,
+    batch: s.batch_size,
+    threads: nativeThreads(),
+    runtime: ctx.runtime,
+  });
+  const remembered = await readSpeed(speedAt);
+  const ips =
+    decision.measured?.[label] ??
+    (remembered?.kernels === label ? remembered.images_per_second : undefined) ??
+    (await timeCandidate(decision, { cfg, batch: s.batch_size, purpose: 'train' }));
+  const speed = { images_per_second: ips, kernels: label, on_gpu: onGpu(backend, kernels.path) };
+  await rememberSpeed(speedAt, speed);
   const model = await loadCheckpoint(modelDir);
   const trainer = createTrainer(model, kernels, s.optimizer, { batch: bs });
   const state: TrainState = resume?.state ?? {
@@ -92,6 +108,16 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     trainer.setState(resume.optimizer);
     ctx.log(`resuming after epoch ${state.epochsDone} of ${state.plannedEpochs}`);
   }
+  for (const line of estimateTraining({
+    stage: ctx.name,
+    images: trainSplit.count,
+    valImages: valSplit.count,
+    epochs: state.plannedEpochs,
+    done: state.epochsDone,
+    maxMinutes: s.max_minutes,
+    speed,
+  }).lines)
+    ctx.log(line);
 
   const batches = Math.ceil(trainSplit.count / bs);
   // A GPU step would wait for augmentation done between steps on this thread: make batches ahead

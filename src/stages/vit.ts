@@ -1,5 +1,5 @@
 // kind: vit — defines the ViT for the upstream data and writes its initial weights and a summary.
-import { writeFile } from 'node:fs/promises';
+import { writeFile } from '../cache/atomic.js';
 import { join } from 'node:path';
 import { readSchema } from '../paths.js';
 import { readDataInfo, type DataInfo } from '../ml/dataset.js';

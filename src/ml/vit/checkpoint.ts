@@ -8,7 +8,7 @@
 //   const m = await tf.loadLayersModel('file:///abs/path/model.json');
 //   m.predict(images /* [B, 32, 32, 3], normalised */);
 // Loading for training/evaluation inside tfpipe: loadCheckpoint(dir) -> Vit.
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +16,7 @@ import * as tf from '@tensorflow/tfjs';
 import { validateConfig, type VitConfig } from './config.js';
 import { buildVitLayersModel, registerVitLayers as registerLayerClasses } from './layers.js';
 import { Vit } from './model.js';
+import { writeFile } from '../../cache/atomic.js';
 
 const MODEL_JSON = 'model.json';
 const WEIGHTS_BIN = 'weights.bin';
@@ -98,14 +99,20 @@ export async function saveCheckpoint(model: Vit, dir: string, extra?: object): P
     );
     const tmp = `${dir}.tmp-${process.pid}`;
     await rm(tmp, { recursive: true, force: true });
-    await layers.save(
-      tf.io.withSaveHandler(async (artifacts) =>
-        fileSystemHandler(tmp).save({
-          ...artifacts,
-          userDefinedMetadata: { vit: { ...model.config }, ...(extra ?? {}) },
-        }),
-      ),
-    );
+    try {
+      await layers.save(
+        tf.io.withSaveHandler(async (artifacts) =>
+          fileSystemHandler(tmp).save({
+            ...artifacts,
+            userDefinedMetadata: { vit: { ...model.config }, ...(extra ?? {}) },
+          }),
+        ),
+      );
+    } catch (err) {
+      // A full disk leaves a half-written weights.bin: never keep it.
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
     // Swap directories so a reader never sees a half-written checkpoint.
     const old = `${dir}.old-${process.pid}`;
     if (existsSync(dir)) await rename(dir, old);
@@ -118,12 +125,21 @@ export async function saveCheckpoint(model: Vit, dir: string, extra?: object): P
 
 /** Reads a checkpoint written by saveCheckpoint back into a trainable Vit. */
 export async function loadCheckpoint(dir: string): Promise<Vit> {
-  const artifacts = await fileSystemHandler(dir).load();
+  const artifacts = await fileSystemHandler(dir)
+    .load()
+    .catch((err: unknown) => {
+      throw new Error(`${dir} holds no readable ViT checkpoint: ${(err as Error).message}`);
+    });
   const meta = artifacts.userDefinedMetadata as { vit?: VitConfig } | undefined;
   if (!meta?.vit)
     throw new Error(`${join(dir, MODEL_JSON)} is not a tfpipe ViT checkpoint (no "vit" config in userDefinedMetadata)`);
   validateConfig(meta.vit);
   if (!artifacts.weightSpecs || !artifacts.weightData) throw new Error(`${dir}: checkpoint has no weights`);
+  // A truncated weights.bin would otherwise fail deep in tfjs with a shape message naming no file.
+  const bytes = tf.io.CompositeArrayBuffer.join(artifacts.weightData).byteLength;
+  const expected = artifacts.weightSpecs.reduce((n, w) => n + 4 * tf.util.sizeFromShape(w.shape), 0);
+  if (bytes !== expected && artifacts.weightSpecs.every((w) => w.dtype === 'float32' && !w.quantization))
+    throw new Error(`${join(dir, WEIGHTS_BIN)} has ${bytes} bytes where ${join(dir, MODEL_JSON)} lists ${expected}`);
   const tensors = tf.io.decodeWeights(artifacts.weightData, artifacts.weightSpecs);
   try {
     return new Vit(meta.vit, new Map(Object.entries(tensors)));
