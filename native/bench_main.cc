@@ -36,17 +36,6 @@ struct ModelShape {
 };
 const ModelShape kModels[] = {{"small", 4, 64, 4, 4, 128}, {"default", 4, 128, 6, 4, 256}, {"cpu_hour", 4, 64, 6, 4, 256}, {"cifar_vit", 4, 384, 7, 12, 384}};
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  size_t a = 0;
-  while (a <= s.size()) {
-    size_t b = s.find(',', a);
-    if (b == std::string::npos) b = s.size();
-    if (b > a) out.push_back(s.substr(a, b - a));
-    a = b + 1;
-  }
-  return out;
-}
 
 
 }  // namespace
@@ -104,7 +93,7 @@ int main(int argc, char** argv) {
     }
     run.push_back(k);
   } else {
-    std::vector<std::string> want = split(isas);
+    std::vector<std::string> want = split_list(isas);
     for (const auto& v : variants()) {
       bool named = want.empty();
       for (const auto& w : want) named = named || w == v.name;
@@ -180,7 +169,7 @@ int main(int argc, char** argv) {
   if (peak) {
     // FMA throughput of one thread, then of N threads at once: the ceiling for N-thread speed-ups.
     const Kernels* k = run.empty() ? nullptr : run.front();
-    for (const std::string& t : split(threads)) {
+    for (const std::string& t : split_list(threads)) {
       int n = std::atoi(t.c_str());
       if (!k || n < 1) continue;
       std::vector<double> each(n);
@@ -196,7 +185,7 @@ int main(int argc, char** argv) {
   }
 
   for (const Kernels* k : run) {
-    for (const std::string& label : split(models)) {
+    for (const std::string& label : split_list(models)) {
       const ModelShape* m = nullptr;
       for (const auto& s : kModels)
         if (label == s.label) m = &s;
@@ -205,7 +194,7 @@ int main(int argc, char** argv) {
         return 2;
       }
       Config c{batch, 32, 3, 10, m->patch, m->dim, m->depth, m->heads, m->dim / m->heads, m->mlp, 0.1f, activation};
-      for (const std::string& t : split(threads)) {
+      for (const std::string& t : split_list(threads)) {
         Problem p(c, 1);
         Workspace* ws = workspace_new();
         set_threads(std::atoi(t.c_str()));

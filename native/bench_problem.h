@@ -13,6 +13,19 @@
 namespace tfpipe {
 namespace bench {
 
+// The items of a comma-separated list ("1,2,4").
+inline std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  size_t a = 0;
+  while (a <= s.size()) {
+    size_t b = s.find(',', a);
+    if (b == std::string::npos) b = s.size();
+    if (b > a) out.push_back(s.substr(a, b - a));
+    a = b + 1;
+  }
+  return out;
+}
+
 inline std::string json_escape(const std::string& s) {
   std::string o;
   for (char c : s) {

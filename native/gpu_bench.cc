@@ -30,17 +30,6 @@ using namespace tfpipe::bench;
 
 namespace {
 
-std::vector<std::string> list(const std::string& s) {
-  std::vector<std::string> out;
-  size_t a = 0;
-  while (a <= s.size()) {
-    size_t b = s.find(',', a);
-    if (b == std::string::npos) b = s.size();
-    if (b > a) out.push_back(s.substr(a, b - a));
-    a = b + 1;
-  }
-  return out;
-}
 
 std::string param_name(const Config& c, int i) {
   if (i < P_STEM_COUNT) return kStemNames[i];
@@ -256,7 +245,7 @@ int gpu_main(int argc, char** argv) {
     return 2;
   }
   std::vector<gpu::Precision> precs;
-  for (const auto& s : list(precisions)) {
+  for (const auto& s : split_list(precisions)) {
     gpu::Precision p;
     if (!gpu::parse_precision(s.c_str(), &p)) {
       std::fprintf(stderr, "unknown precision %s\n", s.c_str());
@@ -304,12 +293,12 @@ int gpu_main(int argc, char** argv) {
       }
     }
     if (doBench && !host)
-      for (const auto& label : list(models)) {
+      for (const auto& label : split_list(models)) {
         const Shape* m = nullptr;
         for (const auto& s : kShapes)
           if (label == s.label) m = &s;
         if (!m) throw std::runtime_error("unknown model " + label);
-        for (const auto& b : list(batches))
+        for (const auto& b : split_list(batches))
           for (gpu::Precision p : precs) run_bench(*m, std::atoi(b.c_str()), p, steps, profile);
       }
   } catch (const std::exception& e) {

@@ -209,26 +209,28 @@ class Model final : public Trainer {
 
   // Column sums, partial pass p over (chunk, column) items, then the chunks in order (ops_train.h).
   template <class Partial>
-  void colsum(const char* what, size_t rows, int cols, const Partial& p, float* out, float* out2 = nullptr) {
+  void column_sums(const char* what, size_t rows, int cols, const Partial& p, float* out, float* out2 = nullptr) {
     const size_t chunks = col_chunks(rows);
     ex_.each(what, chunks * cols, p);
     ex_.each(what, out2 ? 2 * cols : cols, ColFinal{part_, out, out2, chunks, cols});
   }
-  void colsum(const char* what, const float* a, size_t rows, int cols, int ld, float* out, bf16* copy = nullptr) {
-    colsum(what, rows, cols, ColPartial{a, copy, part_, rows, cols, ld}, out);
+  // out[c] = the column sums of v(e) over rows x cols, each value also written to copy.
+  template <class Value>
+  void colsum(const char* what, const Value& v, size_t rows, int cols, float* out, Out copy = Out{nullptr, nullptr}) {
+    column_sums(what, rows, cols, ColPartial<Value>{v, copy, part_, rows, cols}, out);
   }
   // A layer norm's gain and bias gradients from its output gradient dy and xhat [rows, D].
   void norm_grads(const char* what, const float* dy, const float* xhat, size_t rows, float* dg, float* db) {
-    colsum(what, rows, D_, NormPartial{dy, xhat, part_, rows, D_}, dg, db);
+    column_sums(what, rows, D_, NormPartial{dy, xhat, part_, rows, D_}, dg, db);
   }
   // dr = dx x mask of `site` with its column sums into db; without dropout dr is dx itself (and
   // its bf16 copy for the products, in the bf16 precision).
   In dropout_bwd(const char* what, int site, size_t rows, float* db) {
     if (!host_.dropout) {
-      colsum(what, dx_, rows, D_, D_, db, dx16_);
+      colsum(what, Read{dx_}, rows, D_, db, Out{nullptr, dx16_});
       return In(dx_, dx16_);
     }
-    colsum(what, rows, D_, DropPartial{dx_, dr_, drop(site), part_, rows, D_}, db);
+    colsum(what, Dropped{dx_, drop(site)}, rows, D_, db, dr_);
     return dr_;
   }
 
@@ -264,7 +266,7 @@ class Model final : public Trainer {
     const size_t R = (size_t)b * T_;
     // Head: logits = LN(x[:, 0]) W + bias.
     ex_.gemm("head_dw", mm(true, false, D_, C_, b, hy_, D_, dlogits_, C_, HG(H_W), C_));
-    colsum("head_db", dlogits_, b, C_, C_, HG(H_B));
+    colsum("head_db", Read{dlogits_}, b, C_, HG(H_B));
     ex_.gemm("head_dx", mm(false, true, b, D_, C_, dlogits_, C_, HW(H_W), C_, dhy_, D_));
     ex_.zero(dx_, R * D_ * sizeof(float));
     ex_.rows("head_norm_bwd", b, LnBwd{hxhat_, hrstd_, HW(H_LN_G), dhy_, dx_, D_, T_});
@@ -272,11 +274,11 @@ class Model final : public Trainer {
     for (int l = c_.depth - 1; l >= 0; l--) block_backward(l, b);
     // Embedding: x0 = dropout([cls; patches W + bias] + pos).
     if (host_.dropout) ex_.each("embed_dropout_bwd", R * D_, DropMul{dx_, dx_, drop(kSiteEmbedding)});
-    colsum("pos_grad", dx_, b, T_ * D_, T_ * D_, G(P_POS));
+    colsum("pos_grad", Read{dx_}, b, T_ * D_, G(P_POS));
     ex_.each("cls_grad", D_, Copy{G(P_POS), G(P_CLS)});
     ex_.each("gather_patches", (size_t)b * N_ * D_, GatherPatches{dx_, demb_, N_, T_, D_});
     ex_.gemm("patch_dw", mm(true, false, PD_, D_, b * N_, patches_, PD_, demb_, D_, G(P_PATCH_W), D_));
-    colsum("patch_db", demb_.f, (size_t)b * N_, D_, D_, G(P_PATCH_B));
+    colsum("patch_db", Read{demb_.f}, (size_t)b * N_, D_, G(P_PATCH_B));
   }
 
   // dx_ holds the gradient of block l's output; leaves that of its input.
@@ -288,7 +290,7 @@ class Model final : public Trainer {
     In dr = dropout_bwd("mlp_dropout_bwd", site(l, S_MLP_OUT), R, g(l, B_FC2_B));
     ex_.gemm("fc2_dw", mm(true, false, M_, D_, R, k.g, M_, dr, D_, g(l, B_FC2_W), D_));
     ex_.gemm("fc2_dx", mm(false, true, R, M_, D_, dr, D_, wop(l, B_FC2_W), D_, hid_, M_));
-    colsum("gelu_bwd", R, M_, GeluBwdPartial{hid_, dhid_, k.hgrad, drop(site(l, S_MLP_HIDDEN)), part_, (size_t)R, M_}, g(l, B_FC1_B));
+    colsum("gelu_bwd", GeluBack{hid_, k.hgrad, drop(site(l, S_MLP_HIDDEN))}, R, M_, g(l, B_FC1_B), dhid_);
     ex_.gemm("fc1_dw", mm(true, false, D_, M_, R, k.y2, D_, dhid_, M_, g(l, B_FC1_W), M_));
     ex_.gemm("fc1_dx", mm(false, true, R, D_, M_, dhid_, M_, wop(l, B_FC1_W), M_, dy_, D_));
     ex_.rows("ln2_bwd", R, LnBwd{k.xhat2, k.rstd2, w(l, B_LN2_G), dy_, dx_, D_, 1});

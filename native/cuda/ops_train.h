@@ -73,13 +73,15 @@ TFP_HD void chunk_rows(size_t k, size_t rows, size_t* r0, size_t* r1) {
   *r1 = *r0 + kColChunk < rows ? *r0 + kColChunk : rows;
 }
 
-// part[k][c] = sum of a[r][c] over chunk k (row stride ld); with copy, also a's bf16 copy.
+// part[k][c] = the sum over chunk k of value(e), e = r cols + c, each value also written to out
+// (when out has somewhere to write): the elementwise step that feeds a bias gradient, and the sum.
+template <class Value>
 struct ColPartial {
-  const float* a;
-  bf16* copy;
+  Value value;
+  Out out;
   float* part;
   size_t rows;
-  int cols, ld;
+  int cols;
   TFP_HD void operator()(size_t i) const {
     const int c = (int)(i % cols);
     size_t r0, r1;
@@ -87,12 +89,30 @@ struct ColPartial {
     float s = 0.f;
     TFP_UNROLL
     for (size_t r = r0; r < r1; r++) {
-      const float v = a[r * ld + c];
-      if (copy) copy[r * ld + c] = to_bf16(v);
+      const size_t e = r * cols + c;
+      const float v = value(e);
+      out.put(e, v);
       s += v;
     }
     part[i] = s;
   }
+};
+
+// The values: an array as it is, behind dropout (in x mask), and back through the MLP's hidden
+// dropout and GELU (dh x mask x gelu'(h)).
+struct Read {
+  const float* a;
+  TFP_HD float operator()(size_t e) const { return a[e]; }
+};
+struct Dropped {
+  const float* in;
+  Drop drop;
+  TFP_HD float operator()(size_t e) const { return in[e] * drop(e); }
+};
+struct GeluBack {
+  const float *dh, *hgrad;
+  Drop drop;
+  TFP_HD float operator()(size_t e) const { return dh[e] * drop(e) * hgrad[e]; }
 };
 
 // A layer norm's gain and bias gradients: part[k][c] = sum dy xhat, part[k][cols + c] = sum dy.
@@ -115,55 +135,6 @@ struct NormPartial {
     }
     part[k * 2 * cols + c] = g;
     part[k * 2 * cols + cols + c] = b;
-  }
-};
-
-// out = in x mask, and its column sums (a bias gradient behind dropout).
-struct DropPartial {
-  const float* in;
-  Out out;
-  Drop drop;
-  float* part;
-  size_t rows;
-  int cols;
-  TFP_HD void operator()(size_t i) const {
-    const int c = (int)(i % cols);
-    size_t r0, r1;
-    chunk_rows(i / cols, rows, &r0, &r1);
-    float s = 0.f;
-    TFP_UNROLL
-    for (size_t r = r0; r < r1; r++) {
-      const size_t e = r * cols + c;
-      const float v = in[e] * drop(e);
-      out.put(e, v);
-      s += v;
-    }
-    part[i] = s;
-  }
-};
-
-// out = dh x mask x gelu'(h), and its column sums (fc1's bias gradient).
-struct GeluBwdPartial {
-  const float* dh;
-  Out out;
-  const float* hgrad;
-  Drop drop;
-  float* part;
-  size_t rows;
-  int cols;
-  TFP_HD void operator()(size_t i) const {
-    const int c = (int)(i % cols);
-    size_t r0, r1;
-    chunk_rows(i / cols, rows, &r0, &r1);
-    float s = 0.f;
-    TFP_UNROLL
-    for (size_t r = r0; r < r1; r++) {
-      const size_t e = r * cols + c;
-      const float v = dh[e] * drop(e) * hgrad[e];
-      out.put(e, v);
-      s += v;
-    }
-    part[i] = s;
   }
 };
 
