@@ -179,3 +179,16 @@ test('a time budget re-plans the epoch count from recent epoch times', async () 
   assert.equal(plannedEpochs(100, state([60, 60, 120]), 600), 6); // slowed down: (600-240)/120 = 3 more
   assert.equal(plannedEpochs(100, state([60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60]), 600), 11); // over budget: stop now
 });
+
+test('last/ and the resume state are written again only once ten times their last write has passed', async () => {
+  const { writeDue } = await import('../src/stages/train.js');
+  assert.equal(writeDue({ at: 0, took: 0 }, 5), true, 'the first write');
+  // A flagship write takes ~1 s; GPU epochs of ~2.5 s end at 2.5, 5, 7.5, 10, 12.5 s after it.
+  const last = { at: 1000, took: 1000 };
+  assert.deepEqual(
+    [3500, 6000, 8500, 11000, 13500].map((t) => writeDue(last, t)),
+    [false, false, false, true, true],
+  );
+  // Tiny test runs write in milliseconds: every epoch.
+  assert.equal(writeDue({ at: 1000, took: 20 }, 1500), true);
+});

@@ -32,6 +32,14 @@ function recentEpochSeconds(state: TrainState): number {
 }
 
 /**
+ * Whether last/ and the resume state are due again: at least ten times as long has passed since
+ * the last write as that write took (times in ms; the first write is always due).
+ */
+export function writeDue(last: { at: number; took: number }, now: number): boolean {
+  return now - last.at >= 10 * last.took;
+}
+
+/**
  * With a time budget, the epoch count is re-planned after every epoch from how long epochs take
  * now (the machine may get busier), so the schedule always ends when the budget does: never more
  * than `epochs`, never fewer than those already done.
@@ -152,6 +160,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     workers,
   });
   ctx.log(workers > 0 ? `batches: made ahead by ${workers} worker thread(s)` : 'batches: made on the main thread');
+  let lastWrite = { at: 0, took: 0 }; // of last/ and the resume state (performance.now() ms)
   try {
     for (let epoch = state.epochsDone; epoch < state.plannedEpochs; epoch++) {
       const t0 = Date.now();
@@ -254,9 +263,17 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
           state.plannedEpochs = planned;
         }
       }
-      await replaceDir(checkpointDir(ctx.outDir, 'last'), (d) => saveCheckpoint(model, d, { epoch: m.epoch }));
       await writeFileAtomic(join(ctx.outDir, METRICS_FILE), formatMetricsJsonl(state.metrics));
-      await saveResume(ctx.outDir, state, trainer.getState(), (d) => saveCheckpoint(model, d));
+      // last/ and the resume state take about a second for the flagship, a third of a GPU epoch:
+      // they are written once at least ten times what the last write took has passed (so at most
+      // ~10% of the run), and after the last epoch. A crash resumes from a few epochs back at most,
+      // to the same numbers.
+      if (state.epochsDone >= state.plannedEpochs || writeDue(lastWrite, performance.now())) {
+        const w0 = performance.now();
+        await replaceDir(checkpointDir(ctx.outDir, 'last'), (d) => saveCheckpoint(model, d, { epoch: m.epoch }));
+        await saveResume(ctx.outDir, state, trainer.getState(), (d) => saveCheckpoint(model, d));
+        lastWrite = { at: performance.now(), took: performance.now() - w0 };
+      }
     }
   } finally {
     await source.close();
