@@ -552,6 +552,46 @@ test('a train stage asked for bf16 on the CPU runs fp32, and its log and result.
   assert.match(r.stderr, /precision: bf16 asked, but native\/\w+ computes in fp32, so this run is fp32/);
 });
 
+test('the whole pipeline on the GPU path without a GPU (TFPIPE_CUDA=host): train, validation, evaluate and rollout run on the GPU model and learn', {
+  skip: noArchive || noAddon,
+  timeout: 300_000,
+}, () => {
+  // The GPU path's TypeScript end to end (CudaTrainer, syncModel before validation and
+  // checkpoints, predict and attention maps on the GPU model, batches made by workers) with the
+  // host executor standing in for the device.
+  const p = tempProject();
+  const extra = `  evaluate:
+    kind: evaluate
+    needs: [train, data, augmentation]
+  rollout:
+    kind: attention_rollout
+    needs: [train, data, augmentation]
+    images: 4
+`;
+  const file = p.write('p.yaml', tinyPipeline('host-gpu', extra, '{ backend: wasm, kernels: cuda }'));
+  const r = cli(['run', file, '--json'], p.outputs, { TFPIPE_CUDA: 'host', TFPIPE_BATCH_WORKERS: '2' });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.match(r.stderr + r.stdout, /the GPU model on the host executor/);
+  assert.match(r.stderr + r.stdout, /batches: made ahead by 2 worker thread\(s\)/);
+  const stages = JSON.parse(r.stdout).stages as { name: string; dir: string; state: string }[];
+  const dirOf = (name: string) => resolve(stages.find((s) => s.name === name)?.dir as string);
+  const result = JSON.parse(readFileSync(join(dirOf('train'), 'result.json'), 'utf8'));
+  assert.equal(result.kernels, 'cuda-host/fp32');
+  assert.equal(result.gpu.name, 'host executor (TFPIPE_CUDA=host)');
+  const metrics = readFileSync(join(dirOf('train'), 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  assert.ok(metrics[metrics.length - 1].train_loss < metrics[0].train_loss, 'it learns');
+  assert.ok(
+    metrics.every((m) => m.val_accuracy > 0.1),
+    `validation on the GPU model beats chance: ${metrics.map((m) => m.val_accuracy)}`,
+  );
+  const evaluation = JSON.parse(readFileSync(join(dirOf('evaluate'), 'result.json'), 'utf8'));
+  assert.ok(evaluation.test_accuracy > 0.1, `test accuracy ${evaluation.test_accuracy}`);
+  assert.ok(stages.find((s) => s.name === 'rollout')?.state === 'ran');
+});
+
 test('a tiny train run on the GPU: result.json records the GPU, the precision and the cuda kernels', {
   skip: noArchive || noAddon || noDevice,
 }, () => {

@@ -91,7 +91,7 @@ export async function chooseKernels(opts: ChooseOptions): Promise<KernelDecision
   const info = backendInfo();
   const current = (info?.name ?? (tf.getBackend() as BackendName)) as BackendName;
   const gpu = gpuAvailability();
-  const cuda: Kernels = { path: 'cuda', precision: opts.precision ?? 'fp32' };
+  const cuda: Kernels = { path: 'cuda', precision: opts.precision ?? 'fp32', ...(gpu.host ? { host: true } : {}) };
   // On the GPU the tfjs backend only prepares batches (augmentation): it stays where it is.
   if (opts.request === 'cuda') {
     if (!gpu.ok) throw new Error(`runtime.kernels is "cuda" but ${gpu.detail}`);

@@ -3,7 +3,8 @@
 // behind a handle: weights, gradients and optimizer state stay there between steps, batches go up
 // and metrics come down. This module says whether the GPU can run here and why not, wraps the
 // handle (GpuModel), and keeps track of which copy of a model's weights is the newest.
-// TFPIPE_CUDA=0 hides the GPU; TFPIPE_CUBLASLT names the cuBLASLt library to load.
+// TFPIPE_CUDA=0 hides the GPU; TFPIPE_CUDA=host stands the host executor in for it (the GPU path's
+// code end to end without a GPU, slowly: tests); TFPIPE_CUBLASLT names the cuBLASLt library to load.
 import type { OptimizerSettings } from '../optim.js';
 import type { VitConfig } from './config.js';
 import type { Vit } from './model.js';
@@ -95,6 +96,8 @@ export interface GpuAvailability {
   detail: string;
   /** What the addon reported (absent when the GPU is hidden or the addon has no GPU functions). */
   info?: GpuInfo;
+  /** TFPIPE_CUDA=host: the host executor stands in for the GPU. */
+  host?: boolean;
 }
 
 let probed: GpuAvailability | undefined;
@@ -102,6 +105,10 @@ let probed: GpuAvailability | undefined;
 /** Whether the CUDA kernels can run here, on which GPU, and why not. */
 export function gpuAvailability(): GpuAvailability {
   if (process.env.TFPIPE_CUDA === '0') return { ok: false, detail: 'CUDA GPU hidden (TFPIPE_CUDA=0)' };
+  if (process.env.TFPIPE_CUDA === 'host')
+    return 'error' in gpuAddon()
+      ? { ok: false, detail: `the GPU model cannot run on the host: ${(gpuAddon() as { error: string }).error}` }
+      : { ok: true, host: true, detail: 'the GPU model on the host executor (TFPIPE_CUDA=host: slow, for tests)' };
   probed ??= probe();
   return probed;
 }
@@ -128,6 +135,7 @@ export function describeGpu(i: GpuInfo): string {
 
 /** The GPU as train's result.json records it (null when the GPU did not run). */
 export function gpuRecord(): Record<string, string | number | null> | null {
+  if (gpuAvailability().host) return { name: 'host executor (TFPIPE_CUDA=host)' };
   const i = gpuAvailability().info;
   if (!i?.ok) return null;
   return {
