@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Queue } from 'bullmq';
 import { QUEUE_NAME } from '../src/queue/redis.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { BIN, startTfpipe, type Running } from '../test/cli-process.js';
 import { ARCHIVE, noArchive } from '../test/ml-helpers.js';
 import { noRedis, startRedis } from '../test/redis-server.js';

@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { CHAIN, tempProject } from './helpers.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { CHILD_TIMEOUT_MS } from './system.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');

@@ -8,7 +8,7 @@ import type { Manifest } from '../src/cache/store.js';
 import { outputsDigest } from '../src/cache/upstream.js';
 import { decide, type Outcome } from '../src/runner/decide.js';
 import type { PlannedStage } from '../src/runner/plan.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { CHAIN, tempProject } from './helpers.js';
 import { CHILD_TIMEOUT_MS } from './system.js';
 

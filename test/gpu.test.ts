@@ -42,7 +42,7 @@ import {
 } from '../src/ml/vit/index.js';
 import { nativeAddonPath, nativeAvailability, nativeOptimize, nativeRun } from '../src/ml/vit/native.js';
 import { createTrainer } from '../src/ml/vit/trainer.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { ODD_VIT, TINY_VIT } from './fixtures/vit-configs.js';
 import { tempProject } from './helpers.js';
 import { noArchive, tinyPipeline } from './ml-helpers.js';

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { test } from 'node:test';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { describeType, type KindDoc, type SettingDoc } from '../src/stages/describe.js';
 import { loadRegistry } from '../src/stages/registry.js';
 import type { JsonObject } from '../src/stages/types.js';

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { tempProject } from './helpers.js';
 import { ARCHIVE, noArchive } from './ml-helpers.js';
 import { CHILD_TIMEOUT_MS } from './system.js';

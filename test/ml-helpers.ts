@@ -1,7 +1,7 @@
 // Shared by the tests that train: where CIFAR-10 is, and a tiny pipeline around it.
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 
 export const ARCHIVE = process.env.TFPIPE_CIFAR10 ?? resolve(packageRoot, '../shared/data/cifar-10-binary.tar.gz');
 export const noArchive: string | false = existsSync(ARCHIVE)

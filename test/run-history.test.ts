@@ -9,7 +9,7 @@ import { loadPipeline } from '../src/config/load.js';
 import { readRuns } from '../src/runner/history.js';
 import { makePlan } from '../src/runner/plan.js';
 import { loadRegistry } from '../src/stages/registry.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { BIN, cliEnv, tfpipe } from './cli-helpers.js';
 import { CHAIN, tempProject } from './helpers.js';
 

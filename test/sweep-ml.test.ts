@@ -10,7 +10,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ArtefactStore } from '../src/cache/store.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { BIN, startTfpipe, type Running } from './cli-process.js';
 import { tempProject } from './helpers.js';
 import { noArchive, tinyPipeline } from './ml-helpers.js';

@@ -8,10 +8,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compile, type JSONSchema } from 'json-schema-to-typescript';
-import { isObject } from '../src/json.js';
-import { packageRoot } from '../src/paths.js';
+import { isObject } from '../src/ground/json.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { loadRegistry } from '../src/stages/registry.js';
-import type { JsonObject, JsonValue } from '../src/stages/types.js';
+import type { JsonObject, JsonValue } from '../src/ground/json.js';
 
 export const SETTINGS_FILE = join(packageRoot, 'src', 'stages', 'settings.ts');
 

@@ -1,5 +1,6 @@
 // tfpipe kinds [KIND] [--json]: the stage kinds, their settings and what they write.
-import { didYouMean, InputError } from '../config/problems.js';
+import { didYouMean } from '../config/problems.js';
+import { InputError } from '../ground/errors.js';
 import { describeKind, type KindDoc, type SettingDoc } from '../stages/describe.js';
 import type { KindRegistry } from '../stages/registry.js';
 

@@ -2,7 +2,7 @@
 // 2 invalid input or usage, 130 interrupted (see errors.ts).
 import { parseArgs } from 'node:util';
 import { outputsRoot } from '../cache/outputs.js';
-import { InputError } from '../config/problems.js';
+import { InputError } from '../ground/errors.js';
 import { loadRegistry } from '../stages/registry.js';
 import { isSweep } from '../sweep/run.js';
 import { loadSweep } from '../sweep/variants.js';

@@ -1,11 +1,12 @@
 // The swept settings: the file's `sweep:` block plus, with -m, every `--set KEY=a,b` (Hydra's
 // multirun). Each axis is a setting path and its values, each value remembering where it was
 // written so that the schema's verdict on it is reported there.
-import { isObject } from '../json.js';
+import { isObject } from '../ground/json.js';
 import type { KindRegistry } from '../stages/registry.js';
 import { parseSets, stageNames, typedValue, type Assignment, type PipelineSource } from './load.js';
 import { parseKeyPath, parseOverride, splitValues } from './overrides.js';
-import { dottedPath, type Problem } from './problems.js';
+import { dottedPath } from './problems.js';
+import type { Problem } from '../ground/errors.js';
 
 export interface SweepAxis {
   /** Full path from the document root, e.g. ["stages","train","optimizer","lr"]. */

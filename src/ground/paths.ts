@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { JsonObject } from './stages/types.js';
+import type { JsonObject } from './json.js';
 
 /** The package root (where package.json and schemas/ live), whether running from src or dist. */
 export const packageRoot: string = (() => {

@@ -3,7 +3,8 @@
 // count also changes float rounding, so it is part of reproducing a result).
 import { availableParallelism } from 'node:os';
 import type { Manifest } from '../cache/store.js';
-import { Aborted, type StageResult } from '../runner/stage-runner.js';
+import type { StageResult } from '../runner/stage-runner.js';
+import { Aborted } from '../ground/errors.js';
 import type { StepIO } from '../runner/steps.js';
 import type { StageInstance } from '../runner/union.js';
 import type { StageExecutor } from '../runner/walk.js';

@@ -6,11 +6,11 @@
 // Node's IPC channel; a child stops when its parent dies.
 import { fork, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
-import { packageRoot } from '../paths.js';
+import { packageRoot } from '../ground/paths.js';
 import type { Manifest } from '../cache/store.js';
 import type { StageResult } from '../runner/stage-runner.js';
 import type { StepIO } from '../runner/steps.js';
-import type { ProgressUpdate } from '../stages/types.js';
+import type { ProgressUpdate } from '../ground/progress.js';
 import { JobRefused, type StageJob } from './stage-job.js';
 
 export type ToChild = { type: 'start'; job: StageJob; outputs: string; threads: number };

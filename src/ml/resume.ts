@@ -6,7 +6,7 @@ import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFile, writeFileAtomic } from '../cache/atomic.js';
 import { RESUME_DIR } from '../cache/store.js';
-import type { EpochMetrics } from './epoch-metrics.js';
+import type { EpochMetrics } from '../ground/epoch-metrics.js';
 import type { OptimizerState } from './optim.js';
 
 export interface TrainState {

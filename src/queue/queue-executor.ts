@@ -12,11 +12,12 @@ import { type Job, Queue, QueueEvents } from 'bullmq';
 import type { Manifest } from '../cache/store.js';
 import { describeJob, stageJob, type StageJob } from '../jobs/stage-job.js';
 import type { StoreIdentity } from '../jobs/store-id.js';
-import { Aborted, type StageResult } from '../runner/stage-runner.js';
+import type { StageResult } from '../runner/stage-runner.js';
+import { Aborted } from '../ground/errors.js';
 import type { StepIO } from '../runner/steps.js';
 import type { StageInstance } from '../runner/union.js';
 import type { StageExecutor } from '../runner/walk.js';
-import type { ProgressUpdate } from '../stages/types.js';
+import type { ProgressUpdate } from '../ground/progress.js';
 import { checkRedis, connectionOf, QUEUE_NAME, type QueueUrl } from './redis.js';
 import { type QueueSecret, signJob } from './signing.js';
 

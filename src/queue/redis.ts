@@ -2,7 +2,7 @@
 // down gives one clear line and exit 2 within seconds, before anything is written, instead of
 // BullMQ's client retrying forever.
 import { Redis } from 'ioredis';
-import { InputError } from '../config/problems.js';
+import { InputError } from '../ground/errors.js';
 
 /** The BullMQ queue every coordinator and worker of tfpipe shares on a Redis server. */
 export const QUEUE_NAME = 'tfpipe-stages';

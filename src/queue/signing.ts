@@ -10,7 +10,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { canonicalJson } from '../cache/hash.js';
-import { isObject } from '../json.js';
+import { isObject } from '../ground/json.js';
 
 export const SECRET_FILE = '.tfpipe-secret';
 const ENV = 'TFPIPE_QUEUE_SECRET';

@@ -12,7 +12,7 @@ import { describeJob, JobRefused, type StageJob } from '../jobs/stage-job.js';
 import { JobInterrupted, StageProcessPool } from '../jobs/stage-process.js';
 import { formatDuration, formatProgress, logIntervalMs, progressThrottle } from '../runner/format.js';
 import type { StepIO } from '../runner/steps.js';
-import type { ProgressUpdate } from '../stages/types.js';
+import type { ProgressUpdate } from '../ground/progress.js';
 import type { JobProgressMessage, JobReturn } from './queue-executor.js';
 import { checkRedis, connectionOf, QUEUE_NAME, type QueueUrl } from './redis.js';
 import { queueSecret, verifyJob } from './signing.js';

@@ -7,8 +7,9 @@ import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { processAlive } from '../cache/run-lock.js';
-import { isObject } from '../json.js';
-import type { JsonObject, JsonValue, RunSummary } from '../stages/types.js';
+import { isObject } from '../ground/json.js';
+import type { JsonObject, JsonValue } from '../ground/json.js';
+import type { RunSummary } from '../ground/run-summary.js';
 
 /** Marks the runs of one `tfpipe run` of a sweep, one per variant, so `tfpipe runs` groups them. */
 export interface SweepTag {

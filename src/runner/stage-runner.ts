@@ -5,19 +5,15 @@ import { dirname, join } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import type { ArtefactStore, Manifest } from '../cache/store.js';
 import { produced, upstreamChanges } from '../cache/upstream.js';
-import type { JsonObject, StageContext, UpstreamArtefacts } from '../stages/types.js';
+import type { StageContext, UpstreamArtefacts } from '../stages/types.js';
+import type { JsonObject } from '../ground/json.js';
+import { Aborted } from '../ground/errors.js';
 import type { Plan, PlannedStage } from './plan.js';
 import { resolveInput } from './plan.js';
 import { acquireLock } from '../cache/run-lock.js';
 import type { StepIO } from './steps.js';
 
 export type InitBackend = (runtime: ResolvedPipeline['runtime']) => Promise<{ name: string; detail: string }>;
-
-export class Aborted extends Error {
-  constructor(message = 'interrupted') {
-    super(message);
-  }
-}
 
 /** What running a stage gave: its sealed result, and whether another process had just made it. */
 export interface StageResult {

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Tensor4D } from '@tensorflow/tfjs';
-import { readSchema } from '../paths.js';
+import { readSchema } from '../ground/paths.js';
 import type { Augmenter } from '../ml/augment/index.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { rolloutMask } from '../ml/rollout.js';
@@ -14,7 +14,8 @@ import type { GridCell } from '../render/image-grid.js';
 import { writeNpy } from '../render/npy.js';
 import type { AttentionRolloutSettings } from './settings.js';
 import { type TrainedModel, withTrainedModel } from './trained-model.js';
-import type { JsonObject, Picture, SectionContent, StageContext, StageKind, UpstreamArtefacts } from './types.js';
+import type { Picture, SectionContent, StageContext, StageKind, UpstreamArtefacts } from './types.js';
+import type { JsonObject } from '../ground/json.js';
 
 const rolloutPicture: Picture = {
   file: 'rollout.png',

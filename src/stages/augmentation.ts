@@ -3,7 +3,7 @@
 // preview.png and patches.png.
 import { writeFile } from '../cache/atomic.js';
 import { join } from 'node:path';
-import { readSchema } from '../paths.js';
+import { readSchema } from '../ground/paths.js';
 import { loadSplit, readDataInfo } from '../ml/dataset.js';
 import type { AugmentationSettings } from './settings.js';
 import { upstreamOfKind, type Picture, type StageKind } from './types.js';

@@ -2,7 +2,7 @@
 // train/val/test, normalisation statistics, compact uint8 splits (see src/ml/dataset.ts).
 import { writeFile } from '../cache/atomic.js';
 import { join } from 'node:path';
-import { readSchema } from '../paths.js';
+import { readSchema } from '../ground/paths.js';
 import { DownloadError, isUrl } from '../ml/cifar10/download.js';
 import { DATA_INFO_FILE, splitFiles, SPLITS } from '../ml/dataset.js';
 import type { Cifar10Settings } from './settings.js';

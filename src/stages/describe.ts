@@ -1,9 +1,9 @@
 // What `tfpipe kinds` shows about a kind, read from its StageKind and its JSON Schema: the
 // description, the upstream kinds it requires, every setting (dotted path, type, default, doc)
 // and what it writes (StageKind.writes).
-import { isObject } from '../json.js';
+import { isObject } from '../ground/json.js';
 import type { AnyKind } from './registry.js';
-import type { JsonObject, JsonValue } from './types.js';
+import type { JsonObject, JsonValue } from '../ground/json.js';
 
 export interface SettingDoc {
   /** Dotted path as written after the stage name in `--set`, e.g. optimizer.lr. */

@@ -4,10 +4,11 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createRng, deriveSeed } from '../ml/rng.js';
-import { readSchema } from '../paths.js';
+import { readSchema } from '../ground/paths.js';
 import type { EvaluateSettings } from './settings.js';
 import { withTrainedModel } from './trained-model.js';
-import type { JsonObject, Picture, SectionContent, StageContext, StageKind, UpstreamArtefacts } from './types.js';
+import type { Picture, SectionContent, StageContext, StageKind, UpstreamArtefacts } from './types.js';
+import type { JsonObject } from '../ground/json.js';
 
 const METRICS_FILE = 'metrics.json';
 const predictionsPicture: Picture = { file: 'predictions.png', title: 'Predictions on test images' };

@@ -1,9 +1,10 @@
 // kind: plots — training curves from the train stage's metrics.jsonl (src/render/charts.ts).
-import { METRICS_FILE, readMetrics } from '../ml/epoch-metrics.js';
-import { readSchema } from '../paths.js';
+import { METRICS_FILE, readMetrics } from '../ground/epoch-metrics.js';
+import { readSchema } from '../ground/paths.js';
 import { chartNames, chartSpec, chartTitles, writeChart } from '../render/charts.js';
 import type { PlotsSettings } from './settings.js';
-import { upstreamOfKind, type JsonObject, type StageKind } from './types.js';
+import { upstreamOfKind, type StageKind } from './types.js';
+import type { JsonObject } from '../ground/json.js';
 
 export const stage: StageKind<PlotsSettings> = {
   kind: 'plots',

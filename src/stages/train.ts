@@ -3,17 +3,18 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cache/atomic.js';
 import { loadSplit } from '../ml/dataset.js';
-import { formatMetricsJsonl, METRICS_FILE, readMetrics, type EpochMetrics } from '../ml/epoch-metrics.js';
+import { formatMetricsJsonl, METRICS_FILE, readMetrics, type EpochMetrics } from '../ground/epoch-metrics.js';
 import { findResume, replaceDir, resumeState, saveResume, type TrainState } from '../ml/resume.js';
 import { deriveSeed } from '../ml/rng.js';
 import { learningRate } from '../ml/schedule.js';
-import { readSchema } from '../paths.js';
+import { readSchema } from '../ground/paths.js';
 import type { VitConfig } from '../ml/vit/config.js';
 import { stageKernels } from './kernels.js';
 import type { AugmentationSettings, TrainSettings, VitSettings } from './settings.js';
 import { estimateTraining, onGpu, readSpeed, rememberSpeed, speedFile } from './train-estimate.js';
 import { upstreamData } from './upstream-data.js';
-import { upstreamOfKind, type JsonObject, type StageContext, type StageKind } from './types.js';
+import { upstreamOfKind, type StageContext, type StageKind } from './types.js';
+import type { JsonObject } from '../ground/json.js';
 import { MODEL_DIR } from './vit.js';
 
 /** The checkpoint folders (tf.io Layers models): the best epoch by validation accuracy, and the last. */

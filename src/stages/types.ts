@@ -2,11 +2,16 @@
 // `StageKind` plus one JSON Schema in schemas/<kind>.schema.json; registry.ts lists them.
 // A kind module is imported by every command (status, dag, kinds), so it loads its heavy
 // dependencies (TensorFlow.js, sharp, vega, the ml/ modules) inside run(), not at its top.
+import type { EpochMetrics } from '../ground/epoch-metrics.js';
+import type { JsonObject } from '../ground/json.js';
+import type { ProgressUpdate } from '../ground/progress.js';
+import type { RunSummary } from '../ground/run-summary.js';
 import type { ReportEvaluation } from '../render/report-html.js';
-import type { EpochMetrics } from '../ml/epoch-metrics.js';
 
-export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: string]: JsonValue };
-export type JsonObject = { [k: string]: JsonValue };
+// The shared vocabulary a kind's code uses, from the ground floor.
+export type { JsonObject, JsonValue } from '../ground/json.js';
+export type { ProgressUpdate } from '../ground/progress.js';
+export type { RunState, RunSummary } from '../ground/run-summary.js';
 
 /** Pipeline-wide execution settings. Not part of any stage key: they change how, not what. */
 export interface RuntimeSettings {
@@ -30,23 +35,6 @@ export interface UpstreamArtefacts {
   result: JsonObject;
   /** What the upstream stage's kind declares it writes (StageKind.writes). */
   writes?: Artefacts;
-}
-
-/** Structured live progress; the runner formats it for a TTY or as plain log lines. */
-export interface ProgressUpdate {
-  /** Free text shown when nothing else fits, e.g. "extracting data_batch_3.bin". */
-  message?: string;
-  epoch?: number;
-  epochs?: number;
-  batch?: number;
-  batches?: number;
-  loss?: number;
-  accuracy?: number;
-  imagesPerSecond?: number;
-  /** Seconds left for this stage, if the stage can tell. */
-  etaSeconds?: number;
-  /** 0..1 for byte/item counts (downloads, extraction). */
-  fraction?: number;
 }
 
 export interface StageContext<S = JsonObject> {
@@ -157,16 +145,6 @@ export interface StageKind<S = JsonObject> {
   /** What it writes; a kind that declares pictures here appears in the report. */
   writes?: Artefacts<S>;
   run(ctx: StageContext<S>): Promise<JsonObject>;
-}
-
-export type RunState = 'ran' | 'cached' | 'failed' | 'skipped';
-
-/** What `tfpipe run --json` prints and what publish() hooks receive. */
-export interface RunSummary {
-  pipeline: string;
-  startedAt: string;
-  backend?: string;
-  stages: { name: string; kind: string; state: RunState; key: string; seconds: number; dir: string; error?: string }[];
 }
 
 /** Find the single upstream stage of a given kind, with a clear error if absent. */

@@ -1,7 +1,7 @@
 // kind: vit — defines the ViT for the upstream data and writes its initial weights and a summary.
 import { writeFile } from '../cache/atomic.js';
 import { join } from 'node:path';
-import { readSchema } from '../paths.js';
+import { readSchema } from '../ground/paths.js';
 import { readDataInfo, type DataInfo } from '../ml/dataset.js';
 import { validateConfig, type VitConfig } from '../ml/vit/config.js';
 import { modelGraphSvg } from '../ml/vit/graph.js';

@@ -10,10 +10,10 @@ import {
   type ResolvedPipeline,
 } from '../config/load.js';
 import { splitValues } from '../config/overrides.js';
-import { ConfigError, type Problem } from '../config/problems.js';
+import { ConfigError, type Problem } from '../ground/errors.js';
 import { sweepAxes, type SweepAxis } from '../config/sweep.js';
 import type { KindRegistry } from '../stages/registry.js';
-import type { JsonValue } from '../stages/types.js';
+import type { JsonValue } from '../ground/json.js';
 
 export interface Axis extends SweepAxis {
   /** The shortest tail of the setting path that no other axis ends with: "lr", "depth". */

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
-import { packageRoot } from '../../paths.js';
+import { packageRoot } from '../../ground/paths.js';
 import { backendThreads } from '../backend.js';
 import { activationOf, type VitConfig } from './config.js';
 import { layoutMismatch, type NativeLayout } from './layout.js';
