@@ -79,7 +79,7 @@ test('the listr reporter shows what the runner decided, failures and skips inclu
     import { loadPipeline } from ${mod('src/config/load.js')};
     import { runPipeline } from ${mod('src/runner/execute.js')};
     import { ListrReporter } from ${mod('src/runner/listr-reporter.js')};
-    import { KindRegistry } from ${mod('src/stages/registry.js')};
+    import { KindRegistry } from ${mod('src/stage-kind/registry.js')};
     import { stageKinds } from ${mod('test/fixtures/kinds.js')};
     const [file, outputs, until, ...sets] = process.argv.slice(1);
     const registry = new KindRegistry(stageKinds);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { loadPipeline } from '../src/config/load.js';
-import { KindRegistry } from '../src/stages/registry.js';
+import { KindRegistry } from '../src/stage-kind/registry.js';
 import { runPipeline } from '../src/runner/execute.js';
 import { makePlan } from '../src/runner/plan.js';
 import { PlainReporter } from '../src/runner/plain-reporter.js';

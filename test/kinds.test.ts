@@ -5,9 +5,9 @@ import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { test } from 'node:test';
 import { packageRoot } from '../src/ground/paths.js';
-import { describeType, type KindDoc, type SettingDoc } from '../src/stages/describe.js';
-import { loadRegistry } from '../src/stages/registry.js';
-import type { JsonObject } from '../src/stages/types.js';
+import { describeType, type KindDoc, type SettingDoc } from '../src/stage-kind/describe.js';
+import { loadRegistry } from '../src/kinds/index.js';
+import type { JsonObject } from '../src/stage-kind/types.js';
 import { CHILD_TIMEOUT_MS } from './system.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');

@@ -72,7 +72,7 @@ test('status, dag, kinds and schema of the quick pipeline load no TensorFlow.js,
     const r = tfpipe(args, p.outputs);
     assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
     assert.ok(
-      r.imports.some((u) => u.endsWith('/dist/src/stages/train.js')),
+      r.imports.some((u) => u.endsWith('/dist/src/kinds/train.js')),
       `${args[0]} loaded the kinds`,
     );
     assert.deepEqual(heavy(r.imports), [], `tfpipe ${args.join(' ')}`);

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { decays, Optimizer, type OptimizerSettings } from '../src/ml/optim.js';
 import { learningRate } from '../src/ml/schedule.js';
-import { confusion } from '../src/stages/evaluate.js';
+import { confusion } from '../src/kinds/evaluate.js';
 
 const close = (a: number, b: number, tol = 1e-6) =>
   assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
@@ -154,7 +154,7 @@ test('confusion matrix and per-class accuracy by hand', () => {
 });
 
 test('a time budget re-plans the epoch count from recent epoch times', async () => {
-  const { plannedEpochs } = await import('../src/stages/train.js');
+  const { plannedEpochs } = await import('../src/kinds/train.js');
   const state = (secs: number[]) => ({
     epochsDone: secs.length,
     plannedEpochs: 100,

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { loadPipeline } from '../src/config/load.js';
 import { buildPipelineSchema } from '../src/config/pipeline-schema.js';
 import { packageRoot } from '../src/ground/paths.js';
-import { loadRegistry } from '../src/stages/registry.js';
+import { loadRegistry } from '../src/kinds/index.js';
 
 const dir = join(packageRoot, 'pipelines');
 

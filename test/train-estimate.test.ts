@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { test } from 'node:test';
-import { CPU_PIPELINE, estimateTraining, FAR_BEYOND_SECONDS } from '../src/stages/train-estimate.js';
+import { CPU_PIPELINE, estimateTraining, FAR_BEYOND_SECONDS } from '../src/kinds/train-estimate.js';
 import { packageRoot } from '../src/ground/paths.js';
 import { tempProject } from './helpers.js';
 import { ARCHIVE, noArchive } from './ml-helpers.js';

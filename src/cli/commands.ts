@@ -10,7 +10,7 @@ import { readRuns, type PastRun } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
 import { makePlan, type Plan } from '../runner/plan.js';
-import { estimateField, estimateLines } from '../stages/train-estimate.js';
+import { estimateField, estimateLines } from '../kinds/train-estimate.js';
 import { outputsRoot } from '../cache/outputs.js';
 import { ArtefactStore } from '../cache/store.js';
 import type { StepReporter } from '../runner/steps.js';
@@ -20,7 +20,7 @@ import { isSweep, runSweep } from '../sweep/run.js';
 import type { SweepDefinition } from '../sweep/variants.js';
 import { describeSweepRun, dryRunState, sweepDryRun, sweepRunDoc } from './sweep-views.js';
 import { flatten } from '../cache/keys.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 
 const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 

@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { outputsRoot } from '../cache/outputs.js';
 import { InputError } from '../ground/errors.js';
-import { loadRegistry } from '../stages/registry.js';
+import { loadRegistry } from '../kinds/index.js';
 import { isSweep } from '../sweep/run.js';
 import { loadSweep } from '../sweep/variants.js';
 import { DAG_FORMATS, type DagFormat } from '../graph/dag.js';

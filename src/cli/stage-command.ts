@@ -3,7 +3,7 @@
 // job stops after its batch) or when its parent goes away (kill -9 of a worker).
 import type { FromChild, ToChild } from '../jobs/stage-process.js';
 import { JobRefused, runStageJob } from '../jobs/stage-job.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 
 /** The backend of this process was set up for other runtime settings than a job's. */
 class OtherRuntime extends Error {}

@@ -7,8 +7,8 @@ import type { StageInstance } from '../runner/union.js';
 import { unionOf } from '../runner/union.js';
 import { instanceLabel, pipelineDirOf, planVariants, variantDir, type SweepRun } from '../sweep/run.js';
 import type { SweepDefinition } from '../sweep/variants.js';
-import type { KindRegistry } from '../stages/registry.js';
-import { estimateField, estimateLines } from '../stages/train-estimate.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
+import { estimateField, estimateLines } from '../kinds/train-estimate.js';
 
 const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 const shown = (p: string) => relative(process.cwd(), p) || '.';

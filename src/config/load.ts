@@ -1,9 +1,9 @@
 // File → validated, resolved pipeline. Nothing runs and nothing is written unless this succeeds.
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
-import type { RuntimeSettings } from '../stages/types.js';
+import type { RuntimeSettings } from '../stage-kind/types.js';
 import type { JsonObject } from '../ground/json.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 import { topoOrder, type GraphNode } from '../graph/dag.js';
 import { isObject } from '../ground/json.js';
 import { isUrl, localPathSettings } from './path-settings.js';

@@ -2,7 +2,7 @@
 // multirun). Each axis is a setting path and its values, each value remembering where it was
 // written so that the schema's verdict on it is reported there.
 import { isObject } from '../ground/json.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 import { parseSets, stageNames, typedValue, type Assignment, type PipelineSource } from './load.js';
 import { parseKeyPath, parseOverride, splitValues } from './overrides.js';
 import { dottedPath } from './problems.js';

@@ -15,7 +15,7 @@ import { makePlan } from '../runner/plan.js';
 import { StageRunner, type InitBackend, type StageResult } from '../runner/stage-runner.js';
 import type { StepIO } from '../runner/steps.js';
 import type { StageInstance } from '../runner/union.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 import type { JsonObject } from '../ground/json.js';
 import { readStoreId, type StoreIdentity } from './store-id.js';
 

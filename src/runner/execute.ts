@@ -7,7 +7,7 @@ import { ensureWritable, outputsRoot } from '../cache/outputs.js';
 import { acquireRunLock } from '../cache/run-lock.js';
 import { ArtefactStore } from '../cache/store.js';
 import { ancestorsAndSelf } from '../graph/dag.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 import type { RunSummary } from '../ground/run-summary.js';
 import type { Outcome } from './decide.js';
 import { headlineMetrics, outcomeOf, RunEntry, type SweepTag } from './history.js';

@@ -10,7 +10,7 @@ import { readLock, type LockFile } from '../cache/lockfile.js';
 import { outputsRoot } from '../cache/outputs.js';
 import { ArtefactStore, type Manifest } from '../cache/store.js';
 import { produced, upstreamChanges, type Produced } from '../cache/upstream.js';
-import type { AnyKind, KindRegistry } from '../stages/registry.js';
+import type { AnyKind, KindRegistry } from '../stage-kind/registry.js';
 
 export type StageState = 'cached' | 'stale' | 'missing';
 

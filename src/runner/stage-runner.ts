@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import type { ArtefactStore, Manifest } from '../cache/store.js';
 import { produced, upstreamChanges } from '../cache/upstream.js';
-import type { StageContext, UpstreamArtefacts } from '../stages/types.js';
+import type { StageContext, UpstreamArtefacts } from '../stage-kind/types.js';
 import type { JsonObject } from '../ground/json.js';
 import { Aborted } from '../ground/errors.js';
 import type { Plan, PlannedStage } from './plan.js';

@@ -6,7 +6,7 @@ import { writeFileAtomic } from '../cache/atomic.js';
 import { headlineMetrics } from '../runner/history.js';
 import type { Plan } from '../runner/plan.js';
 import { unionOf, type StageInstance } from '../runner/union.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 import { pipelineDirOf, planVariants, variantDir } from './run.js';
 import { formatValue, type SweepDefinition, type Variant } from './variants.js';
 

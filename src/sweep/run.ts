@@ -6,7 +6,7 @@ import { ArtefactStore } from '../cache/store.js';
 import { runUnits, type RunOptions, type RunUnit, type UnionRun } from '../runner/execute.js';
 import { makePlan } from '../runner/plan.js';
 import type { StageInstance } from '../runner/union.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 import { formatValue, type SweepDefinition, type Variant } from './variants.js';
 
 const VARIANTS_DIR = 'variants';

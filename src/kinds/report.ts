@@ -7,7 +7,7 @@ import { writeFile, writeFileAtomic } from '../cache/atomic.js';
 import { readSchema } from '../ground/paths.js';
 import { renderReportHtml, type ReportData, type ReportSection, type RunTable } from '../render/report-html.js';
 import type { ReportSettings } from './settings.js';
-import type { Picture, ReportPart, StageContext, StageKind, UpstreamArtefacts } from './types.js';
+import type { Picture, ReportPart, StageContext, StageKind, UpstreamArtefacts } from '../stage-kind/types.js';
 import type { JsonObject } from '../ground/json.js';
 
 /** The report's data model, kept next to index.html so the page can be re-rendered with a run table. */

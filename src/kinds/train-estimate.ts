@@ -12,7 +12,7 @@ import { writeFileAtomic } from '../cache/atomic.js';
 import type { Plan, PlannedStage } from '../runner/plan.js';
 import { formatDuration } from '../runner/format.js';
 import type { Cifar10Settings, TrainSettings, VitSettings } from './settings.js';
-import type { RuntimeSettings } from './types.js';
+import type { RuntimeSettings } from '../stage-kind/types.js';
 
 /** "Far beyond an hour": more than twice the hour. */
 export const FAR_BEYOND_SECONDS = 2 * 3600;

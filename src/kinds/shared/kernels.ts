@@ -1,10 +1,10 @@
 // The kernels a model stage runs the ViT on: runtime.kernels resolved for this model and batch
 // (and, on the GPU, precision), logged, shared by train, evaluate and attention_rollout.
 import { join } from 'node:path';
-import type { KernelDecision } from '../ml/vit/choose-kernels.js';
-import type { VitConfig } from '../ml/vit/config.js';
-import type { Precision } from '../ml/vit/gpu.js';
-import type { StageContext } from './types.js';
+import type { KernelDecision } from '../../ml/vit/choose-kernels.js';
+import type { VitConfig } from '../../ml/vit/config.js';
+import type { Precision } from '../../ml/vit/gpu.js';
+import type { StageContext } from '../../stage-kind/types.js';
 
 export async function stageKernels(
   ctx: StageContext<unknown>,
@@ -14,7 +14,7 @@ export async function stageKernels(
   precision: Precision = 'fp32',
 ): Promise<KernelDecision> {
   // Loaded here, not at start-up: it brings tfjs, which commands that run no model never need.
-  const { chooseKernels } = await import('../ml/vit/choose-kernels.js');
+  const { chooseKernels } = await import('../../ml/vit/choose-kernels.js');
   const decision = await chooseKernels({
     request: ctx.runtime.kernels ?? 'auto',
     cfg,

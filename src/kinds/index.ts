@@ -1,7 +1,7 @@
-// The one place stage kinds are listed. A new kind: add its module here and its schema in schemas/,
-// then regenerate schemas/pipeline.schema.json (tfpipe schema) and src/stages/settings.ts
+// The one place the built-in stage kinds are listed. A new kind: add its module here and its schema
+// in schemas/, then regenerate schemas/pipeline.schema.json (tfpipe schema) and src/kinds/settings.ts
 // (npm run settings-types).
-import type { StageKind } from './types.js';
+import { type AnyKind, KindRegistry } from '../stage-kind/registry.js';
 import { stage as attentionRollout } from './attention_rollout.js';
 import { stage as augmentation } from './augmentation.js';
 import { stage as cifar10 } from './cifar10.js';
@@ -11,37 +11,23 @@ import { stage as report } from './report.js';
 import { stage as train } from './train.js';
 import { stage as vit } from './vit.js';
 
-/** A kind of any settings type (method parameters are bivariant, so every StageKind<S> fits). */
-export type AnyKind = StageKind<never>;
-
-const builtins: AnyKind[] = [cifar10, augmentation, vit, train, evaluate, plots, attentionRollout, report];
-
-export class KindRegistry {
-  private readonly kinds = new Map<string, AnyKind>();
-  constructor(kinds: AnyKind[]) {
-    for (const k of kinds) this.register(k);
-  }
-  register(kind: AnyKind): void {
-    if (this.kinds.has(kind.kind)) throw new Error(`stage kind "${kind.kind}" is registered twice`);
-    this.kinds.set(kind.kind, kind);
-  }
-  get(name: string): AnyKind | undefined {
-    return this.kinds.get(name);
-  }
-  names(): string[] {
-    return [...this.kinds.keys()];
-  }
-  all(): AnyKind[] {
-    return [...this.kinds.values()];
-  }
-}
+export const builtinKinds: readonly AnyKind[] = [
+  cifar10,
+  augmentation,
+  vit,
+  train,
+  evaluate,
+  plots,
+  attentionRollout,
+  report,
+];
 
 /**
  * Built-in kinds plus plugin modules named in TFPIPE_PLUGINS (comma-separated paths of ES
  * modules exporting `stageKinds: StageKind[]`); tests use this to add small test-only kinds.
  */
 export async function loadRegistry(env: NodeJS.ProcessEnv = process.env): Promise<KindRegistry> {
-  const registry = new KindRegistry(builtins);
+  const registry = new KindRegistry([...builtinKinds]);
   for (const spec of (env.TFPIPE_PLUGINS ?? '')
     .split(',')
     .map((s) => s.trim())

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { readSchema } from '../ground/paths.js';
 import type { EvaluateSettings } from './settings.js';
-import { withTrainedModel } from './trained-model.js';
-import type { Picture, SectionContent, StageContext, StageKind, UpstreamArtefacts } from './types.js';
+import { withTrainedModel } from './shared/trained-model.js';
+import type { Picture, SectionContent, StageContext, StageKind, UpstreamArtefacts } from '../stage-kind/types.js';
 import type { JsonObject } from '../ground/json.js';
 
 const METRICS_FILE = 'metrics.json';

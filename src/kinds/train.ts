@@ -9,11 +9,11 @@ import { deriveSeed } from '../ml/rng.js';
 import { learningRate } from '../ml/schedule.js';
 import { readSchema } from '../ground/paths.js';
 import type { VitConfig } from '../ml/vit/config.js';
-import { stageKernels } from './kernels.js';
+import { stageKernels } from './shared/kernels.js';
 import type { AugmentationSettings, TrainSettings, VitSettings } from './settings.js';
 import { estimateTraining, onGpu, readSpeed, rememberSpeed, speedFile } from './train-estimate.js';
-import { upstreamData } from './upstream-data.js';
-import { upstreamOfKind, type StageContext, type StageKind } from './types.js';
+import { upstreamData } from './shared/upstream-data.js';
+import { upstreamOfKind, type StageContext, type StageKind } from '../stage-kind/types.js';
 import type { JsonObject } from '../ground/json.js';
 import { MODEL_DIR } from './vit.js';
 

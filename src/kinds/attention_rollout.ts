@@ -13,8 +13,8 @@ import { heatmapPixels, maskedPixels } from '../render/heatmap.js';
 import type { GridCell } from '../render/image-grid.js';
 import { writeNpy } from '../render/npy.js';
 import type { AttentionRolloutSettings } from './settings.js';
-import { type TrainedModel, withTrainedModel } from './trained-model.js';
-import type { Picture, SectionContent, StageContext, StageKind, UpstreamArtefacts } from './types.js';
+import { type TrainedModel, withTrainedModel } from './shared/trained-model.js';
+import type { Picture, SectionContent, StageContext, StageKind, UpstreamArtefacts } from '../stage-kind/types.js';
 import type { JsonObject } from '../ground/json.js';
 
 const rolloutPicture: Picture = {

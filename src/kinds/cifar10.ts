@@ -6,7 +6,7 @@ import { readSchema } from '../ground/paths.js';
 import { DownloadError, isUrl } from '../ml/cifar10/download.js';
 import { DATA_INFO_FILE, splitFiles, SPLITS } from '../ml/dataset.js';
 import type { Cifar10Settings } from './settings.js';
-import type { Picture, StageKind } from './types.js';
+import type { Picture, StageKind } from '../stage-kind/types.js';
 
 const samples: Picture = { file: 'samples.png', title: 'CIFAR-10 samples' };
 

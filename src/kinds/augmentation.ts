@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { readSchema } from '../ground/paths.js';
 import { loadSplit, readDataInfo } from '../ml/dataset.js';
 import type { AugmentationSettings } from './settings.js';
-import { upstreamOfKind, type Picture, type StageKind } from './types.js';
+import { upstreamOfKind, type Picture, type StageKind } from '../stage-kind/types.js';
 
 const preview: Picture = {
   file: 'preview.png',

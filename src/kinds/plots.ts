@@ -3,7 +3,7 @@ import { METRICS_FILE, readMetrics } from '../ground/epoch-metrics.js';
 import { readSchema } from '../ground/paths.js';
 import { chartNames, chartSpec, chartTitles, writeChart } from '../render/charts.js';
 import type { PlotsSettings } from './settings.js';
-import { upstreamOfKind, type StageKind } from './types.js';
+import { upstreamOfKind, type StageKind } from '../stage-kind/types.js';
 import type { JsonObject } from '../ground/json.js';
 
 export const stage: StageKind<PlotsSettings> = {

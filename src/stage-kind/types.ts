@@ -1,5 +1,5 @@
 // The contract between the runner and a stage kind. A stage kind is one module exporting a
-// `StageKind` plus one JSON Schema in schemas/<kind>.schema.json; registry.ts lists them.
+// `StageKind` plus one JSON Schema in schemas/<kind>.schema.json; src/kinds/index.ts lists them.
 // A kind module is imported by every command (status, dag, kinds), so it loads its heavy
 // dependencies (TensorFlow.js, sharp, vega, the ml/ modules) inside run(), not at its top.
 import type { EpochMetrics } from '../ground/epoch-metrics.js';

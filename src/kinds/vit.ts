@@ -6,7 +6,7 @@ import { readDataInfo, type DataInfo } from '../ml/dataset.js';
 import { validateConfig, type VitConfig } from '../ml/vit/config.js';
 import { modelGraphSvg } from '../ml/vit/graph.js';
 import type { VitSettings } from './settings.js';
-import { upstreamOfKind, type Picture, type StageKind } from './types.js';
+import { upstreamOfKind, type Picture, type StageKind } from '../stage-kind/types.js';
 
 /** The initial weights: a tf.io Layers-model folder (loadCheckpoint), where training starts. */
 export const MODEL_DIR = 'model';
