@@ -114,6 +114,7 @@ export const stage: StageKind<EvaluateSettings> = {
   schema: readSchema('evaluate'),
   usesTensorflow: true,
   requires: ['train', 'cifar10', 'augmentation'],
+  headline: ['test_accuracy'],
   writes: {
     files: {
       [METRICS_FILE]:

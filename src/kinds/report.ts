@@ -95,6 +95,8 @@ export const stage: StageKind<ReportSettings> = {
   version: 2,
   description: 'Static HTML run report (settings, metrics, plots, predictions, rollout) that opens from disk',
   schema: readSchema('report'),
+  // The run's test accuracy, as the page's headline shows it.
+  headline: ['test_accuracy'],
   writes: {
     files: {
       [PAGE_FILE]: 'the report page; its pictures are copied next to it, so the folder opens from disk',

@@ -301,6 +301,7 @@ export const stage: StageKind<TrainSettings> = {
       : `resumable: an interrupted attempt finished all ${of} epochs`;
   },
   requires: ['cifar10', 'augmentation', 'vit'],
+  headline: ['best_val_accuracy', 'epochs_done', 'images_per_second'],
   writes: {
     files: {
       [METRICS_FILE]:

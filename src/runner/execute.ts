@@ -10,7 +10,7 @@ import { ancestorsAndSelf } from '../graph/dag.js';
 import type { KindRegistry } from '../stage-kind/registry.js';
 import type { RunSummary } from '../ground/run-summary.js';
 import type { Outcome } from './decide.js';
-import { headlineMetrics, outcomeOf, RunEntry, type SweepTag } from './history.js';
+import { outcomeOf, RunEntry, type SweepTag } from './history.js';
 import { InProcessExecutor } from './in-process.js';
 import { makePlan, type Plan } from './plan.js';
 import { RunRecord } from './run-record.js';
@@ -137,7 +137,7 @@ export async function runUnits(
         await entries[i].finish({
           ...outcomeOf(r.summary.stages, interrupted),
           stages: r.summary.stages,
-          metrics: headlineMetrics(r.results()),
+          metrics: r.headline(),
         });
       }
       if (interrupted) throw new Aborted('interrupted; finished stages are kept, the interrupted one will run again');

@@ -144,6 +144,11 @@ export interface StageKind<S = JsonObject> {
   requires?: string[];
   /** What it writes; a kind that declares pictures here appears in the report. */
   writes?: Artefacts<S>;
+  /**
+   * The numeric fields of its result that sum up a run (e.g. test_accuracy): `tfpipe runs` and
+   * the sweep page show them. Where several stages of a run declare one, the later stage's wins.
+   */
+  headline?: readonly string[];
   run(ctx: StageContext<S>): Promise<JsonObject>;
 }
 

@@ -42,7 +42,7 @@ async function sweepResults(def: SweepDefinition, registry: KindRegistry, output
     return {
       variant,
       complete: done.length === stages.length,
-      metrics: headlineMetrics(done.map((p) => p.manifest!.result)),
+      metrics: headlineMetrics(done.map((p) => ({ headline: p.impl.headline, result: p.manifest!.result }))),
       minutes: done.length ? done.reduce((s, p) => s + p.manifest!.seconds, 0) / 60 : null,
       shared: stages.filter((p) => (sharedBy.get(`${p.stage.name}\0${p.key}`) ?? 0) > 1).map((p) => p.stage.name),
       ...(existsSync(report) ? { report } : {}),
