@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Queue } from 'bullmq';
-import { QUEUE_NAME } from '../src/queue/redis.js';
+import { QUEUE_NAME } from '../src/executors/redis.js';
 import { packageRoot } from '../src/ground/paths.js';
 import { BIN, startTfpipe, type Running } from '../test/cli-process.js';
 import { ARCHIVE, noArchive } from '../test/ml-helpers.js';

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { parse } from 'yaml';
 import { makePlan } from '../src/runner/plan.js';
 import { acquireLock } from '../src/cache/run-lock.js';
-import { InProcessExecutor } from '../src/runner/in-process.js';
+import { InProcessExecutor } from '../src/executors/in-process.js';
 import { StageRunner, stageLockPath } from '../src/runner/stage-runner.js';
 import type { StageExecutor } from '../src/runner/walk.js';
 import { runSweep } from '../src/sweep/run.js';

@@ -15,7 +15,7 @@ import { outputsRoot } from '../cache/outputs.js';
 import { ArtefactStore } from '../cache/store.js';
 import type { StepReporter } from '../runner/steps.js';
 import type { StageExecutor } from '../runner/walk.js';
-import type { QueueUrl } from '../queue/redis.js';
+import type { QueueUrl } from '../executors/redis.js';
 import { isSweep, runSweep } from '../sweep/run.js';
 import type { SweepDefinition } from '../sweep/variants.js';
 import { describeSweepRun, dryRunState, sweepDryRun, sweepRunDoc } from './sweep-views.js';
@@ -138,7 +138,7 @@ export async function commandRun(
   // The queue is checked before anything is written: a wrong URL leaves no trace.
   let queue: QueueUrl | undefined;
   if (opts.queue) {
-    const { checkRedis, parseQueueUrl } = await import('../queue/redis.js');
+    const { checkRedis, parseQueueUrl } = await import('../executors/redis.js');
     queue = parseQueueUrl(opts.queue);
     await checkRedis(queue);
   }
@@ -150,9 +150,9 @@ export async function commandRun(
     let executor: StageExecutor | undefined;
     if (queue) {
       const [{ QueueExecutor }, { ensureStoreId }, { queueSecret }] = await Promise.all([
-        import('../queue/queue-executor.js'),
-        import('../jobs/store-id.js'),
-        import('../queue/signing.js'),
+        import('../executors/queue.js'),
+        import('../executors/store-id.js'),
+        import('../executors/signing.js'),
       ]);
       const store = await ensureStoreId(outputs);
       executor = await QueueExecutor.connect(queue, {
@@ -162,7 +162,7 @@ export async function commandRun(
         signal: interrupt.signal,
       });
     } else if (opts.jobs > 1) {
-      const { ProcessExecutor } = await import('../jobs/process-executor.js');
+      const { ProcessExecutor } = await import('../executors/child-processes.js');
       executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: interrupt.signal });
     }
     const run = await runSweep(def, registry, {

@@ -1,8 +1,8 @@
-// `tfpipe _stage` (hidden): the child side of a stage process (jobs/stage-process.ts). It runs the
+// `tfpipe _stage` (hidden): the child side of a stage process (executors/stage-process.ts). It runs the
 // jobs its parent hands over one at a time, and stops when told to (SIGINT/SIGTERM: the current
 // job stops after its batch) or when its parent goes away (kill -9 of a worker).
-import type { FromChild, ToChild } from '../jobs/stage-process.js';
-import { JobRefused, runStageJob } from '../jobs/stage-job.js';
+import type { FromChild, ToChild } from '../executors/stage-process.js';
+import { JobRefused, runStageJob } from '../executors/stage-job.js';
 import type { KindRegistry } from '../stage-kind/registry.js';
 
 /** The backend of this process was set up for other runtime settings than a job's. */

@@ -11,7 +11,7 @@ import type { KindRegistry } from '../stage-kind/registry.js';
 import type { RunSummary } from '../ground/run-summary.js';
 import type { Outcome } from './decide.js';
 import { outcomeOf, RunEntry, type SweepTag } from './history.js';
-import { InProcessExecutor } from './in-process.js';
+import { InProcessExecutor } from '../executors/in-process.js';
 import { makePlan, type Plan } from './plan.js';
 import { RunRecord } from './run-record.js';
 import type { InitBackend } from './stage-runner.js';

@@ -1,9 +1,9 @@
 // The default executor: stages run one after another in this process (`tfpipe run` without -j).
 import type { Manifest } from '../cache/store.js';
-import { StageRunner, type InitBackend, type StageResult } from './stage-runner.js';
-import type { StepIO } from './steps.js';
-import type { StageInstance } from './union.js';
-import type { StageExecutor } from './walk.js';
+import { StageRunner, type InitBackend, type StageResult } from '../runner/stage-runner.js';
+import type { StepIO } from '../runner/steps.js';
+import type { StageInstance } from '../runner/union.js';
+import type { StageExecutor } from '../runner/walk.js';
 
 export class InProcessExecutor implements StageExecutor {
   private readonly runner: StageRunner;

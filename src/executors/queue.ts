@@ -10,8 +10,8 @@
 import { hostname } from 'node:os';
 import { type Job, Queue, QueueEvents } from 'bullmq';
 import type { Manifest } from '../cache/store.js';
-import { describeJob, stageJob, type StageJob } from '../jobs/stage-job.js';
-import type { StoreIdentity } from '../jobs/store-id.js';
+import { describeJob, stageJob, type StageJob } from './stage-job.js';
+import type { StoreIdentity } from './store-id.js';
 import type { StageResult } from '../runner/stage-runner.js';
 import { Aborted } from '../ground/errors.js';
 import type { StepIO } from '../runner/steps.js';

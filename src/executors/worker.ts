@@ -7,13 +7,13 @@
 import { hostname } from 'node:os';
 import type { Writable } from 'node:stream';
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
-import { threadsPerJob } from '../jobs/process-executor.js';
-import { describeJob, JobRefused, type StageJob } from '../jobs/stage-job.js';
-import { JobInterrupted, StageProcessPool } from '../jobs/stage-process.js';
+import { threadsPerJob } from './child-processes.js';
+import { describeJob, JobRefused, type StageJob } from './stage-job.js';
+import { JobInterrupted, StageProcessPool } from './stage-process.js';
 import { formatDuration, formatProgress, logIntervalMs, progressThrottle } from '../runner/format.js';
 import type { StepIO } from '../runner/steps.js';
 import type { ProgressUpdate } from '../ground/progress.js';
-import type { JobProgressMessage, JobReturn } from './queue-executor.js';
+import type { JobProgressMessage, JobReturn } from './queue.js';
 import { checkRedis, connectionOf, QUEUE_NAME, type QueueUrl } from './redis.js';
 import { queueSecret, verifyJob } from './signing.js';
 
