@@ -77,7 +77,7 @@ test('the listr reporter shows what the runner decided, failures and skips inclu
   const mod = (path: string) => JSON.stringify(pathToFileURL(resolve(packageRoot, 'dist', path)).href);
   const script = `
     import { loadPipeline } from ${mod('src/config/load.js')};
-    import { runPipeline } from ${mod('src/runner/execute.js')};
+    import { runPipeline } from ${mod('src/sweep/run.js')};
     import { ListrReporter } from ${mod('src/runner/listr-reporter.js')};
     import { KindRegistry } from ${mod('src/stage-kind/registry.js')};
     import { stageKinds } from ${mod('test/fixtures/kinds.js')};

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { loadPipeline } from '../src/config/load.js';
 import { KindRegistry } from '../src/stage-kind/registry.js';
-import { runPipeline } from '../src/runner/execute.js';
+import { runPipeline } from '../src/sweep/run.js';
 import { makePlan } from '../src/runner/plan.js';
 import { PlainReporter } from '../src/runner/plain-reporter.js';
 import { stageKinds } from './fixtures/kinds.js';

@@ -16,7 +16,7 @@ import { stageKinds as testKinds } from './fixtures/kinds.js';
 import { silentReporter, tempProject } from './helpers.js';
 import { commandPath } from './system.js';
 import { loadPipeline } from '../src/config/load.js';
-import { runPipeline } from '../src/runner/execute.js';
+import { runPipeline } from '../src/sweep/run.js';
 
 // Debian's chromium wherever the PATH has it, as .ci/run looks for it.
 const CHROMIUM = commandPath('chromium');

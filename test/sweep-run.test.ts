@@ -196,7 +196,7 @@ test('-j: the instance with the longest chain of stages below it starts first, w
     close: () => inner.close(),
   };
   const { loadPipeline } = await import('../src/config/load.js');
-  const { runPipeline } = await import('../src/runner/execute.js');
+  const { runPipeline } = await import('../src/sweep/run.js');
   const pipeline = loadPipeline(file, registry);
   assert.deepEqual(
     pipeline.stages.map((x) => x.name),

@@ -33,7 +33,7 @@ export interface SweepResults {
 async function sweepResults(def: SweepDefinition, registry: KindRegistry, outputs: string): Promise<SweepResults> {
   const units = await planVariants(def, registry, { outputs }, def.variants);
   const plans: Plan[] = units.map((u) => u.plan);
-  const instances = unionOf(plans);
+  const { instances, withoutSharing } = unionOf(plans);
   const sharedBy = new Map(instances.map((i) => [`${i.planned.stage.name}\0${i.planned.key}`, i.users.length]));
   const variants = def.variants.map((variant, i): VariantResult => {
     const stages = plans[i].stages;
@@ -48,7 +48,7 @@ async function sweepResults(def: SweepDefinition, registry: KindRegistry, output
       ...(existsSync(report) ? { report } : {}),
     };
   });
-  return { variants, instances, withoutSharing: plans.reduce((s, p) => s + p.stages.length, 0) };
+  return { variants, instances, withoutSharing };
 }
 
 /** Writes sweep.html (and its charts under sweep/) and returns its path. */

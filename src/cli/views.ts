@@ -1,13 +1,17 @@
-// What `status`, `dag`, `run --dry-run` and `run` print for a sweep: the union graph of stage
-// instances, which variants use each, and how many stage runs sharing saves.
+// What `status`, `dag`, `run --dry-run` and `run` print. Every pipeline is a sweep here (one without
+// a sweep: is a sweep of one unnamed variant): its variants are planned and joined into one graph of
+// stage instances, the graph a run walks. A plain pipeline is shown as it always was, stage by stage
+// with its keys; a sweep shows its instances, the variants using each and how many stage runs
+// sharing saves.
 import { relative } from 'node:path';
-import { ancestorsAndSelf, type DagFormat, renderGraph } from '../graph/dag.js';
+import { type DagFormat, renderGraph } from '../graph/dag.js';
+import type { StageState } from '../runner/plan.js';
 import type { PlannedStage } from '../runner/plan.js';
 import type { StageInstance } from '../runner/union.js';
 import { unionOf } from '../runner/union.js';
-import { instanceLabel, pipelineDirOf, planVariants, variantDir, type SweepRun } from '../sweep/run.js';
-import type { SweepDefinition } from '../sweep/variants.js';
 import type { KindRegistry } from '../stage-kind/registry.js';
+import { instanceLabel, isSweep, pipelineDirOf, planVariants, variantDir, type SweepRun } from '../sweep/run.js';
+import type { SweepDefinition } from '../sweep/variants.js';
 import { estimateField, estimateLines } from '../kinds/train-estimate.js';
 
 const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
@@ -28,28 +32,33 @@ function sweepDoc(def: SweepDefinition) {
   };
 }
 
-async function union(
+/**
+ * The selected variants planned and joined. Problems that did not stop planning (a damaged lock
+ * entry) go to stderr for the views that show states.
+ */
+async function stageGraph(
   def: SweepDefinition,
   registry: KindRegistry,
   outputs: string,
-  force: readonly string[] = [],
-  until?: string,
+  opts: { force?: readonly string[]; until?: string; warn: boolean },
 ) {
-  const units = await planVariants(def, registry, { outputs, force });
-  const selected = units.map((u) => (until ? ancestorsAndSelf(u.plan.pipeline.stages, until) : undefined));
-  const instances = unionOf(
-    units.map((u) => u.plan),
-    (i) => selected[i],
-  );
-  const withoutSharing = units.reduce((n, u, i) => n + (selected[i]?.size ?? u.plan.stages.length), 0);
-  return { instances, withoutSharing };
+  const units = await planVariants(def, registry, { outputs, force: opts.force ?? [] });
+  const warnings = units.flatMap((u) => u.plan.warnings);
+  if (opts.warn) for (const w of warnings) process.stderr.write(`tfpipe: warning: ${w}\n`);
+  return {
+    ...unionOf(
+      units.map((u) => u.plan),
+      opts.until,
+    ),
+    warnings,
+  };
 }
 
 function variantNames(def: SweepDefinition, inst: StageInstance): string[] {
   return inst.users.map((i) => def.selected[i].name);
 }
 
-function header(def: SweepDefinition, dir: string): string[] {
+function sweepHeader(def: SweepDefinition, dir: string): string[] {
   const lines = [
     `pipeline ${def.name} (${shown(dir)}): sweep of ${def.variants.length} variants over ${def.axes.map((a) => a.setting).join(' × ')}` +
       (def.selected.length < def.variants.length ? `, ${def.selected.length} selected` : ''),
@@ -58,62 +67,62 @@ function header(def: SweepDefinition, dir: string): string[] {
   return lines;
 }
 
-export async function sweepStatus(
+export async function commandStatus(
   def: SweepDefinition,
   registry: KindRegistry,
   outputs: string,
   json: boolean,
 ): Promise<number> {
-  const { instances, withoutSharing } = await union(def, registry, outputs);
+  const sweep = isSweep(def);
+  const { instances, withoutSharing, warnings } = await stageGraph(def, registry, outputs, { warn: true });
   const stages = await Promise.all(
     instances.map(async (i) => ({
-      id: i.id,
+      ...(sweep ? { id: i.id } : {}),
       name: i.planned.stage.name,
       kind: i.planned.stage.kind,
-      state: i.planned.state,
+      state: i.planned.state as StageState,
       key: i.planned.key,
       reasons: i.planned.reasons,
-      needs: Object.values(i.needs),
-      variants: variantNames(def, i),
+      ...(sweep ? { needs: Object.values(i.needs), variants: variantNames(def, i) } : {}),
       ...(await estimateField(i.plan, i.planned)),
     })),
   );
   if (json) {
-    out(
-      JSON.stringify(
-        {
+    const doc = sweep
+      ? {
           pipeline: def.name,
           sweep: sweepDoc(def),
           stages,
           stage_runs: { instances: instances.length, without_sharing: withoutSharing },
-        },
-        null,
-        2,
-      ),
-    );
+        }
+      : { pipeline: def.name, stages };
+    out(JSON.stringify({ ...doc, ...(warnings.length ? { warnings } : {}) }, null, 2));
     return 0;
   }
-  for (const l of header(def, pipelineDirOf(def, outputs))) out(l);
-  const w = Math.max(...stages.map((s) => s.id.length));
+  const dir = pipelineDirOf(def, outputs);
+  for (const l of sweep ? sweepHeader(def, dir) : [`pipeline ${def.name} (${shown(dir)})`]) out(l);
+  const w = Math.max(...instances.map((i) => i.id.length));
   const k = Math.max(...stages.map((s) => s.kind.length));
   for (const [n, s] of stages.entries()) {
-    out(
-      `  ${s.id.padEnd(w)}  ${s.kind.padEnd(k)}  ${s.state.padEnd(7)}  ${instanceLabel(def, def.selected, instances[n].users)}`,
-    );
+    const inst = instances[n];
+    // A plain pipeline's stages are named by their keys; a sweep's instances by the variants using them.
+    const last = sweep ? instanceLabel(def, def.selected, inst.users) : s.key;
+    out(`  ${inst.id.padEnd(w)}  ${s.kind.padEnd(k)}  ${s.state.padEnd(7)}  ${last}`);
     for (const r of s.reasons) out(`  ${' '.repeat(w)}    - ${r}`);
     for (const l of estimateLines(s)) out(`  ${' '.repeat(w)}    ~ ${l}`);
   }
-  out(`${instances.length} stage instances for ${def.selected.length} variants (${withoutSharing} without sharing)`);
+  if (sweep)
+    out(`${instances.length} stage instances for ${def.selected.length} variants (${withoutSharing} without sharing)`);
   return 0;
 }
 
-export async function sweepDag(
+export async function commandDag(
   def: SweepDefinition,
   registry: KindRegistry,
   outputs: string,
   format: DagFormat,
 ): Promise<number> {
-  const { instances } = await union(def, registry, outputs);
+  const { instances } = await stageGraph(def, registry, outputs, { warn: false });
   const nodes = instances.map((i) => ({
     name: i.id,
     kind: i.planned.stage.kind,
@@ -124,37 +133,46 @@ export async function sweepDag(
   return 0;
 }
 
-export async function sweepDryRun(
+export async function commandDryRun(
   def: SweepDefinition,
   registry: KindRegistry,
   outputs: string,
   opts: { force: string[]; until?: string; json: boolean },
 ): Promise<number> {
-  const { instances, withoutSharing } = await union(def, registry, outputs, opts.force, opts.until);
+  const sweep = isSweep(def);
+  const { instances, withoutSharing } = await stageGraph(def, registry, outputs, { ...opts, warn: true });
   const stages = await Promise.all(
     instances.map(async (i) => ({
-      id: i.id,
+      ...(sweep ? { id: i.id } : {}),
       name: i.planned.stage.name,
       kind: i.planned.stage.kind,
       state: dryRunState(i.planned),
       key: i.planned.key,
       reasons: i.planned.forced ? ['forced with --force'] : i.planned.reasons,
-      variants: variantNames(def, i),
+      ...(sweep ? { variants: variantNames(def, i) } : {}),
       ...(await estimateField(i.plan, i.planned)),
     })),
   );
   const toRun = stages.filter((s) => s.state !== 'cached').length;
-  const runs = { instances: instances.length, would_run: toRun, without_sharing: withoutSharing };
   if (opts.json) {
-    out(JSON.stringify({ pipeline: def.name, dry_run: true, sweep: sweepDoc(def), stages, stage_runs: runs }, null, 2));
+    const runs = { instances: instances.length, would_run: toRun, without_sharing: withoutSharing };
+    out(
+      JSON.stringify(
+        sweep
+          ? { pipeline: def.name, dry_run: true, sweep: sweepDoc(def), stages, stage_runs: runs }
+          : { pipeline: def.name, dry_run: true, stages },
+        null,
+        2,
+      ),
+    );
     return 0;
   }
   for (const [n, s] of stages.entries()) {
-    out(
-      `${s.id} [${instanceLabel(def, def.selected, instances[n].users)}]: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`,
-    );
+    const label = sweep ? ` [${instanceLabel(def, def.selected, instances[n].users)}]` : '';
+    out(`${instances[n].id}${label}: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
     for (const l of estimateLines(s)) out(`  ~ ${l}`);
   }
+  if (!sweep) return 0;
   const of =
     def.selected.length < def.variants.length
       ? `${def.selected.length} of ${def.variants.length}`
@@ -164,6 +182,36 @@ export async function sweepDryRun(
       `against ${withoutSharing} without sharing (${def.selected.length} variants × ${withoutSharing / def.selected.length} stages)`,
   );
   return 0;
+}
+
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+/** The --json document of a finished run of a plain pipeline. */
+export function pipelineRunDoc(run: SweepRun) {
+  const summary = run.summaries[0];
+  return {
+    pipeline: summary.pipeline,
+    backend: summary.backend,
+    stages: summary.stages.map((s) => ({
+      name: s.name,
+      state: s.state,
+      key: s.key,
+      seconds: round(s.seconds),
+      dir: relative(process.cwd(), s.dir),
+      ...(s.error ? { error: s.error } : {}),
+    })),
+  };
+}
+
+/** What a finished run of a plain pipeline says on the terminal. */
+export function describePipelineRun(doc: ReturnType<typeof pipelineRunDoc>): string[] {
+  const ran = doc.stages.filter((s) => s.state === 'ran').length;
+  const cached = doc.stages.filter((s) => s.state === 'cached').length;
+  const bad = doc.stages.filter((s) => s.state === 'failed' || s.state === 'skipped');
+  return [
+    `${doc.pipeline}: ${ran} ran, ${cached} cached${bad.length ? `, ${bad.length} failed or skipped` : ''}${doc.backend ? ` (backend ${doc.backend})` : ''}`,
+    ...doc.stages.filter((x) => x.error).map((s) => `  ${s.name}: ${s.error}`),
+  ];
 }
 
 /** The --json document of a finished sweep run. */
@@ -176,7 +224,7 @@ export function sweepRunDoc(def: SweepDefinition, run: SweepRun, outputs: string
       name: inst.planned.stage.name,
       key: inst.planned.key,
       state: o.state,
-      seconds: Math.round(o.seconds * 1000) / 1000,
+      seconds: round(o.seconds),
       variants: variantNames(def, inst),
       ...('error' in o ? { error: o.error } : {}),
     };
@@ -195,7 +243,7 @@ export function sweepRunDoc(def: SweepDefinition, run: SweepRun, outputs: string
         name: s.name,
         state: s.state,
         key: s.key,
-        seconds: Math.round(s.seconds * 1000) / 1000,
+        seconds: round(s.seconds),
         dir: shown(s.dir),
         ...(s.error ? { error: s.error } : {}),
       })),
