@@ -56,8 +56,8 @@ export async function writeSweepPage(def: SweepDefinition, registry: KindRegistr
   // vega and the page renderer are only needed here, at the end of a sweep.
   const [{ renderSvg }, { sweepChartSpec }, { renderSweepHtml }] = await Promise.all([
     import('../render/charts.js'),
-    import('../render/sweep-charts.js'),
-    import('../render/sweep-html.js'),
+    import('./chart.js'),
+    import('./page-html.js'),
   ]);
   const res = await sweepResults(def, registry, outputs);
   const dir = pipelineDirOf(def, outputs);

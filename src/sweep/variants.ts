@@ -12,7 +12,7 @@ import {
 } from '../config/load.js';
 import { splitValues } from '../config/overrides.js';
 import { ConfigError, type Problem } from '../ground/errors.js';
-import { sweepAxes, type SweepAxis } from '../config/sweep.js';
+import { sweepAxes, type SweepAxis } from './axes.js';
 import type { KindRegistry } from '../stage-kind/registry.js';
 import type { JsonValue } from '../ground/json.js';
 

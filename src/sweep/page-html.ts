@@ -1,7 +1,7 @@
 // outputs/<pipeline>/sweep.html: one static page per sweep, no scripts, links relative to it.
 // A row per variant with only the swept values, its accuracies and minutes and which of its
 // stages it shares with other variants; a chart per swept setting; links to variant reports.
-import { escapeHtml } from './report-html.js';
+import { escapeHtml } from '../render/report-html.js';
 
 export interface SweepPageRow {
   index: number;

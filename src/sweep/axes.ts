@@ -3,9 +3,9 @@
 // written so that the schema's verdict on it is reported there.
 import { isObject } from '../ground/json.js';
 import type { KindRegistry } from '../stage-kind/registry.js';
-import { parseSets, stageNames, typedValue, type Assignment, type PipelineSource } from './load.js';
-import { parseKeyPath, parseOverride, splitValues } from './overrides.js';
-import { dottedPath } from './problems.js';
+import { parseSets, stageNames, typedValue, type Assignment, type PipelineSource } from '../config/load.js';
+import { parseKeyPath, parseOverride, splitValues } from '../config/overrides.js';
+import { dottedPath } from '../config/problems.js';
 import type { Problem } from '../ground/errors.js';
 
 export interface SweepAxis {
