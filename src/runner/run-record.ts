@@ -1,6 +1,5 @@
 // What happened in one run, stage by stage: the summary, each stage's outcome, the lock file.
 import { lockEntry, writeLock, type LockFile } from '../cache/lockfile.js';
-import type { JsonObject } from '../ground/json.js';
 import type { RunSummary } from '../ground/run-summary.js';
 import type { Outcome } from './decide.js';
 import { headlineMetrics } from './history.js';
