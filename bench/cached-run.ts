@@ -9,7 +9,7 @@ import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSyn
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../src/ground/paths.js';
-import { ARCHIVE, QUICK_SMALL_SETS } from '../test/ml-helpers.js';
+import { ARCHIVE, QUICK_SMALL_SETS } from '../harness/ml-helpers.js';
 
 const repeats = Number(process.argv[process.argv.indexOf('--repeats') + 1]) || 7;
 const dir = mkdtempSync(join(tmpdir(), 'tfpipe-bench-'));

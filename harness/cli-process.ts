@@ -1,9 +1,10 @@
-// Long-running `tfpipe` processes for the queue tests (workers, coordinators to kill), with their
-// output collected and a way to wait for a line.
+// Long-running `tfpipe` processes for the queue tests and the sweep bench (workers, coordinators to
+// kill), with their output collected and a way to wait for a line.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { BIN } from './cli-helpers.js';
+import { resolve } from 'node:path';
+import { packageRoot } from '../src/ground/paths.js';
 
-export { BIN } from './cli-helpers.js';
+export const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 
 export interface Running {
   child: ChildProcess;

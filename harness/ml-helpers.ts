@@ -1,4 +1,4 @@
-// Shared by the tests that train: where CIFAR-10 is, and a tiny pipeline around it.
+// Shared by the tests and benches that train: where CIFAR-10 is, and a tiny pipeline around it.
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { packageRoot } from '../src/ground/paths.js';

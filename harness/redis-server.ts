@@ -1,4 +1,4 @@
-// A throwaway Debian redis-server for the queue tests: a free loopback port, no persistence,
+// A throwaway Debian redis-server for the queue tests and the sweep bench: a free loopback port, no persistence,
 // stopped when the test ends. Tests skip with a reason where the binary is absent.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect } from 'node:net';

@@ -1,4 +1,4 @@
-// System programs some tests need (Debian's chromium, redis-server), found the way .ci/run finds
+// System programs some tests and benches need (Debian's chromium, redis-server), found the way .ci/run finds
 // them: on the PATH (`command -v`), not at a fixed path.
 import { spawnSync } from 'node:child_process';
 

@@ -2,7 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { packageRoot } from '../src/ground/paths.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 export const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 export const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');

@@ -10,7 +10,7 @@ import { decide, type Outcome } from '../src/runner/decide.js';
 import type { PlannedStage } from '../src/runner/plan.js';
 import { packageRoot } from '../src/ground/paths.js';
 import { CHAIN, tempProject } from './helpers.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 function manifest(key: string, files: Record<string, string>, upstreamOutputs?: Record<string, string>): Manifest {
   return {

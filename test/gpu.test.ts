@@ -45,7 +45,7 @@ import { createTrainer } from '../src/ml/vit/trainer.js';
 import { packageRoot } from '../src/ground/paths.js';
 import { ODD_VIT, TINY_VIT } from './fixtures/vit-configs.js';
 import { tempProject } from './helpers.js';
-import { noArchive, tinyPipeline } from './ml-helpers.js';
+import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');

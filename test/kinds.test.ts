@@ -8,7 +8,7 @@ import { packageRoot } from '../src/ground/paths.js';
 import { describeType, type KindDoc, type SettingDoc } from '../src/stage-kind/describe.js';
 import { loadRegistry } from '../src/kinds/index.js';
 import type { JsonObject } from '../src/stage-kind/types.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const PICTURE_PLUGIN = resolve(packageRoot, 'dist/test/fixtures/picture-kind.js');

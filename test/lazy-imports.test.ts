@@ -8,8 +8,8 @@ import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { packageRoot } from '../src/ground/paths.js';
 import { tempProject } from './helpers.js';
-import { ARCHIVE, noArchive } from './ml-helpers.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { ARCHIVE, noArchive } from '../harness/ml-helpers.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const HOOK = resolve(packageRoot, 'dist/test/fixtures/import-log.js');

@@ -14,7 +14,7 @@ import type { JsonObject, StageContext, UpstreamArtefacts } from '../src/stage-k
 import { picture } from './fixtures/picture-kind.js';
 import { stageKinds as testKinds } from './fixtures/kinds.js';
 import { silentReporter, tempProject } from './helpers.js';
-import { commandPath } from './system.js';
+import { commandPath } from '../harness/system.js';
 import { loadPipeline } from '../src/config/load.js';
 import { runPipeline } from '../src/sweep/run.js';
 
