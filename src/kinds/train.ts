@@ -8,7 +8,6 @@ import { findResume, replaceDir, resumeState, saveResume, type TrainState } from
 import { deriveSeed } from '../ml/rng.js';
 import { learningRate } from '../ml/schedule.js';
 import { readSchema } from '../ground/paths.js';
-import type { VitConfig } from '../ml/vit/config.js';
 import { stageKernels } from './shared/kernels.js';
 import type { AugmentationSettings, TrainSettings, VitSettings } from './settings.js';
 import { estimateTraining, onGpu, readSpeed, rememberSpeed, speedFile } from './train-estimate.js';
@@ -48,7 +47,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     { evaluateSplit },
     { createTrainer },
     { describeKernels },
-    { loadCheckpoint, readCheckpointMetadata, saveCheckpoint },
+    { openCheckpoint, saveCheckpoint },
     { cpuModel, nativeThreads },
     { gpuRecord },
     { candidateLabel, timeCandidate },
@@ -70,8 +69,10 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
 
   const resume = await findResume(ctx.outDir);
   const modelDir = resume ? join(resume.dir, 'model') : join(vit.dir, MODEL_DIR);
-  // Chosen before the weights load, so they load onto the backend the chosen path runs on.
-  const cfg = (await readCheckpointMetadata(modelDir)).vit as VitConfig;
+  // model.json is read (and its config checked) once; the kernels are chosen before the weights
+  // load, so that they load onto the backend the chosen path runs on.
+  const checkpoint = await openCheckpoint(modelDir);
+  const cfg = checkpoint.config;
   const decision = await stageKernels(ctx, cfg, s.batch_size, 'train', s.precision);
   const { kernels, backend } = decision;
   // Only the GPU has lower precisions; the CPU paths compute in fp32 whatever the setting says.
@@ -95,7 +96,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     (await timeCandidate(decision, { cfg, batch: s.batch_size, purpose: 'train' }));
   const speed = { images_per_second: ips, kernels: label, on_gpu: onGpu(backend, kernels.path) };
   await rememberSpeed(speedAt, speed);
-  const model = await loadCheckpoint(modelDir);
+  const model = await checkpoint.load();
   const trainer = createTrainer(model, kernels, s.optimizer, { batch: bs });
   const state: TrainState = resume?.state ?? {
     epochsDone: 0,

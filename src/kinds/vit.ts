@@ -3,7 +3,7 @@ import { writeFile } from '../cache/atomic.js';
 import { join } from 'node:path';
 import { readSchema } from '../ground/paths.js';
 import { readDataInfo, type DataInfo } from '../ml/dataset.js';
-import { validateConfig, type VitConfig } from '../ml/vit/config.js';
+import { type FullVitConfig, validateConfig } from '../ml/vit/config.js';
 import { modelGraphSvg } from '../ml/vit/graph.js';
 import type { VitSettings } from './settings.js';
 import { upstreamOfKind, type Picture, type StageKind } from '../stage-kind/types.js';
@@ -14,9 +14,9 @@ const PARAMS_FILE = 'params.json';
 const GRAPH_SVG = 'graph.svg';
 const graph: Picture = { file: 'graph.png', title: 'Model graph' };
 
-/** The model config from the stage settings and the data description. */
-export function vitConfigFor(s: VitSettings, data: DataInfo): VitConfig {
-  const cfg: VitConfig = {
+/** The model config from the stage settings (defaults applied) and the data description. */
+export function vitConfigFor(s: VitSettings, data: DataInfo): FullVitConfig {
+  const cfg: FullVitConfig = {
     imageSize: data.imageSize,
     channels: data.channels,
     classes: data.classes.length,

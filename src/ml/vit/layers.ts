@@ -2,7 +2,7 @@
 // tfjs artefact: register the classes once (registerVitLayers) and tf.loadLayersModel reads it.
 // Layers run the same eval-mode math as vit.ts (on the tfjs ops); dropout is a training concern and absent here.
 import * as tf from '@tensorflow/tfjs';
-import { tokenCount, type VitConfig } from './config.js';
+import { completeConfig, type FullVitConfig, tokenCount, type VitConfig } from './config.js';
 import { evalPieces } from './kernels.js';
 import { BLOCK_PARAMS, blockLayer, HEAD_LAYER, HEAD_PARAMS, STEM_LAYER, STEM_PARAMS } from './layout.js';
 import type { BlockWeights, HeadWeights, StemWeights } from './vit.js';
@@ -19,10 +19,11 @@ interface VitLayerArgs {
 const zeros = (): tf.serialization.Serializable => tf.initializers.zeros();
 
 abstract class VitLayer extends tf.layers.Layer {
-  protected readonly vit: VitConfig;
+  /** Filled here: a layer is built from the config a checkpoint's model.json holds, which may predate a field. */
+  protected readonly vit: FullVitConfig;
   constructor(args: VitLayerArgs) {
     super(args);
-    this.vit = { ...args.vit };
+    this.vit = completeConfig({ ...args.vit });
   }
 
   protected weight(name: string, shape: number[]): tf.LayerVariable {

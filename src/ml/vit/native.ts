@@ -8,7 +8,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../../ground/paths.js';
 import { backendThreads } from '../backend.js';
-import { activationOf, type VitConfig } from './config.js';
+import { completeConfig, type FullVitConfig, type VitConfig } from './config.js';
 import { layoutMismatch, type NativeLayout } from './layout.js';
 
 export interface NativeRunResult {
@@ -47,8 +47,8 @@ export interface NativeInfo {
   layout: NativeLayout;
 }
 
-/** The config as the addon reads it: the ViT's settings by name (activation spelled out), plus the batch. */
-export type NativeConfig = Required<VitConfig> & { batch: number };
+/** The config as the addon reads it: the ViT's settings by name, every one filled, plus the batch. */
+export type NativeConfig = FullVitConfig & { batch: number };
 
 interface RunOptions {
   isa?: string;
@@ -151,9 +151,9 @@ export function nativeModule(): { addon: object } | { error: string } {
   return 'error' in l ? { error: l.error } : { addon: l.addon };
 }
 
-/** The config object the addon reads for a model at `batch`. */
+/** The config object the addon reads for a model at `batch`: the addon's boundary. */
 export function nativeConfig(cfg: VitConfig, batch: number): NativeConfig {
-  return { ...cfg, activation: activationOf(cfg), batch };
+  return { ...completeConfig(cfg), batch };
 }
 
 /** The addon's description of itself and this CPU, or null without an addon. */
