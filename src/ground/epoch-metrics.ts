@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-export const METRICS_FILE = 'metrics.jsonl';
+export const EPOCH_METRICS_FILE = 'metrics.jsonl';
 
 export interface EpochMetrics {
   epoch: number;
@@ -50,7 +50,7 @@ export function parseMetricsJsonl(text: string): EpochMetrics[] {
     try {
       obj = JSON.parse(line);
     } catch (e) {
-      throw new Error(`${METRICS_FILE} line ${i + 1} is not JSON: ${(e as Error).message}`);
+      throw new Error(`${EPOCH_METRICS_FILE} line ${i + 1} is not JSON: ${(e as Error).message}`);
     }
     const rec = obj as Record<string, unknown>;
     const row = {} as Record<keyof EpochMetrics, number | null>;
@@ -65,5 +65,5 @@ export function parseMetricsJsonl(text: string): EpochMetrics[] {
 
 /** The metrics of a finished (or checkpointed) train stage folder. */
 export async function readMetrics(trainStageDir: string): Promise<EpochMetrics[]> {
-  return parseMetricsJsonl(await readFile(join(trainStageDir, METRICS_FILE), 'utf8'));
+  return parseMetricsJsonl(await readFile(join(trainStageDir, EPOCH_METRICS_FILE), 'utf8'));
 }

@@ -10,7 +10,7 @@ import { withTrainedModel } from './shared/trained-model.js';
 import type { Picture, SectionContent, StageContext, StageKind, UpstreamArtefacts } from '../stage-kind/types.js';
 import type { JsonObject } from '../ground/json.js';
 
-const METRICS_FILE = 'metrics.json';
+const TEST_METRICS_FILE = 'metrics.json';
 const predictionsPicture: Picture = { file: 'predictions.png', title: 'Predictions on test images' };
 const confusionPicture: Picture = { file: 'confusion.png', title: 'Confusion matrix' };
 
@@ -68,7 +68,7 @@ async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject
     per_class_accuracy: Object.fromEntries(info.classes.map((c, i) => [c, perClass[i]])),
     confusion: matrix,
   };
-  await writeFile(join(ctx.outDir, METRICS_FILE), `${JSON.stringify(metrics, null, 2)}\n`);
+  await writeFile(join(ctx.outDir, TEST_METRICS_FILE), `${JSON.stringify(metrics, null, 2)}\n`);
   await writeFile(join(ctx.outDir, confusionPicture.file), await confusionPng(matrix, info.classes));
 
   const pick = createRng(deriveSeed(ctx.seed, 'evaluate-grid'))
@@ -97,7 +97,7 @@ async function evaluate(ctx: StageContext<EvaluateSettings>): Promise<JsonObject
 
 /** The report's headline: test accuracy, per class, confusion matrix. */
 async function evaluationOf(u: UpstreamArtefacts): Promise<SectionContent> {
-  const file = join(u.dir, METRICS_FILE);
+  const file = join(u.dir, TEST_METRICS_FILE);
   if (!existsSync(file)) return {};
   const m = JSON.parse(await readFile(file, 'utf8')) as Partial<TestMetrics>;
   if (typeof m.test_accuracy !== 'number') return {};
@@ -117,7 +117,7 @@ export const stage: StageKind<EvaluateSettings> = {
   headline: ['test_accuracy'],
   writes: {
     files: {
-      [METRICS_FILE]:
+      [TEST_METRICS_FILE]:
         'checkpoint, test images, test accuracy and loss, accuracy per class, confusion matrix (rows: true class)',
     },
     report: [

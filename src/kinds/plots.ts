@@ -1,5 +1,5 @@
 // kind: plots — training curves from the train stage's metrics.jsonl (src/render/charts.ts).
-import { METRICS_FILE, readMetrics } from '../ground/epoch-metrics.js';
+import { EPOCH_METRICS_FILE, readMetrics } from '../ground/epoch-metrics.js';
 import { readSchema } from '../ground/paths.js';
 import { chartNames, chartSpec, chartTitles, writeChart } from '../render/charts.js';
 import type { PlotsSettings } from './settings.js';
@@ -37,7 +37,7 @@ export const stage: StageKind<PlotsSettings> = {
   async run(ctx): Promise<JsonObject> {
     const train = upstreamOfKind(ctx, 'train');
     const rows = await readMetrics(train.dir);
-    if (rows.length === 0) throw new Error(`${train.name}/${METRICS_FILE} has no epochs to plot`);
+    if (rows.length === 0) throw new Error(`${train.name}/${EPOCH_METRICS_FILE} has no epochs to plot`);
     const files: string[] = [];
     for (const name of ctx.settings.charts) {
       ctx.progress({ message: `plotting ${name}` });

@@ -3,8 +3,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../cache/atomic.js';
 import { loadSplit } from '../ml/dataset.js';
-import { formatMetricsJsonl, METRICS_FILE, readMetrics, type EpochMetrics } from '../ground/epoch-metrics.js';
-import { findResume, replaceDir, resumeState, saveResume, type TrainState } from '../ml/resume.js';
+import { formatMetricsJsonl, EPOCH_METRICS_FILE, readMetrics, type EpochMetrics } from '../ground/epoch-metrics.js';
+import { findResume, resumeState, saveResume, type TrainState } from '../ml/resume.js';
 import { deriveSeed } from '../ml/rng.js';
 import { learningRate } from '../ml/schedule.js';
 import { readSchema } from '../ground/paths.js';
@@ -243,9 +243,8 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       if (score > state.bestValAccuracy) {
         state.bestValAccuracy = score;
         state.bestEpoch = m.epoch;
-        await replaceDir(checkpointDir(ctx.outDir, 'best'), (d) =>
-          saveCheckpoint(model, d, { epoch: m.epoch, val_accuracy: score }),
-        );
+        // saveCheckpoint writes beside the folder and swaps it into place itself.
+        await saveCheckpoint(model, checkpointDir(ctx.outDir, 'best'), { epoch: m.epoch, val_accuracy: score });
       }
       if (s.max_minutes > 0) {
         const planned = plannedEpochs(s.epochs, state, s.max_minutes * 60);
@@ -256,8 +255,8 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
           state.plannedEpochs = planned;
         }
       }
-      await replaceDir(checkpointDir(ctx.outDir, 'last'), (d) => saveCheckpoint(model, d, { epoch: m.epoch }));
-      await writeFileAtomic(join(ctx.outDir, METRICS_FILE), formatMetricsJsonl(state.metrics));
+      await saveCheckpoint(model, checkpointDir(ctx.outDir, 'last'), { epoch: m.epoch });
+      await writeFileAtomic(join(ctx.outDir, EPOCH_METRICS_FILE), formatMetricsJsonl(state.metrics));
       await saveResume(ctx.outDir, state, trainer.getState(), (d) => saveCheckpoint(model, d));
     }
   } finally {
@@ -305,7 +304,7 @@ export const stage: StageKind<TrainSettings> = {
   headline: ['best_val_accuracy', 'epochs_done', 'images_per_second'],
   writes: {
     files: {
-      [METRICS_FILE]:
+      [EPOCH_METRICS_FILE]:
         'one JSON object per epoch: train/val loss and accuracy, lr, img/s, seconds, elapsed seconds, live tensors (src/ml/epoch-metrics.ts)',
       'best/': 'checkpoint of the epoch with the best validation accuracy, a tf.io Layers model',
       'last/': 'checkpoint after the last epoch, a tf.io Layers model',
@@ -315,7 +314,7 @@ export const stage: StageKind<TrainSettings> = {
         section: 'metrics',
         title: 'Training metrics',
         order: 35,
-        content: async (u) => (existsSync(join(u.dir, METRICS_FILE)) ? { epochs: await readMetrics(u.dir) } : {}),
+        content: async (u) => (existsSync(join(u.dir, EPOCH_METRICS_FILE)) ? { epochs: await readMetrics(u.dir) } : {}),
       },
     ],
   },

@@ -14,7 +14,7 @@ import { dirname, join, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { completeConfig, type FullVitConfig, validateConfig, type VitConfig } from './config.js';
-import { buildVitLayersModel, registerVitLayers as registerLayerClasses } from './layers.js';
+import { buildVitLayersModel, registerLayerClasses } from './layers.js';
 import { Vit } from './model.js';
 import { writeFile } from '../../cache/atomic.js';
 

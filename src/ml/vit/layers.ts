@@ -1,5 +1,6 @@
-// The ViT as a stock tf.LayersModel built from four custom layers, so a checkpoint is an ordinary
-// tfjs artefact: register the classes once (registerVitLayers) and tf.loadLayersModel reads it.
+// The ViT as a stock tf.LayersModel built from three custom layer classes, so a checkpoint is an ordinary
+// tfjs artefact: register the classes once (registerLayerClasses; checkpoint.ts's registerVitLayers does
+// that and adds a file:// router) and tf.loadLayersModel reads it.
 // Layers run the same eval-mode math as vit.ts (on the tfjs ops); dropout is a training concern and absent here.
 import * as tf from '@tensorflow/tfjs';
 import { completeConfig, type FullVitConfig, tokenCount, type VitConfig } from './config.js';
@@ -96,8 +97,8 @@ export class VitHead extends VitLayer {
 
 let registered = false;
 
-/** Registers the ViT layer classes with tfjs; call before tf.loadLayersModel on a tfpipe checkpoint. */
-export function registerVitLayers(): void {
+/** Registers the ViT layer classes with tfjs (checkpoint.ts's registerVitLayers is the public entry). */
+export function registerLayerClasses(): void {
   if (registered) return;
   registered = true;
   for (const cls of [VitEmbedding, VitBlock, VitHead]) tf.serialization.registerClass(cls);
@@ -105,7 +106,7 @@ export function registerVitLayers(): void {
 
 /** The Layers-model skeleton for a config (zero weights). Layer names fix the weight paths. */
 export function buildVitLayersModel(cfg: VitConfig): tf.Sequential {
-  registerVitLayers();
+  registerLayerClasses();
   const model = tf.sequential({ name: 'vit' });
   model.add(new VitEmbedding({ name: STEM_LAYER, inputShape: [cfg.imageSize, cfg.imageSize, cfg.channels], vit: cfg }));
   for (let i = 0; i < cfg.depth; i++) model.add(new VitBlock({ name: blockLayer(i), vit: cfg }));
