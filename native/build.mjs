@@ -227,6 +227,7 @@ async function main() {
   const cpuUnits = [
     ...SHARED.map((name) => unit(name, [...(name === 'addon' ? napi : []), ...(name === 'dispatch' ? have : [])])),
     unit('napi_util', napi),
+    unit('addon_optimizer', napi),
     unit('host_exec', [], cudaDir), // the GPU model on host loops: plain C++, always built
   ];
   const shared = await pooled([...cpuUnits, ...gpuUnits(cuda)], availableParallelism());
