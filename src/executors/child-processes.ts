@@ -1,6 +1,7 @@
 // -j N: stage instances run in `tfpipe _stage` processes, up to N at once. Each job gets cores / N
-// threads unless the pipeline sets runtime.threads, so N jobs do not fight over the cores (a thread
-// count also changes float rounding, so it is part of reproducing a result).
+// threads unless the pipeline sets runtime.threads, so N jobs do not fight over the cores.
+// runtime.threads changes how fast the native kernels run, never what they compute: they give the
+// same bits on any thread count (native/README.md).
 import { availableParallelism } from 'node:os';
 import type { Manifest } from '../cache/store.js';
 import type { StageResult } from '../runner/stage-runner.js';

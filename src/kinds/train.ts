@@ -305,7 +305,7 @@ export const stage: StageKind<TrainSettings> = {
   writes: {
     files: {
       [EPOCH_METRICS_FILE]:
-        'one JSON object per epoch: train/val loss and accuracy, lr, img/s, seconds, elapsed seconds, live tensors (src/ml/epoch-metrics.ts)',
+        'one JSON object per epoch: train/val loss and accuracy, lr, img/s, seconds, elapsed seconds, live tensors (src/ground/epoch-metrics.ts)',
       'best/': 'checkpoint of the epoch with the best validation accuracy, a tf.io Layers model',
       'last/': 'checkpoint after the last epoch, a tf.io Layers model',
     },

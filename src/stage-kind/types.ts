@@ -16,7 +16,11 @@ export type { RunState, RunSummary } from '../ground/run-summary.js';
 /** Pipeline-wide execution settings. Not part of any stage key: they change how, not what. */
 export interface RuntimeSettings {
   backend: 'auto' | 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
-  /** Threads of the wasm backend and the native kernels; 0 = let tfpipe choose (every core, or cores / jobs). */
+  /**
+   * Threads of the wasm backend and the native kernels; 0 = let tfpipe choose (every core, or cores /
+   * jobs). It changes how fast the native kernels run, never what they compute: they give the same
+   * bits on any thread count.
+   */
   threads: number;
   /** Who runs the ViT: the CUDA kernels on the GPU, the native CPU kernels, the tfjs ops, or auto (a working GPU, else the fastest here). */
   kernels?: 'auto' | 'cuda' | 'native' | 'tfjs';

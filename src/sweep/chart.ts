@@ -1,5 +1,5 @@
 // Accuracy against one swept setting, as a Vega-Lite spec rendered like the plots stage's charts
-// (charts.ts). Every finished variant is a point; where other settings were swept too, the
+// (render/charts.ts). Every finished variant is a point; where other settings were swept too, the
 // points at one value are those variants side by side.
 import type { TopLevelSpec } from 'vega-lite';
 
