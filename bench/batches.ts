@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { initBackend } from '../src/ml/backend.js';
 import { createAugmenter, type AugmentOp } from '../src/ml/augment/index.js';
 import { batchSource } from '../src/ml/batches/source.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 
 const arg = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`);

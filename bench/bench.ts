@@ -36,7 +36,7 @@ import {
 import { ADAM, createTrainer } from '../src/ml/vit/trainer.js';
 import { gpuAvailability, PRECISIONS } from '../src/ml/vit/gpu.js';
 import { cpuModel, nativeAvailability, nativeProfile, runnableVariants } from '../src/ml/vit/native.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 
 interface ModelSize {
   patch_size: number;

@@ -8,8 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { packageRoot } from '../src/paths.js';
-import { ARCHIVE, QUICK_SMALL_SETS } from '../test/ml-helpers.js';
+import { packageRoot } from '../src/ground/paths.js';
+import { ARCHIVE, QUICK_SMALL_SETS } from '../harness/ml-helpers.js';
 
 const repeats = Number(process.argv[process.argv.indexOf('--repeats') + 1]) || 7;
 const dir = mkdtempSync(join(tmpdir(), 'tfpipe-bench-'));

@@ -10,11 +10,11 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Queue } from 'bullmq';
-import { QUEUE_NAME } from '../src/queue/redis.js';
-import { packageRoot } from '../src/paths.js';
-import { BIN, startTfpipe, type Running } from '../test/cli-process.js';
-import { ARCHIVE, noArchive } from '../test/ml-helpers.js';
-import { noRedis, startRedis } from '../test/redis-server.js';
+import { QUEUE_NAME } from '../src/executors/redis.js';
+import { packageRoot } from '../src/ground/paths.js';
+import { BIN, startTfpipe, type Running } from '../harness/cli-process.js';
+import { ARCHIVE, noArchive } from '../harness/ml-helpers.js';
+import { noRedis, startRedis } from '../harness/redis-server.js';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);

@@ -51,12 +51,17 @@ $cxx $opt -std=c++17 -pthread -c "$here/cuda/host_exec.cc" -o "$obj/host_exec.o"
 objects="$objects $obj/host_exec.o"
 if [ "${TFPIPE_CUDA_BUILD:-1}" != 0 ] && command -v "$nvcc" >/dev/null 2>&1; then
   arch=${TFPIPE_CUDA_ARCH:-$(grep -v '^#' "$here/cuda/targets.conf" | tr '\n' ' ')}
-  # shellcheck disable=SC2086
-  "$nvcc" -O3 -std=c++17 $arch -c "$here/cuda/device_exec.cu" -o "$obj/device_exec.o"
+  # The CUDA units around the executor of cuda/device_exec.cuh (as native/build.mjs builds them).
+  cuda_objects=""
+  for u in device_exec gemm_check; do
+    # shellcheck disable=SC2086
+    "$nvcc" -O3 -std=c++17 $arch -c "$here/cuda/$u.cu" -o "$obj/$u.o"
+    cuda_objects="$cuda_objects $obj/$u.o"
+  done
   # shellcheck disable=SC2086
   $cxx $opt -std=c++17 -pthread -c "$here/cuda/cublaslt.cc" -o "$obj/cublaslt.o"
   # shellcheck disable=SC2086
-  "$nvcc" -O3 -cudart static -Xcompiler -pthread $objects "$obj/device_exec.o" "$obj/cublaslt.o" -ldl -o "$out"
+  "$nvcc" -O3 -cudart static -Xcompiler -pthread $objects $cuda_objects "$obj/cublaslt.o" -ldl -o "$out"
   gpu="cuda ($arch)"
 else
   # shellcheck disable=SC2086

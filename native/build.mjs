@@ -16,11 +16,11 @@
 // tests skip the addon.
 //
 // The GPU model (native/cuda/): its host executor (host_exec.cc) is always built. Where nvcc is
-// found (NVCC, else PATH) and TFPIPE_CUDA_BUILD is not 0, the CUDA executor (device_exec.cu, for
-// the GPUs of cuda/targets.conf or the -gencode flags of TFPIPE_CUDA_ARCH) compiles alongside the
-// CPU variants and nvcc links the addon with the CUDA runtime built in (cuBLASLt is loaded at run
-// time, cublaslt.cc); otherwise, or when nvcc fails, cuda/no_device.cc stands in, one line says
-// why, and the addon reports it (gpuInfo()).
+// found (NVCC, else PATH) and TFPIPE_CUDA_BUILD is not 0, the CUDA units (device_exec.cu and
+// gemm_check.cu around the executor of device_exec.cuh, for the GPUs of cuda/targets.conf or the
+// -gencode flags of TFPIPE_CUDA_ARCH) compile alongside the CPU variants and nvcc links the addon
+// with the CUDA runtime built in (cuBLASLt is loaded at run time, cublaslt.cc); otherwise, or when
+// nvcc fails, cuda/no_device.cc stands in, one line says why, and the addon reports it (gpuInfo()).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -109,22 +109,31 @@ function cudaArch() {
   return text.split(/\s+/).filter(Boolean);
 }
 
-/** Starts compiling the CUDA executor; resolves to { obj, targets } or { why }. */
+// The CUDA units: the executor with the device probe and the trainer's factory, and the check of
+// cuBLASLt through the executor's row-major mapping (both include cuda/device_exec.cuh).
+const CUDA_UNITS = ['device_exec', 'gemm_check'];
+
+/** Starts compiling the CUDA units; resolves to { objs, targets } or { why }. */
 async function compileCuda(objDir) {
   const found = findNvcc();
   if (!found.nvcc) return found;
   const arch = cudaArch();
-  const obj = join(objDir, 'device_exec.o');
-  const args = ['-O3', '-std=c++17', '-Xcompiler', '-fPIC', ...arch, '-c', join(cudaDir, 'device_exec.cu'), '-o', obj];
-  const r = await run(found.nvcc, args);
-  if (!r.ok) {
-    console.log(
-      `tfpipe: CUDA kernels not built (nvcc, device_exec.cu: ${firstLine(r.err)}); the addon is built without them`,
-    );
-    return { failed: true, note: 'nvcc failed on device_exec.cu when native/ was built' };
+  const objs = [];
+  // One after another (nvcc is the heaviest compiler here), stopping at the first that fails.
+  for (const name of CUDA_UNITS) {
+    const obj = join(objDir, `${name}.o`);
+    const args = ['-O3', '-std=c++17', '-Xcompiler', '-fPIC', ...arch, '-c', join(cudaDir, `${name}.cu`), '-o', obj];
+    const r = await run(found.nvcc, args);
+    if (!r.ok) {
+      console.log(
+        `tfpipe: CUDA kernels not built (nvcc, ${name}.cu: ${firstLine(r.err)}); the addon is built without them`,
+      );
+      return { failed: true, note: `nvcc failed on ${name}.cu when native/ was built` };
+    }
+    objs.push(obj);
   }
   const targets = arch.filter((a) => a.startsWith('arch=')).map((a) => a.replace(/.*code=/, ''));
-  return { nvcc: found.nvcc, obj, targets };
+  return { nvcc: found.nvcc, objs, targets };
 }
 
 /** Runs jobs (functions returning promises) with at most `limit` in flight. */
@@ -201,7 +210,7 @@ async function main() {
   if (!linked.length) return notBuilt('native kernels not built (no variant compiled); using tfjs kernels');
   const have = linked.map((v) => `-DTFPIPE_HAVE_${v.name.toUpperCase()}`);
   let cuda = await cudaBuild;
-  if (!cuda.obj && !cuda.failed) console.log(`tfpipe: CUDA kernels skipped (${cuda.why})`);
+  if (!cuda.objs && !cuda.failed) console.log(`tfpipe: CUDA kernels skipped (${cuda.why})`);
   const napi = [`-I${include}`, '-DNODE_GYP_MODULE_NAME=vit_kernels', '-DNAPI_VERSION=8'];
   const unit =
     (name, extra = [], dir = src) =>
@@ -212,12 +221,13 @@ async function main() {
   // What depends on whether the CUDA executor is linked: the GPU glue (told so, or why not, for
   // gpuInfo()) and cuBLASLt's loader or the executor's stand-in.
   const gpuUnits = (c) => [
-    unit('addon_gpu', [...napi, ...(c.obj ? ['-DTFPIPE_CUDA_KERNELS'] : [`-DTFPIPE_CUDA_SKIPPED="${c.note}"`])]),
-    unit(c.obj ? 'cublaslt' : 'no_device', [], cudaDir),
+    unit('addon_gpu', [...napi, ...(c.objs ? ['-DTFPIPE_CUDA_KERNELS'] : [`-DTFPIPE_CUDA_SKIPPED="${c.note}"`])]),
+    unit(c.objs ? 'cublaslt' : 'no_device', [], cudaDir),
   ];
   const cpuUnits = [
     ...SHARED.map((name) => unit(name, [...(name === 'addon' ? napi : []), ...(name === 'dispatch' ? have : [])])),
     unit('napi_util', napi),
+    unit('addon_optimizer', napi),
     unit('host_exec', [], cudaDir), // the GPU model on host loops: plain C++, always built
   ];
   const shared = await pooled([...cpuUnits, ...gpuUnits(cuda)], availableParallelism());
@@ -227,8 +237,8 @@ async function main() {
   const tmp = `${out}.${process.pid}.tmp`;
   const cpuObjects = [...shared.slice(0, cpuUnits.length), ...linked].map((u) => u.obj);
   let link;
-  if (cuda.obj) {
-    const gpuObjects = [...shared.slice(cpuUnits.length).map((u) => u.obj), cuda.obj];
+  if (cuda.objs) {
+    const gpuObjects = [...shared.slice(cpuUnits.length).map((u) => u.obj), ...cuda.objs];
     const args = [
       '-shared',
       '-cudart',
@@ -249,7 +259,7 @@ async function main() {
       cuda = { note: 'the nvcc link failed when native/ was built' };
     }
   }
-  if (!cuda.obj) {
+  if (!cuda.objs) {
     const gpu = link ? await pooled(gpuUnits(cuda), availableParallelism()) : shared.slice(cpuUnits.length);
     const bad = gpu.find((s) => !s.ok);
     if (bad) return notBuilt(`native kernels not built (${bad.name}.cc: ${firstLine(bad.err)}); using tfjs kernels`);
@@ -261,7 +271,7 @@ async function main() {
   }
   renameSync(tmp, out);
   const secs = ((Date.now() - started) / 1000).toFixed(1);
-  const gpu = cuda.obj ? `CUDA kernels for ${cuda.targets.join(', ')}` : 'no CUDA kernels';
+  const gpu = cuda.objs ? `CUDA kernels for ${cuda.targets.join(', ')}` : 'no CUDA kernels';
   console.log(
     `tfpipe: built native kernels ${out} (variants: ${linked.map((v) => v.name).join(', ')}; ${gpu}; ${secs} s)`,
   );

@@ -8,11 +8,11 @@ import { Ajv } from 'ajv';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import sharp from 'sharp';
-import { stage } from '../src/stages/augmentation.js';
-import type { AugmentationSettings } from '../src/stages/settings.js';
+import { stage } from '../src/kinds/augmentation.js';
+import type { AugmentationSettings } from '../src/kinds/settings.js';
 import { OP_DEFAULTS } from '../src/ml/augment/types.js';
 import { writeDataInfo, writeSplit } from '../src/ml/dataset.js';
-import type { JsonObject, StageContext } from '../src/stages/types.js';
+import type { JsonObject, StageContext } from '../src/stage-kind/types.js';
 import { patchGridPixels, targetCaption } from '../src/ml/augment/preview.js';
 
 before(async () => {

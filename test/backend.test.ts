@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 const hasTfjsNode = existsSync(
   fileURLToPath(new URL('../../node_modules/@tensorflow/tfjs-node/package.json', import.meta.url)),

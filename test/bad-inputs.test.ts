@@ -10,8 +10,8 @@ import { test } from 'node:test';
 import * as tar from 'tar';
 import { BIN, cliEnv, tfpipe, type CliResult as Result } from './cli-helpers.js';
 import { CHAIN, tempProject } from './helpers.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
-import { packageRoot } from '../src/paths.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
+import { packageRoot } from '../src/ground/paths.js';
 
 const CORPUS = resolve(packageRoot, 'test/fixtures/bad-inputs');
 

@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { formatMetricsJsonl, parseMetricsJsonl, type EpochMetrics } from '../src/ml/epoch-metrics.js';
+import { formatMetricsJsonl, parseMetricsJsonl, type EpochMetrics } from '../src/ground/epoch-metrics.js';
 import { chartSpec, renderSvg, svgToPng } from '../src/render/charts.js';
-import { stage as plots } from '../src/stages/plots.js';
-import type { PlotsSettings } from '../src/stages/settings.js';
-import type { StageContext } from '../src/stages/types.js';
+import { stage as plots } from '../src/kinds/plots.js';
+import type { PlotsSettings } from '../src/kinds/settings.js';
+import type { StageContext } from '../src/stage-kind/types.js';
 
 function syntheticMetrics(epochs: number): EpochMetrics[] {
   const rows: EpochMetrics[] = [];

@@ -160,7 +160,7 @@ test('samples.png renders one column per class', { skip }, async () => {
 });
 
 test('the cifar10 stage: resolves a local source, writes data.json, splits and samples.png', { skip }, async () => {
-  const { stage } = await import('../src/stages/cifar10.js');
+  const { stage } = await import('../src/kinds/cifar10.js');
   const { localPathSettings } = await import('../src/config/path-settings.js');
   const { Ajv } = await import('ajv');
   const settings: Record<string, unknown> = {

@@ -1,8 +1,8 @@
 // Running the real CLI (bin/tfpipe.js) in a child process, with the test kinds loaded.
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
-import { packageRoot } from '../src/paths.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { packageRoot } from '../src/ground/paths.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 export const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 export const PLUGIN = resolve(packageRoot, 'dist/test/fixtures/kinds.js');

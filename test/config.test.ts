@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { loadPipeline } from '../src/config/load.js';
-import { ConfigError, didYouMean, type Problem } from '../src/config/problems.js';
+import { didYouMean } from '../src/config/problems.js';
+import { ConfigError, type Problem } from '../src/ground/errors.js';
 import { CHAIN, tempProject, testRegistry } from './helpers.js';
 
 function problems(text: string, sets: string[] = []): Problem[] {

@@ -20,10 +20,10 @@ import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { TEMPORARY_NAME, writeFile } from '../src/cache/atomic.js';
 import { MANIFEST, ArtefactStore } from '../src/cache/store.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { tempProject } from './helpers.js';
-import { noArchive, tinyPipeline } from './ml-helpers.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 const noDevFull = existsSync('/dev/full') ? false : 'needs /dev/full (Linux) to make a write fail with ENOSPC';
 

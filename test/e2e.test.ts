@@ -4,9 +4,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { test } from 'node:test';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { tempProject } from './helpers.js';
-import { ARCHIVE, noArchive, QUICK_SMALL_SETS } from './ml-helpers.js';
+import { ARCHIVE, noArchive, QUICK_SMALL_SETS } from '../harness/ml-helpers.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const QUICK = resolve(packageRoot, 'pipelines/cifar-vit-quick.yaml');

@@ -8,9 +8,9 @@ import type { Manifest } from '../src/cache/store.js';
 import { outputsDigest } from '../src/cache/upstream.js';
 import { decide, type Outcome } from '../src/runner/decide.js';
 import type { PlannedStage } from '../src/runner/plan.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { CHAIN, tempProject } from './helpers.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 function manifest(key: string, files: Record<string, string>, upstreamOutputs?: Record<string, string>): Manifest {
   return {
@@ -77,9 +77,9 @@ test('the listr reporter shows what the runner decided, failures and skips inclu
   const mod = (path: string) => JSON.stringify(pathToFileURL(resolve(packageRoot, 'dist', path)).href);
   const script = `
     import { loadPipeline } from ${mod('src/config/load.js')};
-    import { runPipeline } from ${mod('src/runner/execute.js')};
+    import { runPipeline } from ${mod('src/sweep/run.js')};
     import { ListrReporter } from ${mod('src/runner/listr-reporter.js')};
-    import { KindRegistry } from ${mod('src/stages/registry.js')};
+    import { KindRegistry } from ${mod('src/stage-kind/registry.js')};
     import { stageKinds } from ${mod('test/fixtures/kinds.js')};
     const [file, outputs, until, ...sets] = process.argv.slice(1);
     const registry = new KindRegistry(stageKinds);

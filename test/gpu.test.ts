@@ -42,10 +42,10 @@ import {
 } from '../src/ml/vit/index.js';
 import { nativeAddonPath, nativeAvailability, nativeOptimize, nativeRun } from '../src/ml/vit/native.js';
 import { createTrainer } from '../src/ml/vit/trainer.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { ODD_VIT, TINY_VIT } from './fixtures/vit-configs.js';
 import { tempProject } from './helpers.js';
-import { noArchive, tinyPipeline } from './ml-helpers.js';
+import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');

@@ -4,11 +4,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { test } from 'node:test';
-import { packageRoot } from '../src/paths.js';
-import { describeType, type KindDoc, type SettingDoc } from '../src/stages/describe.js';
-import { loadRegistry } from '../src/stages/registry.js';
-import type { JsonObject } from '../src/stages/types.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { packageRoot } from '../src/ground/paths.js';
+import { describeType, type KindDoc, type SettingDoc } from '../src/stage-kind/describe.js';
+import { loadRegistry } from '../src/kinds/index.js';
+import type { JsonObject } from '../src/stage-kind/types.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const PICTURE_PLUGIN = resolve(packageRoot, 'dist/test/fixtures/picture-kind.js');

@@ -6,10 +6,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { tempProject } from './helpers.js';
-import { ARCHIVE, noArchive } from './ml-helpers.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { ARCHIVE, noArchive } from '../harness/ml-helpers.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const HOOK = resolve(packageRoot, 'dist/test/fixtures/import-log.js');
@@ -72,7 +72,7 @@ test('status, dag, kinds and schema of the quick pipeline load no TensorFlow.js,
     const r = tfpipe(args, p.outputs);
     assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
     assert.ok(
-      r.imports.some((u) => u.endsWith('/dist/src/stages/train.js')),
+      r.imports.some((u) => u.endsWith('/dist/src/kinds/train.js')),
       `${args[0]} loaded the kinds`,
     );
     assert.deepEqual(heavy(r.imports), [], `tfpipe ${args.join(' ')}`);

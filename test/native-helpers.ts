@@ -5,7 +5,7 @@
 import { pathToFileURL } from 'node:url';
 import { join } from 'node:path';
 import { nativeAvailability, nativeInfo } from '../src/ml/vit/native.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 
 const { variantsFor } = (await import(pathToFileURL(join(packageRoot, 'native/build.mjs')).href)) as {
   variantsFor: () => { name: string }[];

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { decays, Optimizer, type OptimizerSettings } from '../src/ml/optim.js';
 import { learningRate } from '../src/ml/schedule.js';
-import { confusion } from '../src/stages/evaluate.js';
+import { confusion } from '../src/kinds/evaluate.js';
 
 const close = (a: number, b: number, tol = 1e-6) =>
   assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
@@ -154,7 +154,7 @@ test('confusion matrix and per-class accuracy by hand', () => {
 });
 
 test('a time budget re-plans the epoch count from recent epoch times', async () => {
-  const { plannedEpochs } = await import('../src/stages/train.js');
+  const { plannedEpochs } = await import('../src/kinds/train.js');
   const state = (secs: number[]) => ({
     epochsDone: secs.length,
     plannedEpochs: 100,
@@ -181,7 +181,7 @@ test('a time budget re-plans the epoch count from recent epoch times', async () 
 });
 
 test('last/ and the resume state are written again only once ten times their last write has passed', async () => {
-  const { writeDue } = await import('../src/stages/train.js');
+  const { writeDue } = await import('../src/kinds/train.js');
   assert.equal(writeDue({ at: 0, took: 0 }, 5), true, 'the first write');
   // A flagship write takes ~1 s; GPU epochs of ~2.5 s end at 2.5, 5, 7.5, 10, 12.5 s after it.
   const last = { at: 1000, took: 1000 };

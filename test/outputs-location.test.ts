@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { outputsRoot, projectRoot } from '../src/cache/outputs.js';
 import { tfpipe as cli } from './cli-helpers.js';
 import { CHAIN, tempProject } from './helpers.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 
 /** The CLI with no TFPIPE_OUTPUTS: outputs go where the rule says. */
 const tfpipe = (args: string[], cwd: string) => cli(args, undefined, { cwd });

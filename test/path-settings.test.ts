@@ -5,9 +5,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { test } from 'node:test';
 import { localPathSettings, withoutSettings } from '../src/config/path-settings.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { run, status, tempProject } from './helpers.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 const pipeline = (path: string) =>
   `name: inp\nstages:\n  r:\n    kind: read_input\n    path: ${path}\n  e:\n    kind: emit\n    needs: [r]\n    value: 1\n`;

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadPipeline } from '../src/config/load.js';
 import { buildPipelineSchema } from '../src/config/pipeline-schema.js';
-import { packageRoot } from '../src/paths.js';
-import { loadRegistry } from '../src/stages/registry.js';
+import { packageRoot } from '../src/ground/paths.js';
+import { loadRegistry } from '../src/kinds/index.js';
 
 const dir = join(packageRoot, 'pipelines');
 

@@ -12,11 +12,11 @@ import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Queue } from 'bullmq';
 import { canonicalJson } from '../src/cache/hash.js';
-import { QUEUE_NAME } from '../src/queue/redis.js';
+import { QUEUE_NAME } from '../src/executors/redis.js';
 import { cliEnv } from './cli-helpers.js';
-import { startTfpipe, type Running } from './cli-process.js';
+import { startTfpipe, type Running } from '../harness/cli-process.js';
 import { CHAIN, tempProject } from './helpers.js';
-import { noRedis, startRedis, type RedisHandle } from './redis-server.js';
+import { noRedis, startRedis, type RedisHandle } from '../harness/redis-server.js';
 
 let redis: RedisHandle | undefined;
 before(async () => {

@@ -7,9 +7,9 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { BIN, cliEnv } from './cli-helpers.js';
-import { startTfpipe, type Running } from './cli-process.js';
+import { startTfpipe, type Running } from '../harness/cli-process.js';
 import { CHAIN, tempProject } from './helpers.js';
-import { freePort, noRedis, startRedis, type RedisHandle } from './redis-server.js';
+import { freePort, noRedis, startRedis, type RedisHandle } from '../harness/redis-server.js';
 
 const SWEPT = CHAIN.replace('stages:\n', 'sweep:\n  c.lr: [0.5, 0.25]\n  b.value: [10, 20]\nstages:\n');
 

@@ -6,16 +6,17 @@ import { pathToFileURL } from 'node:url';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { escapeHtml, renderReportHtml, type ReportData } from '../src/render/report-html.js';
-import { stage as report, writePipelineReport } from '../src/stages/report.js';
-import { KindRegistry, loadRegistry } from '../src/stages/registry.js';
-import type { ReportSettings } from '../src/stages/settings.js';
-import type { JsonObject, StageContext, UpstreamArtefacts } from '../src/stages/types.js';
+import { stage as report, writePipelineReport } from '../src/kinds/report.js';
+import { KindRegistry } from '../src/stage-kind/registry.js';
+import { loadRegistry } from '../src/kinds/index.js';
+import type { ReportSettings } from '../src/kinds/settings.js';
+import type { JsonObject, StageContext, UpstreamArtefacts } from '../src/stage-kind/types.js';
 import { picture } from './fixtures/picture-kind.js';
 import { stageKinds as testKinds } from './fixtures/kinds.js';
 import { silentReporter, tempProject } from './helpers.js';
-import { commandPath } from './system.js';
+import { commandPath } from '../harness/system.js';
 import { loadPipeline } from '../src/config/load.js';
-import { runPipeline } from '../src/runner/execute.js';
+import { runPipeline } from '../src/sweep/run.js';
 
 // Debian's chromium wherever the PATH has it, as .ci/run looks for it.
 const CHROMIUM = commandPath('chromium');

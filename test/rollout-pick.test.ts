@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { pickImages } from '../src/stages/attention_rollout.js';
+import { pickImages } from '../src/kinds/attention_rollout.js';
 
 const labels = Uint8Array.from({ length: 1000 }, (_, i) => i % 10);
 

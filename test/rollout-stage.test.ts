@@ -11,9 +11,9 @@ import { createAugmenter } from '../src/ml/augment/index.js';
 import { writeDataInfo, writeSplit, type DataInfo, type Split } from '../src/ml/dataset.js';
 import { classTokenRollout } from '../src/ml/rollout.js';
 import { createVit, forward, saveCheckpoint, tfjsKernels, type VitConfig } from '../src/ml/vit/index.js';
-import { stage, writeRollout } from '../src/stages/attention_rollout.js';
-import type { AttentionRolloutSettings } from '../src/stages/settings.js';
-import type { StageContext, UpstreamArtefacts } from '../src/stages/types.js';
+import { stage, writeRollout } from '../src/kinds/attention_rollout.js';
+import type { AttentionRolloutSettings } from '../src/kinds/settings.js';
+import type { StageContext, UpstreamArtefacts } from '../src/stage-kind/types.js';
 import { TINY_VIT } from './fixtures/vit-configs.js';
 
 before(async () => {

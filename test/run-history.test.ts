@@ -8,8 +8,8 @@ import { test } from 'node:test';
 import { loadPipeline } from '../src/config/load.js';
 import { readRuns } from '../src/runner/history.js';
 import { makePlan } from '../src/runner/plan.js';
-import { loadRegistry } from '../src/stages/registry.js';
-import { packageRoot } from '../src/paths.js';
+import { loadRegistry } from '../src/kinds/index.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { BIN, cliEnv, tfpipe } from './cli-helpers.js';
 import { CHAIN, tempProject } from './helpers.js';
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { acquireLock } from '../src/cache/run-lock.js';
 import { tempProject } from './helpers.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 const past = (path: string, seconds: number) => {
   const t = new Date(Date.now() - seconds * 1000);

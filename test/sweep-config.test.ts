@@ -2,7 +2,7 @@
 // values, problems at the value's file:line:col; the Cartesian product; --variant.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ConfigError, type Problem } from '../src/config/problems.js';
+import { ConfigError, type Problem } from '../src/ground/errors.js';
 import { loadSweep, shortNames, type SweepOptions } from '../src/sweep/variants.js';
 import { CHAIN, tempProject, testRegistry } from './helpers.js';
 

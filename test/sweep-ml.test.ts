@@ -10,11 +10,11 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ArtefactStore } from '../src/cache/store.js';
-import { packageRoot } from '../src/paths.js';
-import { BIN, startTfpipe, type Running } from './cli-process.js';
+import { packageRoot } from '../src/ground/paths.js';
+import { BIN, startTfpipe, type Running } from '../harness/cli-process.js';
 import { tempProject } from './helpers.js';
-import { noArchive, tinyPipeline } from './ml-helpers.js';
-import { noRedis, startRedis, type RedisHandle } from './redis-server.js';
+import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
+import { noRedis, startRedis, type RedisHandle } from '../harness/redis-server.js';
 
 // The tiny training pipeline of the other ML tests, with evaluate and report, swept over two
 // training settings (so data, augmentation and model are shared by all four variants).

@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { renderSvg } from '../src/render/charts.js';
-import { sweepChartSpec, type SweepPoint } from '../src/render/sweep-charts.js';
-import { renderSweepHtml, type SweepPageRow } from '../src/render/sweep-html.js';
+import { sweepChartSpec, type SweepPoint } from '../src/sweep/chart.js';
+import { renderSweepHtml, type SweepPageRow } from '../src/sweep/page-html.js';
 
 const row = (index: number, lr: string, test: number | null, extra: Partial<SweepPageRow> = {}): SweepPageRow => ({
   index,

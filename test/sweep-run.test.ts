@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { parse } from 'yaml';
 import { makePlan } from '../src/runner/plan.js';
 import { acquireLock } from '../src/cache/run-lock.js';
-import { InProcessExecutor } from '../src/runner/in-process.js';
+import { InProcessExecutor } from '../src/executors/in-process.js';
 import { StageRunner, stageLockPath } from '../src/runner/stage-runner.js';
 import type { StageExecutor } from '../src/runner/walk.js';
 import { runSweep } from '../src/sweep/run.js';
@@ -196,7 +196,7 @@ test('-j: the instance with the longest chain of stages below it starts first, w
     close: () => inner.close(),
   };
   const { loadPipeline } = await import('../src/config/load.js');
-  const { runPipeline } = await import('../src/runner/execute.js');
+  const { runPipeline } = await import('../src/sweep/run.js');
   const pipeline = loadPipeline(file, registry);
   assert.deepEqual(
     pipeline.stages.map((x) => x.name),

@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { test } from 'node:test';
-import { CPU_PIPELINE, estimateTraining, FAR_BEYOND_SECONDS } from '../src/stages/train-estimate.js';
-import { packageRoot } from '../src/paths.js';
+import { CPU_PIPELINE, estimateTraining, FAR_BEYOND_SECONDS } from '../src/kinds/train-estimate.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { tempProject } from './helpers.js';
-import { ARCHIVE, noArchive } from './ml-helpers.js';
-import { CHILD_TIMEOUT_MS } from './system.js';
+import { ARCHIVE, noArchive } from '../harness/ml-helpers.js';
+import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const FLAGSHIP = resolve(packageRoot, 'pipelines/cifar-vit.yaml');

@@ -5,9 +5,9 @@ import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { nativeAvailability } from '../src/ml/vit/native.js';
-import { packageRoot } from '../src/paths.js';
+import { packageRoot } from '../src/ground/paths.js';
 import { tempProject } from './helpers.js';
-import { noArchive, tinyPipeline } from './ml-helpers.js';
+import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 

@@ -5,9 +5,9 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
-import { stage } from '../src/stages/vit.js';
-import type { VitSettings } from '../src/stages/settings.js';
-import type { StageContext } from '../src/stages/types.js';
+import { stage } from '../src/kinds/vit.js';
+import type { VitSettings } from '../src/kinds/settings.js';
+import type { StageContext } from '../src/stage-kind/types.js';
 import { initBackend } from '../src/ml/backend.js';
 import { loadCheckpoint } from '../src/ml/vit/checkpoint.js';
 

@@ -1,4 +1,4 @@
-// Generates src/stages/settings.ts, the TypeScript type of every built-in kind's settings, from
+// Generates src/kinds/settings.ts, the TypeScript type of every built-in kind's settings, from
 // schemas/<kind>.schema.json with json-schema-to-typescript, so the schema stays the one place a
 // setting is written down. The types describe settings as a stage receives them: validated, with
 // the schema's defaults filled in (so a setting with a default is never undefined) and without
@@ -8,12 +8,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compile, type JSONSchema } from 'json-schema-to-typescript';
-import { isObject } from '../src/json.js';
-import { packageRoot } from '../src/paths.js';
-import { loadRegistry } from '../src/stages/registry.js';
-import type { JsonObject, JsonValue } from '../src/stages/types.js';
+import { isObject } from '../src/ground/json.js';
+import { packageRoot } from '../src/ground/paths.js';
+import { loadRegistry } from '../src/kinds/index.js';
+import type { JsonObject, JsonValue } from '../src/ground/json.js';
 
-export const SETTINGS_FILE = join(packageRoot, 'src', 'stages', 'settings.ts');
+export const SETTINGS_FILE = join(packageRoot, 'src', 'kinds', 'settings.ts');
 
 /** `train` → `TrainSettings`, `attention_rollout` → `AttentionRolloutSettings`. */
 export function settingsTypeName(kind: string): string {

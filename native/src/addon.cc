@@ -1,6 +1,6 @@
-// N-API glue: info(), run(), optimize() and profile() for src/ml/vit/native.ts (the GPU model's
-// functions are in addon_gpu.cc). Compiled once, with baseline flags; the model code it calls is
-// the variant dispatch.cc selects.
+// N-API glue: info(), shapes(), run() and profile() for src/ml/vit/native.ts (the optimizer's
+// functions are in addon_optimizer.cc, the GPU model's in addon_gpu.cc). Compiled once, with
+// baseline flags; the model code it calls is the variant dispatch.cc selects.
 #include <node_api.h>
 
 #include <cmath>
@@ -13,7 +13,6 @@
 #include "api.h"
 #include "dispatch.h"
 #include "napi_util.h"
-#include "optimizer.h"
 #include "profile.h"
 
 namespace tfpipe {
@@ -21,9 +20,6 @@ namespace {
 
 using namespace napi;
 
-// One run at a time per process: the pool, the workspace and the profile are process-wide, and
-// Node worker threads that load the addon share them.
-std::mutex g_run_mutex;
 Workspace* g_ws = workspace_new();
 
 // The variant chosen at load (TFPIPE_NATIVE_ISA or the best this CPU runs) or why there is none.
@@ -50,7 +46,7 @@ struct Job {
   std::vector<size_t> gradSizes;
 
   void execute() {
-    std::lock_guard<std::mutex> serial(g_run_mutex);
+    std::lock_guard<std::mutex> serial(kernels_mutex());
     set_threads(threads);
     kernels->forward(c, W.data(), images, drop, g_ws, logits, attention);
     if (targets) {
@@ -167,12 +163,7 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
   int32_t threads;
   CHECK(napi_get_value_int32(env, argv[5], &threads));
   job->threads = threads < 1 ? 1 : threads;
-  if (job->targets && c.dropout > 0 && seed >= 0) {
-    job->drop.active = true;
-    job->drop.seed = (uint32_t)(uint64_t)seed;
-    job->drop.threshold = (uint32_t)std::floor(c.dropout * 16777216.0);
-    job->drop.keep = (float)(1.0 / (1.0 - c.dropout));
-  }
+  if (job->targets) job->drop = dropout_spec(c, seed);
 
   napi_value out;
   CHECK(napi_create_object(env, &out));
@@ -213,59 +204,31 @@ napi_value Run(napi_env env, napi_callback_info info) {
   return out;
 }
 
-// optimize(settings, weights, grads, slots, decays: Uint8Array) -> undefined; updates weights and
-// slots in place. settings: { name: 'adam' | 'adamw' | 'sgd', lr, beta1, beta2, eps, weightDecay,
-// momentum, step } with step counting from 1, as src/ml/optim.ts.
-napi_value Optimize(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (!arguments(env, info, 5, 5, argv, "vit_kernels.optimize expects (settings, weights, grads, slots, decays)")) return nullptr;
-  OptimizerParams p{};
-  char name[16] = {0};
-  size_t len;
-  napi_value v;
-  if (napi_get_named_property(env, argv[0], "name", &v) != napi_ok || napi_get_value_string_utf8(env, v, name, sizeof name, &len) != napi_ok) {
-    napi_throw_type_error(env, nullptr, "vit_kernels: settings.name must be a string");
-    return nullptr;
+// shapes(config) -> number[][]: the shape of every weight array for this config, in layout order
+// (param_shape, layout.cc), for tfpipe to compare with its own formulas (src/ml/vit/layout.ts).
+napi_value Shapes(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!arguments(env, info, 1, 1, argv, "vit_kernels.shapes expects (config)")) return nullptr;
+  Config c;
+  if (!read_config(env, argv[0], &c)) return nullptr;
+  const int n = param_count(c);
+  napi_value out;
+  CHECK(napi_create_array_with_length(env, n, &out));
+  for (int i = 0; i < n; i++) {
+    size_t dims[2];
+    const int rank = param_shape(c, i, dims);
+    napi_value shape;
+    CHECK(napi_create_array_with_length(env, rank, &shape));
+    for (int d = 0; d < rank; d++) CHECK(napi_set_element(env, shape, d, num(env, (double)dims[d])));
+    CHECK(napi_set_element(env, out, i, shape));
   }
-  if (!strcmp(name, "adam")) p.kind = kAdam;
-  else if (!strcmp(name, "adamw")) p.kind = kAdamW;
-  else if (!strcmp(name, "sgd")) p.kind = kSgd;
-  else {
-    napi_throw_range_error(env, nullptr, (std::string("vit_kernels: unknown optimizer \"") + name + "\"").c_str());
-    return nullptr;
-  }
-  double step;
-  if (!field(env, argv[0], "lr", &p.lr) || !field(env, argv[0], "beta1", &p.beta1) || !field(env, argv[0], "beta2", &p.beta2) ||
-      !field(env, argv[0], "eps", &p.eps) || !field(env, argv[0], "weightDecay", &p.weightDecay) ||
-      !field(env, argv[0], "momentum", &p.momentum) || !field(env, argv[0], "step", &step))
-    return nullptr;
-  p.step = (int)step;
-  std::vector<float*> W, G, S;
-  std::vector<size_t> ws, gs, ss;
-  if (!float32s(env, argv[1], "weights", &W, &ws) || !float32s(env, argv[2], "grads", &G, &gs) || !float32s(env, argv[3], "slots", &S, &ss))
-    return nullptr;
-  const size_t per = p.kind == kSgd ? 1 : 2;
-  bool ok = G.size() == W.size() && S.size() == per * W.size();
-  for (size_t i = 0; ok && i < W.size(); i++) ok = gs[i] == ws[i] && ss[per * i] == ws[i] && ss[per * i + per - 1] == ws[i];
-  napi_typedarray_type type;
-  size_t dlen, off;
-  void* dp;
-  napi_value ab;
-  if (!ok || napi_get_typedarray_info(env, argv[4], &type, &dlen, &dp, &ab, &off) != napi_ok || type != napi_uint8_array || dlen != W.size()) {
-    napi_throw_range_error(env, nullptr, "vit_kernels.optimize: weights, grads, slots and decays do not match in number or size");
-    return nullptr;
-  }
-  {
-    std::lock_guard<std::mutex> serial(g_run_mutex);
-    optimizer_update(p, (int)W.size(), W.data(), G.data(), S.data(), ws.data(), static_cast<const uint8_t*>(dp));
-  }
-  return nullptr;
+  return out;
 }
 
 // profile() -> { section: milliseconds } summed since the last call, then reset. The first call
 // turns the per-section timing on (it costs a few thousand clock reads per step).
 napi_value Profile(napi_env env, napi_callback_info) {
-  std::lock_guard<std::mutex> serial(g_run_mutex);
+  std::lock_guard<std::mutex> serial(kernels_mutex());
   profile_enable(true);
   napi_value out;
   CHECK(napi_create_object(env, &out));
@@ -314,16 +277,22 @@ napi_value Init(napi_env env, napi_value exports) {
   struct {
     const char* name;
     napi_callback cb;
-  } fns[] = {{"info", Info}, {"run", Run}, {"optimize", Optimize}, {"profile", Profile}};
+  } fns[] = {{"info", Info}, {"shapes", Shapes}, {"run", Run}, {"profile", Profile}};
   for (auto& f : fns) {
     napi_value fn;
     if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn) != napi_ok) return nullptr;
     if (napi_set_named_property(env, exports, f.name, fn) != napi_ok) return nullptr;
   }
-  return register_gpu(env, exports) ? exports : nullptr;
+  return register_optimizer(env, exports) && register_gpu(env, exports) ? exports : nullptr;
 }
 
 }  // namespace
+
+std::mutex& kernels_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 }  // namespace tfpipe
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, tfpipe::Init)

@@ -18,7 +18,6 @@
 
 #include "../cuda/api.h"
 #include "napi_util.h"
-#include "optimizer.h"
 
 namespace tfpipe {
 namespace {
@@ -54,16 +53,6 @@ void finalize(napi_env, void* data, void*) {
   delete static_cast<Handle*>(data);
 }
 
-void fail(napi_env env, const char* op, const std::string& what) {
-  napi_throw_error(env, nullptr, ("vit_kernels." + std::string(op) + ": " + what).c_str());
-}
-void type_error(napi_env env, const char* op, const std::string& what) {
-  napi_throw_type_error(env, nullptr, ("vit_kernels." + std::string(op) + ": " + what).c_str());
-}
-void range_error(napi_env env, const char* op, const std::string& what) {
-  napi_throw_range_error(env, nullptr, ("vit_kernels." + std::string(op) + ": " + what).c_str());
-}
-
 // Runs body under the GPU lock; a C++ exception becomes a JS error naming the operation.
 template <class F>
 napi_value guarded(napi_env env, const char* op, const F& body) {
@@ -78,115 +67,16 @@ napi_value guarded(napi_env env, const char* op, const F& body) {
   return nullptr;
 }
 
-// The live handle passed as v; null with a JS error otherwise.
-Handle* handle(napi_env env, napi_value v, const char* op) {
-  napi_valuetype t;
-  bool tagged = false;
-  void* p = nullptr;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_check_object_type_tag(env, v, &kHandleTag, &tagged) != napi_ok ||
-      !tagged || napi_get_value_external(env, v, &p) != napi_ok) {
-    type_error(env, op, "the first argument must be a handle from gpuCreate");
-    return nullptr;
-  }
-  Handle* h = static_cast<Handle*>(p);
-  if (!h->trainer) {
+// The handle passed as v, live unless `released` is allowed; null with a JS error otherwise.
+Handle* handle(napi_env env, napi_value v, const char* op, bool released = false) {
+  Handle* h = static_cast<Handle*>(tagged_external(env, v, kHandleTag, op, "gpuCreate"));
+  if (h && !released && !h->trainer) {
     fail(env, op, "the handle was released");
     return nullptr;
   }
   return h;
 }
 
-// A number argument that must be an integer in [lo, hi]; false with a JS error.
-bool integer(napi_env env, napi_value v, const char* op, const char* what, double lo, double hi, double* out) {
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number || napi_get_value_double(env, v, out) != napi_ok || !(*out >= lo) ||
-      !(*out <= hi) || *out != std::floor(*out)) {
-    range_error(env, op, std::string(what) + " must be an integer in " + std::to_string((long long)lo) + ".." + std::to_string((long long)hi));
-    return false;
-  }
-  return true;
-}
-
-bool number(napi_env env, napi_value v, const char* op, const char* what, double* out) {
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number || napi_get_value_double(env, v, out) != napi_ok || !std::isfinite(*out)) {
-    type_error(env, op, std::string(what) + " must be a finite number");
-    return false;
-  }
-  return true;
-}
-
-// A Float32Array of exactly n floats; false with a JS error.
-bool input(napi_env env, napi_value v, const char* op, const char* what, size_t n, const float** out) {
-  float* p;
-  size_t len;
-  if (!float32(env, v, &p, &len)) {
-    type_error(env, op, std::string(what) + " must be a Float32Array");
-    return false;
-  }
-  if (len != n) {
-    range_error(env, op, std::string(what) + " has " + std::to_string(len) + " values, expected " + std::to_string(n));
-    return false;
-  }
-  *out = p;
-  return true;
-}
-
-// count Float32Arrays, array i of size(i) floats; false with a JS error.
-template <class Size>
-bool arrays(napi_env env, napi_value v, const char* op, const char* what, size_t count, const Size& size, std::vector<float*>* out) {
-  bool is = false;
-  uint32_t n = 0;
-  if (napi_is_array(env, v, &is) != napi_ok || !is || napi_get_array_length(env, v, &n) != napi_ok) {
-    type_error(env, op, std::string(what) + "s must be an array of Float32Arrays");
-    return false;
-  }
-  if (n != count) {
-    range_error(env, op, "expected " + std::to_string(count) + " " + what + " arrays, got " + std::to_string(n));
-    return false;
-  }
-  out->resize(count);
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value e;
-    size_t len;
-    if (napi_get_element(env, v, i, &e) != napi_ok || !float32(env, e, &(*out)[i], &len)) {
-      type_error(env, op, std::string(what) + " " + std::to_string(i) + " must be a Float32Array");
-      return false;
-    }
-    if (len != size(i)) {
-      range_error(env, op, std::string(what) + " " + std::to_string(i) + " has " + std::to_string(len) + " values, expected " +
-                               std::to_string(size(i)));
-      return false;
-    }
-  }
-  return true;
-}
-
-// count new Float32Arrays, array i of size(i) floats, their data pointers in *data.
-template <class Size>
-napi_value new_arrays(napi_env env, size_t count, const Size& size, std::vector<float*>* data) {
-  napi_value arr;
-  CHECK(napi_create_array_with_length(env, count, &arr));
-  data->resize(count);
-  for (size_t i = 0; i < count; i++) {
-    napi_value a = newFloat32(env, size(i), &(*data)[i]);
-    if (!a) return nullptr;
-    CHECK(napi_set_element(env, arr, (uint32_t)i, a));
-  }
-  return arr;
-}
-
-napi_value boolean(napi_env env, bool b) {
-  napi_value v;
-  napi_get_boolean(env, b, &v);
-  return v;
-}
-napi_value null(napi_env env) {
-  napi_value v;
-  napi_get_null(env, &v);
-  return v;
-}
-napi_value str_or_null(napi_env env, const std::string& s) { return s.empty() ? null(env) : str(env, s); }
 // CUDA's 13000 as "13.0".
 std::string cuda_version(int v) { return v ? std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10) : ""; }
 
@@ -285,16 +175,10 @@ napi_value GpuCreate(napi_env env, napi_callback_info info) {
 napi_value GpuRelease(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!arguments(env, info, 1, 1, argv, "vit_kernels.gpuRelease expects (handle)")) return nullptr;
-  void* p = nullptr;
-  bool tagged = false;
-  napi_valuetype t;
-  if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external || napi_check_object_type_tag(env, argv[0], &kHandleTag, &tagged) != napi_ok ||
-      !tagged || napi_get_value_external(env, argv[0], &p) != napi_ok) {
-    type_error(env, "gpuRelease", "the first argument must be a handle from gpuCreate");
-    return nullptr;
-  }
+  Handle* h = handle(env, argv[0], "gpuRelease", true);
+  if (!h) return nullptr;
   return guarded(env, "gpuRelease", [&]() -> napi_value {
-    static_cast<Handle*>(p)->trainer.reset();
+    h->trainer.reset();
     return nullptr;
   });
 }
@@ -345,42 +229,11 @@ napi_value GpuSetOptimizer(napi_env env, napi_callback_info info) {
   Handle* h = handle(env, argv[0], op);
   if (!h) return nullptr;
   OptimizerParams p{};
-  char name[16] = {0};
-  size_t len;
-  napi_value v;
-  napi_valuetype t;
-  if (napi_typeof(env, argv[1], &t) != napi_ok || t != napi_object || napi_get_named_property(env, argv[1], "name", &v) != napi_ok ||
-      napi_get_value_string_utf8(env, v, name, sizeof name, &len) != napi_ok) {
-    type_error(env, op, "settings.name must be a string");
+  const uint8_t* data;
+  if (!read_optimizer(env, argv[1], std::string("vit_kernels.") + op, false, &p) || !decays(env, argv[2], op, param_count(h->c), &data))
     return nullptr;
-  }
-  if (!strcmp(name, "adam")) p.kind = kAdam;
-  else if (!strcmp(name, "adamw")) p.kind = kAdamW;
-  else if (!strcmp(name, "sgd")) p.kind = kSgd;
-  else {
-    range_error(env, op, std::string("unknown optimizer \"") + name + "\"");
-    return nullptr;
-  }
-  if (!field(env, argv[1], "beta1", &p.beta1) || !field(env, argv[1], "beta2", &p.beta2) || !field(env, argv[1], "eps", &p.eps) ||
-      !field(env, argv[1], "weightDecay", &p.weightDecay) || !field(env, argv[1], "momentum", &p.momentum))
-    return nullptr;
-  napi_typedarray_type type;
-  size_t n, off;
-  void* data;
-  napi_value ab;
-  bool is = false;
-  const size_t count = param_count(h->c);
-  if (napi_is_typedarray(env, argv[2], &is) != napi_ok || !is ||
-      napi_get_typedarray_info(env, argv[2], &type, &n, &data, &ab, &off) != napi_ok || type != napi_uint8_array) {
-    type_error(env, op, "decays must be a Uint8Array");
-    return nullptr;
-  }
-  if (n != count) {
-    range_error(env, op, "decays has " + std::to_string(n) + " values, expected " + std::to_string(count));
-    return nullptr;
-  }
   return guarded(env, op, [&]() -> napi_value {
-    h->trainer->set_optimizer(p, static_cast<const uint8_t*>(data));
+    h->trainer->set_optimizer(p, data);
     h->slotsPerWeight = p.kind == kSgd ? 1 : 2;
     return nullptr;
   });
@@ -453,13 +306,7 @@ napi_value GpuStep(napi_env env, napi_callback_info info) {
     range_error(env, op, "clipNorm must be >= 0");
     return nullptr;
   }
-  DropoutSpec drop{};
-  if (c.dropout > 0 && seed >= 0) {  // as run() draws them (addon.cc)
-    drop.active = true;
-    drop.seed = (uint32_t)(uint64_t)seed;
-    drop.threshold = (uint32_t)std::floor(c.dropout * 16777216.0);
-    drop.keep = (float)(1.0 / (1.0 - c.dropout));
-  }
+  const DropoutSpec drop = dropout_spec(c, seed);  // as run() draws them (addon.cc)
   return guarded(env, op, [&]() -> napi_value {
     const gpu::StepResult r = h->trainer->step((int)batch, images, targets, drop, clipNorm);
     napi_value out;

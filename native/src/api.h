@@ -24,17 +24,19 @@ struct Config {
 };
 
 // Parameter layout: indices into the weight/gradient arrays, in the order of the TS layout
-// (src/ml/vit/layout.ts). The addon reports the names (layout.cc) and tfpipe refuses the native
-// path when they differ from its own.
+// (src/ml/vit/layout.ts). The addon reports the names (info().layout) and the shapes for any config
+// (shapes()), and tfpipe refuses the native path when either differs from its own.
 enum StemParam { P_PATCH_W, P_PATCH_B, P_CLS, P_POS, P_STEM_COUNT };
 enum BlockParam { B_LN1_G, B_LN1_B, B_Q, B_K, B_V, B_OUT_W, B_OUT_B, B_LN2_G, B_LN2_B, B_FC1_W, B_FC1_B, B_FC2_W, B_FC2_B, B_COUNT };
 enum HeadParam { H_LN_G, H_LN_B, H_W, H_B, H_COUNT };
 extern const char* const kStemNames[P_STEM_COUNT];
 extern const char* const kBlockNames[B_COUNT];
 extern const char* const kHeadNames[H_COUNT];
-// Number of weight arrays of a model, and the floats of array i (layout order): the one place the
-// C++ side derives the shapes (layout.cc), as src/ml/vit/layout.ts does for TypeScript.
+// Number of weight arrays of a model; the shape of array i (layout order) as the kernels read it,
+// row-major: its rank (1 or 2) and dims; and its floats. The one place the C++ side derives the
+// shapes (layout.cc), as src/ml/vit/layout.ts does for TypeScript.
 int param_count(const Config& c);
+int param_shape(const Config& c, int i, size_t dims[2]);
 size_t param_size(const Config& c, int i);
 
 // Dropout sites: 0 is the embedding; block l owns 1 + kSitesPerBlock * l + BlockSite.
@@ -50,6 +52,9 @@ struct DropoutSpec {
   uint32_t threshold;  // drop when the hash's top 24 bits < threshold
   float keep;          // 1 / (1 - rate)
 };
+// The dropout of a training step of c drawn from `seed`; inactive when c.dropout is 0 or seed < 0
+// (layout.cc). The CPU kernels' run and the GPU model's step draw it alike.
+DropoutSpec dropout_spec(const Config& c, double seed);
 
 // Buffers kept between calls (re-allocating tens of MB per step costs page faults). A slot is a
 // small integer chosen by the kernels; take() returns at least n floats, 64-byte aligned, and

@@ -12,11 +12,12 @@
 // - gemm_packed: C = A B with B (a weight matrix) packed into panels of kPanel columns, [K][kPanel]
 //   each, so that a panel is one contiguous block that stays in L1 while every row strip of A
 //   passes (a weight's rows are 256-1536 bytes apart: unpacked, a 64-row panel maps onto a few L1
-//   sets and evicts itself). The result goes through an epilogue functor, so bias, scale, GELU,
-//   dropout and the residual add happen while the tile is in registers.
+//   sets and evicts itself). The result goes through an epilogue functor, so bias, scale, dropout
+//   and the residual add happen while the tile is in registers (GELU does not: it runs as a pass
+//   over the rows after the GEMM, epilogues.h says why).
 // - gemm_rows: small unpacked products inside one attention head.
-// - dw_panel: a weight gradient X^T DY over all R rows for one column panel, summed in a fixed
-//   order of fixed chunks, whatever thread runs it.
+// - dw_strips: a weight gradient dW += X^T DY over all R rows for some row strips of dW (kMR rows,
+//   every column each), R walked in chunks of kTnChunk rows in order, whatever thread runs it.
 // Every result element is one chain of multiply-adds over k in order 0..K-1: which tile shape,
 // chunk or thread computes it never changes its rounding.
 #pragma once

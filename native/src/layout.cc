@@ -1,5 +1,7 @@
-// The parameter layout and dropout sites the kernels expect, reported to tfpipe, which compares
-// them with src/ml/vit/layout.ts at load and refuses the native path when they differ.
+// The parameter layout (names and shapes) and dropout sites the kernels expect, reported to tfpipe,
+// which compares them with src/ml/vit/layout.ts at load and refuses the native path when they differ.
+#include <cmath>
+
 #include "api.h"
 
 namespace tfpipe {
@@ -14,15 +16,39 @@ const char* const kBlockSiteNames[kSitesPerBlock] = {"attn/weights", "attn/out",
 
 int param_count(const Config& c) { return P_STEM_COUNT + B_COUNT * c.depth + H_COUNT; }
 
-size_t param_size(const Config& c, int i) {
+int param_shape(const Config& c, int i, size_t dims[2]) {
+  struct Shape {
+    int rank;
+    size_t d0, d1;
+  };
   const size_t grid = c.image / c.patch, T = grid * grid + 1, D = c.dim, IN = (size_t)c.heads * c.dimHead,
                PD = (size_t)c.channels * c.patch * c.patch, M = c.mlp, C = c.classes;
-  const size_t stem[P_STEM_COUNT] = {PD * D, D, D, T * D};
-  const size_t block[B_COUNT] = {D, D, D * IN, D * IN, D * IN, IN * D, D, D, D, D * M, M, M * D, D};
-  const size_t head[H_COUNT] = {D, D, D * C, C};
-  if (i < P_STEM_COUNT) return stem[i];
-  if (i < P_STEM_COUNT + B_COUNT * c.depth) return block[(i - P_STEM_COUNT) % B_COUNT];
-  return head[i - P_STEM_COUNT - B_COUNT * c.depth];
+  const Shape stem[P_STEM_COUNT] = {{2, PD, D}, {1, D, 0}, {2, 1, D}, {2, T, D}};
+  const Shape block[B_COUNT] = {{1, D, 0},  {1, D, 0}, {2, D, IN}, {2, D, IN}, {2, D, IN}, {2, IN, D}, {1, D, 0},
+                                {1, D, 0},  {1, D, 0}, {2, D, M},  {1, M, 0},  {2, M, D},  {1, D, 0}};
+  const Shape head[H_COUNT] = {{1, D, 0}, {1, D, 0}, {2, D, C}, {1, C, 0}};
+  const Shape& s = i < P_STEM_COUNT                    ? stem[i]
+                   : i < P_STEM_COUNT + B_COUNT * c.depth ? block[(i - P_STEM_COUNT) % B_COUNT]
+                                                          : head[i - P_STEM_COUNT - B_COUNT * c.depth];
+  dims[0] = s.d0;
+  dims[1] = s.d1;
+  return s.rank;
+}
+
+size_t param_size(const Config& c, int i) {
+  size_t dims[2];
+  return param_shape(c, i, dims) == 1 ? dims[0] : dims[0] * dims[1];
+}
+
+DropoutSpec dropout_spec(const Config& c, double seed) {
+  DropoutSpec d{};
+  if (c.dropout > 0 && seed >= 0) {
+    d.active = true;
+    d.seed = (uint32_t)(uint64_t)seed;
+    d.threshold = (uint32_t)std::floor(c.dropout * 16777216.0);
+    d.keep = (float)(1.0 / (1.0 - c.dropout));
+  }
+  return d;
 }
 
 }  // namespace tfpipe

@@ -1,4 +1,4 @@
-// N-API helpers shared by addon.cc and addon_gpu.cc (napi_util.h).
+// N-API helpers shared by the addon's glue units: addon.cc, addon_optimizer.cc, addon_gpu.cc (napi_util.h).
 #include "napi_util.h"
 
 #include <cmath>
@@ -139,6 +139,119 @@ bool float32s(napi_env env, napi_value arr, const char* what, std::vector<float*
       return false;
     }
   }
+  return true;
+}
+
+void fail(napi_env env, const char* op, const std::string& what) {
+  napi_throw_error(env, nullptr, ("vit_kernels." + std::string(op) + ": " + what).c_str());
+}
+void type_error(napi_env env, const char* op, const std::string& what) {
+  napi_throw_type_error(env, nullptr, ("vit_kernels." + std::string(op) + ": " + what).c_str());
+}
+void range_error(napi_env env, const char* op, const std::string& what) {
+  napi_throw_range_error(env, nullptr, ("vit_kernels." + std::string(op) + ": " + what).c_str());
+}
+
+bool integer(napi_env env, napi_value v, const char* op, const char* what, double lo, double hi, double* out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number || napi_get_value_double(env, v, out) != napi_ok || !(*out >= lo) ||
+      !(*out <= hi) || *out != std::floor(*out)) {
+    range_error(env, op, std::string(what) + " must be an integer in " + std::to_string((long long)lo) + ".." + std::to_string((long long)hi));
+    return false;
+  }
+  return true;
+}
+
+bool number(napi_env env, napi_value v, const char* op, const char* what, double* out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number || napi_get_value_double(env, v, out) != napi_ok || !std::isfinite(*out)) {
+    type_error(env, op, std::string(what) + " must be a finite number");
+    return false;
+  }
+  return true;
+}
+
+bool input(napi_env env, napi_value v, const char* op, const char* what, size_t n, const float** out) {
+  float* p;
+  size_t len;
+  if (!float32(env, v, &p, &len)) {
+    type_error(env, op, std::string(what) + " must be a Float32Array");
+    return false;
+  }
+  if (len != n) {
+    range_error(env, op, std::string(what) + " has " + std::to_string(len) + " values, expected " + std::to_string(n));
+    return false;
+  }
+  *out = p;
+  return true;
+}
+
+void* tagged_external(napi_env env, napi_value v, const napi_type_tag& tag, const char* op, const char* maker) {
+  napi_valuetype t;
+  bool tagged = false;
+  void* p = nullptr;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_check_object_type_tag(env, v, &tag, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    type_error(env, op, std::string("the first argument must be a handle from ") + maker);
+    return nullptr;
+  }
+  return p;
+}
+
+napi_value boolean(napi_env env, bool b) {
+  napi_value v;
+  napi_get_boolean(env, b, &v);
+  return v;
+}
+napi_value null(napi_env env) {
+  napi_value v;
+  napi_get_null(env, &v);
+  return v;
+}
+napi_value str_or_null(napi_env env, const std::string& s) { return s.empty() ? null(env) : str(env, s); }
+
+bool read_optimizer(napi_env env, napi_value obj, const std::string& prefix, bool withStep, OptimizerParams* p) {
+  char name[16] = {0};
+  size_t len;
+  napi_value v;
+  napi_valuetype t;
+  if (napi_typeof(env, obj, &t) != napi_ok || t != napi_object || napi_get_named_property(env, obj, "name", &v) != napi_ok ||
+      napi_get_value_string_utf8(env, v, name, sizeof name, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, (prefix + ": settings.name must be a string").c_str());
+    return false;
+  }
+  if (!strcmp(name, "adam")) p->kind = kAdam;
+  else if (!strcmp(name, "adamw")) p->kind = kAdamW;
+  else if (!strcmp(name, "sgd")) p->kind = kSgd;
+  else {
+    napi_throw_range_error(env, nullptr, (prefix + ": unknown optimizer \"" + name + "\"").c_str());
+    return false;
+  }
+  double step = 0;
+  if ((withStep && !field(env, obj, "lr", &p->lr)) || !field(env, obj, "beta1", &p->beta1) || !field(env, obj, "beta2", &p->beta2) ||
+      !field(env, obj, "eps", &p->eps) || !field(env, obj, "weightDecay", &p->weightDecay) || !field(env, obj, "momentum", &p->momentum) ||
+      (withStep && !field(env, obj, "step", &step)))
+    return false;
+  p->step = (int)step;
+  return true;
+}
+
+bool decays(napi_env env, napi_value v, const char* op, size_t n, const uint8_t** out) {
+  napi_typedarray_type type;
+  size_t len, off;
+  void* data;
+  napi_value ab;
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is || napi_get_typedarray_info(env, v, &type, &len, &data, &ab, &off) != napi_ok ||
+      type != napi_uint8_array) {
+    type_error(env, op, "decays must be a Uint8Array");
+    return false;
+  }
+  if (len != n) {
+    range_error(env, op, "decays has " + std::to_string(len) + " values, expected " + std::to_string(n));
+    return false;
+  }
+  *out = static_cast<const uint8_t*>(data);
   return true;
 }
 

@@ -3,8 +3,8 @@
 import { readFileSync, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { InputError } from '../config/problems.js';
-import { isObject } from '../json.js';
+import { InputError } from '../ground/errors.js';
+import { isObject } from '../ground/json.js';
 import { writeFileAtomic } from './atomic.js';
 import { hashPath } from './hash.js';
 

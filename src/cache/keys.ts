@@ -1,5 +1,5 @@
 // A stage's key: the hash of everything that determines its results, kept inspectable.
-import type { JsonObject } from '../stages/types.js';
+import type { JsonObject } from '../ground/json.js';
 import { canonicalJson, sha256 } from './hash.js';
 
 /** Everything that goes into a key; stored in the manifest and lock so `status` can explain. */

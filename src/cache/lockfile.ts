@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { isObject } from '../json.js';
+import { isObject } from '../ground/json.js';
 import { writeFileAtomic } from './atomic.js';
 import type { KeyInputs } from './keys.js';
 import type { Manifest } from './store.js';

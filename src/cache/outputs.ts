@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { access, constants, mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { InputError } from '../config/problems.js';
+import { InputError } from '../ground/errors.js';
 
 /** The project a pipeline file belongs to: nearest ancestor with package.json or .git. */
 export function projectRoot(pipelineFile: string): string {

@@ -1,7 +1,8 @@
 // What a stage's result consumed from its upstream stages, and whether upstream still holds that.
 // A key says what a stage was asked to do; it cannot say what an upstream stage actually produced
 // (a forced rerun, nondeterminism, another backend). So every result records a digest of each
-// upstream result it read, and a result is reused only while those digests still match.
+// upstream result it read, and a result is reused only while those digests still match: the one
+// reuse rule (whyNotReused), which planning, the walk and a stage's runner all ask.
 import { canonicalJson, sha256 } from './hash.js';
 import type { Manifest } from './store.js';
 
@@ -18,6 +19,16 @@ export function outputsDigest(files: Record<string, { sha256: string }>): string
 
 export function produced(m: Manifest): Produced {
   return { digest: outputsDigest(m.files), finishedAt: m.finishedAt };
+}
+
+/**
+ * The reuse rule: a finished result is reused only while every upstream stage still holds the
+ * outputs it read. `upstream` is the result each of its needs holds (now, in a plan; as produced in
+ * this run, in the walk; as found after a lock wait, in a stage's runner). The reasons it may not
+ * be reused; [] when it may.
+ */
+export function whyNotReused(result: Manifest, upstream: Readonly<Record<string, Manifest>>): string[] {
+  return upstreamChanges(result, Object.fromEntries(Object.entries(upstream).map(([n, m]) => [n, produced(m)])));
 }
 
 /** Reasons why `result` no longer matches what its upstream stages hold now; [] when it does. */

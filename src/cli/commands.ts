@@ -1,79 +1,28 @@
-// The CLI's commands. With --json, stdout carries exactly one JSON document; everything else
-// (progress, logs) goes to stderr.
-import { relative } from 'node:path';
+// The CLI's commands that run or list runs; status, dag and --dry-run print through views.ts.
+// With --json, stdout carries exactly one JSON document; everything else (progress, logs) goes to
+// stderr.
+import { flatten } from '../cache/keys.js';
+import { outputsRoot } from '../cache/outputs.js';
+import { ArtefactStore } from '../cache/store.js';
 import type { ResolvedPipeline } from '../config/load.js';
 import { buildPipelineSchema } from '../config/pipeline-schema.js';
-import { ancestorsAndSelf, type DagFormat, renderGraph } from '../graph/dag.js';
-import { onInterrupt, UsageError } from './errors.js';
+import type { QueueUrl } from '../executors/redis.js';
 import { formatDuration } from '../runner/format.js';
 import { readRuns, type PastRun } from '../runner/history.js';
 import { ListrReporter } from '../runner/listr-reporter.js';
 import { PlainReporter } from '../runner/plain-reporter.js';
-import { makePlan, type Plan } from '../runner/plan.js';
-import { estimateField, estimateLines } from '../stages/train-estimate.js';
-import { outputsRoot } from '../cache/outputs.js';
-import { ArtefactStore } from '../cache/store.js';
 import type { StepReporter } from '../runner/steps.js';
 import type { StageExecutor } from '../runner/walk.js';
-import type { QueueUrl } from '../queue/redis.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 import { isSweep, runSweep } from '../sweep/run.js';
 import type { SweepDefinition } from '../sweep/variants.js';
-import { describeSweepRun, dryRunState, sweepDryRun, sweepRunDoc } from './sweep-views.js';
-import { flatten } from '../cache/keys.js';
-import type { KindRegistry } from '../stages/registry.js';
+import { onInterrupt, UsageError } from './errors.js';
+import { commandDryRun, describePipelineRun, describeSweepRun, pipelineRunDoc, sweepRunDoc } from './views.js';
 
 const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 
 export function commandSchema(registry: KindRegistry): number {
   out(JSON.stringify(buildPipelineSchema(registry), null, 2));
-  return 0;
-}
-
-export function commandDag(pipeline: ResolvedPipeline, format: DagFormat): number {
-  out(renderGraph(pipeline.stages, format));
-  return 0;
-}
-
-/** Problems that did not stop the plan (a damaged lock entry), on stderr. */
-function warn(plan: Plan): void {
-  for (const w of plan.warnings) process.stderr.write(`tfpipe: warning: ${w}\n`);
-}
-
-export async function commandStatus(
-  pipeline: ResolvedPipeline,
-  registry: KindRegistry,
-  json: boolean,
-): Promise<number> {
-  const plan = await makePlan(pipeline, registry);
-  warn(plan);
-  const stages = await Promise.all(
-    plan.stages.map(async (s) => ({
-      name: s.stage.name,
-      kind: s.stage.kind,
-      state: s.state,
-      key: s.key,
-      reasons: s.reasons,
-      ...(await estimateField(plan, s)),
-    })),
-  );
-  if (json) {
-    out(
-      JSON.stringify(
-        { pipeline: pipeline.name, stages, ...(plan.warnings.length ? { warnings: plan.warnings } : {}) },
-        null,
-        2,
-      ),
-    );
-    return 0;
-  }
-  const w = Math.max(...stages.map((s) => s.name.length));
-  const k = Math.max(...stages.map((s) => s.kind.length));
-  out(`pipeline ${pipeline.name} (${relative(process.cwd(), plan.store.pipelineDir) || '.'})`);
-  for (const s of stages) {
-    out(`  ${s.name.padEnd(w)}  ${s.kind.padEnd(k)}  ${s.state.padEnd(7)}  ${s.key}`);
-    for (const r of s.reasons) out(`  ${' '.repeat(w)}    - ${r}`);
-    for (const l of estimateLines(s)) out(`  ${' '.repeat(w)}    ~ ${l}`);
-  }
   return 0;
 }
 
@@ -110,35 +59,11 @@ export async function commandRun(
     }
   }
   const outputs = outputsRoot(pipeline);
-  if (opts.dryRun) {
-    if (isSweep(def)) return sweepDryRun(def, registry, outputs, opts);
-    const plan = await makePlan(pipeline, registry, { force: opts.force });
-    warn(plan);
-    const selected = opts.until ? ancestorsAndSelf(pipeline.stages, opts.until) : undefined;
-    const stages = await Promise.all(
-      plan.stages
-        .filter((s) => !selected || selected.has(s.stage.name))
-        .map(async (s) => ({
-          name: s.stage.name,
-          kind: s.stage.kind,
-          state: dryRunState(s),
-          key: s.key,
-          reasons: s.forced ? ['forced with --force'] : s.reasons,
-          ...(await estimateField(plan, s)),
-        })),
-    );
-    if (opts.json) out(JSON.stringify({ pipeline: pipeline.name, dry_run: true, stages }, null, 2));
-    else
-      for (const s of stages) {
-        out(`${s.name}: ${s.state}${s.reasons.length ? ` (${s.reasons.join('; ')})` : ''}`);
-        for (const l of estimateLines(s)) out(`  ~ ${l}`);
-      }
-    return 0;
-  }
+  if (opts.dryRun) return commandDryRun(def, registry, outputs, opts);
   // The queue is checked before anything is written: a wrong URL leaves no trace.
   let queue: QueueUrl | undefined;
   if (opts.queue) {
-    const { checkRedis, parseQueueUrl } = await import('../queue/redis.js');
+    const { checkRedis, parseQueueUrl } = await import('../executors/redis.js');
     queue = parseQueueUrl(opts.queue);
     await checkRedis(queue);
   }
@@ -150,9 +75,9 @@ export async function commandRun(
     let executor: StageExecutor | undefined;
     if (queue) {
       const [{ QueueExecutor }, { ensureStoreId }, { queueSecret }] = await Promise.all([
-        import('../queue/queue-executor.js'),
-        import('../jobs/store-id.js'),
-        import('../queue/signing.js'),
+        import('../executors/queue.js'),
+        import('../executors/store-id.js'),
+        import('../executors/signing.js'),
       ]);
       const store = await ensureStoreId(outputs);
       executor = await QueueExecutor.connect(queue, {
@@ -162,7 +87,7 @@ export async function commandRun(
         signal: interrupt.signal,
       });
     } else if (opts.jobs > 1) {
-      const { ProcessExecutor } = await import('../jobs/process-executor.js');
+      const { ProcessExecutor } = await import('../executors/child-processes.js');
       executor = new ProcessExecutor({ outputs, jobs: opts.jobs, signal: interrupt.signal });
     }
     const run = await runSweep(def, registry, {
@@ -184,39 +109,15 @@ export async function commandRun(
       const doc = sweepRunDoc(def, run, outputs, await writeSweepPage(def, registry, outputs));
       if (opts.json) out(JSON.stringify(doc, null, 2));
       else for (const l of describeSweepRun(doc)) reporter.info(l);
-      return failed ? 1 : 0;
-    }
-    const summary = run.summaries[0];
-    const doc = {
-      pipeline: summary.pipeline,
-      backend: summary.backend,
-      stages: summary.stages.map((s) => ({
-        name: s.name,
-        state: s.state,
-        key: s.key,
-        seconds: round(s.seconds),
-        dir: relative(process.cwd(), s.dir),
-        ...(s.error ? { error: s.error } : {}),
-      })),
-    };
-    if (opts.json) out(JSON.stringify(doc, null, 2));
-    else {
-      const ran = doc.stages.filter((s) => s.state === 'ran').length;
-      const cached = doc.stages.filter((s) => s.state === 'cached').length;
-      const bad = doc.stages.filter((s) => s.state === 'failed' || s.state === 'skipped');
-      reporter.info(
-        `${pipeline.name}: ${ran} ran, ${cached} cached${bad.length ? `, ${bad.length} failed or skipped` : ''}${summary.backend ? ` (backend ${summary.backend})` : ''}`,
-      );
-      for (const s of doc.stages.filter((x) => x.error)) reporter.info(`  ${s.name}: ${s.error}`);
+    } else {
+      const doc = pipelineRunDoc(run);
+      if (opts.json) out(JSON.stringify(doc, null, 2));
+      else for (const l of describePipelineRun(doc)) reporter.info(l);
     }
     return failed ? 1 : 0;
   } finally {
     interrupt.release();
   }
-}
-
-function round(x: number): number {
-  return Math.round(x * 1000) / 1000;
 }
 
 /**

@@ -1,7 +1,7 @@
 // Every way a command can end badly, as one exit code and one clear message; under --json, stdout
 // still carries exactly one JSON document, then holding the error.
-import { ConfigError, formatProblem, InputError, type Problem } from '../config/problems.js';
-import { Aborted } from '../runner/stage-runner.js';
+import { ConfigError, formatProblem, InputError, type Problem } from '../ground/errors.js';
+import { Aborted } from '../ground/errors.js';
 
 /** Wrong command line: exit 2 with the usage text. */
 export class UsageError extends Error {}

@@ -1,7 +1,8 @@
 // tfpipe kinds [KIND] [--json]: the stage kinds, their settings and what they write.
-import { didYouMean, InputError } from '../config/problems.js';
-import { describeKind, type KindDoc, type SettingDoc } from '../stages/describe.js';
-import type { KindRegistry } from '../stages/registry.js';
+import { didYouMean } from '../config/problems.js';
+import { InputError } from '../ground/errors.js';
+import { describeKind, type KindDoc, type SettingDoc } from '../stage-kind/describe.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 
 const WIDTH = 100;
 

@@ -2,15 +2,14 @@
 // 2 invalid input or usage, 130 interrupted (see errors.ts).
 import { parseArgs } from 'node:util';
 import { outputsRoot } from '../cache/outputs.js';
-import { InputError } from '../config/problems.js';
-import { loadRegistry } from '../stages/registry.js';
-import { isSweep } from '../sweep/run.js';
+import { InputError } from '../ground/errors.js';
+import { loadRegistry } from '../kinds/index.js';
 import { loadSweep } from '../sweep/variants.js';
 import { DAG_FORMATS, type DagFormat } from '../graph/dag.js';
-import { commandDag, commandRun, commandRuns, commandSchema, commandStatus } from './commands.js';
+import { commandRun, commandRuns, commandSchema } from './commands.js';
 import { exitQuietlyOnClosedPipe, positiveInt, reportError, UsageError } from './errors.js';
 import { commandKinds } from './kinds.js';
-import { sweepDag, sweepStatus } from './sweep-views.js';
+import { commandDag, commandStatus } from './views.js';
 
 const USAGE = `Usage:
   tfpipe run FILE [--set key=value]... [-m] [--variant V]... [-j N | --queue URL]
@@ -99,15 +98,9 @@ export async function main(argv: string[]): Promise<number> {
           queue: values.queue,
         });
       case 'status':
-        return isSweep(def)
-          ? await sweepStatus(def, registry, outputsRoot(pipeline), json)
-          : await commandStatus(pipeline, registry, json);
-      case 'dag': {
-        const format = values.format as DagFormat;
-        return isSweep(def)
-          ? await sweepDag(def, registry, outputsRoot(pipeline), format)
-          : commandDag(pipeline, format);
-      }
+        return await commandStatus(def, registry, outputsRoot(pipeline), json);
+      case 'dag':
+        return await commandDag(def, registry, outputsRoot(pipeline), values.format as DagFormat);
       default:
         return await commandRuns(pipeline, json);
     }

@@ -1,9 +1,9 @@
-// `tfpipe _stage` (hidden): the child side of a stage process (jobs/stage-process.ts). It runs the
+// `tfpipe _stage` (hidden): the child side of a stage process (executors/stage-process.ts). It runs the
 // jobs its parent hands over one at a time, and stops when told to (SIGINT/SIGTERM: the current
 // job stops after its batch) or when its parent goes away (kill -9 of a worker).
-import type { FromChild, ToChild } from '../jobs/stage-process.js';
-import { JobRefused, runStageJob } from '../jobs/stage-job.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { FromChild, ToChild } from '../executors/stage-process.js';
+import { JobRefused, runStageJob } from '../executors/stage-job.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 
 /** The backend of this process was set up for other runtime settings than a job's. */
 class OtherRuntime extends Error {}
@@ -36,9 +36,10 @@ export async function commandStage(registry: KindRegistry): Promise<number> {
   process.on('SIGTERM', stop);
   // The parent died or let go of this process: finish nothing more than the current batch.
   process.on('disconnect', stop);
-  // A process initialises the TensorFlow.js backend once; a job that needs other settings (another
-  // pipeline's runtime.threads) goes to a new process rather than run with the wrong thread count,
-  // which would change its numbers.
+  // A process initialises the TensorFlow.js backend (and with it the native thread count) once; a
+  // job that asks for other settings (another pipeline's runtime.backend or runtime.threads) goes to
+  // a new process, so that it runs with what it asked for. (The thread count changes only speed:
+  // the native kernels give the same bits on any thread count.)
   let backend: { requested: string; threads: number } | undefined;
 
   while (!controller.signal.aborted) {

@@ -13,10 +13,10 @@ export async function commandWorker(opts: WorkerCommandOptions): Promise<number>
   if (!opts.queue) throw new UsageError('worker needs --queue redis://HOST:PORT');
   const concurrency = positiveInt(opts.concurrency, 1, '--concurrency');
   const lockSeconds = positiveInt(opts.lockTimeout, 30, '--lock-timeout');
-  const { checkRedis, parseQueueUrl } = await import('../queue/redis.js');
+  const { checkRedis, parseQueueUrl } = await import('../executors/redis.js');
   const queue = parseQueueUrl(opts.queue);
   await checkRedis(queue);
-  const { runWorker } = await import('../queue/worker.js');
+  const { runWorker } = await import('../executors/worker.js');
   const interrupt = onInterrupt();
   // Without --outputs or $TFPIPE_OUTPUTS, each job's own outputs folder (the path the coordinator
   // wrote in it), which is right where every machine mounts the shared folder at the same path.

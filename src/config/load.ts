@@ -1,13 +1,15 @@
 // File → validated, resolved pipeline. Nothing runs and nothing is written unless this succeeds.
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
-import type { JsonObject, RuntimeSettings } from '../stages/types.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { RuntimeSettings } from '../stage-kind/types.js';
+import type { JsonObject } from '../ground/json.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 import { topoOrder, type GraphNode } from '../graph/dag.js';
-import { isObject } from '../json.js';
+import { isObject } from '../ground/json.js';
 import { isUrl, localPathSettings } from './path-settings.js';
 import { overrideValue, parseOverride, setAtPath } from './overrides.js';
-import { ConfigError, dottedPath, type Problem } from './problems.js';
+import { dottedPath } from './problems.js';
+import { ConfigError, type Problem } from '../ground/errors.js';
 import { locate, parseYaml } from './source.js';
 import { createValidator, type Validator } from './validate.js';
 

@@ -1,6 +1,6 @@
 // Hydra-style `key.sub=value` overrides, typed by the schema at that key.
 import { parse as parseYamlValue } from 'yaml';
-import type { Problem } from './problems.js';
+import type { Problem } from '../ground/errors.js';
 
 export interface Override {
   /** As typed, for error messages: "train.lr=3e-4". */

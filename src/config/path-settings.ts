@@ -1,7 +1,7 @@
 // Settings that name local files. A kind marks them with `x-path: true` in its schema; that one
 // mark makes a --set value relative to the cwd (load.ts) and puts the file's content hash, not
 // its spelling, into the stage key (runner/plan.ts).
-import type { JsonObject, JsonValue } from '../stages/types.js';
+import type { JsonObject, JsonValue } from '../ground/json.js';
 
 export function isUrl(value: string): boolean {
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(value);

@@ -1,7 +1,7 @@
 // The pipeline schema: top-level keys plus every registered kind's schema, selected by `kind`
 // through ajv's discriminator so an error names the one kind's schema, not a wall of oneOf failures.
-import type { JsonObject } from '../stages/types.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { JsonObject } from '../ground/json.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 
 export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_-]*$';
 

@@ -1,32 +1,5 @@
-// A problem found in a pipeline file or on the command line, with where it is and what was expected.
-
-export interface Problem {
-  /** "pipelines/x.yaml:12:5", or "--set train.lr=abc" for an override. */
-  where: string;
-  /** Dotted key path, e.g. "stages.train.optimizer.lr"; "" for the whole document. */
-  path: string;
-  message: string;
-}
-
-export function formatProblem(p: Problem): string {
-  return p.path ? `${p.where}  ${p.path}: ${p.message}` : `${p.where}  ${p.message}`;
-}
-
-/** Thrown when input is invalid; carries every problem found, not just the first. */
-export class ConfigError extends Error {
-  readonly problems: Problem[];
-  constructor(problems: Problem[]) {
-    super(problems.map(formatProblem).join('\n'));
-    this.name = 'ConfigError';
-    this.problems = problems;
-  }
-}
-
-/**
- * Bad input found outside the pipeline file's validation (a file gone since, an outputs folder
- * that cannot be written): one line saying what and how to fix it, exit 2.
- */
-export class InputError extends Error {}
+// Messages about input: key paths as users write them, and "did you mean" for near misses. The
+// errors themselves (ConfigError, InputError) are on the ground floor (ground/errors.ts).
 
 /** Render a path of keys/indices the way users write it: stages.augmentation.ops[1].p */
 export function dottedPath(path: readonly (string | number)[]): string {

@@ -1,6 +1,6 @@
 // Parse YAML keeping the source positions, so every later problem can name file:line:column.
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
-import type { Problem } from './problems.js';
+import type { Problem } from '../ground/errors.js';
 
 export interface YamlSource {
   file: string;

@@ -1,7 +1,7 @@
 // Validate a parsed pipeline against the composed schema; every problem at once, with positions.
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import type { JsonObject } from '../stages/types.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { JsonObject } from '../ground/json.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 import { buildPipelineSchema } from './pipeline-schema.js';
 import { didYouMean, dottedPath } from './problems.js';
 

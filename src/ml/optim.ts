@@ -1,10 +1,22 @@
 // Adam, AdamW and SGD with momentum, with torch's semantics, a learning rate given per step, and
 // state that can be saved and restored exactly (resume must end where an uninterrupted run ends).
 import * as tf from '@tensorflow/tfjs';
-import type { TrainSettings } from '../stages/settings.js';
 
-/** The train stage's `optimizer` settings, as schemas/train.schema.json defines them. */
-export type OptimizerSettings = TrainSettings['optimizer'];
+/**
+ * What the optimizer reads. The train kind hands over its `optimizer` settings
+ * (schemas/train.schema.json), which the compiler checks against this shape.
+ */
+export interface OptimizerSettings {
+  name: 'adam' | 'adamw' | 'sgd';
+  lr: number;
+  /** Decoupled for adamw, coupled L2 for adam and sgd; weight matrices only (decays()). */
+  weight_decay: number;
+  /** sgd only. */
+  momentum: number;
+  /** adam and adamw. */
+  betas: [number, number];
+  eps: number;
+}
 
 export interface OptimizerState {
   step: number;

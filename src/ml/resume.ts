@@ -6,7 +6,7 @@ import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFile, writeFileAtomic } from '../cache/atomic.js';
 import { RESUME_DIR } from '../cache/store.js';
-import type { EpochMetrics } from './epoch-metrics.js';
+import type { EpochMetrics } from '../ground/epoch-metrics.js';
 import type { OptimizerState } from './optim.js';
 
 export interface TrainState {
@@ -90,21 +90,4 @@ export async function saveResume(
   await writeFileAtomic(join(root, 'current'), name);
   for (const e of await readdir(root))
     if (e !== name && e !== 'current') await rm(join(root, e), { recursive: true, force: true });
-}
-
-/** Replace a folder by one written elsewhere, so readers see the old or the new one whole. */
-export async function replaceDir(target: string, write: (dir: string) => Promise<void>): Promise<void> {
-  const tmp = `${target}.tmp`;
-  await rm(tmp, { recursive: true, force: true });
-  try {
-    await write(tmp);
-  } catch (err) {
-    await rm(tmp, { recursive: true, force: true });
-    throw err;
-  }
-  const old = `${target}.old`;
-  await rm(old, { recursive: true, force: true });
-  if (existsSync(target)) await rename(target, old);
-  await rename(tmp, target);
-  await rm(old, { recursive: true, force: true });
 }

@@ -6,7 +6,7 @@
 import { writeFile } from '../cache/atomic.js';
 import { join } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
-import type { EpochMetrics } from '../ml/epoch-metrics.js';
+import type { EpochMetrics } from '../ground/epoch-metrics.js';
 
 export const chartNames = ['accuracy', 'loss', 'lr', 'accuracy_minutes'] as const;
 export type ChartName = (typeof chartNames)[number];

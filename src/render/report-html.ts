@@ -2,8 +2,9 @@
 // file names next to the page, so it opens from disk with no network. Pure string building; the
 // report stage gathers the data and copies the images.
 
-import type { EpochMetrics } from '../ml/epoch-metrics.js';
-import type { JsonObject, JsonValue, RunSummary } from '../stages/types.js';
+import type { EpochMetrics } from '../ground/epoch-metrics.js';
+import type { JsonObject, JsonValue } from '../ground/json.js';
+import type { RunSummary } from '../ground/run-summary.js';
 
 export interface ReportImage {
   /** File name relative to the page (copied next to it). */

@@ -1,5 +1,5 @@
 // One-line renderings of progress, shared by the TTY and plain reporters.
-import type { ProgressUpdate } from '../stages/types.js';
+import type { ProgressUpdate } from '../ground/progress.js';
 
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return '?';

@@ -7,8 +7,9 @@ import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { processAlive } from '../cache/run-lock.js';
-import { isObject } from '../json.js';
-import type { JsonObject, JsonValue, RunSummary } from '../stages/types.js';
+import { isObject } from '../ground/json.js';
+import type { JsonObject, JsonValue } from '../ground/json.js';
+import type { RunSummary } from '../ground/run-summary.js';
 
 /** Marks the runs of one `tfpipe run` of a sweep, one per variant, so `tfpipe runs` groups them. */
 export interface SweepTag {
@@ -68,11 +69,18 @@ interface FinishedLine {
 }
 
 const FILE = 'runs.jsonl';
-const HEADLINE = ['best_val_accuracy', 'test_accuracy', 'epochs_done', 'images_per_second'];
 
-export function headlineMetrics(results: JsonObject[]): Record<string, number> {
+/** A finished stage's result and the fields its kind declares as headline (StageKind.headline). */
+export interface HeadlineSource {
+  headline?: readonly string[];
+  result: JsonObject;
+}
+
+/** The headline numbers of a run's results, in plan order: a later stage's value wins. */
+export function headlineMetrics(results: readonly HeadlineSource[]): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const r of results) for (const k of HEADLINE) if (typeof r[k] === 'number') out[k] = r[k] as number;
+  for (const { headline, result } of results)
+    for (const k of headline ?? []) if (typeof result[k] === 'number') out[k] = result[k] as number;
   return out;
 }
 

@@ -9,8 +9,8 @@ import { explainChange, stageKey, type KeyInputs } from '../cache/keys.js';
 import { readLock, type LockFile } from '../cache/lockfile.js';
 import { outputsRoot } from '../cache/outputs.js';
 import { ArtefactStore, type Manifest } from '../cache/store.js';
-import { produced, upstreamChanges, type Produced } from '../cache/upstream.js';
-import type { AnyKind, KindRegistry } from '../stages/registry.js';
+import { whyNotReused } from '../cache/upstream.js';
+import type { AnyKind, KindRegistry } from '../stage-kind/registry.js';
 
 export type StageState = 'cached' | 'stale' | 'missing';
 
@@ -151,14 +151,15 @@ async function judge(
   const verified = await store.verify(stage.name, key);
   if (verified.ok) {
     // Cached for its key; still stale if an upstream stage now holds other outputs than it read.
-    const upstream: Record<string, Produced> = {};
+    // An upstream stage that will run first is judged by the walk, once it has.
+    const upstream: Record<string, Manifest> = {};
     const pendingUpstream: string[] = [];
     for (const n of stage.needs) {
       const u = planned.get(n) as PlannedStage;
-      if (u.manifest && !u.forced && u.pendingUpstream.length === 0) upstream[n] = produced(u.manifest);
+      if (u.manifest && !u.forced && u.pendingUpstream.length === 0) upstream[n] = u.manifest;
       else pendingUpstream.push(n);
     }
-    const changed = upstreamChanges(verified.manifest, upstream);
+    const changed = whyNotReused(verified.manifest, upstream);
     if (changed.length) return { state: 'stale', reasons: changed, pendingUpstream: [] };
     const reasons =
       last && last.key !== key

@@ -1,7 +1,8 @@
 // What happened in one run, stage by stage: the summary, each stage's outcome, the lock file.
 import { lockEntry, writeLock, type LockFile } from '../cache/lockfile.js';
-import type { JsonObject, RunSummary } from '../stages/types.js';
+import type { RunSummary } from '../ground/run-summary.js';
 import type { Outcome } from './decide.js';
+import { headlineMetrics } from './history.js';
 import type { Plan, PlannedStage } from './plan.js';
 
 export class RunRecord {
@@ -46,12 +47,16 @@ export class RunRecord {
     if (o.state === 'ran') await this.save();
   }
 
-  /** What the ran and cached stages returned, in plan order. */
-  results(): JsonObject[] {
-    return this.plan.stages.flatMap((p) => {
-      const o = this.outcomes.get(p.stage.name);
-      return o && (o.state === 'ran' || o.state === 'cached') ? [o.manifest.result] : [];
-    });
+  /** The headline numbers of the ran and cached stages' results (their kinds' StageKind.headline). */
+  headline(): Record<string, number> {
+    return headlineMetrics(
+      this.plan.stages.flatMap((p) => {
+        const o = this.outcomes.get(p.stage.name);
+        return o && (o.state === 'ran' || o.state === 'cached')
+          ? [{ headline: p.impl.headline, result: o.manifest.result }]
+          : [];
+      }),
+    );
   }
 
   /** The backend that ran this run's TensorFlow stages, as their results recorded it. */

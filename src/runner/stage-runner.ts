@@ -4,20 +4,16 @@ import { rm, rmdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ResolvedPipeline } from '../config/load.js';
 import type { ArtefactStore, Manifest } from '../cache/store.js';
-import { produced, upstreamChanges } from '../cache/upstream.js';
-import type { JsonObject, StageContext, UpstreamArtefacts } from '../stages/types.js';
+import { produced, whyNotReused } from '../cache/upstream.js';
+import type { StageContext, UpstreamArtefacts } from '../stage-kind/types.js';
+import type { JsonObject } from '../ground/json.js';
+import { Aborted } from '../ground/errors.js';
 import type { Plan, PlannedStage } from './plan.js';
 import { resolveInput } from './plan.js';
 import { acquireLock } from '../cache/run-lock.js';
 import type { StepIO } from './steps.js';
 
 export type InitBackend = (runtime: ResolvedPipeline['runtime']) => Promise<{ name: string; detail: string }>;
-
-export class Aborted extends Error {
-  constructor(message = 'interrupted') {
-    super(message);
-  }
-}
 
 /** What running a stage gave: its sealed result, and whether another process had just made it. */
 export interface StageResult {
@@ -79,10 +75,9 @@ export class StageRunner {
     });
     try {
       const done = await store.verify(p.stage.name, p.key);
-      const upstream = Object.fromEntries(Object.entries(needs).map(([n, m]) => [n, produced(m)]));
       if (
         done.ok &&
-        upstreamChanges(done.manifest, upstream).length === 0 &&
+        whyNotReused(done.manifest, needs).length === 0 &&
         (!p.forced || Date.parse(done.manifest.finishedAt) >= requestedAt)
       ) {
         io.log(`another process finished key ${p.key} meanwhile; using its result`);

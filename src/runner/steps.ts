@@ -2,7 +2,7 @@
 // reporter about each one exactly once, as cached, skipped or running; with -j several run at
 // once. The plain and listr reporters both implement this, so the runner's logic exists once and
 // neither reporter decides anything.
-import type { ProgressUpdate } from '../stages/types.js';
+import type { ProgressUpdate } from '../ground/progress.js';
 
 export interface StepIO {
   progress(update: ProgressUpdate): void;

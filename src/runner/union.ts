@@ -1,6 +1,7 @@
 // Several plans of one pipeline (a sweep's variants) as one graph: a stage instance is a stage name
 // with a key, and variants whose stage has the same key share the instance, which runs once. A key
 // covers the stage's upstream keys, so instances that share a key also share their upstream ones.
+import { ancestorsAndSelf } from '../graph/dag.js';
 import type { Plan, PlannedStage } from './plan.js';
 
 export interface StageInstance {
@@ -15,19 +16,26 @@ export interface StageInstance {
   needs: Record<string, string>;
 }
 
+/** The plans joined: what a run walks and what status, dag and --dry-run show. */
+export interface StageGraph {
+  /** In an order where every instance comes after the ones it needs. */
+  instances: StageInstance[];
+  /** Stage runs without sharing: the selected stages of every plan added up. */
+  withoutSharing: number;
+}
+
 /**
- * The union of the plans, in an order where every instance comes after the ones it needs.
- * `select(i)` limits plan i to some of its stages (--until).
+ * The union of the plans. `until` (--until) limits every plan to that stage and what it needs;
+ * this is the one place the selection is made.
  */
-export function unionOf(
-  plans: readonly Plan[],
-  select: (i: number) => ReadonlySet<string> | undefined = () => undefined,
-): StageInstance[] {
+export function unionOf(plans: readonly Plan[], until?: string): StageGraph {
   const byKey = new Map<string, StageInstance>();
   const out: StageInstance[] = [];
   const shortLen = shortestUniqueKeyLength(plans);
+  let withoutSharing = 0;
   plans.forEach((plan, i) => {
-    const selected = select(i);
+    const selected = until ? ancestorsAndSelf(plan.pipeline.stages, until) : undefined;
+    withoutSharing += selected?.size ?? plan.stages.length;
     const idOf = new Map<string, string>();
     for (const p of plan.stages) {
       if (selected && !selected.has(p.stage.name)) continue;
@@ -49,7 +57,7 @@ export function unionOf(
       idOf.set(p.stage.name, inst.id);
     }
   });
-  return out;
+  return { instances: out, withoutSharing };
 }
 
 /** 8 hex digits name a key unless two keys of one stage start alike. */

@@ -6,7 +6,7 @@ import { writeFileAtomic } from '../cache/atomic.js';
 import { headlineMetrics } from '../runner/history.js';
 import type { Plan } from '../runner/plan.js';
 import { unionOf, type StageInstance } from '../runner/union.js';
-import type { KindRegistry } from '../stages/registry.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
 import { pipelineDirOf, planVariants, variantDir } from './run.js';
 import { formatValue, type SweepDefinition, type Variant } from './variants.js';
 
@@ -33,7 +33,7 @@ export interface SweepResults {
 async function sweepResults(def: SweepDefinition, registry: KindRegistry, outputs: string): Promise<SweepResults> {
   const units = await planVariants(def, registry, { outputs }, def.variants);
   const plans: Plan[] = units.map((u) => u.plan);
-  const instances = unionOf(plans);
+  const { instances, withoutSharing } = unionOf(plans);
   const sharedBy = new Map(instances.map((i) => [`${i.planned.stage.name}\0${i.planned.key}`, i.users.length]));
   const variants = def.variants.map((variant, i): VariantResult => {
     const stages = plans[i].stages;
@@ -42,13 +42,13 @@ async function sweepResults(def: SweepDefinition, registry: KindRegistry, output
     return {
       variant,
       complete: done.length === stages.length,
-      metrics: headlineMetrics(done.map((p) => p.manifest!.result)),
+      metrics: headlineMetrics(done.map((p) => ({ headline: p.impl.headline, result: p.manifest!.result }))),
       minutes: done.length ? done.reduce((s, p) => s + p.manifest!.seconds, 0) / 60 : null,
       shared: stages.filter((p) => (sharedBy.get(`${p.stage.name}\0${p.key}`) ?? 0) > 1).map((p) => p.stage.name),
       ...(existsSync(report) ? { report } : {}),
     };
   });
-  return { variants, instances, withoutSharing: plans.reduce((s, p) => s + p.stages.length, 0) };
+  return { variants, instances, withoutSharing };
 }
 
 /** Writes sweep.html (and its charts under sweep/) and returns its path. */
@@ -56,8 +56,8 @@ export async function writeSweepPage(def: SweepDefinition, registry: KindRegistr
   // vega and the page renderer are only needed here, at the end of a sweep.
   const [{ renderSvg }, { sweepChartSpec }, { renderSweepHtml }] = await Promise.all([
     import('../render/charts.js'),
-    import('../render/sweep-charts.js'),
-    import('../render/sweep-html.js'),
+    import('./chart.js'),
+    import('./page-html.js'),
   ]);
   const res = await sweepResults(def, registry, outputs);
   const dir = pipelineDirOf(def, outputs);

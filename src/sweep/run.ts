@@ -1,13 +1,20 @@
-// A sweep as runner input: one plan per variant, each keeping its own tfpipe.lock and report.html
-// under outputs/<pipeline>/variants/<variant>/, joined into one graph by the runner. A pipeline
-// without a sweep is a sweep of one unnamed variant that records to outputs/<pipeline>/ as always.
+// Running a pipeline: every pipeline runs as a sweep, one plan per variant, each keeping its own
+// tfpipe.lock and report.html under outputs/<pipeline>/variants/<variant>/, joined into one graph by
+// the runner. A pipeline without a sweep is a sweep of one unnamed variant that records to
+// outputs/<pipeline>/ as always: run, status, dag and --dry-run all take this one path.
 import { join } from 'node:path';
+import { outputsRoot } from '../cache/outputs.js';
 import { ArtefactStore } from '../cache/store.js';
+import type { ResolvedPipeline } from '../config/load.js';
+import { InProcessExecutor } from '../executors/in-process.js';
+import type { RunSummary } from '../ground/run-summary.js';
 import { runUnits, type RunOptions, type RunUnit, type UnionRun } from '../runner/execute.js';
 import { makePlan } from '../runner/plan.js';
+import type { InitBackend } from '../runner/stage-runner.js';
 import type { StageInstance } from '../runner/union.js';
-import type { KindRegistry } from '../stages/registry.js';
-import { formatValue, type SweepDefinition, type Variant } from './variants.js';
+import type { StageExecutor } from '../runner/walk.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
+import { formatValue, sweepOfOne, type SweepDefinition, type Variant } from './variants.js';
 
 const VARIANTS_DIR = 'variants';
 
@@ -83,16 +90,41 @@ export interface SweepRun extends UnionRun {
   variants: readonly Variant[];
 }
 
+export interface PipelineRunOptions extends Omit<RunOptions, 'executor' | 'rowTitle'> {
+  /** How instances run; by default one after another in this process. */
+  executor?: StageExecutor;
+  /** Initialises the TensorFlow.js backend for the default executor; injected so the core never imports tfjs. */
+  initBackend?: InitBackend;
+}
+
 export async function runSweep(
   def: SweepDefinition,
   registry: KindRegistry,
-  opts: RunOptions & { outputs: string },
+  opts: PipelineRunOptions & { outputs: string },
 ): Promise<SweepRun> {
   const sweepId = new Date().toISOString();
+  const { initBackend, ...rest } = opts;
   const run = await runUnits(
     pipelineDirOf(def, opts.outputs),
     () => planVariants(def, registry, { outputs: opts.outputs, force: opts.force, run: { sweepId } }),
-    { ...opts, rowTitle: (inst) => instanceTitle(def, def.selected, inst) },
+    {
+      ...rest,
+      executor: opts.executor ?? new InProcessExecutor(initBackend, opts.signal),
+      rowTitle: (inst) => instanceTitle(def, def.selected, inst),
+    },
   );
   return { ...run, variants: def.selected };
+}
+
+/** A pipeline without a sweep, run as the sweep of one it is; its run's summary. */
+export async function runPipeline(
+  pipeline: ResolvedPipeline,
+  registry: KindRegistry,
+  opts: PipelineRunOptions,
+): Promise<RunSummary> {
+  const run = await runSweep(sweepOfOne(pipeline), registry, {
+    ...opts,
+    outputs: opts.outputs ?? outputsRoot(pipeline),
+  });
+  return run.summaries[0];
 }

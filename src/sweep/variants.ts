@@ -2,6 +2,7 @@
 // short names (`lr=0.002,depth=4`) that also name its folder under outputs/<pipeline>/variants/.
 import { canonicalJson, sha256 } from '../cache/hash.js';
 import {
+  documentSource,
   readPipelineSource,
   resolvePipeline,
   typedValue,
@@ -10,10 +11,10 @@ import {
   type ResolvedPipeline,
 } from '../config/load.js';
 import { splitValues } from '../config/overrides.js';
-import { ConfigError, type Problem } from '../config/problems.js';
-import { sweepAxes, type SweepAxis } from '../config/sweep.js';
-import type { KindRegistry } from '../stages/registry.js';
-import type { JsonValue } from '../stages/types.js';
+import { ConfigError, type Problem } from '../ground/errors.js';
+import { sweepAxes, type SweepAxis } from './axes.js';
+import type { KindRegistry } from '../stage-kind/registry.js';
+import type { JsonValue } from '../ground/json.js';
 
 export interface Axis extends SweepAxis {
   /** The shortest tail of the setting path that no other axis ends with: "lr", "depth". */
@@ -47,6 +48,18 @@ export interface SweepOptions {
   multirun?: boolean;
   /** --variant texts: an index, or `short=value,...` (any subset of the axes). */
   pick?: readonly string[];
+}
+
+/** A pipeline without a sweep: one unnamed variant, itself. */
+export function sweepOfOne(pipeline: ResolvedPipeline): SweepDefinition {
+  const only: Variant = { index: 0, name: '', values: {}, pipeline };
+  return {
+    source: documentSource(pipeline.document, pipeline.file, pipeline.file),
+    name: pipeline.name,
+    axes: [],
+    variants: [only],
+    selected: [only],
+  };
 }
 
 /** Folder names stay readable but portable; very long ones are shortened with a hash. */

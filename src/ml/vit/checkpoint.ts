@@ -13,8 +13,8 @@ import { existsSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { validateConfig, type VitConfig } from './config.js';
-import { buildVitLayersModel, registerVitLayers as registerLayerClasses } from './layers.js';
+import { completeConfig, type FullVitConfig, validateConfig, type VitConfig } from './config.js';
+import { buildVitLayersModel, registerLayerClasses } from './layers.js';
 import { Vit } from './model.js';
 import { writeFile } from '../../cache/atomic.js';
 
@@ -42,21 +42,25 @@ export function fileSystemHandler(dir: string): Required<Pick<tf.io.IOHandler, '
       return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts) };
     },
     async load(): Promise<tf.io.ModelArtifacts> {
-      const json = JSON.parse(await readFile(join(dir, MODEL_JSON), 'utf8')) as tf.io.ModelJSON;
-      return tf.io.getModelArtifactsForJSON(json, async (manifest) => {
-        const specs: tf.io.WeightsManifestEntry[] = [];
-        const buffers: ArrayBuffer[] = [];
-        for (const group of manifest) {
-          specs.push(...group.weights);
-          for (const p of group.paths) {
-            const buf = await readFile(join(dir, p));
-            buffers.push(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer);
-          }
-        }
-        return [specs, tf.io.CompositeArrayBuffer.join(buffers)];
-      });
+      return artifactsOf(dir, JSON.parse(await readFile(join(dir, MODEL_JSON), 'utf8')) as tf.io.ModelJSON);
     },
   };
+}
+
+/** The artefacts of a model.json already read, with the weights it lists read from `dir`. */
+function artifactsOf(dir: string, json: tf.io.ModelJSON): Promise<tf.io.ModelArtifacts> {
+  return tf.io.getModelArtifactsForJSON(json, async (manifest) => {
+    const specs: tf.io.WeightsManifestEntry[] = [];
+    const buffers: ArrayBuffer[] = [];
+    for (const group of manifest) {
+      specs.push(...group.weights);
+      for (const p of group.paths) {
+        const buf = await readFile(join(dir, p));
+        buffers.push(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer);
+      }
+    }
+    return [specs, tf.io.CompositeArrayBuffer.join(buffers)];
+  });
 }
 
 let routerRegistered = false;
@@ -123,29 +127,55 @@ export async function saveCheckpoint(model: Vit, dir: string, extra?: object): P
   }
 }
 
-/** Reads a checkpoint written by saveCheckpoint back into a trainable Vit. */
-export async function loadCheckpoint(dir: string): Promise<Vit> {
-  const artifacts = await fileSystemHandler(dir)
-    .load()
-    .catch((err: unknown) => {
-      throw new Error(`${dir} holds no readable ViT checkpoint: ${(err as Error).message}`);
-    });
-  const meta = artifacts.userDefinedMetadata as { vit?: VitConfig } | undefined;
+/** A checkpoint whose model.json has been read and checked once; its weights load when asked. */
+export interface OpenedCheckpoint {
+  /** The ViT config, checked and filled (completeConfig). */
+  config: FullVitConfig;
+  /** Reads weights.bin into a trainable Vit. */
+  load(): Promise<Vit>;
+}
+
+/** Reads and checks a checkpoint's model.json; the weights are read by load(). */
+export async function openCheckpoint(dir: string): Promise<OpenedCheckpoint> {
+  const unreadable = (err: unknown) => new Error(`${dir} holds no readable ViT checkpoint: ${(err as Error).message}`);
+  let json: tf.io.ModelJSON;
+  try {
+    json = JSON.parse(await readFile(join(dir, MODEL_JSON), 'utf8')) as tf.io.ModelJSON;
+  } catch (err) {
+    throw unreadable(err);
+  }
+  const meta = json.userDefinedMetadata as { vit?: VitConfig } | undefined;
   if (!meta?.vit)
     throw new Error(`${join(dir, MODEL_JSON)} is not a tfpipe ViT checkpoint (no "vit" config in userDefinedMetadata)`);
   validateConfig(meta.vit);
-  if (!artifacts.weightSpecs || !artifacts.weightData) throw new Error(`${dir}: checkpoint has no weights`);
-  // A truncated weights.bin would otherwise fail deep in tfjs with a shape message naming no file.
-  const bytes = tf.io.CompositeArrayBuffer.join(artifacts.weightData).byteLength;
-  const expected = artifacts.weightSpecs.reduce((n, w) => n + 4 * tf.util.sizeFromShape(w.shape), 0);
-  if (bytes !== expected && artifacts.weightSpecs.every((w) => w.dtype === 'float32' && !w.quantization))
-    throw new Error(`${join(dir, WEIGHTS_BIN)} has ${bytes} bytes where ${join(dir, MODEL_JSON)} lists ${expected}`);
-  const tensors = tf.io.decodeWeights(artifacts.weightData, artifacts.weightSpecs);
-  try {
-    return new Vit(meta.vit, new Map(Object.entries(tensors)));
-  } finally {
-    tf.dispose(tensors);
-  }
+  const config = completeConfig(meta.vit);
+  return {
+    config,
+    async load() {
+      const artifacts = await artifactsOf(dir, json).catch((err: unknown) => {
+        throw unreadable(err);
+      });
+      if (!artifacts.weightSpecs || !artifacts.weightData) throw new Error(`${dir}: checkpoint has no weights`);
+      // A truncated weights.bin would otherwise fail deep in tfjs with a shape message naming no file.
+      const bytes = tf.io.CompositeArrayBuffer.join(artifacts.weightData).byteLength;
+      const expected = artifacts.weightSpecs.reduce((n, w) => n + 4 * tf.util.sizeFromShape(w.shape), 0);
+      if (bytes !== expected && artifacts.weightSpecs.every((w) => w.dtype === 'float32' && !w.quantization))
+        throw new Error(
+          `${join(dir, WEIGHTS_BIN)} has ${bytes} bytes where ${join(dir, MODEL_JSON)} lists ${expected}`,
+        );
+      const tensors = tf.io.decodeWeights(artifacts.weightData, artifacts.weightSpecs);
+      try {
+        return new Vit(config, new Map(Object.entries(tensors)));
+      } finally {
+        tf.dispose(tensors);
+      }
+    },
+  };
+}
+
+/** Reads a checkpoint written by saveCheckpoint back into a trainable Vit. */
+export async function loadCheckpoint(dir: string): Promise<Vit> {
+  return (await openCheckpoint(dir)).load();
 }
 
 /** The extra metadata saved with a checkpoint (e.g. epoch, metrics), without loading weights. */

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { writeFileAtomic } from '../../cache/atomic.js';
 import { backendInfo, backendRegistryName, type BackendName } from '../backend.js';
-import { activationOf, tokenCount, type VitConfig } from './config.js';
+import { completeConfig, type FullVitConfig, SHAPE_FIELDS, tokenCount, type VitConfig } from './config.js';
 import { describeKernels, predict, tfjsKernels, type Kernels } from './kernels.js';
 import { gpuAvailability, type Precision } from './gpu.js';
 import { createVit } from './model.js';
@@ -87,7 +87,8 @@ export function candidates(
 }
 
 /** Resolves runtime.kernels for a model; switches the tfjs backend to the chosen one. */
-export async function chooseKernels(opts: ChooseOptions): Promise<KernelDecision> {
+export async function chooseKernels(given: ChooseOptions): Promise<KernelDecision> {
+  const opts = { ...given, cfg: completeConfig(given.cfg) };
   const info = backendInfo();
   const current = (info?.name ?? (tf.getBackend() as BackendName)) as BackendName;
   const gpu = gpuAvailability();
@@ -167,25 +168,14 @@ async function switchBackend(b: BackendName): Promise<void> {
   await tf.ready();
 }
 
-function decisionKey(opts: ChooseOptions, list: Candidate[]): string {
+function decisionKey(opts: ChooseOptions & { cfg: FullVitConfig }, list: Candidate[]): string {
   const c = opts.cfg;
   const what = {
     version: DECISION_VERSION,
     cpu: cpuModel(),
     candidates: list.map(candidateLabel),
-    model: [
-      c.imageSize,
-      c.channels,
-      c.classes,
-      c.patchSize,
-      c.dim,
-      c.depth,
-      c.heads,
-      c.dimHead,
-      c.mlpDim,
-      activationOf(c),
-      c.dropout > 0,
-    ],
+    // What decides the speed: the shape, the activation, and whether dropout runs at all.
+    model: [...SHAPE_FIELDS.map((f) => c[f]), c.activation, c.dropout > 0],
     batch: opts.batch,
     threads: nativeThreads(),
     purpose: opts.purpose,

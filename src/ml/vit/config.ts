@@ -2,7 +2,10 @@
 export type Activation = 'gelu' | 'gelu_tanh';
 export const ACTIVATIONS: readonly Activation[] = ['gelu', 'gelu_tanh'];
 
-/** Hyper-parameters of a ViT (names as in the ViT paper and lucidrains/vit-pytorch). */
+/**
+ * Hyper-parameters of a ViT (names as in the ViT paper and lucidrains/vit-pytorch), as written: by
+ * the vit kind (from its settings, defaults applied), in a checkpoint, or in code.
+ */
 export interface VitConfig {
   imageSize: number;
   channels: number;
@@ -18,10 +21,31 @@ export interface VitConfig {
   activation?: Activation;
 }
 
-/** The activation a config uses (gelu_tanh when it predates the setting). */
-export function activationOf(cfg: VitConfig): Activation {
-  return cfg.activation ?? 'gelu_tanh';
+/** A config with every field filled: what the model, the kernels and the addon read. */
+export type FullVitConfig = Required<VitConfig>;
+
+/**
+ * The config with what an absent field means filled in: configs and checkpoints from before the
+ * activation setting used gelu_tanh. Called where a config enters (the Vit and its layers, the
+ * addon, the kernel choice, a checkpoint read), so that nothing further in reads a gap. (A
+ * pipeline's activation comes from schemas/vit.schema.json, which has its own default.)
+ */
+export function completeConfig<C extends VitConfig>(cfg: C): C & FullVitConfig {
+  return { ...cfg, activation: cfg.activation ?? 'gelu_tanh' };
 }
+
+/** The fields that fix the model's shape: whole numbers ≥ 1, in declaration order. */
+export const SHAPE_FIELDS = [
+  'imageSize',
+  'channels',
+  'classes',
+  'patchSize',
+  'dim',
+  'depth',
+  'heads',
+  'dimHead',
+  'mlpDim',
+] as const satisfies readonly (keyof VitConfig)[];
 
 /** Number of patches N and tokens T = 1 + N (the class token). */
 export function tokenCount(cfg: VitConfig): { patches: number; tokens: number; patchDim: number } {
@@ -31,18 +55,7 @@ export function tokenCount(cfg: VitConfig): { patches: number; tokens: number; p
 
 /** Throws a readable error for a configuration that cannot build a model. */
 export function validateConfig(cfg: VitConfig): void {
-  const positive: (keyof VitConfig)[] = [
-    'imageSize',
-    'channels',
-    'classes',
-    'patchSize',
-    'dim',
-    'depth',
-    'heads',
-    'dimHead',
-    'mlpDim',
-  ];
-  for (const key of positive) {
+  for (const key of SHAPE_FIELDS) {
     const v = cfg[key];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
       throw new Error(`ViT ${key} must be a positive integer, got ${v}`);

@@ -5,10 +5,15 @@
 // handle (GpuModel), and keeps track of which copy of a model's weights is the newest.
 // TFPIPE_CUDA=0 hides the GPU; TFPIPE_CUDA=host stands the host executor in for it (the GPU path's
 // code end to end without a GPU, slowly: tests); TFPIPE_CUBLASLT names the cuBLASLt library to load.
-import type { OptimizerSettings } from '../optim.js';
 import type { VitConfig } from './config.js';
 import type { Vit } from './model.js';
-import { nativeConfig, nativeModule, type NativeConfig, type NativeOptimizerSettings } from './native.js';
+import {
+  nativeConfig,
+  nativeModule,
+  type NativeConfig,
+  type OptimizerConstants,
+  optimizerConstants,
+} from './native.js';
 
 /** How the matrix products treat fp32: exactly, on TF32 tensor cores, or on bf16 tensor cores (fp32 sums). */
 export type Precision = 'fp32' | 'tf32' | 'bf16';
@@ -42,7 +47,7 @@ declare const handleBrand: unique symbol;
 export type GpuHandle = { readonly [handleBrand]: true };
 
 /** The optimizer's constant settings as the addon reads them (lr and step go with each update). */
-export type GpuOptimizerSettings = Omit<NativeOptimizerSettings, 'lr' | 'step'>;
+export type GpuOptimizerSettings = OptimizerConstants;
 
 export interface GpuStepResult {
   loss: number;
@@ -150,17 +155,8 @@ export function gpuRecord(): Record<string, string | number | null> | null {
   };
 }
 
-/** The optimizer settings of src/ml/optim.ts as the addon reads them. */
-export function gpuOptimizerSettings(s: OptimizerSettings): GpuOptimizerSettings {
-  return {
-    name: s.name,
-    beta1: s.betas[0],
-    beta2: s.betas[1],
-    eps: s.eps,
-    weightDecay: s.weight_decay,
-    momentum: s.momentum,
-  };
-}
+/** The optimizer settings of src/ml/optim.ts as the addon reads them (native.ts optimizerConstants). */
+export const gpuOptimizerSettings = optimizerConstants;
 
 /**
  * Where a GpuModel runs instead of the GPU: true = the host executor (the same model code on plain

@@ -1,5 +1,5 @@
 // A block diagram of the ViT with tensor shapes, as SVG (the vit stage rasterises it to PNG).
-import { activationOf, tokenCount, type VitConfig } from './config.js';
+import { type FullVitConfig, tokenCount } from './config.js';
 
 interface Box {
   title: string;
@@ -13,7 +13,7 @@ function esc(s: string): string {
 }
 
 /** SVG of patches -> embedding -> +cls/pos -> N x block -> LN -> head, with shapes (B = batch). */
-export function modelGraphSvg(cfg: VitConfig): string {
+export function modelGraphSvg(cfg: FullVitConfig): string {
   const { patches: n, tokens: t, patchDim } = tokenCount(cfg);
   const p = cfg.patchSize;
   const inner = cfg.heads * cfg.dimHead;
@@ -46,7 +46,7 @@ export function modelGraphSvg(cfg: VitConfig): string {
       title: `Transformer encoder block ×${cfg.depth}`,
       detail: [
         `x = x + MHSA(LN(x)): ${cfg.heads} heads × ${cfg.dimHead}, q/k/v ${cfg.dim} → ${inner} (no bias), out ${inner} → ${cfg.dim}`,
-        `x = x + MLP(LN(x)): Linear ${cfg.dim} → ${cfg.mlpDim}, ${activationOf(cfg) === 'gelu' ? 'GELU (exact)' : 'GELU (tanh approx.)'}, Linear ${cfg.mlpDim} → ${cfg.dim}; dropout ${cfg.dropout}`,
+        `x = x + MLP(LN(x)): Linear ${cfg.dim} → ${cfg.mlpDim}, ${cfg.activation === 'gelu' ? 'GELU (exact)' : 'GELU (tanh approx.)'}, Linear ${cfg.mlpDim} → ${cfg.dim}; dropout ${cfg.dropout}`,
       ],
       shape: `B×${t}×${cfg.dim}`,
       fill: '#fde9c9',

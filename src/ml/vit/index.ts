@@ -1,6 +1,6 @@
 // Public face of the ViT: model, running it, checkpoints and summaries.
-export type { Activation, VitConfig } from './config.js';
-export { activationOf, tokenCount, validateConfig } from './config.js';
+export type { Activation, FullVitConfig, VitConfig } from './config.js';
+export { completeConfig, tokenCount, validateConfig } from './config.js';
 export { Vit, createVit, parameterTable } from './model.js';
 export { patchify } from './vit.js';
 export {

@@ -1,7 +1,7 @@
 // Running the ViT: forward passes, predictions and gradients on the kernels the caller chose
 // (choose-kernels.ts turns runtime.kernels into that choice). The model itself is in vit.ts.
 import * as tf from '@tensorflow/tfjs';
-import type { VitConfig } from './config.js';
+import type { FullVitConfig, VitConfig } from './config.js';
 import { Dropout } from './dropout.js';
 import { gpuCopy, type Precision } from './gpu.js';
 import type { Vit } from './model.js';
@@ -235,18 +235,18 @@ export function float32(t: tf.Tensor): Float32Array {
 
 /** Eval-mode pieces of the model on the tfjs ops, for the Layers-model wrapper in layers.ts. */
 export const evalPieces = {
-  embed: (cfg: VitConfig, img: tf.Tensor4D, w: StemWeights): tf.Tensor3D =>
+  embed: (cfg: FullVitConfig, img: tf.Tensor4D, w: StemWeights): tf.Tensor3D =>
     tf.tidy(() => tf.reshape(embed(evalCtx(cfg, img.shape[0]), img, w), [img.shape[0], -1, cfg.dim]) as tf.Tensor3D),
-  block: (cfg: VitConfig, x: tf.Tensor3D, w: BlockWeights): tf.Tensor3D =>
+  block: (cfg: FullVitConfig, x: tf.Tensor3D, w: BlockWeights): tf.Tensor3D =>
     tf.tidy(() => {
       const [b, t, d] = x.shape;
       // The block index only numbers dropout sites, and eval mode has no dropout.
       return tf.reshape(block(evalCtx(cfg, b), 0, tf.reshape(x, [b * t, d]), w), [b, t, d]) as tf.Tensor3D;
     }),
-  head: (cfg: VitConfig, x: tf.Tensor3D, w: HeadWeights): tf.Tensor2D =>
+  head: (cfg: FullVitConfig, x: tf.Tensor3D, w: HeadWeights): tf.Tensor2D =>
     tf.tidy(() => head(evalCtx(cfg, x.shape[0]), tf.reshape(x, [-1, cfg.dim]) as tf.Tensor2D, w)),
 };
 
-function evalCtx(cfg: VitConfig, batch: number): Ctx {
+function evalCtx(cfg: FullVitConfig, batch: number): Ctx {
   return { ops: tfjsOps, cfg, batch, drop: new Dropout(0, undefined) };
 }

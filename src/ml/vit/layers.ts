@@ -1,8 +1,9 @@
-// The ViT as a stock tf.LayersModel built from four custom layers, so a checkpoint is an ordinary
-// tfjs artefact: register the classes once (registerVitLayers) and tf.loadLayersModel reads it.
+// The ViT as a stock tf.LayersModel built from three custom layer classes, so a checkpoint is an ordinary
+// tfjs artefact: register the classes once (registerLayerClasses; checkpoint.ts's registerVitLayers does
+// that and adds a file:// router) and tf.loadLayersModel reads it.
 // Layers run the same eval-mode math as vit.ts (on the tfjs ops); dropout is a training concern and absent here.
 import * as tf from '@tensorflow/tfjs';
-import { tokenCount, type VitConfig } from './config.js';
+import { completeConfig, type FullVitConfig, tokenCount, type VitConfig } from './config.js';
 import { evalPieces } from './kernels.js';
 import { BLOCK_PARAMS, blockLayer, HEAD_LAYER, HEAD_PARAMS, STEM_LAYER, STEM_PARAMS } from './layout.js';
 import type { BlockWeights, HeadWeights, StemWeights } from './vit.js';
@@ -19,10 +20,11 @@ interface VitLayerArgs {
 const zeros = (): tf.serialization.Serializable => tf.initializers.zeros();
 
 abstract class VitLayer extends tf.layers.Layer {
-  protected readonly vit: VitConfig;
+  /** Filled here: a layer is built from the config a checkpoint's model.json holds, which may predate a field. */
+  protected readonly vit: FullVitConfig;
   constructor(args: VitLayerArgs) {
     super(args);
-    this.vit = { ...args.vit };
+    this.vit = completeConfig({ ...args.vit });
   }
 
   protected weight(name: string, shape: number[]): tf.LayerVariable {
@@ -95,8 +97,8 @@ export class VitHead extends VitLayer {
 
 let registered = false;
 
-/** Registers the ViT layer classes with tfjs; call before tf.loadLayersModel on a tfpipe checkpoint. */
-export function registerVitLayers(): void {
+/** Registers the ViT layer classes with tfjs (checkpoint.ts's registerVitLayers is the public entry). */
+export function registerLayerClasses(): void {
   if (registered) return;
   registered = true;
   for (const cls of [VitEmbedding, VitBlock, VitHead]) tf.serialization.registerClass(cls);
@@ -104,7 +106,7 @@ export function registerVitLayers(): void {
 
 /** The Layers-model skeleton for a config (zero weights). Layer names fix the weight paths. */
 export function buildVitLayersModel(cfg: VitConfig): tf.Sequential {
-  registerVitLayers();
+  registerLayerClasses();
   const model = tf.sequential({ name: 'vit' });
   model.add(new VitEmbedding({ name: STEM_LAYER, inputShape: [cfg.imageSize, cfg.imageSize, cfg.channels], vit: cfg }));
   for (let i = 0; i < cfg.depth; i++) model.add(new VitBlock({ name: blockLayer(i), vit: cfg }));

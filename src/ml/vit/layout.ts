@@ -1,7 +1,9 @@
-// The ViT's parameters and dropout sites, written once. Everything else derives from here: the
-// Vit's variables and their order (model.ts), the Layers-model weights of checkpoints
-// (layers.ts), the dropout site numbers (vit.ts), and the check of what the native kernels
-// expect (native.ts compares the addon's reported layout with nativeLayout()).
+// The ViT's parameters and dropout sites, written once for TypeScript. Everything else derives
+// from here: the Vit's variables and their order (model.ts), the Layers-model weights of
+// checkpoints (layers.ts), the dropout site numbers (vit.ts), and the check of what the native
+// kernels expect: native.ts compares the addon's names and dropout sites with nativeLayout() and
+// its shapes (native/src/layout.cc, the C++ side's one description) with parameterSpecs() on
+// LAYOUT_PROBE, and refuses the addon at load when anything differs.
 import { tokenCount, type VitConfig } from './config.js';
 
 export type Init = { kind: 'normal' } | { kind: 'uniform'; bound: number } | { kind: 'ones' } | { kind: 'zeros' };
@@ -166,6 +168,38 @@ export function layoutMismatch(reported: Partial<NativeLayout> | undefined): str
   }
   if (reported.embeddingDropoutSite !== want.embeddingDropoutSite) {
     return `embedding dropout site is ${reported.embeddingDropoutSite} in the addon, ${want.embeddingDropoutSite} in tfpipe`;
+  }
+  return null;
+}
+
+/**
+ * The config the shapes are compared on at load: every size it gives a parameter (1, dim 7,
+ * mlpDim 13, 17 tokens, 19 classes, heads x dimHead 22, 45 patch values) differs from every other,
+ * so the addon's shapes can only equal tfpipe's if every formula does, transposes included.
+ */
+export const LAYOUT_PROBE: VitConfig = {
+  imageSize: 12,
+  channels: 5,
+  classes: 19,
+  patchSize: 3,
+  dim: 7,
+  depth: 2,
+  heads: 2,
+  dimHead: 11,
+  mlpDim: 13,
+  dropout: 0,
+};
+
+/** Null when `reported` (the addon's shapes for LAYOUT_PROBE, in model order) are tfpipe's, else the first difference. */
+export function shapeMismatch(reported: readonly (readonly number[])[] | undefined): string | null {
+  if (!reported) return 'the addon reports no parameter shapes';
+  const want = parameterSpecs(LAYOUT_PROBE);
+  if (reported.length !== want.length)
+    return `the addon has ${reported.length} weight arrays for a depth-${LAYOUT_PROBE.depth} model, tfpipe ${want.length}`;
+  for (const [i, spec] of want.entries()) {
+    const got = reported[i];
+    if (got.length !== spec.shape.length || got.some((d, k) => d !== spec.shape[k]))
+      return `the shape of ${spec.name} is [${got.join(', ')}] in the addon, [${spec.shape.join(', ')}] in tfpipe`;
   }
   return null;
 }

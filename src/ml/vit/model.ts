@@ -1,13 +1,14 @@
 // The ViT's trainable state: tf.Variables for the parameters of layout.ts.
 import * as tf from '@tensorflow/tfjs';
-import { validateConfig, type VitConfig } from './config.js';
+import { completeConfig, type FullVitConfig, validateConfig, type VitConfig } from './config.js';
 import { groupParams, parameterSpecs, type VitParams } from './layout.js';
 
 let instances = 0;
 
 /** A ViT's trainable state. `names[i]` is the stable name of `variables[i]` (used in checkpoints). */
 export class Vit {
-  readonly config: VitConfig;
+  /** The config, every field filled (completeConfig): the model's boundary. */
+  readonly config: FullVitConfig;
   /** Trainable variables in model order (layout.ts); their tf names are unique per instance. */
   readonly variables: tf.Variable[];
   /** Stable parameter names, e.g. "block_0/attn/to_q", aligned with `variables` (= checkpoint weight names). */
@@ -18,7 +19,7 @@ export class Vit {
 
   constructor(config: VitConfig, values: Map<string, tf.Tensor>) {
     validateConfig(config);
-    this.config = { ...config };
+    this.config = completeConfig({ ...config });
     const prefix = `vit${instances++}/`;
     const specs = parameterSpecs(config);
     this.names = specs.map((s) => s.name);

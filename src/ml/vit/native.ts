@@ -1,15 +1,17 @@
 // The optional native kernels (native/, built at install time by native/build.mjs into one addon
 // holding a variant per ISA). This module loads the addon, checks that it expects tfpipe's
-// parameter layout, and runs it; which kernels a run uses is decided elsewhere (choose-kernels.ts).
+// parameter layout (names, dropout sites and shapes: layout.ts), and runs it; which kernels a run
+// uses is decided elsewhere (choose-kernels.ts).
 // TFPIPE_NATIVE=0 hides the addon; TFPIPE_NATIVE_ISA=<variant> forces a variant.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
-import { packageRoot } from '../../paths.js';
+import { packageRoot } from '../../ground/paths.js';
 import { backendThreads } from '../backend.js';
-import { activationOf, type VitConfig } from './config.js';
-import { layoutMismatch, type NativeLayout } from './layout.js';
+import type { OptimizerSettings } from '../optim.js';
+import { completeConfig, type FullVitConfig, type VitConfig } from './config.js';
+import { LAYOUT_PROBE, layoutMismatch, type NativeLayout, shapeMismatch } from './layout.js';
 
 export interface NativeRunResult {
   /** The variant that ran. */
@@ -47,8 +49,8 @@ export interface NativeInfo {
   layout: NativeLayout;
 }
 
-/** The config as the addon reads it: the ViT's settings by name (activation spelled out), plus the batch. */
-export type NativeConfig = Required<VitConfig> & { batch: number };
+/** The config as the addon reads it: the ViT's settings by name, every one filled, plus the batch. */
+export type NativeConfig = FullVitConfig & { batch: number };
 
 interface RunOptions {
   isa?: string;
@@ -57,21 +59,43 @@ interface RunOptions {
   clipNorm?: number;
 }
 
-/** An optimizer step's settings as the addon reads them (src/ml/optim.ts semantics). */
-export interface NativeOptimizerSettings {
+/** The optimizer's constant settings as the addon reads them (src/ml/optim.ts semantics). */
+export interface OptimizerConstants {
   name: 'adam' | 'adamw' | 'sgd';
-  lr: number;
   beta1: number;
   beta2: number;
   eps: number;
   weightDecay: number;
   momentum: number;
+}
+
+/** One optimizer step's settings as the addon's one-shot optimize() reads them. */
+export interface NativeOptimizerSettings extends OptimizerConstants {
+  lr: number;
   /** 1 for the first update. */
   step: number;
 }
 
+/** The optimizer settings of src/ml/optim.ts as the addon reads them, once per trainer (the CPU's and the GPU's). */
+export function optimizerConstants(s: OptimizerSettings): OptimizerConstants {
+  return {
+    name: s.name,
+    beta1: s.betas[0],
+    beta2: s.betas[1],
+    eps: s.eps,
+    weightDecay: s.weight_decay,
+    momentum: s.momentum,
+  };
+}
+
+declare const optimizerBrand: unique symbol;
+/** The addon's optimizer with its constant settings (an N-API external). */
+type OptimizerHandle = { readonly [optimizerBrand]: true };
+
 interface NativeAddon {
   info(): NativeInfo;
+  /** The shape of every weight array for a config, in model order (native/src/layout.cc). */
+  shapes?(config: NativeConfig): number[][];
   profile(): Record<string, number>;
   run(
     config: NativeConfig,
@@ -88,6 +112,15 @@ interface NativeAddon {
     grads: Float32Array[],
     slots: Float32Array[],
     decays: Uint8Array,
+  ): void;
+  optimizerCreate(settings: OptimizerConstants, decays: Uint8Array): OptimizerHandle;
+  optimizerUpdate(
+    h: OptimizerHandle,
+    lr: number,
+    step: number,
+    weights: Float32Array[],
+    grads: Float32Array[],
+    slots: Float32Array[],
   ): void;
 }
 
@@ -109,7 +142,9 @@ function open(): { addon: NativeAddon; info: NativeInfo } | { error: string } {
   try {
     const addon = createRequire(import.meta.url)(nativeAddonPath) as NativeAddon;
     const info = typeof addon.info === 'function' ? addon.info() : undefined;
-    const mismatch = layoutMismatch(info?.layout);
+    const mismatch =
+      layoutMismatch(info?.layout) ??
+      shapeMismatch(typeof addon.shapes === 'function' ? addon.shapes(nativeConfig(LAYOUT_PROBE, 1)) : undefined);
     if (!info || mismatch) {
       return {
         error: `refused: ${nativeAddonPath} expects another parameter layout (${mismatch}); rebuild it with "node native/build.mjs"`,
@@ -151,9 +186,9 @@ export function nativeModule(): { addon: object } | { error: string } {
   return 'error' in l ? { error: l.error } : { addon: l.addon };
 }
 
-/** The config object the addon reads for a model at `batch`. */
+/** The config object the addon reads for a model at `batch`: the addon's boundary. */
 export function nativeConfig(cfg: VitConfig, batch: number): NativeConfig {
-  return { ...cfg, activation: activationOf(cfg), batch };
+  return { ...completeConfig(cfg), batch };
 }
 
 /** The addon's description of itself and this CPU, or null without an addon. */
@@ -218,6 +253,28 @@ export function nativeOptimize(
   decays: Uint8Array,
 ): void {
   addon().optimize(settings, weights, grads, slots, decays);
+}
+
+/**
+ * The addon's optimizer for one trainer: the constant settings and which weights decay go over
+ * once (as gpuSetOptimizer takes them for the GPU); an update passes the learning rate and step.
+ */
+export class NativeOptimizer {
+  private readonly handle: OptimizerHandle;
+
+  constructor(settings: OptimizerSettings, decays: Uint8Array) {
+    const a = addon();
+    if (typeof a.optimizerCreate !== 'function')
+      throw new Error(
+        'the native addon has no optimizerCreate (built from older sources; run "node native/build.mjs")',
+      );
+    this.handle = a.optimizerCreate(optimizerConstants(settings), decays);
+  }
+
+  /** One update in place of `weights` and `slots` (as nativeOptimize), step counting from 1. */
+  update(lr: number, step: number, weights: Float32Array[], grads: Float32Array[], slots: Float32Array[]): void {
+    addon().optimizerUpdate(this.handle, lr, step, weights, grads, slots);
+  }
 }
 
 /** Native CPU milliseconds per named section since the last call (then reset); {} without the addon. */

@@ -2,7 +2,8 @@
 // update. On the tfjs kernels that is computeGradients plus the tfjs Optimizer (src/ml/optim.ts).
 // On the native kernels both run in the addon on plain arrays: the gradients never become
 // tensors and the update needs no tfjs op per parameter (~1,000 per step otherwise), only the new
-// weights are written back to the model's variables. On the GPU (CudaTrainer) weights, gradients
+// weights are written back to the model's variables. The CPU and GPU trainers hand the
+// optimizer's constant settings to the addon once; an update passes the learning rate and step. On the GPU (CudaTrainer) weights, gradients
 // and optimizer state stay there: a step sends the batch and gets the metrics, and the weights
 // come back to the model's variables only when syncModel() asks (validation, checkpoints). All
 // keep the same OptimizerState, so a run can resume on any of them.
@@ -11,7 +12,7 @@ import { decays, Optimizer, type OptimizerSettings, type OptimizerState } from '
 import { GpuModel, gpuOptimizerSettings, setTrainedCopy, type Precision } from './gpu.js';
 import { computeGradients, float32, type GradientOptions, type Kernels } from './kernels.js';
 import type { Vit } from './model.js';
-import { nativeOptimize, nativeRun } from './native.js';
+import { NativeOptimizer, nativeRun } from './native.js';
 
 /** Plain Adam at 1e-3 (torch defaults), for timing steps. */
 export const ADAM: OptimizerSettings = {
@@ -119,17 +120,18 @@ class TfjsTrainer implements Trainer {
 class NativeTrainer implements Trainer {
   private step = 0;
   private slots: Float32Array[];
-  private readonly decays: Uint8Array;
+  /** The addon's optimizer: the constant settings and the decays went over once. */
+  private readonly optimizer: NativeOptimizer;
   private pending: { weights: Float32Array[]; grads: Float32Array[] } | undefined;
 
   constructor(
     private readonly model: Vit,
     private readonly isa: string,
-    private readonly settings: OptimizerSettings,
+    settings: OptimizerSettings,
   ) {
     const per = settings.name === 'sgd' ? 1 : 2;
     this.slots = model.variables.flatMap((v) => Array.from({ length: per }, () => new Float32Array(v.size)));
-    this.decays = decayFlags(model);
+    this.optimizer = new NativeOptimizer(settings, decayFlags(model));
   }
 
   gradients(x: tf.Tensor4D, targets: tf.Tensor2D, opts: GradientOptions): { loss: number; correct: number } {
@@ -144,25 +146,9 @@ class NativeTrainer implements Trainer {
 
   update(lr: number): void {
     if (!this.pending) throw new Error('update() before gradients()');
-    const s = this.settings;
     this.step += 1;
     const { weights, grads } = this.pending;
-    nativeOptimize(
-      {
-        name: s.name,
-        lr,
-        beta1: s.betas[0],
-        beta2: s.betas[1],
-        eps: s.eps,
-        weightDecay: s.weight_decay,
-        momentum: s.momentum,
-        step: this.step,
-      },
-      weights,
-      grads,
-      this.slots,
-      this.decays,
-    );
+    this.optimizer.update(lr, this.step, weights, grads, this.slots);
     tf.tidy(() =>
       this.model.variables.forEach((v, i) => {
         v.assign(tf.tensor(weights[i], v.shape, 'float32'));

@@ -4,7 +4,7 @@
 // blocks so that every linear layer is one plain matMul. Which kernels run it is decided in
 // kernels.ts; native/src/model.cc is the same model in C++.
 import * as tf from '@tensorflow/tfjs';
-import { activationOf, tokenCount, type VitConfig } from './config.js';
+import { type FullVitConfig, tokenCount } from './config.js';
 import type { Dropout } from './dropout.js';
 import { dropoutSite, EMBEDDING_DROPOUT_SITE, type BlockParams, type HeadParams, type StemParams } from './layout.js';
 import type { VitOps } from './ops.js';
@@ -17,7 +17,7 @@ export type HeadWeights = HeadParams<tf.Tensor>;
 /** What every piece needs besides its input and weights. */
 export interface Ctx {
   ops: VitOps;
-  cfg: VitConfig;
+  cfg: FullVitConfig;
   batch: number;
   drop: Dropout;
   /** When given, each block pushes its post-softmax attention [B, heads, T, T]. */
@@ -74,7 +74,7 @@ export function attention(ctx: Ctx, l: number, x: tf.Tensor2D, p: BlockWeights):
 /** Position-wise MLP of block l.  x: [B*T, dim] -> [B*T, dim] */
 export function feedForward(ctx: Ctx, l: number, x: tf.Tensor2D, p: BlockWeights): tf.Tensor2D {
   const { ops, drop } = ctx;
-  const act = activationOf(ctx.cfg) === 'gelu' ? ops.gelu : ops.geluTanh;
+  const act = ctx.cfg.activation === 'gelu' ? ops.gelu : ops.geluTanh;
   const hidden = act(ops.linear(x, p.fc1W as tf.Tensor2D, p.fc1B as tf.Tensor1D)); // [B*T, mlpDim]
   const out = ops.linear(
     drop.apply(hidden, dropoutSite(l, 'mlp/hidden')),
