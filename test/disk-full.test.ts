@@ -17,13 +17,12 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { tfpipe } from './cli-helpers.js';
 import { test } from 'node:test';
 import { TEMPORARY_NAME, writeFile } from '../src/cache/atomic.js';
 import { MANIFEST, ArtefactStore } from '../src/cache/store.js';
-import { packageRoot } from '../src/ground/paths.js';
 import { tempProject } from './helpers.js';
 import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
-import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
 const noDevFull = existsSync('/dev/full') ? false : 'needs /dev/full (Linux) to make a write fail with ENOSPC';
 
@@ -109,17 +108,6 @@ function smallDisk(mb: number): { dir: string; unmount(): void } | string {
       rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-const BIN = resolve(packageRoot, 'bin/tfpipe.js');
-function tfpipe(args: string[], outputs: string) {
-  const r = spawnSync(process.execPath, [BIN, ...args], {
-    env: { ...process.env, TFPIPE_OUTPUTS: outputs, NO_COLOR: '1' },
-    encoding: 'utf8',
-    timeout: CHILD_TIMEOUT_MS,
-    killSignal: 'SIGKILL',
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 test('train on a full disk fails naming the file; with room again the result holds no half-written file', {

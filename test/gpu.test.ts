@@ -11,6 +11,7 @@
 //  - the choice (auto, cuda, TFPIPE_CUDA=0), the cuBLASLt fallback, the precision setting, the
 //    build's fallback when nvcc fails, and the argument checks of the API.
 // Tests that need a CUDA device are registered and skipped by name with the reason.
+import { tfpipe } from './cli-helpers.js';
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -48,7 +49,6 @@ import { tempProject } from './helpers.js';
 import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 
 const isa = nativeAvailability().isa;
 const g = gpuAddon();
@@ -498,20 +498,11 @@ test('no cuBLASLt (TFPIPE_CUBLASLT=/nonexistent): the GPU is refused with where 
   if (!info.cublasLt) assert.match(info.cublasLtError ?? '', /tried libcublasLt\.so\.13: /);
 });
 
-function cli(args: string[], outputs: string, env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [BIN, ...args], {
-    env: { ...process.env, TFPIPE_OUTPUTS: outputs, NO_COLOR: '1', ...env },
-    encoding: 'utf8',
-    timeout: 300_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
 test('train.precision is validated and part of the train stage key (and only its); runtime.kernels takes cuda', () => {
   const outputs = mkdtempSync(join(tmpdir(), 'tfpipe-precision-'));
   const file = join(packageRoot, 'pipelines', 'cifar-vit-quick.yaml');
   const keys = (sets: string[]) => {
-    const r = cli(['status', file, '--json', ...sets.flatMap((s) => ['--set', s])], outputs);
+    const r = tfpipe(['status', file, '--json', ...sets.flatMap((s) => ['--set', s])], outputs);
     assert.equal(r.code, 0, r.stderr);
     return Object.fromEntries(
       (JSON.parse(r.stdout).stages as { name: string; key: string }[]).map((s) => [s.name, s.key]),
@@ -528,7 +519,7 @@ test('train.precision is validated and part of the train stage key (and only its
   assert.notEqual(bf16.evaluate, fp32.evaluate, 'downstream of train');
   assert.deepEqual(keys(['runtime.kernels=cuda']), fp32, 'runtime is not part of keys');
   // Both problems at once.
-  const bad = cli(['status', file, '--set', 'train.precision=fp16', '--set', 'runtime.kernels=gpu'], outputs);
+  const bad = tfpipe(['status', file, '--set', 'train.precision=fp16', '--set', 'runtime.kernels=gpu'], outputs);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /stages\.train\.precision: must be one of: "fp32", "tf32", "bf16"/);
   assert.match(bad.stderr, /runtime\.kernels: must be one of: "auto", "cuda", "native", "tfjs"/);
@@ -539,7 +530,7 @@ test('a train stage asked for bf16 on the CPU runs fp32, and its log and result.
 }, () => {
   const p = tempProject();
   const file = p.write('p.yaml', tinyPipeline('precision-cpu', '', '{ backend: wasm, kernels: native }'));
-  const r = cli(
+  const r = tfpipe(
     ['run', file, '--json', '--until', 'train', '--set', 'train.epochs=1', '--set', 'train.precision=bf16'],
     p.outputs,
   );
@@ -569,7 +560,7 @@ test('the whole pipeline on the GPU path without a GPU (TFPIPE_CUDA=host): train
     images: 4
 `;
   const file = p.write('p.yaml', tinyPipeline('host-gpu', extra, '{ backend: wasm, kernels: cuda }'));
-  const r = cli(['run', file, '--json'], p.outputs, { TFPIPE_CUDA: 'host', TFPIPE_BATCH_WORKERS: '2' });
+  const r = tfpipe(['run', file, '--json'], p.outputs, { env: { TFPIPE_CUDA: 'host', TFPIPE_BATCH_WORKERS: '2' } });
   assert.equal(r.code, 0, r.stderr + r.stdout);
   assert.match(r.stderr + r.stdout, /the GPU model on the host executor/);
   assert.match(r.stderr + r.stdout, /batches: made ahead by 2 worker thread\(s\)/);
@@ -597,7 +588,7 @@ test('a tiny train run on the GPU: result.json records the GPU, the precision an
 }, () => {
   const p = tempProject();
   const file = p.write('p.yaml', tinyPipeline('precision-gpu', '', '{ backend: wasm, kernels: cuda }'));
-  const r = cli(['run', file, '--json', '--until', 'train', '--set', 'train.precision=bf16'], p.outputs);
+  const r = tfpipe(['run', file, '--json', '--until', 'train', '--set', 'train.precision=bf16'], p.outputs);
   assert.equal(r.code, 0, r.stderr + r.stdout);
   const train = (JSON.parse(r.stdout).stages as { name: string; dir: string }[]).find((s) => s.name === 'train');
   const dir = resolve(train?.dir as string);

@@ -50,10 +50,8 @@ async function stopAll(...rs: Running[]): Promise<void> {
   await Promise.all(rs.map((r) => r.stop()));
 }
 
-test('a worker killed with -9 mid-job: another worker takes the job over and the run finishes, each stage once', {
-  skip: noRedis,
-  timeout: 120_000,
-}, async () => {
+/** A chain run through the queue whose one worker (a) is inside stage b, which sleeps a minute. */
+async function workerInsideB() {
   const p = tempProject();
   const file = p.write('p.yaml', CHAIN);
   const counter = join(p.dir, 'count.txt');
@@ -61,6 +59,14 @@ test('a worker killed with -9 mid-job: another worker takes the job over and the
   await a.waitFor(/1 job\(s\) at a time/);
   const coordinator = startTfpipe(['run', file, '--queue', redis!.url], env(p.outputs));
   await a.waitFor(/\[chain\/b@[0-9a-f]+\] started/);
+  return { p, file, counter, a, coordinator };
+}
+
+test('a worker killed with -9 mid-job: another worker takes the job over and the run finishes, each stage once', {
+  skip: noRedis,
+  timeout: 120_000,
+}, async () => {
+  const { p, counter, a, coordinator } = await workerInsideB();
   a.child.kill('SIGKILL');
   await a.exited;
   const b = worker(redis!.url, p.outputs, { TFPIPE_TEST_COUNTER: counter });
@@ -113,13 +119,7 @@ test('Ctrl-C on a worker hands its running job back to the queue; another worker
   skip: noRedis,
   timeout: 120_000,
 }, async () => {
-  const p = tempProject();
-  const file = p.write('p.yaml', CHAIN);
-  const counter = join(p.dir, 'count.txt');
-  const a = worker(redis!.url, p.outputs, { TFPIPE_TEST_SLEEP: 'b:60000', TFPIPE_TEST_COUNTER: counter });
-  await a.waitFor(/1 job\(s\) at a time/);
-  const coordinator = startTfpipe(['run', file, '--queue', redis!.url], env(p.outputs));
-  await a.waitFor(/\[chain\/b@[0-9a-f]+\] started/);
+  const { p, counter, a, coordinator } = await workerInsideB();
   a.child.kill('SIGINT');
   assert.equal(await exitWithin(a, 30_000), 130, a.output());
   assert.match(a.output(), /\[chain\/b@[0-9a-f]+\] interrupted; handing the job back to the queue/);

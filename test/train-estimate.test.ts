@@ -2,16 +2,15 @@
 // will take here (from the kernel timing); far beyond an hour without a GPU it names the CPU
 // pipeline and train.max_minutes, and trains anyway; status and --dry-run show the same estimate.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
+import { BIN, tfpipe } from './cli-helpers.js';
 import { test } from 'node:test';
 import { CPU_PIPELINE, estimateTraining, FAR_BEYOND_SECONDS } from '../src/kinds/train-estimate.js';
 import { packageRoot } from '../src/ground/paths.js';
 import { tempProject } from './helpers.js';
 import { ARCHIVE, noArchive } from '../harness/ml-helpers.js';
-import { CHILD_TIMEOUT_MS } from '../harness/system.js';
 
-const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 const FLAGSHIP = resolve(packageRoot, 'pipelines/cifar-vit.yaml');
 
 test('the estimate: epochs x (train images + validation at 3x) / speed, capped by max_minutes; CPU advice only far beyond an hour off a GPU', () => {
@@ -49,24 +48,14 @@ test('the estimate: epochs x (train images + validation at 3x) / speed, capped b
   assert.match(resumed.lines[0], / for the 50 remaining of 200 epochs /);
 });
 
-function cli(args: string[], outputs: string) {
-  const r = spawnSync(process.execPath, [BIN, ...args], {
-    env: { ...process.env, TFPIPE_OUTPUTS: outputs, NO_COLOR: '1' },
-    encoding: 'utf8',
-    timeout: CHILD_TIMEOUT_MS,
-    killSignal: 'SIGKILL',
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
 test('status on a machine where nothing was timed says there is no estimate yet', () => {
   const p = tempProject();
-  const st = cli(['status', FLAGSHIP, '--json'], p.outputs);
+  const st = tfpipe(['status', FLAGSHIP, '--json'], p.outputs);
   assert.equal(st.code, 0, st.stderr);
   const train = JSON.parse(st.stdout).stages.find((s: { name: string }) => s.name === 'train');
   assert.equal(train.estimate, null);
   assert.match(
-    cli(['status', FLAGSHIP], p.outputs).stdout,
+    tfpipe(['status', FLAGSHIP], p.outputs).stdout,
     /train .*\n(.*\n)*\s+~ no time estimate yet: this model has not been timed on this machine/,
   );
 });
@@ -111,7 +100,7 @@ test('the flagship on this machine: the run states its estimate before training;
   const kernels = said[3];
   // The whole flagship (45,000 + 5,000 images) at the speed the run measured and remembered.
   const full = ['--set', `data.source=${ARCHIVE}`];
-  const st = cli(['status', FLAGSHIP, ...full, '--json'], p.outputs);
+  const st = tfpipe(['status', FLAGSHIP, ...full, '--json'], p.outputs);
   assert.equal(st.code, 0, st.stderr);
   const estimate = JSON.parse(st.stdout).stages.find((s: { name: string }) => s.name === 'train').estimate;
   assert.ok(estimate, st.stdout);
@@ -122,8 +111,8 @@ test('the flagship on this machine: the run states its estimate before training;
   // The advice, exactly when it is due (the kernels here are CPU kernels unless tensorflow-gpu ran).
   const due = expected > FAR_BEYOND_SECONDS && !kernels.endsWith('@tensorflow-gpu');
   assert.equal(estimate.lines.length, due ? 2 : 1, estimate.lines.join('\n'));
-  const text = cli(['status', FLAGSHIP, ...full], p.outputs).stdout;
-  const dry = cli(['run', FLAGSHIP, ...full, '--dry-run'], p.outputs).stdout;
+  const text = tfpipe(['status', FLAGSHIP, ...full], p.outputs).stdout;
+  const dry = tfpipe(['run', FLAGSHIP, ...full, '--dry-run'], p.outputs).stdout;
   for (const line of estimate.lines) {
     assert.ok(text.includes(`~ ${line}`), text);
     assert.ok(dry.includes(`~ ${line}`), dry);

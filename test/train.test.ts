@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
+import { tfpipe as cliRun } from './cli-helpers.js';
 import { test } from 'node:test';
 import { nativeAvailability } from '../src/ml/vit/native.js';
 import { packageRoot } from '../src/ground/paths.js';
@@ -125,11 +126,8 @@ test('batches made ahead by worker threads train exactly as batches made on the 
   assert.match(yaml, /rand_augment/);
   const file = p.write('tiny.yaml', yaml);
   const run = (workers: string, outputs: string) => {
-    const r = spawnSync(process.execPath, [BIN, 'run', file, '--until', 'train', '--json'], {
-      env: { ...process.env, TFPIPE_OUTPUTS: outputs, NO_COLOR: '1', TFPIPE_BATCH_WORKERS: workers },
-      encoding: 'utf8',
-    });
-    assert.equal(r.status, 0, r.stderr + r.stdout);
+    const r = cliRun(['run', file, '--until', 'train', '--json'], outputs, { env: { TFPIPE_BATCH_WORKERS: workers } });
+    assert.equal(r.code, 0, r.stderr + r.stdout);
     const doc = JSON.parse(r.stdout);
     return { dir: resolve(doc.stages.find((s: { name: string }) => s.name === 'train').dir), log: r.stderr + r.stdout };
   };

@@ -57,9 +57,9 @@ inline Gemm batched(Gemm g, int batch, long long sa, long long sb, long long sc)
   return g;
 }
 
-// What the tensor cores see of an fp32 input under each precision: TF32 keeps 10 mantissa bits,
-// bf16 7 (round to nearest even; NaN and infinity are left as they are).
-float round_to_precision(float x, Precision p);
+// What TF32 tensor cores see of an fp32 input: 10 mantissa bits, rounded to nearest even (NaN
+// and infinity are left as they are). bf16 products read bf16 operands (hd.h to_bf16) instead.
+float round_to_tf32(float x);
 
 // The reference product on the host, with fp32 inputs rounded as the precision's tensor cores
 // round them (TF32 for tf32 and for bf16's fp32 products) and float accumulation in k order.

@@ -24,23 +24,23 @@ bool parse_precision(const char* name, Precision* out) {
   return false;
 }
 
-float round_to_precision(float x, Precision p) {
-  if (p == kFp32) return x;
+float round_to_tf32(float x) {
   uint32_t u;
   std::memcpy(&u, &x, sizeof u);
   if ((u & 0x7f800000u) == 0x7f800000u) return x;  // NaN, infinity
-  const int drop = p == kBf16 ? 16 : 13;          // bf16 keeps 7 mantissa bits, TF32 10
-  const uint32_t half = 1u << (drop - 1), lsb = (u >> drop) & 1u;
-  u = (u + half - 1 + lsb) & ~((1u << drop) - 1);  // round to nearest, ties to even
+  const uint32_t lsb = (u >> 13) & 1u;              // 13 of the 23 mantissa bits go
+  u = (u + 0xfffu + lsb) & ~0x1fffu;                // round to nearest, ties to even
   float r;
   std::memcpy(&r, &u, sizeof r);
   return r;
 }
 
 void host_gemm(const Gemm& g, Precision p) {
-  const Precision round = g.half || p == kFp32 ? kFp32 : kTf32;
+  const bool tf32 = !g.half && p != kFp32;  // fp32 operands of the tf32 and bf16 precisions
   auto load = [&](const void* base, size_t i) {
-    return g.half ? from_bf16(static_cast<const bf16*>(base)[i]) : round_to_precision(static_cast<const float*>(base)[i], round);
+    if (g.half) return from_bf16(static_cast<const bf16*>(base)[i]);
+    const float x = static_cast<const float*>(base)[i];
+    return tf32 ? round_to_tf32(x) : x;
   };
   for (int bi = 0; bi < g.batch; bi++) {
     float* C = g.C + bi * g.sc;

@@ -163,11 +163,7 @@ napi_value GpuCreate(napi_env env, napi_callback_info info) {
     std::unique_ptr<Handle> h(new Handle);
     h->c = c;
     h->trainer.reset(gpu::new_trainer(c, precision, executor));
-    napi_value ext;
-    CHECK(napi_create_external(env, h.get(), finalize, nullptr, &ext));
-    h.release();  // the external's finalizer deletes it from here on
-    CHECK(napi_type_tag_object(env, ext, &kHandleTag));
-    return ext;
+    return owning_external(env, h.release(), finalize, kHandleTag);
   });
 }
 

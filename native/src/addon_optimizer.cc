@@ -85,11 +85,7 @@ napi_value OptimizerCreate(napi_env env, napi_callback_info info) {
   }
   const uint8_t* d = static_cast<const uint8_t*>(data);
   o->decays.assign(d, d + n);
-  napi_value ext;
-  CHECK(napi_create_external(env, o.get(), finalize, nullptr, &ext));
-  o.release();  // the external's finalizer deletes it from here on
-  CHECK(napi_type_tag_object(env, ext, &kOptimizerTag));
-  return ext;
+  return owning_external(env, o.release(), finalize, kOptimizerTag);
 }
 
 // optimizerUpdate(handle, lr, step, weights, grads, slots) -> undefined: one update in place with

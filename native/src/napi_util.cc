@@ -186,6 +186,20 @@ bool input(napi_env env, napi_value v, const char* op, const char* what, size_t 
   return true;
 }
 
+napi_value owning_external(napi_env env, void* data, napi_finalize finalize, const napi_type_tag& tag) {
+  napi_value ext;
+  if (napi_create_external(env, data, finalize, nullptr, &ext) != napi_ok) {
+    finalize(env, data, nullptr);
+    napi_throw_error(env, nullptr, "vit_kernels: N-API call failed: napi_create_external");
+    return nullptr;
+  }
+  if (napi_type_tag_object(env, ext, &tag) != napi_ok) {
+    napi_throw_error(env, nullptr, "vit_kernels: N-API call failed: napi_type_tag_object");
+    return nullptr;  // the external still owns data and frees it when collected
+  }
+  return ext;
+}
+
 void* tagged_external(napi_env env, napi_value v, const napi_type_tag& tag, const char* op, const char* maker) {
   napi_valuetype t;
   bool tagged = false;

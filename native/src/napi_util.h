@@ -107,6 +107,11 @@ napi_value new_arrays(napi_env env, size_t count, const Size& size, std::vector<
 // must be a handle from <maker>") naming op otherwise.
 void* tagged_external(napi_env env, napi_value v, const napi_type_tag& tag, const char* op, const char* maker);
 
+// A JS handle owning data: an external carrying `tag` whose finalizer deletes it. Takes ownership
+// of data in every case (when the external cannot be made, finalize runs at once); null with a JS
+// exception pending on failure.
+napi_value owning_external(napi_env env, void* data, napi_finalize finalize, const napi_type_tag& tag);
+
 napi_value boolean(napi_env env, bool b);
 napi_value null(napi_env env);
 napi_value str_or_null(napi_env env, const std::string& s);

@@ -130,19 +130,10 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     ctx.log(line);
 
   const batches = Math.ceil(trainSplit.count / bs);
-  // A GPU step would wait for augmentation done between steps on this thread: make batches ahead
-  // on the other cores instead (TFPIPE_BATCH_WORKERS=N sets how many; 0 = this thread).
-  const { batchSource } = await import('../ml/batches/source.js');
-  const { prefetchWorkers } = await import('../ml/batches/prefetch.js');
-  const forced = process.env.TFPIPE_BATCH_WORKERS;
-  const workers =
-    forced !== undefined && forced !== ''
-      ? Number(forced)
-      : kernels.path === 'cuda' && !kernels.host
-        ? prefetchWorkers()
-        : 0;
-  if (!Number.isInteger(workers) || workers < 0)
-    throw new Error(`TFPIPE_BATCH_WORKERS must be a whole number, got "${forced}"`);
+  // A GPU step would wait for augmentation done between steps on this thread: batches are made
+  // ahead on the other cores instead.
+  const { batchSource, batchWorkers } = await import('../ml/batches/source.js');
+  const workers = batchWorkers(kernels.path === 'cuda' && !kernels.host);
   const augmentation = upstreamOfKind(ctx, 'augmentation').settings as unknown as AugmentationSettings;
   const source = batchSource({
     split: trainSplit,

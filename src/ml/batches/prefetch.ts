@@ -34,7 +34,7 @@ export interface ReadyBatch {
   n: number;
 }
 
-/** Workers for a GPU step: every core but the one the main thread uses, at most 15. */
+/** Workers for a GPU step: every core but the one the main thread uses, at most 15 (source.ts batchWorkers). */
 export function prefetchWorkers(): number {
   return Math.max(1, Math.min(15, availableParallelism() - 1));
 }

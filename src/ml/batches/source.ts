@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Augmenter, AugmentOp, DatasetStats } from '../augment/index.js';
 import type { Split } from '../dataset.js';
 import { createRng, deriveSeed } from '../rng.js';
-import { BatchPrefetcher, type BatchJob } from './prefetch.js';
+import { BatchPrefetcher, prefetchWorkers, type BatchJob } from './prefetch.js';
 import { makeTrainBatch, type BatchShape } from './train-batch.js';
 
 /** The order in which epoch `epoch` visits the split's images. */
@@ -17,6 +17,18 @@ export function epochOrder(seed: number, epoch: number, count: number): Int32Arr
 /** The images of batch b of an epoch in that order. */
 export function batchIndices(order: Int32Array, b: number, batchSize: number): Int32Array {
   return order.subarray(b * batchSize, Math.min((b + 1) * batchSize, order.length));
+}
+
+/**
+ * How many workers make batches ahead: every core but one (at most 15) when the step runs on the
+ * GPU, none otherwise; TFPIPE_BATCH_WORKERS=N overrides (0: the main thread).
+ */
+export function batchWorkers(stepOnGpu: boolean): number {
+  const forced = process.env.TFPIPE_BATCH_WORKERS;
+  if (forced === undefined || forced === '') return stepOnGpu ? prefetchWorkers() : 0;
+  const n = Number(forced);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`TFPIPE_BATCH_WORKERS must be a whole number, got "${forced}"`);
+  return n;
 }
 
 export interface BatchSource {
