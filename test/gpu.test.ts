@@ -45,6 +45,7 @@ import { nativeAddonPath, nativeAvailability, nativeOptimize, nativeRun } from '
 import { createTrainer } from '../src/ml/vit/trainer.js';
 import { packageRoot } from '../src/ground/paths.js';
 import { ODD_VIT, TINY_VIT } from './fixtures/vit-configs.js';
+import { completeConfig } from '../src/ml/vit/config.js';
 import { tempProject } from './helpers.js';
 import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
 
@@ -74,7 +75,7 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 const TOLERANCE: Record<Precision, number> = { fp32: 1e-5, tf32: 1e-2, bf16: 5e-2 };
 const tolerance = (p: Precision, host: HostExecutor) => (p === 'fp32' && !host ? 1e-4 : TOLERANCE[p]);
 
-const cfg = { ...ODD_VIT, activation: 'gelu' as const };
+const cfg = completeConfig({ ...ODD_VIT, activation: 'gelu' as const });
 /**
  * For the emulated lanes (one OS thread per GPU lane: slow): 8x8 images, 5 tokens, and 12 floats
  * per head, which the attention's row sums split into 3 groups of 4 lanes, not a power of two.

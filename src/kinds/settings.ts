@@ -251,6 +251,26 @@ export interface VitSettings {
    */
   dropout: number;
   /**
+   * How images become tokens: patch, a Linear embedding of patch_size x patch_size patches (the ViT's, the reference's); conv, Compact Transformers' convolutional tokenizer: conv_layers layers of conv 3x3 (stride 1, zero padding 1, no bias) + ReLU + max-pool 3x3 stride 2 (windows 2i..2i+2, as tf.maxPool 'same'), each halving the grid (2 layers: 32x32 -> 8x8 = 64 tokens of dim channels). patch_size is ignored with conv.
+   */
+  tokenizer: 'patch' | 'conv';
+  /**
+   * tokenizer conv: number of conv + max-pool layers; the image side must be divisible by 2^conv_layers.
+   */
+  conv_layers: number;
+  /**
+   * tokenizer conv: output channels of every conv layer but the last, which outputs dim.
+   */
+  conv_channels: number;
+  /**
+   * What the head classifies: cls, a learned class token prepended to the tokens (the reference's); mean, the mean of the tokens (no class token); seq, Compact Transformers' sequence pooling: softmax over tokens of a learned score x.w + b, then the weighted mean (no class token). The head applies LayerNorm and Linear to that vector. Attention rollout rolls out to this pooling's weights.
+   */
+  pool: 'cls' | 'mean' | 'seq';
+  /**
+   * Added to the tokens before the blocks: learned (one vector per token, the reference's); sincos, fixed 2-D sin-cos (dim/4 frequencies per axis, dim divisible by 4; zero on the class token); none (a conv tokenizer's zero padding gives the tokens their place).
+   */
+  position_embedding: 'learned' | 'sincos' | 'none';
+  /**
    * The MLP's GELU: gelu is exact, x·Φ(x) with erf, as PyTorch's nn.GELU() and the reference; gelu_tanh is the tanh approximation 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))), which pipelines used before this setting existed (the default keeps them unchanged). They differ by up to ~5e-4 per activation; both run on every kernel path at about the same speed.
    */
   activation: 'gelu' | 'gelu_tanh';

@@ -28,6 +28,11 @@ export function vitConfigFor(s: VitSettings, data: DataInfo): FullVitConfig {
     mlpDim: s.mlp_dim,
     dropout: s.dropout,
     activation: s.activation,
+    tokenizer: s.tokenizer,
+    convLayers: s.conv_layers,
+    convChannels: s.conv_channels,
+    pool: s.pool,
+    posEmbedding: s.position_embedding,
   };
   try {
     validateConfig(cfg);

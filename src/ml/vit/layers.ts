@@ -5,7 +5,16 @@
 import * as tf from '@tensorflow/tfjs';
 import { completeConfig, type FullVitConfig, tokenCount, type VitConfig } from './config.js';
 import { evalPieces } from './kernels.js';
-import { BLOCK_PARAMS, blockLayer, HEAD_LAYER, HEAD_PARAMS, STEM_LAYER, STEM_PARAMS } from './layout.js';
+import {
+  BLOCK_PARAMS,
+  blockLayer,
+  HEAD_LAYER,
+  HEAD_PARAMS,
+  type ParamDef,
+  presentParams,
+  STEM_LAYER,
+  STEM_PARAMS,
+} from './layout.js';
 import type { BlockWeights, HeadWeights, StemWeights } from './vit.js';
 
 type Shape = (number | null)[];
@@ -31,15 +40,20 @@ abstract class VitLayer extends tf.layers.Layer {
     return this.addWeight(name, shape, 'float32', zeros() as ReturnType<typeof tf.initializers.zeros>);
   }
 
-  /** Adds the weights of one layout.ts definition list; names give weight paths "<layer>/<name>" = Vit's stable names. */
-  protected addWeights(defs: readonly { name: string; shape: (c: VitConfig) => number[] }[]): void {
-    for (const d of defs) this.weight(d.name, d.shape(this.vit));
+  /**
+   * Adds the weights of one layout.ts definition list that this config has; names give weight
+   * paths "<layer>/<name>" = Vit's stable names.
+   */
+  protected addWeights(defs: readonly ParamDef<string>[]): void {
+    for (const d of presentParams(defs, this.vit)) this.weight(d.name, d.shape(this.vit));
   }
 
-  /** The weights keyed as the definition list keys them. */
-  protected read<K extends string>(defs: readonly { key: K }[]): Record<K, tf.Tensor> {
+  /** The weights keyed as the definition list keys them (absent ones undefined). */
+  protected read<K extends string>(defs: readonly ParamDef<K>[]): Partial<Record<K, tf.Tensor>> {
     const values = this.weights.map((w) => w.read());
-    return Object.fromEntries(defs.map((d, i) => [d.key, values[i]])) as Record<K, tf.Tensor>;
+    return Object.fromEntries(presentParams(defs, this.vit).map((d, i) => [d.key, values[i]])) as Partial<
+      Record<K, tf.Tensor>
+    >;
   }
 
   override getConfig(): tf.serialization.ConfigDict {
@@ -47,7 +61,7 @@ abstract class VitLayer extends tf.layers.Layer {
   }
 }
 
-/** [B, H, W, C] images -> [B, T, dim]: patches, patch embedding, class token, positions. */
+/** [B, H, W, C] images -> [B, T, dim]: tokenizer, class token, positions. */
 export class VitEmbedding extends VitLayer {
   static className = 'VitEmbedding';
   override build(): void {
@@ -79,7 +93,7 @@ export class VitBlock extends VitLayer {
   }
 }
 
-/** [B, T, dim] -> logits [B, classes] from the class token: LayerNorm then Linear. */
+/** [B, T, dim] -> logits [B, classes]: pooling (class token, mean or sequence pooling), LayerNorm, Linear. */
 export class VitHead extends VitLayer {
   static className = 'VitHead';
   override build(): void {

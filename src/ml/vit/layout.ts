@@ -4,17 +4,19 @@
 // kernels expect: native.ts compares the addon's names and dropout sites with nativeLayout() and
 // its shapes (native/src/layout.cc, the C++ side's one description) with parameterSpecs() on
 // LAYOUT_PROBE, and refuses the addon at load when anything differs.
-import { tokenCount, type VitConfig } from './config.js';
+import { completeConfig, convLayerChannels, type FullVitConfig, tokenCount, type VitConfig } from './config.js';
 
 export type Init = { kind: 'normal' } | { kind: 'uniform'; bound: number } | { kind: 'ones' } | { kind: 'zeros' };
 
-interface ParamDef<K extends string> {
+export interface ParamDef<K extends string> {
   /** Property name in code, e.g. params.blocks[i].toQ. */
   key: K;
   /** Weight name inside its layer; the stable name is "<layer>/<name>", e.g. "block_0/attn/to_q". */
   name: string;
-  shape: (c: VitConfig) => number[];
-  init: (c: VitConfig) => Init;
+  shape: (c: FullVitConfig) => number[];
+  init: (c: FullVitConfig) => Init;
+  /** Whether a model of this config has the parameter (absent: always). */
+  when?: (c: FullVitConfig) => boolean;
 }
 
 const def = <K extends string>(
@@ -22,30 +24,63 @@ const def = <K extends string>(
   name: string,
   shape: ParamDef<K>['shape'],
   init: ParamDef<K>['init'],
+  when?: ParamDef<K>['when'],
 ): ParamDef<K> => ({
   key,
   name,
   shape,
   init,
+  when,
 });
 const patchDim = (c: VitConfig) => tokenCount(c).patchDim;
 const inner = (c: VitConfig) => c.heads * c.dimHead;
-// PyTorch's nn.Linear default: weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+// PyTorch's nn.Linear and nn.Conv2d default: weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 const fanIn =
-  (f: (c: VitConfig) => number) =>
-  (c: VitConfig): Init => ({ kind: 'uniform', bound: 1 / Math.sqrt(f(c)) });
+  (f: (c: FullVitConfig) => number) =>
+  (c: FullVitConfig): Init => ({ kind: 'uniform', bound: 1 / Math.sqrt(f(c)) });
 const normal = (): Init => ({ kind: 'normal' });
 const ones = (): Init => ({ kind: 'ones' });
 const zeros = (): Init => ({ kind: 'zeros' });
 const dim = (c: VitConfig) => c.dim;
 const mlp = (c: VitConfig) => c.mlpDim;
+const patchTokens = (c: FullVitConfig) => c.tokenizer === 'patch';
+/** The most conv tokenizer layers a config may ask for (each halves the image). */
+export const MAX_CONV_LAYERS = 4;
+/** Conv tokenizer layer l: a 3x3 kernel [3, 3, in, out] (HWIO, as tf.conv2d), no bias (as CCT). */
+const convDef = (l: number) =>
+  def(
+    `conv${l}` as `conv${0 | 1 | 2 | 3}`,
+    `conv_${l}/kernel`,
+    (c) => {
+      const { cin, cout } = convLayerChannels(c, l);
+      return [3, 3, cin, cout];
+    },
+    fanIn((c) => 9 * convLayerChannels(c, l).cin),
+    (c) => c.tokenizer === 'conv' && l < c.convLayers,
+  );
 
-/** Layer "embedding": patches -> tokens. */
+/** Layer "embedding": images -> tokens. Which of these a model has depends on its config (`when`). */
 export const STEM_PARAMS = [
-  def('patchW', 'patch/kernel', (c) => [patchDim(c), c.dim], fanIn(patchDim)),
-  def('patchB', 'patch/bias', (c) => [c.dim], fanIn(patchDim)),
-  def('clsToken', 'cls_token', (c) => [1, c.dim], normal),
-  def('posEmbedding', 'pos_embedding', (c) => [tokenCount(c).tokens, c.dim], normal),
+  def('patchW', 'patch/kernel', (c) => [patchDim(c), c.dim], fanIn(patchDim), patchTokens),
+  def('patchB', 'patch/bias', (c) => [c.dim], fanIn(patchDim), patchTokens),
+  convDef(0),
+  convDef(1),
+  convDef(2),
+  convDef(3),
+  def(
+    'clsToken',
+    'cls_token',
+    (c) => [1, c.dim],
+    normal,
+    (c) => c.pool === 'cls',
+  ),
+  def(
+    'posEmbedding',
+    'pos_embedding',
+    (c) => [tokenCount(c).tokens, c.dim],
+    normal,
+    (c) => c.posEmbedding === 'learned',
+  ),
 ] as const;
 
 /** Layers "block_<i>": one pre-LN transformer block each. */
@@ -65,8 +100,22 @@ export const BLOCK_PARAMS = [
   def('fc2B', 'mlp/fc2/bias', (c) => [c.dim], fanIn(mlp)),
 ] as const;
 
-/** Layer "head": class token -> logits. */
+/** Layer "head": tokens -> pooled vector (class token, mean, or sequence pooling) -> LayerNorm -> logits. */
 export const HEAD_PARAMS = [
+  def(
+    'poolW',
+    'pool/kernel',
+    (c) => [c.dim, 1],
+    fanIn(dim),
+    (c) => c.pool === 'seq',
+  ),
+  def(
+    'poolB',
+    'pool/bias',
+    () => [1],
+    fanIn(dim),
+    (c) => c.pool === 'seq',
+  ),
   def('headNormGamma', 'norm/gamma', (c) => [c.dim], ones),
   def('headNormBeta', 'norm/beta', (c) => [c.dim], zeros),
   def('headW', 'kernel', (c) => [c.dim, c.classes], fanIn(dim)),
@@ -81,8 +130,9 @@ export type StemKey = (typeof STEM_PARAMS)[number]['key'];
 export type BlockKey = (typeof BLOCK_PARAMS)[number]['key'];
 export type HeadKey = (typeof HEAD_PARAMS)[number]['key'];
 export type BlockParams<T> = Record<BlockKey, T>;
-export type StemParams<T> = Record<StemKey, T>;
-export type HeadParams<T> = Record<HeadKey, T>;
+/** Stem and head parameters a config may lack are undefined there (see `when`). */
+export type StemParams<T> = Partial<Record<StemKey, T>>;
+export type HeadParams<T> = Record<Exclude<HeadKey, 'poolW' | 'poolB'>, T> & Partial<Record<'poolW' | 'poolB', T>>;
 /** Every parameter of a ViT, by role. */
 export type VitParams<T> = StemParams<T> & HeadParams<T> & { blocks: BlockParams<T>[] };
 
@@ -92,15 +142,22 @@ export interface ParamSpec {
   init: Init;
 }
 
+/** The definitions of a list that a model of this config has, in list order. */
+export function presentParams<D extends ParamDef<string>>(defs: readonly D[], cfg: VitConfig): D[] {
+  const full = completeConfig(cfg);
+  return defs.filter((d) => !d.when || d.when(full));
+}
+
 /** Every parameter in model order (stem, blocks, head), with its stable name, shape and initialiser. */
 export function parameterSpecs(cfg: VitConfig): ParamSpec[] {
+  const full = completeConfig(cfg);
   const spec =
     (layer: string) =>
-    (p: ParamDef<string>): ParamSpec => ({ name: `${layer}/${p.name}`, shape: p.shape(cfg), init: p.init(cfg) });
+    (p: ParamDef<string>): ParamSpec => ({ name: `${layer}/${p.name}`, shape: p.shape(full), init: p.init(full) });
   return [
-    ...STEM_PARAMS.map(spec(STEM_LAYER)),
+    ...presentParams(STEM_PARAMS, full).map(spec(STEM_LAYER)),
     ...Array.from({ length: cfg.depth }, (_, i) => BLOCK_PARAMS.map(spec(blockLayer(i)))).flat(),
-    ...HEAD_PARAMS.map(spec(HEAD_LAYER)),
+    ...presentParams(HEAD_PARAMS, full).map(spec(HEAD_LAYER)),
   ];
 }
 
@@ -109,17 +166,19 @@ function byKey<K extends string, T>(defs: readonly ParamDef<K>[], values: T[]): 
 }
 
 /** The role-keyed view of values given in model order (as parameterSpecs lists them). */
-export function groupParams<T>(values: T[], depth: number): VitParams<T> {
-  const expected = STEM_PARAMS.length + depth * BLOCK_PARAMS.length + HEAD_PARAMS.length;
-  if (values.length !== expected) throw new Error(`internal: ${values.length} ViT parameters, expected ${expected}`);
+export function groupParams<T>(values: T[], cfg: VitConfig): VitParams<T> {
+  const stem = presentParams(STEM_PARAMS, cfg);
+  const head = presentParams(HEAD_PARAMS, cfg);
   const nb = BLOCK_PARAMS.length;
-  const headStart = STEM_PARAMS.length + depth * nb;
+  const expected = stem.length + cfg.depth * nb + head.length;
+  if (values.length !== expected) throw new Error(`internal: ${values.length} ViT parameters, expected ${expected}`);
+  const headStart = stem.length + cfg.depth * nb;
   return {
-    ...byKey(STEM_PARAMS, values.slice(0, STEM_PARAMS.length)),
-    blocks: Array.from({ length: depth }, (_, i) =>
-      byKey(BLOCK_PARAMS, values.slice(STEM_PARAMS.length + i * nb, STEM_PARAMS.length + (i + 1) * nb)),
+    ...byKey(stem, values.slice(0, stem.length)),
+    blocks: Array.from({ length: cfg.depth }, (_, i) =>
+      byKey(BLOCK_PARAMS, values.slice(stem.length + i * nb, stem.length + (i + 1) * nb)),
     ),
-    ...byKey(HEAD_PARAMS, values.slice(headStart)),
+    ...(byKey(head, values.slice(headStart)) as HeadParams<T>),
   };
 }
 
@@ -173,9 +232,11 @@ export function layoutMismatch(reported: Partial<NativeLayout> | undefined): str
 }
 
 /**
- * The config the shapes are compared on at load: every size it gives a parameter (1, dim 7,
- * mlpDim 13, 17 tokens, 19 classes, heads x dimHead 22, 45 patch values) differs from every other,
- * so the addon's shapes can only equal tfpipe's if every formula does, transposes included.
+ * The configs the shapes are compared on at load. In the first, every size it gives a parameter
+ * (1, dim 7, mlpDim 13, 17 tokens, 19 classes, heads x dimHead 22, 45 patch values) differs from
+ * every other, so the addon's shapes can only equal tfpipe's if every formula does, transposes
+ * included. The second takes the other branches: a 3-layer conv tokenizer (5 -> 6 -> 6 -> 12
+ * channels on a 16 -> 2 grid), sequence pooling (no class token), no learned positions.
  */
 export const LAYOUT_PROBE: VitConfig = {
   imageSize: 12,
@@ -189,13 +250,36 @@ export const LAYOUT_PROBE: VitConfig = {
   mlpDim: 13,
   dropout: 0,
 };
+export const LAYOUT_PROBES: readonly VitConfig[] = [
+  LAYOUT_PROBE,
+  {
+    imageSize: 16,
+    channels: 5,
+    classes: 19,
+    patchSize: 3,
+    dim: 12,
+    depth: 1,
+    heads: 2,
+    dimHead: 11,
+    mlpDim: 13,
+    dropout: 0,
+    tokenizer: 'conv',
+    convLayers: 3,
+    convChannels: 6,
+    pool: 'seq',
+    posEmbedding: 'sincos',
+  },
+];
 
-/** Null when `reported` (the addon's shapes for LAYOUT_PROBE, in model order) are tfpipe's, else the first difference. */
-export function shapeMismatch(reported: readonly (readonly number[])[] | undefined): string | null {
+/** Null when `reported` (the addon's shapes for `probe`, in model order) are tfpipe's, else the first difference. */
+export function shapeMismatch(
+  reported: readonly (readonly number[])[] | undefined,
+  probe: VitConfig = LAYOUT_PROBE,
+): string | null {
   if (!reported) return 'the addon reports no parameter shapes';
-  const want = parameterSpecs(LAYOUT_PROBE);
+  const want = parameterSpecs(probe);
   if (reported.length !== want.length)
-    return `the addon has ${reported.length} weight arrays for a depth-${LAYOUT_PROBE.depth} model, tfpipe ${want.length}`;
+    return `the addon has ${reported.length} weight arrays for a depth-${probe.depth} model, tfpipe ${want.length}`;
   for (const [i, spec] of want.entries()) {
     const got = reported[i];
     if (got.length !== spec.shape.length || got.some((d, k) => d !== spec.shape[k]))

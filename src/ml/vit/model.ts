@@ -31,7 +31,7 @@ export class Vit {
       }
       return tf.variable(value, true, prefix + spec.name, 'float32');
     });
-    this.params = groupParams(this.variables, config.depth);
+    this.params = groupParams(this.variables, config);
   }
 
   /** tf variable name (unique per instance) -> stable parameter name. */

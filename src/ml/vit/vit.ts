@@ -1,10 +1,11 @@
 // The Vision Transformer, as lucidrains/vit-pytorch's vit.py describes it: patch embedding with a
 // class token and learned positions, pre-LN blocks of multi-head self-attention and a GELU MLP,
-// and a LayerNorm + Linear head on the class token. Activations stay 2-D, [B*T, dim], between
+// and a LayerNorm + Linear head on the class token. Options from Compact Transformers (Hassani et
+// al., 2021) replace the ends: a conv tokenizer, mean or sequence pooling, sin-cos or no positions. Activations stay 2-D, [B*T, dim], between
 // blocks so that every linear layer is one plain matMul. Which kernels run it is decided in
 // kernels.ts; native/src/model.cc is the same model in C++.
 import * as tf from '@tensorflow/tfjs';
-import { type FullVitConfig, tokenCount } from './config.js';
+import { convLayerChannels, type FullVitConfig, sincosPositions, tokenCount } from './config.js';
 import type { Dropout } from './dropout.js';
 import { dropoutSite, EMBEDDING_DROPOUT_SITE, type BlockParams, type HeadParams, type StemParams } from './layout.js';
 import type { VitOps } from './ops.js';
@@ -22,6 +23,8 @@ export interface Ctx {
   drop: Dropout;
   /** When given, each block pushes its post-softmax attention [B, heads, T, T]. */
   attention?: tf.Tensor4D[];
+  /** When given, the head pushes the weights [B, T] its pooled vector gives each token (one-hot on the class token, 1/T for mean). */
+  pool?: tf.Tensor2D[];
 }
 
 /**
@@ -39,17 +42,66 @@ export function patchify(x: tf.Tensor4D, p: number): tf.Tensor2D {
   });
 }
 
-/** Images [B, H, W, C] -> tokens [B*T, dim]: patch embedding, class token, positions. */
+/**
+ * A 3x3 convolution, stride 1, zero 'same' padding, no bias, as im2col + one plain 2-D matMul
+ * (wasm has no Conv2DBackpropFilter kernel, and 2-D matMul is its fast op).
+ * x: [B, S, S, Cin], w: [3, 3, Cin, Cout] (HWIO) -> [B, S, S, Cout]
+ */
+export function conv3x3(ops: VitOps, x: tf.Tensor4D, w: tf.Tensor): tf.Tensor4D {
+  const [b, s, , cin] = x.shape;
+  const cout = w.shape[3] as number;
+  const padded = tf.pad(x, [
+    [0, 0],
+    [1, 1],
+    [1, 1],
+    [0, 0],
+  ]);
+  const taps: tf.Tensor4D[] = [];
+  for (let ky = 0; ky < 3; ky++)
+    for (let kx = 0; kx < 3; kx++) taps.push(tf.slice(padded, [0, ky, kx, 0], [b, s, s, cin]));
+  const cols = tf.reshape(tf.concat(taps, 3), [b * s * s, 9 * cin]) as tf.Tensor2D; // (ky, kx, ci) = HWIO order
+  return tf.reshape(ops.linearNoBias(cols, tf.reshape(w, [9 * cin, cout]) as tf.Tensor2D), [b, s, s, cout]);
+}
+
+/** CCT's tokenizer: per layer conv 3x3 + ReLU + max-pool 3x3 stride 2 ('same': windows 2i..2i+2). [B, H, W, C] -> [B, N, dim] */
+export function convTokens(ctx: Ctx, img: tf.Tensor4D, P: StemWeights): tf.Tensor3D {
+  const { cfg, ops, batch: b } = ctx;
+  let x = img;
+  for (let l = 0; l < cfg.convLayers; l++) {
+    const w = P[`conv${l}` as keyof StemWeights];
+    if (!w) throw new Error(`internal: conv tokenizer layer ${l} has no kernel`);
+    const { cout } = convLayerChannels(cfg, l);
+    if (w.shape[3] !== cout) throw new Error(`internal: conv_${l} kernel has ${w.shape[3]} outputs, expected ${cout}`);
+    x = tf.maxPool(tf.relu(conv3x3(ops, x, w)), 3, 2, 'same');
+  }
+  return tf.reshape(x, [b, -1, cfg.dim]);
+}
+
+/** Images [B, H, W, C] -> tokens [B*T, dim]: tokenizer, class token (pool cls), positions. */
 export function embed(ctx: Ctx, img: tf.Tensor4D, P: StemWeights): tf.Tensor2D {
   const { cfg, ops, batch: b } = ctx;
   if (img.shape[1] !== cfg.imageSize || img.shape[2] !== cfg.imageSize || img.shape[3] !== cfg.channels) {
     throw new Error(`ViT expects images [B, ${cfg.imageSize}, ${cfg.imageSize}, ${cfg.channels}], got [${img.shape}]`);
   }
-  const { patches: n, tokens: t } = tokenCount(cfg);
-  const patches = patchify(img, cfg.patchSize); // [B*N, C*p*p]
-  const embedded = tf.reshape(ops.linear(patches, P.patchW as tf.Tensor2D, P.patchB as tf.Tensor1D), [b, n, cfg.dim]);
-  const cls = tf.broadcastTo(tf.reshape(P.clsToken, [1, 1, cfg.dim]), [b, 1, cfg.dim]);
-  const tokens = tf.add(tf.concat([cls, embedded], 1), P.posEmbedding); // [B, T, dim]
+  const { grid, patches: n, tokens: t } = tokenCount(cfg);
+  const embedded =
+    cfg.tokenizer === 'conv'
+      ? convTokens(ctx, img, P)
+      : tf.reshape(ops.linear(patchify(img, cfg.patchSize), P.patchW as tf.Tensor2D, P.patchB as tf.Tensor1D), [
+          b,
+          n,
+          cfg.dim,
+        ]);
+  let tokens: tf.Tensor = embedded;
+  if (cfg.pool === 'cls') {
+    const cls = tf.broadcastTo(tf.reshape(P.clsToken as tf.Tensor, [1, 1, cfg.dim]), [b, 1, cfg.dim]);
+    tokens = tf.concat([cls, embedded], 1);
+  }
+  if (cfg.posEmbedding === 'learned') tokens = tf.add(tokens, P.posEmbedding as tf.Tensor);
+  if (cfg.posEmbedding === 'sincos') {
+    const table = tf.tensor2d(sincosPositions(grid, cfg.dim), [n, cfg.dim]);
+    tokens = tf.add(tokens, t > n ? tf.concat([tf.zeros([t - n, cfg.dim]), table], 0) : table); // the class token: none
+  }
   return ctx.drop.apply(tf.reshape(tokens, [b * t, cfg.dim]) as tf.Tensor2D, EMBEDDING_DROPOUT_SITE);
 }
 
@@ -97,15 +149,32 @@ export function block(ctx: Ctx, l: number, x: tf.Tensor2D, p: BlockWeights): tf.
   ) as tf.Tensor2D;
 }
 
-/** Tokens [B*T, dim] -> logits [B, classes] from the class token. */
-export function head(ctx: Ctx, x: tf.Tensor2D, P: HeadWeights): tf.Tensor2D {
+/**
+ * Tokens [B*T, dim] -> the vector the head classifies, [B, dim], and the weight each token has in
+ * it [B, T]: the class token; the mean; or sequence pooling, softmax over tokens of a linear score
+ * x·w + b, then the weighted mean.
+ */
+export function pool(ctx: Ctx, x: tf.Tensor2D, P: HeadWeights): { pooled: tf.Tensor2D; weights: tf.Tensor2D } {
   const { cfg, ops, batch: b } = ctx;
   const t = x.shape[0] / b;
-  const clsOut = tf.reshape(tf.slice(tf.reshape(x, [b, t, cfg.dim]), [0, 0, 0], [b, 1, cfg.dim]), [
-    b,
-    cfg.dim,
-  ]) as tf.Tensor2D; // class token
-  const normed = ops.layerNorm(clsOut, P.headNormGamma as tf.Tensor1D, P.headNormBeta as tf.Tensor1D);
+  const x3 = tf.reshape(x, [b, t, cfg.dim]);
+  if (cfg.pool === 'cls') {
+    const pooled = tf.reshape(tf.slice(x3, [0, 0, 0], [b, 1, cfg.dim]), [b, cfg.dim]) as tf.Tensor2D;
+    return { pooled, weights: tf.oneHot(tf.zeros([b], 'int32'), t).toFloat() as tf.Tensor2D };
+  }
+  if (cfg.pool === 'mean')
+    return { pooled: tf.mean(x3, 1) as tf.Tensor2D, weights: tf.fill([b, t], 1 / t) as tf.Tensor2D };
+  const scores = tf.reshape(ops.linear(x, P.poolW as tf.Tensor2D, P.poolB as tf.Tensor1D), [b, t]);
+  const weights = tf.softmax(scores) as tf.Tensor2D;
+  return { pooled: tf.sum(tf.mul(tf.expandDims(weights, 2), x3), 1) as tf.Tensor2D, weights };
+}
+
+/** Tokens [B*T, dim] -> logits [B, classes]: pooling, LayerNorm, Linear. */
+export function head(ctx: Ctx, x: tf.Tensor2D, P: HeadWeights): tf.Tensor2D {
+  const { ops } = ctx;
+  const { pooled, weights } = pool(ctx, x, P);
+  if (ctx.pool) ctx.pool.push(tf.keep(weights));
+  const normed = ops.layerNorm(pooled, P.headNormGamma as tf.Tensor1D, P.headNormBeta as tf.Tensor1D);
   return ops.linear(normed, P.headW as tf.Tensor2D, P.headB as tf.Tensor1D); // [B, classes]
 }
 
