@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { initBackend } from '../src/ml/backend.js';
 import { createAugmenter } from '../src/ml/augment/index.js';
 import { writeDataInfo, writeSplit, type DataInfo, type Split } from '../src/ml/dataset.js';
-import { classTokenRollout } from '../src/ml/rollout.js';
+import { classTokenRollout, pooledRollout } from '../src/ml/rollout.js';
 import { createVit, forward, saveCheckpoint, tfjsKernels, type VitConfig } from '../src/ml/vit/index.js';
 import { stage, writeRollout } from '../src/kinds/attention_rollout.js';
 import type { AttentionRolloutSettings } from '../src/kinds/settings.js';
@@ -168,6 +168,59 @@ test('writeRollout dumps the eval-mode attention, the class-token rollout, meta 
     model.dispose();
     rmSync(dir, { recursive: true, force: true });
     rmSync(dir2, { recursive: true, force: true });
+  }
+});
+
+test('with a conv tokenizer and sequence pooling the rollout follows the pooling weights over the token grid', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tfpipe-rollout-'));
+  const conv: VitConfig = {
+    ...cfg,
+    tokenizer: 'conv',
+    convLayers: 2,
+    convChannels: 4,
+    pool: 'seq',
+    posEmbedding: 'none',
+  };
+  const model = createVit(conv, 6);
+  try {
+    const testSplit = syntheticTest(40);
+    const augmenter = createAugmenter([{ op: 'normalize' }], info);
+    const quiet = { progress: () => {}, signal: new AbortController().signal };
+    await writeRollout({ model, kernels: tfjsKernels, augmenter, test: testSplit, info }, settings, 9, dir, quiet);
+    const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as { indices: number[]; readout: string };
+    assert.match(meta.readout, /sequence pooling's weights \(no class token/);
+    assert.match(meta.readout, /receptive field through the 2-layer conv tokenizer/);
+    const T = 8 * 8; // 32 / 2^2 per side, no class token
+    const att = readNpy(join(dir, 'attention.npy'));
+    assert.deepEqual(att.shape, [6, 2, 2, T, T]);
+    const roll = readNpy(join(dir, 'rollout.npy'));
+    assert.deepEqual(roll.shape, [6, T]);
+
+    // The pooling weights from an independent forward pass on the same images.
+    const per = 32 * 32 * 3;
+    const pix = new Float32Array(6 * per);
+    meta.indices.forEach((idx, k) => {
+      for (let j = 0; j < per; j++)
+        pix[k * per + j] = (testSplit.images[idx * per + j] / 255 - info.mean[j % 3]) / info.std[j % 3];
+    });
+    const x = tf.tensor4d(pix, [6, 32, 32, 3]);
+    const out = forward(model, x, { training: false, returnAttention: true }, tfjsKernels);
+    const pool = (await out.pool!.array()) as number[][];
+    tf.dispose([x, out.logits, out.pool!, ...out.attention!]);
+    const perImage = 2 * 2 * T * T;
+    for (let k = 0; k < 6; k++) {
+      const want = pooledRollout(
+        att.data.subarray(k * perImage, (k + 1) * perImage),
+        { layers: 2, heads: 2, tokens: T, classToken: false },
+        { method: 'abnar_zuidema', headFusion: 'mean', discardRatio: 0.5 },
+        pool[k],
+      );
+      const got = roll.data.subarray(k * T, (k + 1) * T);
+      for (let j = 0; j < T; j++) assert.ok(Math.abs(got[j] - want[j]) < 1e-5, `rollout[${k}][${j}]`);
+    }
+  } finally {
+    model.dispose();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -7,6 +7,9 @@ import {
   discardLowest,
   fuseHeads,
   minMaxScale,
+  pooledRollout,
+  receptiveField,
+  receptiveFieldMap,
   rolloutMask,
   rolloutMatrix,
   upsample,
@@ -89,15 +92,15 @@ function naiveFuse(heads: M[], fusion: HeadFusion): M {
 }
 
 /** Repeatedly pick the smallest remaining patch-to-patch entry (earliest position on ties). */
-function naiveDiscard(m: M, ratio: number): M {
+function naiveDiscard(m: M, ratio: number, first = 1): M {
   const T = m.length;
   const out = m.map((r) => [...r]);
-  const count = Math.floor(ratio * (T - 1) * (T - 1));
+  const count = Math.floor(ratio * (T - first) * (T - first));
   const taken = new Set<string>();
   for (let k = 0; k < count; k++) {
     let best: [number, number] | null = null;
-    for (let i = 1; i < T; i++) {
-      for (let j = 1; j < T; j++) {
+    for (let i = first; i < T; i++) {
+      for (let j = first; j < T; j++) {
         if (taken.has(`${i},${j}`)) continue;
         if (best === null || m[i][j] < m[best[0]][best[1]]) best = [i, j];
       }
@@ -112,8 +115,8 @@ function plusIdentity(m: M): M {
   return m.map((row, i) => row.map((v, j) => v + (i === j ? 1 : 0)));
 }
 
-function naiveRollout(att: M[][], method: RolloutMethod, fusion: HeadFusion, ratio: number): M {
-  const A = att.map((heads) => naiveDiscard(naiveFuse(heads, fusion), ratio));
+function naiveRollout(att: M[][], method: RolloutMethod, fusion: HeadFusion, ratio: number, first = 1): M {
+  const A = att.map((heads) => naiveDiscard(naiveFuse(heads, fusion), ratio, first));
   if (method === 'report') {
     let R = A[0];
     for (let i = 0; i < A.length; i++) R = naiveMatmul(R, plusIdentity(A[i]));
@@ -165,6 +168,68 @@ for (const method of methods) {
     }
   }
 }
+
+// Without a class token (mean or sequence pooling) the read-out is w^T R over all columns, and
+// every entry may be discarded.
+for (const method of methods) {
+  test(`pooled rollout (no class token) matches brute force: ${method}`, () => {
+    for (const [layers, heads, T, seed, ratio] of [
+      [3, 2, 4, 5, 0],
+      [2, 3, 9, 6, 0.5],
+    ]) {
+      const { nested, flat } = randomAttention(layers, heads, T, seed);
+      const rnd = mulberry32(seed + 100);
+      const w = Array.from({ length: T }, () => rnd());
+      const o = { method, headFusion: 'mean' as const, discardRatio: ratio };
+      const R = naiveRollout(nested, method, 'mean', ratio, 0);
+      const want = Array.from({ length: T }, (_, j) => w.reduce((a, wi, i) => a + wi * R[i][j], 0));
+      assertClose(pooledRollout(flat, { layers, heads, tokens: T, classToken: false }, o, w), want, 1e-6, 'w^T R');
+      // One-hot weights with a class token are the class token's row.
+      const onehot = Array.from({ length: T }, (_, i) => (i === 0 ? 1 : 0));
+      assertClose(
+        pooledRollout(flat, { layers, heads, tokens: T }, o, onehot),
+        classTokenRollout(flat, { layers, heads, tokens: T }, o),
+        0,
+        'one-hot = class row',
+      );
+    }
+  });
+}
+
+/** The pixels token k reaches, by walking index sets down through pool (2k..2k+2) and conv (p-1..p+1) layers. */
+function naiveField(k: number, layers: number, size: number): [number, number] {
+  let set = new Set([k]);
+  for (let l = layers; l >= 1; l--) {
+    const below = size / 2 ** (l - 1); // the conv's side at this layer
+    const conv = new Set<number>();
+    for (const p of set) for (const q of [2 * p, 2 * p + 1, 2 * p + 2]) if (q < below) conv.add(q);
+    const pixels = new Set<number>();
+    for (const p of conv) for (const q of [p - 1, p, p + 1]) if (q >= 0 && q < below) pixels.add(q);
+    set = pixels;
+  }
+  return [Math.min(...set), Math.max(...set)];
+}
+
+test('a conv tokenizer token reaches the pixels its layers say; the map averages overlapping fields', () => {
+  assert.deepEqual(receptiveField(0, 2, 32), [0, 9]);
+  assert.deepEqual(receptiveField(3, 2, 32), [9, 21]);
+  assert.deepEqual(receptiveField(7, 2, 32), [25, 31]);
+  assert.deepEqual(receptiveField(3, 1, 8), [5, 8 - 1]);
+  for (const [layers, size] of [
+    [1, 16],
+    [2, 32],
+    [3, 32],
+  ])
+    for (let k = 0; k < size / 2 ** layers; k++)
+      assert.deepEqual(receptiveField(k, layers, size), naiveField(k, layers, size), `k=${k} layers=${layers}`);
+  // 1 layer on a 4x4 image: token 0 sees pixels 0..3, token 1 sees 1..3 on each axis.
+  const [a, b, c, d] = [1, 2, 4, 8];
+  const map = receptiveFieldMap(Float32Array.of(a, b, c, d), 2, 1, 4);
+  assert.equal(map[0], a); // (0,0): token (0,0) only
+  assert.equal(map[1], (a + b) / 2); // (0,1): tokens (0,0), (0,1)
+  assert.equal(map[4], (a + c) / 2); // (1,0)
+  assert.equal(map[5], (a + b + c + d) / 4); // (1,1): all four
+});
 
 // ---- hand-computed tiny cases ----
 

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
-import { createVit, forward, tfjsKernels } from '../src/ml/vit/index.js';
+import { createVit, forward, tfjsKernels, type VitConfig } from '../src/ml/vit/index.js';
 import {
   loadCheckpoint,
   readCheckpointMetadata,
@@ -35,45 +35,53 @@ before(async () => {
   process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 });
 
-test('saveCheckpoint writes model.json + weights.bin; loadCheckpoint restores every weight', async () => {
-  const m = createVit(cfg, 3);
-  const dir = join(root, 'a');
-  await saveCheckpoint(m, dir, { epoch: 7 });
-  assert.deepEqual(readdirSync(dir).sort(), ['model.json', 'weights.bin']);
-  const json = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
-  assert.equal(json.format, 'layers-model');
-  const names = json.weightsManifest[0].weights.map((w: { name: string }) => w.name).sort();
-  assert.deepEqual(names, [...m.names].sort());
-  assert.equal((await readCheckpointMetadata(dir)).epoch, 7);
-  const back = await loadCheckpoint(dir);
-  assert.deepEqual(back.config, m.config);
-  back.variables.forEach((v, i) => {
-    assert.deepEqual(v.dataSync(), m.variables[i].dataSync(), back.names[i]);
-  });
-  back.dispose();
-  m.dispose();
-});
+// The default options and the Compact Transformers ones (conv kernels [3, 3, in, out], pooling weights, no class token or positions).
+const OPTIONS: VitConfig[] = [
+  cfg,
+  { ...cfg, tokenizer: 'conv', convLayers: 2, convChannels: 5, pool: 'seq', posEmbedding: 'sincos' },
+];
 
-test('tf.loadLayersModel (file:// and an IO handler) predicts the same logits as forward', async () => {
-  const m = createVit(cfg, 5);
-  const dir = join(root, 'b');
-  await saveCheckpoint(m, dir);
-  registerVitLayers();
-  const x = tf.randomNormal([3, 8, 8, 3], 0, 1, 'float32', 2) as tf.Tensor4D;
-  const want = forward(m, x, { training: false }, tfjsKernels).logits;
-  for (const source of [pathToFileURL(join(dir, 'model.json')).href, fileSystemHandler(dir)]) {
-    const layers = await tf.loadLayersModel(source);
-    const got = layers.predict(x) as tf.Tensor;
-    assert.deepEqual(got.shape, [3, 4]);
-    const a = got.dataSync();
-    const b = want.dataSync();
-    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) < 1e-5, `logit ${i}: ${a[i]} vs ${b[i]}`);
-    got.dispose();
-    layers.dispose();
-  }
-  tf.dispose([x, want]);
-  m.dispose();
-});
+for (const [k, c] of OPTIONS.entries())
+  test(`saveCheckpoint writes model.json + weights.bin; loadCheckpoint restores every weight (${c.tokenizer ?? 'patch'}, ${c.pool ?? 'cls'})`, async () => {
+    const m = createVit(c, 3);
+    const dir = join(root, `a${k}`);
+    await saveCheckpoint(m, dir, { epoch: 7 });
+    assert.deepEqual(readdirSync(dir).sort(), ['model.json', 'weights.bin']);
+    const json = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
+    assert.equal(json.format, 'layers-model');
+    const names = json.weightsManifest[0].weights.map((w: { name: string }) => w.name).sort();
+    assert.deepEqual(names, [...m.names].sort());
+    assert.equal((await readCheckpointMetadata(dir)).epoch, 7);
+    const back = await loadCheckpoint(dir);
+    assert.deepEqual(back.config, m.config);
+    back.variables.forEach((v, i) => {
+      assert.deepEqual(v.dataSync(), m.variables[i].dataSync(), back.names[i]);
+    });
+    back.dispose();
+    m.dispose();
+  });
+
+for (const [k, c] of OPTIONS.entries())
+  test(`tf.loadLayersModel (file:// and an IO handler) predicts the same logits as forward (${c.tokenizer ?? 'patch'}, ${c.pool ?? 'cls'})`, async () => {
+    const m = createVit(c, 5);
+    const dir = join(root, `b${k}`);
+    await saveCheckpoint(m, dir);
+    registerVitLayers();
+    const x = tf.randomNormal([3, 8, 8, 3], 0, 1, 'float32', 2) as tf.Tensor4D;
+    const want = forward(m, x, { training: false }, tfjsKernels).logits;
+    for (const source of [pathToFileURL(join(dir, 'model.json')).href, fileSystemHandler(dir)]) {
+      const layers = await tf.loadLayersModel(source);
+      const got = layers.predict(x) as tf.Tensor;
+      assert.deepEqual(got.shape, [3, 4]);
+      const a = got.dataSync();
+      const b = want.dataSync();
+      for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) < 1e-5, `logit ${i}: ${a[i]} vs ${b[i]}`);
+      got.dispose();
+      layers.dispose();
+    }
+    tf.dispose([x, want]);
+    m.dispose();
+  });
 
 test('saving over an existing checkpoint replaces it and leaves no temporary folders', async () => {
   const dir = join(root, 'c');

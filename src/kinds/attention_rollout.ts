@@ -9,6 +9,7 @@ import type { Augmenter } from '../ml/augment/index.js';
 import { createRng, deriveSeed } from '../ml/rng.js';
 import { rolloutMask } from '../ml/rollout.js';
 import type { Kernels, Vit } from '../ml/vit/index.js';
+import type { FullVitConfig } from '../ml/vit/config.js';
 import { heatmapPixels, maskedPixels } from '../render/heatmap.js';
 import type { GridCell } from '../render/image-grid.js';
 import { writeNpy } from '../render/npy.js';
@@ -131,21 +132,47 @@ async function classify(m: ModelInputs, indices: number[], batchSize: number): P
   return argmaxRows(data, m.model.config.classes);
 }
 
-/** Eval-mode logits and post-softmax attention [B, layers, heads, T, T] for a few images. */
+/**
+ * Eval-mode logits, post-softmax attention [B, layers, heads, T, T] and the head's pooling weights
+ * [B, T] for a few images.
+ */
 async function attentionOf(
   m: ModelInputs,
   indices: number[],
-): Promise<{ predicted: number[]; attention: Float32Array; layers: number; heads: number; tokens: number }> {
+): Promise<{
+  predicted: number[];
+  attention: Float32Array;
+  pool: Float32Array;
+  layers: number;
+  heads: number;
+  tokens: number;
+}> {
   const { tf, vit } = m.libs;
   const x = inputTensor(m, indices);
-  const { logits, attention } = vit.forward(m.model, x, { training: false, returnAttention: true }, m.kernels);
-  if (!attention || attention.length === 0) throw new Error('the model returned no attention maps');
+  const { logits, attention, pool } = vit.forward(m.model, x, { training: false, returnAttention: true }, m.kernels);
+  if (!attention || attention.length === 0 || !pool) throw new Error('the model returned no attention maps');
   const stacked = tf.stack(attention, 1);
   const [, layers, heads, tokens] = stacked.shape;
   const data = (await stacked.data()) as Float32Array;
+  const poolData = Float32Array.from(await pool.data());
   const predicted = argmaxRows((await logits.data()) as Float32Array, m.model.config.classes);
-  tf.dispose([x, logits, stacked, ...attention]);
-  return { predicted, attention: data, layers, heads, tokens };
+  tf.dispose([x, logits, stacked, pool, ...attention]);
+  return { predicted, attention: data, pool: poolData, layers, heads, tokens };
+}
+
+/** How the rollout is read out and put on pixels for this model, in words for the report. */
+export function readoutWords(cfg: FullVitConfig): string {
+  const to =
+    cfg.pool === 'cls'
+      ? 'to the class token'
+      : cfg.pool === 'mean'
+        ? 'to the mean of the tokens (no class token: each token weighted 1/T, as the head pools them)'
+        : "to the sequence pooling's weights (no class token: each token weighted as the head pools it)";
+  const on =
+    cfg.tokenizer === 'conv'
+      ? `each token spread over its receptive field through the ${cfg.convLayers}-layer conv tokenizer (a pixel gets the mean of the tokens that see it)`
+      : 'the patch grid upsampled to pixels';
+  return `Rolled out ${to}; ${on}.`;
 }
 
 /** Everything after loading: pick images, run the model, write rollout.png, the .npy dumps and meta.json. */
@@ -185,15 +212,18 @@ export async function writeRollout(
 
   // Attention for a few images at a time: 32 x layers x heads x 65 x 65 floats stays small.
   const parts: Float32Array[] = [];
+  const pools: Float32Array[] = [];
   const predicted: number[] = [];
-  let dims = { layers: 0, heads: 0, tokens: 0 };
+  const cfg = src.model.config;
+  let dims = { layers: 0, heads: 0, tokens: 0, classToken: cfg.pool === 'cls' };
   for (let i = 0; i < indices.length; i += 32) {
     if (ctx.signal.aborted) throw new Error('aborted');
     ctx.progress({ message: 'attention maps', fraction: i / indices.length });
     const r = await attentionOf(m, indices.slice(i, i + 32));
     parts.push(r.attention);
+    pools.push(r.pool);
     predicted.push(...r.predicted);
-    dims = { layers: r.layers, heads: r.heads, tokens: r.tokens };
+    dims = { ...dims, layers: r.layers, heads: r.heads, tokens: r.tokens };
   }
   const perImage = dims.layers * dims.heads * dims.tokens * dims.tokens;
   const attention = new Float32Array(indices.length * perImage);
@@ -203,7 +233,12 @@ export async function writeRollout(
     off += p.length;
   }
 
-  const patches = dims.tokens - 1;
+  const pool = new Float32Array(indices.length * dims.tokens);
+  pools.reduce((at, p) => {
+    pool.set(p, at);
+    return at + p.length;
+  }, 0);
+  const patches = dims.tokens - (dims.classToken ? 1 : 0);
   const rollout = new Float32Array(indices.length * patches);
   const cells: GridCell[] = [];
   const per = info.imageSize * info.imageSize * info.channels;
@@ -215,6 +250,9 @@ export async function writeRollout(
       discardRatio: s.discard_ratio,
       upsample: s.upsample,
       imageSize: info.imageSize,
+      // The class token's row is the one-hot case of the pooled read-out; it keeps its exact path.
+      pool: dims.classToken ? undefined : pool.subarray(k * dims.tokens, (k + 1) * dims.tokens),
+      tokenizer: cfg.tokenizer === 'conv' ? { kind: 'conv', layers: cfg.convLayers } : { kind: 'patch' },
     });
     rollout.set(r.raw, k * patches);
     const label = test.labels[idx];
@@ -256,6 +294,7 @@ export async function writeRollout(
     head_fusion: s.head_fusion,
     discard_ratio: s.discard_ratio,
     upsample: s.upsample,
+    readout: readoutWords(cfg),
     checkpoint: s.checkpoint,
     indices,
     true_labels: indices.map((i) => test.labels[i]),
@@ -279,6 +318,7 @@ async function rolloutNotes(u: UpstreamArtefacts): Promise<SectionContent> {
   const notes = [
     `Method ${String(meta.method)}, head fusion ${String(meta.head_fusion)}, discard ratio ${String(meta.discard_ratio)}, upsampling ${String(meta.upsample)}.`,
   ];
+  if (typeof meta.readout === 'string') notes.push(meta.readout);
   if (n !== undefined && wrong !== undefined)
     notes.push(`${n} test images, ${wrong} misclassified (red captions and borders).`);
   return { notes };

@@ -9,9 +9,14 @@ export type UpsampleMode = 'bicubic' | 'bilinear';
 export interface AttentionDims {
   layers: number;
   heads: number;
-  /** Tokens: 1 class token + patches (a square number of them). */
+  /** Tokens: the class token, if any, then the image tokens (a square number of them). */
   tokens: number;
+  /** Token 0 is a class token (absent: true, the ViT's default). */
+  classToken?: boolean;
 }
+
+/** Number of leading non-image tokens (the class token). */
+const specialTokens = (d: AttentionDims): number => (d.classToken === false ? 0 : 1);
 
 export interface RolloutOptions {
   method: RolloutMethod;
@@ -62,18 +67,20 @@ export function fuseHeads(
 /**
  * Zero the lowest `ratio` fraction of the patch-to-patch entries, in place.
  *
- * Entries in row 0 (what the class token attends to) and column 0 (attention paid to the class
- * token) are never candidates: the read-out is the class token's row, and the popular vit-explain
- * code's intent of "keep the class token" is applied to all of its entries, not just (0,0). The
- * count is floor(ratio * (T-1)^2); ties are broken by position so the result is deterministic.
+ * With a class token (`special` = 1), entries in row 0 (what the class token attends to) and
+ * column 0 (attention paid to the class token) are never candidates: the read-out is the class
+ * token's row, and the popular vit-explain code's intent of "keep the class token" is applied to
+ * all of its entries, not just (0,0). Without one (`special` = 0) every entry is a candidate. The
+ * count is floor(ratio * (T-special)^2); ties are broken by position so the result is
+ * deterministic.
  */
-export function discardLowest(m: Float64Array, tokens: number, ratio: number): void {
+export function discardLowest(m: Float64Array, tokens: number, ratio: number, special = 1): void {
   if (!(ratio >= 0 && ratio < 1)) throw new Error(`discard_ratio must be in [0, 1), got ${ratio}`);
-  const p = tokens - 1;
+  const p = tokens - special;
   const count = Math.floor(ratio * p * p);
   if (count === 0) return;
   const idx: number[] = [];
-  for (let r = 1; r < tokens; r++) for (let c = 1; c < tokens; c++) idx.push(r * tokens + c);
+  for (let r = special; r < tokens; r++) for (let c = special; c < tokens; c++) idx.push(r * tokens + c);
   idx.sort((a, b) => m[a] - m[b] || a - b);
   for (let k = 0; k < count; k++) m[idx[k]] = 0;
 }
@@ -116,7 +123,7 @@ export function fusedLayers(attention: Float32Array, d: AttentionDims, o: Rollou
   const out: Float64Array[] = [];
   for (let l = 0; l < d.layers; l++) {
     const m = fuseHeads(attention, l * perLayer, d.heads, d.tokens, o.headFusion);
-    discardLowest(m, d.tokens, o.discardRatio);
+    discardLowest(m, d.tokens, o.discardRatio, specialTokens(d));
     out.push(m);
   }
   return out;
@@ -157,6 +164,73 @@ export function rolloutMatrix(attention: Float32Array, d: AttentionDims, o: Roll
 export function classTokenRollout(attention: Float32Array, d: AttentionDims, o: RolloutOptions): Float32Array {
   const r = rolloutMatrix(attention, d, o);
   return Float32Array.from(r.subarray(1, d.tokens));
+}
+
+/**
+ * The raw rollout to the head's read-out: Σ_i w_i R[i, j] over the image tokens j, where w (length
+ * T) is the weight each token has in the vector the head classifies. With a class token (w one-hot
+ * at 0) that is the class token's row, as classTokenRollout; with mean or sequence pooling there is
+ * no class token and the rollout follows the pooling weights instead.
+ */
+export function pooledRollout(
+  attention: Float32Array,
+  d: AttentionDims,
+  o: RolloutOptions,
+  weights: ArrayLike<number>,
+): Float32Array {
+  if (weights.length !== d.tokens)
+    throw new Error(`pooling weights have ${weights.length} values; expected ${d.tokens}`);
+  const r = rolloutMatrix(attention, d, o);
+  const n = d.tokens;
+  const first = specialTokens(d);
+  const out = new Float32Array(n - first);
+  for (let j = first; j < n; j++) {
+    let acc = 0;
+    for (let i = 0; i < n; i++) acc += weights[i] * r[i * n + j];
+    out[j - first] = acc;
+  }
+  return out;
+}
+
+/**
+ * The pixel span [start, end] (inclusive, clipped to the image) that token-grid index k sees along
+ * one axis through a conv tokenizer of `layers` layers (vit.ts convTokens): a 3x3 conv widens a
+ * span by one pixel on each side; a 3x3 stride-2 max-pool reads positions 2k..2k+2 of the layer
+ * below.
+ */
+export function receptiveField(k: number, layers: number, imageSize: number): [number, number] {
+  // Walk down from the token grid to the pixels: pool, then conv, per layer, top layer first.
+  let lo = k;
+  let hi = k;
+  for (let l = 0; l < layers; l++) {
+    lo = 2 * lo - 1; // pool reads 2k.., the conv below it 1 more on each side
+    hi = 2 * hi + 2 + 1;
+  }
+  return [Math.max(0, lo), Math.min(imageSize - 1, hi)];
+}
+
+/**
+ * Spread a raw rollout over a conv tokenizer's receptive fields: each pixel gets the mean of the
+ * tokens whose receptive field holds it. (A patch tokenizer's tokens are disjoint patches; those
+ * are upsampled instead.)
+ */
+export function receptiveFieldMap(raw: Float32Array, grid: number, layers: number, imageSize: number): Float32Array {
+  if (raw.length !== grid * grid) throw new Error(`rollout has ${raw.length} values; expected ${grid}x${grid}`);
+  const sum = new Float64Array(imageSize * imageSize);
+  const count = new Float64Array(imageSize * imageSize);
+  const spans = Array.from({ length: grid }, (_, k) => receptiveField(k, layers, imageSize));
+  for (let gy = 0; gy < grid; gy++)
+    for (let gx = 0; gx < grid; gx++) {
+      const v = raw[gy * grid + gx];
+      const [y0, y1] = spans[gy];
+      const [x0, x1] = spans[gx];
+      for (let y = y0; y <= y1; y++)
+        for (let x = x0; x <= x1; x++) {
+          sum[y * imageSize + x] += v;
+          count[y * imageSize + x] += 1;
+        }
+    }
+  return Float32Array.from(sum, (s, i) => (count[i] > 0 ? s / count[i] : 0));
 }
 
 function cubicWeights(t: number, a: number): [number, number, number, number] {
@@ -233,23 +307,33 @@ export function minMaxScale(v: Float32Array): Float32Array {
 }
 
 export interface RolloutMask {
-  /** Class-token row, patch columns, before upsampling and scaling (length T-1). */
+  /** The read-out over the image tokens, before mapping to pixels and scaling (length N). */
   raw: Float32Array;
   /** imageSize x imageSize, row-major, min-max scaled to [0, 1]. */
   mask: Float32Array;
   grid: number;
 }
 
-/** Rollout read-out for one image: raw class-token row and the upsampled [0,1] mask. */
+/** How tokens map back to pixels: disjoint patches (upsampled), or a conv tokenizer's receptive fields. */
+export type TokenPixels = { kind: 'patch' } | { kind: 'conv'; layers: number };
+
+/**
+ * Rollout read-out for one image: the raw rollout to the class token (or to the pooling weights
+ * `pool`, length T, when given) and the [0,1] mask on the image's pixels.
+ */
 export function rolloutMask(
   attention: Float32Array,
   d: AttentionDims,
-  o: RolloutOptions & { upsample: UpsampleMode; imageSize: number },
+  o: RolloutOptions & { upsample: UpsampleMode; imageSize: number; pool?: ArrayLike<number>; tokenizer?: TokenPixels },
 ): RolloutMask {
-  const patches = d.tokens - 1;
+  const patches = d.tokens - specialTokens(d);
   const grid = Math.round(Math.sqrt(patches));
-  if (grid * grid !== patches) throw new Error(`${patches} patch tokens do not form a square grid`);
-  const raw = classTokenRollout(attention, d, o);
-  const mask = minMaxScale(upsample(raw, grid, grid, o.imageSize, o.imageSize, o.upsample));
-  return { raw, mask, grid };
+  if (grid * grid !== patches) throw new Error(`${patches} image tokens do not form a square grid`);
+  const raw = o.pool ? pooledRollout(attention, d, o, o.pool) : classTokenRollout(attention, d, o);
+  const tok = o.tokenizer ?? { kind: 'patch' };
+  const pixels =
+    tok.kind === 'conv'
+      ? receptiveFieldMap(raw, grid, tok.layers, o.imageSize)
+      : upsample(raw, grid, grid, o.imageSize, o.imageSize, o.upsample);
+  return { raw, mask: minMaxScale(pixels), grid };
 }

@@ -1,5 +1,5 @@
 // A block diagram of the ViT with tensor shapes, as SVG (the vit stage rasterises it to PNG).
-import { type FullVitConfig, tokenCount } from './config.js';
+import { convLayerChannels, type FullVitConfig, tokenCount } from './config.js';
 
 interface Box {
   title: string;
@@ -12,10 +12,41 @@ function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
+/** The boxes from images to tokens: patchify + linear embedding, or the conv tokenizer's layers. */
+function tokenizerBoxes(cfg: FullVitConfig): Box[] {
+  const { patches: n, patchDim } = tokenCount(cfg);
+  const p = cfg.patchSize;
+  if (cfg.tokenizer === 'patch') {
+    return [
+      {
+        title: 'Patchify',
+        detail: [`${p}×${p} patches, flattened in (channel, row, column) order`],
+        shape: `B×${n}×${patchDim}`,
+        fill: '#eef2f7',
+      },
+      {
+        title: 'Patch embedding',
+        detail: [`Linear ${patchDim} → ${cfg.dim}`],
+        shape: `B×${n}×${cfg.dim}`,
+        fill: '#dbe9f6',
+      },
+    ];
+  }
+  return Array.from({ length: cfg.convLayers }, (_, l) => {
+    const { cin, cout } = convLayerChannels(cfg, l);
+    const side = cfg.imageSize / 2 ** (l + 1);
+    return {
+      title: `Conv tokenizer layer ${l + 1}`,
+      detail: [`conv 3×3 ${cin} → ${cout} (no bias), ReLU, max-pool 3×3 stride 2`],
+      shape: `B×${side}×${side}×${cout}`,
+      fill: '#dbe9f6',
+    };
+  });
+}
+
 /** SVG of patches -> embedding -> +cls/pos -> N x block -> LN -> head, with shapes (B = batch). */
 export function modelGraphSvg(cfg: FullVitConfig): string {
-  const { patches: n, tokens: t, patchDim } = tokenCount(cfg);
-  const p = cfg.patchSize;
+  const { patches: n, tokens: t } = tokenCount(cfg);
   const inner = cfg.heads * cfg.dimHead;
   const boxes: Box[] = [
     {
@@ -24,21 +55,18 @@ export function modelGraphSvg(cfg: FullVitConfig): string {
       shape: `B×${cfg.imageSize}×${cfg.imageSize}×${cfg.channels}`,
       fill: '#eef2f7',
     },
+    ...tokenizerBoxes(cfg),
     {
-      title: 'Patchify',
-      detail: [`${p}×${p} patches, flattened in (channel, row, column) order`],
-      shape: `B×${n}×${patchDim}`,
-      fill: '#eef2f7',
-    },
-    {
-      title: 'Patch embedding',
-      detail: [`Linear ${patchDim} → ${cfg.dim}`],
-      shape: `B×${n}×${cfg.dim}`,
-      fill: '#dbe9f6',
-    },
-    {
-      title: 'Class token + position embedding',
-      detail: [`prepend a learned token, add learned positions (${t}×${cfg.dim}), dropout ${cfg.dropout}`],
+      title: cfg.pool === 'cls' ? 'Class token + position embedding' : 'Position embedding',
+      detail: [
+        `${cfg.pool === 'cls' ? 'prepend a learned token, ' : ''}${
+          cfg.posEmbedding === 'learned'
+            ? `add learned positions (${t}×${cfg.dim})`
+            : cfg.posEmbedding === 'sincos'
+              ? `add fixed 2-D sin-cos positions (${n}×${cfg.dim})`
+              : 'no positions'
+        }, dropout ${cfg.dropout}`,
+      ],
       shape: `B×${t}×${cfg.dim}`,
       fill: '#dbe9f6',
     },
@@ -52,8 +80,19 @@ export function modelGraphSvg(cfg: FullVitConfig): string {
       fill: '#fde9c9',
     },
     {
-      title: 'LayerNorm on the class token',
-      detail: ['token 0 of the last block'],
+      title:
+        cfg.pool === 'cls'
+          ? 'LayerNorm on the class token'
+          : cfg.pool === 'mean'
+            ? 'Mean pooling + LayerNorm'
+            : 'Sequence pooling + LayerNorm',
+      detail: [
+        cfg.pool === 'cls'
+          ? 'token 0 of the last block'
+          : cfg.pool === 'mean'
+            ? `mean of the ${t} tokens`
+            : `softmax over the ${t} tokens of Linear ${cfg.dim} → 1, weighted mean`,
+      ],
       shape: `B×${cfg.dim}`,
       fill: '#e2f0d9',
     },

@@ -50,6 +50,7 @@ function logitsOf(
   ops: VitOps,
   opts: ForwardOptions,
   attention?: tf.Tensor4D[],
+  pool?: tf.Tensor2D[],
 ): tf.Tensor2D {
   const cfg = model.config;
   const ctx: Ctx = {
@@ -58,20 +59,25 @@ function logitsOf(
     batch: img.shape[0],
     drop: new Dropout(opts.training ? cfg.dropout : 0, opts.seed),
     attention,
+    pool,
   };
   return vit(ctx, img, model.params);
 }
 
+/** What a forward pass returns; with returnAttention, the attention maps and the head's pooling weights. */
+export interface ForwardResult {
+  logits: tf.Tensor2D;
+  /** Per block, the post-softmax weights [B, heads, T, T] (T = N + 1 with a class token, else N). */
+  attention?: tf.Tensor4D[];
+  /** The weight [B, T] each token has in the vector the head classifies (vit.ts pool). */
+  pool?: tf.Tensor2D;
+}
+
 /**
- * Forward pass. `attention` holds, per block, the post-softmax weights [B, heads, T, T] (T = 1 + N).
- * Dropout runs only when training and a seed is given; the same seed gives the same masks.
+ * Forward pass. Dropout runs only when training and a seed is given; the same seed gives the same
+ * masks.
  */
-export function forward(
-  model: Vit,
-  x: tf.Tensor4D,
-  opts: ForwardOptions,
-  kernels: Kernels,
-): { logits: tf.Tensor2D; attention?: tf.Tensor4D[] } {
+export function forward(model: Vit, x: tf.Tensor4D, opts: ForwardOptions, kernels: Kernels): ForwardResult {
   if (kernels.path === 'native') {
     if (opts.training)
       throw new Error('forward: training-mode forward passes run through computeGradients on the native kernels');
@@ -79,7 +85,10 @@ export function forward(
       attention: !!opts.returnAttention,
     });
     const logits = tf.tensor2d(r.logits, [x.shape[0], model.config.classes]);
-    return opts.returnAttention ? { logits, attention: splitAttention(model.config, x.shape[0], r) } : { logits };
+    if (!opts.returnAttention) return { logits };
+    const attention = splitAttention(model.config, x.shape[0], r);
+    if (!r.pool) throw new Error('internal: the native kernels returned attention maps without pooling weights');
+    return { logits, attention, pool: tf.tensor2d(r.pool, [x.shape[0], r.pool.length / x.shape[0]]) };
   }
   if (kernels.path === 'cuda') {
     if (opts.training) throw new Error('forward: training steps on the GPU run through its trainer (createTrainer)');
@@ -87,11 +96,19 @@ export function forward(
     const gpu = gpuCopy(model, Math.min(n, GPU_INFER_BATCH), kernels);
     const r = gpu.forward(float32(x), n, !!opts.returnAttention);
     const logits = tf.tensor2d(r.logits, [n, model.config.classes]);
-    return opts.returnAttention ? { logits, attention: splitAttention(model.config, n, r) } : { logits };
+    if (!opts.returnAttention) return { logits };
+    // The CUDA kernels run only the class-token head (gpu.ts refuses other pools).
+    const attention = splitAttention(model.config, n, r);
+    return {
+      logits,
+      attention,
+      pool: tf.oneHot(tf.zeros([n], 'int32'), attention[0].shape[2]).toFloat() as tf.Tensor2D,
+    };
   }
   const attention: tf.Tensor4D[] | undefined = opts.returnAttention ? [] : undefined;
-  const logits = tf.tidy(() => logitsOf(model, x, opsOf(kernels), opts, attention));
-  return attention ? { logits, attention } : { logits };
+  const pool: tf.Tensor2D[] | undefined = opts.returnAttention ? [] : undefined;
+  const logits = tf.tidy(() => logitsOf(model, x, opsOf(kernels), opts, attention, pool));
+  return attention && pool ? { logits, attention, pool: pool[0] } : { logits };
 }
 
 /** The addon's [depth, B, heads, T, T] attention as one [B, heads, T, T] tensor per block. */

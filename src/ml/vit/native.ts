@@ -19,6 +19,8 @@ export interface NativeRunResult {
   logits: Float32Array;
   /** [depth, B, heads, T, T] post-softmax weights, when asked for. */
   attention?: Float32Array;
+  /** [B, T] the head's pooling weights (vit.ts pool), with the attention. */
+  pool?: Float32Array;
   loss?: number;
   correct?: number;
   /** Global L2 norm of the gradients before clipping. */
