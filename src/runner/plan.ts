@@ -4,6 +4,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import type { ResolvedPipeline, ResolvedStage } from '../config/load.js';
 import { localPathSettings, withoutSettings } from '../config/path-settings.js';
 import { dottedPath } from '../config/problems.js';
+import { unkeyedDefaults } from '../config/unkeyed-defaults.js';
 import { InputHasher } from '../cache/input-hashes.js';
 import { explainChange, stageKey, type KeyInputs } from '../cache/keys.js';
 import { readLock, type LockFile } from '../cache/lockfile.js';
@@ -112,10 +113,10 @@ async function keyInputs(
   const key: KeyInputs = {
     kind: stage.kind,
     version: impl.version,
-    settings: withoutSettings(
-      stage.settings,
-      paths.map((p) => p.path),
-    ),
+    settings: withoutSettings(stage.settings, [
+      ...paths.map((p) => p.path),
+      ...unkeyedDefaults(impl.schema, stage.settings),
+    ]),
     needs: Object.fromEntries(stage.needs.map((n) => [n, (planned.get(n) as PlannedStage).key])),
     inputs,
     seed: pipeline.seed,

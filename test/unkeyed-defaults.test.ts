@@ -1,0 +1,43 @@
+// Settings added to a kind later (x-unkeyed-default) leave stage keys as they were at their default.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { unkeyedDefaults } from '../src/config/unkeyed-defaults.js';
+import { tfpipe } from './cli-helpers.js';
+
+test('only marked settings at their default are left out of the key', () => {
+  const schema = {
+    properties: {
+      old: { type: 'integer', default: 1 },
+      added: { type: 'string', default: 'a', 'x-unkeyed-default': true },
+      obj: { type: 'object', default: { decay: 0 }, 'x-unkeyed-default': true },
+    },
+  };
+  assert.deepEqual(unkeyedDefaults(schema, { old: 1, added: 'a', obj: { decay: 0 } }), [['added'], ['obj']]);
+  assert.deepEqual(unkeyedDefaults(schema, { old: 1, added: 'b', obj: { decay: 0.9 } }), []);
+});
+
+test("the vit stage's options at their defaults keep the key it had without them; another value changes it and says so", () => {
+  const outputs = mkdtempSync(join(tmpdir(), 'tfpipe-keys-'));
+  try {
+    const keyOf = (...sets: string[]) => {
+      const r = tfpipe(
+        ['status', 'pipelines/cifar-vit-quick.yaml', '--json', ...sets.flatMap((s) => ['--set', s])],
+        outputs,
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const stages = (JSON.parse(r.stdout) as { stages: { name: string; key: string }[] }).stages;
+      return stages.find((s) => s.name === 'model')?.key;
+    };
+    const plain = keyOf();
+    // Written out at their defaults, the options leave the key as when they are absent.
+    assert.equal(plain, keyOf('model.tokenizer=patch', 'model.pool=cls', 'model.position_embedding=learned'));
+    assert.equal(plain, keyOf('model.conv_layers=2', 'model.conv_channels=64'));
+    assert.notEqual(plain, keyOf('model.pool=seq'));
+    assert.notEqual(plain, keyOf('model.tokenizer=conv'));
+  } finally {
+    rmSync(outputs, { recursive: true, force: true });
+  }
+});
