@@ -19,7 +19,7 @@ export interface NativeRunResult {
   logits: Float32Array;
   /** [depth, B, heads, T, T] post-softmax weights, when asked for. */
   attention?: Float32Array;
-  /** [B, T] the weight each token has in the vector the head reads (one-hot on the class token, 1/T for mean), with `attention`. */
+  /** [B, T] the head's pooling weights (vit.ts pool), with the attention. */
   pool?: Float32Array;
   loss?: number;
   correct?: number;
