@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
           sections += buf;
         }
         t0 = std::chrono::steady_clock::now();
-        for (int s = 0; s < 2 * steps; s++) k->forward(p.c, p.W.data(), p.images.data(), dropout(0.f, 0), ws, p.logits.data(), nullptr);
+        for (int s = 0; s < 2 * steps; s++) k->forward(p.c, p.W.data(), p.images.data(), dropout(0.f, 0), ws, p.logits.data(), nullptr, nullptr);
         double infer = 2 * steps * batch / seconds_since(t0);
         std::printf(
             "{\"cpu\":\"%s\",\"isa\":\"%s\",\"lanes\":%d,\"tile\":[%d,%d],\"model\":\"%s\",\"dim\":%d,\"depth\":%d,\"heads\":%d,\"mlp\":%d,"

@@ -60,12 +60,13 @@ struct Problem {
     auto gains = [&](size_t i) {
       for (auto& x : w[i]) x += 1.f;
     };
-    gains(P_STEM_COUNT + B_LN1_G);
+    const ParamIndex ix = param_index(c);
+    gains(ix.blocks + B_LN1_G);
     for (int l = 0; l < c.depth; l++) {
-      gains(P_STEM_COUNT + B_COUNT * l + B_LN1_G);
-      gains(P_STEM_COUNT + B_COUNT * l + B_LN2_G);
+      gains(ix.blocks + B_COUNT * l + B_LN1_G);
+      gains(ix.blocks + B_COUNT * l + B_LN2_G);
     }
-    gains(P_STEM_COUNT + B_COUNT * c.depth + H_LN_G);
+    gains(ix.head[H_LN_G]);
     images.resize((size_t)c.batch * c.image * c.image * c.channels);
     for (auto& x : images) x = n(rng);
     targets.assign((size_t)c.batch * c.classes, 0.02f / (c.classes - 1));
@@ -77,7 +78,7 @@ struct Problem {
   }
   double train_step(const Kernels* k, Workspace* ws, const DropoutSpec& d) {
     for (auto& v : g) std::fill(v.begin(), v.end(), 0.f);
-    k->forward(c, W.data(), images.data(), d, ws, logits.data(), nullptr);
+    k->forward(c, W.data(), images.data(), d, ws, logits.data(), nullptr, nullptr);
     double loss;
     int correct;
     softmax_cross_entropy(c.batch, c.classes, logits.data(), targets.data(), &loss, &correct, dlogits.data());

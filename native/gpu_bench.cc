@@ -32,9 +32,12 @@ namespace {
 
 
 std::string param_name(const Config& c, int i) {
-  if (i < P_STEM_COUNT) return kStemNames[i];
-  if (i < P_STEM_COUNT + B_COUNT * c.depth) return std::string("block/") + kBlockNames[(i - P_STEM_COUNT) % B_COUNT];
-  return kHeadNames[i - P_STEM_COUNT - B_COUNT * c.depth];
+  const ParamIndex ix = param_index(c);
+  for (int p = 0; p < P_STEM_COUNT; p++)
+    if (ix.stem[p] == i) return kStemNames[p];
+  for (int p = 0; p < H_COUNT; p++)
+    if (ix.head[p] == i) return kHeadNames[p];
+  return std::string("block/") + kBlockNames[(i - ix.blocks) % B_COUNT];
 }
 
 bool decays(const Config& c, int i) {
@@ -91,7 +94,7 @@ bool parity(const char* label, const Config& c, gpu::Precision prec, gpu::Execut
   // The CPU reference: what the addon's run() does (native/src/addon.cc), then the optimizer.
   double loss;
   int correct;
-  cpu->forward(c, p.W.data(), p.images.data(), drop, ws, p.logits.data(), nullptr);
+  cpu->forward(c, p.W.data(), p.images.data(), drop, ws, p.logits.data(), nullptr, nullptr);
   softmax_cross_entropy(c.batch, c.classes, p.logits.data(), p.targets.data(), &loss, &correct, p.dlogits.data());
   cpu->backward(c, p.W.data(), p.G.data(), p.dlogits.data(), drop, ws);
   double sq = 0;
@@ -103,7 +106,7 @@ bool parity(const char* label, const Config& c, gpu::Precision prec, gpu::Execut
       for (float& v : g) v *= (float)(clip / (norm + 1e-6));
   const int T = (c.image / c.patch) * (c.image / c.patch) + 1;
   std::vector<float> evalLogits((size_t)c.batch * c.classes), attention((size_t)c.depth * c.batch * c.heads * T * T);
-  cpu->forward(c, p.W.data(), p.images.data(), dropout(0.f, 0), ws, evalLogits.data(), attention.data());
+  cpu->forward(c, p.W.data(), p.images.data(), dropout(0.f, 0), ws, evalLogits.data(), attention.data(), nullptr);
 
   Errors err;
   std::unique_ptr<gpu::Trainer> t(gpu::new_trainer(c, prec, ex));

@@ -313,6 +313,30 @@ test('predict and forward on the cuda kernels (host executor) equal the native o
   model.dispose();
 });
 
+test('a model with options the CUDA kernels lack stays on the CPU: auto runs it there, cuda is an error with the reason', {
+  skip: noAddon,
+}, () => {
+  const why = 'the CUDA kernels implement tokenizer patch, pool cls and position_embedding learned only';
+  const options: VitConfig[] = [
+    { ...cfg, depth: 1, tokenizer: 'conv', convLayers: 1, convChannels: 4 },
+    { ...cfg, depth: 1, pool: 'mean' },
+    { ...cfg, depth: 1, posEmbedding: 'sincos' },
+  ];
+  for (const model of options) {
+    // TFPIPE_CUDA=host: a GPU model that would otherwise be taken first.
+    const r = choose({ TFPIPE_CUDA: 'host' }, ['auto', 'cuda'], model);
+    assert.equal(r.status, 0, r.stderr);
+    const line = r.stdout.split('\n').find((l) => l.startsWith('AUTO ')) as string;
+    assert.match(line, /^AUTO \{"path":"(native|tfjs)"/, JSON.stringify(model));
+    assert.ok(line.includes(`not considered: ${why}`), line);
+    assert.ok(r.stdout.includes(`CUDA ERR runtime.kernels is "cuda" but ${why}`), r.stdout);
+  }
+  // The default options still go to the GPU model.
+  assert.match(choose({ TFPIPE_CUDA: 'host' }, ['auto']).stdout, /AUTO \{"path":"cuda"/);
+  const a = addon as GpuAddon;
+  assert.throws(() => a.gpuCreate({ ...cfg, batch: 3, pool: 'seq' }, { host: true }), new RegExp(`gpuCreate: ${why}`));
+});
+
 test('the API checks every argument, and its errors name the call', { skip: noAddon }, () => {
   const a = addon as GpuAddon;
   const nc = { ...cfg, batch: 3 };
@@ -411,6 +435,7 @@ function escapeRegExp(s: string): string {
 function choose(
   env: Record<string, string>,
   requests: string[],
+  model: VitConfig = { ...cfg, depth: 1 },
 ): { status: number | null; stdout: string; stderr: string } {
   const mod = (p: string) => JSON.stringify(pathToFileURL(join(root, 'dist/src', p)).href);
   const script = `const b = await import(${mod('ml/backend.js')});
@@ -420,7 +445,7 @@ function choose(
     console.log('GPU ' + JSON.stringify(g.gpuAvailability()));
     for (const request of ${JSON.stringify(requests)}) {
       try {
-        const d = await c.chooseKernels({ request, cfg: ${JSON.stringify({ ...cfg, depth: 1 })}, batch: 4, purpose: 'infer', precision: 'bf16' });
+        const d = await c.chooseKernels({ request, cfg: ${JSON.stringify(model)}, batch: 4, purpose: 'infer', precision: 'bf16' });
         console.log(request.toUpperCase() + ' ' + JSON.stringify(d.kernels) + ' ' + d.detail);
       } catch (e) {
         console.log(request.toUpperCase() + ' ERR ' + e.message);

@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { packageRoot } from '../src/ground/paths.js';
 import type { VitConfig } from '../src/ml/vit/config.js';
-import { LAYOUT_PROBE, nativeLayout, parameterSpecs } from '../src/ml/vit/layout.js';
+import { LAYOUT_PROBE, LAYOUT_PROBES, nativeLayout, parameterSpecs } from '../src/ml/vit/layout.js';
 import { nativeConfig, nativeModule } from '../src/ml/vit/native.js';
 import { ODD_VIT, TINY_VIT } from './fixtures/vit-configs.js';
 import { noAddon } from './native-helpers.js';
@@ -47,7 +47,14 @@ test("the addon's shapes are layout.ts's for every config, not only the probe", 
     dimHead: 16,
     mlpDim: 384,
   };
-  for (const cfg of [LAYOUT_PROBE, TINY_VIT, ODD_VIT, cifar]) {
+  // Every option: each conv layer count, each pool, each kind of positions.
+  const options: VitConfig[] = [
+    { ...cifar, tokenizer: 'conv', convLayers: 1, convChannels: 32, pool: 'mean', posEmbedding: 'none' },
+    { ...cifar, tokenizer: 'conv', convLayers: 2, pool: 'seq', posEmbedding: 'learned' },
+    { ...ODD_VIT, imageSize: 16, tokenizer: 'conv', convLayers: 4, convChannels: 9, posEmbedding: 'sincos' },
+    { ...ODD_VIT, pool: 'seq', posEmbedding: 'none' },
+  ];
+  for (const cfg of [...LAYOUT_PROBES, TINY_VIT, ODD_VIT, cifar, ...options]) {
     assert.deepEqual(
       addon.shapes(nativeConfig(cfg, 1)),
       parameterSpecs(cfg).map((s) => s.shape),

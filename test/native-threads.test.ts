@@ -41,6 +41,19 @@ const configs: { name: string; cfg: VitConfig; batch: number }[] = [
     },
     batch: 19,
   },
+  // The ViT options: a 2-layer conv tokenizer (its weight gradients sum over every pixel of the
+  // batch), sequence pooling (its score weights sum over every token), no positions; and patches
+  // with mean pooling and sin-cos positions.
+  {
+    name: 'conv tokens, seq pool, no positions',
+    cfg: { ...ODD_VIT, imageSize: 16, tokenizer: 'conv', convLayers: 2, convChannels: 10, pool: 'seq', posEmbedding: 'none' },
+    batch: 13,
+  },
+  {
+    name: 'patches, mean pool, sincos positions',
+    cfg: { ...ODD_VIT, pool: 'mean', posEmbedding: 'sincos' },
+    batch: 13,
+  },
 ];
 
 // A fixed pseudo-random sequence (an LCG), so the data does not depend on any backend.
@@ -96,6 +109,7 @@ function step(
   const p = nativeRun(isa, cfg, updated, images, batch, null, undefined, { attention: true, threads });
   out.set('logits', bytes(p.logits));
   out.set('attention', bytes(p.attention as Float32Array));
+  out.set('pool', bytes(p.pool as Float32Array));
   return out;
 }
 

@@ -16,6 +16,7 @@ import { initBackend } from '../src/ml/backend.js';
 import { createVit, computeGradients, forward, predict, tfjsKernels, type Kernels } from '../src/ml/vit/index.js';
 import { nativeAvailability, nativeInfo, nativeRun, runnableVariants } from '../src/ml/vit/native.js';
 import { createTrainer } from '../src/ml/vit/trainer.js';
+import { nativeLayout } from '../src/ml/vit/layout.js';
 import type { OptimizerSettings, OptimizerState } from '../src/ml/optim.js';
 import { ODD_VIT } from './fixtures/vit-configs.js';
 import { expectedVariants, isaCases, nativeRequired, noAddon } from './native-helpers.js';
@@ -358,8 +359,7 @@ test('an addon that expects another parameter layout is refused with a clear mes
     fake,
     `const block = ['attn_norm/gamma','attn_norm/beta','attn/to_k','attn/to_q','attn/to_v','attn/to_out/kernel','attn/to_out/bias','mlp_norm/gamma','mlp_norm/beta','mlp/fc1/kernel','mlp/fc1/bias','mlp/fc2/kernel','mlp/fc2/bias'];
      module.exports = { info: () => ({ isa: 'baseline', error: null, cpu: 'fake', features: '', variants: [], layout: {
-       stem: ['embedding/patch/kernel','embedding/patch/bias','embedding/cls_token','embedding/pos_embedding'], block,
-       head: ['head/norm/gamma','head/norm/beta','head/kernel','head/bias'],
+       stem: ${JSON.stringify(nativeLayout().stem)}, block, head: ${JSON.stringify(nativeLayout().head)},
        blockDropoutSites: ['attn/weights','attn/out','mlp/hidden','mlp/out'], embeddingDropoutSite: 0 } }),
        run: () => { throw new Error('must not run'); } };`,
   );

@@ -78,7 +78,11 @@ class Trainer {
 enum Executor : int32_t { kDevice = 0, kHost = 1, kHostSimt = 2 };
 const char* executor_name(Executor e);
 
-// A trainer for c (c.batch = the largest batch a step takes).
+// Why this model cannot take c, or null: it implements the default ViT options only.
+const char* unsupported(const Config& c);
+
+// A trainer for c (c.batch = the largest batch a step takes); throws std::runtime_error with
+// unsupported(c) for a config it does not implement.
 Trainer* new_trainer(const Config& c, Precision p, Executor e);
 
 // The executors' factories (host_exec.cc; device_exec.cu or, without nvcc, no_device.cc).

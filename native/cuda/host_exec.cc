@@ -151,7 +151,13 @@ Trainer* new_host_trainer(const Config& c, Precision p, bool simt) {
   return new Model<HostExec>(c, p);
 }
 
+const char* unsupported(const Config& c) {
+  if (c.tokenizer == kPatchTokens && c.pool == kPoolCls && c.posEmbedding == kPosLearned) return nullptr;
+  return "the CUDA kernels implement tokenizer patch, pool cls and position_embedding learned only";
+}
+
 Trainer* new_trainer(const Config& c, Precision p, Executor e) {
+  if (const char* why = unsupported(c)) throw std::runtime_error(why);
   return e == kDevice ? new_device_trainer(c, p) : new_host_trainer(c, p, e == kHostSimt);
 }
 

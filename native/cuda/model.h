@@ -27,7 +27,7 @@ constexpr int kAttentionWarps = 8;
 template <class X>
 class Model final : public Trainer {
  public:
-  Model(const Config& c, Precision p) : ex_(p), c_(c), half_(p == kBf16) {
+  Model(const Config& c, Precision p) : ex_(p), c_(c), ix_(param_index(c)), half_(p == kBf16) {
     if (c.image % c.patch) throw std::runtime_error("patch must divide image");
     grid_ = c.image / c.patch;
     N_ = grid_ * grid_;
@@ -190,13 +190,15 @@ class Model final : public Trainer {
   Out act(size_t n, bool alsoFp32 = false) { return half_ ? Out{alsoFp32 ? f(n) : nullptr, h(n)} : Out{f(n), nullptr}; }
   // Weight i as a product's operand.
   In Wop(int i) const { return In(W_ + off_[i], W16_ ? W16_ + off_[i] : nullptr); }
-  In wop(int l, int i) const { return Wop(P_STEM_COUNT + B_COUNT * l + i); }
+  In wop(int l, int i) const { return Wop(ix_.blocks + B_COUNT * l + i); }
   float* W(int i) const { return W_ + off_[i]; }
   float* G(int i) const { return G_ + off_[i]; }
-  float* w(int l, int i) const { return W(P_STEM_COUNT + B_COUNT * l + i); }
-  float* g(int l, int i) const { return G(P_STEM_COUNT + B_COUNT * l + i); }
-  float* HW(int i) const { return W(P_STEM_COUNT + B_COUNT * c_.depth + i); }
-  float* HG(int i) const { return G(P_STEM_COUNT + B_COUNT * c_.depth + i); }
+  float* w(int l, int i) const { return W(ix_.blocks + B_COUNT * l + i); }
+  float* g(int l, int i) const { return G(ix_.blocks + B_COUNT * l + i); }
+  float* SW(int p) const { return W(ix_.stem[p]); }
+  float* SG(int p) const { return G(ix_.stem[p]); }
+  float* HW(int i) const { return W(ix_.head[i]); }
+  float* HG(int i) const { return G(ix_.head[i]); }
   Drop drop(int site) const { return Drop{sc_, site}; }
   static int site(int l, BlockSite s) { return 1 + kSitesPerBlock * l + s; }
   int slotsPerWeight() const {
@@ -237,8 +239,8 @@ class Model final : public Trainer {
   void forward_pass(int b) {
     const size_t R = (size_t)b * T_;
     ex_.each("patchify", (size_t)b * N_ * PD_, Patchify{img_, patches_, N_, PD_, grid_, c_.patch, c_.image, c_.channels});
-    ex_.gemm("patch_embedding", mm(false, false, b * N_, D_, PD_, patches_, PD_, Wop(P_PATCH_W), D_, tmp_, D_));
-    ex_.each("embed", R * D_, Embed{tmp_, W(P_PATCH_B), W(P_CLS), W(P_POS), x_, drop(kSiteEmbedding), T_, N_, D_});
+    ex_.gemm("patch_embedding", mm(false, false, b * N_, D_, PD_, patches_, PD_, Wop(ix_.stem[P_PATCH_W]), D_, tmp_, D_));
+    ex_.each("embed", R * D_, Embed{tmp_, SW(P_PATCH_B), SW(P_CLS), SW(P_POS), x_, drop(kSiteEmbedding), T_, N_, D_});
     for (int l = 0; l < c_.depth; l++) block_forward(l, b);
     ex_.rows("head_norm", b, LnFwd{x_, HW(H_LN_G), HW(H_LN_B), hxhat_, Out{hy_, nullptr}, hrstd_, D_, T_});
     ex_.gemm("head", mm(false, false, b, C_, D_, hy_, D_, HW(H_W), C_, logits_, C_));
@@ -274,11 +276,11 @@ class Model final : public Trainer {
     for (int l = c_.depth - 1; l >= 0; l--) block_backward(l, b);
     // Embedding: x0 = dropout([cls; patches W + bias] + pos).
     if (host_.dropout) ex_.each("embed_dropout_bwd", R * D_, DropMul{dx_, dx_, drop(kSiteEmbedding)});
-    colsum("pos_grad", Read{dx_}, b, T_ * D_, G(P_POS));
-    ex_.each("cls_grad", D_, Copy{G(P_POS), G(P_CLS)});
+    colsum("pos_grad", Read{dx_}, b, T_ * D_, SG(P_POS));
+    ex_.each("cls_grad", D_, Copy{SG(P_POS), SG(P_CLS)});
     ex_.each("gather_patches", (size_t)b * N_ * D_, GatherPatches{dx_, demb_, N_, T_, D_});
-    ex_.gemm("patch_dw", mm(true, false, PD_, D_, b * N_, patches_, PD_, demb_, D_, G(P_PATCH_W), D_));
-    colsum("patch_db", Read{demb_.f}, (size_t)b * N_, D_, G(P_PATCH_B));
+    ex_.gemm("patch_dw", mm(true, false, PD_, D_, b * N_, patches_, PD_, demb_, D_, SG(P_PATCH_W), D_));
+    colsum("patch_db", Read{demb_.f}, (size_t)b * N_, D_, SG(P_PATCH_B));
   }
 
   // dx_ holds the gradient of block l's output; leaves that of its input.
@@ -315,6 +317,7 @@ class Model final : public Trainer {
 
   X ex_;
   Config c_;
+  ParamIndex ix_;
   bool half_;  // bf16 operands for the products
   int grid_, N_, T_, Tp_, B_, D_, PD_, H_, dh_, IN_, M_, C_;
   std::vector<size_t> off_, len_;

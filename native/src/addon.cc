@@ -38,6 +38,7 @@ struct Job {
   std::vector<float*> G;
   float* logits = nullptr;
   float* attention = nullptr;
+  float* pool = nullptr;
   double loss = 0;
   int correct = 0;
   // Gradient clipping by global L2 norm (0 = off), done here: ~170 tfjs ops per step otherwise.
@@ -48,7 +49,7 @@ struct Job {
   void execute() {
     std::lock_guard<std::mutex> serial(kernels_mutex());
     set_threads(threads);
-    kernels->forward(c, W.data(), images, drop, g_ws, logits, attention);
+    kernels->forward(c, W.data(), images, drop, g_ws, logits, attention, pool);
     if (targets) {
       std::vector<float> dlogits((size_t)c.batch * c.classes);
       softmax_cross_entropy(c.batch, c.classes, logits, targets, &loss, &correct, dlogits.data());
@@ -68,8 +69,8 @@ struct Job {
 
 // run(config, weights: Float32Array[], images, targets | null, seed, threads, options?)
 //   options: { isa?: string, attention?: boolean, clipNorm?: number }
-// -> { isa, logits, attention?, loss?, correct?, gradNorm?, grads?: Float32Array[] } (loss etc. added
-//    after the run); with clipNorm > 0 the gradients come scaled so that their global L2 norm <= clipNorm.
+// -> { isa, logits, attention?, pool?, loss?, correct?, gradNorm?, grads?: Float32Array[] } (loss etc. added
+//    after the run; pool: each token's weight in the pooled vector, [B, T], with attention); with clipNorm > 0 the gradients come scaled so that their global L2 norm <= clipNorm.
 // Returns the output object, or null with a JS exception pending. The run is synchronous: the
 // arguments' and the output's arrays stay alive in the call's handle scope, no references needed.
 napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
@@ -118,7 +119,7 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
     napi_throw_error(env, nullptr, ("vit_kernels: expected " + std::to_string(param_count(c)) + " weight arrays, got " + std::to_string(nw)).c_str());
     return nullptr;
   }
-  const int T = (c.image / c.patch) * (c.image / c.patch) + 1;
+  const int T = token_count(c);
   std::vector<size_t> sizes(nw);
   job->W.resize(nw);
   for (uint32_t i = 0; i < nw; i++) {
@@ -175,6 +176,9 @@ napi_value prepare(napi_env env, napi_callback_info info, Job* job) {
     napi_value att = newFloat32(env, (size_t)c.depth * c.batch * c.heads * T * T, &job->attention);
     if (!att) return nullptr;
     CHECK(napi_set_named_property(env, out, "attention", att));
+    napi_value pool = newFloat32(env, (size_t)c.batch * T, &job->pool);
+    if (!pool) return nullptr;
+    CHECK(napi_set_named_property(env, out, "pool", pool));
   }
   if (job->targets) {
     napi_value grads;
@@ -215,7 +219,7 @@ napi_value Shapes(napi_env env, napi_callback_info info) {
   napi_value out;
   CHECK(napi_create_array_with_length(env, n, &out));
   for (int i = 0; i < n; i++) {
-    size_t dims[2];
+    size_t dims[kMaxRank];
     const int rank = param_shape(c, i, dims);
     napi_value shape;
     CHECK(napi_create_array_with_length(env, rank, &shape));

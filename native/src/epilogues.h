@@ -93,22 +93,32 @@ struct ScaledStore {
   void prefetch(int r, int c) const { __builtin_prefetch(y + (size_t)r * ld + c, 1); }
 };
 
-// The patch embedding: x[b, 1 + p] = dropout(patches W + b + pos[1 + p]).
+// The patch embedding: x[b, first + p] = dropout(patches W + b + pos[p]), first = 1 after a class
+// token; pos: the image tokens' positions [N, D], or none.
 struct Embed {
   float* x;
-  int D, N, T;
+  int D, N, T, first;
   int firstSample;
   const float *bias, *pos;
   const Dropout& drop;
   uint32_t dbase;
   void operator()(int r, int c, int n, vf acc) const {
-    const int b = firstSample + r / N, t = 1 + r % N;
-    const size_t e = ((size_t)b * T + t) * D + c;
-    vf y = acc + load_n(bias + c, n) + load_n(pos + (size_t)t * D + c, n);
+    const int b = firstSample + r / N, p = r % N;
+    const size_t e = ((size_t)b * T + first + p) * D + c;
+    vf y = acc + load_n(bias + c, n);
+    if (pos) y += load_n(pos + (size_t)p * D + c, n);
     if (drop.active()) y *= drop.mask(dbase, e);
     store_n(x + e, y, n);
   }
-  void prefetch(int r, int c) const { __builtin_prefetch(x + ((size_t)(firstSample + r / N) * T + 1 + r % N) * D + c, 1); }
+  void prefetch(int r, int c) const { __builtin_prefetch(x + ((size_t)(firstSample + r / N) * T + first + r % N) * D + c, 1); }
+};
+
+// y = max(acc, 0): a conv tokenizer layer's ReLU.
+struct ReluStore {
+  float* y;
+  int ld;
+  void operator()(int r, int c, int n, vf acc) const { store_n(y + (size_t)r * ld + c, vmax(acc, vf{}), n); }
+  void prefetch(int r, int c) const { __builtin_prefetch(y + (size_t)r * ld + c, 1); }
 };
 
 }  // namespace TFPIPE_ISA

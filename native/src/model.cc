@@ -31,6 +31,21 @@
 namespace tfpipe {
 namespace TFPIPE_ISA {
 
+// A model's arrays by role (param_index, layout.cc): stem[p] and head[p] null where the config has
+// no such parameter. P: const float* for the weights, float* for the gradients.
+template <class P>
+struct Params {
+  P stem[P_STEM_COUNT], head[H_COUNT];
+  const P* blocks;
+  Params(const Config& c, const P* all) {
+    const ParamIndex ix = param_index(c);
+    for (int p = 0; p < P_STEM_COUNT; p++) stem[p] = ix.stem[p] < 0 ? nullptr : all[ix.stem[p]];
+    for (int p = 0; p < H_COUNT; p++) head[p] = ix.head[p] < 0 ? nullptr : all[ix.head[p]];
+    blocks = all + ix.blocks;
+  }
+  const P* block(int l) const { return blocks + B_COUNT * l; }
+};
+
 // Patches of samples [b0, b1) in (channel, row, col) order from NHWC images.
 void extract_patches(const Config& c, const Shape& s, int b0, int b1, const float* images, float* patches) {
   const int p = c.patch;
@@ -45,36 +60,199 @@ void extract_patches(const Config& c, const Shape& s, int b0, int b1, const floa
       }
 }
 
-// Forward pass (keeping what the backward needs). Weights in layout order.
+// The positions added to the image tokens, [N, D] (learned: pos_embedding past the class token's
+// row; sincos: the fixed table), or null for none.
+const float* image_positions(const Config& c, const Shape& s, const float* pos, Workspace* ws) {
+  if (c.posEmbedding == kPosLearned) return pos + (size_t)s.cls * s.D;
+  if (c.posEmbedding == kPosNone) return nullptr;
+  float* table = workspace_take(ws, W_SINCOS, (size_t)s.N * s.D);
+  sincos_positions(s.grid, s.D, table);
+  return table;
+}
+
+// --- Conv tokenizer: per layer x = maxpool3x3s2(relu(conv3x3(x))), as src/ml/vit/vit.ts ---------
+
+// The 3 x 3 taps of every pixel of one sample (S x S pixels of C channels, NHWC) as the rows of
+// an im2col matrix [S*S, 9C], columns in (ky, kx, c) order (the HWIO kernel's rows); zero padding.
+void im2col(int S, int C, const float* in, float* cols) {
+  for (int y = 0; y < S; y++)
+    for (int x = 0; x < S; x++)
+      for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++) {
+          float* dst = cols + ((size_t)(y * S + x) * 9 + ky * 3 + kx) * C;
+          const int iy = y + ky - 1, ix = x + kx - 1;
+          if (iy < 0 || iy >= S || ix < 0 || ix >= S)
+            std::memset(dst, 0, (size_t)C * sizeof(float));
+          else
+            std::memcpy(dst, in + ((size_t)iy * S + ix) * C, (size_t)C * sizeof(float));
+        }
+}
+
+// The gradient of im2col: din (zeroed by the caller) += every tap's gradient at its pixel.
+void col2im(int S, int C, const float* dcols, float* din) {
+  for (int y = 0; y < S; y++)
+    for (int x = 0; x < S; x++)
+      for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++) {
+          const int iy = y + ky - 1, ix = x + kx - 1;
+          if (iy < 0 || iy >= S || ix < 0 || ix >= S) continue;
+          const float* src = dcols + ((size_t)(y * S + x) * 9 + ky * 3 + kx) * C;
+          float* dst = din + ((size_t)iy * S + ix) * C;
+          for (int c = 0; c < C; c++) dst[c] += src[c];
+        }
+}
+
+// Max-pool 3 x 3, stride 2, of one sample's S x S x C map into (S/2)^2 x C: output i covers rows
+// (and columns) 2i..2i+2 below S (tf.maxPool 'same' on an even side pads only past the end).
+void maxpool_fwd(int S, int C, const float* y, float* out) {
+  const int So = S / 2;
+  for (int oy = 0; oy < So; oy++)
+    for (int ox = 0; ox < So; ox++)
+      for (int c0 = 0; c0 < C; c0 += kLanes) {
+        const int n = imin(kLanes, C - c0);
+        vf m = load_n(y + ((size_t)2 * oy * S + 2 * ox) * C + c0, n);
+        for (int iy = 2 * oy; iy < imin(S, 2 * oy + 3); iy++)
+          for (int ix = 2 * ox; ix < imin(S, 2 * ox + 3); ix++) m = vmax(m, load_n(y + ((size_t)iy * S + ix) * C + c0, n));
+        store_n(out + ((size_t)oy * So + ox) * C + c0, m, n);
+      }
+}
+
+// Back through max-pool and ReLU: dy = (the pooled gradient at each window's first maximum, summed
+// where windows overlap) where y > 0, else 0 (ReLU's gradient at 0 is 0, as tfjs's).
+void maxpool_relu_bwd(int S, int C, const float* y, const float* dout, float* dy) {
+  const int So = S / 2;
+  std::memset(dy, 0, (size_t)S * S * C * sizeof(float));
+  for (int oy = 0; oy < So; oy++)
+    for (int ox = 0; ox < So; ox++)
+      for (int c = 0; c < C; c++) {
+        size_t arg = ((size_t)2 * oy * S + 2 * ox) * C + c;
+        for (int iy = 2 * oy; iy < imin(S, 2 * oy + 3); iy++)
+          for (int ix = 2 * ox; ix < imin(S, 2 * ox + 3); ix++) {
+            const size_t e = ((size_t)iy * S + ix) * C + c;
+            if (y[e] > y[arg]) arg = e;
+          }
+        dy[arg] += dout[((size_t)oy * So + ox) * C + c];
+      }
+  for (size_t e = 0; e < (size_t)S * S * C; e++)
+    if (!(y[e] > 0.f)) dy[e] = 0.f;
+}
+
+// The conv tokenizer on samples [b0, b1) into their image token rows of x (before positions).
+void conv_tokens_fwd(const Shape& s, const ConvLayer* L, const float* images, int b0, int b1, float* x) {
+  for (int l = 0; l < s.convLayers; l++) {
+    const int S = s.side[l], P = s.pixels(l), K = s.taps(l), co = s.cout[l];
+    const float* in = l ? L[l].in : images;
+    for (int b = b0; b < b1; b++) im2col(S, s.cin[l], in + (size_t)b * P * s.cin[l], L[l].cols + (size_t)b * P * K);
+    ReluStore e{L[l].y + (size_t)b0 * P * co, co};
+    gemm_packed((b1 - b0) * P, K, co, L[l].cols + (size_t)b0 * P * K, K, L[l].pack, e);
+    for (int b = b0; b < b1; b++) {
+      float* out = l + 1 < s.convLayers ? L[l + 1].in + (size_t)b * (P / 4) * co : x + ((size_t)b * s.T + s.cls) * s.D;
+      maxpool_fwd(S, co, L[l].y + (size_t)b * P * co, out);
+    }
+  }
+}
+
+// From the gradient of the image token rows (dx, after the embedding's dropout) to dy of every
+// conv layer, samples [b0, b1); the weight gradients follow from dy (conv_jobs).
+void conv_tokens_bwd(const Shape& s, const ConvLayer* L, int b0, int b1, const float* dx, float* scratch) {
+  float* dcols = scratch;
+  float* din = scratch + conv_dcols_floats(s);
+  for (int l = s.convLayers - 1; l >= 0; l--) {
+    const int S = s.side[l], P = s.pixels(l), K = s.taps(l), co = s.cout[l];
+    for (int b = b0; b < b1; b++) {
+      const float* dout = l + 1 < s.convLayers ? din + (size_t)(b - b0) * (P / 4) * co : dx + ((size_t)b * s.T + s.cls) * s.D;
+      maxpool_relu_bwd(S, co, L[l].y + (size_t)b * P * co, dout, L[l].dy + (size_t)b * P * co);
+    }
+    if (l == 0) break;  // the images need no gradient
+    StoreTo e{dcols, K};
+    gemm_packed((b1 - b0) * P, co, K, L[l].dy + (size_t)b0 * P * co, co, L[l].packT, e);
+    std::memset(din, 0, (size_t)(b1 - b0) * P * s.cin[l] * sizeof(float));
+    for (int b = b0; b < b1; b++) col2im(S, s.cin[l], dcols + (size_t)(b - b0) * P * K, din + (size_t)(b - b0) * P * s.cin[l]);
+  }
+}
+
+// --- Pooling: the vector the head reads --------------------------------------------------------
+
+// A sample's pooled vector from its T token rows, and the weight of each token in it: the class
+// token (row 0); the mean; or sequence pooling, softmax over tokens of x_t w + bias.
+void pool_fwd(int pool, int T, int D, const float* x, const float* w, const float* bias, float* pooled, float* weights) {
+  if (pool == kPoolCls) {
+    std::memcpy(pooled, x, (size_t)D * sizeof(float));
+    for (int t = 0; t < T; t++) weights[t] = t == 0 ? 1.f : 0.f;
+    return;
+  }
+  if (pool == kPoolMean) {
+    for (int t = 0; t < T; t++) weights[t] = 1.f / T;
+  } else {
+    float mx = -3.0e38f;
+    for (int t = 0; t < T; t++) {
+      weights[t] = rowdot(D, x + (size_t)t * D, w) + bias[0];
+      mx = fmax2(mx, weights[t]);
+    }
+    float sum = 0.f;
+    for (int t = 0; t < T; t++) sum += weights[t] = expf(weights[t] - mx);
+    for (int t = 0; t < T; t++) weights[t] /= sum;
+  }
+  std::memset(pooled, 0, (size_t)D * sizeof(float));
+  for (int t = 0; t < T; t++)
+    for (int d = 0; d < D; d++) pooled[d] += weights[t] * x[(size_t)t * D + d];
+}
+
+// A sample's token gradients from its pooled vector's, g: weight_t g, plus ds_t w (the gradient
+// through the scores) for sequence pooling.
+void pool_bwd(int pool, int T, int D, const float* g, const float* weights, const float* ds, const float* w, float* dx) {
+  if (pool == kPoolCls) {
+    std::memset(dx, 0, (size_t)T * D * sizeof(float));
+    std::memcpy(dx, g, (size_t)D * sizeof(float));
+    return;
+  }
+  for (int t = 0; t < T; t++)
+    for (int d = 0; d < D; d++) dx[(size_t)t * D + d] = weights[t] * g[d] + (ds ? ds[t] * w[d] : 0.f);
+}
+
+// Forward pass (keeping what the backward needs). Weights in model order.
 void forward(const Config& c, const float* const* W, const float* images, const DropoutSpec& spec, Workspace* ws, float* logits,
-             float* attention) {
+             float* attention, float* pool) {
   SECTION("total_forward");
   const Shape s(c);
   const int B = s.B, N = s.N, T = s.T, Tp = s.Tp, D = s.D, PD = s.PD, IN = s.IN, M = s.M, H = s.H, dh = s.dh;
   const Dropout drop{spec};
-  const float* const* Hw = &W[P_STEM_COUNT + B_COUNT * c.depth];
-  float* patches = workspace_take(ws, W_PATCHES, (size_t)B * N * PD);
+  const Params<const float*> P(c, W);
+  const float* const* Hw = P.head;
+  const bool patch = c.tokenizer == kPatchTokens;
+  float* patches = patch ? workspace_take(ws, W_PATCHES, (size_t)B * N * PD) : nullptr;
   float* x = workspace_take(ws, W_X, (size_t)s.R * D);
+  float* pooled = workspace_take(ws, W_POOLED, (size_t)B * D);
+  float* poolw = workspace_take(ws, W_POOL_WEIGHTS, (size_t)B * T);
   float* hx = workspace_take(ws, W_HEAD_XHAT, (size_t)B * D);
   float* hr = workspace_take(ws, W_HEAD_RSTD, B);
   float* hy = workspace_take(ws, W_HEAD_Y, (size_t)B * D);
   float* colscale = workspace_take(ws, W_COLSCALE, 3 * (size_t)IN);
   const float scale = 1.f / sqrtf((float)dh);
   for (int i = 0; i < 3 * IN; i++) colscale[i] = i < IN ? scale : 1.f;
-  float* packPatch = workspace_take(ws, W_PACK_PATCH, packed_floats(PD, D));
+  float* packPatch = patch ? workspace_take(ws, W_PACK_PATCH, packed_floats(PD, D)) : nullptr;
+  const float* imagePos = image_positions(c, s, P.stem[P_POS], ws);
   Block blocks[kMaxDepth];
   for (int l = 0; l < c.depth; l++) blocks[l] = block(ws, s, l);
+  ConvLayer conv[kMaxConvLayers];
+  for (int l = 0; l < s.convLayers; l++) conv[l] = conv_layer(ws, s, l);
 
   {
     SECTION("pack_weights");
-    for_each_item(1 + c.depth, [&](int i) {
-      if (i == 0) return pack_w(PD, D, W[P_PATCH_W], D, packPatch);
-      const float* const* w = &W[P_STEM_COUNT + B_COUNT * (i - 1)];
-      const Block& k = blocks[i - 1];
-      pack_b(D, 3 * IN, k.wqkv, [&](int r, int col) { return w[B_Q + col / IN][(size_t)r * IN + col % IN]; });
-      pack_w(IN, D, w[B_OUT_W], D, k.wout);
-      pack_w(D, M, w[B_FC1_W], M, k.w1);
-      pack_w(M, D, w[B_FC2_W], D, k.w2);
+    for_each_item(1 + c.depth + s.convLayers, [&](int i) {
+      if (i == 0) {
+        if (patch) pack_w(PD, D, P.stem[P_PATCH_W], D, packPatch);
+      } else if (i > c.depth) {
+        const int l = i - 1 - c.depth;
+        pack_w(s.taps(l), s.cout[l], P.stem[P_CONV0 + l], s.cout[l], conv[l].pack);
+      } else {
+        const float* const* w = P.block(i - 1);
+        const Block& k = blocks[i - 1];
+        pack_b(D, 3 * IN, k.wqkv, [&](int r, int col) { return w[B_Q + col / IN][(size_t)r * IN + col % IN]; });
+        pack_w(IN, D, w[B_OUT_W], D, k.wout);
+        pack_w(D, M, w[B_FC1_W], M, k.w1);
+        pack_w(M, D, w[B_FC2_W], D, k.w2);
+      }
     });
   }
 
@@ -83,18 +261,29 @@ void forward(const Config& c, const float* const* W, const float* images, const 
     const size_t r0 = (size_t)b0 * T;
     {
       SECTION("embedding");
-      extract_patches(c, s, b0, b1, images, patches);
-      Embed e{x, D, N, T, b0, W[P_PATCH_B], W[P_POS], drop, drop.base(kSiteEmbedding)};
-      gemm_packed((b1 - b0) * N, PD, D, patches + (size_t)b0 * N * PD, PD, packPatch, e);
-      for (int b = b0; b < b1; b++) {
+      const uint32_t dbase = drop.base(kSiteEmbedding);
+      if (patch) {
+        extract_patches(c, s, b0, b1, images, patches);
+        Embed e{x, D, N, T, s.cls, b0, P.stem[P_PATCH_B], imagePos, drop, dbase};
+        gemm_packed((b1 - b0) * N, PD, D, patches + (size_t)b0 * N * PD, PD, packPatch, e);
+      } else {
+        conv_tokens_fwd(s, conv, images, b0, b1, x);
+        for (int b = b0; b < b1; b++) {
+          float* rows = x + ((size_t)b * T + s.cls) * D;
+          if (imagePos)
+            for (size_t e = 0; e < (size_t)N * D; e++) rows[e] += imagePos[e];
+          drop.mul(dbase, ((size_t)b * T + s.cls) * D, (size_t)N * D, rows, rows);
+        }
+      }
+      for (int b = b0; b < b1 && s.cls; b++) {
         float* row = x + (size_t)b * T * D;
-        for (int d = 0; d < D; d++) row[d] = W[P_CLS][d] + W[P_POS][d];
-        drop.mul(drop.base(kSiteEmbedding), (size_t)b * T * D, D, row, row);
+        for (int d = 0; d < D; d++) row[d] = P.stem[P_CLS][d] + (c.posEmbedding == kPosLearned ? P.stem[P_POS][d] : 0.f);
+        drop.mul(dbase, (size_t)b * T * D, D, row, row);
       }
     }
     for (int l = 0; l < c.depth; l++) {
       const Block& k = blocks[l];
-      const float* const* w = &W[P_STEM_COUNT + B_COUNT * l];
+      const float* const* w = P.block(l);
       {
         SECTION("layernorm_fwd");
         ln_fwd_rows(D, r0, r0 + rows, x, w[B_LN1_G], w[B_LN1_B], k.xhat1, k.y1, k.rstd1);
@@ -143,10 +332,12 @@ void forward(const Config& c, const float* const* W, const float* images, const 
         gemm_packed(rows, M, D, k.g + r0 * M, M, k.w2, e);
       }
     }
-    // Head on the class token.
+    // Head on the pooled tokens.
     SECTION("head");
     for (int b = b0; b < b1; b++) {
-      hr[b] = ln_fwd_row(D, x + (size_t)b * T * D, Hw[H_LN_G], Hw[H_LN_B], hx + (size_t)b * D, hy + (size_t)b * D);
+      float* v = pooled + (size_t)b * D;
+      pool_fwd(c.pool, T, D, x + (size_t)b * T * D, Hw[H_POOL_W], Hw[H_POOL_B], v, poolw + (size_t)b * T);
+      hr[b] = ln_fwd_row(D, v, Hw[H_LN_G], Hw[H_LN_B], hx + (size_t)b * D, hy + (size_t)b * D);
       for (int o = 0; o < c.classes; o++) {
         float acc = Hw[H_B][o];
         for (int d = 0; d < D; d++) acc += hy[(size_t)b * D + d] * Hw[H_W][(size_t)d * c.classes + o];
@@ -154,21 +345,29 @@ void forward(const Config& c, const float* const* W, const float* images, const 
       }
     }
   });
+  if (pool) std::memcpy(pool, poolw, (size_t)B * T * sizeof(float));
 }
 
-// Backward from dlogits; grads (zeroed, layout order) are filled.
+// Backward from dlogits; grads (zeroed, model order) are filled.
 void backward(const Config& c, const float* const* W, float* const* G, const float* dlogits, const DropoutSpec& spec, Workspace* ws) {
   SECTION("total_backward");
   const Shape s(c);
   const int B = s.B, N = s.N, T = s.T, Tp = s.Tp, D = s.D, PD = s.PD, R = s.R, IN = s.IN, M = s.M, H = s.H, dh = s.dh, C = c.classes;
   const Dropout drop{spec};
-  const float* const* Hw = &W[P_STEM_COUNT + B_COUNT * c.depth];
-  float* const* GH = &G[P_STEM_COUNT + B_COUNT * c.depth];
+  const Params<const float*> P(c, W);
+  const Params<float*> GP(c, G);
+  const float* const* Hw = P.head;
+  float* const* GH = GP.head;
+  const bool patch = c.tokenizer == kPatchTokens;
+  const float* x = workspace_take(ws, W_X, (size_t)R * D);
+  const float* pooled = workspace_take(ws, W_POOLED, (size_t)B * D);
+  const float* poolw = workspace_take(ws, W_POOL_WEIGHTS, (size_t)B * T);
   const float* hx = workspace_take(ws, W_HEAD_XHAT, (size_t)B * D);
   const float* hr = workspace_take(ws, W_HEAD_RSTD, B);
   const float* hy = workspace_take(ws, W_HEAD_Y, (size_t)B * D);
   float* dyh = workspace_take(ws, W_DYH, (size_t)B * D);
-  float* dcls = workspace_take(ws, W_DCLS, (size_t)B * D);
+  float* dpooled = workspace_take(ws, W_DPOOLED, (size_t)B * D);
+  float* dscores = c.pool == kPoolSeq ? workspace_take(ws, W_DSCORES, (size_t)B * T) : nullptr;
   float* dx = workspace_take(ws, W_DX, (size_t)R * D);
   float* dres2 = workspace_take(ws, W_DRES2, (size_t)R * D);
   float* dhid = workspace_take(ws, W_DHID, (size_t)R * M);
@@ -180,12 +379,21 @@ void backward(const Config& c, const float* const* W, float* const* G, const flo
   const float scale = 1.f / sqrtf((float)dh);
   Block blocks[kMaxDepth];
   for (int l = 0; l < c.depth; l++) blocks[l] = block(ws, s, l);
+  ConvLayer conv[kMaxConvLayers];
+  for (int l = 0; l < s.convLayers; l++) conv[l] = conv_layer(ws, s, l);
 
   {
     SECTION("pack_weights");
-    for_each_item(c.depth, [&](int l) {
-      const float* const* w = &W[P_STEM_COUNT + B_COUNT * l];
-      const Block& k = blocks[l];
+    // Layer 0 of a conv tokenizer needs no W^T: its input (the images) gets no gradient.
+    const int convT = s.convLayers ? s.convLayers - 1 : 0;
+    for_each_item(c.depth + convT, [&](int i) {
+      if (i >= c.depth) {
+        const int l = i - c.depth + 1;
+        pack_wt(s.cout[l], s.taps(l), P.stem[P_CONV0 + l], conv[l].packT);
+        return;
+      }
+      const float* const* w = P.block(i);
+      const Block& k = blocks[i];
       pack_b(3 * IN, D, k.wqkvT, [&](int r, int col) { return w[B_Q + r / IN][(size_t)col * IN + r % IN]; });
       pack_wt(D, IN, w[B_OUT_W], k.woutT);
       pack_wt(M, D, w[B_FC1_W], k.w1T);
@@ -205,27 +413,40 @@ void backward(const Config& c, const float* const* W, float* const* G, const flo
         for (int o = 0; o < C; o++) GH[H_W][(size_t)d * C + o] += hy[(size_t)b * D + d] * dl[o];
       }
       for (int o = 0; o < C; o++) GH[H_B][o] += dl[o];
-      std::memset(dcls + (size_t)b * D, 0, D * sizeof(float));
-      ln_bwd_row(D, hx + (size_t)b * D, hr[b], Hw[H_LN_G], dyh + (size_t)b * D, dcls + (size_t)b * D);
+      float* g = dpooled + (size_t)b * D;
+      std::memset(g, 0, D * sizeof(float));
+      ln_bwd_row(D, hx + (size_t)b * D, hr[b], Hw[H_LN_G], dyh + (size_t)b * D, g);
       for (int d = 0; d < D; d++) {
         GH[H_LN_G][d] += dyh[(size_t)b * D + d] * hx[(size_t)b * D + d];
         GH[H_LN_B][d] += dyh[(size_t)b * D + d];
+      }
+      if (dscores) {
+        // Sequence pooling: ds_t = a_t (g x_t - g pooled); the score weights sum ds_t x_t.
+        const float gp = rowdot(D, g, pooled + (size_t)b * D);
+        for (int t = 0; t < T; t++) {
+          const float* xt = x + ((size_t)b * T + t) * D;
+          const float ds = poolw[(size_t)b * T + t] * (rowdot(D, g, xt) - gp);
+          dscores[(size_t)b * T + t] = ds;
+          for (int d = 0; d < D; d++) GH[H_POOL_W][d] += ds * xt[d];
+          GH[H_POOL_B][0] += ds;
+        }
       }
     }
   }
 
   for (int l = c.depth - 1; l >= 0; l--) {
     const Block& k = blocks[l];
-    const float* const* w = &W[P_STEM_COUNT + B_COUNT * l];
-    float* const* g = &G[P_STEM_COUNT + B_COUNT * l];
+    const float* const* w = P.block(l);
+    float* const* g = GP.block(l);
     // From the gradient of the block's output (dx) to that of its input, per sample.
     for_each_micro_batch(s, ws, [&](int b0, int b1, float* scratch) {
       const int rows = (b1 - b0) * T;
       const size_t r0 = (size_t)b0 * T;
       if (l == c.depth - 1) {
-        // Only the class tokens reach the head.
-        std::memset(dx + r0 * D, 0, (size_t)rows * D * sizeof(float));
-        for (int b = b0; b < b1; b++) std::memcpy(dx + (size_t)b * T * D, dcls + (size_t)b * D, D * sizeof(float));
+        // Only the pooling reaches the head.
+        for (int b = b0; b < b1; b++)
+          pool_bwd(c.pool, T, D, dpooled + (size_t)b * D, poolw + (size_t)b * T, dscores ? dscores + (size_t)b * T : nullptr, Hw[H_POOL_W],
+                   dx + (size_t)b * T * D);
       }
       // x2 = x1 + drop(fc2(drop(gelu(fc1(ln2(x1))))))
       {
@@ -315,26 +536,30 @@ void backward(const Config& c, const float* const* W, float* const* G, const flo
         for (int j = 0; j < 3 * IN; j++) g[B_Q + j / IN][(size_t)d * IN + j % IN] += dwqkv[(size_t)d * 3 * IN + j];
     }
   }
-  // Embedding: x0 = drop([cls; patches W + b] + pos)
-  float* demb = workspace_take(ws, W_DEMB, (size_t)B * N * D);
+  // Embedding: x0 = drop([cls; tokens] + positions), tokens = patches W + b or the conv tokenizer's.
+  float* demb = patch ? workspace_take(ws, W_DEMB, (size_t)B * N * D) : nullptr;
   {
     SECTION("embedding_bwd");
     const uint32_t dbase = drop.base(kSiteEmbedding);
-    for_each_micro_batch(s, ws, [&](int b0, int b1, float*) {
+    for_each_micro_batch(s, ws, [&](int b0, int b1, float* scratch) {
       for (int b = b0; b < b1; b++) {
         float* rows = dx + (size_t)b * T * D;
         drop.mul(dbase, (size_t)b * T * D, (size_t)T * D, rows, rows);
-        std::memcpy(demb + (size_t)b * N * D, rows + D, (size_t)N * D * sizeof(float));
+        if (patch) std::memcpy(demb + (size_t)b * N * D, rows + (size_t)s.cls * D, (size_t)N * D * sizeof(float));
       }
+      if (!patch) conv_tokens_bwd(s, conv, b0, b1, dx, scratch);
     });
   }
   {
     SECTION("weight_grads");
-    const DwJob jobs[] = {
-        gemm_job(B * N, PD, D, workspace_take(ws, W_PATCHES, (size_t)B * N * PD), demb, D, G[P_PATCH_W], G[P_PATCH_B]),
-        {DwJob::kPos, R, 0, D, nullptr, dx, 0, D, G[P_POS], D, G[P_CLS], T},
-    };
-    run_dw_jobs(ws, W_DW_PACK, jobs, 2);
+    DwJob jobs[1 + kMaxConvLayers];
+    int n = 0;
+    if (GP.stem[P_POS] || GP.stem[P_CLS]) jobs[n++] = {DwJob::kPos, R, 0, D, nullptr, dx, 0, D, GP.stem[P_POS], D, GP.stem[P_CLS], T};
+    if (patch)
+      jobs[n++] = gemm_job(B * N, PD, D, workspace_take(ws, W_PATCHES, (size_t)B * N * PD), demb, D, GP.stem[P_PATCH_W], GP.stem[P_PATCH_B]);
+    for (int l = 0; l < s.convLayers; l++)
+      jobs[n++] = gemm_job(B * s.pixels(l), s.taps(l), s.cout[l], conv[l].cols, conv[l].dy, s.cout[l], GP.stem[P_CONV0 + l], nullptr);
+    run_dw_jobs(ws, W_DW_PACK, jobs, n);
   }
 }
 

@@ -75,6 +75,80 @@ bool field(napi_env env, napi_value obj, const char* key, double* out) {
   return true;
 }
 
+// Reads config.<key> as one of `names` (the value stored is its index), or `fallback` when absent;
+// false (with a JS error thrown) for anything else.
+static bool choice(napi_env env, napi_value obj, const char* key, const char* const* names, int n, int32_t fallback, int32_t* out) {
+  bool has = false;
+  napi_value v;
+  napi_valuetype t;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok || napi_get_named_property(env, obj, key, &v) != napi_ok ||
+      napi_typeof(env, v, &t) != napi_ok)
+    return false;
+  std::string all;
+  for (int i = 0; i < n; i++) all += std::string(i ? ", " : "") + "\"" + names[i] + "\"";
+  if (!has || t == napi_undefined) {
+    *out = fallback;
+    return true;
+  }
+  char buf[32] = {0};
+  size_t len = 0;
+  if (t != napi_string || napi_get_value_string_utf8(env, v, buf, sizeof buf, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, (std::string("vit_kernels: config.") + key + " must be one of " + all).c_str());
+    return false;
+  }
+  for (int i = 0; i < n; i++)
+    if (!strcmp(buf, names[i])) {
+      *out = i;
+      return true;
+    }
+  napi_throw_range_error(env, nullptr, (std::string("vit_kernels: unknown ") + key + " \"" + buf + "\" (one of " + all + ")").c_str());
+  return false;
+}
+
+// Reads config.<key> as an integer in [lo, hi], or `fallback` when absent.
+static bool int_option(napi_env env, napi_value obj, const char* key, int lo, int hi, int32_t fallback, int32_t* out) {
+  bool has = false;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok) return false;
+  if (!has) {
+    *out = fallback;
+    return true;
+  }
+  double v;
+  if (!field(env, obj, key, &v)) return false;
+  if (!(v >= lo && v <= hi && v == std::floor(v))) {
+    napi_throw_range_error(env, nullptr, (std::string("vit_kernels: config.") + key + " must be an integer from " + std::to_string(lo) +
+                                          " to " + std::to_string(hi))
+                                             .c_str());
+    return false;
+  }
+  *out = (int32_t)v;
+  return true;
+}
+
+// The ViT options (src/ml/vit/config.ts): names as there (the index of each name is its enum value,
+// api.h), completeConfig's defaults when absent, and the sizes they need.
+static bool read_options(napi_env env, napi_value obj, Config* c) {
+  static const char* const tokenizers[] = {"patch", "conv"};
+  static const char* const pools[] = {"cls", "mean", "seq"};
+  static const char* const positions[] = {"learned", "sincos", "none"};
+  if (!choice(env, obj, "tokenizer", tokenizers, 2, kPatchTokens, &c->tokenizer) || !choice(env, obj, "pool", pools, 3, kPoolCls, &c->pool) ||
+      !choice(env, obj, "posEmbedding", positions, 3, kPosLearned, &c->posEmbedding) ||
+      !int_option(env, obj, "convLayers", 1, kMaxConvLayers, 2, &c->convLayers) ||
+      !int_option(env, obj, "convChannels", 1, 1 << 20, 64, &c->convChannels))
+    return false;
+  if (c->tokenizer == kConvTokens && c->image % (1 << c->convLayers) != 0) {
+    napi_throw_range_error(env, nullptr, ("vit_kernels: a conv tokenizer of " + std::to_string(c->convLayers) + " layers needs imageSize divisible by " +
+                                          std::to_string(1 << c->convLayers))
+                                             .c_str());
+    return false;
+  }
+  if (c->posEmbedding == kPosSincos && c->dim % 4 != 0) {
+    napi_throw_range_error(env, nullptr, "vit_kernels: sin-cos positions need dim divisible by 4");
+    return false;
+  }
+  return true;
+}
+
 bool read_config(napi_env env, napi_value obj, Config* c) {
   struct {
     const char* key;
@@ -110,7 +184,8 @@ bool read_config(napi_env env, napi_value obj, Config* c) {
     napi_throw_range_error(env, nullptr, (std::string("vit_kernels: unknown activation \"") + buf + "\"").c_str());
     return false;
   }
-  if (c->image % c->patch != 0) {
+  if (!read_options(env, obj, c)) return false;
+  if (c->tokenizer == kPatchTokens && c->image % c->patch != 0) {
     napi_throw_range_error(env, nullptr, "vit_kernels: patchSize must divide imageSize");
     return false;
   }

@@ -17,7 +17,8 @@ struct DwJob {
   int R;
   // kGemm: dW[I, O] (ldw) += X[R, I]^T DY[R, O]; db[O] += column sums of DY (optional).
   // kNorm: dW = gain gradient sum(DY * X), db = bias gradient sum(DY), over columns [0, O).
-  // kPos:  DY = [B, T, O] input gradient of the tokens; dW[T, O] += sum over B; db (cls) += t = 0's.
+  // kPos:  DY = [B, T, O] input gradient of the tokens; dW[T, O] += sum over B (learned positions,
+  //        optional); db (class token, optional) += t = 0's.
   int I, O;
   const float *X, *DY;
   int ldx, ldy;
@@ -31,7 +32,7 @@ struct DwJob {
   int units() const {
     if (kind == kGemm) return dw_strip_count(I);
     if (kind == kNorm) return (O + kNormCols - 1) / kNormCols;
-    return T;
+    return dW ? T : 1;
   }
   // Multiply-adds per unit (a kNorm unit reads two floats per multiply-add: weigh it double).
   double unit_cost() const {
@@ -62,8 +63,8 @@ struct DwJob {
           const int n = imin(kLanes, O - c0);
           vf s{};
           for (int b = 0; b < B; b++) s += load_n(DY + ((size_t)b * T + t) * ldy + c0, n);
-          store_n(dW + (size_t)t * ldw + c0, load_n(dW + (size_t)t * ldw + c0, n) + s, n);
-          if (t == 0) store_n(db + c0, load_n(db + c0, n) + s, n);
+          if (dW) store_n(dW + (size_t)t * ldw + c0, load_n(dW + (size_t)t * ldw + c0, n) + s, n);
+          if (t == 0 && db) store_n(db + c0, load_n(db + c0, n) + s, n);
         }
     }
   }

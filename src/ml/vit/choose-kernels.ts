@@ -14,7 +14,7 @@ import { writeFileAtomic } from '../../cache/atomic.js';
 import { backendInfo, backendRegistryName, type BackendName } from '../backend.js';
 import { completeConfig, type FullVitConfig, SHAPE_FIELDS, tokenCount, type VitConfig } from './config.js';
 import { describeKernels, predict, tfjsKernels, type Kernels } from './kernels.js';
-import { gpuAvailability, type Precision } from './gpu.js';
+import { gpuAvailabilityFor, type Precision } from './gpu.js';
 import { createVit } from './model.js';
 import { cpuModel, nativeAvailability, nativeThreads } from './native.js';
 import { ADAM, createTrainer } from './trainer.js';
@@ -91,7 +91,7 @@ export async function chooseKernels(given: ChooseOptions): Promise<KernelDecisio
   const opts = { ...given, cfg: completeConfig(given.cfg) };
   const info = backendInfo();
   const current = (info?.name ?? (tf.getBackend() as BackendName)) as BackendName;
-  const gpu = gpuAvailability();
+  const gpu = gpuAvailabilityFor(opts.cfg);
   const cuda: Kernels = { path: 'cuda', precision: opts.precision ?? 'fp32', ...(gpu.host ? { host: true } : {}) };
   // On the GPU the tfjs backend only prepares batches (augmentation): it stays where it is.
   if (opts.request === 'cuda') {
@@ -174,8 +174,17 @@ function decisionKey(opts: ChooseOptions & { cfg: FullVitConfig }, list: Candida
     version: DECISION_VERSION,
     cpu: cpuModel(),
     candidates: list.map(candidateLabel),
-    // What decides the speed: the shape, the activation, and whether dropout runs at all.
-    model: [...SHAPE_FIELDS.map((f) => c[f]), c.activation, c.dropout > 0],
+    // What decides the speed: the shape, the activation, the options, and whether dropout runs at all.
+    model: [
+      ...SHAPE_FIELDS.map((f) => c[f]),
+      c.activation,
+      c.tokenizer,
+      c.convLayers,
+      c.convChannels,
+      c.pool,
+      c.posEmbedding,
+      c.dropout > 0,
+    ],
     batch: opts.batch,
     threads: nativeThreads(),
     purpose: opts.purpose,

@@ -5,7 +5,7 @@
 // handle (GpuModel), and keeps track of which copy of a model's weights is the newest.
 // TFPIPE_CUDA=0 hides the GPU; TFPIPE_CUDA=host stands the host executor in for it (the GPU path's
 // code end to end without a GPU, slowly: tests); TFPIPE_CUBLASLT names the cuBLASLt library to load.
-import type { VitConfig } from './config.js';
+import { completeConfig, type VitConfig } from './config.js';
 import type { Vit } from './model.js';
 import {
   nativeConfig,
@@ -116,6 +116,21 @@ export function gpuAvailability(): GpuAvailability {
       : { ok: true, host: true, detail: 'the GPU model on the host executor (TFPIPE_CUDA=host: slow, for tests)' };
   probed ??= probe();
   return probed;
+}
+
+/** Why the CUDA kernels cannot run a model of this config (native/cuda/host_exec.cc says the same), or null. */
+export function cudaUnsupported(cfg: VitConfig): string | null {
+  const c = completeConfig(cfg);
+  return c.tokenizer === 'patch' && c.pool === 'cls' && c.posEmbedding === 'learned'
+    ? null
+    : 'the CUDA kernels implement tokenizer patch, pool cls and position_embedding learned only';
+}
+
+/** gpuAvailability() for a model of this config: not ok where the CUDA kernels lack one of its options. */
+export function gpuAvailabilityFor(cfg: VitConfig): GpuAvailability {
+  const gpu = gpuAvailability();
+  const why = cudaUnsupported(cfg);
+  return gpu.ok && why ? { ok: false, detail: why, ...(gpu.info ? { info: gpu.info } : {}) } : gpu;
 }
 
 function probe(): GpuAvailability {

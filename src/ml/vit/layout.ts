@@ -3,7 +3,7 @@
 // checkpoints (layers.ts), the dropout site numbers (vit.ts), and the check of what the native
 // kernels expect: native.ts compares the addon's names and dropout sites with nativeLayout() and
 // its shapes (native/src/layout.cc, the C++ side's one description) with parameterSpecs() on
-// LAYOUT_PROBE, and refuses the addon at load when anything differs.
+// every config of LAYOUT_PROBES, and refuses the addon at load when anything differs.
 import { completeConfig, convLayerChannels, type FullVitConfig, tokenCount, type VitConfig } from './config.js';
 
 export type Init = { kind: 'normal' } | { kind: 'uniform'; bound: number } | { kind: 'ones' } | { kind: 'zeros' };

@@ -11,7 +11,7 @@ import { packageRoot } from '../../ground/paths.js';
 import { backendThreads } from '../backend.js';
 import type { OptimizerSettings } from '../optim.js';
 import { completeConfig, type FullVitConfig, type VitConfig } from './config.js';
-import { LAYOUT_PROBE, layoutMismatch, type NativeLayout, shapeMismatch } from './layout.js';
+import { LAYOUT_PROBES, layoutMismatch, type NativeLayout, shapeMismatch } from './layout.js';
 
 export interface NativeRunResult {
   /** The variant that ran. */
@@ -146,7 +146,12 @@ function open(): { addon: NativeAddon; info: NativeInfo } | { error: string } {
     const info = typeof addon.info === 'function' ? addon.info() : undefined;
     const mismatch =
       layoutMismatch(info?.layout) ??
-      shapeMismatch(typeof addon.shapes === 'function' ? addon.shapes(nativeConfig(LAYOUT_PROBE, 1)) : undefined);
+      LAYOUT_PROBES.reduce<string | null>(
+        (found, probe) =>
+          found ??
+          shapeMismatch(typeof addon.shapes === 'function' ? addon.shapes(nativeConfig(probe, 1)) : undefined, probe),
+        null,
+      );
     if (!info || mismatch) {
       return {
         error: `refused: ${nativeAddonPath} expects another parameter layout (${mismatch}); rebuild it with "node native/build.mjs"`,
