@@ -292,6 +292,26 @@ test('sections follow the order the kinds declare; a kind the report never names
   }
 });
 
+test('a train stage that averaged its weights says so in the metrics section; one that did not, nothing', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'tfpipe-report-'));
+  try {
+    const inputs = await buildUpstreams(root);
+    const page = async (dir: string, result: JsonObject) => {
+      const ctx = context(join(root, dir), { ...inputs, train: { ...inputs.train, result } }, defaults);
+      await report.run(ctx);
+      return readFileSync(join(ctx.outDir, 'index.html'), 'utf8');
+    };
+    const ema = { decay: 0.999, warmup: true, every_steps: 1 };
+    assert.match(
+      await page('ema', { ...inputs.train.result, ema }),
+      /<h2>Training metrics <span class="muted">\(train\)<\/span><\/h2><p>train: validation accuracy and loss, best\/ and last\/ are of an EMA of the weights \(decay 0\.999, with warm-up\)/,
+    );
+    assert.doesNotMatch(await page('plain', { ...inputs.train.result, ema: null }), /EMA/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test('through the runner, a test-only picture kind upstream of report lands on the page', async () => {
   const p = tempProject();
   const file = p.write(

@@ -9,9 +9,12 @@ export interface EpochMetrics {
   epoch: number;
   train_loss: number;
   train_accuracy: number;
-  /** null when the data has no validation split. */
+  /** null when the data has no validation split; with train's EMA on, the EMA's. */
   val_loss: number | null;
   val_accuracy: number | null;
+  /** With train's EMA on (and a validation split): the trained weights' validation, for comparison. */
+  raw_val_loss?: number;
+  raw_val_accuracy?: number;
   lr: number;
   images_per_second: number;
   seconds: number;
@@ -33,6 +36,9 @@ const FIELDS: readonly (keyof EpochMetrics)[] = [
   'elapsed_seconds',
   'tensors',
 ];
+
+/** Present only in some runs: kept when numbers, else left out. */
+const OPTIONAL: readonly (keyof EpochMetrics)[] = ['raw_val_loss', 'raw_val_accuracy'];
 
 export function formatMetricsJsonl(rows: readonly EpochMetrics[]): string {
   return `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`;
@@ -58,6 +64,7 @@ export function parseMetricsJsonl(text: string): EpochMetrics[] {
       const v = rec[f];
       row[f] = typeof v === 'number' && Number.isFinite(v) ? v : NULLABLE.has(f) ? null : NaN;
     }
+    for (const f of OPTIONAL) if (typeof rec[f] === 'number') row[f] = rec[f] as number;
     rows.push(row as EpochMetrics);
   });
   return rows;

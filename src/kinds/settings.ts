@@ -362,6 +362,19 @@ export interface TrainSettings {
    */
   eval_batch_size: number;
   /**
+   * An exponential moving average (EMA, Polyak averaging) of the weights, evaluated and checkpointed in their place. After optimizer step t (counting from 1): ema = d_t * ema + (1 - d_t) * w for every trainable weight, starting from the initial weights; training itself never reads it. With decay > 0 the per-epoch validation (val_loss, val_accuracy; raw_val_loss and raw_val_accuracy are the trained weights'), the choice and the weights of best/ and the weights of last/ (what evaluate and attention_rollout read) are the EMA's; the resume state keeps both. On the GPU (runtime.kernels cuda) the weights are read back every 32 steps and at the end of every epoch, and the steps in between count as if the weights had held still over them (their decays multiply: d^32 without warm-up): reading them every step would cost more than the step itself. Absent, as decay 0, means off (absent keeps the stage key that pipelines written before this setting had).
+   */
+  ema?: {
+    /**
+     * d: how much of the average each step keeps (0.999 averages over roughly the last 1,000 steps); 0 = off.
+     */
+    decay: number;
+    /**
+     * Step t uses min(decay, (1 + t) / (10 + t)) instead of decay (TensorFlow's ExponentialMovingAverage with num_updates, timm's ModelEma warm-up), so that the early average is not dominated by the random initial weights.
+     */
+    warmup: boolean;
+  };
+  /**
    * The matrix products' precision on the GPU (runtime.kernels cuda or auto with a GPU): fp32; tf32 (TF32 tensor cores); bf16 (inputs rounded to bf16, fp32 sums; weights, optimizer state, norms, softmax and loss stay fp32). Part of the stage key. The CPU paths compute in fp32 whatever this says; the log and result.json then say so.
    */
   precision: 'fp32' | 'tf32' | 'bf16';

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../cache/atomic.js';
 import { loadSplit } from '../ml/dataset.js';
 import { formatMetricsJsonl, EPOCH_METRICS_FILE, readMetrics, type EpochMetrics } from '../ground/epoch-metrics.js';
+import { emaEnabled, WeightEma } from '../ml/ema.js';
 import { findResume, resumeState, saveResume, type TrainState } from '../ml/resume.js';
 import { deriveSeed } from '../ml/rng.js';
 import { learningRate } from '../ml/schedule.js';
@@ -13,8 +14,9 @@ import type { AugmentationSettings, TrainSettings, VitSettings } from './setting
 import { estimateTraining, onGpu, readSpeed, rememberSpeed, speedFile } from './train-estimate.js';
 import { upstreamData } from './shared/upstream-data.js';
 import { upstreamOfKind, type StageContext, type StageKind } from '../stage-kind/types.js';
-import type { JsonObject } from '../ground/json.js';
+import { isObject, type JsonObject } from '../ground/json.js';
 import { MODEL_DIR } from './vit.js';
+import type { Vit } from '../ml/vit/model.js';
 
 /** The checkpoint folders (tf.io Layers models): the best epoch by validation accuracy, and the last. */
 export type Checkpoint = 'best' | 'last';
@@ -56,6 +58,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     { createTrainer },
     { describeKernels },
     { openCheckpoint, saveCheckpoint },
+    { vitWithWeights },
     { cpuModel, nativeThreads },
     { gpuRecord },
     { candidateLabel, timeCandidate },
@@ -65,6 +68,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     import('../ml/vit/trainer.js'),
     import('../ml/vit/index.js'),
     import('../ml/vit/checkpoint.js'),
+    import('../ml/vit/model.js'),
     import('../ml/vit/native.js'),
     import('../ml/vit/gpu.js'),
     import('../ml/vit/choose-kernels.js'),
@@ -118,6 +122,21 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     trainer.setState(resume.optimizer);
     ctx.log(`resuming after epoch ${state.epochsDone} of ${state.plannedEpochs}`);
   }
+  // The EMA starts from the weights training starts from; a resumed one where it was saved.
+  const emaSettings = emaEnabled(s.ema);
+  let ema: WeightEma | undefined;
+  if (emaSettings) {
+    if (resume && !resume.ema) throw new Error(`${resume.dir} holds no EMA of the weights, though ema is on`);
+    ema = resume?.ema
+      ? new WeightEma(emaSettings, resume.ema.arrays, resume.ema.step)
+      : new WeightEma(emaSettings, trainer.weights());
+    const every =
+      trainer.weightsEvery === 1 ? 'after every step' : `every ${trainer.weightsEvery} steps and at every epoch's end`;
+    ctx.log(
+      `EMA of the weights: decay ${emaSettings.decay}${emaSettings.warmup ? ' with warm-up' : ''}, taken in ${every}; validation, best/ and last/ use it`,
+    );
+  }
+  const emaRecord = emaSettings && { ...emaSettings, every_steps: trainer.weightsEvery };
   for (const line of estimateTraining({
     stage: ctx.name,
     images: trainSplit.count,
@@ -154,6 +173,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
   });
   ctx.log(workers > 0 ? `batches: made ahead by ${workers} worker thread(s)` : 'batches: made on the main thread');
   let lastWrite = { at: 0, took: 0 }; // of last/ and the resume state (performance.now() ms)
+  let averaged: Vit | undefined; // the EMA as a model, at an epoch's end
   try {
     for (let epoch = state.epochsDone; epoch < state.plannedEpochs; epoch++) {
       const t0 = Date.now();
@@ -163,7 +183,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       let lr = 0;
       // Where the epoch's time goes, for the log: cutting and augmenting batches runs on the tfjs
       // backend, model steps and the optimizer on the kernels chosen above.
-      const time = { batches: 0, model: 0, optimizer: 0 };
+      const time = { batches: 0, model: 0, optimizer: 0, ema: 0 };
       const timed = <T>(part: keyof typeof time, f: () => T): T => {
         const start = performance.now();
         try {
@@ -182,6 +202,9 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
           trainer.gradients(x, y, { seed: deriveSeed(ctx.seed, 'dropout', epoch, b), gradClipNorm: s.grad_clip_norm }),
         );
         timed('optimizer', () => trainer.update(lr));
+        // One update per batch, so this is the optimizer's step count, resumed or not.
+        const step = epoch * batches + b + 1;
+        if (ema && step - ema.step >= trainer.weightsEvery) timed('ema', () => ema.advance(trainer.weights(), step));
         tf.dispose([x, y]);
         lossSum += r.loss * n;
         correct += r.correct;
@@ -206,16 +229,24 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       // The model's variables are read from here on (validation, checkpoints): bring them up to
       // date where the trainer keeps the weights elsewhere (the GPU).
       trainer.syncModel();
+      const steps = (epoch + 1) * batches;
+      if (ema && ema.step < steps) timed('ema', () => ema.advance(trainer.weights(), steps));
+      // With the EMA on, validation and both checkpoints are of the average (a model of its own,
+      // for this epoch's end); the trained weights are validated too, for comparison.
+      averaged = ema && vitWithWeights(cfg, ema.weights);
+      const shown = averaged ?? model;
       const valStart = performance.now();
-      const val =
+      const validate = (m: Vit) =>
         valSplit.count > 0
-          ? evaluateSplit(model, augmenter, valSplit, {
+          ? evaluateSplit(m, augmenter, valSplit, {
               batchSize: s.eval_batch_size,
               imageSize: info.imageSize,
               channels: info.channels,
               kernels,
             })
           : undefined;
+      const val = validate(shown);
+      const raw = averaged && validate(model);
       const seconds = (Date.now() - t0) / 1000;
       const valSeconds = (performance.now() - valStart) / 1000;
       state.elapsedSeconds += seconds;
@@ -225,6 +256,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
         train_accuracy: correct / seen,
         val_loss: val?.loss ?? null,
         val_accuracy: val?.accuracy ?? null,
+        ...(raw ? { raw_val_loss: raw.loss, raw_val_accuracy: raw.accuracy } : {}),
         lr,
         images_per_second: seen / trainSeconds,
         seconds,
@@ -235,16 +267,23 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       state.epochsDone = epoch + 1;
       ctx.log(
         `epoch ${m.epoch}/${state.plannedEpochs}: train loss ${m.train_loss.toFixed(4)} acc ${(m.train_accuracy * 100).toFixed(2)}%` +
-          (val ? `, val loss ${val.loss.toFixed(4)} acc ${(val.accuracy * 100).toFixed(2)}%` : '') +
+          (val
+            ? `, val${ema ? ' (EMA)' : ''} loss ${val.loss.toFixed(4)} acc ${(val.accuracy * 100).toFixed(2)}%`
+            : '') +
+          (raw ? ` (trained weights: loss ${raw.loss.toFixed(4)} acc ${(raw.accuracy * 100).toFixed(2)}%)` : '') +
           `, ${m.images_per_second.toFixed(0)} img/s, ${seconds.toFixed(1)} s` +
-          ` (batches ${(time.batches / 1000).toFixed(1)} s, model steps ${(time.model / 1000).toFixed(1)} s, optimizer ${(time.optimizer / 1000).toFixed(1)} s, validation ${valSeconds.toFixed(1)} s)`,
+          ` (batches ${(time.batches / 1000).toFixed(1)} s, model steps ${(time.model / 1000).toFixed(1)} s, optimizer ${(time.optimizer / 1000).toFixed(1)} s` +
+          (ema ? `, EMA ${(time.ema / 1000).toFixed(1)} s` : '') +
+          `, validation ${valSeconds.toFixed(1)} s)`,
       );
+      // Without a validation split the trained weights' running training accuracy stands in.
       const score = val ? val.accuracy : m.train_accuracy;
+      const tag = emaRecord ? { ema: emaRecord } : {};
       if (score > state.bestValAccuracy) {
         state.bestValAccuracy = score;
         state.bestEpoch = m.epoch;
         // saveCheckpoint writes beside the folder and swaps it into place itself.
-        await saveCheckpoint(model, checkpointDir(ctx.outDir, 'best'), { epoch: m.epoch, val_accuracy: score });
+        await saveCheckpoint(shown, checkpointDir(ctx.outDir, 'best'), { epoch: m.epoch, val_accuracy: score, ...tag });
       }
       if (s.max_minutes > 0) {
         const planned = plannedEpochs(s.epochs, state, s.max_minutes * 60);
@@ -262,12 +301,21 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
       // to the same numbers.
       if (state.epochsDone >= state.plannedEpochs || writeDue(lastWrite, performance.now())) {
         const w0 = performance.now();
-        await saveCheckpoint(model, checkpointDir(ctx.outDir, 'last'), { epoch: m.epoch });
-        await saveResume(ctx.outDir, state, trainer.getState(), (d) => saveCheckpoint(model, d));
+        await saveCheckpoint(shown, checkpointDir(ctx.outDir, 'last'), { epoch: m.epoch, ...tag });
+        await saveResume(
+          ctx.outDir,
+          state,
+          trainer.getState(),
+          (d) => saveCheckpoint(model, d),
+          ema && { step: ema.step, arrays: ema.weights },
+        );
         lastWrite = { at: performance.now(), took: performance.now() - w0 };
       }
+      averaged?.dispose();
+      averaged = undefined;
     }
   } finally {
+    averaged?.dispose();
     await source.close();
     trainer.dispose();
     model.dispose();
@@ -287,6 +335,7 @@ async function train(ctx: StageContext<TrainSettings>): Promise<JsonObject> {
     cpu: cpuModel(),
     gpu: kernels.path === 'cuda' ? gpuRecord() : null,
     precision,
+    ema: emaRecord ?? null,
     ...(precision !== s.precision
       ? { precision_note: `${s.precision} asked; ${describeKernels(kernels)} computes in fp32` }
       : {}),
@@ -313,16 +362,26 @@ export const stage: StageKind<TrainSettings> = {
   writes: {
     files: {
       [EPOCH_METRICS_FILE]:
-        'one JSON object per epoch: train/val loss and accuracy, lr, img/s, seconds, elapsed seconds, live tensors (src/ground/epoch-metrics.ts)',
-      'best/': 'checkpoint of the epoch with the best validation accuracy, a tf.io Layers model',
-      'last/': 'checkpoint after the last epoch, a tf.io Layers model',
+        'one JSON object per epoch: train/val loss and accuracy (with ema on: val of the EMA, raw_val of the trained weights), lr, img/s, seconds, elapsed seconds, live tensors (src/ground/epoch-metrics.ts)',
+      'best/':
+        'checkpoint of the epoch with the best validation accuracy, a tf.io Layers model (with ema on: the EMA of the weights, chosen by its accuracy)',
+      'last/': 'checkpoint after the last epoch, a tf.io Layers model (with ema on: the EMA of the weights)',
     },
     report: [
       {
         section: 'metrics',
         title: 'Training metrics',
         order: 35,
-        content: async (u) => (existsSync(join(u.dir, EPOCH_METRICS_FILE)) ? { epochs: await readMetrics(u.dir) } : {}),
+        content: async (u) => ({
+          ...(existsSync(join(u.dir, EPOCH_METRICS_FILE)) ? { epochs: await readMetrics(u.dir) } : {}),
+          ...(isObject(u.result.ema)
+            ? {
+                notes: [
+                  `${u.name}: validation accuracy and loss, best/ and last/ are of an EMA of the weights (decay ${u.result.ema.decay}${u.result.ema.warmup ? ', with warm-up' : ''}); raw_val_accuracy in ${EPOCH_METRICS_FILE} is the trained weights'.`,
+                ],
+              }
+            : {}),
+        }),
       },
     ],
   },

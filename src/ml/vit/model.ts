@@ -82,3 +82,17 @@ export function createVit(cfg: VitConfig, seed: number): Vit {
 export function parameterTable(model: Vit): { name: string; shape: number[]; count: number }[] {
   return model.variables.map((v, i) => ({ name: model.names[i], shape: [...v.shape], count: v.size }));
 }
+
+/** A ViT holding copies of `weights` (model order, as Vit.variables), e.g. an average of another's. */
+export function vitWithWeights(cfg: VitConfig, weights: readonly Float32Array[]): Vit {
+  const specs = parameterSpecs(cfg);
+  if (weights.length !== specs.length)
+    throw new Error(`${weights.length} weight arrays for ${specs.length} parameters`);
+  // Copies: tfjs's CPU backend keeps the array it is given, and the caller's may change later.
+  const values = new Map(specs.map((spec, i) => [spec.name, tf.tensor(weights[i].slice(), spec.shape, 'float32')]));
+  try {
+    return new Vit(cfg, values);
+  } finally {
+    for (const t of values.values()) t.dispose();
+  }
+}
