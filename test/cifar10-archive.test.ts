@@ -163,6 +163,7 @@ test('the cifar10 stage: resolves a local source, writes data.json, splits and s
   const { stage } = await import('../src/kinds/cifar10.js');
   const { localPathSettings } = await import('../src/config/path-settings.js');
   const { Ajv } = await import('ajv');
+  const { SCHEMA_KEYWORDS } = await import('../src/config/validate.js');
   const settings: Record<string, unknown> = {
     kind: 'cifar10',
     source: basename(ARCHIVE),
@@ -170,8 +171,7 @@ test('the cifar10 stage: resolves a local source, writes data.json, splits and s
     limit_test: 50,
   };
   const ajv = new Ajv({ strict: true, useDefaults: true, allErrors: true });
-  ajv.addKeyword({ keyword: 'x-path' }); // the runner's marker for path settings
-  ajv.addKeyword({ keyword: 'x-why' }); // and for why a bound is what it is
+  for (const keyword of SCHEMA_KEYWORDS) ajv.addKeyword({ keyword });
   assert.ok(ajv.compile(stage.schema)(settings));
   // source is the stage's one local input (its content enters the key); a URL is not.
   assert.deepEqual(localPathSettings(stage.schema, settings as never), [

@@ -7,7 +7,15 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/ml/backend.js';
-import { completeConfig, createVit, computeGradients, forward, tfjsKernels, type Kernels, type VitConfig } from '../src/ml/vit/index.js';
+import {
+  completeConfig,
+  createVit,
+  computeGradients,
+  forward,
+  tfjsKernels,
+  type Kernels,
+  type VitConfig,
+} from '../src/ml/vit/index.js';
 import { Dropout } from '../src/ml/vit/dropout.js';
 import { nativeRun } from '../src/ml/vit/native.js';
 import { tfjsOps } from '../src/ml/vit/ops.js';
@@ -104,7 +112,9 @@ for (const { isa, skip } of isaCases()) {
       });
     }
 
-    test(`native ${isa}, ${name}: eval logits, attention maps and pooling weights equal the tfjs ones`, { skip }, () => {
+    test(`native ${isa}, ${name}: eval logits, attention maps and pooling weights equal the tfjs ones`, {
+      skip,
+    }, () => {
       const cfg: VitConfig = { ...shape, dropout: 0.1 };
       const model = createVit(cfg, 8);
       const { x, t } = data(cfg, 6);

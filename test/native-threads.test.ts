@@ -46,7 +46,15 @@ const configs: { name: string; cfg: VitConfig; batch: number }[] = [
   // with mean pooling and sin-cos positions.
   {
     name: 'conv tokens, seq pool, no positions',
-    cfg: { ...ODD_VIT, imageSize: 16, tokenizer: 'conv', convLayers: 2, convChannels: 10, pool: 'seq', posEmbedding: 'none' },
+    cfg: {
+      ...ODD_VIT,
+      imageSize: 16,
+      tokenizer: 'conv',
+      convLayers: 2,
+      convChannels: 10,
+      pool: 'seq',
+      posEmbedding: 'none',
+    },
     batch: 13,
   },
   {

@@ -19,17 +19,18 @@ test('only marked settings at their default are left out of the key', () => {
   assert.deepEqual(unkeyedDefaults(schema, { old: 1, added: 'b', obj: { decay: 0.9 } }), []);
 });
 
-test("the vit stage's options at their defaults keep the key it had without them; another value changes it and says so", () => {
+test('the vit options and train.ema at their defaults keep the keys the stages had without them; another value changes them', () => {
   const outputs = mkdtempSync(join(tmpdir(), 'tfpipe-keys-'));
   try {
-    const keyOf = (...sets: string[]) => {
+    const keyOf = (...sets: string[]) => keysOf(...sets).model;
+    const keysOf = (...sets: string[]) => {
       const r = tfpipe(
         ['status', 'pipelines/cifar-vit-quick.yaml', '--json', ...sets.flatMap((s) => ['--set', s])],
         outputs,
       );
       assert.equal(r.code, 0, r.stderr);
       const stages = (JSON.parse(r.stdout) as { stages: { name: string; key: string }[] }).stages;
-      return stages.find((s) => s.name === 'model')?.key;
+      return Object.fromEntries(stages.map((s) => [s.name, s.key]));
     };
     const plain = keyOf();
     // Written out at their defaults, the options leave the key as when they are absent.
@@ -37,6 +38,11 @@ test("the vit stage's options at their defaults keep the key it had without them
     assert.equal(plain, keyOf('model.conv_layers=2', 'model.conv_channels=64'));
     assert.notEqual(plain, keyOf('model.pool=seq'));
     assert.notEqual(plain, keyOf('model.tokenizer=conv'));
+    // train.ema, an object setting: off (decay 0, with or without its warm-up flag) keeps the train key.
+    const train = keysOf().train;
+    assert.equal(train, keysOf('train.ema.decay=0').train);
+    assert.equal(train, keysOf('train.ema.decay=0', 'train.ema.warmup=true').train);
+    assert.notEqual(train, keysOf('train.ema.decay=0.999').train);
   } finally {
     rmSync(outputs, { recursive: true, force: true });
   }

@@ -5,6 +5,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
+import { SCHEMA_KEYWORDS } from '../src/config/validate.js';
 import { stage } from '../src/kinds/vit.js';
 import type { VitSettings } from '../src/kinds/settings.js';
 import type { StageContext } from '../src/stage-kind/types.js';
@@ -33,6 +34,7 @@ writeFileSync(
 /** Settings with the schema's defaults applied, as the runner does. */
 function settings(over: Partial<VitSettings>): VitSettings {
   const ajv = new Ajv({ strict: true, useDefaults: true, allErrors: true });
+  for (const keyword of SCHEMA_KEYWORDS) ajv.addKeyword({ keyword });
   const s = { kind: 'vit', ...over };
   assert.ok(ajv.validate(stage.schema, s), JSON.stringify(ajv.errors));
   return s as VitSettings;
@@ -71,6 +73,11 @@ test('schema defaults describe the documented default model', () => {
     mlp_dim: 256,
     dropout: 0.1,
     activation: 'gelu_tanh',
+    tokenizer: 'patch',
+    conv_layers: 2,
+    conv_channels: 64,
+    pool: 'cls',
+    position_embedding: 'learned',
   });
 });
 

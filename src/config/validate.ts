@@ -12,14 +12,16 @@ export interface Validator {
   schemaAt(data: unknown, path: readonly (string | number)[]): JsonObject | undefined;
 }
 
+/**
+ * tfpipe's own schema keywords: x-path marks settings that name local files (path-settings.ts);
+ * x-why says why a bound is what it is, for the message when a value breaks it; x-unkeyed-default
+ * keeps a later-added setting at its default out of stage keys (unkeyed-defaults.ts).
+ */
+export const SCHEMA_KEYWORDS = ['x-path', 'x-why', 'x-unkeyed-default'] as const;
+
 export function createValidator(registry: KindRegistry): Validator {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, discriminator: true, verbose: true });
-  // x-path marks settings that name local files (see path-settings.ts); x-why says why a bound is
-  // what it is, for the message when a value breaks it; x-unkeyed-default keeps a later-added
-  // setting at its default out of stage keys (unkeyed-defaults.ts).
-  ajv.addKeyword({ keyword: 'x-path' });
-  ajv.addKeyword({ keyword: 'x-unkeyed-default' });
-  ajv.addKeyword({ keyword: 'x-why' });
+  for (const keyword of SCHEMA_KEYWORDS) ajv.addKeyword({ keyword });
   for (const k of registry.all()) ajv.addSchema(k.schema);
   const pipelineSchema = buildPipelineSchema(registry);
   const validateFn: ValidateFunction = ajv.compile(pipelineSchema);

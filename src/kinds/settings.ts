@@ -362,9 +362,9 @@ export interface TrainSettings {
    */
   eval_batch_size: number;
   /**
-   * An exponential moving average (EMA, Polyak averaging) of the weights, evaluated and checkpointed in their place. After optimizer step t (counting from 1): ema = d_t * ema + (1 - d_t) * w for every trainable weight, starting from the initial weights; training itself never reads it. With decay > 0 the per-epoch validation (val_loss, val_accuracy; raw_val_loss and raw_val_accuracy are the trained weights'), the choice and the weights of best/ and the weights of last/ (what evaluate and attention_rollout read) are the EMA's; the resume state keeps both. On the GPU (runtime.kernels cuda) the weights are read back every 32 steps and at the end of every epoch, and the steps in between count as if the weights had held still over them (their decays multiply: d^32 without warm-up): reading them every step would cost more than the step itself. Absent, as decay 0, means off (absent keeps the stage key that pipelines written before this setting had).
+   * An exponential moving average (EMA, Polyak averaging) of the weights, evaluated and checkpointed in their place. After optimizer step t (counting from 1): ema = d_t * ema + (1 - d_t) * w for every trainable weight, starting from the initial weights; training itself never reads it. With decay > 0 the per-epoch validation (val_loss, val_accuracy; raw_val_loss and raw_val_accuracy are the trained weights'), the choice and the weights of best/ and the weights of last/ (what evaluate and attention_rollout read) are the EMA's; the resume state keeps both. On the GPU (runtime.kernels cuda) the weights are read back every 32 steps and at the end of every epoch, and the steps in between count as if the weights had held still over them (their decays multiply: d^32 without warm-up): reading them every step would cost more than the step itself. decay 0 (the default) means off, and then the setting stays out of the stage key, as before it existed.
    */
-  ema?: {
+  ema: {
     /**
      * d: how much of the average each step keeps (0.999 averages over roughly the last 1,000 steps); 0 = off.
      */
