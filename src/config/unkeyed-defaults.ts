@@ -9,10 +9,28 @@ import type { JsonObject, JsonValue } from '../ground/json.js';
 export function unkeyedDefaults(schema: JsonObject, settings: JsonObject): string[][] {
   const props = (schema.properties ?? {}) as Record<string, JsonObject>;
   return Object.entries(props)
-    .filter(([name, s]) => s['x-unkeyed-default'] === true && name in settings && sameJson(settings[name], s.default))
+    .filter(([name, s]) => s['x-unkeyed-default'] === true && name in settings && isDefault(settings[name], s))
     .map(([name]) => [name]);
 }
 
-function sameJson(a: JsonValue | undefined, b: JsonValue | undefined): boolean {
-  return b !== undefined && a !== undefined && canonicalJson(a) === canonicalJson(b);
+function isDefault(value: JsonValue | undefined, schema: JsonObject): boolean {
+  const d = filledDefault(schema);
+  return value !== undefined && d !== undefined && canonicalJson(value) === canonicalJson(d);
+}
+
+/**
+ * A setting's default as validation leaves it: an object default gets its properties' own
+ * defaults filled in (Ajv's useDefaults), so `ema: {}` compares as {decay: 0, warmup: true}.
+ */
+function filledDefault(schema: JsonObject): JsonValue | undefined {
+  const d = schema.default;
+  const props = schema.properties as Record<string, JsonObject> | undefined;
+  if (d === null || typeof d !== 'object' || Array.isArray(d) || !props) return d;
+  const out: JsonObject = { ...d };
+  for (const [name, s] of Object.entries(props)) {
+    if (out[name] !== undefined) continue;
+    const inner = filledDefault(s);
+    if (inner !== undefined) out[name] = inner;
+  }
+  return out;
 }
