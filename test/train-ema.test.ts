@@ -10,6 +10,8 @@ import { BIN, cliEnv, tfpipe } from './cli-helpers.js';
 import { tempProject } from './helpers.js';
 import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
 import { loadPipeline } from '../src/config/load.js';
+import { unkeyedDefaults } from '../src/config/unkeyed-defaults.js';
+import type { JsonObject } from '../src/ground/json.js';
 import { packageRoot } from '../src/ground/paths.js';
 import { loadRegistry } from '../src/kinds/index.js';
 import { initBackend } from '../src/ml/backend.js';
@@ -155,13 +157,20 @@ test('ema decay 0 is off: the same bits as no ema at all', { skip: noArchive, ti
   assert.doesNotMatch(zero.log, /EMA/);
 });
 
-test('a pipeline without ema resolves to train settings without it, so its stage key is what it was', async () => {
+test('a pipeline without ema resolves to the off default, which stays out of the stage key', async () => {
   const registry = await loadRegistry();
   const dir = join(packageRoot, 'pipelines');
   for (const f of readdirSync(dir).filter((n) => n.endsWith('.yaml'))) {
     const trains = loadPipeline(join(dir, f), registry).stages.filter((s) => s.kind === 'train');
     assert.ok(trains.length > 0, f);
-    for (const s of trains) assert.equal('ema' in s.settings, false, `${f}: ${s.name}`);
+    for (const s of trains) {
+      assert.deepEqual(s.settings.ema, { decay: 0, warmup: true }, `${f}: ${s.name}`);
+      const schema = registry.get('train')?.schema as JsonObject;
+      assert.ok(
+        unkeyedDefaults(schema, s.settings).some((p) => p.join('.') === 'ema'),
+        `${f}: ${s.name}: ema is left out of the key`,
+      );
+    }
   }
   const set = loadPipeline(join(dir, 'cifar-vit-quick.yaml'), registry, ['train.ema.decay=0.999']);
   assert.deepEqual(set.stages.find((s) => s.kind === 'train')?.settings.ema, { decay: 0.999, warmup: true });
