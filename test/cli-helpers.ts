@@ -1,5 +1,5 @@
 // Running the real CLI (bin/tfpipe.js) in a child process, with the test kinds loaded.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { packageRoot } from '../src/ground/paths.js';
 import { CHILD_TIMEOUT_MS } from '../harness/system.js';
@@ -36,4 +36,23 @@ export function tfpipe(
     ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}),
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, pid: r.pid };
+}
+
+/**
+ * Runs the CLI with `args` and kills it with SIGKILL once its train stage starts epoch 2 of 3
+ * (after epoch 1's checkpoints and resume state are written); resolves with what it printed.
+ */
+export async function killedInEpoch2(args: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  const child = spawn(process.execPath, [BIN, ...args], { env });
+  let seen = '';
+  await new Promise<void>((res) => {
+    child.stdout.on('data', (d) => {
+      seen += String(d);
+      if (/\[train\] epoch 2\/3 · batch 1\//.test(seen)) res();
+    });
+    child.on('exit', () => res());
+  });
+  child.kill('SIGKILL');
+  await new Promise((res) => child.on('exit', res));
+  return seen;
 }

@@ -40,3 +40,12 @@ export function isaCases(): { isa: string; skip: string | false }[] {
     return { isa, skip: false };
   });
 }
+
+/** The largest absolute difference of a from b, relative to b's largest magnitude (at least 1e-3); Infinity when the lengths differ. */
+export function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let scale = 1e-3;
+  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
+  let m = a.length === b.length ? 0 : Infinity;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m / scale;
+}

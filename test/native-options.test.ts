@@ -20,7 +20,7 @@ import { Dropout } from '../src/ml/vit/dropout.js';
 import { nativeRun } from '../src/ml/vit/native.js';
 import { tfjsOps } from '../src/ml/vit/ops.js';
 import { vit } from '../src/ml/vit/vit.js';
-import { isaCases } from './native-helpers.js';
+import { isaCases, relDiff } from './native-helpers.js';
 
 before(async () => {
   await initBackend('wasm', 2);
@@ -68,14 +68,6 @@ function data(cfg: VitConfig, n: number): { x: tf.Tensor4D; t: tf.Tensor2D } {
   const t = tf.tidy(() => tf.add(tf.mul(tf.oneHot(labels, cfg.classes).toFloat(), 0.9), 0.02) as tf.Tensor2D);
   labels.dispose();
   return { x, t };
-}
-
-function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let scale = 1e-3;
-  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
-  let m = a.length === b.length ? 0 : Infinity;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m / scale;
 }
 
 /** The tfjs pooling weights [B, T] of an eval pass (vit.ts head). */

@@ -19,7 +19,7 @@ import { createTrainer } from '../src/ml/vit/trainer.js';
 import { nativeLayout } from '../src/ml/vit/layout.js';
 import type { OptimizerSettings, OptimizerState } from '../src/ml/optim.js';
 import { ODD_VIT } from './fixtures/vit-configs.js';
-import { expectedVariants, isaCases, nativeRequired, noAddon } from './native-helpers.js';
+import { expectedVariants, isaCases, nativeRequired, noAddon, relDiff } from './native-helpers.js';
 
 const skip = noAddon;
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -45,14 +45,6 @@ function data(n: number): { x: tf.Tensor4D; t: tf.Tensor2D } {
   const t = tf.add(tf.mul(hard, 0.9), 0.02) as tf.Tensor2D;
   hard.dispose();
   return { x, t };
-}
-
-function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let scale = 1e-3;
-  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
-  let m = a.length === b.length ? 0 : Infinity;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m / scale;
 }
 
 const variants = runnableVariants();

@@ -58,6 +58,17 @@ const settings: AttentionRolloutSettings = {
   batch_size: 16,
 };
 
+/** Test images `indices` scaled to [0, 1] and normalised with the data's statistics, by hand. */
+function normalisedByHand(split: Split, indices: number[]): tf.Tensor4D {
+  const per = 32 * 32 * 3;
+  const pix = new Float32Array(indices.length * per);
+  indices.forEach((idx, k) => {
+    for (let j = 0; j < per; j++)
+      pix[k * per + j] = (split.images[idx * per + j] / 255 - info.mean[j % 3]) / info.std[j % 3];
+  });
+  return tf.tensor4d(pix, [indices.length, 32, 32, 3]);
+}
+
 /** Minimal .npy reader for the checks (format details are tested in npy.test.ts). */
 function readNpy(path: string): { shape: number[]; data: Float32Array } {
   const buf = readFileSync(path);
@@ -114,13 +125,7 @@ test('writeRollout dumps the eval-mode attention, the class-token rollout, meta 
     assert.deepEqual(meta.classes, classes);
 
     // Independent forward pass on the same images, normalised by hand (no flip at eval time).
-    const per = 32 * 32 * 3;
-    const pix = new Float32Array(6 * per);
-    meta.indices.forEach((idx, k) => {
-      for (let j = 0; j < per; j++)
-        pix[k * per + j] = (testSplit.images[idx * per + j] / 255 - info.mean[j % 3]) / info.std[j % 3];
-    });
-    const x = tf.tensor4d(pix, [6, 32, 32, 3]);
+    const x = normalisedByHand(testSplit, meta.indices);
     const out = forward(model, x, { training: false, returnAttention: true }, tfjsKernels);
     const logits = (await out.logits.array()) as number[][];
     const expectedPred = logits.map((row) => row.indexOf(Math.max(...row)));
@@ -197,13 +202,7 @@ test('with a conv tokenizer and sequence pooling the rollout follows the pooling
     assert.deepEqual(roll.shape, [6, T]);
 
     // The pooling weights from an independent forward pass on the same images.
-    const per = 32 * 32 * 3;
-    const pix = new Float32Array(6 * per);
-    meta.indices.forEach((idx, k) => {
-      for (let j = 0; j < per; j++)
-        pix[k * per + j] = (testSplit.images[idx * per + j] / 255 - info.mean[j % 3]) / info.std[j % 3];
-    });
-    const x = tf.tensor4d(pix, [6, 32, 32, 3]);
+    const x = normalisedByHand(testSplit, meta.indices);
     const out = forward(model, x, { training: false, returnAttention: true }, tfjsKernels);
     const pool = (await out.pool!.array()) as number[][];
     tf.dispose([x, out.logits, out.pool!, ...out.attention!]);

@@ -2,11 +2,10 @@
 // validated and checkpointed, training itself is untouched, a kill -9 resumes to the same bits,
 // and without the setting nothing changes (not even the stage key).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { cpSync, readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { before, test } from 'node:test';
-import { BIN, cliEnv, tfpipe } from './cli-helpers.js';
+import { cliEnv, killedInEpoch2, tfpipe } from './cli-helpers.js';
 import { tempProject } from './helpers.js';
 import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
 import { loadPipeline } from '../src/config/load.js';
@@ -112,19 +111,10 @@ test('ema on: validation, best/ and last/ are the average; training is untouched
   cpSync(join(on.dir, 'last'), reference, { recursive: true });
 
   // Killed early in epoch 2, after epoch 1's checkpoints and resume state were written.
-  const child = spawn(process.execPath, [BIN, 'run', emaFile, '--until', 'train', '--force', 'train'], {
-    env: cliEnv(p.outputs, { TFPIPE_LOG_INTERVAL_MS: '0' }),
-  });
-  let seen = '';
-  await new Promise<void>((res) => {
-    child.stdout.on('data', (d) => {
-      seen += String(d);
-      if (/\[train\] epoch 2\/3 · batch 1\//.test(seen)) res();
-    });
-    child.on('exit', () => res());
-  });
-  child.kill('SIGKILL');
-  await new Promise((res) => child.on('exit', res));
+  const seen = await killedInEpoch2(
+    ['run', emaFile, '--until', 'train', '--force', 'train'],
+    cliEnv(p.outputs, { TFPIPE_LOG_INTERVAL_MS: '0' }),
+  );
   assert.match(seen, /epoch 2\/3 · batch 1\//, 'killed during epoch 2');
   const stageRoot = join(p.outputs, 'tiny-ema', 'train');
   const partial = readdirSync(stageRoot).filter((e) => e.endsWith('.partial'));

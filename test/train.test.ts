@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
-import { tfpipe as cliRun } from './cli-helpers.js';
+import { killedInEpoch2, tfpipe as cliRun } from './cli-helpers.js';
 import { test } from 'node:test';
 import { nativeAvailability } from '../src/ml/vit/native.js';
 import { packageRoot } from '../src/ground/paths.js';
@@ -78,19 +78,12 @@ test('training: learns, no tensor leak, deterministic, and resumes after kill -9
   assert.match(lock, /backend: wasm/);
 
   // Rerun training from scratch, killed with SIGKILL early in epoch 2 (after epoch 1's state was saved).
-  const child = spawn(process.execPath, [BIN, 'run', file, '--force', 'train'], {
-    env: { ...process.env, TFPIPE_OUTPUTS: p.outputs, NO_COLOR: '1', TFPIPE_LOG_INTERVAL_MS: '0' },
+  const seen = await killedInEpoch2(['run', file, '--force', 'train'], {
+    ...process.env,
+    TFPIPE_OUTPUTS: p.outputs,
+    NO_COLOR: '1',
+    TFPIPE_LOG_INTERVAL_MS: '0',
   });
-  let seen = '';
-  await new Promise<void>((res) => {
-    child.stdout.on('data', (d) => {
-      seen += String(d);
-      if (/\[train\] epoch 2\/3 · batch 1\//.test(seen)) res();
-    });
-    child.on('exit', () => res());
-  });
-  child.kill('SIGKILL');
-  await new Promise((res) => child.on('exit', res));
   assert.match(seen, /epoch 2\/3 · batch 1\//, 'killed during epoch 2');
   const partial = readdirSync(join(p.outputs, 'tiny-train', 'train')).filter((e) => e.endsWith('.partial'));
   assert.equal(partial.length, 1, 'the killed attempt left its work dir, untrusted');
