@@ -1,6 +1,6 @@
 // Shared by the tests and benches that train: where CIFAR-10 is, and a tiny pipeline around it.
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { packageRoot } from '../src/ground/paths.js';
 
 export const ARCHIVE = process.env.TFPIPE_CIFAR10 ?? resolve(packageRoot, '../shared/data/cifar-10-binary.tar.gz');
@@ -63,3 +63,10 @@ stages:
     grad_clip_norm: 1.0
 ${extra}`;
 }
+
+/** A train stage's per-epoch metrics (its metrics.jsonl), one object per epoch. */
+export const metricsOf = (dir: string): Record<string, number>[] =>
+  readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number>);

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { before, test } from 'node:test';
 import { cliEnv, killedInEpoch2, tfpipe } from './cli-helpers.js';
 import { tempProject } from './helpers.js';
-import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
+import { metricsOf, noArchive, tinyPipeline } from '../harness/ml-helpers.js';
 import { loadPipeline } from '../src/config/load.js';
 import { unkeyedDefaults } from '../src/config/unkeyed-defaults.js';
 import type { JsonObject } from '../src/ground/json.js';
@@ -27,12 +27,6 @@ const pipeline = (name: string, ema?: string) =>
     'grad_clip_norm: 1.0\n',
     `grad_clip_norm: 1.0\n${ema ? `    ema: ${ema}\n` : ''}`,
   );
-
-const metricsOf = (dir: string) =>
-  readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, number>);
 
 /** Everything in metrics that does not depend on the wall clock. */
 const numbers = (rows: Record<string, number>[]) =>

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { nativeAvailability } from '../src/ml/vit/native.js';
 import { packageRoot } from '../src/ground/paths.js';
 import { tempProject } from './helpers.js';
-import { noArchive, tinyPipeline } from '../harness/ml-helpers.js';
+import { metricsOf, noArchive, tinyPipeline } from '../harness/ml-helpers.js';
 
 const BIN = resolve(packageRoot, 'bin/tfpipe.js');
 
@@ -20,12 +20,6 @@ function tfpipe(args: string[], outputs: string) {
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
-
-const metricsOf = (dir: string) =>
-  readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, number>);
 
 /** Everything in metrics that does not depend on the wall clock. */
 const numbers = (rows: Record<string, number>[]) =>
