@@ -278,15 +278,8 @@ napi_value Info(napi_env env, napi_callback_info) {
 
 napi_value Init(napi_env env, napi_value exports) {
   g_default = select_kernels(std::getenv("TFPIPE_NATIVE_ISA"), &g_default_error);
-  struct {
-    const char* name;
-    napi_callback cb;
-  } fns[] = {{"info", Info}, {"shapes", Shapes}, {"run", Run}, {"profile", Profile}};
-  for (auto& f : fns) {
-    napi_value fn;
-    if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn) != napi_ok) return nullptr;
-    if (napi_set_named_property(env, exports, f.name, fn) != napi_ok) return nullptr;
-  }
+  const ExportedFn fns[] = {{"info", Info}, {"shapes", Shapes}, {"run", Run}, {"profile", Profile}};
+  if (!export_functions(env, exports, fns, sizeof fns / sizeof fns[0])) return nullptr;
   return register_optimizer(env, exports) && register_gpu(env, exports) ? exports : nullptr;
 }
 

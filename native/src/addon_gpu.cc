@@ -375,19 +375,11 @@ napi_value GpuForward(napi_env env, napi_callback_info info) {
 }  // namespace
 
 bool register_gpu(napi_env env, napi_value exports) {
-  struct {
-    const char* name;
-    napi_callback cb;
-  } fns[] = {{"gpuInfo", GpuInfo},         {"gpuCreate", GpuCreate},       {"gpuRelease", GpuRelease},
+  const ExportedFn fns[] = {{"gpuInfo", GpuInfo},         {"gpuCreate", GpuCreate},       {"gpuRelease", GpuRelease},
              {"gpuSetWeights", GpuSetWeights}, {"gpuGetWeights", GpuGetWeights}, {"gpuGetGrads", GpuGetGrads},
              {"gpuSetOptimizer", GpuSetOptimizer}, {"gpuSetSlots", GpuSetSlots}, {"gpuGetSlots", GpuGetSlots},
              {"gpuStep", GpuStep},         {"gpuUpdate", GpuUpdate},       {"gpuForward", GpuForward}};
-  for (auto& f : fns) {
-    napi_value fn;
-    if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn) != napi_ok) return false;
-    if (napi_set_named_property(env, exports, f.name, fn) != napi_ok) return false;
-  }
-  return true;
+  return export_functions(env, exports, fns, sizeof fns / sizeof fns[0]);
 }
 
 }  // namespace tfpipe

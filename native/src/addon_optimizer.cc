@@ -109,16 +109,8 @@ napi_value OptimizerUpdate(napi_env env, napi_callback_info info) {
 }  // namespace
 
 bool register_optimizer(napi_env env, napi_value exports) {
-  struct {
-    const char* name;
-    napi_callback cb;
-  } fns[] = {{"optimize", Optimize}, {"optimizerCreate", OptimizerCreate}, {"optimizerUpdate", OptimizerUpdate}};
-  for (auto& f : fns) {
-    napi_value fn;
-    if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn) != napi_ok) return false;
-    if (napi_set_named_property(env, exports, f.name, fn) != napi_ok) return false;
-  }
-  return true;
+  const ExportedFn fns[] = {{"optimize", Optimize}, {"optimizerCreate", OptimizerCreate}, {"optimizerUpdate", OptimizerUpdate}};
+  return export_functions(env, exports, fns, sizeof fns / sizeof fns[0]);
 }
 
 }  // namespace tfpipe

@@ -198,6 +198,15 @@ bool read_config(napi_env env, napi_value obj, Config* c) {
 
 
 // Reads an array of Float32Arrays; false with a JS TypeError thrown otherwise.
+bool export_functions(napi_env env, napi_value exports, const ExportedFn* fns, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    napi_value fn;
+    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].cb, nullptr, &fn) != napi_ok) return false;
+    if (napi_set_named_property(env, exports, fns[i].name, fn) != napi_ok) return false;
+  }
+  return true;
+}
+
 bool float32s(napi_env env, napi_value arr, const char* what, std::vector<float*>* data, std::vector<size_t>* sizes) {
   uint32_t n;
   bool is;

@@ -45,6 +45,14 @@ bool field(napi_env env, napi_value obj, const char* key, double* out);
 bool read_config(napi_env env, napi_value obj, Config* c);
 
 // Reads an array of Float32Arrays; false with a JS TypeError thrown otherwise.
+// A JS function exported by the addon: its name on the exports object and its callback.
+struct ExportedFn {
+  const char* name;
+  napi_callback cb;
+};
+// Sets every function of fns[0..n) on exports; false when N-API refuses one.
+bool export_functions(napi_env env, napi_value exports, const ExportedFn* fns, size_t n);
+
 bool float32s(napi_env env, napi_value arr, const char* what, std::vector<float*>* data, std::vector<size_t>* sizes);
 
 // JS errors that name the call: "vit_kernels.<op>: <what>".
